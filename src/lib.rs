@@ -1,0 +1,13 @@
+//! mizzen: an Istio-compatible service-mesh installer and sidecar injector.
+//!
+//! This crate is the pure core shared by the operator, the webhook and `mizzenctl`: the `MeshInstall` API, the
+//! generated install bundle, YAML helpers and (in later modules) injection and rendering. Nothing here opens a
+//! socket or talks to the Kubernetes API.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bundle;
+pub mod crd;
+pub mod yaml;
+
+pub use api::{MeshInstall, MeshInstallSpec, MeshInstallStatus};
