@@ -8,6 +8,9 @@
 pub mod api;
 pub mod bundle;
 pub mod crd;
+pub mod inject;
+pub mod kubeinject;
+pub mod quantity;
 pub mod yaml;
 
 pub use api::{MeshInstall, MeshInstallSpec, MeshInstallStatus};

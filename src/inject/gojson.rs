@@ -1,0 +1,217 @@
+//! Compact JSON in the field order Go's `encoding/json` uses for Kubernetes types.
+//!
+//! Istio writes several annotation and environment values (`proxy.istio.io/overrides`, `ISTIO_META_POD_PORTS`,
+//! `ISTIO_KUBE_APP_PROBERS`) by marshalling Go structs, so their text follows struct declaration order rather than
+//! sorted keys. These values are compared as exact strings, so we reproduce that order. Unknown keys follow the
+//! known ones, sorted.
+
+use serde_json::{Map, Value};
+
+/// The shape of a Go type, enough to order its JSON.
+#[derive(Clone, Copy)]
+pub enum Shape {
+    /// A scalar, a list of scalars or a free-form map: written as is (maps sorted).
+    Plain,
+    /// A struct with fields in declaration order.
+    Struct(&'static [(&'static str, Shape)]),
+    /// A list of one shape.
+    List(&'static Shape),
+}
+
+use Shape::{List, Plain, Struct};
+
+const FIELD_REF: Shape = Struct(&[("apiVersion", Plain), ("fieldPath", Plain)]);
+const RESOURCE_FIELD_REF: Shape = Struct(&[("containerName", Plain), ("resource", Plain), ("divisor", Plain)]);
+const KEY_REF: Shape = Struct(&[("name", Plain), ("key", Plain), ("optional", Plain)]);
+const ENV_SOURCE: Shape = Struct(&[
+    ("fieldRef", FIELD_REF),
+    ("resourceFieldRef", RESOURCE_FIELD_REF),
+    ("configMapKeyRef", KEY_REF),
+    ("secretKeyRef", KEY_REF),
+]);
+const ENV: Shape = Struct(&[("name", Plain), ("value", Plain), ("valueFrom", ENV_SOURCE)]);
+/// `corev1.ContainerPort`.
+pub const CONTAINER_PORT: Shape = Struct(&[
+    ("name", Plain),
+    ("hostPort", Plain),
+    ("containerPort", Plain),
+    ("protocol", Plain),
+    ("hostIP", Plain),
+]);
+const RESOURCES: Shape = Struct(&[("limits", Plain), ("requests", Plain), ("claims", Plain)]);
+const VOLUME_MOUNT: Shape = Struct(&[
+    ("name", Plain),
+    ("readOnly", Plain),
+    ("recursiveReadOnly", Plain),
+    ("mountPath", Plain),
+    ("subPath", Plain),
+    ("mountPropagation", Plain),
+    ("subPathExpr", Plain),
+]);
+const HTTP_HEADER: Shape = Struct(&[("name", Plain), ("value", Plain)]);
+const HTTP_GET: Shape = Struct(&[
+    ("path", Plain),
+    ("port", Plain),
+    ("host", Plain),
+    ("scheme", Plain),
+    ("httpHeaders", List(&HTTP_HEADER)),
+]);
+const TCP_SOCKET: Shape = Struct(&[("port", Plain), ("host", Plain)]);
+const GRPC: Shape = Struct(&[("port", Plain), ("service", Plain)]);
+const EXEC: Shape = Struct(&[("command", Plain)]);
+const SLEEP: Shape = Struct(&[("seconds", Plain)]);
+/// `corev1.Probe` (with its inlined `ProbeHandler`).
+pub const PROBE: Shape = Struct(&[
+    ("exec", EXEC),
+    ("httpGet", HTTP_GET),
+    ("tcpSocket", TCP_SOCKET),
+    ("grpc", GRPC),
+    ("initialDelaySeconds", Plain),
+    ("timeoutSeconds", Plain),
+    ("periodSeconds", Plain),
+    ("successThreshold", Plain),
+    ("failureThreshold", Plain),
+    ("terminationGracePeriodSeconds", Plain),
+]);
+/// Istio's app prober: the original handler of a rewritten probe.
+pub const PROBER: Shape = Struct(&[
+    ("httpGet", HTTP_GET),
+    ("tcpSocket", TCP_SOCKET),
+    ("grpc", GRPC),
+    ("timeoutSeconds", Plain),
+]);
+/// `corev1.LifecycleHandler`.
+pub const LIFECYCLE_HANDLER: Shape = Struct(&[
+    ("exec", EXEC),
+    ("httpGet", HTTP_GET),
+    ("tcpSocket", TCP_SOCKET),
+    ("sleep", SLEEP),
+]);
+const LIFECYCLE: Shape = Struct(&[
+    ("postStart", LIFECYCLE_HANDLER),
+    ("preStop", LIFECYCLE_HANDLER),
+    ("stopSignal", Plain),
+]);
+const CAPABILITIES: Shape = Struct(&[("add", Plain), ("drop", Plain)]);
+const SECURITY_CONTEXT: Shape = Struct(&[
+    ("capabilities", CAPABILITIES),
+    ("privileged", Plain),
+    ("seLinuxOptions", Plain),
+    ("windowsOptions", Plain),
+    ("runAsUser", Plain),
+    ("runAsGroup", Plain),
+    ("runAsNonRoot", Plain),
+    ("readOnlyRootFilesystem", Plain),
+    ("allowPrivilegeEscalation", Plain),
+    ("procMount", Plain),
+    ("seccompProfile", Plain),
+    ("appArmorProfile", Plain),
+]);
+/// `corev1.Container`.
+pub const CONTAINER: Shape = Struct(&[
+    ("name", Plain),
+    ("image", Plain),
+    ("command", Plain),
+    ("args", Plain),
+    ("workingDir", Plain),
+    ("ports", List(&CONTAINER_PORT)),
+    ("envFrom", Plain),
+    ("env", List(&ENV)),
+    ("resources", RESOURCES),
+    ("resizePolicy", Plain),
+    ("restartPolicy", Plain),
+    ("restartPolicyRules", Plain),
+    ("volumeMounts", List(&VOLUME_MOUNT)),
+    ("volumeDevices", Plain),
+    ("livenessProbe", PROBE),
+    ("readinessProbe", PROBE),
+    ("startupProbe", PROBE),
+    ("lifecycle", LIFECYCLE),
+    ("terminationMessagePath", Plain),
+    ("terminationMessagePolicy", Plain),
+    ("imagePullPolicy", Plain),
+    ("securityContext", SECURITY_CONTEXT),
+    ("stdin", Plain),
+    ("stdinOnce", Plain),
+    ("tty", Plain),
+]);
+
+/// Writes `value` as compact JSON ordered by `shape`.
+pub fn to_string(value: &Value, shape: Shape) -> String {
+    let mut out = String::new();
+    write(&mut out, value, shape);
+    out
+}
+
+fn write(out: &mut String, value: &Value, shape: Shape) {
+    match (shape, value) {
+        (Struct(fields), Value::Object(map)) => write_struct(out, map, fields),
+        (List(item), Value::Array(items)) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(out, v, *item);
+            }
+            out.push(']');
+        }
+        _ => out.push_str(&value.to_string()),
+    }
+}
+
+fn write_struct(out: &mut String, map: &Map<String, Value>, fields: &[(&str, Shape)]) {
+    out.push('{');
+    let mut first = true;
+    let mut emit = |out: &mut String, key: &str, v: &Value, shape: Shape| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&Value::String(key.to_owned()).to_string());
+        out.push(':');
+        write(out, v, shape);
+    };
+    for (name, shape) in fields {
+        if let Some(v) = map.get(*name) {
+            emit(out, name, v, *shape);
+        }
+    }
+    for (k, v) in map {
+        if !fields.iter().any(|(name, _)| name == k) {
+            emit(out, k, v, Plain);
+        }
+    }
+    out.push('}');
+}
+
+/// A container as Go marshals a `corev1.Container`: `resources` is always present (it is not a pointer).
+pub fn container_to_string(container: &Value) -> String {
+    let mut c = container.clone();
+    if let Value::Object(map) = &mut c {
+        map.entry("resources").or_insert_with(|| Value::Object(Map::new()));
+    }
+    to_string(&c, CONTAINER)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn container_fields_follow_go_declaration_order() {
+        let c = json!({"securityContext": {"runAsGroup": 4321, "runAsUser": 1234}, "name": "istio-proxy"});
+        assert_eq!(
+            container_to_string(&c),
+            r#"{"name":"istio-proxy","resources":{},"securityContext":{"runAsUser":1234,"runAsGroup":4321}}"#
+        );
+    }
+
+    #[test]
+    fn ports_put_name_before_container_port() {
+        let p = json!({"containerPort": 80, "name": "http"});
+        assert_eq!(to_string(&p, CONTAINER_PORT), r#"{"name":"http","containerPort":80}"#);
+    }
+}

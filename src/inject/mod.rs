@@ -1,0 +1,649 @@
+//! Sidecar injection: the decision ([`decide`]) and the mutation ([`inject`]) of a pod, exactly as Istio's injector
+//! does them (its golden corpus is the specification), as pure functions of the pod and an [`InjectionConfig`].
+//!
+//! The mutation works on the pod as JSON (`metadata` and `spec`): the chosen template's fragment is the base and the
+//! pod is merged over it with Kubernetes' strategic-merge rules, so a user-declared `istio-proxy` container
+//! overrides the template field by field; then probes are rewritten, containers placed (native or classic layout)
+//! and the bookkeeping annotations written.
+
+pub mod annotations;
+pub mod config;
+pub mod decision;
+pub mod gojson;
+pub mod merge;
+pub mod probes;
+pub mod proxy_config;
+pub mod template;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use annotations as ann;
+pub use config::InjectionConfig;
+pub use decision::{Decision, Route, Rule, decide, webhook_route};
+
+/// Name of the injected proxy container.
+pub const PROXY_NAME: &str = "istio-proxy";
+
+/// Names of containers the templates inject; a pod's own container of one of these names overrides it.
+const TEMPLATE_CONTAINERS: &[&str] = &[PROXY_NAME, "istio-init", "istio-validation", "enable-core-dump"];
+
+/// The workload a pod belongs to (Istio's "deployment meta" and "type meta").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Workload name (Deployment, StatefulSet, …, or the pod itself).
+    pub name: String,
+    /// Namespace; empty means `default`.
+    pub namespace: String,
+    /// Kind, such as `Deployment`.
+    pub kind: String,
+    /// API version, such as `apps/v1`.
+    pub api_version: String,
+}
+
+impl Workload {
+    /// `kubernetes://apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`, as `ISTIO_META_OWNER`.
+    pub fn owner_uri(&self) -> String {
+        let ns = if self.namespace.is_empty() { "default" } else { &self.namespace };
+        format!(
+            "kubernetes://apis/{}/namespaces/{ns}/{}s/{}",
+            self.api_version,
+            self.kind.to_ascii_lowercase(),
+            self.name
+        )
+    }
+
+    /// The workload of a pod from its controller owner reference (a ReplicaSet made by a Deployment counts as the
+    /// Deployment, a Job made by a CronJob as the CronJob), or the pod itself when it has none.
+    pub fn of_pod(metadata: &Value) -> Self {
+        let namespace = metadata["namespace"].as_str().unwrap_or_default().to_owned();
+        let owners = metadata["ownerReferences"].as_array().cloned().unwrap_or_default();
+        let controller = owners
+            .iter()
+            .find(|o| o["controller"].as_bool() == Some(true))
+            .or_else(|| owners.first());
+        let Some(owner) = controller else {
+            let name = metadata["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .or_else(|| metadata["generateName"].as_str().map(|g| g.trim_end_matches('-').to_owned()))
+                .unwrap_or_default();
+            return Self {
+                name,
+                namespace,
+                kind: "Pod".into(),
+                api_version: "v1".into(),
+            };
+        };
+        let mut workload = Self {
+            name: owner["name"].as_str().unwrap_or_default().to_owned(),
+            namespace,
+            kind: owner["kind"].as_str().unwrap_or_default().to_owned(),
+            api_version: owner["apiVersion"].as_str().unwrap_or_default().to_owned(),
+        };
+        let hash = metadata["labels"]["pod-template-hash"].as_str();
+        if workload.kind == "ReplicaSet"
+            && let Some(hash) = hash
+            && let Some(deployment) = workload.name.strip_suffix(&format!("-{hash}"))
+        {
+            workload.name = deployment.to_owned();
+            workload.kind = "Deployment".into();
+            workload.api_version = "apps/v1".into();
+        } else if workload.kind == "Job"
+            && let Some((cronjob, stamp)) = workload.name.rsplit_once('-')
+            && (8..=11).contains(&stamp.len())
+            && stamp.bytes().all(|b| b.is_ascii_digit())
+        {
+            // Jobs created by a CronJob are named <cronjob>-<scheduled time in minutes>.
+            workload.name = cronjob.to_owned();
+            workload.kind = "CronJob".into();
+            workload.api_version = "batch/v1".into();
+        }
+        workload
+    }
+}
+
+/// Why a pod could not be injected. These are the user's errors: the webhook refuses the pod with the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// An annotation has a value that cannot be used.
+    #[error("annotation {annotation}: {message}")]
+    InvalidAnnotation {
+        /// The annotation's name.
+        annotation: String,
+        /// What is wrong, naming the parameter (`includeIPRanges invalid: …`).
+        message: String,
+    },
+    /// The pod asks for a template mizzen does not have.
+    #[error("annotation inject.istio.io/templates: template {0:?} is not supported (mizzen provides: sidecar, gateway)")]
+    UnknownTemplate(String),
+    /// The pod itself is malformed.
+    #[error("invalid pod: {0}")]
+    InvalidPod(String),
+}
+
+/// A pod to inject.
+#[derive(Clone, Debug)]
+pub struct PodInput<'a> {
+    /// The pod's `metadata`.
+    pub metadata: &'a Value,
+    /// The pod's `spec`.
+    pub spec: &'a Value,
+    /// The workload the pod belongs to.
+    pub workload: Workload,
+    /// Annotations of the pod's namespace, when known (OpenShift UID ranges).
+    pub namespace_annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The injected pod's `metadata` and `spec`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injected {
+    /// New metadata.
+    pub metadata: Value,
+    /// New spec.
+    pub spec: Value,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TemplateKind {
+    Sidecar,
+    Gateway,
+}
+
+fn templates(annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
+    let names = annotations.get(ann::TEMPLATES).and_then(Value::as_str).unwrap_or("sidecar");
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        out.push(match name {
+            "sidecar" => TemplateKind::Sidecar,
+            "gateway" => TemplateKind::Gateway,
+            other => return Err(InjectError::UnknownTemplate(other.to_owned())),
+        });
+    }
+    if out.is_empty() {
+        out.push(TemplateKind::Sidecar);
+    }
+    Ok(out)
+}
+
+fn object(value: &Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|items| items.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// What an earlier injection added, from its `sidecar.istio.io/status` annotation.
+#[derive(Default)]
+struct PreviousInjection {
+    init_containers: Vec<String>,
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    image_pull_secrets: Vec<String>,
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Removes what an earlier injection added, restoring the user's own overrides; returns the agent's previous
+/// probers so already-rewritten probes keep their originals.
+fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Probers, InjectError> {
+    let mut previous_probers = probes::Probers::new();
+    let Some(status) = metadata["annotations"][ann::STATUS].as_str().map(str::to_owned) else {
+        return Ok(previous_probers);
+    };
+    let status: Value = serde_json::from_str(&status).map_err(|e| InjectError::InvalidAnnotation {
+        annotation: ann::STATUS.into(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let previous = PreviousInjection {
+        init_containers: string_list(&status["initContainers"]),
+        containers: string_list(&status["containers"]),
+        volumes: string_list(&status["volumes"]),
+        image_pull_secrets: string_list(&status["imagePullSecrets"]),
+    };
+    for (field, removed) in [
+        ("initContainers", &previous.init_containers),
+        ("containers", &previous.containers),
+        ("volumes", &previous.volumes),
+        ("imagePullSecrets", &previous.image_pull_secrets),
+    ] {
+        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            items.retain(|item| {
+                let name = item["name"].as_str().unwrap_or_default();
+                let drop = removed.iter().any(|r| r == name);
+                if drop && name == PROXY_NAME {
+                    for env in item["env"].as_array().into_iter().flatten() {
+                        if env["name"] == "ISTIO_KUBE_APP_PROBERS"
+                            && let Some(Ok(Value::Object(map))) = env["value"].as_str().map(serde_json::from_str)
+                        {
+                            previous_probers.extend(map);
+                        }
+                    }
+                }
+                !drop
+            });
+        }
+    }
+    if let Some(overrides) = metadata["annotations"][ann::OVERRIDES].as_str().map(str::to_owned) {
+        let overrides: Value = serde_json::from_str(&overrides).map_err(|e| InjectError::InvalidAnnotation {
+            annotation: ann::OVERRIDES.into(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        for field in ["initContainers", "containers"] {
+            for c in overrides[field].as_array().into_iter().flatten() {
+                let list = spec
+                    .as_object_mut()
+                    .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
+                    .entry(field)
+                    .or_insert_with(|| json!([]));
+                if let Some(items) = list.as_array_mut()
+                    && !items.iter().any(|i| i["name"] == c["name"])
+                {
+                    items.push(c.clone());
+                }
+            }
+        }
+    }
+    if let Some(a) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.remove(ann::STATUS);
+        a.remove(ann::OVERRIDES);
+    }
+    Ok(previous_probers)
+}
+
+/// The pod's own containers named like template containers, taken out of `spec` (with `image: auto` dropped).
+fn take_overrides(spec: &mut Value) -> Vec<Value> {
+    let mut overrides = Vec::new();
+    for field in ["initContainers", "containers"] {
+        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            let mut kept = Vec::new();
+            for mut item in items.drain(..) {
+                if item["name"].as_str().is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n)) {
+                    if item["image"] == "auto"
+                        && let Some(m) = item.as_object_mut()
+                    {
+                        m.remove("image");
+                    }
+                    canonicalize_resources(&mut item);
+                    overrides.push(item);
+                } else {
+                    kept.push(item);
+                }
+            }
+            *items = kept;
+        }
+    }
+    overrides
+}
+
+fn canonicalize_resources(container: &mut Value) {
+    for kind in ["requests", "limits"] {
+        if let Some(map) = container.pointer_mut(&format!("/resources/{kind}")).and_then(Value::as_object_mut) {
+            for q in map.values_mut() {
+                let text = match q {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if let Ok(c) = crate::quantity::canonical(&text) {
+                    *q = Value::String(c);
+                }
+            }
+        }
+    }
+}
+
+fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> {
+    match annotations.get(key).and_then(Value::as_str) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn openshift_uid(config: &InjectionConfig, namespace_annotations: Option<&BTreeMap<String, String>>) -> Option<i64> {
+    if !config.openshift {
+        return None;
+    }
+    let range = namespace_annotations?.get("openshift.io/sa.scc.uid-range")?;
+    let (start, size) = range.split_once('/')?;
+    Some(start.trim().parse::<i64>().ok()? + size.trim().parse::<i64>().ok()? - 1)
+}
+
+/// Injects the sidecar into a pod. The caller has already decided to inject (see [`decide`]).
+pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, InjectError> {
+    let mut metadata = input.metadata.clone();
+    let mut spec = input.spec.clone();
+    if !spec.is_object() {
+        return Err(InjectError::InvalidPod("spec must be an object".into()));
+    }
+    if !metadata.is_object() {
+        metadata = json!({});
+    }
+    let previous_probers = strip_previous(&mut metadata, &mut spec)?;
+    let annotations = object(&metadata["annotations"]);
+    let labels = object(&metadata["labels"]);
+    validate::annotations(&annotations)?;
+    let kinds = templates(&annotations)?;
+
+    // Effective proxy configuration: Istio defaults < mesh defaultConfig < pod annotation.
+    let defaults = proxy_config::defaults(&config.ca_address());
+    let mut effective = proxy_config::merge(&defaults, &config.mesh.default_config);
+    if let Some(text) = annotations.get(ann::PROXY_CONFIG).and_then(Value::as_str) {
+        effective = proxy_config::merge(&effective, &proxy_config::parse_annotation(text)?);
+    }
+    let proxy_config_json = proxy_config::to_env_json(&effective, &defaults);
+    let hold = effective.get("holdApplicationUntilProxyStarts").and_then(Value::as_bool) == Some(true)
+        || config.proxy.hold_application_until_proxy_starts;
+
+    let overrides = take_overrides(&mut spec);
+    let sidecar = kinds.contains(&TemplateKind::Sidecar);
+    let native = sidecar
+        && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
+
+    let ctx = template::Context {
+        config,
+        annotations: &annotations,
+        labels: &labels,
+        spec: &spec,
+        workload: &input.workload,
+        proxy_config: &effective,
+        proxy_config_json,
+        native,
+        hold,
+        openshift_uid: openshift_uid(config, input.namespace_annotations),
+        proxy_uid: overrides
+            .iter()
+            .find(|o| o["name"] == PROXY_NAME)
+            .and_then(|o| o.pointer("/securityContext/runAsUser"))
+            .and_then(Value::as_i64)
+            .unwrap_or(1337),
+    };
+    let mut fragment = template::Fragment::default();
+    for kind in &kinds {
+        let f = match kind {
+            TemplateKind::Sidecar => template::sidecar(&ctx),
+            TemplateKind::Gateway => template::gateway(&ctx),
+        };
+        merge_fragment(&mut fragment, f);
+    }
+    add_user_volumes(&ctx, &mut fragment)?;
+    if native && let Some(pos) = fragment.containers.iter().position(|c| c["name"] == PROXY_NAME) {
+        let proxy = fragment.containers.remove(pos);
+        fragment.init_containers.push(proxy);
+    }
+    let status = json!({
+        "initContainers": none_if_empty(names(&Value::Array(fragment.init_containers.clone()))),
+        "containers": none_if_empty(names(&Value::Array(fragment.containers.clone()))),
+        "volumes": none_if_empty(names(&Value::Array(fragment.volumes.clone()))),
+        "imagePullSecrets": none_if_empty(fragment.image_pull_secrets.clone()),
+        "revision": config.revision_label(),
+    });
+
+    // Overrides are recorded where the template puts them, so re-injection can restore them.
+    let mut recorded = Map::new();
+    for o in &overrides {
+        let field = if fragment.init_containers.iter().any(|c| c["name"] == o["name"]) {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        recorded
+            .entry(field)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .map(|a| a.push(o.clone()));
+    }
+
+    // Template as base, the pod (and its overrides) merged over it.
+    let mut base = json!({
+        "initContainers": fragment.init_containers,
+        "containers": fragment.containers,
+        "volumes": fragment.volumes,
+    });
+    if !fragment.image_pull_secrets.is_empty() {
+        base["imagePullSecrets"] =
+            Value::Array(fragment.image_pull_secrets.iter().map(|n| json!({"name": n})).collect());
+    }
+    if let Some(sc) = fragment.pod_security_context {
+        base["securityContext"] = sc;
+    }
+    let mut patch = spec.clone();
+    for o in &overrides {
+        let field = if base["initContainers"].as_array().is_some_and(|l| l.iter().any(|c| c["name"] == o["name"])) {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        patch
+            .as_object_mut()
+            .map(|m| m.entry(field).or_insert_with(|| json!([])))
+            .and_then(Value::as_array_mut)
+            .map(|l| l.push(o.clone()));
+    }
+    merge::strategic(&mut base, &patch);
+    let mut spec = base;
+    for field in ["initContainers", "volumes"] {
+        if spec[field].as_array().is_some_and(Vec::is_empty) && input.spec.get(field).is_none() {
+            spec.as_object_mut().map(|m| m.remove(field));
+        }
+    }
+
+    // Classic layout: the proxy goes last, or first when it must start before the application.
+    if !native && let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut)
+        && let Some(pos) = list.iter().position(|c| c["name"] == PROXY_NAME)
+    {
+        let proxy = list.remove(pos);
+        if hold && sidecar {
+            list.insert(0, proxy);
+        } else {
+            list.push(proxy);
+        }
+    }
+
+    if sidecar {
+        rewrite_probes(config, &annotations, &mut spec, &previous_probers);
+    }
+
+    // Metadata.
+    let meta = metadata.as_object_mut().ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
+    let labels_out = meta.entry("labels").or_insert_with(|| json!({}));
+    for (k, v) in &fragment.labels {
+        if labels_out.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
+            labels_out[k] = json!(v);
+        }
+    }
+    let annotations_out = meta.entry("annotations").or_insert_with(|| json!({}));
+    for (k, v) in &fragment.annotations {
+        annotations_out[k] = json!(v);
+    }
+    if config.mesh.enable_prometheus_merge && annotations_out.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) != Some("false") {
+        // The agent serves merged metrics on the proxy config's status port.
+        let port = effective.get("statusPort").map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string())).unwrap_or_default();
+        if !port.is_empty() && port != "0" {
+            annotations_out[ann::PROMETHEUS_SCRAPE] = json!("true");
+            annotations_out[ann::PROMETHEUS_PORT] = json!(port);
+            annotations_out[ann::PROMETHEUS_PATH] = json!("/stats/prometheus");
+        }
+    }
+    annotations_out[ann::REVISION] = json!(config.revision_label());
+    annotations_out[ann::STATUS] = json!(status.to_string());
+    if !recorded.is_empty() {
+        let mut text = String::from("{");
+        for (i, field) in ["initContainers", "containers"].iter().filter(|f| recorded.contains_key(**f)).enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let items: Vec<String> = recorded[*field].as_array().into_iter().flatten().map(gojson::container_to_string).collect();
+            text.push_str(&format!("\"{field}\":[{}]", items.join(",")));
+        }
+        text.push('}');
+        annotations_out[ann::OVERRIDES] = json!(text);
+    }
+    Ok(Injected { metadata, spec })
+}
+
+fn none_if_empty(items: Vec<String>) -> Value {
+    if items.is_empty() { Value::Null } else { json!(items) }
+}
+
+fn merge_fragment(into: &mut template::Fragment, f: template::Fragment) {
+    into.labels.extend(f.labels);
+    into.annotations.extend(f.annotations);
+    for (list, add) in [
+        (&mut into.init_containers, f.init_containers),
+        (&mut into.containers, f.containers),
+        (&mut into.volumes, f.volumes),
+    ] {
+        for item in add {
+            if let Some(existing) = list.iter_mut().find(|e| e["name"] == item["name"]) {
+                merge::strategic(existing, &item);
+            } else {
+                list.push(item);
+            }
+        }
+    }
+    for s in f.image_pull_secrets {
+        if !into.image_pull_secrets.contains(&s) {
+            into.image_pull_secrets.push(s);
+        }
+    }
+    if f.pod_security_context.is_some() {
+        into.pod_security_context = f.pod_security_context;
+    }
+}
+
+/// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount`.
+fn add_user_volumes(ctx: &template::Context, fragment: &mut template::Fragment) -> Result<(), InjectError> {
+    let parse = |key: &str| -> Result<Map<String, Value>, InjectError> {
+        match ctx.annotations.get(key).and_then(Value::as_str) {
+            None => Ok(Map::new()),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(Value::Object(map)) => Ok(map),
+                _ => Err(InjectError::InvalidAnnotation {
+                    annotation: key.into(),
+                    message: "expected a JSON object of name to definition".into(),
+                }),
+            },
+        }
+    };
+    for (name, volume) in parse(ann::USER_VOLUME)? {
+        let mut v = volume;
+        v["name"] = json!(name);
+        fragment.volumes.push(v);
+    }
+    let mounts = parse(ann::USER_VOLUME_MOUNT)?;
+    if let Some(proxy) = fragment.containers.iter_mut().find(|c| c["name"] == PROXY_NAME) {
+        for (name, mount) in mounts {
+            let mut m = mount;
+            m["name"] = json!(name);
+            if let Some(list) = proxy.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                list.push(m);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites application probes through the agent and hands the originals to the proxy.
+fn rewrite_probes(
+    config: &InjectionConfig,
+    annotations: &Map<String, Value>,
+    spec: &mut Value,
+    previous: &probes::Probers,
+) {
+    let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
+    let status_port: i64 = annotations
+        .get(ann::STATUS_PORT)
+        .and_then(Value::as_str)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(config.proxy.status_port);
+    if !enabled || status_port == 0 {
+        return;
+    }
+    let mut probers = probes::Probers::new();
+    for field in ["initContainers", "containers"] {
+        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            let is_app = c["name"] != PROXY_NAME && (field == "containers" || c["restartPolicy"] == "Always");
+            if is_app {
+                probes::rewrite_container(c, status_port, previous, &mut probers);
+            }
+        }
+    }
+    if probers.is_empty() {
+        return;
+    }
+    let value = probes::probers_json(&probers);
+    for field in ["initContainers", "containers"] {
+        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            if c["name"] == PROXY_NAME
+                && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
+            {
+                env.retain(|e| e["name"] != "ISTIO_KUBE_APP_PROBERS");
+                env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": value}));
+            }
+        }
+    }
+}
+
+/// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodOutcome {
+    /// The pod gets the sidecar.
+    Injected {
+        /// The injected pod.
+        pod: Value,
+        /// RFC 6902 patch from the submitted pod to the injected one.
+        patch: json_patch::Patch,
+        /// Why it was injected.
+        decision: Decision,
+    },
+    /// The pod is left alone.
+    Skipped(Decision),
+}
+
+/// Decides and, when the decision is to inject, injects a whole Pod object submitted in `namespace`.
+pub fn inject_pod(
+    config: &InjectionConfig,
+    pod: &Value,
+    namespace: &str,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
+) -> Result<PodOutcome, InjectError> {
+    let metadata = pod.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let spec = pod
+        .get("spec")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| InjectError::InvalidPod("the pod has no spec".into()))?;
+    let decision = decide(config, &metadata, spec, namespace);
+    if !decision.inject {
+        return Ok(PodOutcome::Skipped(decision));
+    }
+    let mut workload = Workload::of_pod(&metadata);
+    if workload.namespace.is_empty() {
+        workload.namespace = namespace.to_owned();
+    }
+    let injected = inject(
+        config,
+        &PodInput {
+            metadata: &metadata,
+            spec,
+            workload,
+            namespace_annotations,
+        },
+    )?;
+    let mut out = pod.clone();
+    out["metadata"] = injected.metadata;
+    out["spec"] = injected.spec;
+    let patch = json_patch::diff(pod, &out);
+    Ok(PodOutcome::Injected { pod: out, patch, decision })
+}

@@ -1,0 +1,128 @@
+//! Application probes and lifecycle hooks rewritten to go through the agent's status port, so they keep working
+//! when mTLS is enforced; the originals travel to the agent in `ISTIO_KUBE_APP_PROBERS`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::gojson;
+
+/// `ISTIO_KUBE_APP_PROBERS` entries: path on the status port → the original probe handler.
+pub type Probers = BTreeMap<String, Value>;
+
+/// The `ISTIO_KUBE_APP_PROBERS` text.
+pub fn probers_json(probers: &Probers) -> String {
+    let mut out = String::from("{");
+    for (i, (path, prober)) in probers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(path.clone()).to_string());
+        out.push(':');
+        out.push_str(&gojson::to_string(prober, gojson::PROBER));
+    }
+    out.push('}');
+    out
+}
+
+fn resolve_port(port: &Value, container: &Value) -> Value {
+    match port {
+        Value::String(name) => container["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == *name.as_str()))
+            .map(|p| p["containerPort"].clone())
+            .unwrap_or_else(|| port.clone()),
+        other => other.clone(),
+    }
+}
+
+/// Rewrites one handler (probe or lifecycle hook) to `path` on `status_port`; returns the original for the agent.
+fn rewrite_handler(
+    handler: &mut Value,
+    container: &Value,
+    path: &str,
+    status_port: i64,
+    previous: &Probers,
+    lifecycle: bool,
+) -> Option<Value> {
+    let obj = handler.as_object_mut()?;
+    // Already rewritten by an earlier injection: keep the original the agent was given then.
+    if let Some(get) = obj.get("httpGet")
+        && get["path"] == path
+        && get["port"] == status_port
+    {
+        return previous.get(path).cloned();
+    }
+    let mut prober = Map::new();
+    if let Some(get) = obj.get_mut("httpGet") {
+        let mut original = get.clone();
+        original["port"] = resolve_port(&get["port"], container);
+        prober.insert("httpGet".into(), original);
+        get["path"] = json!(path);
+        get["port"] = json!(status_port);
+        if get.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
+            get["scheme"] = json!("HTTP");
+        }
+    } else if let Some(tcp) = obj.remove("tcpSocket") {
+        let mut original = tcp.clone();
+        original["port"] = resolve_port(&tcp["port"], container);
+        prober.insert("tcpSocket".into(), original);
+        obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
+    } else if !lifecycle && let Some(grpc) = obj.remove("grpc") {
+        prober.insert("grpc".into(), grpc);
+        obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
+    } else {
+        return None;
+    }
+    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
+        prober.insert("timeoutSeconds".into(), t.clone());
+    }
+    Some(Value::Object(prober))
+}
+
+/// Rewrites the probes and lifecycle hooks of one application container, adding the originals to `probers`.
+pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Probers, probers: &mut Probers) {
+    let Some(name) = container["name"].as_str().map(str::to_owned) else { return };
+    let snapshot = container.clone();
+    for (field, suffix) in [("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")] {
+        if let Some(probe) = container.get_mut(field) {
+            let path = format!("/app-health/{name}/{suffix}");
+            if let Some(p) = rewrite_handler(probe, &snapshot, &path, status_port, previous, false) {
+                probers.insert(path, p);
+            }
+        }
+    }
+    for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
+        if let Some(hook) = container.get_mut("lifecycle").and_then(|l| l.get_mut(field)) {
+            let path = format!("/app-lifecycle/{name}/{suffix}");
+            if let Some(p) = rewrite_handler(hook, &snapshot, &path, status_port, previous, true) {
+                probers.insert(path, p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_probe_on_a_named_port_is_rewritten_and_recorded() {
+        let mut c = json!({"name": "hello", "ports": [{"name": "http", "containerPort": 80}],
+            "readinessProbe": {"httpGet": {"port": "http", "scheme": "HTTPS"}}});
+        let mut probers = Probers::new();
+        rewrite_container(&mut c, 15020, &Probers::new(), &mut probers);
+        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/app-health/hello/readyz", "port": 15020, "scheme": "HTTP"}));
+        assert_eq!(probers_json(&probers), r#"{"/app-health/hello/readyz":{"httpGet":{"port":80,"scheme":"HTTPS"}}}"#);
+    }
+
+    #[test]
+    fn exec_probes_are_left_alone() {
+        let mut c = json!({"name": "w", "livenessProbe": {"exec": {"command": ["true"]}}});
+        let before = c.clone();
+        let mut probers = Probers::new();
+        rewrite_container(&mut c, 15020, &Probers::new(), &mut probers);
+        assert_eq!(c, before);
+        assert!(probers.is_empty());
+    }
+}

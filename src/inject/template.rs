@@ -1,0 +1,790 @@
+//! The injection templates (`sidecar`, `gateway`): what a pod gets added, as a fragment of pod metadata and spec.
+//!
+//! These mirror the behaviour of Istio's injection templates, expressed as code: every value is derived from the
+//! [`InjectionConfig`], the pod's annotations and labels, and the effective proxy configuration.
+
+use serde_json::{Map, Value, json};
+
+use super::annotations as ann;
+use super::config::InjectionConfig;
+use super::gojson;
+use super::{PROXY_NAME, Workload};
+
+/// What a template adds to a pod.
+#[derive(Debug, Default)]
+pub struct Fragment {
+    /// Labels set when the pod does not have them.
+    pub labels: Vec<(String, String)>,
+    /// Annotations added to the pod.
+    pub annotations: Vec<(String, String)>,
+    /// Init containers, in order.
+    pub init_containers: Vec<Value>,
+    /// Containers, in order.
+    pub containers: Vec<Value>,
+    /// Volumes, in order.
+    pub volumes: Vec<Value>,
+    /// Image pull secret names.
+    pub image_pull_secrets: Vec<String>,
+    /// Pod security context fields merged into the pod's.
+    pub pod_security_context: Option<Value>,
+}
+
+/// Everything a template reads.
+pub struct Context<'a> {
+    /// The configuration.
+    pub config: &'a InjectionConfig,
+    /// The pod's annotations.
+    pub annotations: &'a Map<String, Value>,
+    /// The pod's labels.
+    pub labels: &'a Map<String, Value>,
+    /// The pod's spec (user containers only).
+    pub spec: &'a Value,
+    /// The owning workload.
+    pub workload: &'a Workload,
+    /// Effective proxy configuration (mesh defaults and the pod's `proxy.istio.io/config`).
+    pub proxy_config: &'a Map<String, Value>,
+    /// `PROXY_CONFIG`: the effective fields that differ from Istio's defaults.
+    pub proxy_config_json: String,
+    /// Inject the proxy as a native sidecar.
+    pub native: bool,
+    /// Hold the application until the proxy is ready.
+    pub hold: bool,
+    /// OpenShift: UID/GID for the proxy (top of the namespace's range), if known.
+    pub openshift_uid: Option<i64>,
+    /// UID the proxy runs as (traffic from it is not captured): 1337 unless the pod's own `istio-proxy` says.
+    pub proxy_uid: i64,
+}
+
+impl Context<'_> {
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).and_then(Value::as_str)
+    }
+
+    /// The annotation's value, or `default` when the pod does not set it.
+    fn annotation_or(&self, key: &str, default: &str) -> String {
+        self.annotation(key).map(str::to_owned).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// `REDIRECT`, `TPROXY` or `NONE`: the annotation, else the proxy config.
+    pub fn interception_mode(&self) -> String {
+        self.annotation(ann::INTERCEPTION_MODE).map(str::to_owned).unwrap_or_else(|| {
+            self.proxy_config
+                .get("interceptionMode")
+                .and_then(Value::as_str)
+                .unwrap_or("REDIRECT")
+                .to_owned()
+        })
+    }
+
+    fn status_port(&self) -> String {
+        self.annotation_or(ann::STATUS_PORT, &self.config.proxy.status_port.to_string())
+    }
+
+    fn proxy_metadata(&self) -> Vec<(String, String)> {
+        match self.proxy_config.get("proxyMetadata") {
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn app_containers(&self) -> Vec<String> {
+        containers(self.spec)
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .filter(|n| *n != PROXY_NAME)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn image_pull_policy(&self) -> Option<&str> {
+        self.config.image_pull_policy.as_deref()
+    }
+
+    fn proxy_image(&self) -> String {
+        match self.annotation(ann::PROXY_IMAGE) {
+            Some(image) if image.contains('/') => image.to_owned(),
+            _ => self.config.proxy_image(),
+        }
+    }
+
+    fn init_image(&self) -> String {
+        match self.annotation(ann::PROXY_IMAGE) {
+            Some(image) if image.contains('/') => image.to_owned(),
+            _ => self.config.init_image(),
+        }
+    }
+
+    fn trust_domain(&self) -> &str {
+        &self.config.mesh.trust_domain
+    }
+
+    fn cni(&self) -> bool {
+        self.config.cni.enabled
+    }
+
+    fn tproxy(&self) -> bool {
+        self.interception_mode() == "TPROXY"
+    }
+}
+
+fn containers(spec: &Value) -> &[Value] {
+    spec["containers"].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Joins the status port to the excluded inbound ports unless it is 0 or already listed.
+pub fn exclude_inbound_port(status_port: &str, excluded: &str) -> String {
+    let port = status_port.trim();
+    let mut ports: Vec<&str> = excluded.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if port.is_empty() || port == "0" || ports.contains(&port) {
+        return ports.join(",");
+    }
+    ports.push(port);
+    ports.join(",")
+}
+
+/// The proxy's resources: from the resource annotations when any is set, else from the values.
+fn resources(ctx: &Context) -> Value {
+    let pick = |key: &str| ctx.annotation(key).map(|v| Value::String(canonical_quantity(v)));
+    let (cpu, memory, cpu_limit, memory_limit) = (
+        pick(ann::PROXY_CPU),
+        pick(ann::PROXY_MEMORY),
+        pick(ann::PROXY_CPU_LIMIT),
+        pick(ann::PROXY_MEMORY_LIMIT),
+    );
+    let mut out = Map::new();
+    if cpu.is_some() || memory.is_some() || cpu_limit.is_some() || memory_limit.is_some() {
+        let section = |a: Option<Value>, b: Option<Value>| {
+            let mut m = Map::new();
+            if let Some(a) = a {
+                m.insert("cpu".into(), a);
+            }
+            if let Some(b) = b {
+                m.insert("memory".into(), b);
+            }
+            m
+        };
+        let requests = section(cpu, memory);
+        let limits = section(cpu_limit, memory_limit);
+        if !limits.is_empty() {
+            out.insert("limits".into(), Value::Object(limits));
+        }
+        if !requests.is_empty() {
+            out.insert("requests".into(), Value::Object(requests));
+        }
+        return Value::Object(out);
+    }
+    for (kind, entries) in &ctx.config.proxy.resources {
+        let m: Map<String, Value> = entries
+            .iter()
+            .filter_map(|(name, q)| q.as_ref().map(|q| (name.clone(), Value::String(canonical_quantity(q)))))
+            .collect();
+        if !m.is_empty() {
+            out.insert(kind.clone(), Value::Object(m));
+        }
+    }
+    Value::Object(out)
+}
+
+fn canonical_quantity(q: &str) -> String {
+    crate::quantity::canonical(q).unwrap_or_else(|_| q.to_owned())
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+}
+
+fn resource_env(name: &str, resource: &str) -> Value {
+    json!({"name": name, "valueFrom": {"resourceFieldRef": {"divisor": "1", "resource": resource}}})
+}
+
+/// An env var; an empty value is left out, as Go's `omitempty` does.
+fn value_env(name: &str, value: impl Into<String>) -> Value {
+    let value = value.into();
+    if value.is_empty() {
+        json!({"name": name})
+    } else {
+        json!({"name": name, "value": value})
+    }
+}
+
+/// `ISTIO_META_POD_PORTS`: every declared container port, as Istio lays it out.
+fn pod_ports(spec: &Value) -> String {
+    let ports: Vec<String> = containers(spec)
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .map(|p| gojson::to_string(&p, gojson::CONTAINER_PORT))
+        .collect();
+    if ports.is_empty() {
+        return "[\n]".to_owned();
+    }
+    let mut out = String::from("[");
+    for (i, p) in ports.iter().enumerate() {
+        out.push_str("\n    ");
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(p);
+    }
+    out.push_str("\n]");
+    out
+}
+
+/// The environment shared by the sidecar and gateway proxies, up to and including `TRUST_DOMAIN`.
+fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
+    let config = ctx.config;
+    let mut env = Vec::new();
+    if !gateway && config.mesh.inbound_localhost {
+        env.push(value_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true"));
+    }
+    env.extend([
+        value_env("PILOT_CERT_PROVIDER", &config.pilot_cert_provider),
+        value_env("CA_ADDR", config.ca_address()),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_env("HOST_IP", "status.hostIP"),
+        resource_env("ISTIO_CPU_LIMIT", "limits.cpu"),
+        value_env("PROXY_CONFIG", format!("{}\n", ctx.proxy_config_json)),
+        value_env("ISTIO_META_POD_PORTS", pod_ports(ctx.spec)),
+    ]);
+    let app_containers = ctx.app_containers().join(",");
+    if gateway {
+        env.push(resource_env("GOMEMLIMIT", "limits.memory"));
+        env.push(value_env("ISTIO_META_APP_CONTAINERS", app_containers));
+    } else {
+        env.push(value_env("ISTIO_META_APP_CONTAINERS", app_containers));
+        env.push(resource_env("GOMEMLIMIT", "limits.memory"));
+    }
+    env.push(value_env("ISTIO_META_CLUSTER_ID", &config.cluster_id));
+    env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
+    env.push(value_env("ISTIO_META_INTERCEPTION_MODE", ctx.interception_mode()));
+    if let Some(network) = &config.network {
+        env.push(value_env("ISTIO_META_NETWORK", network));
+    }
+    if !ctx.workload.name.is_empty() {
+        env.push(value_env("ISTIO_META_WORKLOAD_NAME", &ctx.workload.name));
+        if !ctx.workload.api_version.is_empty() {
+            env.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
+        }
+    }
+    if !gateway && ctx.annotation(ann::BOOTSTRAP_OVERRIDE).is_some() {
+        env.push(value_env(
+            "ISTIO_BOOTSTRAP_OVERRIDE",
+            "/etc/istio/custom-bootstrap/custom_bootstrap.json",
+        ));
+    }
+    let mesh_id = config.mesh_id.clone().unwrap_or_else(|| ctx.trust_domain().to_owned());
+    if !mesh_id.is_empty() {
+        env.push(value_env("ISTIO_META_MESH_ID", mesh_id));
+    }
+    if !ctx.trust_domain().is_empty() {
+        env.push(value_env("TRUST_DOMAIN", ctx.trust_domain()));
+    }
+    for (k, v) in ctx.proxy_metadata() {
+        env.push(value_env(&k, v));
+    }
+    if let Some(policy) = &config.compliance_policy {
+        env.push(value_env("COMPLIANCE_POLICY", policy));
+    }
+    env
+}
+
+fn readiness_probe(ctx: &Context) -> Value {
+    let mut probe = json!({
+        "httpGet": {"path": "/healthz/ready", "port": 15021},
+        "periodSeconds": int_annotation(ctx, ann::READINESS_PERIOD, ctx.config.proxy.readiness_period_seconds),
+        "timeoutSeconds": 3,
+        "failureThreshold": int_annotation(ctx, ann::READINESS_FAILURE_THRESHOLD, ctx.config.proxy.readiness_failure_threshold),
+    });
+    let delay = int_annotation(
+        ctx,
+        ann::READINESS_INITIAL_DELAY,
+        ctx.config.proxy.readiness_initial_delay_seconds,
+    );
+    if delay != 0 {
+        probe["initialDelaySeconds"] = json!(delay);
+    }
+    probe
+}
+
+fn int_annotation(ctx: &Context, key: &str, default: i64) -> i64 {
+    ctx.annotation(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+fn proxy_volume_mounts(ctx: &Context, sidecar: bool) -> Vec<Value> {
+    let mut mounts = vec![
+        json!({"mountPath": "/var/run/secrets/workload-spiffe-uds", "name": "workload-socket"}),
+        json!({"mountPath": "/var/run/secrets/credential-uds", "name": "credential-socket"}),
+        json!({"mountPath": "/var/run/secrets/workload-spiffe-credentials", "name": "workload-certs"}),
+        json!({"mountPath": "/var/run/secrets/istio", "name": "istiod-ca-cert"}),
+    ];
+    if sidecar {
+        mounts.push(json!({"mountPath": "/var/run/secrets/istio/crl", "name": "istio-ca-crl"}));
+    }
+    mounts.push(json!({"mountPath": "/var/lib/istio/data", "name": "istio-data"}));
+    if sidecar && ctx.annotation(ann::BOOTSTRAP_OVERRIDE).is_some() {
+        mounts.push(json!({"mountPath": "/etc/istio/custom-bootstrap", "name": "custom-bootstrap-volume"}));
+    }
+    mounts.push(json!({"mountPath": "/etc/istio/proxy", "name": "istio-envoy"}));
+    mounts.push(json!({"mountPath": "/var/run/secrets/tokens", "name": "istio-token"}));
+    if ctx.config.mount_mtls_certs {
+        mounts.push(json!({"mountPath": "/etc/certs/", "name": "istio-certs", "readOnly": true}));
+    }
+    mounts.push(json!({"mountPath": "/etc/istio/pod", "name": "istio-podinfo"}));
+    mounts
+}
+
+fn proxy_volumes(ctx: &Context, sidecar: bool) -> Vec<Value> {
+    let mut volumes = vec![
+        json!({"name": "workload-socket"}),
+        if sidecar {
+            json!({"name": "credential-socket"})
+        } else {
+            json!({"name": "credential-socket", "emptyDir": {}})
+        },
+        if sidecar {
+            json!({"name": "workload-certs"})
+        } else {
+            json!({"name": "workload-certs", "emptyDir": {}})
+        },
+    ];
+    if sidecar && let Some(config_map) = ctx.annotation(ann::BOOTSTRAP_OVERRIDE) {
+        volumes.push(json!({"name": "custom-bootstrap-volume", "configMap": {"name": config_map}}));
+    }
+    volumes.extend([
+        json!({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}),
+        json!({"name": "istio-data", "emptyDir": {}}),
+        json!({"name": "istio-podinfo", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+        ]}}),
+        json!({"name": "istio-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "istio-token", "expirationSeconds": 43200, "audience": "istio-ca"}}
+        ]}}),
+        json!({"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}),
+    ]);
+    if sidecar {
+        volumes.push(json!({"name": "istio-ca-crl", "configMap": {"name": "istio-ca-crl", "optional": true}}));
+    }
+    if ctx.config.mount_mtls_certs {
+        let sa = ctx.spec["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default");
+        volumes.push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
+    }
+    volumes
+}
+
+fn canonical_labels(ctx: &Context) -> Vec<(String, String)> {
+    let name = ctx
+        .label(ann::CANONICAL_NAME)
+        .or_else(|| ctx.label("app.kubernetes.io/name"))
+        .or_else(|| ctx.label("app"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ctx.workload.name.clone());
+    let revision = ctx
+        .label(ann::CANONICAL_REVISION)
+        .or_else(|| ctx.label("app.kubernetes.io/version"))
+        .or_else(|| ctx.label("version"))
+        .unwrap_or("latest")
+        .to_owned();
+    vec![
+        (ann::CANONICAL_NAME.to_owned(), truncate_label(&name)),
+        (ann::CANONICAL_REVISION.to_owned(), truncate_label(&revision)),
+    ]
+}
+
+/// Label values are at most 63 characters and must end with an alphanumeric character.
+fn truncate_label(value: &str) -> String {
+    if value.len() <= 63 {
+        return value.to_owned();
+    }
+    let cut: String = value.chars().take(63).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+fn default_container_annotations(ctx: &Context, only_if_single: bool) -> Vec<(String, String)> {
+    let apps = ctx.app_containers();
+    let mut out = Vec::new();
+    let Some(first) = apps.first() else { return out };
+    if only_if_single && apps.len() != 1 {
+        return out;
+    }
+    for key in [ann::DEFAULT_LOGS_CONTAINER, ann::DEFAULT_CONTAINER] {
+        if ctx.annotation(key).is_none() {
+            out.push((key.to_owned(), first.clone()));
+        }
+    }
+    out
+}
+
+fn iptables_args(ctx: &Context) -> Vec<Value> {
+    let config = &ctx.config.proxy;
+    let a = |key: &str, default: &str| ctx.annotation_or(key, default);
+    let excluded = exclude_inbound_port(
+        &ctx.status_port(),
+        &a(ann::EXCLUDE_INBOUND_PORTS, &config.exclude_inbound_ports),
+    );
+    let mut args: Vec<String> = vec![
+        "istio-iptables".into(),
+        "-p".into(),
+        "15001".into(),
+        "-z".into(),
+        "15006".into(),
+        "-u".into(),
+        ctx.proxy_uid.to_string(),
+        "-m".into(),
+        ctx.interception_mode(),
+        "-i".into(),
+        a(ann::INCLUDE_OUTBOUND_IP_RANGES, &config.include_ip_ranges),
+        "-x".into(),
+        a(ann::EXCLUDE_OUTBOUND_IP_RANGES, &config.exclude_ip_ranges),
+        "-b".into(),
+        a(ann::INCLUDE_INBOUND_PORTS, &config.include_inbound_ports),
+        "-d".into(),
+        if excluded.is_empty() { "15090,15021".into() } else { format!("15090,15021,{excluded}") },
+    ];
+    if ctx.annotation(ann::INCLUDE_OUTBOUND_PORTS).is_some() || !config.include_outbound_ports.is_empty() {
+        args.extend(["-q".into(), a(ann::INCLUDE_OUTBOUND_PORTS, &config.include_outbound_ports)]);
+    }
+    if ctx.annotation(ann::EXCLUDE_OUTBOUND_PORTS).is_some() || !config.exclude_outbound_ports.is_empty() {
+        args.extend(["-o".into(), a(ann::EXCLUDE_OUTBOUND_PORTS, &config.exclude_outbound_ports)]);
+    }
+    // The newer reroute-virtual-interfaces annotation takes precedence over the KubeVirt one.
+    if let Some(k) = ctx
+        .annotation(ann::REROUTE_VIRTUAL_INTERFACES)
+        .or_else(|| ctx.annotation(ann::KUBEVIRT_INTERFACES))
+    {
+        args.extend(["-k".into(), k.to_owned()]);
+    }
+    if let Some(c) = ctx.annotation(ann::EXCLUDE_INTERFACES) {
+        args.extend(["-c".into(), c.to_owned()]);
+    }
+    args.push(format!(
+        "--log_output_level={}",
+        a(ann::AGENT_LOG_LEVEL, &ctx.config.agent_log_level)
+    ));
+    if ctx.cni() {
+        args.extend(["--run-validation".into(), "--skip-rule-apply".into()]);
+    }
+    args.into_iter().map(Value::String).collect()
+}
+
+fn init_container(ctx: &Context) -> Value {
+    let privileged = ctx.config.proxy.privileged;
+    let mut c = json!({
+        "name": if ctx.cni() { "istio-validation" } else { "istio-init" },
+        "image": ctx.init_image(),
+        "args": iptables_args(ctx),
+        "resources": resources(ctx),
+    });
+    if let Some(policy) = ctx.image_pull_policy() {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    let metadata = ctx.proxy_metadata();
+    if !metadata.is_empty() {
+        c["env"] = Value::Array(metadata.iter().map(|(k, v)| value_env(k, v)).collect());
+    }
+    c["securityContext"] = if ctx.cni() {
+        let (uid, gid) = match (ctx.openshift_uid, ctx.tproxy()) {
+            (Some(uid), false) => (uid, uid),
+            _ => (1337, 1337),
+        };
+        json!({
+            "allowPrivilegeEscalation": privileged,
+            "privileged": privileged,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsGroup": gid,
+            "runAsUser": uid,
+            "runAsNonRoot": true,
+        })
+    } else {
+        json!({
+            "allowPrivilegeEscalation": privileged,
+            "privileged": privileged,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "readOnlyRootFilesystem": false,
+            "runAsGroup": 0,
+            "runAsNonRoot": false,
+            "runAsUser": 0,
+        })
+    };
+    c
+}
+
+fn core_dump_container(ctx: &Context) -> Value {
+    let mut c = json!({
+        "name": "enable-core-dump",
+        "args": ["-c", "sysctl -w kernel.core_pattern=/var/lib/istio/data/core.proxy && ulimit -c unlimited"],
+        "command": ["/bin/sh"],
+        "image": ctx.init_image(),
+        "resources": resources(ctx),
+        "securityContext": {
+            "allowPrivilegeEscalation": true,
+            "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]},
+            "privileged": true,
+            "readOnlyRootFilesystem": false,
+            "runAsGroup": 0,
+            "runAsNonRoot": false,
+            "runAsUser": 0,
+        },
+    });
+    if let Some(policy) = ctx.image_pull_policy() {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    c
+}
+
+fn sidecar_security_context(ctx: &Context) -> Value {
+    let privileged = ctx.config.proxy.privileged;
+    let core_dump = ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true";
+    let tproxy = ctx.tproxy();
+    let bind = ctx.annotation_or(ann::CAP_NET_BIND_SERVICE, &ctx.config.proxy.cap_net_bind_service.to_string())
+        == "true";
+    let mut capabilities = json!({"drop": ["ALL"]});
+    let mut add = Vec::new();
+    if tproxy {
+        add.push("NET_ADMIN");
+    }
+    if bind {
+        add.push("NET_BIND_SERVICE");
+    }
+    if !add.is_empty() {
+        capabilities["add"] = json!(add);
+    }
+    let (uid, gid, non_root) = if tproxy || bind {
+        (0, 1337, false)
+    } else if let Some(uid) = ctx.openshift_uid {
+        (uid, uid, true)
+    } else {
+        (1337, 1337, true)
+    };
+    json!({
+        "allowPrivilegeEscalation": privileged,
+        "capabilities": capabilities,
+        "privileged": privileged,
+        "readOnlyRootFilesystem": !core_dump,
+        "runAsGroup": gid,
+        "runAsNonRoot": non_root,
+        "runAsUser": uid,
+    })
+}
+
+fn sidecar_proxy(ctx: &Context) -> Value {
+    let config = ctx.config;
+    let status_port = ctx.status_port();
+    let mut args = vec![
+        json!("proxy"),
+        json!("sidecar"),
+        json!("--domain"),
+        json!(format!("$(POD_NAMESPACE).svc.{}", config.proxy.cluster_domain)),
+        json!(format!("--proxyLogLevel={}", ctx.annotation_or(ann::LOG_LEVEL, &config.proxy.log_level))),
+        json!(format!(
+            "--proxyComponentLogLevel={}",
+            ctx.annotation_or(ann::COMPONENT_LOG_LEVEL, &config.proxy.component_log_level)
+        )),
+        json!(format!("--log_output_level={}", ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level))),
+    ];
+    if let Some(concurrency) = estimated_concurrency(ctx) {
+        args.push(json!("--concurrency"));
+        args.push(json!(concurrency.to_string()));
+    }
+    let mut c = json!({
+        "name": PROXY_NAME,
+        "image": ctx.proxy_image(),
+        "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}],
+        "args": args,
+        "env": proxy_env(ctx, false),
+        "resources": resources(ctx),
+        "securityContext": sidecar_security_context(ctx),
+        "volumeMounts": proxy_volume_mounts(ctx, true),
+    });
+    if let Some(lifecycle) = &config.proxy.lifecycle {
+        c["lifecycle"] = lifecycle.clone();
+    } else if ctx.native {
+        c["lifecycle"] = json!({"preStop": {"exec": {"command": [
+            "pilot-agent", "request", format!("--debug-port={status_port}"), "POST", "drain"
+        ]}}});
+    } else if ctx.hold {
+        c["lifecycle"] = json!({"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}});
+    }
+    if let Some(policy) = ctx.image_pull_policy() {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    if status_port != "0" {
+        c["readinessProbe"] = readiness_probe(ctx);
+        if config.proxy.startup_probe_enabled {
+            c["startupProbe"] = json!({
+                "httpGet": {"path": "/healthz/ready", "port": 15021},
+                "periodSeconds": 1,
+                "timeoutSeconds": 3,
+                "failureThreshold": config.proxy.startup_probe_failure_threshold,
+            });
+        }
+    }
+    if ctx.native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
+
+/// Worker threads from the CPU request when the proxy config sets `concurrency: 0`... Istio only estimates when
+/// the annotation asks for it; we keep Envoy's own choice otherwise.
+fn estimated_concurrency(_ctx: &Context) -> Option<i64> {
+    None
+}
+
+/// The `sidecar` template.
+pub fn sidecar(ctx: &Context) -> Fragment {
+    let mut f = Fragment {
+        labels: vec![(
+            ann::TLS_MODE.to_owned(),
+            ctx.label(ann::TLS_MODE).unwrap_or("istio").to_owned(),
+        )],
+        ..Fragment::default()
+    };
+    f.labels.extend(canonical_labels(ctx));
+    f.annotations.extend(default_container_annotations(ctx, false));
+    if ctx.cni() {
+        cni_annotations(ctx, &mut f.annotations);
+    }
+    if ctx.interception_mode() != "NONE" {
+        f.init_containers.push(init_container(ctx));
+    }
+    if ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true" {
+        f.init_containers.push(core_dump_container(ctx));
+    }
+    f.containers.push(sidecar_proxy(ctx));
+    f.volumes = proxy_volumes(ctx, true);
+    f.image_pull_secrets = ctx.config.image_pull_secrets.clone();
+    f
+}
+
+/// With the CNI plugin doing the capture, the pod carries its capture settings as annotations for the plugin.
+fn cni_annotations(ctx: &Context, out: &mut Vec<(String, String)>) {
+    let p = &ctx.config.proxy;
+    if !ctx.config.cni.chained {
+        let existing = ctx.annotation(ann::MULTUS_NETWORKS).unwrap_or("");
+        out.push((ann::MULTUS_NETWORKS.to_owned(), append_multus_network(existing, "istio-cni")));
+    }
+    out.push((ann::INTERCEPTION_MODE.to_owned(), ctx.interception_mode()));
+    for (key, default) in [
+        (ann::INCLUDE_OUTBOUND_IP_RANGES, &p.include_ip_ranges),
+        (ann::EXCLUDE_OUTBOUND_IP_RANGES, &p.exclude_ip_ranges),
+        (ann::INCLUDE_INBOUND_PORTS, &p.include_inbound_ports),
+    ] {
+        let v = ctx.annotation_or(key, default);
+        if !v.is_empty() {
+            out.push((key.to_owned(), v));
+        }
+    }
+    out.push((
+        ann::EXCLUDE_INBOUND_PORTS.to_owned(),
+        exclude_inbound_port(&ctx.status_port(), &ctx.annotation_or(ann::EXCLUDE_INBOUND_PORTS, &p.exclude_inbound_ports)),
+    ));
+    for (key, default) in [
+        (ann::INCLUDE_OUTBOUND_PORTS, &p.include_outbound_ports),
+        (ann::EXCLUDE_OUTBOUND_PORTS, &p.exclude_outbound_ports),
+    ] {
+        if ctx.annotation(key).is_some() || !default.is_empty() {
+            out.push((key.to_owned(), ctx.annotation_or(key, default)));
+        }
+    }
+    for key in [ann::KUBEVIRT_INTERFACES, ann::EXCLUDE_INTERFACES] {
+        if let Some(v) = ctx.annotation(key) {
+            out.push((key.to_owned(), v.to_owned()));
+        }
+    }
+}
+
+/// Adds `network` to a Multus networks annotation, which is either a comma-separated list or a JSON list.
+pub fn append_multus_network(existing: &str, network: &str) -> String {
+    let trimmed = existing.trim();
+    if trimmed.is_empty() {
+        return network.to_owned();
+    }
+    if trimmed.starts_with('[')
+        && let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(trimmed)
+    {
+        if items.iter().any(|i| i["name"] == network) {
+            return existing.to_owned();
+        }
+        items.push(json!({"name": network}));
+        return Value::Array(items).to_string();
+    }
+    if trimmed.split(',').any(|n| n.trim() == network) {
+        return existing.to_owned();
+    }
+    format!("{trimmed}, {network}")
+}
+
+/// The `gateway` template: the pod *is* the proxy (`proxy router`), no traffic capture.
+pub fn gateway(ctx: &Context) -> Fragment {
+    let config = ctx.config;
+    let mut f = Fragment {
+        labels: canonical_labels(ctx),
+        ..Fragment::default()
+    };
+    f.annotations.extend(default_container_annotations(ctx, true));
+    let mut proxy = json!({
+        "name": PROXY_NAME,
+        "image": ctx.proxy_image(),
+        "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}],
+        "args": [
+            "proxy", "router", "--domain", format!("$(POD_NAMESPACE).svc.{}", config.proxy.cluster_domain),
+            format!("--proxyLogLevel={}", ctx.annotation_or(ann::LOG_LEVEL, &config.proxy.log_level)),
+            format!("--proxyComponentLogLevel={}", ctx.annotation_or(ann::COMPONENT_LOG_LEVEL, &config.proxy.component_log_level)),
+            format!("--log_output_level={}", ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level)),
+        ],
+        "env": proxy_env(ctx, true),
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz/ready", "port": 15021},
+            "periodSeconds": config.proxy.readiness_period_seconds,
+            "timeoutSeconds": 3,
+            "failureThreshold": config.proxy.readiness_failure_threshold,
+        },
+        "securityContext": {"runAsUser": 1337, "runAsGroup": 1337},
+        "volumeMounts": proxy_volume_mounts(ctx, false),
+    });
+    if config.proxy.readiness_initial_delay_seconds != 0 {
+        proxy["readinessProbe"]["initialDelaySeconds"] = json!(config.proxy.readiness_initial_delay_seconds);
+    }
+    if let Some(lifecycle) = &config.proxy.lifecycle {
+        proxy["lifecycle"] = lifecycle.clone();
+    }
+    if let Some(policy) = ctx.image_pull_policy() {
+        proxy["imagePullPolicy"] = json!(policy);
+    }
+    f.containers.push(proxy);
+    f.volumes = proxy_volumes(ctx, false);
+    f.image_pull_secrets = config.image_pull_secrets.clone();
+    f.pod_security_context = Some(json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}));
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_port_joins_excluded_ports_once() {
+        assert_eq!(exclude_inbound_port("15020", ""), "15020");
+        assert_eq!(exclude_inbound_port("15020", "4,5,6"), "4,5,6,15020");
+        assert_eq!(exclude_inbound_port("0", "4,5"), "4,5");
+        assert_eq!(exclude_inbound_port("5", "4,5"), "4,5");
+    }
+
+    #[test]
+    fn multus_networks_append_in_either_form() {
+        assert_eq!(append_multus_network("", "istio-cni"), "istio-cni");
+        assert_eq!(append_multus_network("a, b", "istio-cni"), "a, b, istio-cni");
+        assert_eq!(append_multus_network(r#"[{"name":"a"}]"#, "istio-cni"), r#"[{"name":"a"},{"name":"istio-cni"}]"#);
+    }
+}

@@ -1,0 +1,210 @@
+//! `kube-inject`: sidecar injection over YAML manifests (Pod, Deployment, ReplicaSet, ReplicationController,
+//! DaemonSet, StatefulSet, Job, CronJob, OpenShift DeploymentConfig, and Lists of them). Other documents pass
+//! through byte for byte.
+
+use serde_json::Value;
+
+use crate::inject::{self, InjectError, InjectionConfig, PodInput, Workload};
+use crate::yaml::{YamlError, to_yaml};
+
+/// Why a manifest stream could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeInjectError {
+    /// A document is not valid YAML.
+    #[error("document {index}: {source}")]
+    Yaml {
+        /// 1-based document index.
+        index: usize,
+        /// The parse error.
+        source: YamlError,
+    },
+    /// A pod template cannot be injected.
+    #[error("document {index} ({kind} {name}): {source}")]
+    Inject {
+        /// 1-based document index.
+        index: usize,
+        /// Kind of the document.
+        kind: String,
+        /// Name of the document.
+        name: String,
+        /// Why.
+        source: InjectError,
+    },
+}
+
+/// One pod template that was left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `Kind/name` of the workload.
+    pub workload: String,
+    /// The deciding rule.
+    pub reason: String,
+}
+
+/// The injected stream and the pod templates that were skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The manifests, each document followed by `---`.
+    pub text: String,
+    /// Pod templates not injected, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Splits a YAML stream into documents on `---` lines.
+pub fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
+            docs.push(std::mem::take(&mut current));
+        } else {
+            current.push_str(line);
+        }
+    }
+    docs.push(current);
+    docs.into_iter()
+        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .collect()
+}
+
+/// Where a kind keeps its pod template, as a JSON pointer.
+pub fn template_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "ReplicaSet" | "ReplicationController" | "DaemonSet" | "StatefulSet" | "Job"
+        | "DeploymentConfig" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+/// Where kube-inject reads and writes pod metadata and spec for a kind. For a CronJob, Istio's kube-inject uses the
+/// *job template's* metadata with the pod template's spec; we do the same so output matches `istioctl kube-inject`.
+fn pod_pointers(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind {
+        "Pod" => Some(("/metadata", "/spec")),
+        "CronJob" => Some(("/spec/jobTemplate/metadata", "/spec/jobTemplate/spec/template/spec")),
+        _ => template_pointer(kind).map(|_| ("/spec/template/metadata", "/spec/template/spec")),
+    }
+}
+
+/// Injects every pod template of a YAML stream.
+pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, KubeInjectError> {
+    let mut out = String::new();
+    let mut skipped = Vec::new();
+    for (i, doc) in split_documents(text).iter().enumerate() {
+        let index = i + 1;
+        let mut value: Value =
+            serde_saphyr::from_str(doc).map_err(|e| KubeInjectError::Yaml { index, source: YamlError::Parse { index, message: e.to_string() } })?;
+        let changed = inject_object(config, &mut value, &mut skipped).map_err(|(kind, name, source)| {
+            KubeInjectError::Inject { index, kind, name, source }
+        })?;
+        if changed {
+            out.push_str(&to_yaml(&value).map_err(|source| KubeInjectError::Yaml { index, source })?);
+        } else {
+            out.push_str(doc);
+            if !doc.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out.push_str("---\n");
+    }
+    Ok(Output { text: out, skipped })
+}
+
+type ObjectError = (String, String, InjectError);
+
+/// Injects the pod template(s) of one object in place; returns whether anything changed.
+pub fn inject_object(config: &InjectionConfig, object: &mut Value, skipped: &mut Vec<Skipped>) -> Result<bool, ObjectError> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    if kind == "List" {
+        let mut changed = false;
+        for item in object.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+            changed |= inject_object(config, item, skipped)?;
+        }
+        return Ok(changed);
+    }
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let Some((meta_ptr, spec_ptr)) = pod_pointers(&kind) else {
+        return Ok(false);
+    };
+    let workload = if kind == "Pod" {
+        Workload::of_pod(&object["metadata"])
+    } else {
+        Workload {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            kind: kind.clone(),
+            api_version: object["apiVersion"].as_str().unwrap_or_default().to_owned(),
+        }
+    };
+    let err = |e| (kind.clone(), name.clone(), e);
+    let metadata = object.pointer(meta_ptr).cloned().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default()));
+    let Some(spec) = object.pointer(spec_ptr).filter(|s| s.is_object()).cloned() else {
+        return Err(err(InjectError::InvalidPod(format!("{kind} has no pod spec at {spec_ptr}"))));
+    };
+    let decision = inject::decide(config, &metadata, &spec, &namespace);
+    if !decision.inject {
+        skipped.push(Skipped {
+            workload: format!("{kind}/{name}"),
+            reason: decision.rule.to_string(),
+        });
+        return Ok(false);
+    }
+    let injected = inject::inject(
+        config,
+        &PodInput {
+            metadata: &metadata,
+            spec: &spec,
+            workload,
+            namespace_annotations: None,
+        },
+    )
+    .map_err(err)?;
+    set_pointer(object, meta_ptr, injected.metadata);
+    set_pointer(object, spec_ptr, injected.spec);
+    Ok(true)
+}
+
+/// Sets the value at a JSON pointer, creating missing parent objects.
+fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
+    let mut current = root;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !current.is_object() {
+            *current = Value::Object(Default::default());
+        }
+        let map = current.as_object_mut().expect("just made an object");
+        if i + 1 == parts.len() {
+            map.insert((*part).to_owned(), value);
+            return;
+        }
+        current = map.entry(*part).or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_on_separator_lines_only() {
+        let docs = split_documents("a: 1\n---\nb: '---'\n--- \n# only a comment\n---\nc: 3\n");
+        assert_eq!(docs, vec!["a: 1\n", "b: '---'\n", "c: 3\n"]);
+    }
+
+    #[test]
+    fn other_kinds_pass_through_unchanged() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x   # keep me\n";
+        let out = inject_stream(&InjectionConfig::default(), text).unwrap();
+        assert_eq!(out.text, format!("{text}---\n"));
+    }
+
+    #[test]
+    fn host_network_pods_are_skipped_with_the_reason() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: i}]\n";
+        let out = inject_stream(&InjectionConfig::default(), text).unwrap();
+        assert_eq!(out.skipped, vec![Skipped { workload: "Pod/p".into(), reason: "pod uses hostNetwork".into() }]);
+    }
+}
