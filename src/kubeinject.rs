@@ -64,14 +64,22 @@ pub fn split_documents(text: &str) -> Vec<String> {
     }
     docs.push(current);
     docs.into_iter()
-        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
 /// Where a kind keeps its pod template, as a JSON pointer.
 pub fn template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
-        "Deployment" | "ReplicaSet" | "ReplicationController" | "DaemonSet" | "StatefulSet" | "Job"
+        "Deployment"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "DaemonSet"
+        | "StatefulSet"
+        | "Job"
         | "DeploymentConfig" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ => None,
@@ -94,10 +102,20 @@ pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, Kub
     let mut skipped = Vec::new();
     for (i, doc) in split_documents(text).iter().enumerate() {
         let index = i + 1;
-        let mut value: Value =
-            serde_saphyr::from_str(doc).map_err(|e| KubeInjectError::Yaml { index, source: YamlError::Parse { index, message: e.to_string() } })?;
+        let mut value: Value = serde_saphyr::from_str(doc).map_err(|e| KubeInjectError::Yaml {
+            index,
+            source: YamlError::Parse {
+                index,
+                message: e.to_string(),
+            },
+        })?;
         let changed = inject_object(config, &mut value, &mut skipped).map_err(|(kind, name, source)| {
-            KubeInjectError::Inject { index, kind, name, source }
+            KubeInjectError::Inject {
+                index,
+                kind,
+                name,
+                source,
+            }
         })?;
         if changed {
             out.push_str(&to_yaml(&value).map_err(|source| KubeInjectError::Yaml { index, source })?);
@@ -115,12 +133,21 @@ pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, Kub
 type ObjectError = (String, String, InjectError);
 
 /// Injects the pod template(s) of one object in place; returns whether anything changed.
-pub fn inject_object(config: &InjectionConfig, object: &mut Value, skipped: &mut Vec<Skipped>) -> Result<bool, ObjectError> {
+pub fn inject_object(
+    config: &InjectionConfig,
+    object: &mut Value,
+    skipped: &mut Vec<Skipped>,
+) -> Result<bool, ObjectError> {
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     if kind == "List" {
         let mut changed = false;
-        for item in object.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+        for item in object
+            .get_mut("items")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             changed |= inject_object(config, item, skipped)?;
         }
         return Ok(changed);
@@ -140,9 +167,15 @@ pub fn inject_object(config: &InjectionConfig, object: &mut Value, skipped: &mut
         }
     };
     let err = |e| (kind.clone(), name.clone(), e);
-    let metadata = object.pointer(meta_ptr).cloned().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default()));
+    let metadata = object
+        .pointer(meta_ptr)
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()));
     let Some(spec) = object.pointer(spec_ptr).filter(|s| s.is_object()).cloned() else {
-        return Err(err(InjectError::InvalidPod(format!("{kind} has no pod spec at {spec_ptr}"))));
+        return Err(err(InjectError::InvalidPod(format!(
+            "{kind} has no pod spec at {spec_ptr}"
+        ))));
     };
     let decision = inject::decide(config, &metadata, &spec, &namespace);
     if !decision.inject {
@@ -205,6 +238,12 @@ mod tests {
     fn host_network_pods_are_skipped_with_the_reason() {
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: i}]\n";
         let out = inject_stream(&InjectionConfig::default(), text).unwrap();
-        assert_eq!(out.skipped, vec![Skipped { workload: "Pod/p".into(), reason: "pod uses hostNetwork".into() }]);
+        assert_eq!(
+            out.skipped,
+            vec![Skipped {
+                workload: "Pod/p".into(),
+                reason: "pod uses hostNetwork".into()
+            }]
+        );
     }
 }

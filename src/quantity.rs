@@ -46,13 +46,20 @@ impl Quantity {
         if frac_part.len() > 9 || int_part.len() > 20 {
             return Err(err());
         }
-        let int: i128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| err())? };
+        let int: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| err())?
+        };
         let frac: i128 = if frac_part.is_empty() {
             0
         } else {
             format!("{frac_part:0<9}").parse().map_err(|_| err())?
         };
-        let base = int.checked_mul(NANO).and_then(|v| v.checked_add(frac)).ok_or_else(err)?;
+        let base = int
+            .checked_mul(NANO)
+            .and_then(|v| v.checked_add(frac))
+            .ok_or_else(err)?;
         let (multiplier, divisor, format): (i128, i128, Format) = match suffix {
             "" => (1, 1, Format::DecimalSi),
             "n" => (1, NANO, Format::DecimalSi),
@@ -130,7 +137,11 @@ impl Quantity {
                 best = e;
             }
         }
-        let suffix = if self.format == Format::DecimalExponent { best.2 } else { best.1 };
+        let suffix = if self.format == Format::DecimalExponent {
+            best.2
+        } else {
+            best.1
+        };
         format!("{sign}{}{suffix}", n / best.0)
     }
 

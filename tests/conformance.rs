@@ -12,10 +12,63 @@ use mizzen::kubeinject::{inject_stream, split_documents};
 use serde_json::{Map, Value, json};
 
 /// Rows that must pass; raise it as cases are fixed, never lower it.
-const PASS_FLOOR: usize = 0;
+const PASS_FLOOR: usize = 123;
 
-/// Rows known to fail, with the reason. Any other failing row is a regression.
-const EXCLUDED: &[(&str, &str)] = &[];
+/// Rows known to fail, with the reason. Any other failing row is a regression. (Also listed in README.md.)
+const EXCLUDED: &[(&str, &str)] = &[
+    (
+        "[14] hello-template-in-values.yaml.injected",
+        "Go-template expressions inside values (podDNSSearchNamespaces) are not evaluated",
+    ),
+    (
+        "[53] custom-template.yaml.injected",
+        "user-defined injection templates (sidecarInjectorWebhook.templates) are not supported",
+    ),
+    (
+        "[69] sidecar-spire.yaml.injected",
+        "user-defined injection templates (spire) are not supported",
+    ),
+    (
+        "[70] gateway-spire.yaml.injected",
+        "user-defined injection templates (spire) are not supported",
+    ),
+    (
+        "[82] grpc-agent.yaml.injected",
+        "the grpc-agent template is not provided",
+    ),
+    (
+        "[83] grpc-simple.yaml.injected",
+        "the grpc-simple template is not provided",
+    ),
+    (
+        "[61] hello-openshift-custom-injection.yaml.injected",
+        "OpenShift: the UID Istio strips from the recorded overrides",
+    ),
+    (
+        "[71] hello-otel-semconv.yaml.injected",
+        "OTel semantic-convention resource attributes from extensionProviders",
+    ),
+    (
+        "[76] deploymentconfig-multi.yaml.injected",
+        "OpenShift DeploymentConfig: Go drops minReadySeconds: 0 (omitempty), we keep the input as written",
+    ),
+    (
+        "[77] deploymentconfig-with-canonical-service-label.yaml.injected",
+        "OpenShift DeploymentConfig: minReadySeconds: 0 kept",
+    ),
+    (
+        "[78] deploymentconfig.yaml.injected",
+        "OpenShift DeploymentConfig: minReadySeconds: 0 kept",
+    ),
+    (
+        "[89] hello-multiport-metrics.yaml.injected",
+        "prometheus.istio.io/scrape-targets merging is not implemented",
+    ),
+    (
+        "[110] prometheus-scrape2.yaml.injected",
+        "merging the application's own prometheus.io annotations is not implemented",
+    ),
+];
 
 struct Case {
     input: String,
@@ -130,11 +183,17 @@ fn normalize_metadata(meta: &mut Value) {
 fn normalize(doc: &mut Value) {
     let Some(obj) = doc.as_object_mut() else { return };
     // Go writes a workload's status struct even when every counter is zero.
-    if obj.get("status").is_some_and(|s| s.as_object().is_some_and(|m| m.values().all(is_zero))) {
+    if obj
+        .get("status")
+        .is_some_and(|s| s.as_object().is_some_and(|m| m.values().all(is_zero)))
+    {
         obj.remove("status");
     }
     if obj.get("kind").and_then(Value::as_str) == Some("List") {
-        if obj.get("metadata").is_some_and(|m| m.as_object().is_some_and(Map::is_empty)) {
+        if obj
+            .get("metadata")
+            .is_some_and(|m| m.as_object().is_some_and(Map::is_empty))
+        {
             obj.remove("metadata");
         }
         for item in obj.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
@@ -157,7 +216,11 @@ fn normalize(doc: &mut Value) {
             }
         }
     }
-    let pointer = if kind == "Pod" { Some("") } else { mizzen::kubeinject::template_pointer(&kind) };
+    let pointer = if kind == "Pod" {
+        Some("")
+    } else {
+        mizzen::kubeinject::template_pointer(&kind)
+    };
     if let Some(p) = pointer
         && let Some(template) = doc.pointer_mut(p)
     {
@@ -165,7 +228,10 @@ fn normalize(doc: &mut Value) {
             normalize_metadata(meta);
         }
         // An empty pod-template `metadata: {}` is Go's zero value, not a setting.
-        if template.get("metadata").is_some_and(|m| m.as_object().is_some_and(Map::is_empty)) {
+        if template
+            .get("metadata")
+            .is_some_and(|m| m.as_object().is_some_and(Map::is_empty))
+        {
             template.as_object_mut().map(|t| t.remove("metadata"));
         }
         if let Some(spec) = template.get_mut("spec") {
@@ -196,10 +262,23 @@ fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
         }
         (Value::Array(x), Value::Array(y)) => {
             if x.len() != y.len() {
-                let n = |l: &Vec<Value>| l.iter().map(|i| i["name"].as_str().unwrap_or("?").to_owned()).collect::<Vec<_>>();
-                return Some(format!("{path}: {} items {:?}, want {} {:?}", x.len(), n(x), y.len(), n(y)));
+                let n = |l: &Vec<Value>| {
+                    l.iter()
+                        .map(|i| i["name"].as_str().unwrap_or("?").to_owned())
+                        .collect::<Vec<_>>()
+                };
+                return Some(format!(
+                    "{path}: {} items {:?}, want {} {:?}",
+                    x.len(),
+                    n(x),
+                    y.len(),
+                    n(y)
+                ));
             }
-            x.iter().zip(y).enumerate().find_map(|(i, (u, v))| first_difference(u, v, &format!("{path}/{i}")))
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (u, v))| first_difference(u, v, &format!("{path}/{i}")))
         }
         _ if a == b => None,
         _ => Some(format!("{path}: got {}, want {}", short(a), short(b))),
@@ -240,10 +319,17 @@ fn pods_of(doc: &Value) -> Vec<Value> {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
     match kind {
-        "List" => doc["items"].as_array().into_iter().flatten().flat_map(pods_of).collect(),
+        "List" => doc["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(pods_of)
+            .collect(),
         "Pod" => vec![json!({"apiVersion": "v1", "kind": "Pod", "metadata": doc["metadata"], "spec": doc["spec"]})],
         _ => {
-            let Some(pointer) = mizzen::kubeinject::template_pointer(kind) else { return vec![] };
+            let Some(pointer) = mizzen::kubeinject::template_pointer(kind) else {
+                return vec![];
+            };
             let template = doc.pointer(pointer).cloned().unwrap_or(Value::Null);
             let mut meta = template["metadata"].clone();
             if !meta.is_object() {
@@ -280,7 +366,12 @@ fn comparable_pod(pod: &Value, produced: bool) -> Value {
     let mut spec = pod["spec"].clone();
     normalize_pod_spec(&mut spec);
     if produced {
-        for c in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut("containers")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             for e in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
                 if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
                     f.remove("apiVersion");
@@ -292,7 +383,13 @@ fn comparable_pod(pod: &Value, produced: bool) -> Value {
 }
 
 fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), String> {
-    let split = |t: &str| -> Vec<Value> { t.split("\n---").map(parse).filter(|v| !v.is_null()).flat_map(|d| pods_of(&d)).collect() };
+    let split = |t: &str| -> Vec<Value> {
+        t.split("\n---")
+            .map(parse)
+            .filter(|v| !v.is_null())
+            .flat_map(|d| pods_of(&d))
+            .collect()
+    };
     let inputs = split(input);
     let wants = split(want);
     if inputs.len() != wants.len() {
@@ -300,7 +397,16 @@ fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), 
     }
     for (i, (pod, want_pod)) in inputs.iter().zip(&wants).enumerate() {
         let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-        let produced = match inject_pod(config, pod, namespace, None).map_err(|e| format!("webhook: {e}"))? {
+        // The upstream harness's fake namespace with OpenShift UID ranges.
+        let test_ns: BTreeMap<String, String> = [
+            ("openshift.io/sa.scc.uid-range", "1000620000/10000"),
+            ("openshift.io/sa.scc.supplemental-groups", "1000620000/10000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let ns_annotations = (namespace == "test-ns").then_some(&test_ns);
+        let produced = match inject_pod(config, pod, namespace, ns_annotations).map_err(|e| format!("webhook: {e}"))? {
             PodOutcome::Injected { patch, .. } => {
                 let mut p = pod.clone();
                 json_patch::patch(&mut p, &patch).map_err(|e| format!("webhook: patch does not apply: {e}"))?;
@@ -322,7 +428,10 @@ fn run_case(dir: &Path, case: &Case) -> Result<(), String> {
     let input = std::fs::read_to_string(dir.join(&case.input)).map_err(|e| format!("{}: {e}", case.input))?;
     if !case.expect_error.is_empty() {
         return match inject_stream(&config, &input) {
-            Ok(_) => Err(format!("expected an error containing {:?}, got success", case.expect_error)),
+            Ok(_) => Err(format!(
+                "expected an error containing {:?}, got success",
+                case.expect_error
+            )),
             Err(e) if e.to_string().to_lowercase().contains(&case.expect_error) => Ok(()),
             Err(e) => Err(format!("error {e:?} does not contain {:?}", case.expect_error)),
         };
@@ -340,7 +449,9 @@ fn run_case(dir: &Path, case: &Case) -> Result<(), String> {
 #[test]
 fn istio_injection_corpus() {
     let Some(dir) = corpus_dir() else {
-        eprintln!("skipped: Istio injection corpus not found (set MIZZEN_CONFORMANCE_DIR or put shared/ beside the repository)");
+        eprintln!(
+            "skipped: Istio injection corpus not found (set MIZZEN_CONFORMANCE_DIR or put shared/ beside the repository)"
+        );
         return;
     };
     let excluded: BTreeMap<&str, &str> = EXCLUDED.iter().copied().collect();
@@ -360,7 +471,10 @@ fn istio_injection_corpus() {
             Err(e) => {
                 failed += 1;
                 let known = excluded.get(id.as_str());
-                println!("FAIL {id}: {e}{}", known.map(|r| format!(" [excluded: {r}]")).unwrap_or_default());
+                println!(
+                    "FAIL {id}: {e}{}",
+                    known.map(|r| format!(" [excluded: {r}]")).unwrap_or_default()
+                );
                 if known.is_none() {
                     regressions.push(id);
                 }
@@ -371,6 +485,12 @@ fn istio_injection_corpus() {
     for id in &fixed {
         println!("now passing, remove from EXCLUDED: {id}");
     }
-    assert!(passed >= PASS_FLOOR, "conformance fell below the floor: {passed} < {PASS_FLOOR}");
-    assert!(regressions.is_empty(), "rows failing that are not in EXCLUDED: {regressions:?}");
+    assert!(
+        passed >= PASS_FLOOR,
+        "conformance fell below the floor: {passed} < {PASS_FLOOR}"
+    );
+    assert!(
+        regressions.is_empty(),
+        "rows failing that are not in EXCLUDED: {regressions:?}"
+    );
 }

@@ -63,7 +63,7 @@ pub struct ProxyValues {
 }
 
 /// Istio CNI settings.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CniValues {
     /// CNI plugin does the traffic capture; `istio-validation` replaces `istio-init`.
     pub enabled: bool,
@@ -137,16 +137,31 @@ pub struct InjectionConfig {
     pub compliance_policy: Option<String>,
 }
 
+impl Default for CniValues {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            chained: true,
+        }
+    }
+}
+
 impl Default for ProxyValues {
     fn default() -> Self {
         let mut resources = ResourceValues::new();
         resources.insert(
             "requests".into(),
-            BTreeMap::from([("cpu".into(), Some("100m".into())), ("memory".into(), Some("128Mi".into()))]),
+            BTreeMap::from([
+                ("cpu".into(), Some("100m".into())),
+                ("memory".into(), Some("128Mi".into())),
+            ]),
         );
         resources.insert(
             "limits".into(),
-            BTreeMap::from([("cpu".into(), Some("2000m".into())), ("memory".into(), Some("1024Mi".into()))]),
+            BTreeMap::from([
+                ("cpu".into(), Some("2000m".into())),
+                ("memory".into(), Some("1024Mi".into())),
+            ]),
         );
         Self {
             image: "proxyv2".into(),
@@ -244,10 +259,12 @@ impl InjectionConfig {
             always_inject_selector: spec.injection.always_inject_selector.clone(),
             native_sidecar: spec.proxy.native_sidecar,
             image_pull_secrets: spec.proxy.image_pull_secrets.clone(),
-            image_pull_policy: spec
-                .proxy
-                .image_pull_policy
-                .map(|p| serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+            image_pull_policy: spec.proxy.image_pull_policy.map(|p| {
+                serde_json::to_value(p)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
             ..Self::default()
         };
         let p = &spec.proxy;
@@ -264,14 +281,22 @@ impl InjectionConfig {
         config.proxy.status_port = i64::from(p.status_port);
         config.proxy.privileged = p.privileged;
         let to_values = |m: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-            m.iter().map(|(k, v)| (k.clone(), Some(v.0.clone()))).collect::<BTreeMap<_, _>>()
+            m.iter()
+                .map(|(k, v)| (k.clone(), Some(v.0.clone())))
+                .collect::<BTreeMap<_, _>>()
         };
         config.proxy.resources = ResourceValues::new();
         if !p.resources.requests.is_empty() {
-            config.proxy.resources.insert("requests".into(), to_values(&p.resources.requests));
+            config
+                .proxy
+                .resources
+                .insert("requests".into(), to_values(&p.resources.requests));
         }
         if !p.resources.limits.is_empty() {
-            config.proxy.resources.insert("limits".into(), to_values(&p.resources.limits));
+            config
+                .proxy
+                .resources
+                .insert("limits".into(), to_values(&p.resources.limits));
         }
         let mc = &spec.mesh_config;
         if let Some(td) = &mc.trust_domain {
@@ -285,7 +310,13 @@ impl InjectionConfig {
         {
             config.mesh.default_config = map;
         }
-        if mc.rest.get("inboundTrafficPolicy").and_then(|p| p.get("mode")).and_then(Value::as_str) == Some("LOCALHOST") {
+        if mc
+            .rest
+            .get("inboundTrafficPolicy")
+            .and_then(|p| p.get("mode"))
+            .and_then(Value::as_str)
+            == Some("LOCALHOST")
+        {
             config.mesh.inbound_localhost = true;
         }
         config
@@ -465,7 +496,11 @@ impl InjectionConfig {
 
     /// The revision label value (`default` for the default revision).
     pub fn revision_label(&self) -> &str {
-        if self.revision.is_empty() { "default" } else { &self.revision }
+        if self.revision.is_empty() {
+            "default"
+        } else {
+            &self.revision
+        }
     }
 
     /// The istiod address proxies get certificates from.
@@ -487,7 +522,10 @@ impl InjectionConfig {
             NativeSidecarMode::Off => false,
             NativeSidecarMode::Auto => {
                 !self.node_kubelet_versions.is_empty()
-                    && self.node_kubelet_versions.iter().all(|v| kubelet_minor(v).is_some_and(|m| m >= 33))
+                    && self
+                        .node_kubelet_versions
+                        .iter()
+                        .all(|v| kubelet_minor(v).is_some_and(|m| m >= 33))
             }
         }
     }
@@ -535,7 +573,10 @@ fn scalar(raw: &str) -> Value {
         "true" => json!(true),
         "false" => json!(false),
         "null" => Value::Null,
-        _ => raw.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(raw.to_owned())),
+        _ => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.to_owned())),
     }
 }
 
@@ -550,7 +591,9 @@ fn value_string(value: &Value) -> String {
 fn value_int(key: &str, value: &Value) -> Result<i64, SettingError> {
     match value {
         Value::Number(n) => n.as_i64().ok_or_else(|| SettingError::new(key, "expected an integer")),
-        Value::String(s) => s.parse().map_err(|_| SettingError::new(key, format!("expected an integer, got {s:?}"))),
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| SettingError::new(key, format!("expected an integer, got {s:?}"))),
         _ => Err(SettingError::new(key, "expected an integer")),
     }
 }
@@ -587,7 +630,9 @@ mod tests {
 
     #[test]
     fn unknown_settings_are_refused_by_name() {
-        let err = InjectionConfig::default().apply_setting("values.global.nope", "1").unwrap_err();
+        let err = InjectionConfig::default()
+            .apply_setting("values.global.nope", "1")
+            .unwrap_err();
         assert_eq!(err.key, "values.global.nope");
     }
 

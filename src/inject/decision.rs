@@ -70,7 +70,12 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .as_object()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -149,9 +154,19 @@ pub fn webhook_route(namespace_labels: &BTreeMap<String, String>, pod_labels: &B
         return Route::NotSent(format!("pod label {}=false", ann::INJECT));
     }
     match namespace_labels.get(ann::NAMESPACE_INJECTION).map(String::as_str) {
-        Some("enabled") => return Route::Sent("default".into(), format!("namespace label {}=enabled", ann::NAMESPACE_INJECTION)),
+        Some("enabled") => {
+            return Route::Sent(
+                "default".into(),
+                format!("namespace label {}=enabled", ann::NAMESPACE_INJECTION),
+            );
+        }
         Some("disabled") => return Route::NotSent(format!("namespace label {}=disabled", ann::NAMESPACE_INJECTION)),
-        Some(other) => return Route::NotSent(format!("namespace label {}={other} (not enabled)", ann::NAMESPACE_INJECTION)),
+        Some(other) => {
+            return Route::NotSent(format!(
+                "namespace label {}={other} (not enabled)",
+                ann::NAMESPACE_INJECTION
+            ));
+        }
         None => {}
     }
     if let Some(rev) = namespace_labels.get(ann::REVISION) {
@@ -213,8 +228,19 @@ mod tests {
 
     #[test]
     fn host_network_is_skipped_first() {
-        let d = decide(&config(), &pod(json!({ann::INJECT: "true"}), json!({})), &json!({"hostNetwork": true}), "default");
-        assert_eq!(d, Decision { inject: false, rule: Rule::HostNetwork });
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: "true"}), json!({})),
+            &json!({"hostNetwork": true}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::HostNetwork
+            }
+        );
     }
 
     #[test]
@@ -228,27 +254,71 @@ mod tests {
 
     #[test]
     fn pod_label_decides_and_wins_over_the_annotation() {
-        let d = decide(&config(), &pod(json!({ann::INJECT: "false"}), json!({ann::INJECT: "true"})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: false, rule: Rule::PodLabel("false".into()) });
-        let d = decide(&config(), &pod(json!({ann::INJECT: "true"}), json!({ann::INJECT: "false"})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: true, rule: Rule::PodLabel("true".into()) });
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: "false"}), json!({ann::INJECT: "true"})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::PodLabel("false".into())
+            }
+        );
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: "true"}), json!({ann::INJECT: "false"})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: true,
+                rule: Rule::PodLabel("true".into())
+            }
+        );
     }
 
     #[test]
     fn pod_annotation_decides_without_a_label() {
-        let d = decide(&config(), &pod(json!({}), json!({ann::INJECT: "false"})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: false, rule: Rule::PodAnnotation("false".into()) });
+        let d = decide(
+            &config(),
+            &pod(json!({}), json!({ann::INJECT: "false"})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::PodAnnotation("false".into())
+            }
+        );
         let mut c = config();
         c.policy = InjectionPolicy::Disabled;
         let d = decide(&c, &pod(json!({}), json!({ann::INJECT: "true"})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: true, rule: Rule::PodAnnotation("true".into()) });
+        assert_eq!(
+            d,
+            Decision {
+                inject: true,
+                rule: Rule::PodAnnotation("true".into())
+            }
+        );
     }
 
     #[test]
     fn explicit_opt_in_wins_over_never_inject_selector() {
         let mut c = config();
         c.never_inject_selector = vec![selector("app", "db")];
-        let d = decide(&c, &pod(json!({"app": "db", ann::INJECT: "true"}), json!({})), &json!({}), "default");
+        let d = decide(
+            &c,
+            &pod(json!({"app": "db", ann::INJECT: "true"}), json!({})),
+            &json!({}),
+            "default",
+        );
         assert!(d.inject);
     }
 
@@ -257,8 +327,19 @@ mod tests {
         let mut c = config();
         c.never_inject_selector = vec![selector("tier", "batch")];
         c.always_inject_selector = vec![selector("app", "db")];
-        let d = decide(&c, &pod(json!({"app": "db", "tier": "batch"}), json!({})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: false, rule: Rule::NeverInjectSelector(0) });
+        let d = decide(
+            &c,
+            &pod(json!({"app": "db", "tier": "batch"}), json!({})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::NeverInjectSelector(0)
+            }
+        );
     }
 
     #[test]
@@ -267,22 +348,45 @@ mod tests {
         c.policy = InjectionPolicy::Disabled;
         c.always_inject_selector = vec![selector("other", "x"), selector("app", "db")];
         let d = decide(&c, &pod(json!({"app": "db"}), json!({})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: true, rule: Rule::AlwaysInjectSelector(1) });
+        assert_eq!(
+            d,
+            Decision {
+                inject: true,
+                rule: Rule::AlwaysInjectSelector(1)
+            }
+        );
     }
 
     #[test]
     fn policy_decides_last() {
         let d = decide(&config(), &pod(json!({}), json!({})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: true, rule: Rule::Policy(InjectionPolicy::Enabled) });
+        assert_eq!(
+            d,
+            Decision {
+                inject: true,
+                rule: Rule::Policy(InjectionPolicy::Enabled)
+            }
+        );
         let mut c = config();
         c.policy = InjectionPolicy::Disabled;
         let d = decide(&c, &pod(json!({}), json!({})), &json!({}), "default");
-        assert_eq!(d, Decision { inject: false, rule: Rule::Policy(InjectionPolicy::Disabled) });
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::Policy(InjectionPolicy::Disabled)
+            }
+        );
     }
 
     #[test]
     fn other_inject_values_fall_through_to_the_policy() {
-        let d = decide(&config(), &pod(json!({ann::INJECT: "maybe"}), json!({})), &json!({}), "default");
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: "maybe"}), json!({})),
+            &json!({}),
+            "default",
+        );
         assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
     }
 
@@ -311,11 +415,32 @@ mod tests {
             Route::Sent(rev, _) => Some(rev),
             Route::NotSent(_) => None,
         };
-        assert_eq!(sent(webhook_route(&labels(&[("istio-injection", "enabled")]), &labels(&[]))), Some("default".into()));
-        assert_eq!(sent(webhook_route(&labels(&[("istio-injection", "disabled"), ("istio.io/rev", "canary")]), &labels(&[]))), None);
-        assert_eq!(sent(webhook_route(&labels(&[("istio.io/rev", "canary")]), &labels(&[]))), Some("canary".into()));
-        assert_eq!(sent(webhook_route(&labels(&[]), &labels(&[("istio.io/rev", "canary")]))), Some("canary".into()));
-        assert_eq!(sent(webhook_route(&labels(&[("istio-injection", "enabled")]), &labels(&[(ann::INJECT, "false")]))), None);
+        assert_eq!(
+            sent(webhook_route(&labels(&[("istio-injection", "enabled")]), &labels(&[]))),
+            Some("default".into())
+        );
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio-injection", "disabled"), ("istio.io/rev", "canary")]),
+                &labels(&[])
+            )),
+            None
+        );
+        assert_eq!(
+            sent(webhook_route(&labels(&[("istio.io/rev", "canary")]), &labels(&[]))),
+            Some("canary".into())
+        );
+        assert_eq!(
+            sent(webhook_route(&labels(&[]), &labels(&[("istio.io/rev", "canary")]))),
+            Some("canary".into())
+        );
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio-injection", "enabled")]),
+                &labels(&[(ann::INJECT, "false")])
+            )),
+            None
+        );
         assert_eq!(sent(webhook_route(&labels(&[]), &labels(&[]))), None);
     }
 }

@@ -46,7 +46,11 @@ pub struct Workload {
 impl Workload {
     /// `kubernetes://apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`, as `ISTIO_META_OWNER`.
     pub fn owner_uri(&self) -> String {
-        let ns = if self.namespace.is_empty() { "default" } else { &self.namespace };
+        let ns = if self.namespace.is_empty() {
+            "default"
+        } else {
+            &self.namespace
+        };
         format!(
             "kubernetes://apis/{}/namespaces/{ns}/{}s/{}",
             self.api_version,
@@ -69,7 +73,11 @@ impl Workload {
                 .as_str()
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned)
-                .or_else(|| metadata["generateName"].as_str().map(|g| g.trim_end_matches('-').to_owned()))
+                .or_else(|| {
+                    metadata["generateName"]
+                        .as_str()
+                        .map(|g| g.trim_end_matches('-').to_owned())
+                })
                 .unwrap_or_default();
             return Self {
                 name,
@@ -118,7 +126,9 @@ pub enum InjectError {
         message: String,
     },
     /// The pod asks for a template mizzen does not have.
-    #[error("annotation inject.istio.io/templates: template {0:?} is not supported (mizzen provides: sidecar, gateway)")]
+    #[error(
+        "annotation inject.istio.io/templates: template {0:?} is not supported (mizzen provides: sidecar, gateway)"
+    )]
     UnknownTemplate(String),
     /// The pod itself is malformed.
     #[error("invalid pod: {0}")]
@@ -154,7 +164,10 @@ enum TemplateKind {
 }
 
 fn templates(annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
-    let names = annotations.get(ann::TEMPLATES).and_then(Value::as_str).unwrap_or("sidecar");
+    let names = annotations
+        .get(ann::TEMPLATES)
+        .and_then(Value::as_str)
+        .unwrap_or("sidecar");
     let mut out = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         out.push(match name {
@@ -175,7 +188,12 @@ fn object(value: &Value) -> Map<String, Value> {
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
-        .map(|items| items.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -288,7 +306,10 @@ fn take_overrides(spec: &mut Value) -> Vec<Value> {
 
 fn canonicalize_resources(container: &mut Value) {
     for kind in ["requests", "limits"] {
-        if let Some(map) = container.pointer_mut(&format!("/resources/{kind}")).and_then(Value::as_object_mut) {
+        if let Some(map) = container
+            .pointer_mut(&format!("/resources/{kind}"))
+            .and_then(Value::as_object_mut)
+        {
             for q in map.values_mut() {
                 let text = match q {
                     Value::String(s) => s.clone(),
@@ -330,6 +351,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     if !metadata.is_object() {
         metadata = json!({});
     }
+    // Re-injection: the template reads the pod without what an earlier injection added, but the template is merged
+    // under the pod as submitted, so earlier injected containers act as overrides (Istio does the same).
+    let submitted_spec = spec.clone();
     let previous_probers = strip_previous(&mut metadata, &mut spec)?;
     let annotations = object(&metadata["annotations"]);
     let labels = object(&metadata["labels"]);
@@ -343,14 +367,25 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         effective = proxy_config::merge(&effective, &proxy_config::parse_annotation(text)?);
     }
     let proxy_config_json = proxy_config::to_env_json(&effective, &defaults);
-    let hold = effective.get("holdApplicationUntilProxyStarts").and_then(Value::as_bool) == Some(true)
+    let hold = effective
+        .get("holdApplicationUntilProxyStarts")
+        .and_then(Value::as_bool)
+        == Some(true)
         || config.proxy.hold_application_until_proxy_starts;
 
     let overrides = take_overrides(&mut spec);
+    let mut patch = submitted_spec;
+    let merged_overrides = take_overrides(&mut patch);
     let sidecar = kinds.contains(&TemplateKind::Sidecar);
     let native = sidecar
         && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
 
+    let os_uid = openshift_uid(config, input.namespace_annotations);
+    let tproxy = annotations
+        .get(ann::INTERCEPTION_MODE)
+        .and_then(Value::as_str)
+        .or_else(|| effective.get("interceptionMode").and_then(Value::as_str))
+        == Some("TPROXY");
     let ctx = template::Context {
         config,
         annotations: &annotations,
@@ -361,11 +396,18 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         proxy_config_json,
         native,
         hold,
-        openshift_uid: openshift_uid(config, input.namespace_annotations),
+        openshift_uid: os_uid,
         proxy_uid: overrides
             .iter()
             .find(|o| o["name"] == PROXY_NAME)
             .and_then(|o| o.pointer("/securityContext/runAsUser"))
+            .and_then(Value::as_i64)
+            .or(os_uid.filter(|_| !tproxy))
+            .unwrap_or(1337),
+        proxy_gid: overrides
+            .iter()
+            .find(|o| o["name"] == PROXY_NAME)
+            .and_then(|o| o.pointer("/securityContext/runAsGroup"))
             .and_then(Value::as_i64)
             .unwrap_or(1337),
     };
@@ -398,11 +440,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         } else {
             "containers"
         };
-        recorded
-            .entry(field)
-            .or_insert_with(|| json!([]))
-            .as_array_mut()
-            .map(|a| a.push(o.clone()));
+        if let Some(list) = recorded.entry(field).or_insert_with(|| json!([])).as_array_mut() {
+            list.push(o.clone());
+        }
     }
 
     // Template as base, the pod (and its overrides) merged over it.
@@ -418,37 +458,51 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     if let Some(sc) = fragment.pod_security_context {
         base["securityContext"] = sc;
     }
-    let mut patch = spec.clone();
-    for o in &overrides {
-        let field = if base["initContainers"].as_array().is_some_and(|l| l.iter().any(|c| c["name"] == o["name"])) {
+    // The pod is the original and the template the patch, with the pod's own declarations of template containers
+    // moved to where the template puts them; then each of those is merged again over the result so that the
+    // user's fields win. (List order follows the API machinery's strategic merge, as Istio's does.)
+    for o in &merged_overrides {
+        let field = if base["initContainers"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == o["name"]))
+        {
             "initContainers"
         } else {
             "containers"
         };
-        patch
+        if let Some(list) = patch
             .as_object_mut()
             .map(|m| m.entry(field).or_insert_with(|| json!([])))
             .and_then(Value::as_array_mut)
-            .map(|l| l.push(o.clone()));
+        {
+            list.push(o.clone());
+        }
     }
-    merge::strategic(&mut base, &patch);
-    let mut spec = base;
+    merge::strategic(&mut patch, &base);
+    let mut spec = patch;
+    for o in &merged_overrides {
+        let name = o["name"].as_str().unwrap_or_default();
+        match find_container_mut(&mut spec, name) {
+            Some(c) => merge::strategic(c, o),
+            None => {
+                if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+                    list.push(o.clone());
+                }
+            }
+        }
+    }
     for field in ["initContainers", "volumes"] {
-        if spec[field].as_array().is_some_and(Vec::is_empty) && input.spec.get(field).is_none() {
+        if spec.get(field).and_then(Value::as_array).is_some_and(Vec::is_empty) && input.spec.get(field).is_none() {
             spec.as_object_mut().map(|m| m.remove(field));
         }
     }
 
-    // Classic layout: the proxy goes last, or first when it must start before the application.
-    if !native && let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut)
-        && let Some(pos) = list.iter().position(|c| c["name"] == PROXY_NAME)
+    reorder(&mut spec, hold && sidecar);
+    if ctx.interception_mode() == "TPROXY"
+        && let Some(sc) = find_container_mut(&mut spec, PROXY_NAME).and_then(|c| c.get_mut("securityContext"))
     {
-        let proxy = list.remove(pos);
-        if hold && sidecar {
-            list.insert(0, proxy);
-        } else {
-            list.push(proxy);
-        }
+        // TPROXY needs the proxy to run as root whatever the pod asked for.
+        sc["runAsUser"] = json!(0);
     }
 
     if sidecar {
@@ -456,7 +510,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     }
 
     // Metadata.
-    let meta = metadata.as_object_mut().ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
+    let meta = metadata
+        .as_object_mut()
+        .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
     let labels_out = meta.entry("labels").or_insert_with(|| json!({}));
     for (k, v) in &fragment.labels {
         if labels_out.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -467,9 +523,14 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     for (k, v) in &fragment.annotations {
         annotations_out[k] = json!(v);
     }
-    if config.mesh.enable_prometheus_merge && annotations_out.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) != Some("false") {
+    if config.mesh.enable_prometheus_merge
+        && annotations_out.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) != Some("false")
+    {
         // The agent serves merged metrics on the proxy config's status port.
-        let port = effective.get("statusPort").map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string())).unwrap_or_default();
+        let port = effective
+            .get("statusPort")
+            .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
+            .unwrap_or_default();
         if !port.is_empty() && port != "0" {
             annotations_out[ann::PROMETHEUS_SCRAPE] = json!("true");
             annotations_out[ann::PROMETHEUS_PORT] = json!(port);
@@ -480,17 +541,74 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     annotations_out[ann::STATUS] = json!(status.to_string());
     if !recorded.is_empty() {
         let mut text = String::from("{");
-        for (i, field) in ["initContainers", "containers"].iter().filter(|f| recorded.contains_key(**f)).enumerate() {
+        for (i, field) in ["initContainers", "containers"]
+            .iter()
+            .filter(|f| recorded.contains_key(**f))
+            .enumerate()
+        {
             if i > 0 {
                 text.push(',');
             }
-            let items: Vec<String> = recorded[*field].as_array().into_iter().flatten().map(gojson::container_to_string).collect();
+            let items: Vec<String> = recorded[*field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(gojson::container_to_string)
+                .collect();
             text.push_str(&format!("\"{field}\":[{}]", items.join(",")));
         }
         text.push('}');
         annotations_out[ann::OVERRIDES] = json!(text);
     }
     Ok(Injected { metadata, spec })
+}
+
+fn find_container_mut<'a>(spec: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    let spec = spec.as_object_mut()?;
+    let mut found = None;
+    for (field, list) in spec.iter_mut() {
+        if (field == "containers" || field == "initContainers")
+            && let Some(items) = list.as_array_mut()
+            && let Some(c) = items.iter_mut().find(|c| c["name"] == name)
+        {
+            found = Some(c);
+            break;
+        }
+    }
+    found
+}
+
+/// Moves the named container to the front or back of a list.
+fn move_container(list: &mut Vec<Value>, name: &str, first: bool) {
+    if let Some(pos) = list.iter().position(|c| c["name"] == name) {
+        let c = list.remove(pos);
+        if first {
+            list.insert(0, c);
+        } else {
+            list.push(c);
+        }
+    }
+}
+
+/// Istio's container order. The proxy is the last container (so `kubectl exec` defaults to the application) or
+/// the first when it must start before the application. With a native sidecar, init containers run
+/// `istio-init`/`istio-validation`, then the proxy, then the pod's own, so those are in the mesh; otherwise the
+/// iptables setup runs last, so it does not cut off the pod's own init containers.
+fn reorder(spec: &mut Value, hold: bool) {
+    if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        move_container(list, PROXY_NAME, hold);
+    }
+    if let Some(list) = spec.get_mut("initContainers").and_then(Value::as_array_mut) {
+        if list.iter().any(|c| c["name"] == PROXY_NAME) {
+            for name in ["enable-core-dump", PROXY_NAME, "istio-validation", "istio-init"] {
+                move_container(list, name, true);
+            }
+        } else {
+            for name in ["enable-core-dump", "istio-validation", "istio-init"] {
+                move_container(list, name, false);
+            }
+        }
+    }
 }
 
 fn none_if_empty(items: Vec<String>) -> Value {
@@ -645,5 +763,9 @@ pub fn inject_pod(
     out["metadata"] = injected.metadata;
     out["spec"] = injected.spec;
     let patch = json_patch::diff(pod, &out);
-    Ok(PodOutcome::Injected { pod: out, patch, decision })
+    Ok(PodOutcome::Injected {
+        pod: out,
+        patch,
+        decision,
+    })
 }

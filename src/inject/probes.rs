@@ -82,9 +82,15 @@ fn rewrite_handler(
 
 /// Rewrites the probes and lifecycle hooks of one application container, adding the originals to `probers`.
 pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Probers, probers: &mut Probers) {
-    let Some(name) = container["name"].as_str().map(str::to_owned) else { return };
+    let Some(name) = container["name"].as_str().map(str::to_owned) else {
+        return;
+    };
     let snapshot = container.clone();
-    for (field, suffix) in [("livenessProbe", "livez"), ("readinessProbe", "readyz"), ("startupProbe", "startupz")] {
+    for (field, suffix) in [
+        ("livenessProbe", "livez"),
+        ("readinessProbe", "readyz"),
+        ("startupProbe", "startupz"),
+    ] {
         if let Some(probe) = container.get_mut(field) {
             let path = format!("/app-health/{name}/{suffix}");
             if let Some(p) = rewrite_handler(probe, &snapshot, &path, status_port, previous, false) {
@@ -112,8 +118,14 @@ mod tests {
             "readinessProbe": {"httpGet": {"port": "http", "scheme": "HTTPS"}}});
         let mut probers = Probers::new();
         rewrite_container(&mut c, 15020, &Probers::new(), &mut probers);
-        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/app-health/hello/readyz", "port": 15020, "scheme": "HTTP"}));
-        assert_eq!(probers_json(&probers), r#"{"/app-health/hello/readyz":{"httpGet":{"port":80,"scheme":"HTTPS"}}}"#);
+        assert_eq!(
+            c["readinessProbe"]["httpGet"],
+            json!({"path": "/app-health/hello/readyz", "port": 15020, "scheme": "HTTP"})
+        );
+        assert_eq!(
+            probers_json(&probers),
+            r#"{"/app-health/hello/readyz":{"httpGet":{"port":80,"scheme":"HTTPS"}}}"#
+        );
     }
 
     #[test]

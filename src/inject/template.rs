@@ -53,6 +53,8 @@ pub struct Context<'a> {
     pub openshift_uid: Option<i64>,
     /// UID the proxy runs as (traffic from it is not captured): 1337 unless the pod's own `istio-proxy` says.
     pub proxy_uid: i64,
+    /// GID the proxy runs as: 1337 unless the pod's own `istio-proxy` says.
+    pub proxy_gid: i64,
 }
 
 impl Context<'_> {
@@ -62,7 +64,9 @@ impl Context<'_> {
 
     /// The annotation's value, or `default` when the pod does not set it.
     fn annotation_or(&self, key: &str, default: &str) -> String {
-        self.annotation(key).map(str::to_owned).unwrap_or_else(|| default.to_owned())
+        self.annotation(key)
+            .map(str::to_owned)
+            .unwrap_or_else(|| default.to_owned())
     }
 
     fn label(&self, key: &str) -> Option<&str> {
@@ -71,13 +75,15 @@ impl Context<'_> {
 
     /// `REDIRECT`, `TPROXY` or `NONE`: the annotation, else the proxy config.
     pub fn interception_mode(&self) -> String {
-        self.annotation(ann::INTERCEPTION_MODE).map(str::to_owned).unwrap_or_else(|| {
-            self.proxy_config
-                .get("interceptionMode")
-                .and_then(Value::as_str)
-                .unwrap_or("REDIRECT")
-                .to_owned()
-        })
+        self.annotation(ann::INTERCEPTION_MODE)
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                self.proxy_config
+                    .get("interceptionMode")
+                    .and_then(Value::as_str)
+                    .unwrap_or("REDIRECT")
+                    .to_owned()
+            })
     }
 
     fn status_port(&self) -> String {
@@ -88,7 +94,12 @@ impl Context<'_> {
         match self.proxy_config.get("proxyMetadata") {
             Some(Value::Object(map)) => map
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -263,12 +274,15 @@ fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
         env.push(value_env("ISTIO_META_APP_CONTAINERS", app_containers));
         env.push(resource_env("GOMEMLIMIT", "limits.memory"));
     }
+    if let Some(policy) = &config.compliance_policy {
+        env.push(value_env("COMPLIANCE_POLICY", policy));
+        if policy == "fips-140-3" {
+            env.push(value_env("GODEBUG", "fips140=only"));
+        }
+    }
     env.push(value_env("ISTIO_META_CLUSTER_ID", &config.cluster_id));
     env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
     env.push(value_env("ISTIO_META_INTERCEPTION_MODE", ctx.interception_mode()));
-    if let Some(network) = &config.network {
-        env.push(value_env("ISTIO_META_NETWORK", network));
-    }
     if !ctx.workload.name.is_empty() {
         env.push(value_env("ISTIO_META_WORKLOAD_NAME", &ctx.workload.name));
         if !ctx.workload.api_version.is_empty() {
@@ -288,11 +302,11 @@ fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
     if !ctx.trust_domain().is_empty() {
         env.push(value_env("TRUST_DOMAIN", ctx.trust_domain()));
     }
+    if let Some(network) = &config.network {
+        env.push(value_env("ISTIO_META_NETWORK", network));
+    }
     for (k, v) in ctx.proxy_metadata() {
         env.push(value_env(&k, v));
-    }
-    if let Some(policy) = &config.compliance_policy {
-        env.push(value_env("COMPLIANCE_POLICY", policy));
     }
     env
 }
@@ -316,7 +330,9 @@ fn readiness_probe(ctx: &Context) -> Value {
 }
 
 fn int_annotation(ctx: &Context, key: &str, default: i64) -> i64 {
-    ctx.annotation(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    ctx.annotation(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 fn proxy_volume_mounts(ctx: &Context, sidecar: bool) -> Vec<Value> {
@@ -375,7 +391,10 @@ fn proxy_volumes(ctx: &Context, sidecar: bool) -> Vec<Value> {
         volumes.push(json!({"name": "istio-ca-crl", "configMap": {"name": "istio-ca-crl", "optional": true}}));
     }
     if ctx.config.mount_mtls_certs {
-        let sa = ctx.spec["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default");
+        let sa = ctx.spec["serviceAccountName"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
         volumes.push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
     }
     volumes
@@ -448,13 +467,23 @@ fn iptables_args(ctx: &Context) -> Vec<Value> {
         "-b".into(),
         a(ann::INCLUDE_INBOUND_PORTS, &config.include_inbound_ports),
         "-d".into(),
-        if excluded.is_empty() { "15090,15021".into() } else { format!("15090,15021,{excluded}") },
+        if excluded.is_empty() {
+            "15090,15021".into()
+        } else {
+            format!("15090,15021,{excluded}")
+        },
     ];
     if ctx.annotation(ann::INCLUDE_OUTBOUND_PORTS).is_some() || !config.include_outbound_ports.is_empty() {
-        args.extend(["-q".into(), a(ann::INCLUDE_OUTBOUND_PORTS, &config.include_outbound_ports)]);
+        args.extend([
+            "-q".into(),
+            a(ann::INCLUDE_OUTBOUND_PORTS, &config.include_outbound_ports),
+        ]);
     }
     if ctx.annotation(ann::EXCLUDE_OUTBOUND_PORTS).is_some() || !config.exclude_outbound_ports.is_empty() {
-        args.extend(["-o".into(), a(ann::EXCLUDE_OUTBOUND_PORTS, &config.exclude_outbound_ports)]);
+        args.extend([
+            "-o".into(),
+            a(ann::EXCLUDE_OUTBOUND_PORTS, &config.exclude_outbound_ports),
+        ]);
     }
     // The newer reroute-virtual-interfaces annotation takes precedence over the KubeVirt one.
     if let Some(k) = ctx
@@ -494,7 +523,7 @@ fn init_container(ctx: &Context) -> Value {
     c["securityContext"] = if ctx.cni() {
         let (uid, gid) = match (ctx.openshift_uid, ctx.tproxy()) {
             (Some(uid), false) => (uid, uid),
-            _ => (1337, 1337),
+            _ => (ctx.proxy_uid, ctx.proxy_gid),
         };
         json!({
             "allowPrivilegeEscalation": privileged,
@@ -546,8 +575,10 @@ fn sidecar_security_context(ctx: &Context) -> Value {
     let privileged = ctx.config.proxy.privileged;
     let core_dump = ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true";
     let tproxy = ctx.tproxy();
-    let bind = ctx.annotation_or(ann::CAP_NET_BIND_SERVICE, &ctx.config.proxy.cap_net_bind_service.to_string())
-        == "true";
+    let bind = ctx.annotation_or(
+        ann::CAP_NET_BIND_SERVICE,
+        &ctx.config.proxy.cap_net_bind_service.to_string(),
+    ) == "true";
     let mut capabilities = json!({"drop": ["ALL"]});
     let mut add = Vec::new();
     if tproxy {
@@ -585,12 +616,18 @@ fn sidecar_proxy(ctx: &Context) -> Value {
         json!("sidecar"),
         json!("--domain"),
         json!(format!("$(POD_NAMESPACE).svc.{}", config.proxy.cluster_domain)),
-        json!(format!("--proxyLogLevel={}", ctx.annotation_or(ann::LOG_LEVEL, &config.proxy.log_level))),
+        json!(format!(
+            "--proxyLogLevel={}",
+            ctx.annotation_or(ann::LOG_LEVEL, &config.proxy.log_level)
+        )),
         json!(format!(
             "--proxyComponentLogLevel={}",
             ctx.annotation_or(ann::COMPONENT_LOG_LEVEL, &config.proxy.component_log_level)
         )),
-        json!(format!("--log_output_level={}", ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level))),
+        json!(format!(
+            "--log_output_level={}",
+            ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level)
+        )),
     ];
     if let Some(concurrency) = estimated_concurrency(ctx) {
         args.push(json!("--concurrency"));
@@ -651,6 +688,11 @@ pub fn sidecar(ctx: &Context) -> Fragment {
         ..Fragment::default()
     };
     f.labels.extend(canonical_labels(ctx));
+    if let Some(network) = &ctx.config.network
+        && ctx.label("topology.istio.io/network").is_none()
+    {
+        f.labels.push(("topology.istio.io/network".to_owned(), network.clone()));
+    }
     f.annotations.extend(default_container_annotations(ctx, false));
     if ctx.cni() {
         cni_annotations(ctx, &mut f.annotations);
@@ -672,7 +714,15 @@ fn cni_annotations(ctx: &Context, out: &mut Vec<(String, String)>) {
     let p = &ctx.config.proxy;
     if !ctx.config.cni.chained {
         let existing = ctx.annotation(ann::MULTUS_NETWORKS).unwrap_or("");
-        out.push((ann::MULTUS_NETWORKS.to_owned(), append_multus_network(existing, "istio-cni")));
+        let namespace = if ctx.workload.namespace.is_empty() {
+            "default"
+        } else {
+            &ctx.workload.namespace
+        };
+        out.push((
+            ann::MULTUS_NETWORKS.to_owned(),
+            append_multus_network(existing, "istio-cni", namespace),
+        ));
     }
     out.push((ann::INTERCEPTION_MODE.to_owned(), ctx.interception_mode()));
     for (key, default) in [
@@ -687,7 +737,10 @@ fn cni_annotations(ctx: &Context, out: &mut Vec<(String, String)>) {
     }
     out.push((
         ann::EXCLUDE_INBOUND_PORTS.to_owned(),
-        exclude_inbound_port(&ctx.status_port(), &ctx.annotation_or(ann::EXCLUDE_INBOUND_PORTS, &p.exclude_inbound_ports)),
+        exclude_inbound_port(
+            &ctx.status_port(),
+            &ctx.annotation_or(ann::EXCLUDE_INBOUND_PORTS, &p.exclude_inbound_ports),
+        ),
     ));
     for (key, default) in [
         (ann::INCLUDE_OUTBOUND_PORTS, &p.include_outbound_ports),
@@ -704,25 +757,30 @@ fn cni_annotations(ctx: &Context, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Adds `network` to a Multus networks annotation, which is either a comma-separated list or a JSON list.
-pub fn append_multus_network(existing: &str, network: &str) -> String {
+/// Adds `<namespace>/<network>` to a Multus networks annotation, which is either a comma-separated list or a JSON
+/// list (extended as text, so the user's formatting is kept).
+pub fn append_multus_network(existing: &str, network: &str, namespace: &str) -> String {
     let trimmed = existing.trim();
     if trimmed.is_empty() {
-        return network.to_owned();
+        return format!("{namespace}/{network}");
     }
-    if trimmed.starts_with('[')
-        && let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(trimmed)
-    {
-        if items.iter().any(|i| i["name"] == network) {
+    if trimmed.starts_with('[') {
+        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(trimmed)
+            && items.iter().any(|i| i["name"] == network)
+        {
             return existing.to_owned();
         }
-        items.push(json!({"name": network}));
-        return Value::Array(items).to_string();
+        let body = trimmed.trim_end_matches(']').trim_end();
+        let sep = if body.ends_with('[') { "" } else { ", " };
+        return format!("{body}{sep}{{\"name\": \"{network}\", \"namespace\": \"{namespace}\"}}]");
     }
-    if trimmed.split(',').any(|n| n.trim() == network) {
+    if trimmed.split(',').any(|n| {
+        let n = n.trim();
+        n == network || n.ends_with(&format!("/{network}"))
+    }) {
         return existing.to_owned();
     }
-    format!("{trimmed}, {network}")
+    format!("{trimmed}, {namespace}/{network}")
 }
 
 /// The `gateway` template: the pod *is* the proxy (`proxy router`), no traffic capture.
@@ -783,8 +841,11 @@ mod tests {
 
     #[test]
     fn multus_networks_append_in_either_form() {
-        assert_eq!(append_multus_network("", "istio-cni"), "istio-cni");
-        assert_eq!(append_multus_network("a, b", "istio-cni"), "a, b, istio-cni");
-        assert_eq!(append_multus_network(r#"[{"name":"a"}]"#, "istio-cni"), r#"[{"name":"a"},{"name":"istio-cni"}]"#);
+        assert_eq!(append_multus_network("", "istio-cni", "default"), "default/istio-cni");
+        assert_eq!(append_multus_network("a, b", "istio-cni", "ns"), "a, b, ns/istio-cni");
+        assert_eq!(
+            append_multus_network(r#"[{"name": "a"}]"#, "istio-cni", "ns"),
+            r#"[{"name": "a"}, {"name": "istio-cni", "namespace": "ns"}]"#
+        );
     }
 }

@@ -21,9 +21,12 @@ fn cidr_list(annotation: &str, param: &str, value: &str, star: bool) -> Result<(
         return Ok(());
     }
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (ip, prefix) = item
-            .split_once('/')
-            .ok_or_else(|| invalid(annotation, format!("{param} invalid: {item:?} is not a CIDR (expected a.b.c.d/n)")))?;
+        let (ip, prefix) = item.split_once('/').ok_or_else(|| {
+            invalid(
+                annotation,
+                format!("{param} invalid: {item:?} is not a CIDR (expected a.b.c.d/n)"),
+            )
+        })?;
         let ip: IpAddr = ip
             .parse()
             .map_err(|_| invalid(annotation, format!("{param} invalid: {item:?} has a bad IP address")))?;
@@ -92,17 +95,31 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> 
     if let Some(v) = get(ann::STATUS_PORT) {
         match v.trim().parse::<u32>() {
             Ok(p) if p <= 65535 => {}
-            _ => return Err(invalid(ann::STATUS_PORT, format!("statusPort invalid: {v:?} (0 to 65535)"))),
+            _ => {
+                return Err(invalid(
+                    ann::STATUS_PORT,
+                    format!("statusPort invalid: {v:?} (0 to 65535)"),
+                ));
+            }
         }
     }
-    for key in [ann::READINESS_INITIAL_DELAY, ann::READINESS_PERIOD, ann::READINESS_FAILURE_THRESHOLD] {
+    for key in [
+        ann::READINESS_INITIAL_DELAY,
+        ann::READINESS_PERIOD,
+        ann::READINESS_FAILURE_THRESHOLD,
+    ] {
         if let Some(v) = get(key)
             && v.trim().parse::<u32>().is_err()
         {
             return Err(invalid(key, format!("{v:?} is not a non-negative integer")));
         }
     }
-    for key in [ann::PROXY_CPU, ann::PROXY_MEMORY, ann::PROXY_CPU_LIMIT, ann::PROXY_MEMORY_LIMIT] {
+    for key in [
+        ann::PROXY_CPU,
+        ann::PROXY_MEMORY,
+        ann::PROXY_CPU_LIMIT,
+        ann::PROXY_MEMORY_LIMIT,
+    ] {
         if let Some(v) = get(key) {
             crate::quantity::canonical(v).map_err(|e| invalid(key, e.to_string()))?;
         }
@@ -148,8 +165,13 @@ mod tests {
 
     #[test]
     fn bad_values_name_parameter_and_annotation() {
-        let err = check(ann::INCLUDE_OUTBOUND_IP_RANGES, "1.1.1.1").unwrap_err().to_string();
-        assert!(err.contains("includeIPRanges invalid") && err.contains(ann::INCLUDE_OUTBOUND_IP_RANGES), "{err}");
+        let err = check(ann::INCLUDE_OUTBOUND_IP_RANGES, "1.1.1.1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("includeIPRanges invalid") && err.contains(ann::INCLUDE_OUTBOUND_IP_RANGES),
+            "{err}"
+        );
         let err = check(ann::EXCLUDE_INBOUND_PORTS, "*").unwrap_err().to_string();
         assert!(err.contains("excludeInboundPorts invalid"), "{err}");
         let err = check(ann::EXCLUDE_OUTBOUND_PORTS, "70000").unwrap_err().to_string();
