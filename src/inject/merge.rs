@@ -101,7 +101,7 @@ mod tests {
             base,
             json!({"containers": [
                 {"name": "hello"},
-                {"name": "istio-proxy", "image": "a", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                {"name": "istio-proxy", "image": "a", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}],
                  "resources": {"limits": {"cpu": "3", "memory": "1Gi"}}, "args": ["x"]}
             ]})
         );
