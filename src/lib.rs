@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bundle;
+pub mod cli;
 pub mod crd;
 pub mod inject;
 pub mod kubeinject;

@@ -1,9 +1,13 @@
 //! mizzenctl: mizzen's library, offline, from the command line.
 #![forbid(unsafe_code)]
 
+use std::io::Read;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mizzen::api::NativeSidecarMode;
+use mizzen::cli::{CliError, check_inject, checks_table, mesh_install_from_yaml, parse_labels};
+use mizzen::inject::InjectionConfig;
 
 /// mizzen's command line: the same code the operator and webhook run, without a cluster.
 #[derive(Parser, Debug)]
@@ -15,6 +19,40 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Inject the istio-proxy sidecar into the pod templates of Kubernetes manifests.
+    ///
+    /// Handles Pod, Deployment, ReplicaSet, ReplicationController, DaemonSet, StatefulSet, Job, CronJob,
+    /// DeploymentConfig and List; every other document is printed unchanged. The output is ready for
+    /// `kubectl apply -f -`. Pods that are not injected (hostNetwork, opted out, system namespace) are printed
+    /// unchanged and the reason goes to stderr.
+    ///
+    /// Example: mizzenctl kube-inject --meshinstall config/samples/meshinstall.yaml -f deployment.yaml | kubectl apply -f -
+    KubeInject {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Explain, for every pod template, whether it gets the sidecar and which rule decided.
+    ///
+    /// Stage 1 is the MutatingWebhookConfiguration (does the API server send the pod to this revision's webhook,
+    /// from the namespace and pod labels); stage 2 is the injector's own decision (hostNetwork, system namespaces,
+    /// the sidecar.istio.io/inject label or annotation, selectors, policy).
+    CheckInject {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        settings: Settings,
+        /// Labels of the namespace the pods are created in, such as istio-injection=enabled.
+        #[arg(long, value_name = "K=V,...", default_value = "")]
+        namespace_labels: String,
+        /// Namespace assumed for documents that do not set metadata.namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Print the MeshInstall CustomResourceDefinition (YAML), as generated from the Rust types.
     ///
     /// `config/crd/mizzen.io_meshinstalls.yaml` is this output; regenerate it with `hack/generate.sh`.
@@ -25,13 +63,142 @@ enum Command {
     Bundle,
 }
 
+#[derive(Args, Debug)]
+struct Input {
+    /// Manifest file to read, or - for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: String,
+}
+
+#[derive(Args, Debug)]
+struct Settings {
+    /// Take the injection settings from this MeshInstall (YAML), as the webhook would.
+    #[arg(long, value_name = "FILE")]
+    meshinstall: Option<String>,
+    /// Image registry (overrides the MeshInstall's spec.hub).
+    #[arg(long)]
+    hub: Option<String>,
+    /// Istio version / image tag (overrides spec.version).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Control-plane revision (overrides spec.revision).
+    #[arg(long)]
+    revision: Option<String>,
+    /// Native sidecars: auto (every listed kubelet 1.33 or newer; on when none is listed), true or false.
+    #[arg(long, value_enum)]
+    native_sidecar: Option<NativeArg>,
+    /// Kubelet version of a cluster node, for --native-sidecar auto (repeatable), such as v1.32.4.
+    #[arg(long, value_name = "VERSION")]
+    kubelet_version: Vec<String>,
+    /// Hold application containers until the proxy is ready.
+    #[arg(long)]
+    hold_application_until_proxy_starts: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum NativeArg {
+    Auto,
+    True,
+    False,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn read_input(input: &Input) -> Result<String, CliError> {
+    if input.file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError(format!("reading standard input: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(&input.file).map_err(|e| CliError(format!("{}: {e}", input.file)))
+    }
+}
+
+fn config(settings: &Settings) -> Result<InjectionConfig, CliError> {
+    let mut config = match &settings.meshinstall {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{path}: {e}")))?;
+            InjectionConfig::from_mesh_install(&mesh_install_from_yaml(path, &text)?.spec)
+        }
+        None => InjectionConfig::default(),
+    };
+    if let Some(hub) = &settings.hub {
+        config.hub = hub.clone();
+    }
+    if let Some(tag) = &settings.tag {
+        config.tag = tag.clone();
+    }
+    if let Some(rev) = &settings.revision {
+        config.revision = if rev == "default" { String::new() } else { rev.clone() };
+    }
+    if let Some(native) = settings.native_sidecar {
+        config.native_sidecar = match native {
+            NativeArg::Auto => NativeSidecarMode::Auto,
+            NativeArg::True => NativeSidecarMode::On,
+            NativeArg::False => NativeSidecarMode::Off,
+        };
+    }
+    if !settings.kubelet_version.is_empty() {
+        for v in &settings.kubelet_version {
+            if mizzen::inject::config::kubelet_minor(v).is_none() {
+                return Err(CliError(format!(
+                    "--kubelet-version: {v:?} is not a Kubernetes version such as v1.33.0"
+                )));
+            }
+        }
+        config.node_kubelet_versions = settings.kubelet_version.clone();
+    }
+    if let Some(hold) = settings.hold_application_until_proxy_starts {
+        config.proxy.hold_application_until_proxy_starts = hold;
+    }
+    Ok(config)
+}
+
+fn run(command: Command) -> Result<String, CliError> {
+    match command {
+        Command::Crd => mizzen::bundle::crd_yaml().map_err(|e| CliError(e.to_string())),
+        Command::Bundle => mizzen::bundle::bundle_yaml().map_err(|e| CliError(e.to_string())),
+        Command::KubeInject { input, settings } => {
+            let config = config(&settings)?;
+            let text = read_input(&input)?;
+            let out = mizzen::kubeinject::inject_stream(&config, &text)
+                .map_err(|e| CliError(format!("{}: {e}", input.file)))?;
+            for s in &out.skipped {
+                eprintln!("mizzenctl: {} not injected: {}", s.workload, s.reason);
+            }
+            Ok(out.text)
+        }
+        Command::CheckInject {
+            input,
+            settings,
+            namespace_labels,
+            namespace,
+            output,
+        } => {
+            let config = config(&settings)?;
+            let labels = parse_labels(&namespace_labels)?;
+            let text = read_input(&input)?;
+            let checks = check_inject(&config, &text, &namespace, &labels)
+                .map_err(|e| CliError(format!("{}: {e}", input.file)))?;
+            match output {
+                Format::Table => Ok(checks_table(&checks, config.revision_label())),
+                Format::Json => serde_json::to_string_pretty(&checks)
+                    .map(|s| s + "\n")
+                    .map_err(|e| CliError(e.to_string())),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Crd => mizzen::bundle::crd_yaml(),
-        Command::Bundle => mizzen::bundle::bundle_yaml(),
-    };
-    match result {
+    match run(cli.command) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

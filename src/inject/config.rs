@@ -520,13 +520,11 @@ impl InjectionConfig {
         match self.native_sidecar {
             NativeSidecarMode::On => true,
             NativeSidecarMode::Off => false,
-            NativeSidecarMode::Auto => {
-                !self.node_kubelet_versions.is_empty()
-                    && self
-                        .node_kubelet_versions
-                        .iter()
-                        .all(|v| kubelet_minor(v).is_some_and(|m| m >= 33))
-            }
+            // With no nodes known, assume mizzen's minimum supported Kubernetes (1.33), where native sidecars are GA.
+            NativeSidecarMode::Auto => self
+                .node_kubelet_versions
+                .iter()
+                .all(|v| kubelet_minor(v).is_some_and(|m| m >= 33)),
         }
     }
 }

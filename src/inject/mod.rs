@@ -538,7 +538,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         }
     }
     annotations_out[ann::REVISION] = json!(config.revision_label());
-    annotations_out[ann::STATUS] = json!(status.to_string());
+    annotations_out[ann::STATUS] = json!(gojson::to_string(&status, gojson::INJECTION_STATUS));
     if !recorded.is_empty() {
         let mut text = String::from("{");
         for (i, field) in ["initContainers", "containers"]
@@ -768,4 +768,100 @@ pub fn inject_pod(
         patch,
         decision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {"team": "a"}, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}]}
+        })
+    }
+
+    #[test]
+    fn webhook_patch_escapes_slashes_in_annotation_keys_and_applies_cleanly() {
+        let PodOutcome::Injected {
+            pod: injected, patch, ..
+        } = inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(
+            text.contains("/metadata/annotations/sidecar.istio.io~1status"),
+            "{text}"
+        );
+        let mut applied = pod();
+        json_patch::patch(&mut applied, &patch).unwrap();
+        assert_eq!(applied, injected);
+    }
+
+    #[test]
+    fn injecting_twice_changes_nothing() {
+        let PodOutcome::Injected { pod: once, .. } =
+            inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        let PodOutcome::Injected { pod: twice, .. } =
+            inject_pod(&InjectionConfig::default(), &once, "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn status_annotation_lists_what_was_injected_in_istio_order() {
+        let PodOutcome::Injected { pod: injected, .. } =
+            inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        let status = injected["metadata"]["annotations"][ann::STATUS].as_str().unwrap();
+        assert!(
+            status.starts_with(r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["#),
+            "{status}"
+        );
+        assert!(
+            status.ends_with(r#""imagePullSecrets":null,"revision":"default"}"#),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn bad_traffic_annotation_is_refused_with_its_name() {
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::EXCLUDE_OUTBOUND_IP_RANGES] = json!("10.0.0.0");
+        let err = inject_pod(&InjectionConfig::default(), &p, "shop", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(ann::EXCLUDE_OUTBOUND_IP_RANGES) && err.contains("excludeIPRanges"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_templates_are_refused() {
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,waypoint");
+        let err = inject_pod(&InjectionConfig::default(), &p, "shop", None).unwrap_err();
+        assert_eq!(err, InjectError::UnknownTemplate("waypoint".into()));
+    }
+
+    #[test]
+    fn workload_of_a_replicaset_pod_is_its_deployment() {
+        let meta = json!({"labels": {"pod-template-hash": "7d4b9"}, "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9", "controller": true}]});
+        let w = Workload::of_pod(&meta);
+        assert_eq!((w.kind.as_str(), w.name.as_str()), ("Deployment", "web"));
+        let meta = json!({"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "backup-28930560", "controller": true}]});
+        let w = Workload::of_pod(&meta);
+        assert_eq!((w.kind.as_str(), w.name.as_str()), ("CronJob", "backup"));
+    }
 }

@@ -1,0 +1,191 @@
+//! What `mizzenctl` does, as plain functions over text (the binary only parses flags and prints).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::api::MeshInstall;
+use crate::inject::{self, InjectionConfig, Route};
+use crate::kubeinject::{split_documents, template_pointer};
+
+/// A command failed; the message names what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+/// Reads the MeshInstall(s) in a YAML text; the first one is used.
+pub fn mesh_install_from_yaml(path: &str, text: &str) -> Result<MeshInstall, CliError> {
+    let docs = crate::yaml::parse_documents(text).map_err(|e| CliError(format!("{path}: {e}")))?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d["kind"] == "MeshInstall")
+        .ok_or_else(|| CliError(format!("{path}: no MeshInstall document found")))?;
+    serde_json::from_value(doc).map_err(|e| CliError(format!("{path}: not a valid MeshInstall: {e}")))
+}
+
+/// Parses `k=v,k2=v2` label lists.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, CliError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| CliError(format!("--namespace-labels: {pair:?} is not key=value")))
+        })
+        .collect()
+}
+
+/// One pod template's decisions, as `check-inject` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// `Kind/name` of the workload.
+    pub workload: String,
+    /// Namespace the decision assumed.
+    pub namespace: String,
+    /// Stage 1: the revision whose webhook receives the pod, if any.
+    pub webhook: Option<String>,
+    /// Why stage 1 decided as it did.
+    pub webhook_reason: String,
+    /// Stage 2: whether the injector injects (when the pod reaches it).
+    pub inject: bool,
+    /// The rule that decided stage 2.
+    pub inject_reason: String,
+    /// Whether the pod ends up with a sidecar.
+    pub injected: bool,
+}
+
+fn pod_templates(doc: &Value, out: &mut Vec<(String, Value, Value, String)>) {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = doc["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    if kind == "List" {
+        for item in doc["items"].as_array().into_iter().flatten() {
+            pod_templates(item, out);
+        }
+        return;
+    }
+    let (meta, spec) = if kind == "Pod" {
+        (doc["metadata"].clone(), doc["spec"].clone())
+    } else if let Some(p) = template_pointer(kind) {
+        let t = doc.pointer(p).cloned().unwrap_or(Value::Null);
+        (t["metadata"].clone(), t["spec"].clone())
+    } else {
+        return;
+    };
+    out.push((format!("{kind}/{name}"), meta, spec, namespace));
+}
+
+/// Both decision stages for every pod template in a YAML stream.
+pub fn check_inject(
+    config: &InjectionConfig,
+    text: &str,
+    default_namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<Vec<Check>, CliError> {
+    let mut templates = Vec::new();
+    for (i, doc) in split_documents(text).iter().enumerate() {
+        let value: Value = serde_saphyr::from_str(doc).map_err(|e| CliError(format!("document {}: {e}", i + 1)))?;
+        pod_templates(&value, &mut templates);
+    }
+    let mut checks = Vec::new();
+    for (workload, meta, spec, ns) in templates {
+        let namespace = if ns.is_empty() {
+            default_namespace.to_owned()
+        } else {
+            ns
+        };
+        let pod_labels = inject::decision::labels_of(&meta);
+        let route = inject::webhook_route(namespace_labels, &pod_labels);
+        let (webhook, webhook_reason) = match route {
+            Route::Sent(rev, why) => (Some(rev), why),
+            Route::NotSent(why) => (None, why),
+        };
+        let spec = if spec.is_object() { spec } else { json!({}) };
+        let decision = inject::decide(config, &meta, &spec, &namespace);
+        checks.push(Check {
+            workload,
+            namespace,
+            injected: webhook.as_deref() == Some(config.revision_label()) && decision.inject,
+            webhook,
+            webhook_reason,
+            inject: decision.inject,
+            inject_reason: decision.rule.to_string(),
+        });
+    }
+    Ok(checks)
+}
+
+/// `check-inject` as a table.
+pub fn checks_table(checks: &[Check], revision: &str) -> String {
+    let mut rows = vec![[
+        "WORKLOAD".to_owned(),
+        "NAMESPACE".to_owned(),
+        "SIDECAR".to_owned(),
+        "WEBHOOK (stage 1)".to_owned(),
+        "INJECTOR (stage 2)".to_owned(),
+    ]];
+    for c in checks {
+        let stage1 = match &c.webhook {
+            Some(rev) if rev == revision => format!("sent to revision {rev}: {}", c.webhook_reason),
+            Some(rev) => format!("sent to another revision ({rev}): {}", c.webhook_reason),
+            None => format!("not sent: {}", c.webhook_reason),
+        };
+        let stage2 = format!("{}: {}", if c.inject { "inject" } else { "skip" }, c.inject_reason);
+        rows.push([
+            c.workload.clone(),
+            c.namespace.clone(),
+            if c.injected { "yes" } else { "no" }.to_owned(),
+            stage1,
+            stage2,
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+
+    #[test]
+    fn check_inject_explains_both_stages() {
+        let labels = parse_labels("istio-injection=enabled").unwrap();
+        let checks = check_inject(&InjectionConfig::default(), DEPLOYMENT, "default", &labels).unwrap();
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].webhook.as_deref(), Some("default"));
+        assert!(checks[0].inject && checks[0].injected);
+        let table = checks_table(&checks, "default");
+        assert!(
+            table.contains("Deployment/web") && table.contains("injection policy is enabled"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn unlabelled_namespace_never_reaches_the_webhook() {
+        let checks = check_inject(&InjectionConfig::default(), DEPLOYMENT, "default", &BTreeMap::new()).unwrap();
+        assert_eq!(checks[0].webhook, None);
+        assert!(!checks[0].injected);
+    }
+
+    #[test]
+    fn bad_label_lists_are_refused() {
+        assert!(parse_labels("istio-injection").is_err());
+    }
+}
