@@ -37,8 +37,25 @@ pub enum KubeInjectError {
 pub struct Skipped {
     /// `Kind/name` of the workload.
     pub workload: String,
+    /// Namespace of the workload as written (may be empty).
+    pub namespace: String,
     /// The deciding rule.
-    pub reason: String,
+    pub rule: inject::Rule,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, name) = self.workload.split_once('/').unwrap_or(("", &self.workload));
+        match self.rule {
+            // Istio's wording, which scripts grep for.
+            inject::Rule::HostNetwork => write!(
+                f,
+                "Skipping injection because {kind} \"{}/{name}\" has host networking enabled",
+                self.namespace
+            ),
+            ref rule => write!(f, "Skipping injection of {kind} \"{}/{name}\": {rule}", self.namespace),
+        }
+    }
 }
 
 /// The injected stream and the pod templates that were skipped.
@@ -181,7 +198,8 @@ pub fn inject_object(
     if !decision.inject {
         skipped.push(Skipped {
             workload: format!("{kind}/{name}"),
-            reason: decision.rule.to_string(),
+            namespace: namespace.clone(),
+            rule: decision.rule,
         });
         return Ok(false);
     }
@@ -242,8 +260,13 @@ mod tests {
             out.skipped,
             vec![Skipped {
                 workload: "Pod/p".into(),
-                reason: "pod uses hostNetwork".into()
+                namespace: String::new(),
+                rule: inject::Rule::HostNetwork
             }]
+        );
+        assert_eq!(
+            out.skipped[0].to_string(),
+            "Skipping injection because Pod \"/p\" has host networking enabled"
         );
     }
 }

@@ -75,6 +75,7 @@ struct Case {
     output: String,
     expect_error: String,
     settings: String,
+    expect_log: String,
     modes: String,
     test_name: String,
 }
@@ -100,6 +101,7 @@ fn cases(dir: &Path) -> Vec<Case> {
                 expect_error: get(2),
                 settings: get(3),
                 modes: get(4),
+                expect_log: get(6),
                 test_name: get(8),
             }
         })
@@ -306,8 +308,14 @@ fn compare_streams(got: &str, want: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run_kube_inject(config: &InjectionConfig, input: &str, want: &str) -> Result<(), String> {
+fn run_kube_inject(config: &InjectionConfig, input: &str, want: &str, expect_log: &str) -> Result<(), String> {
     let out = inject_stream(config, input).map_err(|e| format!("kube-inject failed: {e}"))?;
+    if !expect_log.is_empty() && !out.skipped.iter().any(|s| s.to_string().contains(expect_log)) {
+        let said: Vec<String> = out.skipped.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "kube-inject: no warning contains {expect_log:?}; warnings: {said:?}"
+        ));
+    }
     compare_streams(&out.text, want).map_err(|e| format!("kube-inject: {e}"))?;
     // Idempotence: injecting the expected output again changes nothing.
     let again = inject_stream(config, want).map_err(|e| format!("re-inject failed: {e}"))?;
@@ -414,6 +422,13 @@ fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), 
             }
             PodOutcome::Skipped(_) => pod.clone(),
         };
+        // Idempotence: the webhook given its own output changes nothing.
+        if let PodOutcome::Injected { pod: again, .. } =
+            inject_pod(config, &produced, namespace, ns_annotations).map_err(|e| format!("webhook re-inject: {e}"))?
+            && let Some(d) = first_difference(&again, &produced, "")
+        {
+            return Err(format!("webhook re-inject of pod {} changed it: {d}", i + 1));
+        }
         let got = comparable_pod(&produced, true);
         let want = comparable_pod(want_pod, false);
         if let Some(d) = first_difference(&got, &want, "") {
@@ -438,7 +453,7 @@ fn run_case(dir: &Path, case: &Case) -> Result<(), String> {
     }
     let want = std::fs::read_to_string(dir.join(&case.output)).map_err(|e| format!("{}: {e}", case.output))?;
     if case.modes == "both" || case.modes == "kube-inject" {
-        run_kube_inject(&config, &input, &want)?;
+        run_kube_inject(&config, &input, &want, &case.expect_log)?;
     }
     if case.modes == "both" || case.modes == "webhook" {
         run_webhook(&config, &input, &want)?;

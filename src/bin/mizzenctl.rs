@@ -170,7 +170,7 @@ fn run(command: Command) -> Result<String, CliError> {
             let out = mizzen::kubeinject::inject_stream(&config, &text)
                 .map_err(|e| CliError(format!("{}: {e}", input.file)))?;
             for s in &out.skipped {
-                eprintln!("mizzenctl: {} not injected: {}", s.workload, s.reason);
+                eprintln!("mizzenctl: {s}");
             }
             Ok(out.text)
         }
