@@ -5,6 +5,7 @@
 //! socket or talks to the Kubernetes API.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod bundle;
 pub mod cli;

@@ -17,24 +17,65 @@ struct Args {
     #[arg(long, default_value = "0.0.0.0:9090")]
     admin_listen: SocketAddr,
     /// PEM certificate chain served on the admission port; reloaded when the file changes.
-    #[arg(long)]
+    #[arg(long, env = "MIZZEN_TLS_CERT_FILE")]
     tls_cert_file: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when the file changes.
-    #[arg(long)]
+    #[arg(long, env = "MIZZEN_TLS_KEY_FILE")]
     tls_key_file: Option<PathBuf>,
     /// Kubeconfig for running outside the cluster; in-cluster configuration otherwise.
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Serve from MeshInstall files instead of watching the cluster (repeatable).
+    /// Serve from MeshInstall files instead of watching a cluster (repeatable).
     #[arg(long)]
     meshinstall: Vec<PathBuf>,
+    /// Reviews processed at once at most.
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: usize,
+    /// Deadline of one review in milliseconds, queueing included; keep it below the webhook's timeoutSeconds.
+    #[arg(long, default_value_t = 8000)]
+    request_timeout_ms: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    tracing::info!(?args, "starting");
-    anyhow::bail!("mizzen-webhook: the admission server is not implemented yet (tracked in the webhook issue)")
+    let settings = mizzen_webhook::Settings {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        kubeconfig: args.kubeconfig,
+        meshinstall: args.meshinstall,
+        max_concurrency: args.max_concurrency,
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        ..Default::default()
+    };
+    let running = mizzen_webhook::start(settings).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
 }

@@ -1,0 +1,174 @@
+//! Kubernetes Events about injection decisions, published off the request path: `Injected`,
+//! `InjectionSkipped` and `InjectionRefused` on the pod's workload, so `kubectl describe deploy` shows why.
+//! Bounded and rate-limited: a full queue drops events rather than slowing admission.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use mizzen::admission::Outcome;
+use mizzen::inject::Workload;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// Events with the same workload and reason are published at most this often.
+const MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// Events waiting to be published; more are dropped.
+const QUEUE: usize = 1024;
+
+/// One decision to report.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The workload the pod belongs to.
+    pub workload: Workload,
+    /// The pod's direct controller (`apiVersion`, `kind`, `name`, `uid`), if any.
+    pub owner: Option<(String, String, String, String)>,
+    /// What was decided.
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    /// Builds a decision from the pod's metadata.
+    pub fn new(workload: Workload, pod_metadata: &Value, outcome: Outcome) -> Self {
+        let owner = pod_metadata["ownerReferences"]
+            .as_array()
+            .and_then(|o| o.iter().find(|r| r["controller"] == true).or_else(|| o.first()))
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (s("apiVersion"), s("kind"), s("name"), s("uid"))
+            });
+        Self {
+            workload,
+            owner,
+            outcome,
+        }
+    }
+}
+
+/// Where decisions go.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: Option<mpsc::Sender<Decision>>,
+}
+
+impl EventSink {
+    /// A sink that publishes nothing (no cluster).
+    pub fn disabled() -> Self {
+        Self { tx: None }
+    }
+
+    /// Starts the publisher.
+    pub fn spawn(client: Client, reporter: Reporter) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(publish(client, reporter, rx));
+        Self { tx: Some(tx) }
+    }
+
+    /// Queues a decision; never waits.
+    pub fn send(&self, decision: Decision) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(decision).is_err()
+        {
+            tracing::debug!("event queue full; dropping an injection event");
+        }
+    }
+}
+
+async fn reference(client: &Client, d: &Decision) -> Option<ObjectReference> {
+    let w = &d.workload;
+    let (owner_api, owner_kind, owner_name, owner_uid) = d.owner.clone()?;
+    let namespace = Some(w.namespace.clone()).filter(|n| !n.is_empty());
+    // The pod's direct owner is the workload itself (DaemonSet, StatefulSet, Job, …).
+    if owner_kind == w.kind && owner_name == w.name {
+        return Some(ObjectReference {
+            api_version: Some(owner_api),
+            kind: Some(owner_kind),
+            name: Some(owner_name),
+            namespace,
+            uid: Some(owner_uid),
+            ..Default::default()
+        });
+    }
+    // The workload is one level up (Deployment over ReplicaSet, CronJob over Job): look its UID up, so
+    // `kubectl describe` finds the Event; fall back to the direct owner.
+    let ns = w.namespace.as_str();
+    let uid = match w.kind.as_str() {
+        "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(&w.name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|o| o.metadata.uid),
+        "CronJob" => Api::<CronJob>::namespaced(client.clone(), ns)
+            .get_opt(&w.name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|o| o.metadata.uid),
+        _ => None,
+    };
+    Some(match uid {
+        Some(uid) => ObjectReference {
+            api_version: Some(w.api_version.clone()),
+            kind: Some(w.kind.clone()),
+            name: Some(w.name.clone()),
+            namespace,
+            uid: Some(uid),
+            ..Default::default()
+        },
+        None => ObjectReference {
+            api_version: Some(owner_api),
+            kind: Some(owner_kind),
+            name: Some(owner_name),
+            namespace,
+            uid: Some(owner_uid),
+            ..Default::default()
+        },
+    })
+}
+
+async fn publish(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Decision>) {
+    let recorder = Recorder::new(client.clone(), reporter);
+    let mut last: HashMap<(String, String), Instant> = HashMap::new();
+    while let Some(d) = rx.recv().await {
+        let (type_, reason) = match &d.outcome {
+            Outcome::Injected(_) => (EventType::Normal, "Injected"),
+            Outcome::Skipped(_) => (EventType::Normal, "InjectionSkipped"),
+            Outcome::Denied(_) => (EventType::Warning, "InjectionRefused"),
+            Outcome::Ignored(_) => continue,
+        };
+        let key = (
+            format!("{}/{}/{}", d.workload.namespace, d.workload.kind, d.workload.name),
+            reason.to_owned(),
+        );
+        let now = Instant::now();
+        if last.get(&key).is_some_and(|t| now.duration_since(*t) < MIN_INTERVAL) {
+            continue;
+        }
+        if last.len() > 10_000 {
+            last.retain(|_, t| now.duration_since(*t) < MIN_INTERVAL);
+        }
+        last.insert(key, now);
+        let Some(reference) = reference(&client, &d).await else {
+            continue;
+        };
+        let note: String = format!("sidecar {}: {}", d.outcome.result(), d.outcome.reason())
+            .chars()
+            .take(1000)
+            .collect();
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "InjectSidecar".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, "could not publish an injection event");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! mizzen-webhook: serves mizzen's sidecar injection to the Kubernetes API server as a mutating admission webhook.
+//!
+//! Transport only: parsing and answering reviews is `mizzen::admission`, injection is `mizzen::inject`. This crate
+//! adds TLS (with certificate reload), the caches fed by watches, metrics, Events and a graceful lifecycle.
+#![forbid(unsafe_code)]
+
+pub mod events;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::runtime::events::Reporter;
+use tokio::sync::{Semaphore, watch as signal};
+use tokio::task::JoinHandle;
+
+use crate::events::EventSink;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::store::Store;
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The serving certificate is missing or unusable.
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
+    /// `--tls-cert-file` / `--tls-key-file` not given.
+    #[error("--tls-cert-file and --tls-key-file are required: the admission port serves HTTPS only")]
+    NoCertificate,
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `--meshinstall` file could not be used.
+    #[error("--meshinstall {path}: {message}")]
+    MeshInstallFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// No Kubernetes client could be built.
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Admission (HTTPS) listener.
+    pub listen: SocketAddr,
+    /// Admin (HTTP) listener.
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// Kubeconfig for running outside the cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Serve from these MeshInstall files instead of watching a cluster.
+    pub meshinstall: Vec<PathBuf>,
+    /// Concurrent reviews at most.
+    pub max_concurrency: usize,
+    /// Deadline of one review, queueing included.
+    pub request_timeout: Duration,
+    /// How often the certificate files are checked for rotation.
+    pub cert_reload_interval: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8443).into(),
+            admin_listen: ([0, 0, 0, 0], 9090).into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            kubeconfig: None,
+            meshinstall: Vec::new(),
+            max_concurrency: 64,
+            request_timeout: Duration::from_secs(8),
+            cert_reload_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A started webhook.
+pub struct Running {
+    /// Where the admission port listens.
+    pub admission_addr: SocketAddr,
+    /// Where the admin port listens.
+    pub admin_addr: SocketAddr,
+    /// The caches (for tests and diagnostics).
+    pub store: Arc<Store>,
+    stop: signal::Sender<bool>,
+    draining: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout) and returns.
+    pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn load_mesh_files(paths: &[PathBuf]) -> Result<Store, Error> {
+    let mut specs = Vec::new();
+    for path in paths {
+        let err = |message: String| Error::MeshInstallFile {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let docs = mizzen::yaml::parse_documents(&text).map_err(|e| err(e.to_string()))?;
+        let mut found = false;
+        for doc in docs.into_iter().filter(|d| d["kind"] == "MeshInstall") {
+            let mi: mizzen::MeshInstall = serde_json::from_value(doc).map_err(|e| err(e.to_string()))?;
+            let name = mi.metadata.name.clone().unwrap_or_else(|| path.display().to_string());
+            specs.push((name, mi.spec));
+            found = true;
+        }
+        if !found {
+            return Err(err("no MeshInstall document in the file".into()));
+        }
+    }
+    Ok(Store::from_specs(specs))
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+/// Loads certificates, fills the caches (or starts the watches), binds both ports and starts serving.
+pub async fn start(settings: Settings) -> Result<Running, Error> {
+    let (Some(cert), Some(key)) = (&settings.tls_cert_file, &settings.tls_key_file) else {
+        return Err(Error::NoCertificate);
+    };
+    let certificate = tls::Reloading::new(cert, key)?;
+    let tls_config = Arc::new(certificate.server_config()?);
+
+    let (store, events) = if settings.meshinstall.is_empty() {
+        let client = kube_client(settings.kubeconfig.as_ref()).await?;
+        let store = Arc::new(Store::default());
+        watch::spawn(client.clone(), store.clone());
+        let reporter = Reporter {
+            controller: "mizzen-webhook".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        (store, EventSink::spawn(client, reporter))
+    } else {
+        (Arc::new(load_mesh_files(&settings.meshinstall)?), EventSink::disabled())
+    };
+
+    let admission_listener = server::bind(settings.listen, "admission, --listen").await?;
+    let admin_listener = server::bind(settings.admin_listen, "admin, --admin-listen").await?;
+    let admission_addr = admission_listener.local_addr().map_err(|source| Error::Bind {
+        what: "admission".into(),
+        addr: settings.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| Error::Bind {
+        what: "admin".into(),
+        addr: settings.admin_listen,
+        source,
+    })?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
+        events,
+        permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
+        timeout: settings.request_timeout,
+        draining: draining.clone(),
+    };
+    let (stop, stopped) = signal::channel(false);
+    let reload = tokio::spawn(certificate.clone().watch(settings.cert_reload_interval));
+    let mut reload_stop = stopped.clone();
+    let reload_guard = tokio::spawn(async move {
+        server::stopped(&mut reload_stop).await;
+        reload.abort();
+    });
+    let tasks = vec![
+        tokio::spawn(server::serve_tls(
+            admission_listener,
+            tls_config,
+            server::admission_router(state.clone()),
+            stopped.clone(),
+            settings.drain_timeout,
+        )),
+        tokio::spawn(server::serve_plain(
+            admin_listener,
+            server::admin_router(state),
+            stopped,
+        )),
+        reload_guard,
+    ];
+    tracing::info!(%admission_addr, %admin_addr, "mizzen webhook serving");
+    Ok(Running {
+        admission_addr,
+        admin_addr,
+        store,
+        stop,
+        draining,
+        tasks,
+    })
+}

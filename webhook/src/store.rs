@@ -1,0 +1,207 @@
+//! The webhook's in-memory view of the cluster: injection configuration per revision (from MeshInstalls), namespace
+//! labels and annotations, and node kubelet versions. Filled by watches or from files; read on every request
+//! without any API call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use mizzen::MeshInstallSpec;
+use mizzen::inject::InjectionConfig;
+
+/// What a namespace contributes to injection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// Labels (`istio-injection`, `istio.io/rev`).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (OpenShift UID ranges).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The caches.
+#[derive(Debug, Default)]
+pub struct Store {
+    meshes: RwLock<BTreeMap<String, MeshInstallSpec>>,
+    configs: RwLock<HashMap<String, Arc<InjectionConfig>>>,
+    namespaces: RwLock<HashMap<String, NamespaceInfo>>,
+    nodes: RwLock<BTreeMap<String, String>>,
+    meshes_synced: AtomicBool,
+    namespaces_synced: AtomicBool,
+    nodes_synced: AtomicBool,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which cache finished its initial listing.
+#[derive(Debug, Clone, Copy)]
+pub enum Cache {
+    /// MeshInstalls.
+    Meshes,
+    /// Namespaces.
+    Namespaces,
+    /// Nodes.
+    Nodes,
+}
+
+impl Store {
+    /// A store serving fixed MeshInstalls (no cluster): ready at once, native-sidecar `auto` treated as on.
+    pub fn from_specs(specs: impl IntoIterator<Item = (String, MeshInstallSpec)>) -> Self {
+        let store = Self::default();
+        *write(&store.meshes) = specs.into_iter().collect();
+        store.rebuild();
+        for cache in [Cache::Meshes, Cache::Namespaces, Cache::Nodes] {
+            store.mark_synced(cache);
+        }
+        store
+    }
+
+    /// The configuration serving a revision (`default` for the default revision).
+    pub fn config(&self, revision: &str) -> Option<Arc<InjectionConfig>> {
+        read(&self.configs).get(revision).cloned()
+    }
+
+    /// Revisions served, sorted.
+    pub fn revisions(&self) -> Vec<String> {
+        let mut r: Vec<String> = read(&self.configs).keys().cloned().collect();
+        r.sort();
+        r
+    }
+
+    /// A namespace's labels and annotations, if known.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        read(&self.namespaces).get(name).cloned()
+    }
+
+    /// Ready once every cache has finished its initial listing.
+    pub fn is_ready(&self) -> bool {
+        self.meshes_synced.load(Ordering::Acquire)
+            && self.namespaces_synced.load(Ordering::Acquire)
+            && self.nodes_synced.load(Ordering::Acquire)
+    }
+
+    /// Records that a cache finished its initial listing.
+    pub fn mark_synced(&self, cache: Cache) {
+        let flag = match cache {
+            Cache::Meshes => &self.meshes_synced,
+            Cache::Namespaces => &self.namespaces_synced,
+            Cache::Nodes => &self.nodes_synced,
+        };
+        flag.store(true, Ordering::Release);
+    }
+
+    /// Adds or updates a MeshInstall.
+    pub fn apply_mesh(&self, name: &str, spec: MeshInstallSpec) {
+        write(&self.meshes).insert(name.to_owned(), spec);
+        self.rebuild();
+    }
+
+    /// Removes a MeshInstall.
+    pub fn delete_mesh(&self, name: &str) {
+        write(&self.meshes).remove(name);
+        self.rebuild();
+    }
+
+    /// Replaces every MeshInstall (after a relist).
+    pub fn replace_meshes(&self, meshes: BTreeMap<String, MeshInstallSpec>) {
+        *write(&self.meshes) = meshes;
+        self.rebuild();
+    }
+
+    /// Adds or updates a namespace.
+    pub fn apply_namespace(&self, name: &str, info: NamespaceInfo) {
+        write(&self.namespaces).insert(name.to_owned(), info);
+    }
+
+    /// Removes a namespace.
+    pub fn delete_namespace(&self, name: &str) {
+        write(&self.namespaces).remove(name);
+    }
+
+    /// Replaces every namespace (after a relist).
+    pub fn replace_namespaces(&self, namespaces: HashMap<String, NamespaceInfo>) {
+        *write(&self.namespaces) = namespaces;
+    }
+
+    /// Adds or updates a node's kubelet version.
+    pub fn apply_node(&self, name: &str, kubelet_version: String) {
+        let changed = write(&self.nodes).insert(name.to_owned(), kubelet_version.clone()) != Some(kubelet_version);
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    /// Removes a node.
+    pub fn delete_node(&self, name: &str) {
+        if write(&self.nodes).remove(name).is_some() {
+            self.rebuild();
+        }
+    }
+
+    /// Replaces every node (after a relist).
+    pub fn replace_nodes(&self, nodes: BTreeMap<String, String>) {
+        *write(&self.nodes) = nodes;
+        self.rebuild();
+    }
+
+    /// Recomputes the per-revision configurations. When two MeshInstalls claim one revision, the one whose name
+    /// sorts first serves it.
+    fn rebuild(&self) {
+        let versions: Vec<String> = read(&self.nodes).values().cloned().collect();
+        let mut configs = HashMap::new();
+        for (name, spec) in read(&self.meshes).iter() {
+            let revision = spec.revision_label().to_owned();
+            if configs.contains_key(&revision) {
+                tracing::warn!(meshinstall = %name, %revision, "another MeshInstall already serves this revision; ignoring this one");
+                continue;
+            }
+            let mut config = InjectionConfig::from_mesh_install(spec);
+            config.node_kubelet_versions = versions.clone();
+            configs.insert(revision, Arc::new(config));
+        }
+        *write(&self.configs) = configs;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(revision: &str) -> MeshInstallSpec {
+        serde_json::from_value(serde_json::json!({"revision": revision})).unwrap()
+    }
+
+    #[test]
+    fn revisions_map_to_their_mesh_installs() {
+        let store = Store::from_specs([("default".to_owned(), spec("")), ("canary".to_owned(), spec("canary"))]);
+        assert!(store.is_ready());
+        assert_eq!(store.revisions(), vec!["canary".to_owned(), "default".to_owned()]);
+        assert_eq!(store.config("canary").unwrap().revision, "canary");
+        assert!(store.config("other").is_none());
+    }
+
+    #[test]
+    fn node_versions_feed_native_sidecar_auto() {
+        let store = Store::from_specs([("default".to_owned(), spec(""))]);
+        assert!(store.config("default").unwrap().native_sidecars_by_default());
+        store.apply_node("old", "v1.31.2".into());
+        assert!(!store.config("default").unwrap().native_sidecars_by_default());
+        store.delete_node("old");
+        assert!(store.config("default").unwrap().native_sidecars_by_default());
+    }
+
+    #[test]
+    fn a_live_store_is_ready_only_after_every_cache_synced() {
+        let store = Store::default();
+        store.mark_synced(Cache::Meshes);
+        store.mark_synced(Cache::Nodes);
+        assert!(!store.is_ready());
+        store.mark_synced(Cache::Namespaces);
+        assert!(store.is_ready());
+    }
+}

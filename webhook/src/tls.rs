@@ -1,0 +1,159 @@
+//! The serving certificate: loaded and checked before the port is bound, and reloaded when the files change so
+//! rotated certificates are picked up without a restart. Established connections keep the certificate they
+//! negotiated with; new handshakes get the new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a certificate could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{path}: no PEM certificate found ({message})")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Parser detail.
+        message: String,
+    },
+    /// The key file holds no usable PEM private key.
+    #[error("{path}: no usable PEM private key ({message})")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Parser detail.
+        message: String,
+    },
+    /// Key and certificate do not belong together.
+    #[error("{key} does not match the certificate in {cert}: {message}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Detail.
+        message: String,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Loads and checks a certificate chain and its key.
+pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+            message: "the file is empty or holds no CERTIFICATE block".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadKey {
+        path: key_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let signing_key = any_supported_type(&key).map_err(|e| TlsError::BadKey {
+        path: key_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|e| TlsError::Mismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(certified)
+}
+
+/// Serves the current certificate to every handshake.
+#[derive(Debug)]
+pub struct Reloading {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The file contents last loaded; compared rather than timestamps, which copies can preserve.
+    loaded: RwLock<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Reloading {
+    /// Loads the files; fails when they are missing or unusable.
+    pub fn new(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let key = load(cert_path, key_path)?;
+        Ok(Arc::new(Self {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            current: RwLock::new(Arc::new(key)),
+            loaded: RwLock::new((read(cert_path)?, read(key_path)?)),
+        }))
+    }
+
+    /// Reloads the files if they changed. A bad new pair is reported and the old certificate kept.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = (read(&self.cert_path)?, read(&self.key_path)?);
+        if *self.loaded.read().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
+        }
+        let key = load(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = now;
+        Ok(true)
+    }
+
+    /// Watches the files, reloading on change, until the task is dropped.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!(cert = %self.cert_path.display(), "reloaded the serving certificate"),
+                Ok(false) => {}
+                // Typically a half-written rotation; the next tick retries.
+                Err(error) => tracing::warn!(%error, "new certificate files are not usable yet; keeping the old ones"),
+            }
+        }
+    }
+
+    /// A rustls server configuration (TLS 1.2 and 1.3, ring) serving this certificate, HTTP/1.1 only.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}

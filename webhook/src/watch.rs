@@ -1,0 +1,115 @@
+//! Watches that keep the [`Store`] current: MeshInstalls, Namespaces (metadata only) and Nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use mizzen::{MeshInstall, MeshInstallSpec};
+
+use crate::store::{Cache, NamespaceInfo, Store};
+
+/// Starts the three watches; they run until the runtime stops.
+pub fn spawn(client: Client, store: Arc<Store>) {
+    tokio::spawn(meshes(client.clone(), store.clone()));
+    tokio::spawn(namespaces(client.clone(), store.clone()));
+    tokio::spawn(nodes(client, store));
+}
+
+async fn meshes(client: Client, store: Arc<Store>) {
+    let mut stream = watcher(Api::<MeshInstall>::all(client), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: BTreeMap<String, MeshInstallSpec> = BTreeMap::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(mi)) => {
+                buffer.insert(mi.name_any(), mi.spec);
+            }
+            Ok(Event::InitDone) => {
+                store.replace_meshes(std::mem::take(&mut buffer));
+                store.mark_synced(Cache::Meshes);
+                tracing::info!(revisions = ?store.revisions(), "MeshInstall cache synced");
+            }
+            Ok(Event::Apply(mi)) => {
+                let name = mi.name_any();
+                store.apply_mesh(&name, mi.spec);
+                tracing::info!(meshinstall = %name, revisions = ?store.revisions(), "MeshInstall updated");
+            }
+            Ok(Event::Delete(mi)) => store.delete_mesh(&mi.name_any()),
+            Err(error) => tracing::warn!(%error, "MeshInstall watch failed; retrying"),
+        }
+    }
+}
+
+fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<Event<K>>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config)
+}
+
+async fn namespaces(client: Client, store: Arc<Store>) {
+    // Metadata only: labels and annotations are all the webhook needs.
+    let mut stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .boxed();
+    let mut buffer = HashMap::new();
+    let info = |meta: &kube::api::ObjectMeta| NamespaceInfo {
+        labels: meta.labels.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(ns)) => {
+                buffer.insert(ns.name_any(), info(&ns.metadata));
+            }
+            Ok(Event::InitDone) => {
+                store.replace_namespaces(std::mem::take(&mut buffer));
+                store.mark_synced(Cache::Namespaces);
+            }
+            Ok(Event::Apply(ns)) => store.apply_namespace(&ns.name_any(), info(&ns.metadata)),
+            Ok(Event::Delete(ns)) => store.delete_namespace(&ns.name_any()),
+            Err(error) => tracing::warn!(%error, "Namespace watch failed; retrying"),
+        }
+    }
+}
+
+fn kubelet_version(node: &Node) -> String {
+    node.status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.kubelet_version.clone())
+        .unwrap_or_default()
+}
+
+async fn nodes(client: Client, store: Arc<Store>) {
+    let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer = BTreeMap::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => buffer.clear(),
+            Ok(Event::InitApply(node)) => {
+                buffer.insert(node.name_any(), kubelet_version(&node));
+            }
+            Ok(Event::InitDone) => {
+                store.replace_nodes(std::mem::take(&mut buffer));
+                store.mark_synced(Cache::Nodes);
+            }
+            Ok(Event::Apply(node)) => store.apply_node(&node.name_any(), kubelet_version(&node)),
+            Ok(Event::Delete(node)) => store.delete_node(&node.name_any()),
+            Err(error) => tracing::warn!(%error, "Node watch failed; retrying"),
+        }
+    }
+}

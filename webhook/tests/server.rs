@@ -1,0 +1,442 @@
+//! Tier 4: the webhook over real TLS on 127.0.0.1, serving from a MeshInstall file, driven with captured
+//! AdmissionReview bodies (`tests/fixtures/`). Every returned patch is applied with json-patch and compared with
+//! what `mizzen kube-inject` produces for the same pod.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use mizzen::inject::InjectionConfig;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const SAMPLE: &str = "../config/samples/meshinstall.yaml";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "mizzen-webhook-{tag}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA and a serving certificate for 127.0.0.1 written to `dir` as tls.crt / tls.key.
+struct Pki {
+    ca_pem: String,
+    serving_pem: String,
+}
+
+fn issue(dir: &Path, common_name: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "mizzen test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        serving_pem: cert.pem(),
+    }
+}
+
+fn client_config(ca_pems: &[&str]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        roots
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// One keep-alive HTTPS connection; remembers the certificate the server presented.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    peer_cert: Vec<u8>,
+}
+
+async fn connect(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> Conn {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let peer_cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    Conn { sender, peer_cert }
+}
+
+impl Conn {
+    async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, body)
+    }
+}
+
+struct Harness {
+    _dir: TempDir,
+    pki: Pki,
+    running: mizzen_webhook::Running,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let dir = TempDir::new("srv");
+        let pki = issue(&dir.0, "first");
+        let settings = mizzen_webhook::Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            tls_cert_file: Some(dir.0.join("tls.crt")),
+            tls_key_file: Some(dir.0.join("tls.key")),
+            meshinstall: vec![PathBuf::from(SAMPLE)],
+            cert_reload_interval: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let running = mizzen_webhook::start(settings).await.unwrap();
+        Self {
+            _dir: dir,
+            pki,
+            running,
+        }
+    }
+
+    async fn conn(&self) -> Conn {
+        connect(self.running.admission_addr, client_config(&[&self.pki.ca_pem])).await
+    }
+
+    async fn admin(&self, path: &str) -> (u16, String) {
+        let tcp = TcpStream::connect(self.running.admin_addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new("tests/fixtures").join(name)).unwrap()
+}
+
+fn config() -> InjectionConfig {
+    let text = std::fs::read_to_string(SAMPLE).unwrap();
+    let mi = mizzen::cli::mesh_install_from_yaml(SAMPLE, &text).unwrap();
+    InjectionConfig::from_mesh_install(&mi.spec)
+}
+
+/// The pod `mizzen kube-inject` produces for the pod inside a review.
+fn kube_inject(review: &[u8]) -> Value {
+    let review: Value = serde_json::from_slice(review).unwrap();
+    let pod = &review["request"]["object"];
+    let yaml = mizzen::yaml::to_yaml(pod).unwrap();
+    let out = mizzen::kubeinject::inject_stream(&config(), &yaml).unwrap();
+    mizzen::yaml::parse_documents(&out.text).unwrap().remove(0)
+}
+
+/// Sends a review and returns the response's `response` object.
+async fn review(conn: &mut Conn, path: &str, body: Vec<u8>) -> Value {
+    let (status, bytes) = conn.send("POST", path, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["kind"], "AdmissionReview");
+    body["response"].clone()
+}
+
+fn apply(review_body: &[u8], response: &Value) -> Value {
+    let review: Value = serde_json::from_slice(review_body).unwrap();
+    let mut pod = review["request"]["object"].clone();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        use base64_decode::decode;
+        let patch: json_patch::Patch = serde_json::from_slice(&decode(patch)).unwrap();
+        json_patch::patch(&mut pod, &patch).unwrap();
+    }
+    pod
+}
+
+/// Minimal standard base64 decoder, so the tests need no extra crate.
+mod base64_decode {
+    pub fn decode(text: &str) -> Vec<u8> {
+        let value = |c: u8| -> u32 {
+            match c {
+                b'A'..=b'Z' => u32::from(c - b'A'),
+                b'a'..=b'z' => u32::from(c - b'a') + 26,
+                b'0'..=b'9' => u32::from(c - b'0') + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => panic!("not base64: {c}"),
+            }
+        };
+        let bytes: Vec<u8> = text.bytes().filter(|b| *b != b'=').collect();
+        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+        for chunk in bytes.chunks(4) {
+            let mut n = 0u32;
+            for (i, b) in chunk.iter().enumerate() {
+                n |= value(*b) << (18 - 6 * i);
+            }
+            let full = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            out.extend_from_slice(&full[..chunk.len().saturating_sub(1)]);
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn injected_pods_match_kube_inject() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    for name in ["create-enabled-namespace.json", "pod-64k.json"] {
+        let body = fixture(name);
+        let response = review(&mut conn, "/inject", body.clone()).await;
+        assert_eq!(response["allowed"], true, "{name}");
+        assert!(response["uid"].as_str().unwrap().starts_with("a1b2c3d4-"), "{name}");
+        let patched = apply(&body, &response);
+        assert_eq!(patched, kube_inject(&body), "{name}: webhook and kube-inject disagree");
+        assert!(
+            response["auditAnnotations"]["mizzen.io/injection"]
+                .as_str()
+                .unwrap()
+                .starts_with("injected")
+        );
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn skipped_pods_are_allowed_without_a_patch_and_say_why() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    for (name, why) in [
+        ("annotation-inject-false.json", "annotation sidecar.istio.io/inject"),
+        ("label-inject-false.json", "label sidecar.istio.io/inject"),
+        ("host-network.json", "hostNetwork"),
+        ("kube-system.json", "kube-system"),
+    ] {
+        let response = review(&mut conn, "/inject", fixture(name)).await;
+        assert_eq!(response["allowed"], true, "{name}");
+        assert!(response.get("patch").is_none_or(Value::is_null), "{name} got a patch");
+        let audit = response["auditAnnotations"]["mizzen.io/injection"].as_str().unwrap();
+        assert!(audit.starts_with("skipped: ") && audit.contains(why), "{name}: {audit}");
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn already_injected_pods_come_back_unchanged() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let body = fixture("create-enabled-namespace.json");
+    let first = review(&mut conn, "/inject", body.clone()).await;
+    let injected = apply(&body, &first);
+    let mut again: Value = serde_json::from_slice(&body).unwrap();
+    again["request"]["object"] = injected.clone();
+    let again = serde_json::to_vec(&again).unwrap();
+    let second = review(&mut conn, "/inject", again.clone()).await;
+    assert_eq!(second["allowed"], true);
+    assert_eq!(apply(&again, &second), injected, "re-injection changed the pod");
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_annotations_are_refused_naming_the_annotation() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let response = review(&mut conn, "/inject", fixture("bad-traffic-annotation.json")).await;
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("traffic.sidecar.istio.io/includeOutboundIPRanges") && message.contains("includeIPRanges"),
+        "{message}"
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_revisions_are_refused_clearly() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let response = review(&mut conn, "/inject/canary", fixture("create-enabled-namespace.json")).await;
+    assert_eq!(response["allowed"], false);
+    assert!(response["status"]["message"].as_str().unwrap().contains("\"canary\""));
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_reviews_get_400_and_other_paths_404() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let (status, body) = conn.send("POST", "/inject", fixture("malformed.json")).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = conn.send("POST", "/inject", fixture("wrong-kind.json")).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("AdmissionReview"));
+    let (status, _) = conn
+        .send("POST", "/mutate", fixture("create-enabled-namespace.json"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = conn.send("GET", "/inject", Vec::new()).await;
+    assert_eq!(status, 405);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let mut big = b"{\"pad\":\"".to_vec();
+    big.resize(3 * 1024 * 1024 + 10, b'x');
+    big.extend_from_slice(b"\"}");
+    let (status, _) = conn.send("POST", "/inject", big).await;
+    assert_eq!(status, 413);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_port_reports_health_and_metrics() {
+    let h = Harness::start().await;
+    assert_eq!(h.admin("/livez").await.0, 200);
+    let (status, body) = h.admin("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let mut conn = h.conn().await;
+    review(&mut conn, "/inject", fixture("create-enabled-namespace.json")).await;
+    review(&mut conn, "/inject", fixture("host-network.json")).await;
+    let (status, metrics) = h.admin("/metrics").await;
+    assert_eq!(status, 200);
+    for want in [
+        "mizzen_webhook_requests_total{result=\"injected\"} 1",
+        "mizzen_webhook_injections_total{revision=\"default\"} 1",
+        "mizzen_webhook_skips_total{reason=\"host_network\"} 1",
+        "mizzen_webhook_request_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(want), "missing {want:?} in\n{metrics}");
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotated_certificates_are_served_without_a_restart() {
+    let h = Harness::start().await;
+    let mut old_conn = h.conn().await;
+    assert_eq!(
+        old_conn.peer_cert,
+        CertificateDer::from_pem_slice(h.pki.serving_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    );
+
+    // Rotate: a new CA and certificate written over the same files.
+    let rotated = issue(&h._dir.0, "second");
+    let want = CertificateDer::from_pem_slice(rotated.serving_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    let clients = client_config(&[&h.pki.ca_pem, &rotated.ca_pem]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let conn = connect(h.running.admission_addr, clients.clone()).await;
+        if conn.peer_cert == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotated certificate was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection opened before the rotation keeps working.
+    let response = review(&mut old_conn, "/inject", fixture("create-enabled-namespace.json")).await;
+    assert_eq!(response["allowed"], true);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_or_bad_certificates_fail_at_startup_with_the_file_name() {
+    let dir = TempDir::new("bad");
+    let settings = |cert: &str, key: &str| mizzen_webhook::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        tls_cert_file: Some(dir.0.join(cert)),
+        tls_key_file: Some(dir.0.join(key)),
+        meshinstall: vec![PathBuf::from(SAMPLE)],
+        ..Default::default()
+    };
+    let err = mizzen_webhook::start(settings("nope.crt", "nope.key"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nope.crt"), "{err}");
+    std::fs::write(dir.0.join("garbage.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.0.join("garbage.key"), "not a key").unwrap();
+    let err = mizzen_webhook::start(settings("garbage.crt", "garbage.key"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("garbage.crt"), "{err}");
+    // A key that does not belong to the certificate.
+    issue(&dir.0, "one");
+    std::fs::rename(dir.0.join("tls.crt"), dir.0.join("one.crt")).unwrap();
+    issue(&dir.0, "two");
+    let err = mizzen_webhook::start(settings("one.crt", "tls.key"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("does not match"), "{err}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let body = fixture("pod-64k.json");
+    let request = tokio::spawn(async move { review(&mut conn, "/inject", body).await });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    h.running.shutdown().await;
+    let response = request.await.unwrap();
+    assert_eq!(response["allowed"], true);
+}
