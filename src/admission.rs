@@ -133,6 +133,12 @@ pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
     if raw.get("request").is_none_or(Value::is_null) {
         return Err(ReviewError::MissingRequest);
     }
+    // The pod is taken out before the typed decoding, which would otherwise buffer and convert it twice.
+    let mut raw = raw;
+    let object = raw
+        .pointer_mut("/request/object")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_value(raw).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
@@ -142,10 +148,11 @@ pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
             request.kind.group, request.kind.kind
         )));
     }
-    let pod = match &request.object {
-        Some(object) => serde_json::to_value(object).map_err(|e| ReviewError::Malformed(e.to_string()))?,
-        None if request.operation != Operation::Create => Value::Null,
-        None => return Err(ReviewError::Malformed("request.object is missing".into())),
+    let pod = match object {
+        Value::Object(_) => object,
+        Value::Null if request.operation != Operation::Create => Value::Null,
+        Value::Null => return Err(ReviewError::Malformed("request.object is missing".into())),
+        _ => return Err(ReviewError::Malformed("request.object is not an object".into())),
     };
     Ok(Request { request, pod })
 }
@@ -215,17 +222,32 @@ pub fn respond(
 /// types would write it as an array of numbers, several times larger).
 pub fn to_body(mut response: AdmissionResponse) -> Vec<u8> {
     use base64::Engine as _;
-    let patch = response.patch.take();
-    let Ok(mut review) = serde_json::to_value(response.into_review()) else {
-        return Vec::new();
-    };
-    if let (Some(bytes), Some(r)) = (patch, review.get_mut("response").and_then(Value::as_object_mut)) {
-        r.insert(
-            "patch".into(),
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        );
-        r.insert("patchType".into(), Value::String("JSONPatch".into()));
+    #[derive(serde::Serialize)]
+    struct Review<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: &'a str,
+        kind: &'a str,
+        response: Response<'a>,
     }
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        #[serde(flatten)]
+        inner: &'a AdmissionResponse,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<String>,
+    }
+    let patch = response
+        .patch
+        .take()
+        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let review = Review {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: Response {
+            inner: &response,
+            patch,
+        },
+    };
     serde_json::to_vec(&review).unwrap_or_default()
 }
 

@@ -186,15 +186,11 @@ fn object(value: &Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 
-fn names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// What an earlier injection added, from its `sidecar.istio.io/status` annotation.
@@ -352,8 +348,10 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         metadata = json!({});
     }
     // Re-injection: the template reads the pod without what an earlier injection added, but the template is merged
-    // under the pod as submitted, so earlier injected containers act as overrides (Istio does the same).
-    let submitted_spec = spec.clone();
+    // under the pod as submitted, so earlier injected containers act as overrides (Istio does the same). A pod seen
+    // for the first time needs no second copy.
+    let reinjecting = metadata["annotations"].get(ann::STATUS).is_some();
+    let submitted_spec = reinjecting.then(|| spec.clone());
     let previous_probers = strip_previous(&mut metadata, &mut spec)?;
     let annotations = object(&metadata["annotations"]);
     let labels = object(&metadata["labels"]);
@@ -374,8 +372,13 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         || config.proxy.hold_application_until_proxy_starts;
 
     let overrides = take_overrides(&mut spec);
-    let mut patch = submitted_spec;
-    let merged_overrides = take_overrides(&mut patch);
+    let (mut patch, merged_overrides) = match submitted_spec {
+        Some(mut submitted) => {
+            let merged = take_overrides(&mut submitted);
+            (submitted, merged)
+        }
+        None => (Value::Null, overrides.clone()),
+    };
     let sidecar = kinds.contains(&TemplateKind::Sidecar);
     let native = sidecar
         && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
@@ -425,9 +428,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         fragment.init_containers.push(proxy);
     }
     let status = json!({
-        "initContainers": none_if_empty(names(&Value::Array(fragment.init_containers.clone()))),
-        "containers": none_if_empty(names(&Value::Array(fragment.containers.clone()))),
-        "volumes": none_if_empty(names(&Value::Array(fragment.volumes.clone()))),
+        "initContainers": none_if_empty(names(&fragment.init_containers)),
+        "containers": none_if_empty(names(&fragment.containers)),
+        "volumes": none_if_empty(names(&fragment.volumes)),
         "imagePullSecrets": none_if_empty(fragment.image_pull_secrets.clone()),
         "revision": config.revision_label(),
     });
@@ -457,6 +460,11 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     }
     if let Some(sc) = fragment.pod_security_context {
         base["securityContext"] = sc;
+    }
+    let tproxy_mode = ctx.interception_mode() == "TPROXY";
+    drop(ctx);
+    if patch.is_null() {
+        patch = spec;
     }
     // The pod is the original and the template the patch, with the pod's own declarations of template containers
     // moved to where the template puts them; then each of those is merged again over the result so that the
@@ -498,7 +506,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     }
 
     reorder(&mut spec, hold && sidecar);
-    if ctx.interception_mode() == "TPROXY"
+    if tproxy_mode
         && let Some(sc) = find_container_mut(&mut spec, PROXY_NAME).and_then(|c| c.get_mut("securityContext"))
     {
         // TPROXY needs the proxy to run as root whatever the pod asked for.
@@ -759,9 +767,16 @@ pub fn inject_pod(
             namespace_annotations,
         },
     )?;
-    let mut out = pod.clone();
-    out["metadata"] = injected.metadata;
-    out["spec"] = injected.spec;
+    // The injected pod shares everything but metadata and spec with the submitted one.
+    let mut out = Map::new();
+    for (k, v) in pod.as_object().into_iter().flatten() {
+        if k != "metadata" && k != "spec" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("metadata".into(), injected.metadata);
+    out.insert("spec".into(), injected.spec);
+    let out = Value::Object(out);
     let patch = json_patch::diff(pod, &out);
     Ok(PodOutcome::Injected {
         pod: out,

@@ -85,7 +85,8 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     let Some(name) = container["name"].as_str().map(str::to_owned) else {
         return;
     };
-    let snapshot = container.clone();
+    // Named ports are resolved against the container's ports; only those are needed, not the whole container.
+    let snapshot = json!({"ports": container.get("ports").cloned().unwrap_or(Value::Null)});
     for (field, suffix) in [
         ("livenessProbe", "livez"),
         ("readinessProbe", "readyz"),
