@@ -11,8 +11,10 @@ pub mod bundle;
 pub mod cli;
 pub mod crd;
 pub mod inject;
+pub mod istio_crds;
 pub mod kubeinject;
 pub mod quantity;
+pub mod render;
 pub mod yaml;
 
 pub use api::{MeshInstall, MeshInstallSpec, MeshInstallStatus};

@@ -53,6 +53,18 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Print every object the operator would apply for a MeshInstall (Istio CRDs, istiod, gateways, the webhook
+    /// configuration), as a multi-document YAML. The TLS Secret and the caBundle are the operator's and not shown.
+    Render {
+        #[command(flatten)]
+        input: Input,
+        /// Namespace of the mizzen webhook Service the MutatingWebhookConfiguration points at.
+        #[arg(long, default_value = "mizzen-system")]
+        operator_namespace: String,
+        /// Point the MutatingWebhookConfiguration at this URL instead (webhook running outside the cluster).
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
     /// Print the MeshInstall CustomResourceDefinition (YAML), as generated from the Rust types.
     ///
     /// `config/crd/mizzen.io_meshinstalls.yaml` is this output; regenerate it with `hack/generate.sh`.
@@ -163,6 +175,22 @@ fn config(settings: &Settings) -> Result<InjectionConfig, CliError> {
 fn run(command: Command) -> Result<String, CliError> {
     match command {
         Command::Crd => mizzen::bundle::crd_yaml().map_err(|e| CliError(e.to_string())),
+        Command::Render {
+            input,
+            operator_namespace,
+            webhook_url,
+        } => {
+            let text = read_input(&input)?;
+            let mi = mesh_install_from_yaml(&input.file, &text)?;
+            let options = mizzen::render::RenderOptions {
+                operator_namespace,
+                webhook_url,
+                ca_bundle: None,
+            };
+            let objects = mizzen::render::render(&mi, &options)
+                .map_err(|e| CliError(format!("{}: invalid MeshInstall: {e}", input.file)))?;
+            mizzen::yaml::to_yaml_stream(&objects).map_err(|e| CliError(e.to_string()))
+        }
         Command::Bundle => mizzen::bundle::bundle_yaml().map_err(|e| CliError(e.to_string())),
         Command::KubeInject { input, settings } => {
             let config = config(&settings)?;

@@ -1,0 +1,915 @@
+//! Desired state as a pure function of a `MeshInstall`: istiod and its RBAC, Service, mesh ConfigMap and autoscaling;
+//! each gateway's Deployment, Service, RBAC and autoscaling; Istio's API CRDs; and the MutatingWebhookConfiguration
+//! pointing at mizzen's webhook. The operator applies exactly this list; `mizzenctl render` prints it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::api::{GatewayKind, GatewayPort, MeshInstall, MeshInstallSpec, Resources, ServiceType};
+use crate::inject::annotations as ann;
+
+/// `app.kubernetes.io/managed-by` value on every child.
+pub const MANAGED_BY: &str = "mizzen";
+/// Label naming the MeshInstall a child belongs to (for pruning).
+pub const OWNER_LABEL: &str = "mizzen.io/meshinstall";
+/// Namespace of the mizzen webhook Service.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "mizzen-system";
+/// Name of the mizzen webhook Service.
+pub const WEBHOOK_SERVICE: &str = "mizzen-webhook";
+
+/// How rendering reaches the webhook.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Namespace of the mizzen webhook Service (`mizzen-system`).
+    pub operator_namespace: String,
+    /// A URL for the webhook instead of the in-cluster Service (out-of-cluster development).
+    pub webhook_url: Option<String>,
+    /// PEM CA bundle of the webhook's certificate, if known.
+    pub ca_bundle: Option<String>,
+}
+
+/// A spec the schema could not refuse but mizzen cannot render; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    /// The offending field, such as `spec.gateways[1].name`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Names derived from the revision, as Istio names them.
+pub struct Names {
+    /// `""` or `-<revision>`.
+    pub suffix: String,
+    /// `default` or the revision.
+    pub revision: String,
+    /// Control-plane namespace.
+    pub namespace: String,
+}
+
+impl Names {
+    /// Names for a spec.
+    pub fn new(spec: &MeshInstallSpec) -> Self {
+        Self {
+            suffix: if spec.revision.is_empty() {
+                String::new()
+            } else {
+                format!("-{}", spec.revision)
+            },
+            revision: spec.revision_label().to_owned(),
+            namespace: spec.namespace.clone(),
+        }
+    }
+    /// `istiod[-rev]`.
+    pub fn istiod(&self) -> String {
+        format!("istiod{}", self.suffix)
+    }
+    /// `istio[-rev]`, the mesh ConfigMap.
+    pub fn mesh_config(&self) -> String {
+        format!("istio{}", self.suffix)
+    }
+    /// `mizzen-sidecar-injector[-rev]`.
+    pub fn webhook_config(&self) -> String {
+        format!("mizzen-sidecar-injector{}", self.suffix)
+    }
+}
+
+fn owner_reference(mi: &MeshInstall) -> Value {
+    json!({
+        "apiVersion": "mizzen.io/v1alpha1",
+        "kind": "MeshInstall",
+        "name": mi.metadata.name.clone().unwrap_or_default(),
+        "uid": mi.metadata.uid.clone().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+fn quantity_map(map: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, q)| {
+                (
+                    k.clone(),
+                    Value::String(crate::quantity::canonical(&q.0).unwrap_or_else(|_| q.0.clone())),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn resources(r: &Resources) -> Value {
+    let mut out = Map::new();
+    if !r.limits.is_empty() {
+        out.insert("limits".into(), quantity_map(&r.limits));
+    }
+    if !r.requests.is_empty() {
+        out.insert("requests".into(), quantity_map(&r.requests));
+    }
+    Value::Object(out)
+}
+
+struct Ctx<'a> {
+    mi: &'a MeshInstall,
+    spec: &'a MeshInstallSpec,
+    names: Names,
+    owner: Value,
+}
+
+impl Ctx<'_> {
+    fn meta(&self, name: &str, namespace: Option<&str>, labels: &[(&str, &str)]) -> Value {
+        let mut l = Map::new();
+        l.insert("app.kubernetes.io/managed-by".into(), json!(MANAGED_BY));
+        l.insert(
+            OWNER_LABEL.into(),
+            json!(self.mi.metadata.name.clone().unwrap_or_default()),
+        );
+        l.insert(ann::REVISION.into(), json!(self.names.revision));
+        for (k, v) in labels {
+            l.insert((*k).into(), json!(v));
+        }
+        let mut m = json!({"name": name, "labels": l, "ownerReferences": [self.owner.clone()]});
+        if let Some(ns) = namespace {
+            m["namespace"] = json!(ns);
+        }
+        m
+    }
+
+    fn object(&self, api_version: &str, kind: &str, meta: Value, body: Value) -> Value {
+        let mut o = json!({"apiVersion": api_version, "kind": kind, "metadata": meta});
+        if let (Value::Object(o), Value::Object(b)) = (&mut o, body) {
+            o.extend(b);
+        }
+        o
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("{}/{}:{}", self.spec.hub, name, self.spec.version)
+    }
+}
+
+/// Renders everything a MeshInstall asks for, in apply order.
+pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, InvalidSpec> {
+    let spec = &mi.spec;
+    validate(spec)?;
+    let ctx = Ctx {
+        mi,
+        spec,
+        names: Names::new(spec),
+        owner: owner_reference(mi),
+    };
+    let mut out = Vec::new();
+    out.extend(crate::istio_crds::ISTIO_CRDS.iter().map(|c| c.to_object()));
+    out.push(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, ann::NAMESPACE_INJECTION: "disabled"}},
+    }));
+    out.extend(control_plane(&ctx));
+    for (i, g) in spec.gateways.iter().enumerate() {
+        out.extend(gateway(&ctx, i, g)?);
+    }
+    out.push(webhook_configuration(&ctx, options));
+    Ok(out)
+}
+
+fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
+    let names = Names::new(spec);
+    for (i, g) in spec.gateways.iter().enumerate() {
+        if g.name == names.istiod() || g.name == "istiod" {
+            return Err(invalid(
+                format!("spec.gateways[{i}].name"),
+                format!("{:?} is istiod's name", g.name),
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (j, p) in g.service.ports.iter().enumerate() {
+            if let Some(k) = seen.insert(p.port, j) {
+                return Err(invalid(
+                    format!("spec.gateways[{i}].service.ports[{j}].port"),
+                    format!("port {} is already used by ports[{k}]", p.port),
+                ));
+            }
+        }
+        if let Some(a) = &g.autoscale
+            && a.min > a.max
+        {
+            return Err(invalid(format!("spec.gateways[{i}].autoscale"), "min exceeds max"));
+        }
+    }
+    for key in spec.control_plane.env.keys() {
+        if key.is_empty() || key.contains('=') {
+            return Err(invalid(
+                format!("spec.controlPlane.env[{key:?}]"),
+                "not a valid environment variable name",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The mesh configuration istiod and the proxies read (ConfigMap `istio[-rev]`, key `mesh`).
+pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
+    let names = Names::new(spec);
+    let mut mesh = Map::new();
+    mesh.insert("rootNamespace".into(), json!(spec.namespace));
+    mesh.insert("trustDomain".into(), json!("cluster.local"));
+    mesh.insert("enablePrometheusMerge".into(), json!(true));
+    mesh.insert("defaultProviders".into(), json!({"metrics": ["prometheus"]}));
+    let mut default_config = json!({"discoveryAddress": format!("{}.{}.svc:15012", names.istiod(), spec.namespace)});
+    if spec.proxy.hold_application_until_proxy_starts {
+        default_config["holdApplicationUntilProxyStarts"] = json!(true);
+    }
+    // The user's fields win: typed ones, then the pass-through rest.
+    if let Ok(Value::Object(user)) = serde_json::to_value(&spec.mesh_config) {
+        for (k, v) in user {
+            if k == "defaultConfig" {
+                if let Value::Object(dc) = v {
+                    for (dk, dv) in dc {
+                        default_config[dk] = dv;
+                    }
+                }
+            } else {
+                mesh.insert(k, v);
+            }
+        }
+    }
+    mesh.insert("defaultConfig".into(), default_config);
+    Value::Object(mesh)
+}
+
+fn control_plane(ctx: &Ctx) -> Vec<Value> {
+    let spec = ctx.spec;
+    let ns = spec.namespace.as_str();
+    let istiod = ctx.names.istiod();
+    let labels = [("app", "istiod"), ("istio", "pilot")];
+    let cluster_suffix = format!("{}-{ns}", ctx.names.suffix);
+    let mut out = Vec::new();
+    out.push(ctx.object("v1", "ServiceAccount", ctx.meta(&istiod, Some(ns), &labels), json!({})));
+    let cluster_role = format!("istiod-clusterrole{cluster_suffix}");
+    let gateway_role = format!("istiod-gateway-controller{cluster_suffix}");
+    let all = ["get", "watch", "list", "update", "patch", "create", "delete"];
+    out.push(ctx.object("rbac.authorization.k8s.io/v1", "ClusterRole", ctx.meta(&cluster_role, None, &labels), json!({"rules": [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "verbs": ["get", "list", "watch", "update", "patch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get", "list", "watch", "update"]},
+        {"apiGroups": ["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io", "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"], "resources": ["*"], "verbs": ["get", "watch", "list"]},
+        {"apiGroups": ["networking.istio.io"], "resources": ["workloadentries"], "verbs": all},
+        {"apiGroups": ["networking.istio.io"], "resources": ["workloadentries/status", "serviceentries/status"], "verbs": all},
+        {"apiGroups": ["security.istio.io"], "resources": ["authorizationpolicies/status"], "verbs": all},
+        {"apiGroups": [""], "resources": ["services/status"], "verbs": all},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods", "nodes", "services", "namespaces", "endpoints"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "watch", "update"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        {"apiGroups": ["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"], "resources": ["*"], "verbs": ["get", "watch", "list"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["backendtlspolicies/status", "gatewayclasses/status", "gateways/status", "grpcroutes/status", "httproutes/status", "referencegrants/status", "tcproutes/status", "tlsroutes/status", "udproutes/status"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"], "verbs": ["create", "update", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "watch", "list"]},
+        {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "watch", "list", "create", "delete"]},
+        {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"], "verbs": ["get", "watch", "list"]},
+    ]})));
+    out.push(ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        ctx.meta(&gateway_role, None, &labels),
+        json!({"rules": [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": all},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": all},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": all},
+            {"apiGroups": [""], "resources": ["services", "serviceaccounts"], "verbs": all},
+        ]}),
+    ));
+    for role in [&cluster_role, &gateway_role] {
+        out.push(ctx.object(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            ctx.meta(role, None, &labels),
+            json!({
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": istiod, "namespace": ns}],
+            }),
+        ));
+    }
+    out.push(ctx.object("rbac.authorization.k8s.io/v1", "Role", ctx.meta(&istiod, Some(ns), &labels), json!({"rules": [
+        {"apiGroups": ["networking.istio.io"], "resources": ["gateways"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "watch", "list", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update", "patch", "create"]},
+    ]})));
+    out.push(ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        ctx.meta(&istiod, Some(ns), &labels),
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": istiod},
+            "subjects": [{"kind": "ServiceAccount", "name": istiod, "namespace": ns}],
+        }),
+    ));
+    let mesh_yaml = crate::yaml::to_yaml(&mesh_config(spec)).unwrap_or_default();
+    out.push(ctx.object(
+        "v1",
+        "ConfigMap",
+        ctx.meta(&ctx.names.mesh_config(), Some(ns), &[("app", "istiod")]),
+        json!({
+            "data": {"mesh": mesh_yaml, "meshNetworks": "networks: {}\n"},
+        }),
+    ));
+    out.push(istiod_deployment(ctx));
+    out.push(ctx.object(
+        "v1",
+        "Service",
+        ctx.meta(&istiod, Some(ns), &labels),
+        json!({"spec": {
+            "ports": [
+                {"name": "grpc-xds", "port": 15010, "protocol": "TCP"},
+                {"name": "https-dns", "port": 15012, "protocol": "TCP"},
+                {"name": "https-webhook", "port": 443, "protocol": "TCP", "targetPort": 15017},
+                {"name": "http-monitoring", "port": 15014, "protocol": "TCP"},
+            ],
+            "selector": {"app": "istiod", ann::REVISION: ctx.names.revision},
+        }}),
+    ));
+    if let Some(a) = &spec.control_plane.autoscale {
+        out.extend(autoscaling(
+            ctx,
+            &istiod,
+            ns,
+            &labels,
+            a,
+            &json!({"app": "istiod", ann::REVISION: ctx.names.revision}),
+        ));
+    }
+    out
+}
+
+fn autoscaling(
+    ctx: &Ctx,
+    name: &str,
+    ns: &str,
+    labels: &[(&str, &str)],
+    a: &crate::api::AutoscaleSpec,
+    selector: &Value,
+) -> Vec<Value> {
+    vec![
+        ctx.object("autoscaling/v2", "HorizontalPodAutoscaler", ctx.meta(name, Some(ns), labels), json!({"spec": {
+            "maxReplicas": a.max,
+            "minReplicas": a.min,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        }})),
+        ctx.object("policy/v1", "PodDisruptionBudget", ctx.meta(name, Some(ns), labels), json!({"spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": selector},
+        }})),
+    ]
+}
+
+fn field(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
+}
+
+fn istiod_deployment(ctx: &Ctx) -> Value {
+    let spec = ctx.spec;
+    let ns = spec.namespace.as_str();
+    let istiod = ctx.names.istiod();
+    let mut env = vec![
+        json!({"name": "REVISION", "value": ctx.names.revision}),
+        json!({"name": "PILOT_CERT_PROVIDER", "value": "istiod"}),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        json!({"name": "KUBECONFIG", "value": "/var/run/secrets/remote/config"}),
+        json!({"name": "CA_TRUSTED_NODE_ACCOUNTS", "value": format!("{ns}/ztunnel")}),
+        json!({"name": "PILOT_TRACE_SAMPLING", "value": "1"}),
+        json!({"name": "PILOT_ENABLE_ANALYSIS", "value": "false"}),
+        json!({"name": "CLUSTER_ID", "value": "Kubernetes"}),
+        json!({"name": "GOMAXPROCS", "valueFrom": {"resourceFieldRef": {"divisor": "1", "resource": "limits.cpu"}}}),
+        json!({"name": "PLATFORM", "value": ""}),
+        // mizzen injects sidecars and owns the webhook configurations: istiod must not patch them.
+        json!({"name": "INJECTION_WEBHOOK_CONFIG_NAME", "value": ""}),
+        json!({"name": "VALIDATION_WEBHOOK_CONFIG_NAME", "value": ""}),
+        json!({"name": "ISTIOD_CUSTOM_HOST", "value": format!("{istiod}.{ns}.svc")}),
+    ];
+    for (k, v) in &spec.control_plane.env {
+        env.retain(|e| e["name"] != k.as_str());
+        env.push(json!({"name": k, "value": v}));
+    }
+    let resources = spec
+        .control_plane
+        .resources
+        .as_ref()
+        .map(resources)
+        .unwrap_or_else(|| json!({"requests": {"cpu": "500m", "memory": "2Gi"}}));
+    let pod_labels = json!({"app": "istiod", "istio": "pilot", ann::REVISION: ctx.names.revision, ann::INJECT: "false", "istio.io/dataplane-mode": "none"});
+    let mut deployment_spec = json!({
+        "selector": {"matchLabels": {"app": "istiod", ann::REVISION: ctx.names.revision}},
+        "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {"prometheus.io/port": "15014", "prometheus.io/scrape": "true", ann::INJECT: "false"},
+            },
+            "spec": {
+                "serviceAccountName": istiod,
+                "tolerations": [{"key": "cni.istio.io/not-ready", "operator": "Exists"}],
+                "containers": [{
+                    "name": "discovery",
+                    "image": ctx.image("pilot"),
+                    "args": ["discovery", "--monitoringAddr=:15014", "--log_output_level=default:info", "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
+                    "env": env,
+                    "ports": [
+                        {"containerPort": 8080, "name": "http-debug", "protocol": "TCP"},
+                        {"containerPort": 15010, "name": "grpc-xds", "protocol": "TCP"},
+                        {"containerPort": 15012, "name": "tls-xds", "protocol": "TCP"},
+                        {"containerPort": 15017, "name": "https-webhooks", "protocol": "TCP"},
+                        {"containerPort": 15014, "name": "http-monitoring", "protocol": "TCP"},
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5},
+                    "resources": resources,
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": true, "runAsNonRoot": true},
+                    "volumeMounts": [
+                        {"mountPath": "/var/run/secrets/tokens", "name": "istio-token", "readOnly": true},
+                        {"mountPath": "/var/run/secrets/istio-dns", "name": "local-certs"},
+                        {"mountPath": "/etc/cacerts", "name": "cacerts", "readOnly": true},
+                        {"mountPath": "/var/run/secrets/remote", "name": "istio-kubeconfig", "readOnly": true},
+                        {"mountPath": "/var/run/secrets/istiod/tls", "name": "istio-csr-dns-cert", "readOnly": true},
+                        {"mountPath": "/var/run/secrets/istiod/ca", "name": "istio-csr-ca-configmap", "readOnly": true},
+                    ],
+                }],
+                "volumes": [
+                    {"name": "local-certs", "emptyDir": {"medium": "Memory"}},
+                    {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                    {"name": "cacerts", "secret": {"secretName": "cacerts", "optional": true}},
+                    {"name": "istio-kubeconfig", "secret": {"secretName": "istio-kubeconfig", "optional": true}},
+                    {"name": "istio-csr-dns-cert", "secret": {"secretName": "istiod-tls", "optional": true}},
+                    {"name": "istio-csr-ca-configmap", "configMap": {"name": "istio-ca-root-cert", "defaultMode": 420, "optional": true}},
+                ],
+            },
+        },
+    });
+    if spec.control_plane.autoscale.is_none() {
+        deployment_spec["replicas"] = json!(spec.control_plane.replicas);
+    }
+    ctx.object(
+        "apps/v1",
+        "Deployment",
+        ctx.meta(&istiod, Some(ns), &[("app", "istiod"), ("istio", "pilot")]),
+        json!({"spec": deployment_spec}),
+    )
+}
+
+/// The gateway's `istio` label: its name without the `istio-` prefix (`istio-ingressgateway` → `ingressgateway`).
+pub fn gateway_selector(name: &str) -> &str {
+    name.strip_prefix("istio-").unwrap_or(name)
+}
+
+fn default_ports(kind: GatewayKind) -> Vec<GatewayPort> {
+    let p = |name: &str, port: i32, target: i32| GatewayPort {
+        name: name.into(),
+        port,
+        target_port: Some(target),
+        node_port: None,
+        protocol: None,
+    };
+    match kind {
+        GatewayKind::Ingress => vec![
+            p("status-port", 15021, 15021),
+            p("http2", 80, 8080),
+            p("https", 443, 8443),
+        ],
+        GatewayKind::Egress => vec![p("http2", 80, 8080), p("https", 443, 8443)],
+    }
+}
+
+fn gateway(ctx: &Ctx, index: usize, g: &crate::api::GatewaySpec) -> Result<Vec<Value>, InvalidSpec> {
+    let spec = ctx.spec;
+    let ns = spec.namespace.as_str();
+    let name = g.name.as_str();
+    let selector = gateway_selector(name);
+    let labels = [("app", name), ("istio", selector)];
+    let ports = if g.service.ports.is_empty() {
+        default_ports(g.kind)
+    } else {
+        g.service.ports.clone()
+    };
+    for (j, p) in ports.iter().enumerate() {
+        if p.node_port.is_some() && g.service.type_ == ServiceType::ClusterIp {
+            return Err(invalid(
+                format!("spec.gateways[{index}].service.ports[{j}].nodePort"),
+                "needs service.type NodePort or LoadBalancer",
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    let sa = format!("{name}-service-account");
+    out.push(ctx.object("v1", "ServiceAccount", ctx.meta(&sa, Some(ns), &labels), json!({})));
+    let role = format!("{name}-sds");
+    out.push(ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        ctx.meta(&role, Some(ns), &labels),
+        json!({"rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "watch", "list"]},
+        ]}),
+    ));
+    out.push(ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        ctx.meta(&role, Some(ns), &labels),
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": sa}],
+        }),
+    ));
+    let mut container_ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"containerPort": p.target_port.unwrap_or(p.port), "protocol": protocol(p)}))
+        .collect();
+    container_ports.push(json!({"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}));
+    let istiod = ctx.names.istiod();
+    let env = vec![
+        json!({"name": "PILOT_CERT_PROVIDER", "value": "istiod"}),
+        json!({"name": "CA_ADDR", "value": format!("{istiod}.{ns}.svc:15012")}),
+        field("NODE_NAME", "spec.nodeName"),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("INSTANCE_IP", "status.podIP"),
+        field("HOST_IP", "status.hostIP"),
+        json!({"name": "ISTIO_CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}),
+        field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        json!({"name": "ISTIO_META_WORKLOAD_NAME", "value": name}),
+        json!({"name": "ISTIO_META_OWNER", "value": format!("kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{name}")}),
+        json!({"name": "ISTIO_META_MESH_ID", "value": "cluster.local"}),
+        json!({"name": "TRUST_DOMAIN", "value": "cluster.local"}),
+        json!({"name": "ISTIO_META_UNPRIVILEGED_POD", "value": "true"}),
+        json!({"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"}),
+        field("ISTIO_META_NODE_NAME", "spec.nodeName"),
+    ];
+    let resources = g.resources.as_ref().map(resources).unwrap_or_else(
+        || json!({"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}),
+    );
+    let mut deployment_spec = json!({
+        "selector": {"matchLabels": {"app": name, "istio": selector}},
+        "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
+        "template": {
+            "metadata": {
+                "labels": {"app": name, "istio": selector, ann::REVISION: ctx.names.revision, ann::INJECT: "false",
+                           ann::CANONICAL_NAME: name, ann::CANONICAL_REVISION: "latest", "istio.io/dataplane-mode": "none"},
+                "annotations": {ann::REVISION: ctx.names.revision, "prometheus.io/path": "/stats/prometheus", "prometheus.io/port": "15020", "prometheus.io/scrape": "true", ann::INJECT: "false"},
+            },
+            "spec": {
+                "serviceAccountName": sa,
+                "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": true,
+                                    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+                "containers": [{
+                    "name": "istio-proxy",
+                    "image": ctx.image(&spec.proxy.image),
+                    "args": ["proxy", "router", "--domain", "$(POD_NAMESPACE).svc.cluster.local",
+                             format!("--proxyLogLevel={}", spec.proxy.log_level),
+                             format!("--proxyComponentLogLevel={}", spec.proxy.component_log_level),
+                             "--log_output_level=default:info"],
+                    "env": env,
+                    "ports": container_ports,
+                    "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
+                                       "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 30},
+                    "resources": resources,
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "privileged": false, "readOnlyRootFilesystem": true},
+                    "volumeMounts": [
+                        {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
+                        {"name": "credential-socket", "mountPath": "/var/run/secrets/credential-uds"},
+                        {"name": "workload-certs", "mountPath": "/var/run/secrets/workload-spiffe-credentials"},
+                        {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
+                        {"name": "config-volume", "mountPath": "/etc/istio/config"},
+                        {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio"},
+                        {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+                        {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
+                        {"name": "podinfo", "mountPath": "/etc/istio/pod"},
+                    ],
+                }],
+                "volumes": [
+                    {"name": "workload-socket", "emptyDir": {}},
+                    {"name": "credential-socket", "emptyDir": {}},
+                    {"name": "workload-certs", "emptyDir": {}},
+                    {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
+                    {"name": "podinfo", "downwardAPI": {"items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                    ]}},
+                    {"name": "istio-envoy", "emptyDir": {}},
+                    {"name": "istio-data", "emptyDir": {}},
+                    {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}},
+                    {"name": "config-volume", "configMap": {"name": ctx.names.mesh_config(), "optional": true}},
+                ],
+            },
+        },
+    });
+    if g.autoscale.is_none() {
+        deployment_spec["replicas"] = json!(g.replicas);
+    }
+    out.push(ctx.object(
+        "apps/v1",
+        "Deployment",
+        ctx.meta(name, Some(ns), &labels),
+        json!({"spec": deployment_spec}),
+    ));
+    let service_ports: Vec<Value> = ports
+        .iter()
+        .map(|p| {
+            let mut sp = json!({"name": p.name, "port": p.port, "protocol": protocol(p), "targetPort": p.target_port.unwrap_or(p.port)});
+            if let Some(np) = p.node_port {
+                sp["nodePort"] = json!(np);
+            }
+            sp
+        })
+        .collect();
+    let type_ = match g.service.type_ {
+        ServiceType::ClusterIp => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    let mut service_meta = ctx.meta(name, Some(ns), &labels);
+    if !g.service.annotations.is_empty() {
+        service_meta["annotations"] = json!(g.service.annotations);
+    }
+    let mut service_spec = json!({"type": type_, "ports": service_ports, "selector": {"app": name, "istio": selector}});
+    if let Some(p) = g.service.external_traffic_policy {
+        service_spec["externalTrafficPolicy"] = serde_json::to_value(p).unwrap_or(Value::Null);
+    }
+    out.push(ctx.object("v1", "Service", service_meta, json!({"spec": service_spec})));
+    if let Some(a) = &g.autoscale {
+        out.extend(autoscaling(
+            ctx,
+            name,
+            ns,
+            &labels,
+            a,
+            &json!({"app": name, "istio": selector}),
+        ));
+    }
+    Ok(out)
+}
+
+fn protocol(p: &GatewayPort) -> &'static str {
+    match p.protocol {
+        Some(crate::api::PortProtocol::Udp) => "UDP",
+        _ => "TCP",
+    }
+}
+
+fn webhook_configuration(ctx: &Ctx, options: &RenderOptions) -> Value {
+    let revision = &ctx.names.revision;
+    let default = ctx.spec.revision.is_empty();
+    let path = if default {
+        "/inject".to_owned()
+    } else {
+        format!("/inject/{revision}")
+    };
+    let mut client = match &options.webhook_url {
+        Some(url) => json!({"url": format!("{}{}", url.trim_end_matches("/inject").trim_end_matches('/'), path)}),
+        None => {
+            let ns = if options.operator_namespace.is_empty() {
+                DEFAULT_OPERATOR_NAMESPACE
+            } else {
+                &options.operator_namespace
+            };
+            json!({"service": {"name": WEBHOOK_SERVICE, "namespace": ns, "path": path, "port": 443}})
+        }
+    };
+    if let Some(ca) = &options.ca_bundle {
+        use base64::Engine as _;
+        client["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
+    }
+    let expr = |key: &str, op: &str, values: &[&str]| {
+        let mut e = json!({"key": key, "operator": op});
+        if !values.is_empty() {
+            e["values"] = json!(values);
+        }
+        e
+    };
+    let not_opted_out = expr(ann::INJECT, "NotIn", &["false"]);
+    let (a, b) = if default {
+        (
+            (
+                "namespace.sidecar-injector.mizzen.io",
+                json!({"matchLabels": {ann::NAMESPACE_INJECTION: "enabled"}}),
+                json!({"matchExpressions": [not_opted_out.clone()]}),
+            ),
+            (
+                "object.sidecar-injector.mizzen.io",
+                json!({"matchExpressions": [expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]), expr(ann::REVISION, "DoesNotExist", &[])]}),
+                json!({"matchExpressions": [expr(ann::INJECT, "In", &["true"]), expr(ann::REVISION, "DoesNotExist", &[])]}),
+            ),
+        )
+    } else {
+        (
+            (
+                "rev.namespace.sidecar-injector.mizzen.io",
+                json!({"matchExpressions": [expr(ann::REVISION, "In", &[revision]), expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[])]}),
+                json!({"matchExpressions": [not_opted_out.clone()]}),
+            ),
+            (
+                "rev.object.sidecar-injector.mizzen.io",
+                json!({"matchExpressions": [expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]), expr(ann::REVISION, "DoesNotExist", &[])]}),
+                json!({"matchExpressions": [not_opted_out, expr(ann::REVISION, "In", &[revision])]}),
+            ),
+        )
+    };
+    let failure = serde_json::to_value(ctx.spec.injection.failure_policy).unwrap_or(json!("Fail"));
+    let webhook = |(name, ns_selector, obj_selector): (&str, Value, Value)| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": client,
+            "failurePolicy": failure,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": ns_selector,
+            "objectSelector": obj_selector,
+            "reinvocationPolicy": "Never",
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "*"}],
+            "sideEffects": "None",
+            "timeoutSeconds": ctx.spec.injection.timeout_seconds,
+        })
+    };
+    ctx.object(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        ctx.meta(&ctx.names.webhook_config(), None, &[("app", "mizzen-webhook")]),
+        json!({"webhooks": [webhook(a), webhook(b)]}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(extra: Value) -> MeshInstall {
+        let mut doc = json!({"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+            "metadata": {"name": "default", "uid": "1234"}, "spec": {}});
+        if let (Some(spec), Value::Object(extra)) = (doc["spec"].as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name} not rendered"))
+    }
+
+    #[test]
+    fn every_child_but_crds_and_namespace_is_owned_and_labelled() {
+        let objects = render(&mesh(json!({})), &RenderOptions::default()).unwrap();
+        for o in &objects {
+            let kind = o["kind"].as_str().unwrap();
+            if kind == "CustomResourceDefinition" || kind == "Namespace" {
+                assert!(
+                    o["metadata"]["ownerReferences"].is_null(),
+                    "{kind} must outlive the MeshInstall"
+                );
+                continue;
+            }
+            assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], "1234", "{kind}");
+            assert_eq!(o["metadata"]["labels"][OWNER_LABEL], "default", "{kind}");
+            assert_eq!(
+                o["metadata"]["labels"]["app.kubernetes.io/managed-by"], "mizzen",
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn revisions_suffix_names_and_point_at_their_webhook_path() {
+        let objects = render(&mesh(json!({"revision": "canary"})), &RenderOptions::default()).unwrap();
+        let d = find(&objects, "Deployment", "istiod-canary");
+        assert_eq!(d["metadata"]["labels"]["istio.io/rev"], "canary");
+        find(&objects, "ConfigMap", "istio-canary");
+        find(&objects, "ClusterRole", "istiod-clusterrole-canary-istio-system");
+        let mwc = find(
+            &objects,
+            "MutatingWebhookConfiguration",
+            "mizzen-sidecar-injector-canary",
+        );
+        assert_eq!(mwc["webhooks"][0]["clientConfig"]["service"]["path"], "/inject/canary");
+        assert_eq!(
+            mwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["canary"])
+        );
+    }
+
+    #[test]
+    fn default_revision_webhook_selects_enabled_namespaces_and_opted_in_pods() {
+        let objects = render(
+            &mesh(json!({"injection": {"failurePolicy": "Ignore", "timeoutSeconds": 5}})),
+            &RenderOptions::default(),
+        )
+        .unwrap();
+        let mwc = find(&objects, "MutatingWebhookConfiguration", "mizzen-sidecar-injector");
+        let hooks = mwc["webhooks"].as_array().unwrap();
+        assert_eq!(
+            hooks[0]["namespaceSelector"]["matchLabels"]["istio-injection"],
+            "enabled"
+        );
+        assert_eq!(hooks[0]["objectSelector"]["matchExpressions"][0]["operator"], "NotIn");
+        assert_eq!(
+            hooks[1]["objectSelector"]["matchExpressions"][0]["values"],
+            json!(["true"])
+        );
+        assert_eq!(hooks[0]["failurePolicy"], "Ignore");
+        assert_eq!(hooks[0]["timeoutSeconds"], 5);
+        assert_eq!(hooks[0]["clientConfig"]["service"]["name"], "mizzen-webhook");
+    }
+
+    #[test]
+    fn webhook_url_and_ca_bundle_replace_the_service() {
+        let options = RenderOptions {
+            webhook_url: Some("https://127.0.0.1:8443/inject".into()),
+            ca_bundle: Some("PEM".into()),
+            ..Default::default()
+        };
+        let objects = render(&mesh(json!({})), &options).unwrap();
+        let mwc = find(&objects, "MutatingWebhookConfiguration", "mizzen-sidecar-injector");
+        assert_eq!(
+            mwc["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:8443/inject"
+        );
+        assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], "UEVN");
+    }
+
+    #[test]
+    fn mesh_config_carries_the_users_settings() {
+        let mi = mesh(
+            json!({"meshConfig": {"accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON",
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}, "proxy": {"holdApplicationUntilProxyStarts": true}}),
+        );
+        let m = mesh_config(&mi.spec);
+        assert_eq!(m["accessLogFile"], "/dev/stdout");
+        assert_eq!(m["accessLogEncoding"], "JSON");
+        assert_eq!(m["outboundTrafficPolicy"]["mode"], "REGISTRY_ONLY");
+        assert_eq!(m["defaultConfig"]["holdApplicationUntilProxyStarts"], true);
+        assert_eq!(m["defaultConfig"]["discoveryAddress"], "istiod.istio-system.svc:15012");
+    }
+
+    #[test]
+    fn autoscaling_renders_hpa_and_pdb_and_leaves_replicas_to_the_hpa() {
+        let objects = render(
+            &mesh(json!({"controlPlane": {"autoscale": {"min": 2, "max": 4}}})),
+            &RenderOptions::default(),
+        )
+        .unwrap();
+        let hpa = find(&objects, "HorizontalPodAutoscaler", "istiod");
+        assert_eq!(
+            (hpa["spec"]["minReplicas"].clone(), hpa["spec"]["maxReplicas"].clone()),
+            (json!(2), json!(4))
+        );
+        find(&objects, "PodDisruptionBudget", "istiod");
+        assert!(find(&objects, "Deployment", "istiod")["spec"]["replicas"].is_null());
+    }
+
+    #[test]
+    fn gateways_get_deployment_service_and_rbac_with_node_ports() {
+        let mi = mesh(
+            json!({"gateways": [{"name": "istio-ingressgateway", "service": {"type": "NodePort",
+            "ports": [{"name": "http2", "port": 80, "targetPort": 8080, "nodePort": 30080}]}}]}),
+        );
+        let objects = render(&mi, &RenderOptions::default()).unwrap();
+        let svc = find(&objects, "Service", "istio-ingressgateway");
+        assert_eq!(svc["spec"]["type"], "NodePort");
+        assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
+        assert_eq!(svc["spec"]["selector"]["istio"], "ingressgateway");
+        let d = find(&objects, "Deployment", "istio-ingressgateway");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "docker.io/istio/proxyv2:1.28.0"
+        );
+        find(&objects, "Role", "istio-ingressgateway-sds");
+    }
+
+    #[test]
+    fn specs_the_schema_cannot_refuse_are_reported_by_field() {
+        let mi = mesh(json!({"gateways": [{"name": "gw", "service": {"ports": [
+            {"name": "a", "port": 80}, {"name": "b", "port": 80}]}}]}));
+        let err = render(&mi, &RenderOptions::default()).unwrap_err();
+        assert_eq!(err.field, "spec.gateways[0].service.ports[1].port");
+        let err = render(
+            &mesh(json!({"gateways": [{"name": "istiod"}]})),
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "spec.gateways[0].name");
+    }
+}
