@@ -15,6 +15,7 @@ pub mod istio_crds;
 pub mod kubeinject;
 pub mod quantity;
 pub mod render;
+pub mod status;
 pub mod yaml;
 
 pub use api::{MeshInstall, MeshInstallSpec, MeshInstallStatus};

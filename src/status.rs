@@ -1,0 +1,243 @@
+//! MeshInstall status the Kubernetes way, as pure functions: readiness of a Deployment, and the next status from
+//! the last one (conditions keep their `lastTransitionTime` unless their status flips).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::Value;
+
+use crate::api::{ComponentsStatus, GatewayStatus, MeshInstallStatus, MeshState, ReplicaStatus};
+
+/// Condition type: every desired object was applied.
+pub const RECONCILED: &str = "Reconciled";
+/// Condition type: every component rolled out and is available.
+pub const READY: &str = "Ready";
+
+/// Ready and desired replicas of a Deployment (as JSON). Replicas count as ready only once the Deployment's
+/// controller has seen the current spec (`observedGeneration == generation`) and they run the current template.
+pub fn deployment_readiness(deployment: &Value) -> ReplicaStatus {
+    let desired = deployment["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+    let generation = deployment["metadata"]["generation"].as_i64();
+    let observed = deployment["status"]["observedGeneration"].as_i64();
+    let updated = deployment["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+    let available = deployment["status"]["availableReplicas"].as_i64().unwrap_or(0);
+    let rolled_out = generation.is_some() && observed >= generation;
+    ReplicaStatus {
+        ready: if rolled_out { updated.min(available) as i32 } else { 0 },
+        desired,
+    }
+}
+
+/// What the last reconcile achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything applied.
+    Applied,
+    /// The spec cannot be rendered; the message names the field.
+    InvalidSpec(String),
+    /// Applying failed (the API server refused or was unreachable).
+    Failed(String),
+    /// Reconciliation is paused by annotation.
+    Paused,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// Keeps the previous transition time when the condition's status did not flip.
+fn carry_transition(previous: &[Condition], mut next: Condition) -> Condition {
+    if let Some(old) = previous.iter().find(|c| c.type_ == next.type_)
+        && old.status == next.status
+    {
+        next.last_transition_time = old.last_transition_time.clone();
+    }
+    next
+}
+
+/// The next status.
+pub fn next(
+    previous: Option<&MeshInstallStatus>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    control_plane: Option<ReplicaStatus>,
+    gateways: Vec<GatewayStatus>,
+    now: &Time,
+) -> MeshInstallStatus {
+    let old_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let components_ready =
+        control_plane.as_ref().is_none_or(|c| c.ready >= c.desired) && gateways.iter().all(|g| g.ready >= g.desired);
+    let total = 1 + gateways.len();
+    let ready_count = usize::from(
+        control_plane
+            .as_ref()
+            .is_some_and(|c| c.ready >= c.desired && c.desired > 0),
+    ) + gateways.iter().filter(|g| g.ready >= g.desired).count();
+    let (reconciled, ready, state) = match outcome {
+        Outcome::Applied => (
+            condition(
+                RECONCILED,
+                true,
+                "Applied",
+                "every object is applied".into(),
+                generation,
+                now,
+            ),
+            if components_ready {
+                condition(
+                    READY,
+                    true,
+                    "RolledOut",
+                    "istiod and every gateway are available".into(),
+                    generation,
+                    now,
+                )
+            } else {
+                condition(
+                    READY,
+                    false,
+                    "RollingOut",
+                    format!("{ready_count}/{total} components available"),
+                    generation,
+                    now,
+                )
+            },
+            if components_ready {
+                MeshState::Healthy
+            } else {
+                MeshState::Progressing
+            },
+        ),
+        Outcome::InvalidSpec(message) => (
+            condition(RECONCILED, false, "InvalidSpec", message.clone(), generation, now),
+            condition(
+                READY,
+                false,
+                "InvalidSpec",
+                "the spec cannot be applied".into(),
+                generation,
+                now,
+            ),
+            MeshState::Error,
+        ),
+        Outcome::Failed(message) => (
+            condition(RECONCILED, false, "ApplyFailed", message.clone(), generation, now),
+            condition(
+                READY,
+                components_ready,
+                "ApplyFailed",
+                "the last apply failed; see Reconciled".into(),
+                generation,
+                now,
+            ),
+            MeshState::Error,
+        ),
+        Outcome::Paused => (
+            condition(
+                RECONCILED,
+                false,
+                "Paused",
+                "reconciliation is paused by the mizzen.io/paused annotation".into(),
+                generation,
+                now,
+            ),
+            condition(
+                READY,
+                components_ready,
+                "Paused",
+                "reconciliation is paused".into(),
+                generation,
+                now,
+            ),
+            MeshState::Paused,
+        ),
+    };
+    MeshInstallStatus {
+        observed_generation: generation,
+        conditions: vec![
+            carry_transition(old_conditions, reconciled),
+            carry_transition(old_conditions, ready),
+        ],
+        components: Some(ComponentsStatus {
+            control_plane,
+            gateways,
+        }),
+        ready: Some(format!("{ready_count}/{total}")),
+        state: Some(state),
+    }
+}
+
+/// Whether two statuses differ in anything but timestamps (then a write is needed).
+pub fn differs(old: Option<&MeshInstallStatus>, new: &MeshInstallStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &MeshInstallStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn a_deployment_counts_only_once_its_controller_saw_the_current_spec() {
+        let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+                       "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}});
+        assert_eq!(deployment_readiness(&d), ReplicaStatus { ready: 0, desired: 2 });
+        let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+                       "status": {"observedGeneration": 3, "updatedReplicas": 1, "availableReplicas": 2}});
+        assert_eq!(deployment_readiness(&d), ReplicaStatus { ready: 1, desired: 2 });
+    }
+
+    #[test]
+    fn progressing_then_healthy_and_transition_time_moves_only_on_flips() {
+        let cp = |ready| Some(ReplicaStatus { ready, desired: 1 });
+        let s1 = next(None, Some(1), &Outcome::Applied, cp(0), vec![], &at(100));
+        assert_eq!(s1.state, Some(MeshState::Progressing));
+        assert_eq!(s1.ready.as_deref(), Some("0/1"));
+        let s2 = next(Some(&s1), Some(1), &Outcome::Applied, cp(0), vec![], &at(200));
+        assert!(!differs(Some(&s1), &s2), "nothing but time changed: no write");
+        assert_eq!(s2.conditions[1].last_transition_time, at(100));
+        let s3 = next(Some(&s2), Some(1), &Outcome::Applied, cp(1), vec![], &at(300));
+        assert_eq!(s3.state, Some(MeshState::Healthy));
+        assert_eq!(
+            s3.conditions[0].last_transition_time,
+            at(100),
+            "Reconciled did not flip"
+        );
+        assert_eq!(s3.conditions[1].last_transition_time, at(300), "Ready flipped");
+        assert!(differs(Some(&s2), &s3));
+    }
+
+    #[test]
+    fn invalid_specs_say_which_field() {
+        let s = next(
+            None,
+            Some(4),
+            &Outcome::InvalidSpec("spec.gateways[0].name: taken".into()),
+            None,
+            vec![],
+            &at(1),
+        );
+        assert_eq!(s.state, Some(MeshState::Error));
+        assert_eq!(s.conditions[0].reason, "InvalidSpec");
+        assert!(s.conditions[0].message.contains("spec.gateways[0].name"));
+        assert_eq!(s.observed_generation, Some(4));
+    }
+}
