@@ -161,6 +161,26 @@ pub fn canonical(text: &str) -> Result<String, QuantityError> {
     Quantity::parse(text).map(|q| q.canonical())
 }
 
+/// Puts the quantities of a container's `resources` (`requests`, `limits`) in canonical form, in place; values
+/// that are not quantities are left as they are (validation reports them elsewhere).
+pub fn canonicalize_resources(resources: &mut serde_json::Value) {
+    use serde_json::Value;
+    for kind in ["requests", "limits"] {
+        if let Some(map) = resources.get_mut(kind).and_then(Value::as_object_mut) {
+            for q in map.values_mut() {
+                let text = match q {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if let Ok(c) = canonical(&text) {
+                    *q = Value::String(c);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

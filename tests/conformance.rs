@@ -135,30 +135,13 @@ fn parse(doc: &str) -> Value {
     serde_saphyr::from_str(doc).unwrap_or(Value::Null)
 }
 
-fn canonical_quantities(resources: &mut Value) {
-    for kind in ["requests", "limits"] {
-        if let Some(map) = resources.get_mut(kind).and_then(Value::as_object_mut) {
-            for q in map.values_mut() {
-                let text = match q {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => continue,
-                };
-                if let Ok(c) = mizzen::quantity::canonical(&text) {
-                    *q = Value::String(c);
-                }
-            }
-        }
-    }
-}
-
 fn normalize_pod_spec(spec: &mut Value) {
     let Some(obj) = spec.as_object_mut() else { return };
     obj.entry("containers").or_insert_with(|| json!([]));
     for field in ["containers", "initContainers"] {
         for c in obj.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
             if let Some(r) = c.get_mut("resources") {
-                canonical_quantities(r);
+                mizzen::quantity::canonicalize_resources(r);
                 if r.as_object().is_some_and(Map::is_empty) {
                     c.as_object_mut().map(|m| m.remove("resources"));
                 }

@@ -301,22 +301,8 @@ fn take_overrides(spec: &mut Value) -> Vec<Value> {
 }
 
 fn canonicalize_resources(container: &mut Value) {
-    for kind in ["requests", "limits"] {
-        if let Some(map) = container
-            .pointer_mut(&format!("/resources/{kind}"))
-            .and_then(Value::as_object_mut)
-        {
-            for q in map.values_mut() {
-                let text = match q {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => continue,
-                };
-                if let Ok(c) = crate::quantity::canonical(&text) {
-                    *q = Value::String(c);
-                }
-            }
-        }
+    if let Some(resources) = container.get_mut("resources") {
+        crate::quantity::canonicalize_resources(resources);
     }
 }
 

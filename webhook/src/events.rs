@@ -78,20 +78,30 @@ impl EventSink {
     }
 }
 
+fn object_ref(
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    uid: String,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(kind),
+        name: Some(name),
+        namespace,
+        uid: Some(uid),
+        ..Default::default()
+    }
+}
+
 async fn reference(client: &Client, d: &Decision) -> Option<ObjectReference> {
     let w = &d.workload;
     let (owner_api, owner_kind, owner_name, owner_uid) = d.owner.clone()?;
     let namespace = Some(w.namespace.clone()).filter(|n| !n.is_empty());
     // The pod's direct owner is the workload itself (DaemonSet, StatefulSet, Job, …).
     if owner_kind == w.kind && owner_name == w.name {
-        return Some(ObjectReference {
-            api_version: Some(owner_api),
-            kind: Some(owner_kind),
-            name: Some(owner_name),
-            namespace,
-            uid: Some(owner_uid),
-            ..Default::default()
-        });
+        return Some(object_ref(owner_api, owner_kind, owner_name, namespace, owner_uid));
     }
     // The workload is one level up (Deployment over ReplicaSet, CronJob over Job): look its UID up, so
     // `kubectl describe` finds the Event; fall back to the direct owner.
@@ -112,22 +122,8 @@ async fn reference(client: &Client, d: &Decision) -> Option<ObjectReference> {
         _ => None,
     };
     Some(match uid {
-        Some(uid) => ObjectReference {
-            api_version: Some(w.api_version.clone()),
-            kind: Some(w.kind.clone()),
-            name: Some(w.name.clone()),
-            namespace,
-            uid: Some(uid),
-            ..Default::default()
-        },
-        None => ObjectReference {
-            api_version: Some(owner_api),
-            kind: Some(owner_kind),
-            name: Some(owner_name),
-            namespace,
-            uid: Some(owner_uid),
-            ..Default::default()
-        },
+        Some(uid) => object_ref(w.api_version.clone(), w.kind.clone(), w.name.clone(), namespace, uid),
+        None => object_ref(owner_api, owner_kind, owner_name, namespace, owner_uid),
     })
 }
 
