@@ -629,10 +629,6 @@ fn sidecar_proxy(ctx: &Context) -> Value {
             ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level)
         )),
     ];
-    if let Some(concurrency) = estimated_concurrency(ctx) {
-        args.push(json!("--concurrency"));
-        args.push(json!(concurrency.to_string()));
-    }
     let mut c = json!({
         "name": PROXY_NAME,
         "image": ctx.proxy_image(),
@@ -670,12 +666,6 @@ fn sidecar_proxy(ctx: &Context) -> Value {
         c["restartPolicy"] = json!("Always");
     }
     c
-}
-
-/// Worker threads from the CPU request when the proxy config sets `concurrency: 0`... Istio only estimates when
-/// the annotation asks for it; we keep Envoy's own choice otherwise.
-fn estimated_concurrency(_ctx: &Context) -> Option<i64> {
-    None
 }
 
 /// The `sidecar` template.
