@@ -611,7 +611,7 @@ fn sidecar_security_context(ctx: &Context) -> Value {
 fn sidecar_proxy(ctx: &Context) -> Value {
     let config = ctx.config;
     let status_port = ctx.status_port();
-    let mut args = vec![
+    let args = vec![
         json!("proxy"),
         json!("sidecar"),
         json!("--domain"),
