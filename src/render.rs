@@ -175,8 +175,8 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, ann::NAMESPACE_INJECTION: "disabled"}},
     }));
     out.extend(control_plane(&ctx));
-    for (i, g) in spec.gateways.iter().enumerate() {
-        out.extend(gateway(&ctx, i, g)?);
+    for g in &spec.gateways {
+        out.extend(gateway(&ctx, g));
     }
     out.push(webhook_configuration(&ctx, options));
     Ok(out)
@@ -193,6 +193,13 @@ fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
         }
         let mut seen = BTreeMap::new();
         for (j, p) in g.service.ports.iter().enumerate() {
+            // Default ports have no nodePort, so only declared ports can break this.
+            if p.node_port.is_some() && g.service.type_ == ServiceType::ClusterIp {
+                return Err(invalid(
+                    format!("spec.gateways[{i}].service.ports[{j}].nodePort"),
+                    "needs service.type NodePort or LoadBalancer",
+                ));
+            }
             if let Some(k) = seen.insert(p.port, j) {
                 return Err(invalid(
                     format!("spec.gateways[{i}].service.ports[{j}].port"),
@@ -494,7 +501,7 @@ fn default_ports(kind: GatewayKind) -> Vec<GatewayPort> {
     }
 }
 
-fn gateway(ctx: &Ctx, index: usize, g: &crate::api::GatewaySpec) -> Result<Vec<Value>, InvalidSpec> {
+fn gateway(ctx: &Ctx, g: &crate::api::GatewaySpec) -> Vec<Value> {
     let spec = ctx.spec;
     let ns = spec.namespace.as_str();
     let name = g.name.as_str();
@@ -505,14 +512,6 @@ fn gateway(ctx: &Ctx, index: usize, g: &crate::api::GatewaySpec) -> Result<Vec<V
     } else {
         g.service.ports.clone()
     };
-    for (j, p) in ports.iter().enumerate() {
-        if p.node_port.is_some() && g.service.type_ == ServiceType::ClusterIp {
-            return Err(invalid(
-                format!("spec.gateways[{index}].service.ports[{j}].nodePort"),
-                "needs service.type NodePort or LoadBalancer",
-            ));
-        }
-    }
     let mut out = Vec::new();
     let sa = format!("{name}-service-account");
     out.push(ctx.object("v1", "ServiceAccount", ctx.meta(&sa, Some(ns), &labels), json!({})));
@@ -659,7 +658,7 @@ fn gateway(ctx: &Ctx, index: usize, g: &crate::api::GatewaySpec) -> Result<Vec<V
             &json!({"app": name, "istio": selector}),
         ));
     }
-    Ok(out)
+    out
 }
 
 fn protocol(p: &GatewayPort) -> &'static str {

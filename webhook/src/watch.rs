@@ -21,7 +21,7 @@ pub fn spawn(client: Client, store: Arc<Store>) {
 }
 
 async fn meshes(client: Client, store: Arc<Store>) {
-    let mut stream = watcher(Api::<MeshInstall>::all(client), watcher::Config::default())
+    let mut stream = watcher::watcher(Api::<MeshInstall>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut buffer: BTreeMap<String, MeshInstallSpec> = BTreeMap::new();
@@ -47,16 +47,9 @@ async fn meshes(client: Client, store: Arc<Store>) {
     }
 }
 
-fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<Event<K>>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, config)
-}
-
 async fn namespaces(client: Client, store: Arc<Store>) {
     // Metadata only: labels and annotations are all the webhook needs.
-    let mut stream = watcher(
+    let mut stream = watcher::watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client),
         watcher::Config::default(),
     )
@@ -93,7 +86,7 @@ fn kubelet_version(node: &Node) -> String {
 }
 
 async fn nodes(client: Client, store: Arc<Store>) {
-    let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
+    let mut stream = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut buffer = BTreeMap::new();
