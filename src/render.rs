@@ -904,6 +904,12 @@ mod tests {
             {"name": "a", "port": 80}, {"name": "b", "port": 80}]}}]}));
         let err = render(&mi, &RenderOptions::default()).unwrap_err();
         assert_eq!(err.field, "spec.gateways[0].service.ports[1].port");
+        let mi = mesh(
+            json!({"gateways": [{"name": "gw", "service": {"type": "ClusterIP", "ports": [
+            {"name": "a", "port": 80, "nodePort": 30080}]}}]}),
+        );
+        let err = render(&mi, &RenderOptions::default()).unwrap_err();
+        assert_eq!(err.field, "spec.gateways[0].service.ports[0].nodePort");
         let err = render(
             &mesh(json!({"gateways": [{"name": "istiod"}]})),
             &RenderOptions::default(),
