@@ -1,77 +1,190 @@
 #!/usr/bin/env bash
-# End-to-end check against a real cluster (tier 5). Needs KUBECONFIG; without it, says so and exits 0.
+# Tier 5: the user's journey end to end on a real single-node Kubernetes (../shared/kube up --node), running the
+# README's own commands (the shell blocks marked `<!-- e2e: ... -->`), with this checkout's images.
 #
-#   hack/e2e.sh                 operator and webhook run here, out of cluster; the API server must reach
-#                               https://$WEBHOOK_HOST:8443 (default 127.0.0.1: k3s, minikube --driver=none; use
-#                               WEBHOOK_HOST=host.docker.internal or similar for kind)
-#   hack/e2e.sh --in-cluster    use config/bundle.yaml (the images must be pullable by the cluster)
+#   KUBE_KIT=../shared/kube hack/e2e.sh     (default KUBE_KIT; without the kit: skipped, or a failure when CI is set)
 #
-# It never waits for Pods to run, so clusters without schedulable nodes work.
+# Prints one summary line with the timings and exits non-zero on any failure. Leaves the cluster running
+# (`$KUBE_KIT/down` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if [[ -z "${KUBECONFIG:-}" ]]; then
-  echo "skipped: no cluster (KUBECONFIG is not set)"
+kit=${KUBE_KIT:-../shared/kube}
+if [[ ! -x "$kit/up" ]]; then
+  if [[ -n "${CI:-}" ]]; then echo "FAIL: no Kubernetes kit at $kit (KUBE_KIT) and CI is set" >&2; exit 1; fi
+  echo "skipped: no Kubernetes kit at $kit (set KUBE_KIT)"
   exit 0
 fi
-mode=${1:-out-of-cluster}
-ns=mizzen-e2e-$RANDOM
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  kubectl delete namespace "$ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
-  rm -rf "$work"
+
+failures=0
+t0=$(date +%s)
+step() { printf '\n== %s\n' "$*"; }
+pass() { echo "ok: $*"; }
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+die() { echo "FAIL: $*" >&2; echo "e2e: FAILED ($* )"; exit 1; }
+since() { echo $(($(date +%s) - $1)); }
+# wait_until SECONDS DESCRIPTION COMMAND...: polls every second.
+wait_until() {
+  local limit=$1 what=$2; shift 2
+  local start; start=$(date +%s)
+  while (($(date +%s) - start < limit)); do
+    if "$@" >/dev/null 2>&1; then pass "$what ($(since "$start") s)"; return 0; fi
+    sleep 1
+  done
+  fail "$what (not within ${limit} s)"; return 1
 }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-wait_for() { # description, command...
-  local what=$1; shift
-  for _ in $(seq 120); do "$@" >/dev/null 2>&1 && { echo "ok: $what"; return 0; }; sleep 1; done
-  fail "$what"
+# The README's shell block after the marker `<!-- e2e: NAME -->`, one command per line.
+readme_block() {
+  awk -v marker="<!-- e2e: $1 -->" '
+    $0 == marker { armed = 1; next }
+    armed && /^```/ { if (inside) exit; inside = 1; next }
+    inside && NF { print }' README.md
+}
+run_readme() {
+  local block; block=$(readme_block "$1")
+  [[ -n "$block" ]] || die "README.md has no '<!-- e2e: $1 -->' shell block"
+  while IFS= read -r line; do
+    echo "\$ $line"
+    bash -c "set -euo pipefail; $line" || die "README command failed: $line"
+  done <<<"$block"
 }
 
-echo "== install"
-if [[ "$mode" == "--in-cluster" ]]; then
-  kubectl apply -f config/bundle.yaml
-else
-  cargo build -q --release -p mizzen-operator -p mizzen-webhook
-  kubectl apply -f config/namespace.yaml -f config/crd/mizzen.io_meshinstalls.yaml -f config/rbac/
-  host=${WEBHOOK_HOST:-127.0.0.1}
-  target/release/mizzen-operator --kubeconfig "$KUBECONFIG" --namespace mizzen-system --admin-listen 127.0.0.1:19090 \
-    --webhook-url "https://$host:8443/inject" --webhook-tls-dir "$work/tls" >"$work/operator.log" 2>&1 &
-  pids+=($!)
-  wait_for "operator wrote the webhook certificate" test -s "$work/tls/tls.crt"
-  target/release/mizzen-webhook --kubeconfig "$KUBECONFIG" --listen 0.0.0.0:8443 --admin-listen 127.0.0.1:19091 \
-    --tls-cert-file "$work/tls/tls.crt" --tls-key-file "$work/tls/tls.key" >"$work/webhook.log" 2>&1 &
-  pids+=($!)
-fi
-kubectl wait --for=condition=Established crd/meshinstalls.mizzen.io --timeout=60s
+step "cluster"
+eval "$("$kit/up" --node)"
+export KUBECONFIG
+"$kit/load-standins" --version 1.28.0 >/dev/null
+hack/build-images.sh >/dev/null
+kubectl get nodes
 
-echo "== mesh"
-kubectl apply -f config/samples/meshinstall.yaml
-wait_for "istiod Deployment" kubectl -n istio-system get deployment istiod
-wait_for "ingress gateway Service on NodePort 30080" \
-  bash -c "kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.spec.ports[?(@.name==\"http2\")].nodePort}' | grep -qx 30080"
-wait_for "MutatingWebhookConfiguration" kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector
-wait_for "Istio CRDs" kubectl get crd virtualservices.networking.istio.io destinationrules.networking.istio.io gateways.networking.istio.io
-wait_for "MeshInstall reports Reconciled" \
-  bash -c "kubectl get meshinstall default -o jsonpath='{.status.conditions[?(@.type==\"Reconciled\")].status}' | grep -qx True"
+step "install (README)"
+t_install=$(date +%s)
+run_readme install
+bundle_ready=$(since "$t_install")
+kubectl -n mizzen-system get pods -o wide
+
+step "mesh (README)"
+t_mesh=$(date +%s)
+run_readme mesh
+mesh_ready=$(since "$t_mesh")
+[[ "$(kubectl get meshinstall default -o jsonpath='{.status.ready}')" == "2/2" ]] && pass "READY 2/2" || fail "READY is not 2/2"
 kubectl get meshinstall
-[[ "$mode" == "--in-cluster" ]] || wait_for "webhook ready" curl -sf http://127.0.0.1:19091/readyz
+kubectl -n istio-system get deployment istiod -o jsonpath='{.status.readyReplicas}' | grep -qx 1 && pass "istiod Ready" || fail "istiod not Ready"
+np=$(kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.spec.ports[?(@.name=="http2")].nodePort}')
+[[ "$np" == 30080 ]] && pass "ingress gateway nodePort 30080" || fail "ingress gateway nodePort is '$np'"
+mwc=mizzen-sidecar-injector
+[[ -n "$(kubectl get mutatingwebhookconfiguration $mwc -o jsonpath='{.webhooks[0].clientConfig.service.name}')" ]] &&
+  pass "the webhook configuration points at the in-cluster Service" || fail "the webhook configuration has no service reference"
 
-echo "== injection"
-kubectl create namespace "$ns"
-kubectl label namespace "$ns" istio-injection=enabled
-kubectl -n "$ns" apply -f config/samples/whoami/deployments.yaml -f config/samples/whoami/service.yaml
-wait_for "whoami pods carry istio-proxy" bash -c \
-  "kubectl -n $ns get pods -l app=whoami -o jsonpath='{.items[*].spec.initContainers[*].name} {.items[*].spec.containers[*].name}' | grep -q istio-proxy"
-kubectl -n "$ns" apply -f config/samples/whoami/traffic.yaml
-kubectl -n "$ns" get gateway,virtualservice,destinationrule
+step "workloads (README)"
+t_pods=$(date +%s)
+run_readme workloads
+kubectl rollout status deployment/whoami-v1 deployment/whoami-v2 deployment/whoami-opt-out --timeout=180s >/dev/null ||
+  fail "whoami Deployments did not roll out"
+pods_running=$(since "$t_pods")
+kubectl get pods -l 'app in (whoami, whoami-opt-out)' -o wide
 
-echo "== uninstall"
-kubectl delete meshinstall default --wait=true --timeout=120s
-wait_for "istiod removed" bash -c "! kubectl -n istio-system get deployment istiod"
-wait_for "webhook configuration removed" bash -c "! kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector"
-kubectl get crd virtualservices.networking.istio.io >/dev/null || fail "Istio CRDs must survive the MeshInstall"
-echo "e2e: passed"
+# proxy_held_app POD: the application container started only after the proxy reported ready (stand-in log line).
+proxy_held_app() {
+  local pod=$1 log ready_ep app_started app_ep
+  log=$(kubectl logs "$pod" -c istio-proxy)
+  ready_ep=$(sed -n 's/.*READY at .*(epoch \([0-9]*\)).*/\1/p' <<<"$log" | head -1)
+  app_started=$(kubectl get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="whoami")].state.running.startedAt}')
+  [[ -n "$ready_ep" && -n "$app_started" ]] || return 1
+  app_ep=$(date -u -d "$app_started" +%s)
+  echo "  $pod: proxy READY at epoch $ready_ep, app started at epoch $app_ep"
+  ((app_ep >= ready_ep))
+}
+for app in whoami-v1 whoami-v2; do
+  pod=$(kubectl get pods -l "app=whoami,version=${app#whoami-}" -o jsonpath='{.items[0].metadata.name}')
+  phase=$(kubectl get pod "$pod" -o jsonpath='{.status.phase}')
+  init=$(kubectl get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')
+  [[ "$phase" == Running && "$init" == *istio-init* && "$init" == *istio-proxy* ]] &&
+    pass "$pod Running with istio-init and istio-proxy (native sidecar)" || fail "$pod: phase $phase, init containers '$init'"
+  proxy_held_app "$pod" && pass "$pod: the app started after the proxy was ready (native)" || fail "$pod: app started before the proxy was ready"
+  kubectl describe deployment "$app" | grep -q 'Injected' && pass "$app: Injected Event" || fail "$app: no Injected Event"
+done
+pod=$(kubectl get pods -l app=whoami-opt-out -o jsonpath='{.items[0].metadata.name}')
+names=$(kubectl get pod "$pod" -o jsonpath='{.spec.initContainers[*].name} {.spec.containers[*].name}')
+[[ "$names" != *istio-proxy* ]] && pass "$pod (sidecar.istio.io/inject: \"false\") runs without a sidecar" || fail "$pod has a sidecar: $names"
+kubectl describe deployment whoami-opt-out | grep -q 'InjectionSkipped' && pass "whoami-opt-out: InjectionSkipped Event" ||
+  fail "whoami-opt-out: no InjectionSkipped Event"
+
+step "classic layout (nativeSidecar: \"false\")"
+kubectl patch meshinstall default --type=merge -p '{"spec":{"proxy":{"nativeSidecar":"false"}}}' >/dev/null
+sleep 2 # the webhooks' MeshInstall watch
+kubectl rollout restart deployment/whoami-v1 >/dev/null
+kubectl rollout status deployment/whoami-v1 --timeout=120s >/dev/null || fail "whoami-v1 did not roll out in the classic layout"
+pod=$(kubectl get pods -l app=whoami,version=v1 --field-selector=status.phase=Running -o json |
+  python3 -c 'import json,sys; p=[i for i in json.load(sys.stdin)["items"] if not i["metadata"].get("deletionTimestamp")]; print(max(p, key=lambda i: i["metadata"]["creationTimestamp"])["metadata"]["name"])')
+first=$(kubectl get pod "$pod" -o jsonpath='{.spec.containers[0].name}')
+post=$(kubectl get pod "$pod" -o jsonpath='{.spec.containers[0].lifecycle.postStart.exec.command}')
+[[ "$first" == istio-proxy && "$post" == *wait* ]] && pass "$pod: istio-proxy first with postStart pilot-agent wait" ||
+  fail "$pod: first container $first, postStart $post"
+proxy_held_app "$pod" && pass "$pod: the app started after the proxy was ready (classic)" || fail "$pod: app started before the proxy was ready (classic)"
+kubectl patch meshinstall default --type=merge -p '{"spec":{"proxy":{"nativeSidecar":"auto"}}}' >/dev/null
+kubectl wait meshinstall/default --for=condition=Ready --timeout=60s >/dev/null
+
+step "no-op window: mutating API requests for the operator's kinds over 20 s"
+# From the API server's own apiserver_request_total: writes to the kinds the operator manages (status
+# subresources of workloads are their controllers'), plus MeshInstall status.
+mutations() {
+  kubectl get --raw /metrics | python3 -c '
+import re, sys
+kinds = {"customresourcedefinitions", "namespaces", "serviceaccounts", "clusterroles", "clusterrolebindings", "roles",
+         "rolebindings", "configmaps", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
+         "mutatingwebhookconfigurations", "secrets"}
+total = 0
+for line in sys.stdin:
+    if not line.startswith("apiserver_request_total{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+    if labels.get("verb") not in {"POST", "PUT", "PATCH", "APPLY", "DELETE"}:
+        continue
+    res, sub = labels.get("resource"), labels.get("subresource", "")
+    if (res in kinds and sub == "") or (res == "meshinstalls" and sub == "status"):
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))'
+}
+sleep 5 # let the rollout's last status changes settle
+before=$(mutations)
+kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
+sleep 20
+noop=$(($(mutations) - before))
+[[ "$noop" == 0 ]] && pass "0 mutating requests in the no-op window" || fail "$noop mutating requests in the no-op window"
+
+step "drift is reverted"
+uid=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.metadata.uid}')
+kubectl -n istio-system delete deployment istiod --wait=false >/dev/null
+kubectl -n istio-system patch service istio-ingressgateway -p '{"spec":{"ports":[{"port":80,"nodePort":30081}]}}' >/dev/null
+istiod_back() { local u; u=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.metadata.uid}') && [[ -n "$u" && "$u" != "$uid" ]]; }
+wait_until 10 "deleted istiod Deployment recreated" istiod_back || true
+node_port_back() { [[ "$(kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.spec.ports[?(@.name=="http2")].nodePort}')" == 30080 ]]; }
+wait_until 10 "edited gateway Service restored to nodePort 30080" node_port_back || true
+kubectl wait meshinstall/default --for=condition=Ready --timeout=120s >/dev/null || fail "MeshInstall not Ready again after the drift"
+
+step "uninstall (README)"
+run_readme uninstall
+left=$(kubectl get deployments,services,configmaps,serviceaccounts,roles,rolebindings,secrets,horizontalpodautoscalers,poddisruptionbudgets \
+  -A -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
+left+=$(kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
+left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway' || true)
+[[ -z "$left" ]] && pass "nothing of mizzen's is left" || fail "left behind: $left"
+kubectl get namespace mizzen-system >/dev/null 2>&1 && fail "namespace mizzen-system is still there" || pass "namespace mizzen-system is gone"
+kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1 && fail "the MeshInstall CRD is still there" || pass "the MeshInstall CRD is gone"
+kubectl get crd virtualservices.networking.istio.io >/dev/null 2>&1 && pass "Istio's CRDs stay (user resources survive)" ||
+  fail "Istio's CRDs were removed"
+kubectl get virtualservice whoami >/dev/null 2>&1 && pass "the user's VirtualService survived" || fail "the user's VirtualService is gone"
+kubectl run e2e-after-uninstall --image=docker.io/traefik/whoami:v1.10 --restart=Never >/dev/null &&
+  pass "pods are still created in the labelled namespace (no dangling webhook)" || fail "pod creation fails after the uninstall"
+
+step "clean up the default namespace"
+kubectl delete pod e2e-after-uninstall --wait=false >/dev/null 2>&1 || true
+kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/null 2>&1 || true
+kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
+
+echo
+summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, total $(since "$t0") s"
+if ((failures > 0)); then
+  echo "e2e: FAILED ($failures failures; $summary)"
+  exit 1
+fi
+echo "e2e: passed ($summary)"

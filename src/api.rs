@@ -582,7 +582,7 @@ pub enum GatewayKind {
 /// The Service in front of a gateway.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.type == 'NodePort' || self.type == 'LoadBalancer' || self.ports.all(p, !has(p.nodePort))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer"))]
+#[x_kube(validation = Rule::new("self.type == 'NodePort' || self.type == 'LoadBalancer' || !has(self.ports) || self.ports.all(p, !has(p.nodePort))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer"))]
 pub struct GatewayServiceSpec {
     /// Service type: `ClusterIP`, `NodePort` or `LoadBalancer`.
     #[serde(default, rename = "type")]

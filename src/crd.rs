@@ -265,6 +265,18 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_service_without_ports_passes() {
+        // The rules must not read fields a user may leave out (the API server found this one).
+        let minimal = with(
+            sample(),
+            "/spec/gateways",
+            json!([{"name": "istio-ingressgateway", "kind": "ingress", "service": {"type": "ClusterIP"}},
+                   {"name": "istio-egressgateway", "kind": "egress"}]),
+        );
+        assert_eq!(cel_errors(&minimal, None), Vec::<String>::new());
+    }
+
+    #[test]
     fn autoscale_min_above_max_is_refused() {
         let bad = with(
             sample(),

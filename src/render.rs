@@ -168,7 +168,13 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         owner: owner_reference(mi),
     };
     let mut out = Vec::new();
-    out.extend(crate::istio_crds::ISTIO_CRDS.iter().map(|c| c.to_object()));
+    // Labelled like every object mizzen writes: the operator's watches select on it. Not owned by the
+    // MeshInstall, so users' Istio resources survive an uninstall.
+    out.extend(crate::istio_crds::ISTIO_CRDS.iter().map(|c| {
+        let mut crd = c.to_object();
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!(MANAGED_BY);
+        crd
+    }));
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",

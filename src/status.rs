@@ -37,6 +37,9 @@ pub enum Outcome {
     Failed(String),
     /// Reconciliation is paused by annotation.
     Paused,
+    /// Objects this MeshInstall renders belong to an older MeshInstall; the message names them. The rest was
+    /// applied.
+    Conflict(String),
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
@@ -132,6 +135,18 @@ pub fn next(
                 components_ready,
                 "ApplyFailed",
                 "the last apply failed; see Reconciled".into(),
+                generation,
+                now,
+            ),
+            MeshState::Error,
+        ),
+        Outcome::Conflict(message) => (
+            condition(RECONCILED, false, "Conflict", message.clone(), generation, now),
+            condition(
+                READY,
+                false,
+                "Conflict",
+                "objects this MeshInstall renders belong to another one; see Reconciled".into(),
                 generation,
                 now,
             ),

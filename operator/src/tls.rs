@@ -1,27 +1,85 @@
-//! The webhook's TLS: a CA (ten years) and a serving certificate (one year) in Secret `mizzen-webhook-tls`, renewed
-//! 30 days before expiry. The CA key is kept so renewals keep the same CA, and the MutatingWebhookConfiguration's
-//! `caBundle` does not change under the API server's feet.
+//! The webhook's TLS, kept by one task (so two MeshInstalls can never mint two CAs):
+//!
+//! - Secret `mizzen-webhook-ca`: the CA (ten years) and its key. Only the operator reads it.
+//! - Secret `mizzen-webhook-tls`: the serving certificate (one year, renewed 30 days before expiry), its key and
+//!   the CA certificate. The webhook reads this one through the API and serves it as soon as it changes.
+//!
+//! Both are watched: a deleted or damaged Secret is rewritten at once. When the CA has to change (its Secret was
+//! deleted), the MutatingWebhookConfigurations trust the old and the new CA for a while: the new serving
+//! certificate is written only once every configuration carries the new CA, and the old CA is dropped only after
+//! webhook pods had time to pick up the new certificate. No admission call fails on the way.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd};
 use serde_json::json;
+use tokio::sync::watch;
 
-use crate::{Context, Error, FIELD_MANAGER};
+use crate::cache::Caches;
+use crate::kinds;
+use crate::{Error, FIELD_MANAGER};
 
-/// The Secret holding `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
+/// The Secret the webhook serves from: `tls.crt`, `tls.key`, `ca.crt`.
 pub const SECRET: &str = "mizzen-webhook-tls";
+/// The Secret with the CA: `ca.crt`, `ca.key` (and `previous.crt` during a CA change).
+pub const CA_SECRET: &str = "mizzen-webhook-ca";
 /// Annotation with the serving certificate's expiry (Unix seconds).
 pub const NOT_AFTER: &str = "mizzen.io/not-after";
+/// Annotation with the serving certificate's host names, comma-separated.
+pub const HOSTS: &str = "mizzen.io/hosts";
+/// Annotation on the CA Secret: until when (Unix seconds) the previous CA stays trusted.
+pub const PREVIOUS_UNTIL: &str = "mizzen.io/previous-ca-until";
 const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// How long the previous CA stays in the caBundle after the new serving certificate was written: webhook pods
+/// pick it up from the API within seconds; this leaves room for slow ones.
+const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(120);
 const CA_NAME: &str = "mizzen webhook CA";
+const LABELS: [(&str, &str); 2] = [
+    ("app.kubernetes.io/managed-by", "mizzen"),
+    ("app.kubernetes.io/name", "mizzen-webhook"),
+];
 
-fn tls_error(e: impl std::fmt::Display) -> Error {
-    Error::Tls(e.to_string())
+fn certificate_error(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
+    move |source| Error::Certificate { what, source }
+}
+
+/// The CA bundle for the MutatingWebhookConfigurations, as the keeper publishes it.
+#[derive(Clone)]
+pub struct CaBundle(watch::Receiver<Option<String>>);
+
+impl CaBundle {
+    /// A fixed bundle (tests, `mizzenctl render`).
+    pub fn fixed(pem: &str) -> Self {
+        Self(watch::channel(Some(pem.to_owned())).1)
+    }
+
+    /// The bundle, waiting for the keeper's first one.
+    pub async fn wait(&self, timeout: Duration) -> Result<String, Error> {
+        let mut rx = self.0.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => Ok(v.clone().unwrap_or_default()),
+            _ => Err(Error::TlsNotReady),
+        }
+    }
+
+    /// Yields whenever the bundle changes.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.0.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    }
 }
 
 /// Certificates as PEM.
@@ -38,9 +96,9 @@ pub struct Bundle {
     pub not_after: i64,
 }
 
-fn ca_params(years: i16) -> Result<CertificateParams, Error> {
+fn ca_params() -> Result<CertificateParams, Error> {
     let today = Timestamp::now().to_zoned(TimeZone::UTC).date();
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(certificate_error("CA"))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -49,48 +107,55 @@ fn ca_params(years: i16) -> Result<CertificateParams, Error> {
     ];
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
     params.not_after = date_time_ymd(
-        i32::from(today.year() + years),
+        i32::from(today.year() + 10),
         today.month() as u8,
         (today.day() as u8).min(28),
     );
     Ok(params)
 }
 
-/// Issues a serving certificate for the webhook Service (and `extra_host`), signed by the given CA or a new one.
-pub fn issue(namespace: &str, ca: Option<(&str, &str)>, extra_host: Option<&str>) -> Result<Bundle, Error> {
-    let (ca_crt, ca_key) = match ca {
-        Some((crt, key)) => (crt.to_owned(), KeyPair::from_pem(key).map_err(tls_error)?),
-        None => {
-            let key = KeyPair::generate().map_err(tls_error)?;
-            let cert = ca_params(10)?.self_signed(&key).map_err(tls_error)?;
-            (cert.pem(), key)
-        }
-    };
-    let ca_key_pem = ca_key.serialize_pem();
-    // Signing needs the CA's name and key; rebuilding the parameters keeps renewals under the same CA.
-    let issuer = Issuer::new(ca_params(10)?, ca_key);
+/// A new CA: (certificate, key) as PEM.
+pub fn new_ca() -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(certificate_error("CA key"))?;
+    let cert = ca_params()?.self_signed(&key).map_err(certificate_error("CA"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The serving certificate's host names: the webhook Service's, plus the `--webhook-url` host.
+pub fn hosts(namespace: &str, extra_host: Option<&str>) -> Vec<String> {
     let mut hosts = vec![
         "mizzen-webhook".to_owned(),
         format!("mizzen-webhook.{namespace}"),
         format!("mizzen-webhook.{namespace}.svc"),
         format!("mizzen-webhook.{namespace}.svc.cluster.local"),
     ];
-    if let Some(h) = extra_host {
-        hosts.push(h.to_owned());
-    }
-    let mut params = CertificateParams::new(hosts).map_err(tls_error)?;
+    hosts.extend(extra_host.map(str::to_owned));
+    hosts
+}
+
+/// Issues a serving certificate for `hosts`, signed by the given CA or a new one.
+pub fn issue(namespace: &str, ca: Option<(&str, &str)>, hosts: Vec<String>) -> Result<Bundle, Error> {
+    let (ca_crt, ca_key) = match ca {
+        Some((crt, key)) => (crt.to_owned(), key.to_owned()),
+        None => new_ca()?,
+    };
+    let ca_pair = KeyPair::from_pem(&ca_key).map_err(certificate_error("CA key"))?;
+    // Signing needs the CA's name and key; rebuilding the parameters keeps renewals under the same CA.
+    let issuer = Issuer::new(ca_params()?, ca_pair);
+    let mut params = CertificateParams::new(hosts).map_err(certificate_error("serving certificate"))?;
     params
         .distinguished_name
         .push(DnType::CommonName, format!("mizzen-webhook.{namespace}.svc"));
-    let now = Timestamp::now();
-    let expiry = now + SignedDuration::from_hours(365 * 24);
+    let expiry = Timestamp::now() + SignedDuration::from_hours(365 * 24);
     let day = expiry.to_zoned(TimeZone::UTC).date();
     params.not_after = date_time_ymd(i32::from(day.year()), day.month() as u8, day.day() as u8);
-    let key = KeyPair::generate().map_err(tls_error)?;
-    let cert = params.signed_by(&key, &issuer).map_err(tls_error)?;
+    let key = KeyPair::generate().map_err(certificate_error("serving key"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(certificate_error("serving certificate"))?;
     Ok(Bundle {
         ca_crt,
-        ca_key: ca_key_pem,
+        ca_key,
         tls_crt: cert.pem(),
         tls_key: key.serialize_pem(),
         not_after: expiry.as_second(),
@@ -103,10 +168,15 @@ fn decode(secret: &Secret, key: &str) -> Option<String> {
         .as_ref()?
         .get(key)
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|s| !s.is_empty())
+}
+
+fn annotation(secret: &Secret, key: &str) -> Option<String> {
+    secret.annotations().get(key).cloned()
 }
 
 /// Host of `--webhook-url`, for the certificate's names.
-fn url_host(url: &str) -> Option<String> {
+pub fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split('/').next()?;
     let host = if let Some(v6) = authority.strip_prefix('[') {
@@ -117,93 +187,325 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
-/// Makes sure a valid certificate exists; returns the CA PEM for the `caBundle`.
-pub async fn ensure(ctx: &Context) -> Result<String, Error> {
-    let ns = &ctx.options.namespace;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let current = api.get_opt(SECRET).await.map_err(|source| Error::Get {
-        kind: "Secret".into(),
-        name: SECRET.into(),
-        source,
-    })?;
-    let extra_host = ctx.options.webhook_url.as_deref().and_then(url_host);
-    let fresh_until = (Timestamp::now() + RENEW_BEFORE).as_second();
-    if let Some(secret) = &current
-        && let (Some(ca), Some(_), Some(crt), Some(key)) = (
-            decode(secret, "ca.crt"),
-            decode(secret, "ca.key"),
-            decode(secret, "tls.crt"),
-            decode(secret, "tls.key"),
-        )
-        && secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(NOT_AFTER))
-            .and_then(|v| v.parse::<i64>().ok())
-            .is_some_and(|t| t > fresh_until)
-    {
-        write_dir(ctx, &ca, &crt, &key)?;
-        return Ok(ca);
+/// PEM certificates in a bundle, one string each.
+fn certificates(bundle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = bundle;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let tail = &rest[start..];
+        let Some(end) = tail.find("-----END CERTIFICATE-----") else {
+            break;
+        };
+        let end = end + "-----END CERTIFICATE-----".len();
+        out.push(format!("{}\n", &tail[..end]));
+        rest = &tail[end..];
     }
-    let ca = current
-        .as_ref()
-        .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)));
-    let bundle = issue(
-        ns,
-        ca.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
-        extra_host.as_deref(),
-    )?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let data: BTreeMap<&str, String> = [
-        ("ca.crt", b64(&bundle.ca_crt)),
-        ("ca.key", b64(&bundle.ca_key)),
-        ("tls.crt", b64(&bundle.tls_crt)),
-        ("tls.key", b64(&bundle.tls_key)),
-    ]
-    .into_iter()
-    .collect();
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": SECRET,
-            "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "mizzen", "app.kubernetes.io/name": "mizzen-webhook"},
-            "annotations": {NOT_AFTER: bundle.not_after.to_string()},
-        },
-        "type": "kubernetes.io/tls",
-        "data": data,
-    });
-    api.patch(
-        SECRET,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind: "Secret".into(),
-        name: SECRET.into(),
-        source,
-    })?;
-    tracing::info!(secret = SECRET, namespace = %ns, not_after = bundle.not_after, "issued the webhook's serving certificate");
-    write_dir(ctx, &bundle.ca_crt, &bundle.tls_crt, &bundle.tls_key)?;
-    Ok(bundle.ca_crt)
+    out
 }
 
-/// With `--webhook-tls-dir`, keeps `ca.crt`, `tls.crt`, `tls.key` there for a webhook run outside the cluster.
-fn write_dir(ctx: &Context, ca: &str, crt: &str, key: &str) -> Result<(), Error> {
-    let Some(dir) = &ctx.options.webhook_tls_dir else {
-        return Ok(());
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::Tls(format!("{}: {e}", dir.display())))?;
-    for (name, content) in [("ca.crt", ca), ("tls.crt", crt), ("tls.key", key)] {
-        let path = dir.join(name);
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
-            std::fs::write(&path, content).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+/// Keeps the two Secrets right and publishes the CA bundle.
+pub struct Keeper {
+    client: Client,
+    namespace: String,
+    hosts: Vec<String>,
+    tls_dir: Option<PathBuf>,
+    caches: Caches,
+    secrets: Store<Secret>,
+    writer: Option<reflector::store::Writer<Secret>>,
+    tx: watch::Sender<Option<String>>,
+}
+
+/// What one pass did, for the caller's pacing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Everything is in place.
+    Settled,
+    /// A CA change is under way; look again soon.
+    Transition,
+}
+
+impl Keeper {
+    /// The keeper and the bundle it publishes (once `run` is polled).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        webhook_url: Option<&str>,
+        tls_dir: Option<PathBuf>,
+        caches: Caches,
+    ) -> (Self, CaBundle) {
+        let (tx, rx) = watch::channel(None);
+        let writer = reflector::store::Writer::<Secret>::default();
+        let keeper = Self {
+            client,
+            namespace: namespace.to_owned(),
+            hosts: hosts(namespace, webhook_url.and_then(url_host).as_deref()),
+            tls_dir,
+            caches,
+            secrets: writer.as_reader(),
+            writer: Some(writer),
+            tx,
+        };
+        (keeper, CaBundle(rx))
+    }
+
+    fn secret(&self, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(&self.namespace))
+    }
+
+    /// Keeps the Secrets until the task is dropped: after every change of them and at least once a minute.
+    pub async fn run(mut self) {
+        let Some(writer) = self.writer.take() else { return };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let config = watcher::Config::default().labels("app.kubernetes.io/name=mizzen-webhook");
+        let mut changes = watcher::watcher(api, config)
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        loop {
+            tokio::select! {
+                _ = self.secrets.wait_until_ready() => break,
+                _ = changes.next() => {}
+            }
+        }
+        loop {
+            let wait = match self.pass().await {
+                Ok(Pass::Settled) => Duration::from_secs(60),
+                Ok(Pass::Transition) => Duration::from_secs(1),
+                Err(error) => {
+                    tracing::warn!(%error, "keeping the webhook certificate failed; retrying");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changes.next() => {
+                    // Let a burst of changes (our own two writes) settle into the cache.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while let Some(Some(_)) = futures::FutureExt::now_or_never(changes.next()) {}
+                }
+            }
         }
     }
-    Ok(())
+
+    async fn write(
+        &self,
+        name: &str,
+        data: BTreeMap<&str, &str>,
+        annotations: BTreeMap<&str, String>,
+    ) -> Result<(), Error> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let data: BTreeMap<&str, String> = data.into_iter().map(|(k, v)| (k, b64(v))).collect();
+        let secret = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": BTreeMap::from(LABELS),
+                "annotations": annotations,
+            },
+            "type": if name == SECRET { "kubernetes.io/tls" } else { "Opaque" },
+            "data": data,
+        });
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Secret",
+                name: format!("{}/{name}", self.namespace),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// CA bundles of the MutatingWebhookConfigurations the operator manages.
+    fn published_bundles(&self) -> Vec<String> {
+        let Some(kind) = kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") else {
+            return Vec::new();
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.caches
+            .list(kind)
+            .iter()
+            .flat_map(|mwc| {
+                mwc.data["webhooks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
+                    .filter_map(|b| b64.decode(b).ok())
+                    .filter_map(|b| String::from_utf8(b).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// One pass: CA, then the serving certificate, then the end of a CA transition.
+    pub async fn pass(&self) -> Result<Pass, Error> {
+        let now = Timestamp::now().as_second();
+        let ca_secret = self.secret(CA_SECRET);
+        let tls_secret = self.secret(SECRET);
+        let existing_ca = ca_secret
+            .as_deref()
+            .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
+            .filter(|(_, key)| KeyPair::from_pem(key).is_ok());
+        let (ca_crt, ca_key, previous, until) = match existing_ca {
+            Some((crt, key)) => {
+                let secret = ca_secret.as_deref();
+                let until = secret
+                    .and_then(|s| annotation(s, PREVIOUS_UNTIL))
+                    .and_then(|v| v.parse::<i64>().ok());
+                let previous = secret.and_then(|s| decode(s, "previous.crt"));
+                (crt, key, previous, until)
+            }
+            None => {
+                // Before the CA had its own Secret, it lived in the serving Secret: move it, keeping the CA.
+                let legacy = tls_secret
+                    .as_deref()
+                    .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
+                    .filter(|(_, key)| KeyPair::from_pem(key).is_ok());
+                let (crt, key, previous) = match legacy {
+                    Some((crt, key)) => (crt, key, None),
+                    None => {
+                        let (crt, key) = new_ca()?;
+                        // Whatever the webhook may still serve was signed by a CA the configurations trust now.
+                        let mut old: Vec<String> =
+                            self.published_bundles().iter().flat_map(|b| certificates(b)).collect();
+                        old.extend(
+                            tls_secret
+                                .as_deref()
+                                .and_then(|s| decode(s, "ca.crt"))
+                                .iter()
+                                .flat_map(|b| certificates(b)),
+                        );
+                        old.sort();
+                        old.dedup();
+                        let previous = (!old.is_empty()).then(|| old.concat());
+                        tracing::info!(
+                            secret = CA_SECRET,
+                            previous = previous.is_some(),
+                            "minted a new webhook CA"
+                        );
+                        (crt, key, previous)
+                    }
+                };
+                let mut data = BTreeMap::from([("ca.crt", crt.as_str()), ("ca.key", key.as_str())]);
+                let mut annotations = BTreeMap::new();
+                // The transition ends TRUST_PREVIOUS_FOR after the new serving certificate is out; until it
+                // is, the deadline stays open (0).
+                if let Some(p) = &previous {
+                    data.insert("previous.crt", p);
+                    annotations.insert(PREVIOUS_UNTIL, "0".to_owned());
+                }
+                self.write(CA_SECRET, data, annotations).await?;
+                let until = previous.as_ref().map(|_| 0);
+                (crt, key, previous, until)
+            }
+        };
+        let previous = previous.filter(|_| until.is_none_or(|u| u == 0 || u > now));
+        let bundle = match &previous {
+            Some(p) => format!("{ca_crt}{p}"),
+            None => ca_crt.clone(),
+        };
+        self.tx.send_if_modified(|current| {
+            let changed = current.as_deref() != Some(bundle.as_str());
+            if changed {
+                *current = Some(bundle.clone());
+            }
+            changed
+        });
+
+        // The serving certificate.
+        let fresh_until = (Timestamp::now() + RENEW_BEFORE).as_second();
+        let wanted_hosts = self.hosts.join(",");
+        let serving = tls_secret.as_deref().and_then(|s| {
+            let ok = decode(s, "ca.crt").as_deref() == Some(ca_crt.as_str())
+                && decode(s, "ca.key").is_none()
+                && annotation(s, HOSTS).as_deref() == Some(wanted_hosts.as_str())
+                && annotation(s, NOT_AFTER)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|t| t > fresh_until);
+            Some((decode(s, "tls.crt")?, decode(s, "tls.key")?)).filter(|_| ok)
+        });
+        let mut pass = Pass::Settled;
+        let (crt, key) = match serving {
+            Some(pair) => pair,
+            None => {
+                if previous.is_some() {
+                    let published = self.published_bundles();
+                    if published.iter().any(|b| !b.contains(ca_crt.trim())) {
+                        // Not every configuration trusts the new CA yet: the reconciles are applying it.
+                        return Ok(Pass::Transition);
+                    }
+                }
+                let issued = issue(&self.namespace, Some((&ca_crt, &ca_key)), self.hosts.clone())?;
+                self.write(
+                    SECRET,
+                    BTreeMap::from([
+                        ("ca.crt", ca_crt.as_str()),
+                        ("tls.crt", issued.tls_crt.as_str()),
+                        ("tls.key", issued.tls_key.as_str()),
+                    ]),
+                    BTreeMap::from([(NOT_AFTER, issued.not_after.to_string()), (HOSTS, wanted_hosts)]),
+                )
+                .await?;
+                tracing::info!(secret = SECRET, namespace = %self.namespace, not_after = issued.not_after, "issued the webhook's serving certificate");
+                if let Some(p) = &previous {
+                    // Start the clock on the previous CA.
+                    let deadline = (Timestamp::now() + TRUST_PREVIOUS_FOR).as_second();
+                    self.write(
+                        CA_SECRET,
+                        BTreeMap::from([
+                            ("ca.crt", ca_crt.as_str()),
+                            ("ca.key", ca_key.as_str()),
+                            ("previous.crt", p.as_str()),
+                        ]),
+                        BTreeMap::from([(PREVIOUS_UNTIL, deadline.to_string())]),
+                    )
+                    .await?;
+                    pass = Pass::Transition;
+                }
+                (issued.tls_crt, issued.tls_key)
+            }
+        };
+        if let Some(u) = until
+            && u > 0
+        {
+            if u <= now {
+                // The transition is over: trust the current CA only.
+                self.write(
+                    CA_SECRET,
+                    BTreeMap::from([("ca.crt", ca_crt.as_str()), ("ca.key", ca_key.as_str())]),
+                    BTreeMap::new(),
+                )
+                .await?;
+                tracing::info!("the previous webhook CA is no longer trusted");
+            } else {
+                pass = Pass::Transition;
+            }
+        }
+        self.write_dir(&ca_crt, &crt, &key)?;
+        Ok(pass)
+    }
+
+    /// With `--webhook-tls-dir`, keeps `ca.crt`, `tls.crt`, `tls.key` there for a webhook run outside the cluster.
+    fn write_dir(&self, ca: &str, crt: &str, key: &str) -> Result<(), Error> {
+        let Some(dir) = &self.tls_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|source| Error::TlsDir {
+            path: dir.clone(),
+            source,
+        })?;
+        for (name, content) in [("ca.crt", ca), ("tls.crt", crt), ("tls.key", key)] {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
+                std::fs::write(&path, content).map_err(|source| Error::TlsDir { path, source })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -212,8 +514,13 @@ mod tests {
 
     #[test]
     fn renewals_keep_the_ca() {
-        let first = issue("mizzen-system", None, Some("127.0.0.1")).unwrap();
-        let second = issue("mizzen-system", Some((&first.ca_crt, &first.ca_key)), None).unwrap();
+        let first = issue("mizzen-system", None, hosts("mizzen-system", Some("127.0.0.1"))).unwrap();
+        let second = issue(
+            "mizzen-system",
+            Some((&first.ca_crt, &first.ca_key)),
+            hosts("mizzen-system", None),
+        )
+        .unwrap();
         assert_eq!(first.ca_crt, second.ca_crt);
         assert_ne!(first.tls_crt, second.tls_crt);
         assert!(second.not_after > Timestamp::now().as_second() + 300 * 24 * 3600);
@@ -227,5 +534,14 @@ mod tests {
             Some("host.docker.internal")
         );
         assert_eq!(url_host("https://[::1]:8443/inject").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn bundles_split_into_certificates() {
+        let (a, _) = new_ca().unwrap();
+        let (b, _) = new_ca().unwrap();
+        let both = format!("{a}{b}");
+        assert_eq!(certificates(&both), vec![a.clone(), b]);
+        assert_eq!(certificates("junk"), Vec::<String>::new());
     }
 }

@@ -35,9 +35,14 @@ pub enum Error {
     /// The TLS configuration was refused.
     #[error("TLS configuration: {0}")]
     TlsConfig(#[from] rustls::Error),
-    /// `--tls-cert-file` / `--tls-key-file` not given.
-    #[error("--tls-cert-file and --tls-key-file are required: the admission port serves HTTPS only")]
+    /// Neither `--tls-secret` nor `--tls-cert-file` / `--tls-key-file` given (or both).
+    #[error(
+        "give either --tls-secret or both --tls-cert-file and --tls-key-file: the admission port serves HTTPS only"
+    )]
     NoCertificate,
+    /// `--tls-secret` is not `namespace/name`, or has no cluster to read it from.
+    #[error("--tls-secret {0}: expected namespace/name of a Secret, read from the cluster (not with --meshinstall)")]
+    TlsSecret(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -72,6 +77,8 @@ pub struct Settings {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key.
     pub tls_key_file: Option<PathBuf>,
+    /// Serve the certificate of this Secret (`namespace/name`, read through the API) instead of files.
+    pub tls_secret: Option<String>,
     /// Kubeconfig for running outside the cluster.
     pub kubeconfig: Option<PathBuf>,
     /// Serve from these MeshInstall files instead of watching a cluster.
@@ -93,6 +100,7 @@ impl Default for Settings {
             admin_listen: ([0, 0, 0, 0], 9090).into(),
             tls_cert_file: None,
             tls_key_file: None,
+            tls_secret: None,
             kubeconfig: None,
             meshinstall: Vec::new(),
             max_concurrency: 64,
@@ -166,16 +174,30 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, Error
 
 /// Loads certificates, fills the caches (or starts the watches), binds both ports and starts serving.
 pub async fn start(settings: Settings) -> Result<Running, Error> {
-    let (Some(cert), Some(key)) = (&settings.tls_cert_file, &settings.tls_key_file) else {
-        return Err(Error::NoCertificate);
+    let from_secret = match (&settings.tls_secret, &settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(secret), None, None) => match secret.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && settings.meshinstall.is_empty() => {
+                Some((ns.to_owned(), name.to_owned()))
+            }
+            _ => return Err(Error::TlsSecret(secret.clone())),
+        },
+        (None, Some(_), Some(_)) => None,
+        _ => return Err(Error::NoCertificate),
     };
-    let certificate = tls::Reloading::new(cert, key)?;
+    let certificate = match (&from_secret, &settings.tls_cert_file, &settings.tls_key_file) {
+        (None, Some(cert), Some(key)) => tls::Reloading::new(cert, key)?,
+        _ => tls::Reloading::empty(settings.tls_secret.as_deref().unwrap_or("Secret")),
+    };
     let tls_config = Arc::new(certificate.server_config()?);
 
     let (store, events) = if settings.meshinstall.is_empty() {
         let client = kube_client(settings.kubeconfig.as_ref()).await?;
         let store = Arc::new(Store::default());
         watch::spawn(client.clone(), store.clone());
+        match &from_secret {
+            Some((ns, name)) => watch::spawn_certificate(client.clone(), ns, name, certificate.clone(), store.clone()),
+            None => store.mark_synced(store::Cache::Certificate),
+        }
         let reporter = Reporter {
             controller: "mizzen-webhook".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -208,7 +230,11 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         draining: draining.clone(),
     };
     let (stop, stopped) = signal::channel(false);
-    let reload = tokio::spawn(certificate.clone().watch(settings.cert_reload_interval));
+    let reload = if from_secret.is_none() {
+        tokio::spawn(certificate.clone().watch(settings.cert_reload_interval))
+    } else {
+        tokio::spawn(async {})
+    };
     let mut reload_stop = stopped.clone();
     let reload_guard = tokio::spawn(async move {
         server::stopped(&mut reload_stop).await;

@@ -22,6 +22,10 @@ struct Args {
     /// PEM private key of the certificate; reloaded when the file changes.
     #[arg(long, env = "MIZZEN_TLS_KEY_FILE")]
     tls_key_file: Option<PathBuf>,
+    /// Serve the certificate in this Secret (`namespace/name`, `tls.crt` and `tls.key`), read through the API and
+    /// picked up as soon as it changes; instead of --tls-cert-file/--tls-key-file.
+    #[arg(long, env = "MIZZEN_TLS_SECRET", conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    tls_secret: Option<String>,
     /// Kubeconfig for running outside the cluster; in-cluster configuration otherwise.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -77,6 +81,7 @@ async fn run() -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
+        tls_secret: args.tls_secret,
         kubeconfig: args.kubeconfig,
         meshinstall: args.meshinstall,
         max_concurrency: args.max_concurrency,

@@ -28,6 +28,7 @@ pub struct Store {
     meshes_synced: AtomicBool,
     namespaces_synced: AtomicBool,
     nodes_synced: AtomicBool,
+    certificate_loaded: AtomicBool,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -47,6 +48,8 @@ pub enum Cache {
     Namespaces,
     /// Nodes.
     Nodes,
+    /// The serving certificate (from its Secret).
+    Certificate,
 }
 
 impl Store {
@@ -55,7 +58,7 @@ impl Store {
         let store = Self::default();
         *write(&store.meshes) = specs.into_iter().collect();
         store.rebuild();
-        for cache in [Cache::Meshes, Cache::Namespaces, Cache::Nodes] {
+        for cache in [Cache::Meshes, Cache::Namespaces, Cache::Nodes, Cache::Certificate] {
             store.mark_synced(cache);
         }
         store
@@ -83,6 +86,7 @@ impl Store {
         self.meshes_synced.load(Ordering::Acquire)
             && self.namespaces_synced.load(Ordering::Acquire)
             && self.nodes_synced.load(Ordering::Acquire)
+            && self.certificate_loaded.load(Ordering::Acquire)
     }
 
     /// Records that a cache finished its initial listing.
@@ -91,6 +95,7 @@ impl Store {
             Cache::Meshes => &self.meshes_synced,
             Cache::Namespaces => &self.namespaces_synced,
             Cache::Nodes => &self.nodes_synced,
+            Cache::Certificate => &self.certificate_loaded,
         };
         flag.store(true, Ordering::Release);
     }
@@ -202,6 +207,8 @@ mod tests {
         store.mark_synced(Cache::Nodes);
         assert!(!store.is_ready());
         store.mark_synced(Cache::Namespaces);
+        assert!(!store.is_ready(), "no serving certificate yet");
+        store.mark_synced(Cache::Certificate);
         assert!(store.is_ready());
     }
 }

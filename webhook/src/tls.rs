@@ -58,34 +58,37 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Loads and checks a certificate chain and its key.
+/// Loads and checks a certificate chain and its key from files.
 pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = read(cert_path)?;
-    let key_pem = read(key_path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    parse(&read(cert_path)?, &read(key_path)?, cert_path, key_path)
+}
+
+/// Checks a PEM certificate chain and its key; `cert_label` and `key_label` name where they came from.
+pub fn parse(cert_pem: &[u8], key_pem: &[u8], cert_label: &Path, key_label: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::NoCertificate {
-            path: cert_path.to_owned(),
+            path: cert_label.to_owned(),
             message: e.to_string(),
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            path: cert_path.to_owned(),
-            message: "the file is empty or holds no CERTIFICATE block".into(),
+            path: cert_label.to_owned(),
+            message: "empty, or no CERTIFICATE block".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::BadKey {
-        path: key_path.to_owned(),
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadKey {
+        path: key_label.to_owned(),
         message: e.to_string(),
     })?;
     let signing_key = any_supported_type(&key).map_err(|e| TlsError::BadKey {
-        path: key_path.to_owned(),
+        path: key_label.to_owned(),
         message: e.to_string(),
     })?;
     let certified = CertifiedKey::new(certs, signing_key);
     certified.keys_match().map_err(|e| TlsError::Mismatch {
-        cert: cert_path.to_owned(),
-        key: key_path.to_owned(),
+        cert: cert_label.to_owned(),
+        key: key_label.to_owned(),
         message: e.to_string(),
     })?;
     Ok(certified)
@@ -96,7 +99,8 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError>
 pub struct Reloading {
     cert_path: PathBuf,
     key_path: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    /// None until a certificate arrived (when it comes from a Secret); handshakes fail until then.
+    current: RwLock<Option<Arc<CertifiedKey>>>,
     /// The file contents last loaded; compared rather than timestamps, which copies can preserve.
     loaded: RwLock<(Vec<u8>, Vec<u8>)>,
 }
@@ -108,9 +112,36 @@ impl Reloading {
         Ok(Arc::new(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(Some(Arc::new(key))),
             loaded: RwLock::new((read(cert_path)?, read(key_path)?)),
         }))
+    }
+
+    /// No certificate yet: it arrives through [`Reloading::set_pem`] (from a Secret); handshakes fail until then.
+    pub fn empty(source: &str) -> Arc<Self> {
+        Arc::new(Self {
+            cert_path: PathBuf::from(format!("{source} tls.crt")),
+            key_path: PathBuf::from(format!("{source} tls.key")),
+            current: RwLock::new(None),
+            loaded: RwLock::new((Vec::new(), Vec::new())),
+        })
+    }
+
+    /// Serves this certificate from the next handshake on, if it differs from the current one and is usable.
+    pub fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, TlsError> {
+        let now = (cert_pem.to_vec(), key_pem.to_vec());
+        if *self.loaded.read().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
+        }
+        let key = parse(cert_pem, key_pem, &self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(key));
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = now;
+        Ok(true)
+    }
+
+    /// Whether a certificate is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Reloads the files if they changed. A bad new pair is reported and the old certificate kept.
@@ -120,7 +151,7 @@ impl Reloading {
             return Ok(false);
         }
         let key = load(&self.cert_path, &self.key_path)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(key));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
     }
@@ -154,6 +185,6 @@ impl Reloading {
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

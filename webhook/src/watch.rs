@@ -1,10 +1,11 @@
-//! Watches that keep the [`Store`] current: MeshInstalls, Namespaces (metadata only) and Nodes.
+//! Watches that keep the [`Store`] current: MeshInstalls, Namespaces (metadata only) and Nodes; and the one that
+//! keeps the serving certificate current from its Secret.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -12,6 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use mizzen::{MeshInstall, MeshInstallSpec};
 
 use crate::store::{Cache, NamespaceInfo, Store};
+use crate::tls::Reloading;
 
 /// Starts the three watches; they run until the runtime stops.
 pub fn spawn(client: Client, store: Arc<Store>) {
@@ -105,4 +107,43 @@ async fn nodes(client: Client, store: Arc<Store>) {
             Err(error) => tracing::warn!(%error, "Node watch failed; retrying"),
         }
     }
+}
+
+/// Serves the certificate in Secret `namespace/name` (`tls.crt`, `tls.key`) from the moment it exists or changes.
+/// The webhook reads it through the API instead of a mounted volume: no pod waits for the Secret to mount, and a
+/// rotated certificate is served within a second instead of after the kubelet's next sync.
+pub fn spawn_certificate(client: Client, namespace: &str, name: &str, certificate: Arc<Reloading>, store: Arc<Store>) {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let source = format!("{namespace}/{name}");
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            let secret = match event {
+                Ok(secret) => secret,
+                Err(error) => {
+                    tracing::warn!(%error, secret = %source, "certificate Secret watch failed; retrying");
+                    continue;
+                }
+            };
+            let field = |key: &str| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
+            let (Some(cert), Some(key)) = (field("tls.crt"), field("tls.key")) else {
+                tracing::warn!(secret = %source, "the Secret has no tls.crt and tls.key yet");
+                continue;
+            };
+            match certificate.set_pem(&cert, &key) {
+                Ok(true) => tracing::info!(secret = %source, "serving the certificate from the Secret"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the certificate in the Secret is not usable; keeping the current one")
+                }
+            }
+            if certificate.is_loaded() {
+                store.mark_synced(Cache::Certificate);
+            }
+        }
+    });
 }

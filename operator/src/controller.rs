@@ -1,0 +1,178 @@
+//! Wiring: the MeshInstall controller with its child watches and the TLS keeper ([`run`]), and the whole process
+//! around it — admin port, leader election, shutdown ([`operate`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use mizzen::MeshInstall;
+use mizzen::render::OWNER_LABEL;
+
+use crate::Error;
+use crate::cache::Caches;
+use crate::kinds::ManagedKind;
+use crate::leader::{Elector, Timings};
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::tls::Keeper;
+
+/// The leader-election Lease, in the operator's namespace.
+pub const LEASE: &str = "mizzen-operator";
+
+/// Operator settings.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The operator's own namespace (TLS Secrets, Lease).
+    pub namespace: String,
+    /// Point the MutatingWebhookConfiguration at this URL instead of the Service.
+    pub webhook_url: Option<String>,
+    /// Also write the webhook's serving certificate here.
+    pub webhook_tls_dir: Option<PathBuf>,
+    /// Who this replica is (Events, the Lease).
+    pub identity: Option<String>,
+    /// Reconcile only MeshInstalls matching this label selector (sharding; tests).
+    pub meshinstall_selector: Option<String>,
+}
+
+/// MeshInstalls a child's change concerns: its owner (by label, as a cluster-scoped reference), or every
+/// MeshInstall for shared objects (Istio's CRDs, the mesh namespace).
+fn concerned(object: &DynamicObject, kind: &ManagedKind, meshes: &Store<MeshInstall>) -> Vec<ObjectRef<MeshInstall>> {
+    if let Some(owner) = object.labels().get(OWNER_LABEL) {
+        return vec![ObjectRef::new(owner)];
+    }
+    let namespace = (kind.kind == "Namespace").then(|| object.name_any());
+    meshes
+        .state()
+        .iter()
+        .filter(|m| namespace.as_ref().is_none_or(|ns| *ns == m.spec.namespace))
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// Runs the controller and the TLS keeper until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (caches, streams) = Caches::new(&client);
+    let (keeper, ca_bundle) = Keeper::new(
+        client.clone(),
+        &options.namespace,
+        options.webhook_url.as_deref(),
+        options.webhook_tls_dir.clone(),
+        caches.clone(),
+    );
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &options.meshinstall_selector {
+        config = config.labels(selector);
+    }
+    let mut controller = Controller::new(Api::<MeshInstall>::all(client.clone()), config);
+    let meshes = controller.store();
+    for (kind, changes) in streams {
+        let meshes = meshes.clone();
+        controller = controller.watches_stream_with(
+            changes,
+            move |o: DynamicObject| concerned(&o, kind, &meshes),
+            kind.api_resource(),
+        );
+    }
+    // A new CA must reach every MeshInstall's webhook configuration.
+    controller = controller.reconcile_all_on(ca_bundle.changes());
+    let ctx = Arc::new(Context::new(client, options, caches, meshes, ca_bundle, metrics));
+    let keeper = tokio::spawn(keeper.run());
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(meshinstall = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile error"),
+            }
+        })
+        .await;
+    keeper.abort();
+}
+
+/// Process settings beyond [`Options`].
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Leader-election timings.
+    pub timings: Timings,
+}
+
+/// The operator process: admin port, leader election, controller; returns on SIGTERM/Ctrl-C (after releasing
+/// the lease) or with an error when leadership is lost (the pod restarts and rejoins the election).
+pub async fn operate(client: Client, mut options: Options, process: Process) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    crate::admin::serve(process.admin_listen, metrics.clone(), ready.clone())
+        .await
+        .map_err(|source| Error::Bind {
+            what: "--admin-listen",
+            addr: process.admin_listen,
+            source,
+        })?;
+    let identity = options.identity.clone().unwrap_or_else(crate::leader::identity);
+    options.identity = Some(identity.clone());
+    let elector = Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &options.namespace),
+        LEASE,
+        identity,
+        process.timings,
+    );
+    ready.store(true, Ordering::Release);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut leadership = tokio::select! {
+        l = elector.lead() => l,
+        _ = &mut signal => return Ok(()),
+    };
+    metrics.set_leader(true);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(client, options, metrics.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let lost = tokio::select! {
+        _ = &mut signal => false,
+        _ = leadership.lost() => true,
+    };
+    if lost {
+        // Stop reconciling at once: another replica may acquire the lease shortly.
+        controller.abort();
+        metrics.set_leader(false);
+        return Err(Error::LeadershipLost);
+    }
+    tracing::info!("shutting down: finishing reconciles in flight");
+    let _ = stop_tx.send(());
+    let _ = controller.await;
+    metrics.set_leader(false);
+    leadership.release().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

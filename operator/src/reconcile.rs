@@ -1,0 +1,565 @@
+//! One reconcile of one MeshInstall: render → apply what differs from the watch caches → prune what this
+//! MeshInstall owns and no longer renders → status. Errors back off per MeshInstall; Warning Events are rate-limited.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use mizzen::MeshInstall;
+use mizzen::api::{GatewayStatus, ReplicaStatus};
+use mizzen::render::{RenderOptions, render};
+use mizzen::status::{self, Outcome};
+use serde_json::{Value, json};
+
+use crate::cache::{Caches, display_name};
+use crate::controller::Options;
+use crate::diff::needs_apply;
+use crate::kinds::{self, ManagedKind};
+use crate::metrics::Metrics;
+use crate::tls::CaBundle;
+use crate::{Error, FIELD_MANAGER, PAUSED_ANNOTATION};
+
+/// How soon to look again while components are still rolling out (their watch events usually come first).
+const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
+/// How soon to look again when all is well (catches MeshInstalls whose older rival went away).
+const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// First retry after a failure; doubles per consecutive failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest wait between retries of a failing MeshInstall.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The same Warning (reason and message) is published at most once per this period per MeshInstall.
+const WARNING_EVERY: Duration = Duration::from_secs(600);
+/// How long a reconcile waits for the watch caches to list their objects at start-up.
+const CACHE_SYNC: Duration = Duration::from_secs(60);
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Settings.
+    pub options: Options,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Event reporter.
+    pub recorder: Recorder,
+    /// Watch caches of the children.
+    pub caches: Caches,
+    /// Every MeshInstall (the controller's own cache), to find overlapping installs.
+    pub meshes: Store<MeshInstall>,
+    /// The webhook's CA bundle, kept by the TLS keeper.
+    pub ca_bundle: CaBundle,
+    /// Objects cached by metadata only: the `resourceVersion` and desired-object hash last seen equal.
+    compared: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// Consecutive failures per MeshInstall, for the backoff.
+    failures: Mutex<HashMap<String, Failures>>,
+    /// When each (MeshInstall, reason, message) Warning was last published.
+    warned: Mutex<HashMap<(String, String, String), Instant>>,
+}
+
+impl Context {
+    /// A context; the recorder reports as this pod (`POD_NAME`).
+    pub fn new(
+        client: Client,
+        options: Options,
+        caches: Caches,
+        meshes: Store<MeshInstall>,
+        ca_bundle: CaBundle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: options.identity.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            options,
+            metrics,
+            caches,
+            meshes,
+            ca_bundle,
+            compared: Mutex::default(),
+            failures: Mutex::default(),
+            warned: Mutex::default(),
+        }
+    }
+
+    fn api(&self, kind: &ManagedKind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = kind.api_resource();
+        match namespace.filter(|_| kind.namespaced) {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    async fn publish(&self, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {
+        if type_ == EventType::Warning {
+            let key = (mi.name_any(), reason.to_owned(), note.clone());
+            let mut warned = lock(&self.warned);
+            if warned.get(&key).is_some_and(|t| t.elapsed() < WARNING_EVERY) {
+                return;
+            }
+            warned.insert(key, Instant::now());
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &mi.object_ref(&())).await {
+            tracing::debug!(%error, "could not publish an event");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A MeshInstall's run of failures: how many, when the next attempt is due, and at which generation.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    retry_at: Instant,
+    generation: Option<i64>,
+}
+
+/// (kind, namespace, name) of a rendered or live object.
+type Key = (String, String, String);
+
+fn key_of(object: &Value) -> Key {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        s(&object["kind"]),
+        s(&object["metadata"]["namespace"]),
+        s(&object["metadata"]["name"]),
+    )
+}
+
+/// Kinds several MeshInstalls legitimately render alike (Istio's CRDs, the mesh namespace): the oldest
+/// MeshInstall applies them and the others leave them alone, without a conflict.
+fn shared(kind: &str) -> bool {
+    matches!(kind, "CustomResourceDefinition" | "Namespace")
+}
+
+fn older(a: &MeshInstall, b: &MeshInstall) -> bool {
+    let created = |m: &MeshInstall| m.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (created(a), a.name_any()) < (created(b), b.name_any())
+}
+
+fn paused(mi: &MeshInstall) -> bool {
+    mi.annotations().get(PAUSED_ANNOTATION).map(String::as_str) == Some("true")
+}
+
+fn controlled_by(object: &DynamicObject, uid: &str) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Objects that older MeshInstalls render too, with the name of the older one.
+fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) -> BTreeMap<Key, String> {
+    let mut claims = BTreeMap::new();
+    for other in ctx.meshes.state() {
+        if other.uid() == mi.uid() || other.metadata.deletion_timestamp.is_some() || paused(&other) {
+            continue;
+        }
+        if !older(&other, mi) {
+            continue;
+        }
+        let Ok(objects) = render(&other, options) else {
+            continue;
+        };
+        for o in objects {
+            claims.entry(key_of(&o)).or_insert_with(|| other.name_any());
+        }
+    }
+    claims
+}
+
+fn hash(v: &Value) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Whether applying `object` would change what is live, read from the caches.
+async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -> Result<bool, Error> {
+    let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
+    let Some(live) = ctx.caches.get(kind, namespace, &key.2) else {
+        return Ok(true);
+    };
+    if kind.cached_in_full {
+        let live = serde_json::to_value(live.as_ref()).map_err(|source| Error::Rendered {
+            kind: kind.kind,
+            name: key.2.clone(),
+            source,
+        })?;
+        return Ok(needs_apply(&live, object, FIELD_MANAGER));
+    }
+    // Cached by metadata only: compare in full once per resourceVersion.
+    let version = live.resource_version().unwrap_or_default();
+    let memo_key = (kind.kind.to_owned(), key.2.clone());
+    let wanted = hash(object);
+    if lock(&ctx.compared).get(&memo_key) == Some(&(version.clone(), wanted)) {
+        return Ok(false);
+    }
+    let full = ctx
+        .api(kind, namespace)
+        .get_opt(&key.2)
+        .await
+        .map_err(|source| Error::Get {
+            kind: kind.kind,
+            name: key.2.clone(),
+            source,
+        })?;
+    let Some(full) = full else { return Ok(true) };
+    let full = serde_json::to_value(&full).map_err(|source| Error::Rendered {
+        kind: kind.kind,
+        name: key.2.clone(),
+        source,
+    })?;
+    let changed = needs_apply(&full, object, FIELD_MANAGER);
+    if !changed {
+        let version = full["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        lock(&ctx.compared).insert(memo_key, (version, wanted));
+    }
+    Ok(changed)
+}
+
+/// Applies what differs; returns the objects written, as `Kind/namespace/name`.
+async fn apply(ctx: &Context, desired: &[Value]) -> Result<Vec<String>, Error> {
+    let mut written = Vec::new();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for object in desired {
+        let key = key_of(object);
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = kinds::lookup(api_version, &key.0).ok_or_else(|| Error::UnknownKind {
+            api_version: api_version.into(),
+            kind: key.0.clone(),
+        })?;
+        if !differs(ctx, kind, object, &key).await? {
+            continue;
+        }
+        let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
+        let shown = match namespace {
+            Some(ns) => format!("{ns}/{}", key.2),
+            None => key.2.clone(),
+        };
+        let applied = ctx
+            .api(kind, namespace)
+            .patch(&key.2, &params, &Patch::Apply(object))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: kind.kind,
+                name: shown.clone(),
+                source,
+            })?;
+        if !kind.cached_in_full {
+            let version = applied.resource_version().unwrap_or_default();
+            lock(&ctx.compared).insert((kind.kind.to_owned(), key.2.clone()), (version, hash(object)));
+        }
+        tracing::info!(kind = kind.kind, name = %shown, "applied");
+        written.push(format!("{}/{shown}", kind.kind));
+    }
+    Ok(written)
+}
+
+/// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders.
+async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec<String>, Error> {
+    let uid = mi.uid().unwrap_or_default();
+    let keep: BTreeSet<Key> = desired.iter().map(key_of).collect();
+    let mut deleted = Vec::new();
+    for (kind, object) in ctx.caches.all() {
+        if !kind.pruned || !controlled_by(&object, &uid) {
+            continue;
+        }
+        let key = (
+            kind.kind.to_owned(),
+            object.namespace().unwrap_or_default(),
+            object.name_any(),
+        );
+        if keep.contains(&key) {
+            continue;
+        }
+        let name = display_name(&object);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: object.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match ctx
+            .api(kind, object.namespace().as_deref())
+            .delete(&key.2, &params)
+            .await
+        {
+            Ok(_) => {}
+            // Already gone, or replaced by another object of the same name (the UID precondition failed).
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+            Err(source) => {
+                return Err(Error::Delete {
+                    kind: kind.kind,
+                    name,
+                    source,
+                });
+            }
+        }
+        tracing::info!(kind = kind.kind, %name, "pruned");
+        deleted.push(format!("{}/{name}", kind.kind));
+    }
+    Ok(deleted)
+}
+
+fn readiness(ctx: &Context, mi: &MeshInstall) -> (Option<ReplicaStatus>, Vec<GatewayStatus>) {
+    let names = mizzen::render::Names::new(&mi.spec);
+    let deployments = kinds::lookup("apps/v1", "Deployment");
+    let read = |name: &str| {
+        let live = deployments.and_then(|k| ctx.caches.get(k, Some(&mi.spec.namespace), name))?;
+        // Only a Deployment this MeshInstall controls counts.
+        if !controlled_by(&live, &mi.uid().unwrap_or_default()) {
+            return None;
+        }
+        serde_json::to_value(live.as_ref())
+            .ok()
+            .map(|v| status::deployment_readiness(&v))
+    };
+    let control_plane = read(&names.istiod()).unwrap_or(ReplicaStatus {
+        ready: 0,
+        desired: mi.spec.control_plane.replicas,
+    });
+    let gateways = mi
+        .spec
+        .gateways
+        .iter()
+        .map(|g| {
+            let r = read(&g.name).unwrap_or(ReplicaStatus {
+                ready: 0,
+                desired: g.replicas,
+            });
+            GatewayStatus {
+                name: g.name.clone(),
+                ready: r.ready,
+                desired: r.desired,
+            }
+        })
+        .collect();
+    (Some(control_plane), gateways)
+}
+
+async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Result<bool, Error> {
+    let (control_plane, gateways) = match outcome {
+        Outcome::InvalidSpec(_) => (None, Vec::new()),
+        _ => readiness(ctx, mi),
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = status::next(
+        mi.status.as_ref(),
+        mi.metadata.generation,
+        outcome,
+        control_plane,
+        gateways,
+        &now,
+    );
+    let healthy = next.state == Some(mizzen::api::MeshState::Healthy);
+    if !status::differs(mi.status.as_ref(), &next) {
+        return Ok(healthy);
+    }
+    let name = mi.name_any();
+    let api: Api<MeshInstall> = Api::all(ctx.client.clone());
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": next})))
+        .await
+        .map_err(|source| Error::PatchStatus { name, source })?;
+    Ok(healthy)
+}
+
+/// Reconciles one MeshInstall.
+pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // A failing MeshInstall waits out its backoff whatever triggers it (children's or shared objects' events),
+    // unless its spec changed.
+    let pending = lock(&ctx.failures)
+        .get(&mi.name_any())
+        .filter(|f| f.generation == mi.metadata.generation)
+        .map(|f| f.retry_at.saturating_duration_since(Instant::now()))
+        .filter(|wait| !wait.is_zero());
+    if let Some(wait) = pending {
+        return Ok(Action::requeue(wait));
+    }
+    let started = Instant::now();
+    let result = reconcile_inner(&mi, &ctx).await;
+    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
+    if result.is_ok() {
+        lock(&ctx.failures).remove(&mi.name_any());
+    }
+    result
+}
+
+async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Error> {
+    let name = mi.name_any();
+    if mi.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children (in the foreground case before the
+        // MeshInstall goes); applying now would recreate what it just deleted.
+        tracing::debug!(meshinstall = %name, "being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
+    if paused(mi) {
+        write_status(ctx, mi, &Outcome::Paused).await?;
+        return Ok(Action::await_change());
+    }
+    ctx.caches.wait_ready(CACHE_SYNC).await?;
+    let ca_bundle = ctx.ca_bundle.wait(Duration::from_secs(30)).await?;
+    let options = RenderOptions {
+        operator_namespace: ctx.options.namespace.clone(),
+        webhook_url: ctx.options.webhook_url.clone(),
+        ca_bundle: Some(ca_bundle),
+    };
+    let desired = match render(mi, &options) {
+        Ok(d) => d,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            ctx.publish(mi, EventType::Warning, "InvalidSpec", message.clone())
+                .await;
+            write_status(ctx, mi, &Outcome::InvalidSpec(message)).await?;
+            // The spec must change before anything can happen (and a change triggers a reconcile).
+            return Ok(Action::await_change());
+        }
+    };
+    let claims = claimed_by_older(ctx, mi, &options);
+    let mut skip = BTreeSet::new();
+    let mut conflicts = Vec::new();
+    for o in &desired {
+        let key = key_of(o);
+        if let Some(other) = claims.get(&key) {
+            if !shared(&key.0) {
+                let object = if key.1.is_empty() {
+                    format!("{} {}", key.0, key.2)
+                } else {
+                    format!("{} {}/{}", key.0, key.1, key.2)
+                };
+                conflicts.push(format!("{object} belongs to MeshInstall {other}"));
+            }
+            skip.insert(key);
+        }
+    }
+    // Objects an older MeshInstall renders are not pruned either: they are not this one's to delete.
+    let keep: Vec<Value> = desired.iter().filter(|o| !skip.contains(&key_of(o))).cloned().collect();
+    let outcome = async {
+        let applied = apply(ctx, &keep).await?;
+        let pruned = prune(ctx, mi, &desired).await?;
+        Ok::<_, Error>((applied, pruned))
+    }
+    .await;
+    let (applied, pruned) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            ctx.publish(mi, EventType::Warning, "ApplyFailed", error.to_string())
+                .await;
+            if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string())).await {
+                tracing::warn!(error = %status_error, "could not report the failure in the status");
+            }
+            return Err(error);
+        }
+    };
+    ctx.metrics.objects_applied(applied.len());
+    ctx.metrics.objects_pruned(pruned.len());
+    if !applied.is_empty() {
+        ctx.publish(
+            mi,
+            EventType::Normal,
+            "Applied",
+            format!("applied {}", applied.join(", ")),
+        )
+        .await;
+    }
+    if !pruned.is_empty() {
+        ctx.publish(
+            mi,
+            EventType::Normal,
+            "Pruned",
+            format!("deleted {}", pruned.join(", ")),
+        )
+        .await;
+    }
+    let outcome = if conflicts.is_empty() {
+        Outcome::Applied
+    } else {
+        let message = conflicts.join("; ");
+        ctx.publish(mi, EventType::Warning, "Conflict", message.clone()).await;
+        Outcome::Conflict(message)
+    };
+    let healthy = write_status(ctx, mi, &outcome).await?;
+    Ok(Action::requeue(if healthy && applied.is_empty() {
+        STEADY_REQUEUE
+    } else {
+        PROGRESS_REQUEUE
+    }))
+}
+
+/// The wait before retrying a MeshInstall that failed `failures` times in a row.
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Failures retry with exponential backoff per MeshInstall (reset by the next success).
+pub fn error_policy(mi: Arc<MeshInstall>, error: &Error, ctx: Arc<Context>) -> Action {
+    let (failures, wait) = {
+        let mut all = lock(&ctx.failures);
+        let entry = all.entry(mi.name_any()).or_insert(Failures {
+            count: 0,
+            retry_at: Instant::now(),
+            generation: mi.metadata.generation,
+        });
+        // A new spec starts a new run.
+        if entry.generation != mi.metadata.generation {
+            entry.count = 0;
+            entry.generation = mi.metadata.generation;
+        }
+        entry.count = entry.count.saturating_add(1);
+        let wait = backoff(entry.count);
+        entry.retry_at = Instant::now() + wait;
+        (entry.count, wait)
+    };
+    tracing::warn!(meshinstall = %mi.name_any(), %error, failures, retry_in = ?wait, persistent = error.is_persistent(), "reconcile failed");
+    Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_seconds_to_minutes() {
+        let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn older_is_by_creation_then_name() {
+        let mi = |name: &str, secs: i64| {
+            let spec = serde_json::from_value(json!({"version": "1.28.0"})).unwrap();
+            let mut m = MeshInstall::new(name, spec);
+            m.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
+            m
+        };
+        assert!(older(&mi("b", 1), &mi("a", 2)));
+        assert!(older(&mi("a", 1), &mi("b", 1)));
+        assert!(!older(&mi("b", 1), &mi("a", 1)));
+    }
+}

@@ -1,0 +1,632 @@
+//! Tier 3: the operator's controller, in process, against a real API server (see `support` for where it comes
+//! from), one scenario per behaviour. The API server's own behaviour — defaulting, dropped empty fields,
+//! server-side apply ownership, garbage collection, watch events — is part of what is tested.
+//!
+//! Each scenario has its own MeshInstall (label `mizzen.io/test=<scenario>`, which its controller selects on), its
+//! own revision, operator namespace and mesh namespace, so scenarios run in parallel on one API server.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use mizzen::MeshInstall;
+use mizzen_operator::controller::{Options, run};
+use mizzen_operator::metrics::Metrics;
+use serde_json::{Value, json};
+use support::{Cluster, Requests, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One scenario's MeshInstall and the controller reconciling it.
+struct Scenario {
+    cluster: Arc<Cluster>,
+    client: Client,
+    /// What the operator sent.
+    requests: Requests,
+    name: String,
+    operator_ns: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A MeshInstall spec for a scenario: its own revision and namespace, one ClusterIP ingress gateway.
+fn spec(name: &str) -> Value {
+    json!({
+        "version": "1.28.0",
+        "namespace": format!("{name}-mesh"),
+        "revision": name,
+        "meshConfig": {"accessLogFile": "/dev/stdout"},
+        "gateways": [{"name": "istio-ingressgateway", "kind": "ingress", "service": {"type": "ClusterIP"}}],
+    })
+}
+
+impl Scenario {
+    /// Creates the MeshInstall and starts a controller for it; `None` when there is no API server (skipped).
+    async fn start(name: &str, spec: Value) -> Option<Self> {
+        let cluster = support::cluster().await?;
+        let client = cluster.client().await;
+        let operator_ns = format!("{name}-op");
+        // Namespaces a previous run is still deleting must be gone first.
+        for ns in [format!("{name}-mesh"), format!("{name}-b-mesh")] {
+            settled_namespace(&client, &ns).await;
+        }
+        ensure_namespace(&client, &operator_ns).await;
+        let mut s = Self {
+            cluster,
+            client,
+            requests: Requests::default(),
+            name: name.to_owned(),
+            operator_ns,
+            stop: None,
+            task: None,
+        };
+        s.create_mesh(name, spec).await;
+        s.start_controller().await;
+        Some(s)
+    }
+
+    async fn create_mesh(&self, name: &str, spec: Value) {
+        let meshes: Api<MeshInstall> = Api::all(self.client.clone());
+        let mi = json!({
+            "apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+            "metadata": {"name": name, "labels": {"mizzen.io/test": self.name}},
+            "spec": spec,
+        });
+        // A leftover from an interrupted run is replaced.
+        if meshes.get_opt(name).await.expect("get").is_some() {
+            let _ = meshes.delete(name, &DeleteParams::foreground()).await;
+            eventually(WAIT, "the leftover MeshInstall is gone", || async {
+                meshes.get_opt(name).await.expect("get").is_none().then_some(())
+            })
+            .await;
+        }
+        meshes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(mi).expect("MeshInstall"),
+            )
+            .await
+            .expect("creating the MeshInstall");
+    }
+
+    async fn start_controller(&mut self) {
+        let (client, requests) = self.cluster.counting_client().await;
+        self.requests = requests;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = Options {
+            namespace: self.operator_ns.clone(),
+            identity: Some(format!("test-{}", self.name)),
+            meshinstall_selector: Some(format!("mizzen.io/test={}", self.name)),
+            ..Options::default()
+        };
+        self.task = Some(tokio::spawn(run(
+            client,
+            options,
+            Arc::new(Metrics::default()),
+            async {
+                let _ = stopped.await;
+            },
+        )));
+        self.stop = Some(stop);
+    }
+
+    async fn stop_controller(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn mesh_ns(&self) -> String {
+        format!("{}-mesh", self.name)
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.mesh_ns())
+    }
+
+    async fn mesh(&self, name: &str) -> MeshInstall {
+        Api::<MeshInstall>::all(self.client.clone())
+            .get(name)
+            .await
+            .expect("MeshInstall")
+    }
+
+    /// Waits for a condition of MeshInstall `name` to have `status` and `reason`; returns its message.
+    async fn condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> String {
+        eventually(WAIT, &format!("{name}: {type_}={status} ({reason})"), || async {
+            let mi = self.mesh(name).await;
+            let s = mi.status?;
+            let c = s.conditions.iter().find(|c| c.type_ == type_)?;
+            (c.status == status && c.reason == reason && s.observed_generation == mi.metadata.generation)
+                .then(|| c.message.clone())
+        })
+        .await
+    }
+
+    async fn patch_spec(&self, name: &str, patch: Value) {
+        Api::<MeshInstall>::all(self.client.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": patch})))
+            .await
+            .expect("patching the spec");
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        Api::<MeshInstall>::all(self.client.clone())
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotating");
+    }
+
+    /// Events about MeshInstall `name` with `reason`, as their notes.
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
+        let list = events.list(&Default::default()).await.expect("events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name.as_str()))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
+    /// Stops the controller and deletes what the scenario made.
+    async fn finish(mut self) {
+        self.stop_controller().await;
+        let meshes: Api<MeshInstall> = Api::all(self.client.clone());
+        let mine = meshes
+            .list(&kube::api::ListParams::default().labels(&format!("mizzen.io/test={}", self.name)))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for mi in mine {
+            let _ = meshes.delete(&mi.name_any(), &DeleteParams::background()).await;
+        }
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        for ns in [
+            self.operator_ns.clone(),
+            self.mesh_ns(),
+            format!("{}-b-mesh", self.name),
+        ] {
+            let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+        }
+    }
+}
+
+/// Waits until namespace `name` is not terminating (gone or active).
+async fn settled_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually(
+        Duration::from_secs(120),
+        &format!("namespace {name} finishes terminating"),
+        || async {
+            match namespaces.get_opt(name).await.expect("get") {
+                Some(ns) if ns.metadata.deletion_timestamp.is_some() => None,
+                _ => Some(()),
+            }
+        },
+    )
+    .await;
+}
+
+/// Creates namespace `name` unless it exists (after any deletion of it has finished).
+async fn ensure_namespace(client: &Client, name: &str) {
+    settled_namespace(client, name).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+fn writes_of(requests: &Requests) -> Vec<String> {
+    requests.take_writes()
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_everything_and_a_second_writes_nothing() {
+    let Some(s) = Scenario::start("sc-create", spec("sc-create")).await else {
+        return;
+    };
+    s.condition("sc-create", "Reconciled", "True", "Applied").await;
+    let mi = s.mesh("sc-create").await;
+    let uid = mi.uid().expect("uid");
+    // Every child is owned by the MeshInstall and carries mizzen's labels.
+    let deployments: Api<Deployment> = s.api();
+    for name in ["istiod-sc-create", "istio-ingressgateway"] {
+        let d = deployments.get(name).await.expect(name);
+        assert!(
+            d.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{name} is owned"
+        );
+        assert_eq!(
+            d.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
+            Some("mizzen")
+        );
+        assert_eq!(
+            d.labels().get("mizzen.io/meshinstall").map(String::as_str),
+            Some("sc-create")
+        );
+    }
+    let mwc: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(s.client.clone());
+    mwc.get("mizzen-sidecar-injector-sc-create")
+        .await
+        .expect("the webhook configuration");
+    // No pods run here (no node), so the status reports the rollout in progress, by component.
+    let message = s.condition("sc-create", "Ready", "False", "RollingOut").await;
+    assert_eq!(message, "0/2 components available");
+    let status = s.mesh("sc-create").await.status.expect("status");
+    assert_eq!(status.ready.as_deref(), Some("0/2"));
+    assert_eq!(status.state, Some(mizzen::api::MeshState::Progressing));
+
+    // Nothing to change: a reconcile (triggered by an annotation) sends no write at all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = writes_of(&s.requests);
+    assert!(!settled.is_empty(), "the first reconcile wrote");
+    s.annotate("sc-create", "test.mizzen.io/poke", Some("1")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = writes_of(&s.requests);
+    assert!(
+        writes.is_empty(),
+        "a reconcile with nothing to change wrote: {writes:#?}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn deleted_children_are_recreated_and_edited_ones_reverted() {
+    let Some(s) = Scenario::start("sc-drift", spec("sc-drift")).await else {
+        return;
+    };
+    s.condition("sc-drift", "Reconciled", "True", "Applied").await;
+    let deployments: Api<Deployment> = s.api();
+    let old = deployments.get("istiod-sc-drift").await.expect("istiod").uid();
+    deployments
+        .delete("istiod-sc-drift", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(WAIT, "istiod recreated", || async {
+        let d = deployments.get_opt("istiod-sc-drift").await.expect("get")?;
+        (d.uid() != old && d.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
+    let services: Api<Service> = s.api();
+    services
+        .patch(
+            "istio-ingressgateway",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service",
+                "spec": {"ports": [{"name": "http2", "port": 80, "targetPort": 9999}]}})),
+        )
+        .await
+        .expect("editing the gateway Service");
+    eventually(WAIT, "the gateway Service's targetPort is restored", || async {
+        let svc = services.get("istio-ingressgateway").await.expect("svc");
+        let port = svc.spec?.ports?.into_iter().find(|p| p.port == 80)?;
+        (port.target_port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn what_the_spec_no_longer_asks_for_disappears() {
+    let mut two = spec("sc-prune");
+    two["gateways"] = json!([
+        {"name": "istio-ingressgateway", "kind": "ingress",
+         "service": {"type": "ClusterIP", "annotations": {"example.com/lb": "internal"}}},
+        {"name": "istio-egressgateway", "kind": "egress"},
+    ]);
+    let Some(s) = Scenario::start("sc-prune", two).await else {
+        return;
+    };
+    s.condition("sc-prune", "Reconciled", "True", "Applied").await;
+    // A user's ConfigMap that copies mizzen's labels is not mizzen's to delete.
+    let configmaps: Api<ConfigMap> = s.api();
+    let copy: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "users-copy", "labels": {"mizzen.io/meshinstall": "sc-prune",
+                      "app.kubernetes.io/managed-by": "mizzen"}},
+        "data": {"a": "b"},
+    }))
+    .expect("configmap");
+    configmaps.create(&PostParams::default(), &copy).await.expect("create");
+    let deployments: Api<Deployment> = s.api();
+    deployments
+        .get("istio-egressgateway")
+        .await
+        .expect("egress gateway exists");
+
+    // Drop the egress gateway and the Service annotation; turn on autoscaling (replicas are then the HPA's).
+    s.patch_spec(
+        "sc-prune",
+        json!({"gateways": [{"name": "istio-ingressgateway", "kind": "ingress", "service": {"type": "ClusterIP"}}],
+               "controlPlane": {"autoscale": {"min": 1, "max": 3}}}),
+    )
+    .await;
+    eventually(WAIT, "the egress gateway's objects are deleted", || async {
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = s.api();
+        let gone = deployments.get_opt("istio-egressgateway").await.expect("get").is_none()
+            && sa
+                .get_opt("istio-egressgateway-service-account")
+                .await
+                .expect("get")
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    let services: Api<Service> = s.api();
+    eventually(WAIT, "the removed Service annotation is gone", || async {
+        let svc = services.get("istio-ingressgateway").await.expect("svc");
+        (!svc.annotations().contains_key("example.com/lb")).then_some(())
+    })
+    .await;
+    eventually(WAIT, "istiod's replicas are no longer the operator's", || async {
+        let d = deployments.get("istiod-sc-prune").await.expect("istiod");
+        let ours = d
+            .managed_fields()
+            .iter()
+            .find(|m| {
+                m.manager.as_deref() == Some(mizzen_operator::FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+            })?
+            .fields_v1
+            .clone()?;
+        (ours.0["f:spec"].get("f:replicas").is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        configmaps.get_opt("users-copy").await.expect("get").is_some(),
+        "a user's object with copied labels was pruned"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_spec_is_reported_by_field() {
+    let mut bad = spec("sc-invalid");
+    bad["gateways"] = json!([{"name": "istiod", "kind": "ingress"}]);
+    let Some(s) = Scenario::start("sc-invalid", bad).await else {
+        return;
+    };
+    let message = s.condition("sc-invalid", "Reconciled", "False", "InvalidSpec").await;
+    assert!(message.contains("spec.gateways[0].name"), "{message}");
+    let status = s.mesh("sc-invalid").await.status.expect("status");
+    assert_eq!(status.state, Some(mizzen::api::MeshState::Error));
+    eventually(WAIT, "a Warning Event names the field", || async {
+        s.events("InvalidSpec")
+            .await
+            .iter()
+            .any(|n| n.contains("spec.gateways[0].name"))
+            .then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = s.api();
+    assert!(
+        deployments.get_opt("istiod-sc-invalid").await.expect("get").is_none(),
+        "nothing applied"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn paused_mesh_installs_are_left_alone() {
+    let Some(s) = Scenario::start("sc-paused", spec("sc-paused")).await else {
+        return;
+    };
+    s.condition("sc-paused", "Reconciled", "True", "Applied").await;
+    s.annotate("sc-paused", mizzen_operator::PAUSED_ANNOTATION, Some("true"))
+        .await;
+    s.condition("sc-paused", "Reconciled", "False", "Paused").await;
+    let deployments: Api<Deployment> = s.api();
+    deployments
+        .delete("istiod-sc-paused", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        deployments.get_opt("istiod-sc-paused").await.expect("get").is_none(),
+        "a paused MeshInstall was reconciled"
+    );
+    s.annotate("sc-paused", mizzen_operator::PAUSED_ANNOTATION, None).await;
+    eventually(WAIT, "istiod is back once unpaused", || async {
+        deployments.get_opt("istiod-sc-paused").await.expect("get").map(|_| ())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn foreground_deletion_is_not_fought() {
+    let Some(s) = Scenario::start("sc-delete", spec("sc-delete")).await else {
+        return;
+    };
+    if !s.cluster.has_gc {
+        eprintln!(
+            "skipped: foreground deletion needs a garbage collector ({})",
+            s.cluster.source
+        );
+        s.finish().await;
+        return;
+    }
+    s.condition("sc-delete", "Reconciled", "True", "Applied").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = s.requests.take_writes();
+    let meshes: Api<MeshInstall> = Api::all(s.client.clone());
+    meshes
+        .delete("sc-delete", &DeleteParams::foreground())
+        .await
+        .expect("foreground delete");
+    eventually(WAIT, "the MeshInstall and its children are gone", || async {
+        let deployments: Api<Deployment> = s.api();
+        let gone = meshes.get_opt("sc-delete").await.expect("get").is_none()
+            && deployments
+                .list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .is_empty();
+        gone.then_some(())
+    })
+    .await;
+    let writes: Vec<String> = s
+        .requests
+        .take_writes()
+        .into_iter()
+        .filter(|w| !w.contains("/meshinstalls/"))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the operator wrote children during the deletion: {writes:#?}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn two_mesh_installs_reconcile_independently() {
+    let Some(s) = Scenario::start("sc-two", spec("sc-two")).await else {
+        return;
+    };
+    let mut b = spec("sc-two-b");
+    b["namespace"] = json!("sc-two-b-mesh");
+    s.create_mesh("sc-two-b", b).await;
+    s.condition("sc-two", "Reconciled", "True", "Applied").await;
+    s.condition("sc-two-b", "Reconciled", "True", "Applied").await;
+    let a_istiod: Api<Deployment> = s.api();
+    let b_istiod: Api<Deployment> = Api::namespaced(s.client.clone(), "sc-two-b-mesh");
+    let a_version = a_istiod.get("istiod-sc-two").await.expect("a").resource_version();
+    b_istiod.get("istiod-sc-two-b").await.expect("b");
+    s.patch_spec("sc-two-b", json!({"controlPlane": {"env": {"EXAMPLE": "1"}}}))
+        .await;
+    eventually(WAIT, "b's istiod gets the new variable", || async {
+        let d = b_istiod.get("istiod-sc-two-b").await.expect("b");
+        let env = d.spec?.template.spec?.containers.into_iter().next()?.env?;
+        env.iter().any(|e| e.name == "EXAMPLE").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        a_istiod.get("istiod-sc-two").await.expect("a").resource_version(),
+        a_version,
+        "changing one MeshInstall touched the other's istiod"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn overlapping_mesh_installs_report_a_conflict_and_the_older_keeps_its_objects() {
+    let Some(s) = Scenario::start("sc-conflict", spec("sc-conflict")).await else {
+        return;
+    };
+    s.condition("sc-conflict", "Reconciled", "True", "Applied").await;
+    let owner = s.mesh("sc-conflict").await.uid().expect("uid");
+    // Same namespace and gateway name, another revision: the gateway's objects overlap.
+    let mut b = spec("sc-conflict-b");
+    b["namespace"] = json!("sc-conflict-mesh");
+    s.create_mesh("sc-conflict-b", b).await;
+    let message = s.condition("sc-conflict-b", "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains("Deployment sc-conflict-mesh/istio-ingressgateway belongs to MeshInstall sc-conflict"),
+        "{message}"
+    );
+    eventually(WAIT, "a Warning Event names the other MeshInstall", || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(s.client.clone());
+        let list = events.list(&Default::default()).await.expect("events");
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Conflict")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sc-conflict-b")
+                    && e.note.as_deref().is_some_and(|n| n.contains("MeshInstall sc-conflict"))
+            })
+            .then_some(())
+    })
+    .await;
+    // The younger's own objects exist; the shared one stays the older's.
+    let deployments: Api<Deployment> = s.api();
+    deployments.get("istiod-sc-conflict-b").await.expect("b's istiod");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gw = deployments.get("istio-ingressgateway").await.expect("gateway");
+    assert!(
+        gw.owner_references()
+            .iter()
+            .any(|o| o.uid == owner && o.controller == Some(true)),
+        "the older MeshInstall lost its gateway"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_persistent_failure_backs_off() {
+    let name = "sc-backoff";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    // An istiod Deployment that exists with another selector: the operator's apply is refused as immutable.
+    let client = cluster.client().await;
+    ensure_namespace(&client, &format!("{name}-mesh")).await;
+    let squatter: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": format!("istiod-{name}")},
+        "spec": {"selector": {"matchLabels": {"squatter": "yes"}},
+                 "template": {"metadata": {"labels": {"squatter": "yes"}},
+                              "spec": {"containers": [{"name": "c", "image": "example.com/c"}]}}},
+    }))
+    .expect("deployment");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &format!("{name}-mesh"));
+    match deployments.create(&PostParams::default(), &squatter).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    let message = s.condition(name, "Reconciled", "False", "ApplyFailed").await;
+    assert!(message.contains(&format!("istiod-{name}")), "{message}");
+    let _ = s.requests.take_all();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let requests = s.requests.take_all();
+    let applies = requests
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.contains("/deployments/"))
+        .count();
+    let events = requests.iter().filter(|r| r.contains("/events")).count();
+    eprintln!(
+        "backoff: {} requests in 60 s after the first failure ({applies} applies of the Deployment, {events} Event writes)",
+        requests.len()
+    );
+    let mut kinds = std::collections::BTreeMap::new();
+    for r in &requests {
+        *kinds.entry(r.clone()).or_insert(0) += 1;
+    }
+    eprintln!("backoff: requests by path: {kinds:#?}");
+    assert!(applies <= 8, "{applies} retries in 60 s: {requests:#?}");
+    assert!(
+        events <= 2,
+        "{events} Event writes in 60 s (rate-limited warnings expected): {requests:#?}"
+    );
+    s.finish().await;
+}
