@@ -8,6 +8,8 @@ pub const STATUS: &str = "sidecar.istio.io/status";
 pub const OVERRIDES: &str = "proxy.istio.io/overrides";
 /// Per-pod ProxyConfig overrides (YAML or JSON).
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+/// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`) instead of its controller's name.
+pub const WORKLOAD_NAME: &str = "service.istio.io/workload-name";
 /// Comma-separated template names.
 pub const TEMPLATES: &str = "inject.istio.io/templates";
 /// Revision of the control plane (label on namespaces/pods, annotation on injected pods).

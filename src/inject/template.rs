@@ -284,7 +284,9 @@ fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
     env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
     env.push(value_env("ISTIO_META_INTERCEPTION_MODE", ctx.interception_mode()));
     if !ctx.workload.name.is_empty() {
-        env.push(value_env("ISTIO_META_WORKLOAD_NAME", &ctx.workload.name));
+        // The workload-name label renames the workload for telemetry; the owner stays the real object.
+        let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
+        env.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
         if !ctx.workload.api_version.is_empty() {
             env.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
         }
