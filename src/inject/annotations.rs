@@ -92,3 +92,7 @@ pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
 /// Prometheus path annotation.
 pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+/// `"false"` turns metrics merging off for one pod (`enablePrometheusMerge` in the mesh config turns it on).
+pub const PROMETHEUS_MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
+/// Comma-separated `port:path` list of the application's metrics endpoints, merged by the agent.
+pub const PROMETHEUS_SCRAPE_TARGETS: &str = "prometheus.istio.io/scrape-targets";

@@ -12,6 +12,7 @@ pub mod decision;
 pub mod gojson;
 pub mod merge;
 pub mod probes;
+pub mod prometheus;
 pub mod proxy_config;
 pub mod template;
 pub mod validate;
@@ -517,19 +518,22 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     for (k, v) in &fragment.annotations {
         annotations_out[k] = json!(v);
     }
-    if config.mesh.enable_prometheus_merge
-        && annotations_out.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) != Some("false")
+    // The agent serves merged metrics on the proxy config's status port.
+    let merged_port = effective
+        .get("statusPort")
+        .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
+        .unwrap_or_default();
+    if let Some(out) = annotations_out.as_object_mut()
+        && let Some(merge) = prometheus::apply(out, config.mesh.enable_prometheus_merge, &merged_port)?
+        && let Some(env) = merge.env
+        && let Some(proxy) = find_container_mut(&mut spec, PROXY_NAME)
+        && let Some(list) = proxy
+            .as_object_mut()
+            .map(|p| p.entry("env").or_insert_with(|| json!([])))
+            .and_then(Value::as_array_mut)
     {
-        // The agent serves merged metrics on the proxy config's status port.
-        let port = effective
-            .get("statusPort")
-            .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
-            .unwrap_or_default();
-        if !port.is_empty() && port != "0" {
-            annotations_out[ann::PROMETHEUS_SCRAPE] = json!("true");
-            annotations_out[ann::PROMETHEUS_PORT] = json!(port);
-            annotations_out[ann::PROMETHEUS_PATH] = json!("/stats/prometheus");
-        }
+        list.retain(|e| e["name"] != prometheus::SCRAPE_CONFIG_ENV);
+        list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
     annotations_out[ann::REVISION] = json!(config.revision_label());
     annotations_out[ann::STATUS] = json!(gojson::to_string(&status, gojson::INJECTION_STATUS));
@@ -845,6 +849,43 @@ mod tests {
             err.contains(ann::EXCLUDE_OUTBOUND_IP_RANGES) && err.contains("excludeIPRanges"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_applications_prometheus_port_is_merged_by_the_agent() {
+        let mut p = pod();
+        p["metadata"]["annotations"]["prometheus.io/port"] = json!("9090");
+        p["metadata"]["annotations"]["prometheus.io/scrape"] = json!("true");
+        let PodOutcome::Injected { pod: injected, .. } =
+            inject_pod(&InjectionConfig::default(), &p, "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        let a = &injected["metadata"]["annotations"];
+        assert_eq!(
+            (&a["prometheus.io/port"], &a["prometheus.io/path"], &a["prometheus.io/scrape"]),
+            (&json!("15020"), &json!("/stats/prometheus"), &json!("true"))
+        );
+        let proxy = injected["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == PROXY_NAME)
+            .unwrap();
+        let env = proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "ISTIO_PROMETHEUS_ANNOTATIONS")
+            .unwrap();
+        assert_eq!(env["value"], r#"{"scrape":"true","path":"","port":"9090"}"#);
+        // Injecting again keeps the application's settings.
+        let PodOutcome::Injected { pod: twice, .. } =
+            inject_pod(&InjectionConfig::default(), &injected, "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        assert_eq!(twice, injected);
     }
 
     #[test]
