@@ -215,7 +215,8 @@ pub fn respond(
             let message = match &error {
                 InjectError::InvalidPod(_)
                 | InjectError::InvalidAnnotation { .. }
-                | InjectError::UnknownTemplate(_) => {
+                | InjectError::UnknownTemplate(_)
+                | InjectError::Template(_) => {
                     format!("mizzen sidecar injection refused this pod: {error}")
                 }
             };

@@ -219,6 +219,11 @@ fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
             return Err(invalid(format!("spec.gateways[{i}].autoscale"), "min exceeds max"));
         }
     }
+    for (name, text) in &spec.injection.templates {
+        if let Err(e) = crate::inject::gotemplate::Template::parse(name, text) {
+            return Err(invalid(format!("spec.injection.templates[{name:?}]"), e.message));
+        }
+    }
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
             return Err(invalid(
@@ -950,5 +955,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "spec.gateways[0].name");
+        let err = render(
+            &mesh(json!({"injection": {"templates": {"spire": "{{ if .X }}"}}})),
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "spec.injection.templates[\"spire\"]");
     }
 }
