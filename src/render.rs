@@ -174,7 +174,7 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         owner: owner_reference(mi),
     };
     let mut out = Vec::new();
-    out.extend(crate::istio_crds::ISTIO_CRDS.iter().map(|c| c.to_object()));
+    out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
