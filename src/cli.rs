@@ -195,7 +195,10 @@ mod tests {
 
     #[test]
     fn unrecognised_inject_values_fall_back_to_the_policy_with_istios_warning() {
-        let doc = DEPLOYMENT.replace("labels: {app: web}", "labels: {app: web, sidecar.istio.io/inject: \"False\"}");
+        let doc = DEPLOYMENT.replace(
+            "labels: {app: web}",
+            "labels: {app: web, sidecar.istio.io/inject: \"False\"}",
+        );
         let labels = parse_labels("istio-injection=enabled").unwrap();
         let checks = check_inject(&InjectionConfig::default(), &doc, "default", &labels).unwrap();
         assert!(checks[0].injected, "{checks:?}");

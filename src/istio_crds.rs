@@ -125,9 +125,15 @@ mod tests {
         let reference = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: as.x.istio.io\n  labels: {chart: istio}\n  annotations: {helm.sh/resource-policy: keep}\nspec:\n  group: x.istio.io\n  versions:\n  - name: v1\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n";
         let text = from_reference(reference).unwrap();
         let crd: Value = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(crd["metadata"]["labels"], json!({"app.kubernetes.io/part-of": "istio", "app.kubernetes.io/managed-by": "mizzen"}));
+        assert_eq!(
+            crd["metadata"]["labels"],
+            json!({"app.kubernetes.io/part-of": "istio", "app.kubernetes.io/managed-by": "mizzen"})
+        );
         assert!(crd["metadata"].get("annotations").is_none());
-        assert_eq!(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["type"], "object");
+        assert_eq!(
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["type"],
+            "object"
+        );
         let err = from_reference(&reference.replace("openAPIV3Schema: {type: object}", "x: 1")).unwrap_err();
         assert!(err.0.contains("as.x.istio.io"), "{err}");
     }

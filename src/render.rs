@@ -855,8 +855,10 @@ mod tests {
 
     #[test]
     fn a_full_proxy_image_reference_is_used_as_is_by_gateways() {
-        let mi = mesh(json!({"proxy": {"image": "mirror.example/istio/proxyv2:1.28.0-distroless"},
-            "gateways": [{"name": "istio-ingressgateway"}]}));
+        let mi = mesh(
+            json!({"proxy": {"image": "mirror.example/istio/proxyv2:1.28.0-distroless"},
+            "gateways": [{"name": "istio-ingressgateway"}]}),
+        );
         let objects = render(&mi, &RenderOptions::default()).unwrap();
         let d = find(&objects, "Deployment", "istio-ingressgateway");
         assert_eq!(

@@ -12,23 +12,15 @@ use mizzen::kubeinject::{inject_stream, split_documents};
 use serde_json::{Map, Value, json};
 
 /// Rows that must pass; raise it as cases are fixed, never lower it.
-const PASS_FLOOR: usize = 133;
+const PASS_FLOOR: usize = 135;
 
 /// Rows known to fail, with the reason. Any other failing row is a regression. (Also listed in README.md.)
-const EXCLUDED: &[(&str, &str)] = &[
-    (
-        "[14] hello-template-in-values.yaml.injected",
-        "Go-template expressions inside values (podDNSSearchNamespaces) are not evaluated",
-    ),
-    (
-        "[61] hello-openshift-custom-injection.yaml.injected",
-        "OpenShift: the UID Istio strips from the recorded overrides",
-    ),
-    (
-        "[71] hello-otel-semconv.yaml.injected",
-        "OTel semantic-convention resource attributes from extensionProviders",
-    ),
-];
+const EXCLUDED: &[(&str, &str)] = &[(
+    "[71] hello-otel-semconv.yaml.injected",
+    "OTel semantic-convention resource attributes (extensionProviders[].opentelemetry.serviceAttributeEnrichment) \
+         are not injected: the corpus shows one case and Istio's rules for them are not published; tracing works \
+         without them",
+)];
 
 struct Case {
     input: String,
@@ -172,7 +164,9 @@ fn normalize(doc: &mut Value) {
         if kind == "DeploymentConfig" {
             spec.retain(|_, v| !matches!(v, Value::Bool(false)) && v.as_i64() != Some(0));
             if let Some(strategy) = spec.get_mut("strategy").and_then(Value::as_object_mut)
-                && strategy.get("resources").is_some_and(|r| r.as_object().is_some_and(Map::is_empty))
+                && strategy
+                    .get("resources")
+                    .is_some_and(|r| r.as_object().is_some_and(Map::is_empty))
             {
                 strategy.remove("resources");
             }
@@ -420,7 +414,11 @@ fn run_case(dir: &Path, case: &Case) -> Result<(), String> {
     if case.modes == "both" || case.modes == "webhook" {
         errors.extend(run_webhook(&config, &input, &want).err());
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 #[test]

@@ -80,7 +80,10 @@ fn committed_istio_crds_are_generated_from_istios_crd_file() {
             "{} not found and CI is set",
             reference.display()
         );
-        eprintln!("skipped: {} not found (MIZZEN_REFERENCE_DIR or ../shared/reference)", reference.display());
+        eprintln!(
+            "skipped: {} not found (MIZZEN_REFERENCE_DIR or ../shared/reference)",
+            reference.display()
+        );
         return;
     };
     let want = mizzen::istio_crds::from_reference(&text).unwrap();

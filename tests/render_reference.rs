@@ -167,10 +167,13 @@ fn without_defaults(v: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(k, v)| {
-                    !v.is_null()
-                        && !(k.as_str() == "scope" && *v == "*")
-                        && !(k.as_str() == "matchPolicy" && *v == "Equivalent")
-                        && !(k.as_str() == "timeoutSeconds" && *v == 10)
+                    let api_default = match k.as_str() {
+                        "scope" => *v == "*",
+                        "matchPolicy" => *v == "Equivalent",
+                        "timeoutSeconds" => *v == 10,
+                        _ => false,
+                    };
+                    !v.is_null() && !api_default
                 })
                 .map(|(k, v)| (k.clone(), without_defaults(v)))
                 .collect(),
@@ -196,8 +199,14 @@ fn injection_webhooks_match_istios_default_revision() {
         let name = t["name"].as_str().unwrap();
         // Intended difference: mizzen's webhook names and service (README).
         assert_eq!(m["name"], name.replace(".istio.io", ".mizzen.io"));
-        assert_eq!(m["clientConfig"]["service"]["path"], t["clientConfig"]["service"]["path"]);
-        assert_eq!(m["clientConfig"]["service"]["port"], t["clientConfig"]["service"]["port"]);
+        assert_eq!(
+            m["clientConfig"]["service"]["path"],
+            t["clientConfig"]["service"]["path"]
+        );
+        assert_eq!(
+            m["clientConfig"]["service"]["port"],
+            t["clientConfig"]["service"]["port"]
+        );
         let (mut t, mut m) = (without_defaults(t), without_defaults(m));
         for hook in [&mut t, &mut m] {
             let o = hook.as_object_mut().unwrap();
@@ -252,7 +261,10 @@ fn istiod_rbac_grants_at_least_what_istios_installer_grants() {
         assert!(missing.is_empty(), "{kind}/{name} lacks {missing:?}");
     }
     // The bindings give them to istiod's ServiceAccount.
-    for name in ["istiod-clusterrole-istio-system", "istiod-gateway-controller-istio-system"] {
+    for name in [
+        "istiod-clusterrole-istio-system",
+        "istiod-gateway-controller-istio-system",
+    ] {
         let b = find(&mine, "ClusterRoleBinding", name).unwrap();
         assert_eq!(b["roleRef"]["name"], name);
         assert_eq!(b["subjects"][0]["name"], "istiod");
@@ -278,7 +290,13 @@ fn istiod_deployment_and_service_select_pods_as_istio_does() {
         &td["spec"]["template"]["metadata"]["labels"],
         &md["spec"]["template"]["metadata"]["labels"],
     );
-    for key in ["app", "istio", "istio.io/rev", "sidecar.istio.io/inject", "istio.io/dataplane-mode"] {
+    for key in [
+        "app",
+        "istio",
+        "istio.io/rev",
+        "sidecar.istio.io/inject",
+        "istio.io/dataplane-mode",
+    ] {
         assert_eq!(ml[key], tl[key], "pod label {key}");
     }
     assert_eq!(
@@ -303,8 +321,15 @@ fn pod_disruption_budgets_match_istios() {
     let theirs = golden(&dir, "pilot_hpa_pdb.golden.yaml");
     let mine = ours(json!({"controlPlane": {"autoscale": {"min": 2, "max": 5}}}));
     for kind in ["PodDisruptionBudget", "HorizontalPodAutoscaler"] {
-        let (t, m) = (find(&theirs, kind, "istiod").unwrap(), find(&mine, kind, "istiod").unwrap());
-        assert_eq!(without_defaults(&m["spec"]), without_defaults(&t["spec"]), "istiod {kind}");
+        let (t, m) = (
+            find(&theirs, kind, "istiod").unwrap(),
+            find(&mine, kind, "istiod").unwrap(),
+        );
+        assert_eq!(
+            without_defaults(&m["spec"]),
+            without_defaults(&t["spec"]),
+            "istiod {kind}"
+        );
     }
     let theirs = golden(&dir, "gateway_hpa_pdb.golden.yaml");
     let mine = ours(json!({"gateways": [{"name": "istio-ingressgateway", "autoscale": {"min": 2, "max": 5}}]}));
@@ -313,6 +338,10 @@ fn pod_disruption_budgets_match_istios() {
             find(&theirs, kind, "istio-ingressgateway").unwrap(),
             find(&mine, kind, "istio-ingressgateway").unwrap(),
         );
-        assert_eq!(without_defaults(&m["spec"]), without_defaults(&t["spec"]), "gateway {kind}");
+        assert_eq!(
+            without_defaults(&m["spec"]),
+            without_defaults(&t["spec"]),
+            "gateway {kind}"
+        );
     }
 }

@@ -472,7 +472,10 @@ impl InjectionConfig {
             "sidecarInjectorWebhook.rewriteAppHTTPProbe" => self.rewrite_app_http_probe = b()?,
             "sidecarInjectorWebhook.templates" => {
                 let Value::Object(map) = value else {
-                    return Err(SettingError::new(key, "expected a map of template name to template text"));
+                    return Err(SettingError::new(
+                        key,
+                        "expected a map of template name to template text",
+                    ));
                 };
                 for (name, text) in map {
                     let text = text
@@ -484,6 +487,9 @@ impl InjectionConfig {
                 }
             }
             "revision" => self.revision = s(),
+            // Accepted and without effect, as in Istio: its injection template no longer reads it (no dnsConfig is
+            // injected), so neither the value nor Go-template text inside it changes a pod.
+            "global.podDNSSearchNamespaces" => {}
             _ => {
                 if let Some(rest) = path.strip_prefix("global.proxy.resources.") {
                     let (kind, resource) = rest

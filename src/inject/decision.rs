@@ -527,10 +527,23 @@ mod tests {
     #[test]
     fn inject_label_and_annotation_decide_as_istio_does() {
         use InjectionPolicy::{Disabled, Enabled};
-        let cases: &[(Option<&str>, Option<&str>, InjectionPolicy, bool, Rule)] = &[
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, InjectionPolicy, bool, Rule);
+        let cases: &[Row] = &[
             // The label, when present, replaces the annotation whatever its value.
-            (Some("false"), Some("true"), Enabled, false, Rule::PodLabel("false".into())),
-            (Some("true"), Some("false"), Disabled, true, Rule::PodLabel("true".into())),
+            (
+                Some("false"),
+                Some("true"),
+                Enabled,
+                false,
+                Rule::PodLabel("false".into()),
+            ),
+            (
+                Some("true"),
+                Some("false"),
+                Disabled,
+                true,
+                Rule::PodLabel("true".into()),
+            ),
             (Some("maybe"), Some("false"), Enabled, true, Rule::Policy(Enabled)),
             (Some(""), Some("false"), Enabled, true, Rule::Policy(Enabled)),
             (Some(""), Some("true"), Disabled, false, Rule::Policy(Disabled)),
@@ -560,7 +573,12 @@ mod tests {
             if let Some(a) = annotation {
                 annotations.insert(ann::INJECT.into(), json!(a));
             }
-            let d = decide(&c, &pod(Value::Object(labels), Value::Object(annotations)), &json!({}), "default");
+            let d = decide(
+                &c,
+                &pod(Value::Object(labels), Value::Object(annotations)),
+                &json!({}),
+                "default",
+            );
             assert_eq!(
                 (d.inject, &d.rule),
                 (*inject, rule),
@@ -611,7 +629,10 @@ mod tests {
             )
         );
         assert_eq!(inject_warning(&pod(json!({}), json!({ann::INJECT: "true"}))), None);
-        assert_eq!(inject_warning(&pod(json!({ann::INJECT: ""}), json!({ann::INJECT: "x"}))), None);
+        assert_eq!(
+            inject_warning(&pod(json!({ann::INJECT: ""}), json!({ann::INJECT: "x"}))),
+            None
+        );
         assert!(inject_warning(&pod(json!({}), json!({ann::INJECT: "False"}))).is_some());
     }
 

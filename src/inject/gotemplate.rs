@@ -98,12 +98,8 @@ fn split(name: &str, src: &str) -> Result<Vec<Piece>, TemplateError> {
         // A comment may contain "}}"; it ends at "*/" followed by the delimiter.
         let trimmed = body_src.trim_start();
         let end = if trimmed.starts_with("/*") {
-            let c = body_src
-                .find("*/")
-                .ok_or_else(|| err("unclosed comment".into()))?;
-            c + body_src[c..]
-                .find("}}")
-                .ok_or_else(|| err("unclosed action".into()))?
+            let c = body_src.find("*/").ok_or_else(|| err("unclosed comment".into()))?;
+            c + body_src[c..].find("}}").ok_or_else(|| err("unclosed action".into()))?
         } else {
             find_close(body_src).ok_or_else(|| err("unclosed action: missing }}".into()))?
         };
@@ -313,7 +309,8 @@ struct Parser<'a> {
     defines: BTreeMap<String, Vec<Node>>,
 }
 
-enum End {
+/// How a list of nodes ended.
+enum Stop {
     Eof,
     End,
     Else(Vec<Tok>),
@@ -327,7 +324,7 @@ impl Parser<'_> {
         }
     }
 
-    fn list(&mut self) -> Result<(Vec<Node>, End), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
         let mut nodes = Vec::new();
         while self.pos < self.pieces.len() {
             let piece = self.pieces[self.pos].clone();
@@ -346,8 +343,8 @@ impl Parser<'_> {
             };
             let rest = &toks[1..];
             match first.as_str() {
-                "end" => return Ok((nodes, End::End)),
-                "else" => return Ok((nodes, End::Else(rest.to_vec()))),
+                "end" => return Ok((nodes, Stop::End)),
+                "else" => return Ok((nodes, Stop::Else(rest.to_vec()))),
                 "if" | "range" | "with" => {
                     let pipe = self.pipeline(rest)?;
                     let (body, end) = self.list()?;
@@ -363,7 +360,7 @@ impl Parser<'_> {
                         return Err(self.err("define needs a quoted name"));
                     };
                     let (body, end) = self.list()?;
-                    if !matches!(end, End::End) {
+                    if !matches!(end, Stop::End) {
                         return Err(self.err(format!("define {n:?} without {{{{end}}}}")));
                     }
                     self.defines.insert(n.clone(), body);
@@ -383,30 +380,30 @@ impl Parser<'_> {
                 _ => nodes.push(Node::Action(self.pipeline(&toks)?)),
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 
     /// What follows a block's body: nothing (`end`), an `else` part, or an `else if` chain (nested ifs sharing
     /// one `end`).
-    fn tail(&mut self, keyword: &str, end: End) -> Result<Vec<Node>, TemplateError> {
+    fn tail(&mut self, keyword: &str, end: Stop) -> Result<Vec<Node>, TemplateError> {
         match end {
-            End::End => Ok(Vec::new()),
-            End::Else(t) if t.is_empty() => self.block_end(),
-            End::Else(t) if keyword == "if" && matches!(t.first(), Some(Tok::Word(w)) if w == "if") => {
+            Stop::End => Ok(Vec::new()),
+            Stop::Else(t) if t.is_empty() => self.block_end(),
+            Stop::Else(t) if keyword == "if" && matches!(t.first(), Some(Tok::Word(w)) if w == "if") => {
                 let pipe = self.pipeline(&t[1..])?;
                 let (body, end) = self.list()?;
                 let otherwise = self.tail("if", end)?;
                 Ok(vec![Node::If(pipe, body, otherwise)])
             }
-            End::Else(_) => Err(self.err(format!("unsupported else clause in {keyword}"))),
-            End::Eof => Err(self.err(format!("unexpected end of template: {keyword} without {{{{end}}}}"))),
+            Stop::Else(_) => Err(self.err(format!("unsupported else clause in {keyword}"))),
+            Stop::Eof => Err(self.err(format!("unexpected end of template: {keyword} without {{{{end}}}}"))),
         }
     }
 
     fn block_end(&mut self) -> Result<Vec<Node>, TemplateError> {
         let (nodes, end) = self.list()?;
         match end {
-            End::End => Ok(nodes),
+            Stop::End => Ok(nodes),
             _ => Err(self.err("else without {{end}}")),
         }
     }
@@ -486,11 +483,7 @@ impl Parser<'_> {
         if commands.is_empty() {
             return Err(self.err("missing value in action"));
         }
-        Ok(Pipeline {
-            decl,
-            assign,
-            commands,
-        })
+        Ok(Pipeline { decl, assign, commands })
     }
 }
 
@@ -505,13 +498,13 @@ impl Template {
         };
         let (root, end) = p.list()?;
         match end {
-            End::Eof => Ok(Self {
+            Stop::Eof => Ok(Self {
                 name: name.to_owned(),
                 root,
                 defines: p.defines,
             }),
-            End::End => Err(p.err("unexpected {{end}}")),
-            End::Else(_) => Err(p.err("unexpected {{else}}")),
+            Stop::End => Err(p.err("unexpected {{end}}")),
+            Stop::Else(_) => Err(p.err("unexpected {{else}}")),
         }
     }
 
@@ -909,7 +902,11 @@ impl Exec<'_> {
             // Sprig's.
             "default" => {
                 want(2)?;
-                if truthy(&args[1]) { args[1].clone() } else { args[0].clone() }
+                if truthy(&args[1]) {
+                    args[1].clone()
+                } else {
+                    args[0].clone()
+                }
             }
             "quote" => Value::String(args.iter().map(|v| format!("{:?}", s(v))).collect::<Vec<_>>().join(" ")),
             "squote" => Value::String(args.iter().map(|v| format!("'{}'", s(v))).collect::<Vec<_>>().join(" ")),
@@ -1045,17 +1042,35 @@ mod tests {
     fn istio_and_sprig_functions() {
         let data = json!({"ObjectMeta": {"annotations": {"k": "v"}, "labels": {"app": "web"}},
             "Values": {"global": {"proxy": {"resources": {"requests": {"cpu": "100m"}}}}}, "DeploymentMeta": {"name": "d"}});
-        assert_eq!(run("{{ annotation .ObjectMeta `k` `x` }}/{{ annotation .ObjectMeta `z` `x` }}", data.clone()), "v/x");
+        assert_eq!(
+            run(
+                "{{ annotation .ObjectMeta `k` `x` }}/{{ annotation .ObjectMeta `z` `x` }}",
+                data.clone()
+            ),
+            "v/x"
+        );
         assert_eq!(run("{{ isset .ObjectMeta.Annotations `k` }}", data.clone()), "true");
         assert_eq!(
-            run("{{ index .ObjectMeta.Labels `version` | default .DeploymentMeta.Name | quote }}", data.clone()),
+            run(
+                "{{ index .ObjectMeta.Labels `version` | default .DeploymentMeta.Name | quote }}",
+                data.clone()
+            ),
             "\"d\""
         );
         assert_eq!(
-            run("r:\n{{ toYaml .Values.global.proxy.resources | indent 2 }}", data.clone()),
+            run(
+                "r:\n{{ toYaml .Values.global.proxy.resources | indent 2 }}",
+                data.clone()
+            ),
             "r:\n  requests:\n    cpu: 100m"
         );
-        assert_eq!(run("{{ $l := list }}{{ $l = append $l 1 }}{{ $l = append $l 2 }}{{ $l | join \",\" }}", json!({})), "1,2");
+        assert_eq!(
+            run(
+                "{{ $l := list }}{{ $l = append $l 1 }}{{ $l = append $l 2 }}{{ $l | join \",\" }}",
+                json!({})
+            ),
+            "1,2"
+        );
         assert_eq!(run("{{ printf \"istio.%s\" \"sa\" }}", json!({})), "istio.sa");
         assert_eq!(run("{{ valueOrDefault .Missing `default` }}", json!({})), "default");
     }
@@ -1066,7 +1081,10 @@ mod tests {
         for (n, want) in [(1, "one"), (2, "two"), (3, "three"), (9, "many")] {
             assert_eq!(run(src, json!({"N": n})), want);
         }
-        assert_eq!(run("{{ with .A }}{{ .B }}{{ else }}none{{ end }}", json!({"A": {"B": "b"}})), "b");
+        assert_eq!(
+            run("{{ with .A }}{{ .B }}{{ else }}none{{ end }}", json!({"A": {"B": "b"}})),
+            "b"
+        );
         assert_eq!(run("{{ with .A }}{{ .B }}{{ else }}none{{ end }}", json!({})), "none");
     }
 
@@ -1081,12 +1099,19 @@ mod tests {
         let e = Template::parse("custom", "{{ if .A }}").unwrap_err();
         assert_eq!(e.name, "custom");
         assert!(e.message.contains("end"), "{e}");
-        let e = Template::parse("custom", "{{ nosuch .A }}").unwrap().execute(&json!({})).unwrap_err();
+        let e = Template::parse("custom", "{{ nosuch .A }}")
+            .unwrap()
+            .execute(&json!({}))
+            .unwrap_err();
         assert!(e.message.contains("nosuch"), "{e}");
         assert!(Template::parse("t", "{{ \"open }}").is_err());
         assert!(Template::parse("t", "{{ (.A }}").is_err());
         // Recursion is bounded.
-        let t = Template::parse("t", "{{ define \"x\" }}{{ template \"x\" . }}{{ end }}{{ template \"x\" . }}").unwrap();
+        let t = Template::parse(
+            "t",
+            "{{ define \"x\" }}{{ template \"x\" . }}{{ end }}{{ template \"x\" . }}",
+        )
+        .unwrap();
         assert!(t.execute(&json!({})).is_err());
     }
 }

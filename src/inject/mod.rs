@@ -381,12 +381,21 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
     let full_spec = spec.clone();
     let builtin_names: Vec<String> = TEMPLATE_CONTAINERS.iter().map(|n| (*n).to_owned()).collect();
-    let overrides = take_overrides(&mut spec, &builtin_names);
+    let mut overrides = take_overrides(&mut spec, &builtin_names);
+    let os_uid = openshift_uid(config, input.namespace_annotations);
+    if os_uid.is_some() {
+        // On OpenShift the proxy runs as the top of the namespace's UID range: a UID the pod sets on its own
+        // istio-proxy is dropped from the override (and so from what is recorded for re-injection), as Istio does.
+        for (_, o) in overrides.iter_mut().filter(|(_, o)| o["name"] == PROXY_NAME) {
+            if let Some(sc) = o.get_mut("securityContext").and_then(Value::as_object_mut) {
+                sc.remove("runAsUser");
+            }
+        }
+    }
     let sidecar = kinds.contains(&TemplateKind::Sidecar);
     let native = sidecar
         && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
 
-    let os_uid = openshift_uid(config, input.namespace_annotations);
     let tproxy = annotations
         .get(ann::INTERCEPTION_MODE)
         .and_then(Value::as_str)
@@ -464,7 +473,6 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         .collect();
     let tproxy_mode = ctx.interception_mode() == "TPROXY";
     drop(ctx);
-    let mut overrides = overrides;
     overrides.extend(take_overrides(&mut spec, &template_names));
     let (mut patch, merged_overrides) = match submitted_spec {
         Some(mut submitted) => {
@@ -518,7 +526,12 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     let list_of = |field: &str| base[field].as_array().unwrap_or(&empty);
     let placed: Vec<(&str, &Value)> = merged_overrides
         .iter()
-        .map(|(origin, o)| (placement(list_of("initContainers"), list_of("containers"), o, origin), o))
+        .map(|(origin, o)| {
+            (
+                placement(list_of("initContainers"), list_of("containers"), o, origin),
+                o,
+            )
+        })
         .collect();
     for (field, o) in &placed {
         if let Some(list) = patch
@@ -942,7 +955,11 @@ mod tests {
         };
         let a = &injected["metadata"]["annotations"];
         assert_eq!(
-            (&a["prometheus.io/port"], &a["prometheus.io/path"], &a["prometheus.io/scrape"]),
+            (
+                &a["prometheus.io/port"],
+                &a["prometheus.io/path"],
+                &a["prometheus.io/scrape"]
+            ),
             (&json!("15020"), &json!("/stats/prometheus"), &json!("true"))
         );
         let proxy = injected["spec"]["initContainers"]
@@ -968,7 +985,10 @@ mod tests {
     }
 
     fn with_templates(templates: &[(&str, &str)]) -> InjectionConfig {
-        let map = templates.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map = templates
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         InjectionConfig {
             user_templates: config::parse_templates(&map),
             ..InjectionConfig::default()
@@ -992,8 +1012,19 @@ mod tests {
         assert_eq!((&web["name"], &web["image"]), (&json!("web"), &json!("nginx")));
         assert_eq!(web["env"], json!([{"name": "FROM_TEMPLATE", "value": "yes"}]));
         // The sidecar is still there, and the user's container is recorded for re-injection.
-        assert!(injected["spec"]["initContainers"].as_array().unwrap().iter().any(|c| c["name"] == PROXY_NAME));
-        assert!(injected["metadata"]["annotations"][ann::OVERRIDES].as_str().unwrap().contains("\"web\""));
+        assert!(
+            injected["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == PROXY_NAME)
+        );
+        assert!(
+            injected["metadata"]["annotations"][ann::OVERRIDES]
+                .as_str()
+                .unwrap()
+                .contains("\"web\"")
+        );
         let PodOutcome::Injected { pod: twice, .. } = inject_pod(&config, &injected, "shop", None).unwrap() else {
             panic!("expected injection")
         };
@@ -1014,7 +1045,10 @@ mod tests {
         let config = with_templates(&[("list", "- not a pod")]);
         let mut p = pod();
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("list");
-        assert!(matches!(inject_pod(&config, &p, "shop", None), Err(InjectError::Template(_))));
+        assert!(matches!(
+            inject_pod(&config, &p, "shop", None),
+            Err(InjectError::Template(_))
+        ));
     }
 
     #[test]

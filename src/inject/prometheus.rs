@@ -64,7 +64,9 @@ fn scrape_targets(raw: &str, status_port: &str) -> Result<Vec<(String, String)>,
             return Err(invalid(format!("empty port in scrape target {entry:?}")));
         }
         if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-            return Err(invalid(format!("port {port:?} of scrape target {entry:?} is not a port number")));
+            return Err(invalid(format!(
+                "port {port:?} of scrape target {entry:?} is not a port number"
+            )));
         }
         if let Some((_, why)) = RESERVED_PORTS.iter().find(|(p, _)| *p == port) {
             return Err(invalid(format!("port {port} is reserved by Istio ({why})")));

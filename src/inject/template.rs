@@ -42,7 +42,12 @@ impl Fragment {
                 Value::Null => Ok(Vec::new()),
                 Value::Object(m) => Ok(m
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect()),
                 _ => Err(format!("template {name:?}: metadata.{what} must be a map")),
             }
@@ -51,7 +56,9 @@ impl Fragment {
             match v {
                 Value::Null => Ok(Vec::new()),
                 Value::Array(a) if a.iter().all(|i| i["name"].is_string()) => Ok(a.clone()),
-                _ => Err(format!("template {name:?}: spec.{what} must be a list of items with a name")),
+                _ => Err(format!(
+                    "template {name:?}: spec.{what} must be a list of items with a name"
+                )),
             }
         };
         if !(pod.is_object() || pod.is_null()) {
@@ -59,7 +66,13 @@ impl Fragment {
         }
         let spec = &pod["spec"];
         let mut rest = spec.as_object().cloned().unwrap_or_default();
-        for k in ["initContainers", "containers", "volumes", "imagePullSecrets", "securityContext"] {
+        for k in [
+            "initContainers",
+            "containers",
+            "volumes",
+            "imagePullSecrets",
+            "securityContext",
+        ] {
             rest.remove(k);
         }
         Ok(Self {
@@ -732,7 +745,8 @@ pub fn sidecar(ctx: &Context) -> Fragment {
         ..Fragment::default()
     };
     f.labels.extend(canonical_labels(ctx));
-    f.annotations.push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
+    f.annotations
+        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
     if let Some(network) = &ctx.config.network
         && ctx.label("topology.istio.io/network").is_none()
     {
@@ -835,7 +849,8 @@ pub fn gateway(ctx: &Context) -> Fragment {
         labels: canonical_labels(ctx),
         ..Fragment::default()
     };
-    f.annotations.push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
+    f.annotations
+        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
     f.annotations.extend(default_container_annotations(ctx, true));
     let mut proxy = json!({
         "name": PROXY_NAME,
@@ -899,8 +914,10 @@ pub fn grpc_agent(ctx: &Context) -> Fragment {
             }
         }
     }
-    f.annotations.push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
-    f.annotations.push((ann::REVISION.to_owned(), config.revision_label().to_owned()));
+    f.annotations
+        .push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
+    f.annotations
+        .push((ann::REVISION.to_owned(), config.revision_label().to_owned()));
     let mut env = vec![
         value_env("ISTIO_META_GENERATOR", "grpc"),
         value_env("OUTPUT_CERTS", "/var/lib/istio/data"),
@@ -998,7 +1015,8 @@ pub fn grpc_agent(ctx: &Context) -> Fragment {
     f.volumes.push(json!({"name": "workload-socket"}));
     f.volumes.push(json!({"name": "workload-certs"}));
     if let Some(config_map) = ctx.annotation(ann::BOOTSTRAP_OVERRIDE) {
-        f.volumes.push(json!({"name": "custom-bootstrap-volume", "configMap": {"name": config_map}}));
+        f.volumes
+            .push(json!({"name": "custom-bootstrap-volume", "configMap": {"name": config_map}}));
     }
     f.volumes.extend([
         json!({"name": "istio-xds", "emptyDir": {"medium": "Memory"}}),
@@ -1012,14 +1030,16 @@ pub fn grpc_agent(ctx: &Context) -> Fragment {
         ]}}),
     ]);
     if istiod_ca {
-        f.volumes.push(json!({"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}));
+        f.volumes
+            .push(json!({"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}));
     }
     if config.mount_mtls_certs {
         let sa = ctx.full_spec["serviceAccountName"]
             .as_str()
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
-        f.volumes.push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
+        f.volumes
+            .push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
     }
     f.image_pull_secrets = config.image_pull_secrets.clone();
     f
@@ -1050,7 +1070,8 @@ echo '
 pub fn grpc_simple(ctx: &Context) -> Fragment {
     let mount = json!({"mountPath": "/var/lib/grpc/data/", "name": "grpc-io-proxyless-bootstrap"});
     let mut f = Fragment::default();
-    f.annotations.push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
+    f.annotations
+        .push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
     f.init_containers.push(json!({
         "name": "grpc-bootstrap-init",
         "image": "busybox:1.28",
@@ -1075,7 +1096,8 @@ pub fn grpc_simple(ctx: &Context) -> Fragment {
             "volumeMounts": [mount],
         }));
     }
-    f.volumes.push(json!({"name": "grpc-io-proxyless-bootstrap", "emptyDir": {}}));
+    f.volumes
+        .push(json!({"name": "grpc-io-proxyless-bootstrap", "emptyDir": {}}));
     f
 }
 
