@@ -18,6 +18,8 @@ use serde_json::{Map, Number, Value, json};
 const MAX_OUTPUT: usize = 4 << 20;
 /// Nested `template` calls deeper than this are refused (recursion).
 const MAX_DEPTH: usize = 64;
+/// Executing more nodes than this is refused (a template that branches into too much work).
+const MAX_STEPS: usize = 1_000_000;
 
 /// A template that cannot be parsed or executed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -515,6 +517,7 @@ impl Template {
             out: String::new(),
             vars: vec![("$".to_owned(), data.clone())],
             depth: 0,
+            steps: 0,
         };
         ex.nodes(&self.root, data)?;
         Ok(ex.out)
@@ -528,6 +531,7 @@ struct Exec<'a> {
     out: String,
     vars: Vec<(String, Value)>,
     depth: usize,
+    steps: usize,
 }
 
 /// Go's notion of "true" in `if`, `and`, `or`, `not`, `with`.
@@ -616,6 +620,10 @@ impl Exec<'_> {
     }
 
     fn node(&mut self, n: &Node, dot: &Value) -> Result<(), TemplateError> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(self.err("template does too much work (more than a million steps)"));
+        }
         match n {
             Node::Text(t) => self.write(t),
             Node::Action(p) => {
@@ -1106,6 +1114,47 @@ mod tests {
         assert!(e.message.contains("nosuch"), "{e}");
         assert!(Template::parse("t", "{{ \"open }}").is_err());
         assert!(Template::parse("t", "{{ (.A }}").is_err());
+        // Malformed input is an error, never a panic.
+        for src in [
+            "{{",
+            "}}",
+            "{{-",
+            "{{ - }}",
+            "{{ ( }}",
+            "{{ ) }}",
+            "{{ $ }}",
+            "{{ . . }}",
+            "{{ range }}",
+            "{{ end }}",
+            "{{ else }}",
+            "{{ index }}",
+            "{{ printf }}",
+            "{{ template }}",
+            "{{ $x = 1 }}",
+            "{{ 1 | 2 }}",
+            "{{ \"é\" }}",
+            "{{-1}}",
+            "{{ (index .A 5).B }}",
+            "{{ index .L 9 }}",
+            "{{ len 3 }}",
+            "{{ lt 1 \"a\" }}",
+            "{{/* x",
+            "{{ range 99999999999 }}x{{ end }}",
+            "{{ define \"a\" }}",
+            "{{ with }}{{ end }}",
+            "ä{{ .é }}ö",
+        ] {
+            if let Ok(t) = Template::parse("t", src) {
+                let _ = t.execute(&json!({"A": [1], "L": [1, 2]}));
+            }
+        }
+        // Work is bounded.
+        let t = Template::parse(
+            "t",
+            "{{ define \"x\" }}{{ range 2 }}{{ template \"x\" $ }}{{ end }}{{ end }}{{ template \"x\" . }}",
+        )
+        .unwrap();
+        assert!(t.execute(&json!({})).is_err());
         // Recursion is bounded.
         let t = Template::parse(
             "t",
