@@ -8,11 +8,20 @@ cargo build -q --bin mizzenctl
 mizzenctl=target/debug/mizzenctl
 crd=config/crd/mizzen.io_meshinstalls.yaml
 bundle=config/bundle.yaml
+istio_crds=src/istio_crds.gen.json
+# Istio's generated CRD file, the fact source of the Istio CRDs mizzen installs (outside the repository).
+istio_reference="${MIZZEN_REFERENCE_DIR:-../shared/reference}/istio-crd-all.gen.yaml"
 
 if [[ "${1:-}" == "--check" ]]; then
   status=0
   diff -u "$crd" <("$mizzenctl" crd) || { echo "drift: $crd differs from 'mizzenctl crd'; run hack/generate.sh" >&2; status=1; }
   diff -u "$bundle" <("$mizzenctl" bundle) || { echo "drift: $bundle differs from 'mizzenctl bundle'; run hack/generate.sh" >&2; status=1; }
+  if [[ -f "$istio_reference" ]]; then
+    cmp -s "$istio_crds" <("$mizzenctl" istio-crds --reference "$istio_reference") \
+      || { echo "drift: $istio_crds differs from 'mizzenctl istio-crds --reference $istio_reference'; run hack/generate.sh" >&2; status=1; }
+  else
+    echo "note: $istio_reference not found; $istio_crds not checked" >&2
+  fi
   [[ $status == 0 ]] && echo "generated files are up to date"
   exit $status
 fi
@@ -21,3 +30,9 @@ mkdir -p config/crd
 "$mizzenctl" crd >"$crd"
 "$mizzenctl" bundle >"$bundle"
 echo "wrote $crd and $bundle"
+if [[ -f "$istio_reference" ]]; then
+  "$mizzenctl" istio-crds --reference "$istio_reference" >"$istio_crds.tmp" && mv "$istio_crds.tmp" "$istio_crds"
+  echo "wrote $istio_crds from $istio_reference"
+else
+  echo "note: $istio_reference not found; $istio_crds left as it is" >&2
+fi

@@ -107,6 +107,12 @@ impl Request {
         w
     }
 
+    /// Whether the review may have side effects such as Events: not for a `dryRun` request (the
+    /// MutatingWebhookConfiguration declares `sideEffects: None`).
+    pub fn publishes_events(&self) -> bool {
+        !self.request.dry_run
+    }
+
     /// A name for the pod in logs: its name, else its generateName.
     pub fn pod_name(&self) -> String {
         let meta = &self.pod["metadata"];
@@ -195,7 +201,7 @@ pub fn respond(
             response
                 .audit_annotations
                 .insert(AUDIT_ANNOTATION.into(), format!("injected: {}", outcome.reason()));
-            (response, outcome)
+            (with_inject_warning(response, &request.pod), outcome)
         }
         Ok(PodOutcome::Skipped(decision)) => {
             let outcome = Outcome::Skipped(decision.rule);
@@ -203,19 +209,32 @@ pub fn respond(
             response
                 .audit_annotations
                 .insert(AUDIT_ANNOTATION.into(), format!("skipped: {}", outcome.reason()));
-            (response, outcome)
+            (with_inject_warning(response, &request.pod), outcome)
         }
         Err(error) => {
             let message = match &error {
                 InjectError::InvalidPod(_)
                 | InjectError::InvalidAnnotation { .. }
-                | InjectError::UnknownTemplate(_) => {
+                | InjectError::UnknownTemplate(_)
+                | InjectError::Template(_) => {
                     format!("mizzen sidecar injection refused this pod: {error}")
                 }
             };
             (response.deny(&message), Outcome::Denied(message))
         }
     }
+}
+
+/// Istio's warning about an unrecognised `sidecar.istio.io/inject` value, as an admission warning (kubectl prints
+/// it) and in the audit annotation.
+fn with_inject_warning(mut response: AdmissionResponse, pod: &Value) -> AdmissionResponse {
+    if let Some(warning) = inject::decision::inject_warning(&pod["metadata"]) {
+        if let Some(a) = response.audit_annotations.get_mut(AUDIT_ANNOTATION) {
+            a.push_str(&format!(" ({warning})"));
+        }
+        response.warnings.get_or_insert_with(Vec::new).push(warning);
+    }
+    response
 }
 
 /// The review to send back. The patch is written base64-encoded, as the API server writes `[]byte` fields (kube's
@@ -302,6 +321,27 @@ mod tests {
         assert!(response.allowed && response.patch.is_none());
         assert_eq!(outcome, Outcome::Skipped(Rule::PodAnnotation("false".into())));
         assert!(response.audit_annotations[AUDIT_ANNOTATION].contains("sidecar.istio.io/inject"));
+    }
+
+    #[test]
+    fn unrecognised_inject_values_are_injected_by_policy_with_istios_warning() {
+        let req = parse(&review(pod(json!({"sidecar.istio.io/inject": "False"})), "shop")).unwrap();
+        let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+        assert_eq!(outcome.result(), "injected");
+        let warnings = response.warnings.clone().unwrap_or_default();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("Invalid value for sidecar.istio.io/inject: \"False\""));
+        assert!(response.audit_annotations[AUDIT_ANNOTATION].contains("Only 'true' and 'false' are accepted"));
+    }
+
+    #[test]
+    fn dry_run_reviews_publish_no_events() {
+        let req = parse(&review(pod(json!({})), "shop")).unwrap();
+        assert!(req.publishes_events());
+        let mut body: Value = serde_json::from_slice(&review(pod(json!({})), "shop")).unwrap();
+        body["request"]["dryRun"] = json!(true);
+        let req = parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert!(!req.publishes_events());
     }
 
     #[test]

@@ -430,6 +430,14 @@ pub struct InjectionSpec {
     #[serde(default = "default_timeout_seconds")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 30").message("spec.injection.timeoutSeconds must be between 1 and 30"))]
     pub timeout_seconds: i32,
+
+    /// Your own injection templates by name, as Istio's `sidecarInjectorWebhook.templates`: Go templates that render
+    /// a pod's `metadata` and `spec` to merge into the pod (with `.ObjectMeta`, `.Spec`, `.Values`, `.ProxyConfig`,
+    /// … as in Istio). A pod selects them with the annotation `inject.istio.io/templates: sidecar,<name>`; a
+    /// template named like a built-in one (`sidecar`, `gateway`, `grpc-agent`, `grpc-simple`) replaces it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9][-A-Za-z0-9_.]*$'))").message("spec.injection.templates names must be letters, digits, '-', '_' or '.' (a pod lists them comma-separated)"))]
+    pub templates: BTreeMap<String, String>,
 }
 
 impl Default for InjectionSpec {
@@ -440,6 +448,7 @@ impl Default for InjectionSpec {
             always_inject_selector: Vec::new(),
             failure_policy: FailurePolicy::Fail,
             timeout_seconds: default_timeout_seconds(),
+            templates: BTreeMap::new(),
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct Check {
     pub inject_reason: String,
     /// Whether the pod ends up with a sidecar.
     pub injected: bool,
+    /// What Istio's injector would log about the pod, such as an unrecognised `sidecar.istio.io/inject` value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 fn pod_templates(doc: &Value, out: &mut Vec<(String, Value, Value, String)>) {
@@ -113,6 +116,7 @@ pub fn check_inject(
             webhook_reason,
             inject: decision.inject,
             inject_reason: decision.rule.to_string(),
+            warning: inject::decision::inject_warning(&meta),
         });
     }
     Ok(checks)
@@ -154,6 +158,11 @@ pub fn checks_table(checks: &[Check], revision: &str) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    for c in checks {
+        if let Some(w) = &c.warning {
+            let _ = writeln!(out, "warning: {}: {w}", c.workload);
+        }
+    }
     out
 }
 
@@ -182,6 +191,36 @@ mod tests {
         let checks = check_inject(&InjectionConfig::default(), DEPLOYMENT, "default", &BTreeMap::new()).unwrap();
         assert_eq!(checks[0].webhook, None);
         assert!(!checks[0].injected);
+    }
+
+    #[test]
+    fn unrecognised_inject_values_fall_back_to_the_policy_with_istios_warning() {
+        let doc = DEPLOYMENT.replace(
+            "labels: {app: web}",
+            "labels: {app: web, sidecar.istio.io/inject: \"False\"}",
+        );
+        let labels = parse_labels("istio-injection=enabled").unwrap();
+        let checks = check_inject(&InjectionConfig::default(), &doc, "default", &labels).unwrap();
+        assert!(checks[0].injected, "{checks:?}");
+        assert_eq!(checks[0].inject_reason, "injection policy is enabled");
+        let table = checks_table(&checks, "default");
+        assert!(
+            table.contains(
+                "warning: Deployment/web: Invalid value for sidecar.istio.io/inject: \"False\". Only 'true' and 'false' are accepted."
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn pods_labelled_with_the_default_revision_are_sent_to_it() {
+        let doc = DEPLOYMENT.replace("labels: {app: web}", "labels: {app: web, istio.io/rev: default}");
+        let checks = check_inject(&InjectionConfig::default(), &doc, "default", &BTreeMap::new()).unwrap();
+        assert_eq!(checks[0].webhook.as_deref(), Some("default"));
+        assert!(checks[0].injected);
+        let labels = parse_labels("istio.io/rev=default").unwrap();
+        let checks = check_inject(&InjectionConfig::default(), DEPLOYMENT, "default", &labels).unwrap();
+        assert!(checks[0].injected, "{checks:?}");
     }
 
     #[test]

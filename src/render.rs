@@ -152,8 +152,14 @@ impl Ctx<'_> {
         o
     }
 
+    /// `<hub>/<name>:<version>`, or `name` itself when it is a full reference (contains `/`), the rule
+    /// `spec.proxy.image` documents and the injector follows.
     fn image(&self, name: &str) -> String {
-        format!("{}/{}:{}", self.spec.hub, name, self.spec.version)
+        if name.contains('/') {
+            name.to_owned()
+        } else {
+            format!("{}/{}:{}", self.spec.hub, name, self.spec.version)
+        }
     }
 }
 
@@ -168,13 +174,7 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         owner: owner_reference(mi),
     };
     let mut out = Vec::new();
-    // Labelled like every object mizzen writes: the operator's watches select on it. Not owned by the
-    // MeshInstall, so users' Istio resources survive an uninstall.
-    out.extend(crate::istio_crds::ISTIO_CRDS.iter().map(|c| {
-        let mut crd = c.to_object();
-        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!(MANAGED_BY);
-        crd
-    }));
+    out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -217,6 +217,11 @@ fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
             && a.min > a.max
         {
             return Err(invalid(format!("spec.gateways[{i}].autoscale"), "min exceeds max"));
+        }
+    }
+    for (name, text) in &spec.injection.templates {
+        if let Err(e) = crate::inject::gotemplate::Template::parse(name, text) {
+            return Err(invalid(format!("spec.injection.templates[{name:?}]"), e.message));
         }
     }
     for key in spec.control_plane.env.keys() {
@@ -288,8 +293,11 @@ fn control_plane(ctx: &Ctx) -> Vec<Value> {
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
         {"apiGroups": ["gateway.networking.k8s.io", "gateway.networking.x-k8s.io"], "resources": ["*"], "verbs": ["get", "watch", "list"]},
-        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["backendtlspolicies/status", "gatewayclasses/status", "gateways/status", "grpcroutes/status", "httproutes/status", "referencegrants/status", "tcproutes/status", "tlsroutes/status", "udproutes/status"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["gateway.networking.x-k8s.io"], "resources": ["xbackendtrafficpolicies/status"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["backendtlspolicies/status", "gatewayclasses/status", "gateways/status", "grpcroutes/status", "httproutes/status", "referencegrants/status", "tcproutes/status", "tlsroutes/status", "udproutes/status", "listenersets/status"], "verbs": ["update", "patch"]},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"], "verbs": ["create", "update", "patch", "delete"]},
+        {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "watch", "list"]},
+        {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools/status"], "verbs": ["update", "patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "watch", "list"]},
         {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "watch", "list", "create", "delete"]},
         {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"], "verbs": ["get", "watch", "list"]},
@@ -302,7 +310,8 @@ fn control_plane(ctx: &Ctx) -> Vec<Value> {
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": all},
             {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": all},
             {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": all},
-            {"apiGroups": [""], "resources": ["services", "serviceaccounts"], "verbs": all},
+            {"apiGroups": [""], "resources": ["services"], "verbs": all},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": all},
         ]}),
     ));
     for role in [&cluster_role, &gateway_role] {
@@ -352,20 +361,28 @@ fn control_plane(ctx: &Ctx) -> Vec<Value> {
                 {"name": "https-webhook", "port": 443, "protocol": "TCP", "targetPort": 15017},
                 {"name": "http-monitoring", "port": 15014, "protocol": "TCP"},
             ],
-            "selector": {"app": "istiod", ann::REVISION: ctx.names.revision},
+            "selector": istiod_selector(ctx, true),
         }}),
     ));
     if let Some(a) = &spec.control_plane.autoscale {
-        out.extend(autoscaling(
-            ctx,
-            &istiod,
-            ns,
-            &labels,
-            a,
-            &json!({"app": "istiod", ann::REVISION: ctx.names.revision}),
-        ));
+        out.extend(autoscaling(ctx, &istiod, ns, &labels, a, &istiod_selector(ctx, true)));
     }
     out
+}
+
+/// istiod's pod selector as Istio's chart writes it, so that mizzen can take over an istiod installed by `istioctl
+/// install` or Helm in place (a Deployment's selector is immutable): `istio: pilot` for the default revision,
+/// `app: istiod` + `istio.io/rev` for the others. Services and PDBs (`with_app`) also select on `app: istiod`.
+fn istiod_selector(ctx: &Ctx, with_app: bool) -> Value {
+    if ctx.spec.revision.is_empty() {
+        if with_app {
+            json!({"app": "istiod", "istio": "pilot"})
+        } else {
+            json!({"istio": "pilot"})
+        }
+    } else {
+        json!({"app": "istiod", ann::REVISION: ctx.names.revision})
+    }
 }
 
 fn autoscaling(
@@ -384,7 +401,8 @@ fn autoscaling(
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         }})),
         ctx.object("policy/v1", "PodDisruptionBudget", ctx.meta(name, Some(ns), labels), json!({"spec": {
-            "minAvailable": 1,
+            // Istio's: one pod may be down, so a drain never blocks on a single replica.
+            "maxUnavailable": 1,
             "selector": {"matchLabels": selector},
         }})),
     ]
@@ -428,7 +446,7 @@ fn istiod_deployment(ctx: &Ctx) -> Value {
         .unwrap_or_else(|| json!({"requests": {"cpu": "500m", "memory": "2Gi"}}));
     let pod_labels = json!({"app": "istiod", "istio": "pilot", ann::REVISION: ctx.names.revision, ann::INJECT: "false", "istio.io/dataplane-mode": "none"});
     let mut deployment_spec = json!({
-        "selector": {"matchLabels": {"app": "istiod", ann::REVISION: ctx.names.revision}},
+        "selector": {"matchLabels": istiod_selector(ctx, false)},
         "strategy": {"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "25%"}},
         "template": {
             "metadata": {
@@ -697,51 +715,16 @@ fn webhook_configuration(ctx: &Ctx, options: &RenderOptions) -> Value {
         use base64::Engine as _;
         client["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
     }
-    let expr = |key: &str, op: &str, values: &[&str]| {
-        let mut e = json!({"key": key, "operator": op});
-        if !values.is_empty() {
-            e["values"] = json!(values);
-        }
-        e
-    };
-    let not_opted_out = expr(ann::INJECT, "NotIn", &["false"]);
-    let (a, b) = if default {
-        (
-            (
-                "namespace.sidecar-injector.mizzen.io",
-                json!({"matchLabels": {ann::NAMESPACE_INJECTION: "enabled"}}),
-                json!({"matchExpressions": [not_opted_out.clone()]}),
-            ),
-            (
-                "object.sidecar-injector.mizzen.io",
-                json!({"matchExpressions": [expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]), expr(ann::REVISION, "DoesNotExist", &[])]}),
-                json!({"matchExpressions": [expr(ann::INJECT, "In", &["true"]), expr(ann::REVISION, "DoesNotExist", &[])]}),
-            ),
-        )
-    } else {
-        (
-            (
-                "rev.namespace.sidecar-injector.mizzen.io",
-                json!({"matchExpressions": [expr(ann::REVISION, "In", &[revision]), expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[])]}),
-                json!({"matchExpressions": [not_opted_out.clone()]}),
-            ),
-            (
-                "rev.object.sidecar-injector.mizzen.io",
-                json!({"matchExpressions": [expr(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]), expr(ann::REVISION, "DoesNotExist", &[])]}),
-                json!({"matchExpressions": [not_opted_out, expr(ann::REVISION, "In", &[revision])]}),
-            ),
-        )
-    };
     let failure = serde_json::to_value(ctx.spec.injection.failure_policy).unwrap_or(json!("Fail"));
-    let webhook = |(name, ns_selector, obj_selector): (&str, Value, Value)| {
+    let webhook = |hook: crate::inject::decision::WebhookSelector| {
         json!({
-            "name": name,
+            "name": format!("{}.sidecar-injector.mizzen.io", hook.name),
             "admissionReviewVersions": ["v1"],
             "clientConfig": client,
             "failurePolicy": failure,
             "matchPolicy": "Equivalent",
-            "namespaceSelector": ns_selector,
-            "objectSelector": obj_selector,
+            "namespaceSelector": hook.namespace_selector,
+            "objectSelector": hook.object_selector,
             "reinvocationPolicy": "Never",
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "*"}],
             "sideEffects": "None",
@@ -752,7 +735,7 @@ fn webhook_configuration(ctx: &Ctx, options: &RenderOptions) -> Value {
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
         ctx.meta(&ctx.names.webhook_config(), None, &[("app", "mizzen-webhook")]),
-        json!({"webhooks": [webhook(a), webhook(b)]}),
+        json!({"webhooks": crate::inject::decision::webhook_selectors(revision).into_iter().map(webhook).collect::<Vec<_>>()}),
     )
 }
 
@@ -817,7 +800,7 @@ mod tests {
     }
 
     #[test]
-    fn default_revision_webhook_selects_enabled_namespaces_and_opted_in_pods() {
+    fn default_revision_webhook_selects_enabled_namespaces_revision_default_and_opted_in_pods() {
         let objects = render(
             &mesh(json!({"injection": {"failurePolicy": "Ignore", "timeoutSeconds": 5}})),
             &RenderOptions::default(),
@@ -825,18 +808,66 @@ mod tests {
         .unwrap();
         let mwc = find(&objects, "MutatingWebhookConfiguration", "mizzen-sidecar-injector");
         let hooks = mwc["webhooks"].as_array().unwrap();
+        let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
         assert_eq!(
-            hooks[0]["namespaceSelector"]["matchLabels"]["istio-injection"],
-            "enabled"
+            names,
+            [
+                "rev.namespace.sidecar-injector.mizzen.io",
+                "rev.object.sidecar-injector.mizzen.io",
+                "namespace.sidecar-injector.mizzen.io",
+                "object.sidecar-injector.mizzen.io"
+            ]
         );
-        assert_eq!(hooks[0]["objectSelector"]["matchExpressions"][0]["operator"], "NotIn");
         assert_eq!(
-            hooks[1]["objectSelector"]["matchExpressions"][0]["values"],
+            hooks[0]["namespaceSelector"]["matchExpressions"][0],
+            json!({"key": "istio.io/rev", "operator": "In", "values": ["default"]})
+        );
+        assert_eq!(
+            hooks[2]["namespaceSelector"]["matchExpressions"][0],
+            json!({"key": "istio-injection", "operator": "In", "values": ["enabled"]})
+        );
+        assert_eq!(
+            hooks[3]["objectSelector"]["matchExpressions"][0]["values"],
             json!(["true"])
         );
-        assert_eq!(hooks[0]["failurePolicy"], "Ignore");
-        assert_eq!(hooks[0]["timeoutSeconds"], 5);
-        assert_eq!(hooks[0]["clientConfig"]["service"]["name"], "mizzen-webhook");
+        for hook in hooks {
+            assert_eq!(hook["failurePolicy"], "Ignore");
+            assert_eq!(hook["timeoutSeconds"], 5);
+            assert_eq!(hook["clientConfig"]["service"]["name"], "mizzen-webhook");
+        }
+    }
+
+    #[test]
+    fn istiod_selects_its_pods_as_istio_does_so_an_existing_install_can_be_taken_over() {
+        let objects = render(&mesh(json!({})), &RenderOptions::default()).unwrap();
+        let d = find(&objects, "Deployment", "istiod");
+        assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"istio": "pilot"}}));
+        assert_eq!(d["spec"]["template"]["metadata"]["labels"]["istio"], "pilot");
+        let svc = find(&objects, "Service", "istiod");
+        assert_eq!(svc["spec"]["selector"], json!({"app": "istiod", "istio": "pilot"}));
+        let objects = render(&mesh(json!({"revision": "canary"})), &RenderOptions::default()).unwrap();
+        let d = find(&objects, "Deployment", "istiod-canary");
+        assert_eq!(
+            d["spec"]["selector"],
+            json!({"matchLabels": {"app": "istiod", "istio.io/rev": "canary"}})
+        );
+    }
+
+    #[test]
+    fn a_full_proxy_image_reference_is_used_as_is_by_gateways() {
+        let mi = mesh(
+            json!({"proxy": {"image": "mirror.example/istio/proxyv2:1.28.0-distroless"},
+            "gateways": [{"name": "istio-ingressgateway"}]}),
+        );
+        let objects = render(&mi, &RenderOptions::default()).unwrap();
+        let d = find(&objects, "Deployment", "istio-ingressgateway");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "mirror.example/istio/proxyv2:1.28.0-distroless"
+        );
+        // The injector follows the same rule.
+        let config = crate::inject::InjectionConfig::from_mesh_install(&mi.spec);
+        assert_eq!(config.proxy_image(), "mirror.example/istio/proxyv2:1.28.0-distroless");
     }
 
     #[test]
@@ -881,7 +912,11 @@ mod tests {
             (hpa["spec"]["minReplicas"].clone(), hpa["spec"]["maxReplicas"].clone()),
             (json!(2), json!(4))
         );
-        find(&objects, "PodDisruptionBudget", "istiod");
+        let pdb = find(&objects, "PodDisruptionBudget", "istiod");
+        assert_eq!(
+            pdb["spec"],
+            json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "istiod", "istio": "pilot"}}})
+        );
         assert!(find(&objects, "Deployment", "istiod")["spec"]["replicas"].is_null());
     }
 
@@ -922,5 +957,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "spec.gateways[0].name");
+        let err = render(
+            &mesh(json!({"injection": {"templates": {"spire": "{{ if .X }}"}}})),
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "spec.injection.templates[\"spire\"]");
     }
 }

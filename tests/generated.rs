@@ -67,3 +67,28 @@ fn kustomization_yields_the_bundle_objects() {
         assert_eq!(k, b, "{} differs between kustomize and the bundle", identity(k));
     }
 }
+
+#[test]
+fn committed_istio_crds_are_generated_from_istios_crd_file() {
+    let reference = std::env::var_os("MIZZEN_REFERENCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"))
+        .join("istio-crd-all.gen.yaml");
+    let Ok(text) = std::fs::read_to_string(&reference) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} not found and CI is set",
+            reference.display()
+        );
+        eprintln!(
+            "skipped: {} not found (MIZZEN_REFERENCE_DIR or ../shared/reference)",
+            reference.display()
+        );
+        return;
+    };
+    let want = mizzen::istio_crds::from_reference(&text).unwrap();
+    assert!(
+        repo_file("src/istio_crds.gen.json") == want,
+        "src/istio_crds.gen.json is stale: run hack/generate.sh"
+    );
+}

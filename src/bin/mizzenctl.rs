@@ -69,6 +69,14 @@ enum Command {
     ///
     /// `config/crd/mizzen.io_meshinstalls.yaml` is this output; regenerate it with `hack/generate.sh`.
     Crd,
+    /// Print Istio's CRDs as mizzen installs them, generated from Istio's `istio-crd-all.gen.yaml`.
+    ///
+    /// `src/istio_crds.gen.json` is this output; regenerate it with `hack/generate.sh`.
+    IstioCrds {
+        /// Istio's generated CRD file (manifests/charts/base/files/crd-all.gen.yaml of the Istio release).
+        #[arg(long, value_name = "FILE")]
+        reference: String,
+    },
     /// Print the whole install bundle (namespace, CRD, RBAC, operator and webhook) as one multi-document YAML.
     ///
     /// `config/bundle.yaml` is this output: `kubectl apply -f config/bundle.yaml` installs mizzen.
@@ -192,6 +200,10 @@ fn run(command: Command) -> Result<String, CliError> {
             mizzen::yaml::to_yaml_stream(&objects).map_err(|e| CliError(e.to_string()))
         }
         Command::Bundle => mizzen::bundle::bundle_yaml().map_err(|e| CliError(e.to_string())),
+        Command::IstioCrds { reference } => {
+            let text = read_input(&Input { file: reference })?;
+            mizzen::istio_crds::from_reference(&text).map_err(|e| CliError(e.to_string()))
+        }
         Command::KubeInject { input, settings } => {
             let config = config(&settings)?;
             let text = read_input(&input)?;

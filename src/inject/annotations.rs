@@ -8,6 +8,8 @@ pub const STATUS: &str = "sidecar.istio.io/status";
 pub const OVERRIDES: &str = "proxy.istio.io/overrides";
 /// Per-pod ProxyConfig overrides (YAML or JSON).
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+/// Pod label naming the workload for telemetry (`ISTIO_META_WORKLOAD_NAME`) instead of its controller's name.
+pub const WORKLOAD_NAME: &str = "service.istio.io/workload-name";
 /// Comma-separated template names.
 pub const TEMPLATES: &str = "inject.istio.io/templates";
 /// Revision of the control plane (label on namespaces/pods, annotation on injected pods).
@@ -90,3 +92,7 @@ pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
 /// Prometheus path annotation.
 pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+/// `"false"` turns metrics merging off for one pod (`enablePrometheusMerge` in the mesh config turns it on).
+pub const PROMETHEUS_MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
+/// Comma-separated `port:path` list of the application's metrics endpoints, merged by the agent.
+pub const PROMETHEUS_SCRAPE_TARGETS: &str = "prometheus.istio.io/scrape-targets";

@@ -135,6 +135,20 @@ pub struct InjectionConfig {
     pub openshift: bool,
     /// Compliance policy (`fips-140-3`), passed to the proxy.
     pub compliance_policy: Option<String>,
+    /// The user's injection templates by name (`spec.injection.templates`, Istio's
+    /// `sidecarInjectorWebhook.templates`), parsed; one that does not parse fails the pods that select it.
+    pub user_templates: BTreeMap<String, UserTemplate>,
+}
+
+/// A user template as parsed, or why it does not parse.
+pub type UserTemplate = Result<super::gotemplate::Template, super::gotemplate::TemplateError>;
+
+/// Parses the user's templates.
+pub fn parse_templates(templates: &BTreeMap<String, String>) -> BTreeMap<String, UserTemplate> {
+    templates
+        .iter()
+        .map(|(name, text)| (name.clone(), super::gotemplate::Template::parse(name, text)))
+        .collect()
 }
 
 impl Default for CniValues {
@@ -223,6 +237,7 @@ impl Default for InjectionConfig {
             rewrite_app_http_probe: true,
             openshift: false,
             compliance_policy: None,
+            user_templates: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +274,7 @@ impl InjectionConfig {
             always_inject_selector: spec.injection.always_inject_selector.clone(),
             native_sidecar: spec.proxy.native_sidecar,
             image_pull_secrets: spec.proxy.image_pull_secrets.clone(),
+            user_templates: parse_templates(&spec.injection.templates),
             image_pull_policy: spec.proxy.image_pull_policy.map(|p| {
                 serde_json::to_value(p)
                     .ok()
@@ -454,7 +470,26 @@ impl InjectionConfig {
             "cni.chained" | "istio_cni.chained" => self.cni.chained = b()?,
             "istio_cni.enabled" => self.cni.enabled = b()?,
             "sidecarInjectorWebhook.rewriteAppHTTPProbe" => self.rewrite_app_http_probe = b()?,
+            "sidecarInjectorWebhook.templates" => {
+                let Value::Object(map) = value else {
+                    return Err(SettingError::new(
+                        key,
+                        "expected a map of template name to template text",
+                    ));
+                };
+                for (name, text) in map {
+                    let text = text
+                        .as_str()
+                        .ok_or_else(|| SettingError::new(key, format!("template {name:?} is not text")))?;
+                    let parsed = super::gotemplate::Template::parse(name, text)
+                        .map_err(|e| SettingError::new(key, e.to_string()))?;
+                    self.user_templates.insert(name.clone(), Ok(parsed));
+                }
+            }
             "revision" => self.revision = s(),
+            // Accepted and without effect, as in Istio: its injection template no longer reads it (no dnsConfig is
+            // injected), so neither the value nor Go-template text inside it changes a pod.
+            "global.podDNSSearchNamespaces" => {}
             _ => {
                 if let Some(rest) = path.strip_prefix("global.proxy.resources.") {
                     let (kind, resource) = rest

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use serde_json::{Map, Value};
 
 use super::annotations as ann;
@@ -92,31 +92,76 @@ pub fn decide(config: &InjectionConfig, metadata: &Value, spec: &Value, namespac
     }
     let labels = string_map(&metadata["labels"]);
     let annotations = string_map(&metadata["annotations"]);
-    // Only "true" and "false" decide; any other value falls through to the selectors and the policy.
-    for (value, rule) in [
-        (labels.get(ann::INJECT), Rule::PodLabel as fn(String) -> Rule),
-        (annotations.get(ann::INJECT), Rule::PodAnnotation),
-    ] {
-        if let Some(v) = value {
-            // Go's strconv.ParseBool, as Istio reads it.
-            match v.as_str() {
-                "1" | "t" | "T" | "true" | "TRUE" | "True" => return decided(true, rule(v.clone())),
-                "0" | "f" | "F" | "false" | "FALSE" | "False" => return decided(false, rule(v.clone())),
-                _ => {}
-            }
-        }
+    match inject_value(&labels, &annotations) {
+        InjectValue::Decides(inject, rule) => return decided(inject, rule),
+        InjectValue::Unset | InjectValue::Unrecognised(_) => {}
     }
+    // Istio skips empty selectors (they would otherwise match every pod).
+    let usable = |s: &&LabelSelector| !selector_is_empty(s);
     for (i, selector) in config.never_inject_selector.iter().enumerate() {
-        if selector_matches(selector, &labels) {
+        if usable(&selector) && selector_matches(selector, &labels) {
             return decided(false, Rule::NeverInjectSelector(i));
         }
     }
     for (i, selector) in config.always_inject_selector.iter().enumerate() {
-        if selector_matches(selector, &labels) {
+        if usable(&selector) && selector_matches(selector, &labels) {
             return decided(true, Rule::AlwaysInjectSelector(i));
         }
     }
     decided(config.policy == InjectionPolicy::Enabled, Rule::Policy(config.policy))
+}
+
+/// What the pod's `sidecar.istio.io/inject` label or annotation says (Istio's `injectRequired`): the label, when
+/// present, replaces the annotation whatever its value (even empty); then only the exact strings `"true"` and
+/// `"false"` decide. An empty value counts as unset; any other value is unrecognised and also falls through to the
+/// selectors and the policy (Istio logs a warning, see [`unrecognised_inject_warning`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectValue {
+    /// `"true"` or `"false"`, from the rule given.
+    Decides(bool, Rule),
+    /// Neither label nor annotation, or an empty value.
+    Unset,
+    /// A value other than `"true"`, `"false"` or empty.
+    Unrecognised(String),
+}
+
+/// Reads the pod's opt-in/opt-out as Istio does. The one rule the webhook, `kube-inject`, `check-inject` and Events
+/// share.
+pub fn inject_value(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> InjectValue {
+    let (value, rule): (&str, fn(String) -> Rule) = match (labels.get(ann::INJECT), annotations.get(ann::INJECT)) {
+        (Some(label), _) => (label, Rule::PodLabel),
+        (None, Some(annotation)) => (annotation, Rule::PodAnnotation),
+        (None, None) => return InjectValue::Unset,
+    };
+    match value {
+        "true" => InjectValue::Decides(true, rule(value.to_owned())),
+        "false" => InjectValue::Decides(false, rule(value.to_owned())),
+        "" => InjectValue::Unset,
+        other => InjectValue::Unrecognised(other.to_owned()),
+    }
+}
+
+/// Istio's warning for an unrecognised `sidecar.istio.io/inject` value (its injector logs exactly this).
+pub fn unrecognised_inject_warning(value: &str) -> String {
+    format!(
+        "Invalid value for {}: {value:?}. Only 'true' and 'false' are accepted. Falling back to default injection \
+         policy.",
+        ann::INJECT
+    )
+}
+
+/// The warning for a pod's `sidecar.istio.io/inject` value, if Istio would log one.
+pub fn inject_warning(metadata: &Value) -> Option<String> {
+    match inject_value(&string_map(&metadata["labels"]), &string_map(&metadata["annotations"])) {
+        InjectValue::Unrecognised(v) => Some(unrecognised_inject_warning(&v)),
+        _ => None,
+    }
+}
+
+/// A selector with neither `matchLabels` nor `matchExpressions` entries.
+pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// Whether a label selector matches labels. An empty selector matches everything; an unknown operator nothing.
@@ -143,45 +188,133 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     true
 }
 
-/// Stage 1: which revision's webhook the API server sends the pod to, if any, and why.
-///
-/// Mirrors the MutatingWebhookConfiguration mizzen installs: the default revision serves namespaces labelled
-/// `istio-injection=enabled`; revision `r` serves namespaces labelled `istio.io/rev=r` (without
-/// `istio-injection`), and pods labelled `istio.io/rev=r` in namespaces with neither label. Pods labelled
-/// `sidecar.istio.io/inject=false` and namespaces labelled `istio-injection=disabled` are never sent.
+/// One webhook of a revision's MutatingWebhookConfiguration: which namespaces and pods the API server sends to it.
+/// Rendering writes exactly these selectors, and stage 1 evaluates them, so the two cannot disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSelector {
+    /// Istio's name for the webhook without its domain: `rev.namespace`, `rev.object`, `namespace`, `object`.
+    pub name: &'static str,
+    /// Labels the pod's namespace must match.
+    pub namespace_selector: LabelSelector,
+    /// Labels the pod must match.
+    pub object_selector: LabelSelector,
+}
+
+fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
+    LabelSelectorRequirement {
+        key: key.to_owned(),
+        operator: operator.to_owned(),
+        values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
+    }
+}
+
+fn expressions(requirements: Vec<LabelSelectorRequirement>) -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(requirements),
+        match_labels: None,
+    }
+}
+
+/// The webhooks of revision `revision` (`default` for the default revision), in Istio's order and with Istio's
+/// selectors: every revision has `rev.namespace` (namespace `istio.io/rev=<rev>` without `istio-injection`) and
+/// `rev.object` (pod `istio.io/rev=<rev>` in a namespace with neither label); the default revision also has
+/// `namespace` (namespace `istio-injection=enabled`) and `object` (pod `sidecar.istio.io/inject=true` without
+/// `istio.io/rev`, namespace with neither label). Pods labelled `sidecar.istio.io/inject=false` are never sent.
+pub fn webhook_selectors(revision: &str) -> Vec<WebhookSelector> {
+    let not_opted_out = || requirement(ann::INJECT, "NotIn", &["false"]);
+    let mut hooks = vec![
+        WebhookSelector {
+            name: "rev.namespace",
+            namespace_selector: expressions(vec![
+                requirement(ann::REVISION, "In", &[revision]),
+                requirement(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]),
+            ]),
+            object_selector: expressions(vec![not_opted_out()]),
+        },
+        WebhookSelector {
+            name: "rev.object",
+            namespace_selector: expressions(vec![
+                requirement(ann::REVISION, "DoesNotExist", &[]),
+                requirement(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]),
+            ]),
+            object_selector: expressions(vec![not_opted_out(), requirement(ann::REVISION, "In", &[revision])]),
+        },
+    ];
+    if revision == "default" {
+        hooks.extend([
+            WebhookSelector {
+                name: "namespace",
+                namespace_selector: expressions(vec![requirement(ann::NAMESPACE_INJECTION, "In", &["enabled"])]),
+                object_selector: expressions(vec![not_opted_out()]),
+            },
+            WebhookSelector {
+                name: "object",
+                namespace_selector: expressions(vec![
+                    requirement(ann::NAMESPACE_INJECTION, "DoesNotExist", &[]),
+                    requirement(ann::REVISION, "DoesNotExist", &[]),
+                ]),
+                object_selector: expressions(vec![
+                    requirement(ann::INJECT, "In", &["true"]),
+                    requirement(ann::REVISION, "DoesNotExist", &[]),
+                ]),
+            },
+        ]);
+    }
+    hooks
+}
+
+fn why_sent(hook: &str, namespace_labels: &BTreeMap<String, String>, pod_labels: &BTreeMap<String, String>) -> String {
+    let label = |labels: &BTreeMap<String, String>, key: &str| {
+        format!("{key}={}", labels.get(key).map(String::as_str).unwrap_or_default())
+    };
+    match hook {
+        "rev.namespace" => format!("namespace label {}", label(namespace_labels, ann::REVISION)),
+        "rev.object" => format!("pod label {}", label(pod_labels, ann::REVISION)),
+        "namespace" => format!("namespace label {}", label(namespace_labels, ann::NAMESPACE_INJECTION)),
+        _ => format!("pod label {}", label(pod_labels, ann::INJECT)),
+    }
+}
+
+/// Stage 1: which revision's webhook the API server sends the pod to, if any, and why. Evaluates the selectors of
+/// [`webhook_selectors`] for the default revision and for any revision the namespace or pod names.
 pub fn webhook_route(namespace_labels: &BTreeMap<String, String>, pod_labels: &BTreeMap<String, String>) -> Route {
+    let mut revisions = vec!["default"];
+    for rev in [namespace_labels.get(ann::REVISION), pod_labels.get(ann::REVISION)]
+        .into_iter()
+        .flatten()
+    {
+        if !revisions.contains(&rev.as_str()) {
+            revisions.push(rev);
+        }
+    }
+    for rev in revisions {
+        for hook in webhook_selectors(rev) {
+            if selector_matches(&hook.namespace_selector, namespace_labels)
+                && selector_matches(&hook.object_selector, pod_labels)
+            {
+                let why = why_sent(hook.name, namespace_labels, pod_labels);
+                return Route::Sent(rev.to_owned(), format!("{why} ({} webhook)", hook.name));
+            }
+        }
+    }
     if pod_labels.get(ann::INJECT).map(String::as_str) == Some("false") {
         return Route::NotSent(format!("pod label {}=false", ann::INJECT));
     }
-    match namespace_labels.get(ann::NAMESPACE_INJECTION).map(String::as_str) {
-        Some("enabled") => {
-            return Route::Sent(
-                "default".into(),
-                format!("namespace label {}=enabled", ann::NAMESPACE_INJECTION),
-            );
-        }
-        Some("disabled") => return Route::NotSent(format!("namespace label {}=disabled", ann::NAMESPACE_INJECTION)),
-        Some(other) => {
+    match namespace_labels.get(ann::NAMESPACE_INJECTION) {
+        Some(v) if v == "enabled" => {}
+        Some(v) => {
             return Route::NotSent(format!(
-                "namespace label {}={other} (not enabled)",
+                "namespace label {}={v} (only \"enabled\" selects)",
                 ann::NAMESPACE_INJECTION
             ));
         }
         None => {}
     }
-    if let Some(rev) = namespace_labels.get(ann::REVISION) {
-        return Route::Sent(rev.clone(), format!("namespace label {}={rev}", ann::REVISION));
-    }
-    if let Some(rev) = pod_labels.get(ann::REVISION) {
-        return Route::Sent(rev.clone(), format!("pod label {}={rev}", ann::REVISION));
-    }
-    if pod_labels.get(ann::INJECT).map(String::as_str) == Some("true") {
-        return Route::Sent("default".into(), format!("pod label {}=true", ann::INJECT));
-    }
     Route::NotSent(format!(
-        "neither namespace nor pod carries {}=enabled or {}",
+        "neither namespace nor pod carries {}=enabled, {}=<revision> or (pod) {}=true",
         ann::NAMESPACE_INJECTION,
-        ann::REVISION
+        ann::REVISION,
+        ann::INJECT
     ))
 }
 
@@ -206,7 +339,6 @@ pub fn annotations_of(metadata: &Value) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use serde_json::json;
 
     use super::*;
@@ -390,6 +522,120 @@ mod tests {
         assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
     }
 
+    /// The decision table of Istio's `injectRequired` for the `sidecar.istio.io/inject` label and annotation:
+    /// (label, annotation, policy) → inject, deciding rule.
+    #[test]
+    fn inject_label_and_annotation_decide_as_istio_does() {
+        use InjectionPolicy::{Disabled, Enabled};
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, InjectionPolicy, bool, Rule);
+        let cases: &[Row] = &[
+            // The label, when present, replaces the annotation whatever its value.
+            (
+                Some("false"),
+                Some("true"),
+                Enabled,
+                false,
+                Rule::PodLabel("false".into()),
+            ),
+            (
+                Some("true"),
+                Some("false"),
+                Disabled,
+                true,
+                Rule::PodLabel("true".into()),
+            ),
+            (Some("maybe"), Some("false"), Enabled, true, Rule::Policy(Enabled)),
+            (Some(""), Some("false"), Enabled, true, Rule::Policy(Enabled)),
+            (Some(""), Some("true"), Disabled, false, Rule::Policy(Disabled)),
+            // Only the exact strings decide; Go ParseBool spellings do not.
+            (None, Some("false"), Enabled, false, Rule::PodAnnotation("false".into())),
+            (None, Some("true"), Disabled, true, Rule::PodAnnotation("true".into())),
+            (None, Some("False"), Enabled, true, Rule::Policy(Enabled)),
+            (None, Some("FALSE"), Enabled, true, Rule::Policy(Enabled)),
+            (None, Some("0"), Enabled, true, Rule::Policy(Enabled)),
+            (None, Some("1"), Disabled, false, Rule::Policy(Disabled)),
+            (None, Some("t"), Disabled, false, Rule::Policy(Disabled)),
+            (None, Some("True"), Disabled, false, Rule::Policy(Disabled)),
+            (None, Some("yes"), Disabled, false, Rule::Policy(Disabled)),
+            (Some("1"), None, Disabled, false, Rule::Policy(Disabled)),
+            (Some("False"), None, Enabled, true, Rule::Policy(Enabled)),
+            (None, Some(""), Disabled, false, Rule::Policy(Disabled)),
+            (None, None, Enabled, true, Rule::Policy(Enabled)),
+        ];
+        for (label, annotation, policy, inject, rule) in cases {
+            let mut c = config();
+            c.policy = *policy;
+            let mut labels = Map::new();
+            let mut annotations = Map::new();
+            if let Some(l) = label {
+                labels.insert(ann::INJECT.into(), json!(l));
+            }
+            if let Some(a) = annotation {
+                annotations.insert(ann::INJECT.into(), json!(a));
+            }
+            let d = decide(
+                &c,
+                &pod(Value::Object(labels), Value::Object(annotations)),
+                &json!({}),
+                "default",
+            );
+            assert_eq!(
+                (d.inject, &d.rule),
+                (*inject, rule),
+                "label {label:?}, annotation {annotation:?}, policy {policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unrecognised_values_fall_through_to_the_selectors() {
+        let mut c = config();
+        c.never_inject_selector = vec![selector("app", "db")];
+        let d = decide(
+            &c,
+            &pod(json!({"app": "db", ann::INJECT: "yes"}), json!({})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(d.rule, Rule::NeverInjectSelector(0));
+        let mut c = config();
+        c.policy = InjectionPolicy::Disabled;
+        c.always_inject_selector = vec![selector("app", "db")];
+        let d = decide(
+            &c,
+            &pod(json!({"app": "db"}), json!({ann::INJECT: "1"})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!((d.inject, d.rule), (true, Rule::AlwaysInjectSelector(0)));
+    }
+
+    #[test]
+    fn empty_selectors_match_nothing_as_in_istio() {
+        let mut c = config();
+        c.never_inject_selector = vec![LabelSelector::default()];
+        let d = decide(&c, &pod(json!({"app": "web"}), json!({})), &json!({}), "default");
+        assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
+    }
+
+    #[test]
+    fn unrecognised_values_get_istios_warning_and_recognised_ones_none() {
+        let warn = inject_warning(&pod(json!({ann::INJECT: "maybe"}), json!({ann::INJECT: "false"})));
+        assert_eq!(
+            warn.as_deref(),
+            Some(
+                "Invalid value for sidecar.istio.io/inject: \"maybe\". Only 'true' and 'false' are accepted. \
+                 Falling back to default injection policy."
+            )
+        );
+        assert_eq!(inject_warning(&pod(json!({}), json!({ann::INJECT: "true"}))), None);
+        assert_eq!(
+            inject_warning(&pod(json!({ann::INJECT: ""}), json!({ann::INJECT: "x"}))),
+            None
+        );
+        assert!(inject_warning(&pod(json!({}), json!({ann::INJECT: "False"}))).is_some());
+    }
+
     #[test]
     fn match_expressions_are_honoured() {
         let s = LabelSelector {
@@ -442,5 +688,48 @@ mod tests {
             None
         );
         assert_eq!(sent(webhook_route(&labels(&[]), &labels(&[]))), None);
+        // The default revision also serves istio.io/rev=default, on the namespace or on the pod.
+        assert_eq!(
+            sent(webhook_route(&labels(&[("istio.io/rev", "default")]), &labels(&[]))),
+            Some("default".into())
+        );
+        assert_eq!(
+            sent(webhook_route(&labels(&[]), &labels(&[("istio.io/rev", "default")]))),
+            Some("default".into())
+        );
+        assert_eq!(
+            sent(webhook_route(&labels(&[]), &labels(&[(ann::INJECT, "true")]))),
+            Some("default".into())
+        );
+        // istio-injection wins over istio.io/rev on the namespace; a namespace label wins over the pod's.
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio-injection", "enabled"), ("istio.io/rev", "canary")]),
+                &labels(&[])
+            )),
+            Some("default".into())
+        );
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio.io/rev", "canary")]),
+                &labels(&[("istio.io/rev", "default")])
+            )),
+            Some("canary".into())
+        );
+        // A pod with inject=true and its own revision goes to that revision only.
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[]),
+                &labels(&[(ann::INJECT, "true"), ("istio.io/rev", "canary")])
+            )),
+            Some("canary".into())
+        );
+    }
+
+    #[test]
+    fn default_revision_has_istios_four_webhooks_and_others_two() {
+        let names = |rev: &str| webhook_selectors(rev).iter().map(|h| h.name).collect::<Vec<_>>();
+        assert_eq!(names("default"), ["rev.namespace", "rev.object", "namespace", "object"]);
+        assert_eq!(names("canary"), ["rev.namespace", "rev.object"]);
     }
 }

@@ -10,8 +10,10 @@ pub mod annotations;
 pub mod config;
 pub mod decision;
 pub mod gojson;
+pub mod gotemplate;
 pub mod merge;
 pub mod probes;
+pub mod prometheus;
 pub mod proxy_config;
 pub mod template;
 pub mod validate;
@@ -127,9 +129,14 @@ pub enum InjectError {
     },
     /// The pod asks for a template mizzen does not have.
     #[error(
-        "annotation inject.istio.io/templates: template {0:?} is not supported (mizzen provides: sidecar, gateway)"
+        "annotation inject.istio.io/templates: template {0:?} is not defined (built in: sidecar, gateway, grpc-agent, \
+         grpc-simple; others come from spec.injection.templates)"
     )]
     UnknownTemplate(String),
+    /// A user template failed for this pod (it does not parse, fails to run, or renders something that is not a
+    /// pod fragment).
+    #[error("injection template failed: {0}")]
+    Template(String),
     /// The pod itself is malformed.
     #[error("invalid pod: {0}")]
     InvalidPod(String),
@@ -157,23 +164,36 @@ pub struct Injected {
     pub spec: Value,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Templates mizzen provides itself.
+pub const BUILTIN_TEMPLATES: &[&str] = &["sidecar", "gateway", "grpc-agent", "grpc-simple"];
+
+#[derive(Clone, PartialEq, Eq)]
 enum TemplateKind {
     Sidecar,
     Gateway,
+    GrpcAgent,
+    GrpcSimple,
+    /// One of the user's templates (`spec.injection.templates`); it wins over a built-in of the same name.
+    User(String),
 }
 
-fn templates(annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
+fn templates(config: &InjectionConfig, annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
     let names = annotations
         .get(ann::TEMPLATES)
         .and_then(Value::as_str)
         .unwrap_or("sidecar");
     let mut out = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        out.push(match name {
-            "sidecar" => TemplateKind::Sidecar,
-            "gateway" => TemplateKind::Gateway,
-            other => return Err(InjectError::UnknownTemplate(other.to_owned())),
+        out.push(if config.user_templates.contains_key(name) {
+            TemplateKind::User(name.to_owned())
+        } else {
+            match name {
+                "sidecar" => TemplateKind::Sidecar,
+                "gateway" => TemplateKind::Gateway,
+                "grpc-agent" => TemplateKind::GrpcAgent,
+                "grpc-simple" => TemplateKind::GrpcSimple,
+                other => return Err(InjectError::UnknownTemplate(other.to_owned())),
+            }
         });
     }
     if out.is_empty() {
@@ -275,21 +295,22 @@ fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Prob
     Ok(previous_probers)
 }
 
-/// The pod's own containers named like template containers, taken out of `spec` (with `image: auto` dropped).
-fn take_overrides(spec: &mut Value) -> Vec<Value> {
+/// The pod's own containers named like template containers (`names`), taken out of `spec` (with `image: auto`
+/// dropped).
+fn take_overrides(spec: &mut Value, names: &[String]) -> Vec<(&'static str, Value)> {
     let mut overrides = Vec::new();
     for field in ["initContainers", "containers"] {
         if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
             let mut kept = Vec::new();
             for mut item in items.drain(..) {
-                if item["name"].as_str().is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n)) {
+                if item["name"].as_str().is_some_and(|n| names.iter().any(|x| x == n)) {
                     if item["image"] == "auto"
                         && let Some(m) = item.as_object_mut()
                     {
                         m.remove("image");
                     }
                     canonicalize_resources(&mut item);
-                    overrides.push(item);
+                    overrides.push((field, item));
                 } else {
                     kept.push(item);
                 }
@@ -342,7 +363,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     let annotations = object(&metadata["annotations"]);
     let labels = object(&metadata["labels"]);
     validate::annotations(&annotations)?;
-    let kinds = templates(&annotations)?;
+    let kinds = templates(config, &annotations)?;
 
     // Effective proxy configuration: Istio defaults < mesh defaultConfig < pod annotation.
     let defaults = proxy_config::defaults(&config.ca_address());
@@ -357,19 +378,24 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         == Some(true)
         || config.proxy.hold_application_until_proxy_starts;
 
-    let overrides = take_overrides(&mut spec);
-    let (mut patch, merged_overrides) = match submitted_spec {
-        Some(mut submitted) => {
-            let merged = take_overrides(&mut submitted);
-            (submitted, merged)
+    // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
+    let full_spec = spec.clone();
+    let builtin_names: Vec<String> = TEMPLATE_CONTAINERS.iter().map(|n| (*n).to_owned()).collect();
+    let mut overrides = take_overrides(&mut spec, &builtin_names);
+    let os_uid = openshift_uid(config, input.namespace_annotations);
+    if os_uid.is_some() {
+        // On OpenShift the proxy runs as the top of the namespace's UID range: a UID the pod sets on its own
+        // istio-proxy is dropped from the override (and so from what is recorded for re-injection), as Istio does.
+        for (_, o) in overrides.iter_mut().filter(|(_, o)| o["name"] == PROXY_NAME) {
+            if let Some(sc) = o.get_mut("securityContext").and_then(Value::as_object_mut) {
+                sc.remove("runAsUser");
+            }
         }
-        None => (Value::Null, overrides.clone()),
-    };
+    }
     let sidecar = kinds.contains(&TemplateKind::Sidecar);
     let native = sidecar
         && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
 
-    let os_uid = openshift_uid(config, input.namespace_annotations);
     let tproxy = annotations
         .get(ann::INTERCEPTION_MODE)
         .and_then(Value::as_str)
@@ -380,6 +406,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         annotations: &annotations,
         labels: &labels,
         spec: &spec,
+        full_spec: &full_spec,
         workload: &input.workload,
         proxy_config: &effective,
         proxy_config_json,
@@ -388,31 +415,72 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         openshift_uid: os_uid,
         proxy_uid: overrides
             .iter()
-            .find(|o| o["name"] == PROXY_NAME)
-            .and_then(|o| o.pointer("/securityContext/runAsUser"))
+            .find(|(_, o)| o["name"] == PROXY_NAME)
+            .and_then(|(_, o)| o.pointer("/securityContext/runAsUser"))
             .and_then(Value::as_i64)
             .or(os_uid.filter(|_| !tproxy))
             .unwrap_or(1337),
         proxy_gid: overrides
             .iter()
-            .find(|o| o["name"] == PROXY_NAME)
-            .and_then(|o| o.pointer("/securityContext/runAsGroup"))
+            .find(|(_, o)| o["name"] == PROXY_NAME)
+            .and_then(|(_, o)| o.pointer("/securityContext/runAsGroup"))
             .and_then(Value::as_i64)
             .unwrap_or(1337),
     };
     let mut fragment = template::Fragment::default();
     for kind in &kinds {
         let f = match kind {
-            TemplateKind::Sidecar => template::sidecar(&ctx),
-            TemplateKind::Gateway => template::gateway(&ctx),
+            TemplateKind::Sidecar => {
+                let mut f = template::sidecar(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                // A native sidecar is an init container in the template itself, so a later template that names
+                // `istio-proxy` under containers adds a container of that name, as Istio's does.
+                if native && let Some(pos) = f.containers.iter().position(|c| c["name"] == PROXY_NAME) {
+                    let proxy = f.containers.remove(pos);
+                    f.init_containers.push(proxy);
+                }
+                f
+            }
+            TemplateKind::Gateway => {
+                let mut f = template::gateway(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                f
+            }
+            TemplateKind::GrpcAgent => {
+                let mut f = template::grpc_agent(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                f
+            }
+            TemplateKind::GrpcSimple => template::grpc_simple(&ctx),
+            TemplateKind::User(name) => {
+                let parsed = config
+                    .user_templates
+                    .get(name)
+                    .ok_or_else(|| InjectError::UnknownTemplate(name.clone()))?
+                    .as_ref()
+                    .map_err(|e| InjectError::Template(e.to_string()))?;
+                template::user(&ctx, name, parsed, &metadata).map_err(InjectError::Template)?
+            }
         };
         merge_fragment(&mut fragment, f);
     }
-    add_user_volumes(&ctx, &mut fragment)?;
-    if native && let Some(pos) = fragment.containers.iter().position(|c| c["name"] == PROXY_NAME) {
-        let proxy = fragment.containers.remove(pos);
-        fragment.init_containers.push(proxy);
-    }
+    // The pod's own containers of any name a template uses are overrides, merged again over the result.
+    let template_names: Vec<String> = builtin_names
+        .iter()
+        .cloned()
+        .chain(names(&fragment.init_containers))
+        .chain(names(&fragment.containers))
+        .collect();
+    let tproxy_mode = ctx.interception_mode() == "TPROXY";
+    drop(ctx);
+    overrides.extend(take_overrides(&mut spec, &template_names));
+    let (mut patch, merged_overrides) = match submitted_spec {
+        Some(mut submitted) => {
+            let merged = take_overrides(&mut submitted, &template_names);
+            (submitted, merged)
+        }
+        None => (Value::Null, overrides.clone()),
+    };
     let status = json!({
         "initContainers": none_if_empty(names(&fragment.init_containers)),
         "containers": none_if_empty(names(&fragment.containers)),
@@ -423,12 +491,8 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
 
     // Overrides are recorded where the template puts them, so re-injection can restore them.
     let mut recorded = Map::new();
-    for o in &overrides {
-        let field = if fragment.init_containers.iter().any(|c| c["name"] == o["name"]) {
-            "initContainers"
-        } else {
-            "containers"
-        };
+    for (origin, o) in &overrides {
+        let field = placement(&fragment.init_containers, &fragment.containers, o, origin);
         if let Some(list) = recorded.entry(field).or_insert_with(|| json!([])).as_array_mut() {
             list.push(o.clone());
         }
@@ -447,36 +511,45 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     if let Some(sc) = fragment.pod_security_context {
         base["securityContext"] = sc;
     }
-    let tproxy_mode = ctx.interception_mode() == "TPROXY";
-    drop(ctx);
+    if let Some(b) = base.as_object_mut() {
+        for (k, v) in fragment.spec_rest {
+            b.insert(k, v);
+        }
+    }
     if patch.is_null() {
         patch = spec;
     }
     // The pod is the original and the template the patch, with the pod's own declarations of template containers
     // moved to where the template puts them; then each of those is merged again over the result so that the
     // user's fields win. (List order follows the API machinery's strategic merge, as Istio's does.)
-    for o in &merged_overrides {
-        let field = if base["initContainers"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["name"] == o["name"]))
-        {
-            "initContainers"
-        } else {
-            "containers"
-        };
+    let empty = Vec::new();
+    let list_of = |field: &str| base[field].as_array().unwrap_or(&empty);
+    let placed: Vec<(&str, &Value)> = merged_overrides
+        .iter()
+        .map(|(origin, o)| {
+            (
+                placement(list_of("initContainers"), list_of("containers"), o, origin),
+                o,
+            )
+        })
+        .collect();
+    for (field, o) in &placed {
         if let Some(list) = patch
             .as_object_mut()
-            .map(|m| m.entry(field).or_insert_with(|| json!([])))
+            .map(|m| m.entry(*field).or_insert_with(|| json!([])))
             .and_then(Value::as_array_mut)
         {
-            list.push(o.clone());
+            list.push((*o).clone());
         }
     }
     merge::strategic(&mut patch, &base);
     let mut spec = patch;
-    for o in &merged_overrides {
-        let name = o["name"].as_str().unwrap_or_default();
-        match find_container_mut(&mut spec, name) {
+    for (field, o) in placed {
+        let found = spec
+            .get_mut(field)
+            .and_then(Value::as_array_mut)
+            .and_then(|l| l.iter_mut().find(|c| c["name"] == o["name"]));
+        match found {
             Some(c) => merge::strategic(c, o),
             None => {
                 if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
@@ -517,21 +590,23 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     for (k, v) in &fragment.annotations {
         annotations_out[k] = json!(v);
     }
-    if config.mesh.enable_prometheus_merge
-        && annotations_out.get(ann::PROMETHEUS_SCRAPE).and_then(Value::as_str) != Some("false")
+    // The agent serves merged metrics on the proxy config's status port.
+    let merged_port = effective
+        .get("statusPort")
+        .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
+        .unwrap_or_default();
+    if let Some(out) = annotations_out.as_object_mut()
+        && let Some(merge) = prometheus::apply(out, config.mesh.enable_prometheus_merge, &merged_port)?
+        && let Some(env) = merge.env
+        && let Some(proxy) = find_container_mut(&mut spec, PROXY_NAME)
+        && let Some(list) = proxy
+            .as_object_mut()
+            .map(|p| p.entry("env").or_insert_with(|| json!([])))
+            .and_then(Value::as_array_mut)
     {
-        // The agent serves merged metrics on the proxy config's status port.
-        let port = effective
-            .get("statusPort")
-            .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
-            .unwrap_or_default();
-        if !port.is_empty() && port != "0" {
-            annotations_out[ann::PROMETHEUS_SCRAPE] = json!("true");
-            annotations_out[ann::PROMETHEUS_PORT] = json!(port);
-            annotations_out[ann::PROMETHEUS_PATH] = json!("/stats/prometheus");
-        }
+        list.retain(|e| e["name"] != prometheus::SCRAPE_CONFIG_ENV);
+        list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
-    annotations_out[ann::REVISION] = json!(config.revision_label());
     annotations_out[ann::STATUS] = json!(gojson::to_string(&status, gojson::INJECTION_STATUS));
     if !recorded.is_empty() {
         let mut text = String::from("{");
@@ -555,6 +630,19 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         annotations_out[ann::OVERRIDES] = json!(text);
     }
     Ok(Injected { metadata, spec })
+}
+
+/// Which list a pod's own declaration of a template container goes to: where the template puts that name, or,
+/// when the templates put it in both (a native sidecar plus a template naming `istio-proxy` under containers), where
+/// the pod had it.
+fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'static str) -> &'static str {
+    let has = |l: &[Value]| l.iter().any(|c| c["name"] == item["name"]);
+    match (has(init), has(containers)) {
+        (true, false) => "initContainers",
+        (false, true) => "containers",
+        (true, true) => origin,
+        (false, false) => "containers",
+    }
 }
 
 fn find_container_mut<'a>(spec: &'a mut Value, name: &str) -> Option<&'a mut Value> {
@@ -630,8 +718,16 @@ fn merge_fragment(into: &mut template::Fragment, f: template::Fragment) {
             into.image_pull_secrets.push(s);
         }
     }
-    if f.pod_security_context.is_some() {
-        into.pod_security_context = f.pod_security_context;
+    if let Some(sc) = f.pod_security_context {
+        match &mut into.pod_security_context {
+            Some(existing) => merge::strategic(existing, &sc),
+            None => into.pod_security_context = Some(sc),
+        }
+    }
+    let mut rest = Value::Object(std::mem::take(&mut into.spec_rest));
+    merge::strategic(&mut rest, &Value::Object(f.spec_rest));
+    if let Value::Object(m) = rest {
+        into.spec_rest = m;
     }
 }
 
@@ -845,6 +941,114 @@ mod tests {
             err.contains(ann::EXCLUDE_OUTBOUND_IP_RANGES) && err.contains("excludeIPRanges"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_applications_prometheus_port_is_merged_by_the_agent() {
+        let mut p = pod();
+        p["metadata"]["annotations"]["prometheus.io/port"] = json!("9090");
+        p["metadata"]["annotations"]["prometheus.io/scrape"] = json!("true");
+        let PodOutcome::Injected { pod: injected, .. } =
+            inject_pod(&InjectionConfig::default(), &p, "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        let a = &injected["metadata"]["annotations"];
+        assert_eq!(
+            (
+                &a["prometheus.io/port"],
+                &a["prometheus.io/path"],
+                &a["prometheus.io/scrape"]
+            ),
+            (&json!("15020"), &json!("/stats/prometheus"), &json!("true"))
+        );
+        let proxy = injected["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == PROXY_NAME)
+            .unwrap();
+        let env = proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "ISTIO_PROMETHEUS_ANNOTATIONS")
+            .unwrap();
+        assert_eq!(env["value"], r#"{"scrape":"true","path":"","port":"9090"}"#);
+        // Injecting again keeps the application's settings.
+        let PodOutcome::Injected { pod: twice, .. } =
+            inject_pod(&InjectionConfig::default(), &injected, "shop", None).unwrap()
+        else {
+            panic!("expected injection")
+        };
+        assert_eq!(twice, injected);
+    }
+
+    fn with_templates(templates: &[(&str, &str)]) -> InjectionConfig {
+        let map = templates
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        InjectionConfig {
+            user_templates: config::parse_templates(&map),
+            ..InjectionConfig::default()
+        }
+    }
+
+    #[test]
+    fn user_templates_are_selected_by_annotation_and_merged_after_the_sidecar() {
+        let config = with_templates(&[(
+            "dns",
+            "metadata:\n  annotations:\n    team-of: {{ .DeploymentMeta.Name }}\nspec:\n  dnsConfig:\n    searches: [\"{{ .DeploymentMeta.Namespace }}.global\"]\n  containers:\n  {{- range .Spec.Containers }}\n  - name: {{ .Name }}\n    env: [{name: FROM_TEMPLATE, value: \"yes\"}]\n  {{- end }}\n",
+        )]);
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,dns");
+        let PodOutcome::Injected { pod: injected, .. } = inject_pod(&config, &p, "shop", None).unwrap() else {
+            panic!("expected injection")
+        };
+        assert_eq!(injected["spec"]["dnsConfig"]["searches"], json!(["shop.global"]));
+        assert_eq!(injected["metadata"]["annotations"]["team-of"], "web");
+        let web = &injected["spec"]["containers"][0];
+        assert_eq!((&web["name"], &web["image"]), (&json!("web"), &json!("nginx")));
+        assert_eq!(web["env"], json!([{"name": "FROM_TEMPLATE", "value": "yes"}]));
+        // The sidecar is still there, and the user's container is recorded for re-injection.
+        assert!(
+            injected["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == PROXY_NAME)
+        );
+        assert!(
+            injected["metadata"]["annotations"][ann::OVERRIDES]
+                .as_str()
+                .unwrap()
+                .contains("\"web\"")
+        );
+        let PodOutcome::Injected { pod: twice, .. } = inject_pod(&config, &injected, "shop", None).unwrap() else {
+            panic!("expected injection")
+        };
+        assert_eq!(twice, injected);
+    }
+
+    #[test]
+    fn a_failing_user_template_refuses_the_pod_naming_the_template() {
+        let config = with_templates(&[("bad", "spec: {{ nosuch .Spec }}"), ("broken", "{{ if .X }}")]);
+        for (name, want) in [("bad", "nosuch"), ("broken", "end")] {
+            let mut p = pod();
+            p["metadata"]["annotations"][ann::TEMPLATES] = json!(format!("sidecar,{name}"));
+            let err = inject_pod(&config, &p, "shop", None).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, InjectError::Template(_)), "{text}");
+            assert!(text.contains(name) && text.contains(want), "{text}");
+        }
+        let config = with_templates(&[("list", "- not a pod")]);
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("list");
+        assert!(matches!(
+            inject_pod(&config, &p, "shop", None),
+            Err(InjectError::Template(_))
+        ));
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The injection templates (`sidecar`, `gateway`): what a pod gets added, as a fragment of pod metadata and spec.
+//! The injection templates (`sidecar`, `gateway`, `grpc-agent`, `grpc-simple`, and the user's own): what a pod
+//! gets added, as a fragment of pod metadata and spec.
 //!
-//! These mirror the behaviour of Istio's injection templates, expressed as code: every value is derived from the
-//! [`InjectionConfig`], the pod's annotations and labels, and the effective proxy configuration.
+//! The built-in ones mirror the behaviour of Istio's injection templates, expressed as code: every value is derived
+//! from the [`InjectionConfig`], the pod's annotations and labels, and the effective proxy configuration. User
+//! templates are Go templates (as Istio's `sidecarInjectorWebhook.templates`), run by [`super::gotemplate`] over the
+//! data Istio gives them ([`template_data`]).
 
 use serde_json::{Map, Value, json};
 
@@ -27,6 +30,65 @@ pub struct Fragment {
     pub image_pull_secrets: Vec<String>,
     /// Pod security context fields merged into the pod's.
     pub pod_security_context: Option<Value>,
+    /// Any other pod spec fields a user template sets (such as `dnsConfig`), merged into the pod's.
+    pub spec_rest: Map<String, Value>,
+}
+
+impl Fragment {
+    /// The fragment a user template rendered (a pod's `metadata` and `spec`, as YAML).
+    pub fn from_pod(name: &str, pod: &Value) -> Result<Self, String> {
+        let string_pairs = |v: &Value, what: &str| -> Result<Vec<(String, String)>, String> {
+            match v {
+                Value::Null => Ok(Vec::new()),
+                Value::Object(m) => Ok(m
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()),
+                _ => Err(format!("template {name:?}: metadata.{what} must be a map")),
+            }
+        };
+        let list = |v: &Value, what: &str| -> Result<Vec<Value>, String> {
+            match v {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(a) if a.iter().all(|i| i["name"].is_string()) => Ok(a.clone()),
+                _ => Err(format!(
+                    "template {name:?}: spec.{what} must be a list of items with a name"
+                )),
+            }
+        };
+        if !(pod.is_object() || pod.is_null()) {
+            return Err(format!("template {name:?} must render a pod's metadata and spec"));
+        }
+        let spec = &pod["spec"];
+        let mut rest = spec.as_object().cloned().unwrap_or_default();
+        for k in [
+            "initContainers",
+            "containers",
+            "volumes",
+            "imagePullSecrets",
+            "securityContext",
+        ] {
+            rest.remove(k);
+        }
+        Ok(Self {
+            labels: string_pairs(&pod["metadata"]["labels"], "labels")?,
+            annotations: string_pairs(&pod["metadata"]["annotations"], "annotations")?,
+            init_containers: list(&spec["initContainers"], "initContainers")?,
+            containers: list(&spec["containers"], "containers")?,
+            volumes: list(&spec["volumes"], "volumes")?,
+            image_pull_secrets: list(&spec["imagePullSecrets"], "imagePullSecrets")?
+                .iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect(),
+            pod_security_context: spec.get("securityContext").filter(|v| !v.is_null()).cloned(),
+            spec_rest: rest,
+        })
+    }
 }
 
 /// Everything a template reads.
@@ -39,6 +101,9 @@ pub struct Context<'a> {
     pub labels: &'a Map<String, Value>,
     /// The pod's spec (user containers only).
     pub spec: &'a Value,
+    /// The pod's spec as submitted (without what an earlier injection added), including the user's own
+    /// declarations of template containers: what Istio's templates range over.
+    pub full_spec: &'a Value,
     /// The owning workload.
     pub workload: &'a Workload,
     /// Effective proxy configuration (mesh defaults and the pod's `proxy.istio.io/config`).
@@ -284,7 +349,9 @@ fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
     env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
     env.push(value_env("ISTIO_META_INTERCEPTION_MODE", ctx.interception_mode()));
     if !ctx.workload.name.is_empty() {
-        env.push(value_env("ISTIO_META_WORKLOAD_NAME", &ctx.workload.name));
+        // The workload-name label renames the workload for telemetry; the owner stays the real object.
+        let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
+        env.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
         if !ctx.workload.api_version.is_empty() {
             env.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
         }
@@ -678,6 +745,8 @@ pub fn sidecar(ctx: &Context) -> Fragment {
         ..Fragment::default()
     };
     f.labels.extend(canonical_labels(ctx));
+    f.annotations
+        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
     if let Some(network) = &ctx.config.network
         && ctx.label("topology.istio.io/network").is_none()
     {
@@ -780,6 +849,8 @@ pub fn gateway(ctx: &Context) -> Fragment {
         labels: canonical_labels(ctx),
         ..Fragment::default()
     };
+    f.annotations
+        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
     f.annotations.extend(default_container_annotations(ctx, true));
     let mut proxy = json!({
         "name": PROXY_NAME,
@@ -815,6 +886,328 @@ pub fn gateway(ctx: &Context) -> Fragment {
     f.image_pull_secrets = config.image_pull_secrets.clone();
     f.pod_security_context = Some(json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}));
     f
+}
+
+fn full_app_containers(ctx: &Context) -> Vec<String> {
+    containers(ctx.full_spec)
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .filter(|n| *n != PROXY_NAME)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `grpc-agent` template (proxyless gRPC with the agent): the agent runs without Envoy (`DISABLE_ENVOY`),
+/// serves xDS and certificates to the application over a shared volume, and the application containers get the
+/// gRPC xDS bootstrap.
+pub fn grpc_agent(ctx: &Context) -> Fragment {
+    let config = ctx.config;
+    let apps = full_app_containers(ctx);
+    let mut f = Fragment {
+        labels: canonical_labels(ctx),
+        ..Fragment::default()
+    };
+    if let Some(first) = apps.first() {
+        for key in [ann::DEFAULT_LOGS_CONTAINER, ann::DEFAULT_CONTAINER] {
+            if ctx.annotation(key).is_none() {
+                f.annotations.push((key.to_owned(), first.clone()));
+            }
+        }
+    }
+    f.annotations
+        .push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
+    f.annotations
+        .push((ann::REVISION.to_owned(), config.revision_label().to_owned()));
+    let mut env = vec![
+        value_env("ISTIO_META_GENERATOR", "grpc"),
+        value_env("OUTPUT_CERTS", "/var/lib/istio/data"),
+        value_env("PILOT_CERT_PROVIDER", &config.pilot_cert_provider),
+        value_env("CA_ADDR", config.ca_address()),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_env("HOST_IP", "status.hostIP"),
+        value_env("PROXY_CONFIG", format!("{}\n", ctx.proxy_config_json)),
+        value_env("ISTIO_META_POD_PORTS", pod_ports(ctx.full_spec)),
+        value_env("ISTIO_META_APP_CONTAINERS", apps.join(",")),
+        value_env("ISTIO_META_CLUSTER_ID", &config.cluster_id),
+    ];
+    if let Some(network) = &config.network {
+        env.push(value_env("ISTIO_META_NETWORK", network));
+    }
+    env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
+    if !ctx.workload.name.is_empty() {
+        let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
+        env.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
+        if !ctx.workload.api_version.is_empty() {
+            env.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
+        }
+    }
+    let mesh_id = config.mesh_id.clone().unwrap_or_else(|| ctx.trust_domain().to_owned());
+    if !mesh_id.is_empty() {
+        env.push(value_env("ISTIO_META_MESH_ID", mesh_id));
+    }
+    if !ctx.trust_domain().is_empty() {
+        env.push(value_env("TRUST_DOMAIN", ctx.trust_domain()));
+    }
+    for (k, v) in ctx.proxy_metadata() {
+        env.push(value_env(&k, v));
+    }
+    // gRPC resolves xds:/// names itself: no DNS capture, no Envoy.
+    env.push(value_env("ISTIO_META_DNS_CAPTURE", "false"));
+    env.push(value_env("DISABLE_ENVOY", "true"));
+    let mut proxy = json!({
+        "name": PROXY_NAME,
+        "image": ctx.proxy_image(),
+        "ports": [{"containerPort": 15020, "protocol": "TCP", "name": "mesh-metrics"}],
+        "args": [
+            "proxy", "sidecar", "--domain", format!("$(POD_NAMESPACE).svc.{}", config.proxy.cluster_domain),
+            format!("--proxyLogLevel={}", ctx.annotation_or(ann::LOG_LEVEL, &config.proxy.log_level)),
+            format!("--proxyComponentLogLevel={}", ctx.annotation_or(ann::COMPONENT_LOG_LEVEL, &config.proxy.component_log_level)),
+            format!("--log_output_level={}", ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level)),
+        ],
+        "lifecycle": {"postStart": {"exec": {"command": ["pilot-agent", "wait", "--url=http://localhost:15020/healthz/ready"]}}},
+        "env": env,
+        "resources": resources(ctx),
+    });
+    if let Some(policy) = ctx.image_pull_policy() {
+        proxy["imagePullPolicy"] = json!(policy);
+    }
+    if ctx.status_port() != "0" {
+        let mut probe = readiness_probe(ctx);
+        probe["httpGet"]["port"] = json!(15020);
+        proxy["readinessProbe"] = probe;
+    }
+    let istiod_ca = config.pilot_cert_provider == "istiod";
+    let mut mounts = vec![
+        json!({"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"}),
+        json!({"name": "workload-certs", "mountPath": "/var/run/secrets/workload-spiffe-credentials"}),
+    ];
+    if istiod_ca {
+        mounts.push(json!({"mountPath": "/var/run/secrets/istio", "name": "istiod-ca-cert"}));
+    }
+    mounts.extend([
+        json!({"mountPath": "/var/lib/istio/data", "name": "istio-data"}),
+        json!({"mountPath": "/etc/istio/proxy", "name": "istio-xds"}),
+        json!({"mountPath": "/var/run/secrets/tokens", "name": "istio-token"}),
+    ]);
+    if config.mount_mtls_certs {
+        mounts.push(json!({"mountPath": "/etc/certs/", "name": "istio-certs", "readOnly": true}));
+    }
+    mounts.push(json!({"name": "istio-podinfo", "mountPath": "/etc/istio/pod"}));
+    proxy["volumeMounts"] = Value::Array(mounts);
+    f.containers.push(proxy);
+    for app in &apps {
+        f.containers.push(json!({
+            "name": app,
+            "env": [
+                {"name": "GRPC_XDS_EXPERIMENTAL_SECURITY_SUPPORT", "value": "true"},
+                {"name": "GRPC_XDS_BOOTSTRAP", "value": "/etc/istio/proxy/grpc-bootstrap.json"},
+            ],
+            "volumeMounts": [
+                {"mountPath": "/var/lib/istio/data", "name": "istio-data"},
+                {"mountPath": "/etc/istio/proxy", "name": "istio-xds"},
+                {"name": "workload-certs", "mountPath": "/var/run/secrets/workload-spiffe-credentials"},
+            ],
+        }));
+    }
+    f.volumes.push(json!({"name": "workload-socket"}));
+    f.volumes.push(json!({"name": "workload-certs"}));
+    if let Some(config_map) = ctx.annotation(ann::BOOTSTRAP_OVERRIDE) {
+        f.volumes
+            .push(json!({"name": "custom-bootstrap-volume", "configMap": {"name": config_map}}));
+    }
+    f.volumes.extend([
+        json!({"name": "istio-xds", "emptyDir": {"medium": "Memory"}}),
+        json!({"name": "istio-data", "emptyDir": {}}),
+        json!({"name": "istio-podinfo", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+        ]}}),
+        json!({"name": "istio-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "istio-token", "expirationSeconds": 43200, "audience": "istio-ca"}}
+        ]}}),
+    ]);
+    if istiod_ca {
+        f.volumes
+            .push(json!({"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}}));
+    }
+    if config.mount_mtls_certs {
+        let sa = ctx.full_spec["serviceAccountName"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        f.volumes
+            .push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
+    }
+    f.image_pull_secrets = config.image_pull_secrets.clone();
+    f
+}
+
+/// The shell script of `grpc-simple`'s init container: writes a gRPC xDS bootstrap pointing at istiod.
+const GRPC_BOOTSTRAP_SCRIPT: &str = r#"NODE_ID="sidecar~${INSTANCE_IP}~${POD_NAME}.${POD_NAMESPACE}~cluster.local"
+SERVER_URI="dns:///istiod.${ISTIO_NAMESPACE}.svc:15010"
+echo '
+{
+  "xds_servers": [
+    {
+      "server_uri": "'${SERVER_URI}'",
+      "channel_creds": [{"type": "insecure"}],
+      "server_features" : ["xds_v3"]
+    }
+  ],
+  "node": {
+    "id": "'${NODE_ID}'",
+    "metadata": {
+      "GENERATOR": "grpc"
+    }
+  }
+}' > /var/lib/grpc/data/bootstrap.json"#;
+
+/// The `grpc-simple` template (proxyless gRPC without an agent): an init container writes a plaintext xDS
+/// bootstrap, and every container reads it.
+pub fn grpc_simple(ctx: &Context) -> Fragment {
+    let mount = json!({"mountPath": "/var/lib/grpc/data/", "name": "grpc-io-proxyless-bootstrap"});
+    let mut f = Fragment::default();
+    f.annotations
+        .push((ann::REWRITE_APP_HTTP_PROBERS.to_owned(), "false".to_owned()));
+    f.init_containers.push(json!({
+        "name": "grpc-bootstrap-init",
+        "image": "busybox:1.28",
+        "volumeMounts": [mount],
+        "env": [
+            field_env("INSTANCE_IP", "status.podIP"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            {"name": "ISTIO_NAMESPACE", "value": format!("{}\n", ctx.config.istio_namespace)},
+        ],
+        "command": ["sh", "-c", GRPC_BOOTSTRAP_SCRIPT],
+    }));
+    for c in containers(ctx.full_spec) {
+        let Some(name) = c["name"].as_str() else { continue };
+        f.containers.push(json!({
+            "name": name,
+            "env": [
+                {"name": "GRPC_XDS_BOOTSTRAP", "value": "/var/lib/grpc/data/bootstrap.json"},
+                {"name": "GRPC_GO_LOG_VERBOSITY_LEVEL", "value": "99"},
+                {"name": "GRPC_GO_LOG_SEVERITY_LEVEL", "value": "info"},
+            ],
+            "volumeMounts": [mount],
+        }));
+    }
+    f.volumes
+        .push(json!({"name": "grpc-io-proxyless-bootstrap", "emptyDir": {}}));
+    f
+}
+
+/// Istio's `.Values`, as far as mizzen's configuration knows them.
+fn values_tree(ctx: &Context) -> Value {
+    let c = ctx.config;
+    let p = &c.proxy;
+    let resources: Map<String, Value> = p
+        .resources
+        .iter()
+        .map(|(kind, entries)| {
+            (
+                kind.clone(),
+                Value::Object(
+                    entries
+                        .iter()
+                        .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), json!(v))))
+                        .collect(),
+                ),
+            )
+        })
+        .collect();
+    json!({
+        "revision": c.revision,
+        "global": {
+            "hub": c.hub,
+            "tag": c.tag,
+            "imagePullPolicy": c.image_pull_policy.clone().unwrap_or_default(),
+            "imagePullSecrets": c.image_pull_secrets,
+            "istioNamespace": c.istio_namespace,
+            "network": c.network.clone().unwrap_or_default(),
+            "meshID": c.mesh_id.clone().unwrap_or_default(),
+            "caAddress": c.ca_address.clone().unwrap_or_default(),
+            "pilotCertProvider": c.pilot_cert_provider,
+            "jwtPolicy": "third-party-jwt",
+            "sds": {"token": {"aud": "istio-ca"}},
+            "mountMtlsCerts": c.mount_mtls_certs,
+            "logging": {"level": c.agent_log_level},
+            "multiCluster": {"clusterName": c.cluster_id},
+            "trustDomain": c.mesh.trust_domain,
+            "proxy": {
+                "image": p.image,
+                "clusterDomain": p.cluster_domain,
+                "logLevel": p.log_level,
+                "componentLogLevel": p.component_log_level,
+                "includeIPRanges": p.include_ip_ranges,
+                "excludeIPRanges": p.exclude_ip_ranges,
+                "includeInboundPorts": p.include_inbound_ports,
+                "excludeInboundPorts": p.exclude_inbound_ports,
+                "includeOutboundPorts": p.include_outbound_ports,
+                "excludeOutboundPorts": p.exclude_outbound_ports,
+                "statusPort": p.status_port,
+                "readinessInitialDelaySeconds": p.readiness_initial_delay_seconds,
+                "readinessPeriodSeconds": p.readiness_period_seconds,
+                "readinessFailureThreshold": p.readiness_failure_threshold,
+                "privileged": p.privileged,
+                "enableCoreDump": p.enable_core_dump,
+                "holdApplicationUntilProxyStarts": p.hold_application_until_proxy_starts,
+                "resources": resources,
+                "lifecycle": p.lifecycle.clone().unwrap_or(Value::Null),
+                "startupProbe": {"enabled": p.startup_probe_enabled, "failureThreshold": p.startup_probe_failure_threshold},
+            },
+            "proxy_init": {"image": p.init_image},
+        },
+        "sidecarInjectorWebhook": {"rewriteAppHTTPProbe": c.rewrite_app_http_probe},
+    })
+}
+
+/// The data a user template sees, named as Istio's `SidecarTemplateData`: `.TypeMeta` (the workload's kind and
+/// apiVersion), `.DeploymentMeta` (its name and namespace), `.ObjectMeta` (the pod's metadata), `.Spec` (the pod's
+/// spec), `.ProxyConfig` (effective, camelCase fields), `.MeshConfig`, `.Values` (Istio's values as mizzen knows
+/// them: `global.hub`, `global.tag`, `global.proxy.*`, …), `.Revision`, `.ProxyImage`, `.NativeSidecars`,
+/// `.ProxyUID`, `.ProxyGID`.
+pub fn template_data(ctx: &Context, metadata: &Value) -> Value {
+    let namespace = if ctx.workload.namespace.is_empty() {
+        "default"
+    } else {
+        &ctx.workload.namespace
+    };
+    json!({
+        "TypeMeta": {"kind": ctx.workload.kind, "apiVersion": ctx.workload.api_version},
+        "DeploymentMeta": {"name": ctx.workload.name, "namespace": namespace},
+        "ObjectMeta": metadata,
+        "Spec": ctx.full_spec,
+        "ProxyConfig": ctx.proxy_config,
+        "MeshConfig": {"trustDomain": ctx.trust_domain(), "defaultConfig": ctx.config.mesh.default_config},
+        "Values": values_tree(ctx),
+        "Revision": ctx.config.revision_label(),
+        "ProxyImage": ctx.proxy_image(),
+        "NativeSidecars": ctx.native,
+        "ProxyUID": ctx.proxy_uid,
+        "ProxyGID": ctx.proxy_gid,
+        "CompliancePolicy": ctx.config.compliance_policy.clone().unwrap_or_default(),
+        "InboundTrafficPolicyMode": if ctx.config.mesh.inbound_localhost { "LOCALHOST" } else { "" },
+    })
+}
+
+/// Runs a user template: renders it over [`template_data`] and reads the result as a pod fragment.
+pub fn user(
+    ctx: &Context,
+    name: &str,
+    template: &super::gotemplate::Template,
+    metadata: &Value,
+) -> Result<Fragment, String> {
+    let text = template
+        .execute(&template_data(ctx, metadata))
+        .map_err(|e| e.to_string())?;
+    let pod: Value =
+        serde_saphyr::from_str(&text).map_err(|e| format!("template {name:?} rendered invalid YAML: {e}"))?;
+    Fragment::from_pod(name, &pod)
 }
 
 #[cfg(test)]

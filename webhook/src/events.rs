@@ -29,6 +29,8 @@ pub struct Decision {
     pub owner: Option<(String, String, String, String)>,
     /// What was decided.
     pub outcome: Outcome,
+    /// Istio's warning about the pod's `sidecar.istio.io/inject` value, if any (the same one `check-inject` shows).
+    pub warning: Option<String>,
 }
 
 impl Decision {
@@ -45,6 +47,7 @@ impl Decision {
             workload,
             owner,
             outcome,
+            warning: mizzen::inject::decision::inject_warning(pod_metadata),
         }
     }
 }
@@ -152,7 +155,8 @@ async fn publish(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Deci
         let Some(reference) = reference(&client, &d).await else {
             continue;
         };
-        let note: String = format!("sidecar {}: {}", d.outcome.result(), d.outcome.reason())
+        let warning = d.warning.as_deref().map(|w| format!(" ({w})")).unwrap_or_default();
+        let note: String = format!("sidecar {}: {}{warning}", d.outcome.result(), d.outcome.reason())
             .chars()
             .take(1000)
             .collect();

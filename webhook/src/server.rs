@@ -189,9 +189,11 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "admission review"
     );
-    state
-        .events
-        .send(Decision::new(workload, &request.pod["metadata"], outcome));
+    if request.publishes_events() {
+        state
+            .events
+            .send(Decision::new(workload, &request.pod["metadata"], outcome));
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
