@@ -121,6 +121,15 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A subtree that must be a map (absent and null count as empty).
+fn map_at(path: &Path, value: Option<Value>) -> Result<Value, ConvertError> {
+    match value {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(other) => Err(invalid(path, format!("expected a map, got {other}"))),
+    }
+}
+
 fn string(path: &Path, value: &Value) -> Result<String, ConvertError> {
     match value {
         Value::String(s) => Ok(s.clone()),
@@ -478,12 +487,12 @@ impl<'a> Mapper<'a> {
         if let Some(m) = take(&mut spec, &["meshConfig"]) {
             tree::merge(&mut mesh, m);
         }
-        let mut components = take(&mut spec, &["components"]).unwrap_or_else(|| json!({}));
+        let mut components = map_at(&Path::keys(&["components"]), take(&mut spec, &["components"]))?;
 
         let mesh_config = self.mesh_config(mesh)?;
         let injection = self.injection(&mut values)?;
-        let mut pilot_values = take(&mut values, &["pilot"]).unwrap_or_else(|| json!({}));
-        let mut pilot = take(&mut components, &["pilot"]).unwrap_or_else(|| json!({}));
+        let mut pilot_values = map_at(&Path::keys(&["values", "pilot"]), take(&mut values, &["pilot"]))?;
+        let mut pilot = map_at(&Path::keys(&["components", "pilot"]), take(&mut components, &["pilot"]))?;
         let istiod = if revision.is_empty() {
             "istiod".to_owned()
         } else {
@@ -643,8 +652,9 @@ impl<'a> Mapper<'a> {
                 );
             }
         }
-        if let Some(mut k8s) = take(component, &["k8s"]) {
+        if let Some(k8s) = take(component, &["k8s"]) {
             let kp = cp.key("k8s");
+            let mut k8s = map_at(&kp, Some(k8s))?;
             if let Some(v) = take(&mut k8s, &["replicaCount"]) {
                 scale.replicas = int(&kp.key("replicaCount"), &v)?;
                 scale.replicas_setting = kp.key("replicaCount");
@@ -770,7 +780,7 @@ impl<'a> Mapper<'a> {
             (GatewayKind::Egress, "istio-egressgateway", "egressGateways"),
         ] {
             let vp = Path::keys(&["values", "gateways", root]);
-            let mut shared = take(values, &["gateways", root]).unwrap_or_else(|| json!({}));
+            let mut shared = map_at(&vp, take(values, &["gateways", root]))?;
             let also = match take(&mut shared, &["enabled"]) {
                 Some(v) if !v.is_null() => boolean(&vp.key("enabled"), &v)?,
                 _ => false,
@@ -790,8 +800,9 @@ impl<'a> Mapper<'a> {
                 }
             };
             let mut enabled = Vec::new();
-            for (i, mut element) in elements.into_iter().enumerate() {
+            for (i, element) in elements.into_iter().enumerate() {
                 let by_index = Path::keys(&["components", list_key]).with(Seg::Index(i));
+                let mut element = map_at(&by_index, Some(element))?;
                 let on = match take(&mut element, &["enabled"]) {
                     Some(v) if !v.is_null() => boolean(&by_index.key("enabled"), &v)?,
                     _ => true,
@@ -845,8 +856,8 @@ impl<'a> Mapper<'a> {
             Some(v) => traffic_policy(&vp.key("externalTrafficPolicy"), &v)?,
             None => None,
         };
-        let labels = match take(shared, &["labels"]) {
-            Some(Value::Object(l)) => l,
+        let labels = match map_at(&vp.key("labels"), take(shared, &["labels"]))? {
+            Value::Object(l) => l,
             _ => Map::new(),
         };
         Ok(GatewayValues {
@@ -893,13 +904,17 @@ impl<'a> Mapper<'a> {
         let mut annotations = base.annotations.clone();
         let mut external_traffic_policy = base.external_traffic_policy;
         let label = match take(&mut element, &["label"]) {
-            Some(Value::Object(l)) => Some(l),
-            _ => None,
+            None | Some(Value::Null) => None,
+            Some(v) => match map_at(&path.key("label"), Some(v))? {
+                Value::Object(l) => Some(l),
+                _ => None,
+            },
         };
         self.gateway_labels(&path, &name, root, label.as_ref(), &base.labels);
         self.component_placement(&mut element, &path, namespace)?;
-        if let Some(mut k8s) = take(&mut element, &["k8s"]) {
+        if let Some(k8s) = take(&mut element, &["k8s"]) {
             let kp = path.key("k8s");
+            let mut k8s = map_at(&kp, Some(k8s))?;
             if let Some(v) = take(&mut k8s, &["replicaCount"]) {
                 scale.replicas = int(&kp.key("replicaCount"), &v)?;
                 scale.replicas_setting = kp.key("replicaCount");
@@ -913,8 +928,9 @@ impl<'a> Mapper<'a> {
             if let Some(v) = take(&mut k8s, &["serviceAnnotations"]) {
                 annotations.extend(string_map(&kp.key("serviceAnnotations"), &v)?);
             }
-            if let Some(mut service) = take(&mut k8s, &["service"]) {
+            if let Some(service) = take(&mut k8s, &["service"]) {
                 let sp = kp.key("service");
+                let mut service = map_at(&sp, Some(service))?;
                 if let Some(v) = take(&mut service, &["type"])
                     && !is_empty(&v)
                 {
@@ -1080,8 +1096,9 @@ impl<'a> Mapper<'a> {
         let Value::Object(map) = components else {
             return Ok(());
         };
-        for (name, mut component) in map {
+        for (name, component) in map {
             let path = Path::keys(&["components", &name]);
+            let mut component = map_at(&path, Some(component))?;
             let enabled = match take(&mut component, &["enabled"]) {
                 Some(v) if !v.is_null() => Some((boolean(&path.key("enabled"), &v)?, v)),
                 _ => None,
