@@ -479,7 +479,7 @@ fn settings_the_mesh_install_cannot_carry_are_named_with_the_reason() {
     let expect = [
         "components.pilot.k8s.hpaSpec={\"maxReplicas\":9}: has no effect, as with istioctl: autoscaling is off",
         "values.pilot.image=registry.example.com/pilot:1.28.0: MeshInstall runs docker.io/istio/pilot:1.28.0",
-        "components.ingressGateways[name:edge]={\"app\":\"istio-ingressgateway\",\"istio\":\"ingressgateway\"}: Istio \
+        "components.ingressGateways[name:edge]={\"istio\":\"ingressgateway\"}: Istio \
          labels this gateway's pods with these; mizzen labels them app=edge, istio=edge",
         "values.global.imagePullSecrets=[\"regcred\"]: applied to injected proxies only",
         "values.global.proxy.image=registry.example.com/proxy:1.28.0: MeshInstall runs istio-init from the proxy image",

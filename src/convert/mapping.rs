@@ -59,6 +59,15 @@ const SILENT: &[(&str, &str)] = &[
     ("telemetry.v2.prometheus.enabled", "true"),
     ("telemetry.v2.stackdriver.enabled", "false"),
     ("base.enableIstioConfigCRDs", "true"),
+    // Defaults of older releases, still found in dumped profiles: off, as mizzen has them.
+    ("base.enableCRDTemplates", "false"),
+    ("global.oneNamespace", "false"),
+    ("global.useMCP", "false"),
+    ("telemetry.v2.metadataExchange.wasmEnabled", "false"),
+    ("telemetry.v2.prometheus.wasmEnabled", "false"),
+    ("telemetry.v2.stackdriver.logging", "false"),
+    ("telemetry.v2.stackdriver.monitoring", "false"),
+    ("telemetry.v2.stackdriver.topology", "false"),
     ("pdb.minAvailable", "1"),
     ("experimental.stableValidationPolicy", "false"),
     ("gateways.*.rollingMaxSurge", "\"100%\""),
@@ -979,8 +988,9 @@ impl<'a> Mapper<'a> {
         })
     }
 
-    /// Istio labels every ingress gateway `app: istio-ingressgateway, istio: ingressgateway` unless told otherwise;
-    /// mizzen derives both from the gateway's name. Gateway resources select on `istio`, so a difference matters.
+    /// Istio labels every ingress gateway `istio: ingressgateway` unless told otherwise; mizzen derives the label
+    /// from the gateway's name. Gateway resources select on `istio`, so a difference matters (as do labels the user
+    /// wrote that mizzen would not set).
     fn gateway_labels(
         &mut self,
         path: &Path,
@@ -998,7 +1008,8 @@ impl<'a> Mapper<'a> {
                 .to_owned()
         };
         let istio = pick("istio", gateway_selector(root));
-        let app = pick("app", root);
+        // Istio's default `app` label selects nothing users write; one they set themselves must match.
+        let app = pick("app", name);
         let selector = gateway_selector(name);
         let extra: Vec<&String> = label
             .into_iter()
@@ -1007,8 +1018,8 @@ impl<'a> Mapper<'a> {
             .filter(|k| *k != "app" && *k != "istio")
             .collect();
         if istio != selector || app != name || !extra.is_empty() {
-            let mut labels = label.cloned().unwrap_or_default();
-            labels.insert("app".into(), json!(app));
+            let mut labels = shared.clone();
+            labels.extend(label.cloned().unwrap_or_default());
             labels.insert("istio".into(), json!(istio));
             let at = if label.is_some() {
                 path.key("label")
@@ -1301,5 +1312,145 @@ fn string_map(path: &Path, value: &Value) -> Result<BTreeMap<String, String>, Co
             .map(|(k, v)| Ok((k.clone(), string(&path.key(k), v)?)))
             .collect(),
         other => Err(invalid(path, format!("expected a map of strings, got {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpa_metrics_of_both_autoscaling_versions_give_the_cpu_target() {
+        let v2 = json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}});
+        assert_eq!(cpu_utilisation(&v2), Some(60));
+        let v2beta1 = json!({"type": "Resource", "resource": {"name": "cpu", "targetAverageUtilization": 70}});
+        assert_eq!(cpu_utilisation(&v2beta1), Some(70));
+        for other in [
+            json!({"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}}),
+            json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "AverageValue", "averageValue": "500m"}}}),
+            json!({"type": "Pods", "pods": {}}),
+        ] {
+            assert_eq!(cpu_utilisation(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_istios_own_defaults_are_silent() {
+        assert!(silent("global.logAsJson", &json!(false)));
+        assert!(!silent("global.logAsJson", &json!(true)));
+        assert!(silent("gateways.istio-egressgateway.rollingMaxSurge", &json!("100%")));
+        assert!(!silent("gateways.istio-egressgateway.rollingMaxSurge", &json!("50%")));
+        assert!(silent("pdb.minAvailable", &json!(1.0)), "numbers compare by value");
+    }
+
+    #[test]
+    fn injection_values_equal_to_istios_defaults_change_nothing() {
+        assert!(!changes_injection(
+            "values.global.proxy.readinessPeriodSeconds",
+            &json!(15)
+        ));
+        assert!(changes_injection(
+            "values.global.proxy.readinessPeriodSeconds",
+            &json!(30)
+        ));
+        assert!(
+            !changes_injection("values.global.proxy.tracer", &json!("zipkin")),
+            "not read by injection"
+        );
+    }
+
+    #[test]
+    fn dotted_keys_are_found_whatever_dots_their_map_keys_hold() {
+        let user = json!({"values": {"gateways": {"istio-ingressgateway": {"podAnnotations": {"prometheus.io/scrape": "false"}}}}});
+        assert!(has_dotted(
+            &user,
+            "values.gateways.istio-ingressgateway.podAnnotations.prometheus.io/scrape"
+        ));
+        assert!(!has_dotted(
+            &user,
+            "values.gateways.istio-ingressgateway.podAnnotations.prometheus.io/port"
+        ));
+        assert!(!has_dotted(&user, "values.gateways.istio-egressgateway"));
+    }
+
+    fn scale(values: Value) -> Result<(i32, Option<AutoscaleSpec>, Vec<String>), ConvertError> {
+        let user = json!({});
+        let mut m = Mapper::new(&user, "default");
+        let mut values = values;
+        let path = Path::keys(&["values", "pilot"]);
+        let s = Scale::take(&mut m, &mut values, &path)?;
+        let (replicas, autoscale) = s.finish(&mut m, &path)?;
+        Ok((
+            replicas,
+            autoscale,
+            m.unsupported.iter().map(ToString::to_string).collect(),
+        ))
+    }
+
+    #[test]
+    fn autoscaling_follows_istios_rules() {
+        let (replicas, autoscale, lines) =
+            scale(json!({"autoscaleEnabled": true, "autoscaleMin": 2, "autoscaleMax": 4, "replicaCount": 3})).unwrap();
+        assert_eq!(
+            (replicas, autoscale.map(|a| (a.min, a.max)), lines.len()),
+            (3, Some((2, 4)), 0)
+        );
+        // Istio renders no autoscaler when a bound is zero.
+        let (_, autoscale, _) = scale(json!({"autoscaleEnabled": true, "autoscaleMin": 0})).unwrap();
+        assert_eq!(autoscale, None);
+        let (_, autoscale, lines) =
+            scale(json!({"autoscaleEnabled": true, "cpu": {"targetAverageUtilization": 150}})).unwrap();
+        assert_eq!(autoscale.map(|a| a.target_cpu_utilization_percentage), Some(80));
+        assert_eq!(
+            lines,
+            [
+                "values.pilot.cpu.targetAverageUtilization=150 (profile default): MeshInstall takes a CPU utilisation \
+              target of 1 to 100 percent; 80 is used"
+            ]
+        );
+        let err = scale(json!({"autoscaleEnabled": true, "autoscaleMin": 5, "autoscaleMax": 2})).unwrap_err();
+        assert_eq!(err.to_string(), "values.pilot: autoscaling minimum 5 exceeds maximum 2");
+        let err = scale(json!({"replicaCount": -1})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("values.pilot.replicaCount: -1 is outside"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn labels_matter_only_when_they_differ_from_mizzens() {
+        let user = json!({});
+        let mut m = Mapper::new(&user, "default");
+        let path = Path::keys(&["components", "ingressGateways"]).with(Seg::Index(0));
+        m.gateway_labels(&path, "istio-ingressgateway", "istio-ingressgateway", None, &Map::new());
+        let own = json!({"istio": "internal"});
+        m.gateway_labels(&path, "internal", "istio-ingressgateway", own.as_object(), &Map::new());
+        assert!(m.unsupported.is_empty(), "{:?}", m.unsupported);
+        m.gateway_labels(&path, "internal", "istio-ingressgateway", None, &Map::new());
+        assert_eq!(m.unsupported.len(), 1);
+        assert_eq!(
+            m.unsupported[0].value,
+            json!({"istio": "ingressgateway"}),
+            "Istio's default selector"
+        );
+        assert!(
+            m.unsupported[0].reason.contains("app=internal, istio=internal"),
+            "{:?}",
+            m.unsupported
+        );
+        let own_app = json!({"istio": "internal", "app": "edge-proxy"});
+        m.gateway_labels(
+            &path,
+            "internal",
+            "istio-ingressgateway",
+            own_app.as_object(),
+            &Map::new(),
+        );
+        assert_eq!(
+            m.unsupported.len(),
+            2,
+            "a label the user wrote and mizzen would not set"
+        );
+        assert_eq!(m.unsupported[1].setting, "components.ingressGateways[0].label");
     }
 }

@@ -500,3 +500,71 @@ impl Serialize for Ordered<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(flags: &[&str]) -> Vec<String> {
+        flags.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn trace_sampling_and_image_variants_become_istiod_env_and_the_tag() {
+        let c = convert(
+            &[],
+            &sets(&[
+                "values.pilot.traceSampling=0.5",
+                "values.global.variant=distroless",
+                "tag=1.28.1",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mesh_install.spec.control_plane.env["PILOT_TRACE_SAMPLING"], "0.5");
+        assert_eq!(c.mesh_install.spec.version, "1.28.1-distroless");
+        let c = convert(&[], &sets(&["values.pilot.traceSampling=1"])).unwrap();
+        assert!(
+            c.mesh_install.spec.control_plane.env.is_empty(),
+            "1 is istiod's own default"
+        );
+    }
+
+    #[test]
+    fn values_win_over_the_top_level_fields_istioctl_copies_into_them() {
+        let c = convert(
+            &[],
+            &sets(&[
+                "hub=a.example/istio",
+                "values.global.hub=b.example/istio",
+                "namespace=mesh",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mesh_install.spec.hub, "b.example/istio");
+        assert_eq!(c.mesh_install.spec.namespace, "mesh");
+    }
+
+    #[test]
+    fn unsupported_lines_name_the_setting_value_origin_and_reason() {
+        let line = Unsupported {
+            setting: "components.pilot.enabled".into(),
+            value: json!(false),
+            profile: Some("empty".into()),
+            reason: "MeshInstall always runs istiod".into(),
+        };
+        assert_eq!(
+            line.to_string(),
+            "components.pilot.enabled=false (profile empty): MeshInstall always runs istiod"
+        );
+    }
+
+    #[test]
+    fn printing_leaves_out_defaults_but_keeps_version_hub_and_namespace() {
+        let c = convert(&[], &sets(&["profile=minimal", "values.pilot.autoscaleEnabled=false"])).unwrap();
+        assert_eq!(
+            c.to_yaml().unwrap(),
+            "apiVersion: mizzen.io/v1alpha1\nkind: MeshInstall\nmetadata:\n  name: default\nspec:\n  version: \"1.28.0\"\n  \
+             hub: docker.io/istio\n  namespace: istio-system\n"
+        );
+    }
+}
