@@ -650,6 +650,7 @@ fn malformed_trees_are_errors_not_panics() {
         "{values: {global: {proxy: {resources: {requests: {cpu: lots}}}}}}",
         "{components: {ingressGateways: {name: x}}}",
         "{components: {ingressGateways: [{name: x, k8s: {hpaSpec: [1]}}]}}",
+        "{components: {ingressGateways: [{name: x, k8s: {hpaSpec: {minReplicas: 0}}}]}}",
         "{components: {ingressGateways: [{name: Bad_Name}]}}",
         "{components: {ingressGateways: [{name: a}, {name: a}]}}",
         "{components: {pilot: {k8s: {env: {A: b}}}}}",

@@ -115,9 +115,10 @@ fn split_flag(arg: &str) -> (&str, Option<&str>) {
             None => (arg, None),
         };
     }
-    if arg.starts_with('-') && arg.len() > 2 {
-        let rest = &arg[2..];
-        return (&arg[..2], Some(rest.strip_prefix('=').unwrap_or(rest)));
+    let short_end = arg.char_indices().nth(2).map(|(i, _)| i);
+    if let (true, Some(end)) = (arg.starts_with('-'), short_end) {
+        let rest = &arg[end..];
+        return (&arg[..end], Some(rest.strip_prefix('=').unwrap_or(rest)));
     }
     (arg, None)
 }
@@ -213,6 +214,8 @@ mod tests {
         assert!(err.contains("--set needs a value"), "{err}");
         let err = parse_command(&args("istioctl install stray")).unwrap_err().to_string();
         assert!(err.contains("unexpected argument \"stray\""), "{err}");
+        let err = parse_command(&args("istioctl install -éx")).unwrap_err().to_string();
+        assert!(err.contains("unknown flag -é"), "{err}");
     }
 
     #[test]

@@ -291,8 +291,8 @@ impl Scale {
         for (key, value) in spec {
             let here = path.key(&key);
             match key.as_str() {
-                "minReplicas" => self.min = int(&here, &value)?,
-                "maxReplicas" => self.max = int(&here, &value)?,
+                "minReplicas" => self.min = i64::from(int_in(&here, &value, 1, i64::from(i32::MAX))?),
+                "maxReplicas" => self.max = i64::from(int_in(&here, &value, 1, i64::from(i32::MAX))?),
                 "metrics" => {
                     let Value::Array(metrics) = value else {
                         return Err(invalid(&here, "expected a list of metrics"));
@@ -323,6 +323,12 @@ impl Scale {
 
     fn finish(self, m: &mut Mapper, path: &Path) -> Result<(i32, Option<AutoscaleSpec>), ConvertError> {
         let replicas = int_in(&self.replicas_setting, &json!(self.replicas), 0, i64::from(i32::MAX))?;
+        if self.enabled && (self.min < 0 || self.max < 0) {
+            return Err(invalid(
+                path,
+                format!("autoscaling bounds {} to {} are negative", self.min, self.max),
+            ));
+        }
         // Istio renders the autoscaler only when enabled with non-zero bounds.
         if !(self.enabled && self.min > 0 && self.max > 0) {
             return Ok((replicas, None));
@@ -1410,6 +1416,8 @@ mod tests {
         );
         let err = scale(json!({"autoscaleEnabled": true, "autoscaleMin": 5, "autoscaleMax": 2})).unwrap_err();
         assert_eq!(err.to_string(), "values.pilot: autoscaling minimum 5 exceeds maximum 2");
+        let err = scale(json!({"autoscaleEnabled": true, "autoscaleMin": -1})).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
         let err = scale(json!({"replicaCount": -1})).unwrap_err();
         assert!(
             err.to_string().starts_with("values.pilot.replicaCount: -1 is outside"),
