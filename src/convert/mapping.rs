@@ -1,7 +1,7 @@
 //! From one merged IstioOperator `spec` (profile, files and flags applied) to a MeshInstall. Each setting the
 //! MeshInstall carries is taken out of the tree as it is used; proxy settings go through the injection's own
 //! reading of Istio values ([`InjectionConfig::apply_value`]); whatever is left is reported unless it is empty or
-//! equal to what Istio (and so the MeshInstall) does by default.
+//! equal to what Istio (and so the MeshInstall) does by default. Gateways are in [`super::gateways`].
 
 use std::collections::BTreeMap;
 
@@ -11,13 +11,11 @@ use serde_json::{Map, Value, json};
 use super::tree::{self, Path, Seg, take};
 use super::{ConvertError, Unsupported};
 use crate::api::{
-    AutoscaleSpec, ControlPlaneSpec, DEFAULT_HUB, DEFAULT_ISTIO_VERSION, DEFAULT_NAMESPACE, ExternalTrafficPolicy,
-    GatewayKind, GatewayPort, GatewayServiceSpec, GatewaySpec, InjectionPolicy, InjectionSpec, MeshConfig, MeshInstall,
-    MeshInstallSpec, NativeSidecarMode, PortProtocol, ProxySpec, PullPolicy, Resources, ServiceType,
+    AutoscaleSpec, ControlPlaneSpec, DEFAULT_HUB, DEFAULT_ISTIO_VERSION, DEFAULT_NAMESPACE, InjectionPolicy,
+    InjectionSpec, MeshConfig, MeshInstall, MeshInstallSpec, NativeSidecarMode, ProxySpec, PullPolicy, Resources,
 };
 use crate::inject::InjectionConfig;
 use crate::inject::config::flatten;
-use crate::render::gateway_selector;
 
 /// Values (relative to `values.`) whose setting changes nothing: Istio's own default, which the MeshInstall
 /// renders the same way, or what mizzen does whatever the value (`gateways.*` stands for either gateway).
@@ -106,14 +104,14 @@ pub(super) struct Mapper<'a> {
     pub unsupported: Vec<Unsupported>,
 }
 
-fn invalid(path: &Path, message: impl Into<String>) -> ConvertError {
+pub(super) fn invalid(path: &Path, message: impl Into<String>) -> ConvertError {
     ConvertError::InvalidSetting {
         setting: path.to_string(),
         message: message.into(),
     }
 }
 
-fn is_empty(value: &Value) -> bool {
+pub(super) fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
@@ -131,7 +129,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// A subtree that must be a map (absent and null count as empty).
-fn map_at(path: &Path, value: Option<Value>) -> Result<Value, ConvertError> {
+pub(super) fn map_at(path: &Path, value: Option<Value>) -> Result<Value, ConvertError> {
     match value {
         None | Some(Value::Null) => Ok(json!({})),
         Some(v @ Value::Object(_)) => Ok(v),
@@ -139,7 +137,7 @@ fn map_at(path: &Path, value: Option<Value>) -> Result<Value, ConvertError> {
     }
 }
 
-fn string(path: &Path, value: &Value) -> Result<String, ConvertError> {
+pub(super) fn string(path: &Path, value: &Value) -> Result<String, ConvertError> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Ok(String::new()),
@@ -148,7 +146,7 @@ fn string(path: &Path, value: &Value) -> Result<String, ConvertError> {
     }
 }
 
-fn boolean(path: &Path, value: &Value) -> Result<bool, ConvertError> {
+pub(super) fn boolean(path: &Path, value: &Value) -> Result<bool, ConvertError> {
     match value {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s == "true" => Ok(true),
@@ -157,7 +155,7 @@ fn boolean(path: &Path, value: &Value) -> Result<bool, ConvertError> {
     }
 }
 
-fn int(path: &Path, value: &Value) -> Result<i64, ConvertError> {
+pub(super) fn int(path: &Path, value: &Value) -> Result<i64, ConvertError> {
     let n = match value {
         Value::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
@@ -170,7 +168,7 @@ fn int(path: &Path, value: &Value) -> Result<i64, ConvertError> {
     n.ok_or_else(|| invalid(path, format!("expected an integer, got {value}")))
 }
 
-fn int_in(path: &Path, value: &Value, lo: i64, hi: i64) -> Result<i32, ConvertError> {
+pub(super) fn int_in(path: &Path, value: &Value, lo: i64, hi: i64) -> Result<i32, ConvertError> {
     let n = int(path, value)?;
     if n < lo || n > hi {
         return Err(invalid(path, format!("{n} is outside {lo} to {hi}")));
@@ -179,7 +177,7 @@ fn int_in(path: &Path, value: &Value, lo: i64, hi: i64) -> Result<i32, ConvertEr
 }
 
 /// A DNS label of at most `max` characters, as the MeshInstall schema checks names.
-fn dns_label(s: &str, max: usize) -> bool {
+pub(super) fn dns_label(s: &str, max: usize) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= max
@@ -209,7 +207,7 @@ fn quantities(path: &Path, value: &Value) -> Result<BTreeMap<String, Quantity>, 
     Ok(out)
 }
 
-fn same_resources(r: &Resources, requests: &[(&str, &str)], limits: &[(&str, &str)]) -> bool {
+pub(super) fn same_resources(r: &Resources, requests: &[(&str, &str)], limits: &[(&str, &str)]) -> bool {
     let canonical = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -226,19 +224,19 @@ fn same_resources(r: &Resources, requests: &[(&str, &str)], limits: &[(&str, &st
 
 /// Replicas and autoscaling of a Deployment, as Istio's values and `k8s` settings give them.
 #[derive(Clone, Debug)]
-struct Scale {
+pub(super) struct Scale {
     enabled: bool,
     min: i64,
     max: i64,
     cpu: Option<i64>,
     cpu_setting: Path,
-    replicas: i64,
-    replicas_setting: Path,
+    pub(super) replicas: i64,
+    pub(super) replicas_setting: Path,
 }
 
 impl Scale {
     /// Takes `autoscaleEnabled`, `autoscaleMin`, `autoscaleMax`, `cpu.targetAverageUtilization` and `replicaCount`.
-    fn take(m: &mut Mapper, values: &mut Value, path: &Path) -> Result<Self, ConvertError> {
+    pub(super) fn take(m: &mut Mapper, values: &mut Value, path: &Path) -> Result<Self, ConvertError> {
         let mut scale = Self {
             enabled: false,
             min: 1,
@@ -276,7 +274,7 @@ impl Scale {
     }
 
     /// Applies a `k8s.hpaSpec` patch; istioctl patches the HorizontalPodAutoscaler, so without one it does nothing.
-    fn hpa(&mut self, m: &mut Mapper, path: &Path, spec: Value, target: &str) -> Result<(), ConvertError> {
+    pub(super) fn hpa(&mut self, m: &mut Mapper, path: &Path, spec: Value, target: &str) -> Result<(), ConvertError> {
         let Value::Object(spec) = spec else {
             return Err(invalid(path, "expected a HorizontalPodAutoscaler spec"));
         };
@@ -321,7 +319,7 @@ impl Scale {
         Ok(())
     }
 
-    fn finish(self, m: &mut Mapper, path: &Path) -> Result<(i32, Option<AutoscaleSpec>), ConvertError> {
+    pub(super) fn finish(self, m: &mut Mapper, path: &Path) -> Result<(i32, Option<AutoscaleSpec>), ConvertError> {
         let replicas = int_in(&self.replicas_setting, &json!(self.replicas), 0, i64::from(i32::MAX))?;
         if self.enabled && (self.min < 0 || self.max < 0) {
             return Err(invalid(
@@ -379,18 +377,6 @@ fn cpu_utilisation(metric: &Value) -> Option<i64> {
     }
 }
 
-/// What a gateway's shared values (`values.gateways.istio-ingressgateway.*`) give every gateway of its kind.
-#[derive(Clone)]
-struct GatewayValues {
-    type_: ServiceType,
-    ports: Vec<GatewayPort>,
-    scale: Scale,
-    resources: Value,
-    annotations: BTreeMap<String, String>,
-    external_traffic_policy: Option<ExternalTrafficPolicy>,
-    labels: Map<String, Value>,
-}
-
 impl<'a> Mapper<'a> {
     pub(super) fn new(user: &'a Value, profile: &str) -> Self {
         Self {
@@ -423,7 +409,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// Reports every key of `rest` that is not empty.
-    fn leftovers(&mut self, path: &Path, rest: Value, reason: &str) {
+    pub(super) fn leftovers(&mut self, path: &Path, rest: Value, reason: &str) {
         if let Value::Object(map) = rest {
             for (k, v) in map {
                 if !is_empty(&v) {
@@ -737,7 +723,12 @@ impl<'a> Mapper<'a> {
     }
 
     /// A component's own `hub`, `tag` and `namespace`, which the MeshInstall cannot set per component.
-    fn component_placement(&mut self, component: &mut Value, path: &Path, namespace: &str) -> Result<(), ConvertError> {
+    pub(super) fn component_placement(
+        &mut self,
+        component: &mut Value,
+        path: &Path,
+        namespace: &str,
+    ) -> Result<(), ConvertError> {
         for key in ["hub", "tag"] {
             if let Some(v) = take(component, &[key])
                 && !is_empty(&v)
@@ -762,7 +753,7 @@ impl<'a> Mapper<'a> {
         Ok(())
     }
 
-    fn resources(&mut self, path: &Path, value: &Value) -> Result<Resources, ConvertError> {
+    pub(super) fn resources(&mut self, path: &Path, value: &Value) -> Result<Resources, ConvertError> {
         let mut out = Resources::default();
         match value {
             Value::Null => {}
@@ -777,333 +768,6 @@ impl<'a> Mapper<'a> {
                 }
             }
             other => return Err(invalid(path, format!("expected requests and limits, got {other}"))),
-        }
-        Ok(out)
-    }
-
-    /// Ingress then egress gateways: istioctl renders each enabled `components.*Gateways` entry with the shared
-    /// `values.gateways.istio-*gateway` values and the entry's own `k8s` settings.
-    fn gateways(
-        &mut self,
-        values: &mut Value,
-        components: &mut Value,
-        namespace: &str,
-    ) -> Result<Vec<GatewaySpec>, ConvertError> {
-        let mut out = Vec::new();
-        for (kind, root, list_key) in [
-            (GatewayKind::Ingress, "istio-ingressgateway", "ingressGateways"),
-            (GatewayKind::Egress, "istio-egressgateway", "egressGateways"),
-        ] {
-            let vp = Path::keys(&["values", "gateways", root]);
-            let mut shared = map_at(&vp, take(values, &["gateways", root]))?;
-            let also = match take(&mut shared, &["enabled"]) {
-                Some(v) if !v.is_null() => boolean(&vp.key("enabled"), &v)?,
-                _ => false,
-            };
-            // istioctl sets the name from each component.
-            take(&mut shared, &["name"]);
-            let elements = match take(components, &[list_key]) {
-                // No list: istioctl installs one ingress gateway (and an egress one only when enabled in values).
-                None if kind == GatewayKind::Ingress || also => vec![json!({})],
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(list)) => list,
-                Some(other) => {
-                    return Err(invalid(
-                        &Path::keys(&["components", list_key]),
-                        format!("expected a list, got {other}"),
-                    ));
-                }
-            };
-            let mut enabled = Vec::new();
-            for (i, element) in elements.into_iter().enumerate() {
-                let by_index = Path::keys(&["components", list_key]).with(Seg::Index(i));
-                let mut element = map_at(&by_index, Some(element))?;
-                let on = match take(&mut element, &["enabled"]) {
-                    Some(v) if !v.is_null() => boolean(&by_index.key("enabled"), &v)?,
-                    _ => true,
-                };
-                // Settings of a gateway that is off change nothing, in Istio as here.
-                if on || also {
-                    enabled.push((i, element));
-                }
-            }
-            if enabled.is_empty() {
-                continue;
-            }
-            let base = self.gateway_values(&mut shared, &vp)?;
-            for (i, element) in enabled {
-                out.push(self.gateway(kind, root, list_key, i, element, &base, namespace)?);
-            }
-            if let Value::Object(rest) = shared
-                && !rest.is_empty()
-            {
-                tree::set(values, &Path::keys(&["gateways", root]), Value::Object(rest))
-                    .map_err(|e| invalid(&vp, e))?;
-            }
-        }
-        for (i, g) in out.iter().enumerate() {
-            if out[..i].iter().any(|h| h.name == g.name) {
-                return Err(invalid(
-                    &Path::keys(&["components"]),
-                    format!("two gateways are named {:?}", g.name),
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    fn gateway_values(&mut self, shared: &mut Value, vp: &Path) -> Result<GatewayValues, ConvertError> {
-        let type_ = match take(shared, &["type"]) {
-            Some(v) if !is_empty(&v) => service_type(&vp.key("type"), &v)?,
-            _ => ServiceType::LoadBalancer,
-        };
-        let ports = match take(shared, &["ports"]) {
-            Some(v) if !v.is_null() => self.ports(&vp.key("ports"), &v)?,
-            _ => Vec::new(),
-        };
-        let scale = Scale::take(self, shared, vp)?;
-        let resources = take(shared, &["resources"]).unwrap_or(Value::Null);
-        let annotations = match take(shared, &["serviceAnnotations"]) {
-            Some(v) => string_map(&vp.key("serviceAnnotations"), &v)?,
-            None => BTreeMap::new(),
-        };
-        let external_traffic_policy = match take(shared, &["externalTrafficPolicy"]) {
-            Some(v) => traffic_policy(&vp.key("externalTrafficPolicy"), &v)?,
-            None => None,
-        };
-        let labels = match map_at(&vp.key("labels"), take(shared, &["labels"]))? {
-            Value::Object(l) => l,
-            _ => Map::new(),
-        };
-        Ok(GatewayValues {
-            type_,
-            ports,
-            scale,
-            resources,
-            annotations,
-            external_traffic_policy,
-            labels,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gateway(
-        &mut self,
-        kind: GatewayKind,
-        root: &str,
-        list_key: &str,
-        index: usize,
-        mut element: Value,
-        base: &GatewayValues,
-        namespace: &str,
-    ) -> Result<GatewaySpec, ConvertError> {
-        let list = Path::keys(&["components", list_key]);
-        let (name, path) = match take(&mut element, &["name"]) {
-            Some(v) if !is_empty(&v) => {
-                let name = string(&list.with(Seg::Index(index)).key("name"), &v)?;
-                let path = list.with(Seg::Match("name".into(), name.clone()));
-                (name, path)
-            }
-            _ => (root.to_owned(), list.with(Seg::Index(index))),
-        };
-        if !dns_label(&name, 63) {
-            return Err(invalid(
-                &path.key("name"),
-                format!("{name:?} is not a DNS label (lower-case letters, digits and '-', at most 63 characters)"),
-            ));
-        }
-        let mut scale = base.scale.clone();
-        let mut resources = base.resources.clone();
-        let mut type_ = base.type_;
-        let mut ports = base.ports.clone();
-        let mut annotations = base.annotations.clone();
-        let mut external_traffic_policy = base.external_traffic_policy;
-        let label = match take(&mut element, &["label"]) {
-            None | Some(Value::Null) => None,
-            Some(v) => match map_at(&path.key("label"), Some(v))? {
-                Value::Object(l) => Some(l),
-                _ => None,
-            },
-        };
-        self.gateway_labels(&path, &name, root, label.as_ref(), &base.labels);
-        self.component_placement(&mut element, &path, namespace)?;
-        if let Some(k8s) = take(&mut element, &["k8s"]) {
-            let kp = path.key("k8s");
-            let mut k8s = map_at(&kp, Some(k8s))?;
-            if let Some(v) = take(&mut k8s, &["replicaCount"]) {
-                scale.replicas = int(&kp.key("replicaCount"), &v)?;
-                scale.replicas_setting = kp.key("replicaCount");
-            }
-            if let Some(v) = take(&mut k8s, &["resources"]) {
-                tree::merge(&mut resources, v);
-            }
-            if let Some(v) = take(&mut k8s, &["hpaSpec"]) {
-                scale.hpa(self, &kp.key("hpaSpec"), v, &name)?;
-            }
-            if let Some(v) = take(&mut k8s, &["serviceAnnotations"]) {
-                annotations.extend(string_map(&kp.key("serviceAnnotations"), &v)?);
-            }
-            if let Some(service) = take(&mut k8s, &["service"]) {
-                let sp = kp.key("service");
-                let mut service = map_at(&sp, Some(service))?;
-                if let Some(v) = take(&mut service, &["type"])
-                    && !is_empty(&v)
-                {
-                    type_ = service_type(&sp.key("type"), &v)?;
-                }
-                if let Some(v) = take(&mut service, &["ports"])
-                    && !is_empty(&v)
-                {
-                    ports = self.ports(&sp.key("ports"), &v)?;
-                }
-                if let Some(v) = take(&mut service, &["externalTrafficPolicy"]) {
-                    external_traffic_policy = traffic_policy(&sp.key("externalTrafficPolicy"), &v)?;
-                }
-                self.leftovers(&sp, service, "no MeshInstall equivalent");
-            }
-            self.leftovers(&kp, k8s, "no MeshInstall equivalent");
-        }
-        self.leftovers(&path, element, "no MeshInstall equivalent");
-        if type_ == ServiceType::ClusterIp
-            && let Some(p) = ports.iter().find(|p| p.node_port.is_some())
-        {
-            return Err(invalid(
-                &path,
-                format!("port {:?} has a nodePort but the Service type is ClusterIP", p.name),
-            ));
-        }
-        let resources = self.resources(&path.key("resources"), &resources)?;
-        let (replicas, autoscale) = scale.finish(self, &path)?;
-        let default_resources = same_resources(
-            &resources,
-            &[("cpu", "100m"), ("memory", "128Mi")],
-            &[("cpu", "2000m"), ("memory", "1024Mi")],
-        );
-        Ok(GatewaySpec {
-            name,
-            kind,
-            replicas,
-            resources: (!default_resources).then_some(resources),
-            autoscale,
-            service: GatewayServiceSpec {
-                type_,
-                ports,
-                annotations,
-                external_traffic_policy,
-            },
-        })
-    }
-
-    /// Istio labels every ingress gateway `istio: ingressgateway` unless told otherwise; mizzen derives the label
-    /// from the gateway's name. Gateway resources select on `istio`, so a difference matters (as do labels the user
-    /// wrote that mizzen would not set).
-    fn gateway_labels(
-        &mut self,
-        path: &Path,
-        name: &str,
-        root: &str,
-        label: Option<&Map<String, Value>>,
-        shared: &Map<String, Value>,
-    ) {
-        let pick = |key: &str, default: &str| {
-            label
-                .and_then(|l| l.get(key))
-                .or_else(|| shared.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or(default)
-                .to_owned()
-        };
-        let istio = pick("istio", gateway_selector(root));
-        // Istio's default `app` label selects nothing users write; one they set themselves must match.
-        let app = pick("app", name);
-        let selector = gateway_selector(name);
-        let extra: Vec<&String> = label
-            .into_iter()
-            .chain([shared])
-            .flat_map(|l| l.keys())
-            .filter(|k| *k != "app" && *k != "istio")
-            .collect();
-        if istio != selector || app != name || !extra.is_empty() {
-            let mut labels = shared.clone();
-            labels.extend(label.cloned().unwrap_or_default());
-            labels.insert("istio".into(), json!(istio));
-            let at = if label.is_some() {
-                path.key("label")
-            } else {
-                path.clone()
-            };
-            self.report(
-                &at,
-                &Value::Object(labels),
-                &format!(
-                    "Istio labels this gateway's pods with these; mizzen labels them app={name}, istio={selector} \
-                     (from the name), so Gateway resources must select istio={selector}"
-                ),
-            );
-        }
-    }
-
-    fn ports(&mut self, path: &Path, value: &Value) -> Result<Vec<GatewayPort>, ConvertError> {
-        let Value::Array(list) = value else {
-            return Err(invalid(path, format!("expected a list of ports, got {value}")));
-        };
-        let mut out: Vec<GatewayPort> = Vec::new();
-        for (i, port) in list.iter().enumerate() {
-            let pp = path.with(Seg::Index(i));
-            let Value::Object(fields) = port else {
-                return Err(invalid(&pp, format!("expected a port, got {port}")));
-            };
-            let mut p = GatewayPort {
-                name: String::new(),
-                port: 0,
-                target_port: None,
-                node_port: None,
-                protocol: None,
-            };
-            for (key, v) in fields {
-                let here = pp.key(key);
-                match key.as_str() {
-                    "name" => p.name = string(&here, v)?,
-                    "port" => p.port = int_in(&here, v, 1, 65535)?,
-                    "targetPort" if v.is_string() && v.as_str().is_some_and(|s| s.parse::<i64>().is_err()) => {
-                        return Err(invalid(
-                            &here,
-                            format!("{v} is a named port; MeshInstall takes a port number"),
-                        ));
-                    }
-                    "targetPort" => p.target_port = Some(int_in(&here, v, 1, 65535)?),
-                    "nodePort" if v.is_null() || v == 0 => {}
-                    "nodePort" => p.node_port = Some(int_in(&here, v, 30000, 32767)?),
-                    "protocol" => {
-                        p.protocol = match string(&here, v)?.as_str() {
-                            "" | "TCP" => None,
-                            "UDP" => Some(PortProtocol::Udp),
-                            other => return Err(invalid(&here, format!("{other:?} is not TCP or UDP"))),
-                        }
-                    }
-                    _ if is_empty(v) => {}
-                    _ => self.report(&here, v, "no MeshInstall equivalent"),
-                }
-            }
-            if !dns_label(&p.name, 15) {
-                return Err(invalid(
-                    &pp.key("name"),
-                    format!(
-                        "{:?}: MeshInstall needs every port named with a DNS label of at most 15 characters",
-                        p.name
-                    ),
-                ));
-            }
-            if p.port == 0 {
-                return Err(invalid(&pp.key("port"), "every port needs a port number"));
-            }
-            if let Some(q) = out.iter().find(|q| q.name == p.name || q.port == p.port) {
-                return Err(invalid(
-                    &pp,
-                    format!("port {} ({}) clashes with {} ({})", p.port, p.name, q.port, q.name),
-                ));
-            }
-            out.push(p);
         }
         Ok(out)
     }
@@ -1289,38 +953,6 @@ fn silent(relative: &str, value: &Value) -> bool {
         .any(|(k, v)| *k == key && serde_json::from_str::<Value>(v).is_ok_and(|d| same(&d, value)))
 }
 
-fn service_type(path: &Path, value: &Value) -> Result<ServiceType, ConvertError> {
-    match string(path, value)?.as_str() {
-        "ClusterIP" => Ok(ServiceType::ClusterIp),
-        "NodePort" => Ok(ServiceType::NodePort),
-        "LoadBalancer" => Ok(ServiceType::LoadBalancer),
-        other => Err(invalid(
-            path,
-            format!("{other:?} is not ClusterIP, NodePort or LoadBalancer"),
-        )),
-    }
-}
-
-fn traffic_policy(path: &Path, value: &Value) -> Result<Option<ExternalTrafficPolicy>, ConvertError> {
-    match string(path, value)?.as_str() {
-        "" => Ok(None),
-        "Cluster" => Ok(Some(ExternalTrafficPolicy::Cluster)),
-        "Local" => Ok(Some(ExternalTrafficPolicy::Local)),
-        other => Err(invalid(path, format!("{other:?} is not Cluster or Local"))),
-    }
-}
-
-fn string_map(path: &Path, value: &Value) -> Result<BTreeMap<String, String>, ConvertError> {
-    match value {
-        Value::Null => Ok(BTreeMap::new()),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), string(&path.key(k), v)?)))
-            .collect(),
-        other => Err(invalid(path, format!("expected a map of strings, got {other}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1423,42 +1055,5 @@ mod tests {
             err.to_string().starts_with("values.pilot.replicaCount: -1 is outside"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn labels_matter_only_when_they_differ_from_mizzens() {
-        let user = json!({});
-        let mut m = Mapper::new(&user, "default");
-        let path = Path::keys(&["components", "ingressGateways"]).with(Seg::Index(0));
-        m.gateway_labels(&path, "istio-ingressgateway", "istio-ingressgateway", None, &Map::new());
-        let own = json!({"istio": "internal"});
-        m.gateway_labels(&path, "internal", "istio-ingressgateway", own.as_object(), &Map::new());
-        assert!(m.unsupported.is_empty(), "{:?}", m.unsupported);
-        m.gateway_labels(&path, "internal", "istio-ingressgateway", None, &Map::new());
-        assert_eq!(m.unsupported.len(), 1);
-        assert_eq!(
-            m.unsupported[0].value,
-            json!({"istio": "ingressgateway"}),
-            "Istio's default selector"
-        );
-        assert!(
-            m.unsupported[0].reason.contains("app=internal, istio=internal"),
-            "{:?}",
-            m.unsupported
-        );
-        let own_app = json!({"istio": "internal", "app": "edge-proxy"});
-        m.gateway_labels(
-            &path,
-            "internal",
-            "istio-ingressgateway",
-            own_app.as_object(),
-            &Map::new(),
-        );
-        assert_eq!(
-            m.unsupported.len(),
-            2,
-            "a label the user wrote and mizzen would not set"
-        );
-        assert_eq!(m.unsupported[1].setting, "components.ingressGateways[0].label");
     }
 }

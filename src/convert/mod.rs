@@ -6,6 +6,7 @@
 //! IstioOperator `spec`, which [`mapping`] turns into a MeshInstall. Settings equal to what the MeshInstall does
 //! anyway (Istio's defaults, empty values, components that are off) are not reported.
 
+mod gateways;
 pub mod istioctl;
 mod mapping;
 pub mod profiles;
