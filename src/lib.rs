@@ -9,6 +9,7 @@ pub mod admission;
 pub mod api;
 pub mod bundle;
 pub mod cli;
+pub mod convert;
 pub mod crd;
 pub mod inject;
 pub mod istio_crds;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mizzen::api::NativeSidecarMode;
 use mizzen::cli::{CliError, check_inject, checks_table, mesh_install_from_yaml, parse_labels};
+use mizzen::convert;
 use mizzen::inject::InjectionConfig;
 
 /// mizzen's command line: the same code the operator and webhook run, without a cluster.
@@ -64,6 +65,32 @@ enum Command {
         /// Point the MutatingWebhookConfiguration at this URL instead (webhook running outside the cluster).
         #[arg(long)]
         webhook_url: Option<String>,
+    },
+    /// Print the MeshInstall that means what an istioctl command line, an IstioOperator or a Sail Istio means.
+    ///
+    /// Inputs merge as istioctl merges them: the profile, then every -f file in order, then every --set in order.
+    /// Every setting with no MeshInstall equivalent is named on stderr, one per line (settings equal to what the
+    /// MeshInstall does anyway are not). The output is ready for `kubectl apply -f -`.
+    ///
+    /// Examples:
+    ///   mizzenctl convert -- istioctl install --set profile=demo --set meshConfig.accessLogEncoding=JSON
+    ///   mizzenctl convert -f istio-operator.yaml --strict
+    ///   mizzenctl convert -f sail-istio.yaml
+    #[command(verbatim_doc_comment)]
+    Convert {
+        /// IstioOperator (install.istio.io/v1alpha1) or Sail Istio (sailoperator.io/v1) file; - for standard input.
+        /// Repeatable for IstioOperators, merged in order.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        files: Vec<String>,
+        /// An istioctl setting such as values.global.proxy.holdApplicationUntilProxyStarts=true (repeatable).
+        #[arg(short = 's', long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        /// Fail (and print no MeshInstall) when any setting has no MeshInstall equivalent.
+        #[arg(long)]
+        strict: bool,
+        /// An istioctl command line after `--`, such as: istioctl install --set profile=demo -f overlay.yaml
+        #[arg(last = true, value_name = "ISTIOCTL COMMAND")]
+        istioctl: Vec<String>,
     },
     /// Print the MeshInstall CustomResourceDefinition (YAML), as generated from the Rust types.
     ///
@@ -126,6 +153,10 @@ enum NativeArg {
 enum Format {
     Table,
     Json,
+}
+
+fn read_file(path: &str) -> Result<String, CliError> {
+    read_input(&Input { file: path.to_owned() })
 }
 
 fn read_input(input: &Input) -> Result<String, CliError> {
@@ -203,6 +234,33 @@ fn run(command: Command) -> Result<String, CliError> {
         Command::IstioCrds { reference } => {
             let text = read_input(&Input { file: reference })?;
             mizzen::istio_crds::from_reference(&text).map_err(|e| CliError(e.to_string()))
+        }
+        Command::Convert {
+            mut files,
+            mut sets,
+            strict,
+            istioctl,
+        } => {
+            if !istioctl.is_empty() {
+                let command = convert::parse_command(&istioctl).map_err(|e| CliError(e.to_string()))?;
+                files.extend(command.files);
+                sets.extend(command.sets);
+            }
+            let sources = files
+                .iter()
+                .map(|f| read_file(f).map(|text| convert::Source { name: f.clone(), text }))
+                .collect::<Result<Vec<_>, _>>()?;
+            let conversion = convert::convert(&sources, &sets).map_err(|e| CliError(e.to_string()))?;
+            for line in &conversion.unsupported {
+                eprintln!("mizzenctl convert: not converted: {line}");
+            }
+            if strict && !conversion.unsupported.is_empty() {
+                return Err(CliError(format!(
+                    "--strict: {} setting(s) have no MeshInstall equivalent",
+                    conversion.unsupported.len()
+                )));
+            }
+            conversion.to_yaml().map_err(|e| CliError(e.to_string()))
         }
         Command::KubeInject { input, settings } => {
             let config = config(&settings)?;

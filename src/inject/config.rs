@@ -354,7 +354,9 @@ impl InjectionConfig {
         let mut flat = Vec::new();
         flatten("values", values, &mut flat);
         for (key, value) in flat {
-            self.apply_value(&key, &value)?;
+            if !self.apply_value(&key, &value)? {
+                return Err(SettingError::new(&key, "unsupported value for injection"));
+            }
         }
         Ok(())
     }
@@ -383,7 +385,11 @@ impl InjectionConfig {
                     .map(|n| n.split_once(':').map(|(_, v)| v.to_owned()).unwrap_or_default())
                     .collect()
             }
-            _ if key.starts_with("values.") => self.apply_value(key, &scalar(raw))?,
+            _ if key.starts_with("values.") => {
+                if !self.apply_value(key, &scalar(raw))? {
+                    return Err(SettingError::new(key, "unsupported value for injection"));
+                }
+            }
             _ => return Err(SettingError::new(key, "unknown setting")),
         }
         Ok(())
@@ -420,7 +426,9 @@ impl InjectionConfig {
         Ok(())
     }
 
-    fn apply_value(&mut self, key: &str, value: &Value) -> Result<(), SettingError> {
+    /// Applies one flattened Istio value such as `values.global.proxy.statusPort` (the `values.` prefix is optional).
+    /// `Ok(false)` when injection does not read that key, so callers decide whether that is an error.
+    pub fn apply_value(&mut self, key: &str, value: &Value) -> Result<bool, SettingError> {
         let path = key.strip_prefix("values.").unwrap_or(key);
         let s = || value_string(value);
         let i = || value_int(key, value);
@@ -504,11 +512,11 @@ impl InjectionConfig {
                 } else if path == "global.proxy.resources" && value.is_null() {
                     proxy.resources.clear();
                 } else {
-                    return Err(SettingError::new(key, "unsupported value for injection"));
+                    return Ok(false);
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The image of the proxy: `<hub>/<image>:<tag>`, or the image itself when it contains `/`.
@@ -574,7 +582,9 @@ pub fn kubelet_minor(version: &str) -> Option<u64> {
     minor.parse().ok()
 }
 
-fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+/// Flattens nested Istio values into `(dotted.key, leaf)` pairs under `prefix`, as [`InjectionConfig::apply_value`]
+/// reads them: lists, empty maps and free-form maps (`lifecycle`, `templates`, …) are leaves.
+pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map)
             if !map.is_empty()
