@@ -90,3 +90,5 @@ pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
 /// Prometheus path annotation.
 pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+/// Whether the agent merges the application's Prometheus metrics (validated as a Go boolean).
+pub const PROMETHEUS_MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
