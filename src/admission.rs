@@ -110,7 +110,10 @@ impl Request {
         let kind = &self.request.kind;
         if kind.kind != "Pod" || !kind.group.is_empty() {
             let group = if kind.group.is_empty() { "core" } else { &kind.group };
-            return Some(format!("mizzen injects Pods only; this request is for {group}/{}", kind.kind));
+            return Some(format!(
+                "mizzen injects Pods only; this request is for {group}/{}",
+                kind.kind
+            ));
         }
         match self.request.sub_resource.as_deref() {
             Some(sub) if !sub.is_empty() => Some(format!("the {sub} subresource of a Pod is not injected")),
@@ -363,10 +366,18 @@ mod tests {
         let secret = json!({"group": "", "version": "v1", "kind": "Secret"});
         let pod = json!({"group": "", "version": "v1", "kind": "Pod"});
         for (kind, sub, object) in [
-            (deployment, None, json!({"kind": "Deployment", "spec": {"template": {}}})),
+            (
+                deployment,
+                None,
+                json!({"kind": "Deployment", "spec": {"template": {}}}),
+            ),
             (secret, None, json!({"kind": "Secret", "data": {"a": "Yg=="}})),
             (pod.clone(), Some("status"), pod_value()),
-            (pod.clone(), Some("exec"), json!({"kind": "PodExecOptions", "command": ["sh"]})),
+            (
+                pod.clone(),
+                Some("exec"),
+                json!({"kind": "PodExecOptions", "command": ["sh"]}),
+            ),
             (pod, Some("binding"), Value::Null),
         ] {
             let req = parse(&review_of(kind.clone(), sub, object)).unwrap();
@@ -385,7 +396,10 @@ mod tests {
     fn wrong_shaped_pods_and_annotations_are_refused_naming_the_field() {
         let mut cases: Vec<(Value, &str)> = Vec::new();
         for v in [r#"{"x":1}"#, r#"{"name":1}"#, "[1]", "1", r#""s""#, "null"] {
-            cases.push((pod(json!({"sidecar.istio.io/userVolume": v})), "sidecar.istio.io/userVolume"));
+            cases.push((
+                pod(json!({"sidecar.istio.io/userVolume": v})),
+                "sidecar.istio.io/userVolume",
+            ));
             cases.push((
                 pod(json!({"sidecar.istio.io/userVolumeMount": v})),
                 "sidecar.istio.io/userVolumeMount",
@@ -422,7 +436,11 @@ mod tests {
             let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
             assert!(!response.allowed, "{p}");
             assert_eq!(outcome.result(), "denied");
-            assert!(response.result.message.contains(field), "{field}: {}", response.result.message);
+            assert!(
+                response.result.message.contains(field),
+                "{field}: {}",
+                response.result.message
+            );
         }
     }
 

@@ -157,7 +157,11 @@ pub fn inject_object(
     skipped: &mut Vec<Skipped>,
 ) -> Result<bool, ObjectError> {
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if kind == "List" {
         let mut changed = false;
         for item in object
@@ -170,7 +174,11 @@ pub fn inject_object(
         }
         return Ok(changed);
     }
-    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let Some((meta_ptr, spec_ptr)) = pod_pointers(&kind) else {
         return Ok(false);
     };

@@ -294,7 +294,10 @@ fn take_overrides(spec: &mut Value) -> Vec<Value> {
         if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
             let mut kept = Vec::new();
             for mut item in items.drain(..) {
-                if at(&item, "name").as_str().is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n)) {
+                if at(&item, "name")
+                    .as_str()
+                    .is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n))
+                {
                     if at(&item, "image") == "auto"
                         && let Some(m) = item.as_object_mut()
                     {
@@ -549,7 +552,10 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         }
     }
     annotations_out.insert(ann::REVISION.into(), json!(config.revision_label()));
-    annotations_out.insert(ann::STATUS.into(), json!(gojson::to_string(&status, gojson::INJECTION_STATUS)));
+    annotations_out.insert(
+        ann::STATUS.into(),
+        json!(gojson::to_string(&status, gojson::INJECTION_STATUS)),
+    );
     if !recorded.is_empty() {
         let mut text = String::from("{");
         for (i, field) in ["initContainers", "containers"]
@@ -560,7 +566,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
             if i > 0 {
                 text.push(',');
             }
-            let items: Vec<String> = recorded.get(*field).unwrap_or(&Value::Null)
+            let items: Vec<String> = recorded
+                .get(*field)
+                .unwrap_or(&Value::Null)
                 .as_array()
                 .into_iter()
                 .flatten()

@@ -122,7 +122,10 @@ pub fn spec(spec: &Value) -> Result<(), InjectError> {
         return Err(wrong("spec", "an object", spec));
     };
     for key in ["containers", "initContainers"] {
-        for (i, c) in optional_objects(spec, key, &format!("spec.{key}"))?.into_iter().enumerate() {
+        for (i, c) in optional_objects(spec, key, &format!("spec.{key}"))?
+            .into_iter()
+            .enumerate()
+        {
             container(c, &format!("spec.{key}[{i}]"))?;
         }
     }
@@ -151,7 +154,10 @@ mod tests {
         let m = message(metadata(&json!({"labels": "app=web"})));
         assert!(m.contains("metadata.labels must be an object, not a string"), "{m}");
         let m = message(metadata(&json!({"annotations": {"a": 1}})));
-        assert!(m.contains("metadata.annotations[\"a\"] must be a string, not a number"), "{m}");
+        assert!(
+            m.contains("metadata.annotations[\"a\"] must be a string, not a number"),
+            "{m}"
+        );
         let m = message(metadata(&json!({"annotations": [1]})));
         assert!(m.contains("metadata.annotations must be an object, not a list"), "{m}");
     }
@@ -161,19 +167,26 @@ mod tests {
         let ok = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}},
             "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
         assert!(spec(&ok).is_ok());
-        let m = message(spec(&json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": "x"}}]})));
+        let m = message(spec(
+            &json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": "x"}}]}),
+        ));
         assert!(
             m.contains("spec.containers[0].readinessProbe.httpGet must be an object, not a string"),
             "{m}"
         );
-        let m = message(spec(&json!({"containers": [{"name": "w", "lifecycle": {"postStart": {"tcpSocket": 1}}}]})));
+        let m = message(spec(
+            &json!({"containers": [{"name": "w", "lifecycle": {"postStart": {"tcpSocket": 1}}}]}),
+        ));
         assert!(m.contains("spec.containers[0].lifecycle.postStart.tcpSocket"), "{m}");
         let m = message(spec(&json!({"initContainers": [{"name": 3}]})));
         assert!(m.contains("spec.initContainers[0].name must be a string"), "{m}");
         let m = message(spec(&json!({"containers": "web"})));
         assert!(m.contains("spec.containers must be a list"), "{m}");
         let m = message(spec(&json!({"containers": [{"name": "w", "securityContext": []}]})));
-        assert!(m.contains("spec.containers[0].securityContext must be an object"), "{m}");
+        assert!(
+            m.contains("spec.containers[0].securityContext must be an object"),
+            "{m}"
+        );
         let m = message(spec(&json!({"volumes": [1]})));
         assert!(m.contains("spec.volumes[0] must be an object"), "{m}");
         assert!(message(spec(&json!([]))).contains("spec must be an object"));

@@ -39,7 +39,12 @@ pub fn cidr_list(annotation: &str, param: &str, value: &str, star: bool) -> Resu
         return Ok(());
     }
     for item in value.split(',') {
-        let bad = |why: &str| invalid(annotation, format!("{param} invalid: failed parsing cidr '{item}': {why}"));
+        let bad = |why: &str| {
+            invalid(
+                annotation,
+                format!("{param} invalid: failed parsing cidr '{item}': {why}"),
+            )
+        };
         let (ip, prefix) = item.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let ip: IpAddr = ip.parse().map_err(|_| bad("bad IP address"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -89,7 +94,10 @@ fn go_bool(annotation: &str, value: &str) -> Result<(), InjectError> {
 fn strict_bool(annotation: &str, value: &str) -> Result<(), InjectError> {
     match value {
         "true" | "false" => Ok(()),
-        _ => Err(invalid(annotation, format!("{value:?} (expected \"true\" or \"false\")"))),
+        _ => Err(invalid(
+            annotation,
+            format!("{value:?} (expected \"true\" or \"false\")"),
+        )),
     }
 }
 
@@ -119,7 +127,11 @@ fn scoped_levels(annotation: &str, value: &str, levels: &[&str], bare_level: boo
             None => bare_level && levels.contains(&item.trim()),
         };
         if !ok {
-            let form = if bare_level { "level or scope:level" } else { "component:level" };
+            let form = if bare_level {
+                "level or scope:level"
+            } else {
+                "component:level"
+            };
             return Err(invalid(
                 annotation,
                 format!(
@@ -148,7 +160,12 @@ fn probe_seconds(annotation: &str, value: &str) -> Result<(), InjectError> {
 fn resources(annotations: &Map<String, Value>) -> Result<(), InjectError> {
     let get = |k: &'static str| annotations.get(k).and_then(Value::as_str);
     let mut parsed = std::collections::BTreeMap::new();
-    for key in [ann::PROXY_CPU, ann::PROXY_MEMORY, ann::PROXY_CPU_LIMIT, ann::PROXY_MEMORY_LIMIT] {
+    for key in [
+        ann::PROXY_CPU,
+        ann::PROXY_MEMORY,
+        ann::PROXY_CPU_LIMIT,
+        ann::PROXY_MEMORY_LIMIT,
+    ] {
         if let Some(v) = get(key) {
             let q = Quantity::parse(v).map_err(|e| invalid(key, e.to_string()))?;
             if q.milli_value() < 0 {
@@ -181,7 +198,8 @@ fn resources(annotations: &Map<String, Value>) -> Result<(), InjectError> {
 fn dns_subdomain(annotation: &str, value: &str) -> Result<(), InjectError> {
     let label_ok = |l: &str| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -230,8 +248,12 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> 
         ));
     }
     if let Some(v) = get(ann::STATUS_PORT) {
-        parse_uint(v.trim(), 65535)
-            .map_err(|e| invalid(ann::STATUS_PORT, format!("statusPort invalid: failed parsing port '{v}': {e}")))?;
+        parse_uint(v.trim(), 65535).map_err(|e| {
+            invalid(
+                ann::STATUS_PORT,
+                format!("statusPort invalid: failed parsing port '{v}': {e}"),
+            )
+        })?;
     }
     for key in [
         ann::READINESS_INITIAL_DELAY,
@@ -405,20 +427,29 @@ mod tests {
     #[test]
     fn traffic_annotations_use_istios_messages() {
         let err = refused(ann::INCLUDE_OUTBOUND_IP_RANGES, "1.1.1.1");
-        assert!(err.contains("includeIPRanges invalid: failed parsing cidr '1.1.1.1'"), "{err}");
+        assert!(
+            err.contains("includeIPRanges invalid: failed parsing cidr '1.1.1.1'"),
+            "{err}"
+        );
         refused(ann::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8,");
         refused(ann::INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/33");
         refused(ann::EXCLUDE_OUTBOUND_IP_RANGES, "*");
         refused(ann::EXCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8, 10.1.0.0/16");
         let err = refused(ann::EXCLUDE_INBOUND_PORTS, "*");
-        assert!(err.contains("excludeInboundPorts invalid: failed parsing port '*'"), "{err}");
+        assert!(
+            err.contains("excludeInboundPorts invalid: failed parsing port '*'"),
+            "{err}"
+        );
         let err = refused(ann::INCLUDE_INBOUND_PORTS, "1,2,,3");
         assert!(err.contains("failed parsing port ''"), "{err}");
         refused(ann::EXCLUDE_OUTBOUND_PORTS, "70000");
         refused(ann::INCLUDE_OUTBOUND_PORTS, "-1");
         refused(ann::EXCLUDE_OUTBOUND_PORTS, "0");
         let err = refused(ann::INTERCEPTION_MODE, "MAGIC");
-        assert!(err.contains("interceptionMode invalid, use REDIRECT,TPROXY,NONE: MAGIC"), "{err}");
+        assert!(
+            err.contains("interceptionMode invalid, use REDIRECT,TPROXY,NONE: MAGIC"),
+            "{err}"
+        );
         refused(ann::STATUS_PORT, "65536");
         refused(ann::STATUS_PORT, "x");
     }
@@ -441,7 +472,12 @@ mod tests {
 
     #[test]
     fn resource_quantities_are_non_negative_and_requests_within_limits() {
-        for key in [ann::PROXY_CPU, ann::PROXY_MEMORY, ann::PROXY_CPU_LIMIT, ann::PROXY_MEMORY_LIMIT] {
+        for key in [
+            ann::PROXY_CPU,
+            ann::PROXY_MEMORY,
+            ann::PROXY_CPU_LIMIT,
+            ann::PROXY_MEMORY_LIMIT,
+        ] {
             let err = refused(key, "-100m");
             assert!(err.contains("must not be negative"), "{err}");
             refused(key, "lots");
@@ -449,7 +485,10 @@ mod tests {
         }
         let map = json!({ann::PROXY_CPU: "2", ann::PROXY_CPU_LIMIT: "1500m"});
         let err = annotations(map.as_object().unwrap()).unwrap_err().to_string();
-        assert!(err.contains(ann::PROXY_CPU) && err.contains("larger than the limit"), "{err}");
+        assert!(
+            err.contains(ann::PROXY_CPU) && err.contains("larger than the limit"),
+            "{err}"
+        );
         let map = json!({ann::PROXY_MEMORY: "1Gi", ann::PROXY_MEMORY_LIMIT: "1024Mi"});
         assert!(annotations(map.as_object().unwrap()).is_ok());
         let map = json!({ann::PROXY_MEMORY: "2Gi", ann::PROXY_MEMORY_LIMIT: "1Gi"});

@@ -38,12 +38,11 @@ pub struct Limits {
 #[derive(Debug)]
 struct Activity {
     epoch: Instant,
-    /// Milliseconds since `epoch` of the last byte read.
-    last_read: AtomicU64,
-    /// Milliseconds since `epoch` when the last response was produced (or the connection opened).
+    /// Microseconds since `epoch` when the last response was produced (or the connection opened).
     last_done: AtomicU64,
-    /// Milliseconds since `epoch` of the first byte read after `last_done`: when the next request began.
-    header_start: AtomicU64,
+    /// Microseconds since `epoch`, plus one, of the first byte read while no request was being handled: when the
+    /// next request's headers began. 0 when none is pending.
+    head_since: AtomicU64,
     /// Requests being handled.
     in_flight: AtomicUsize,
 }
@@ -52,15 +51,14 @@ impl Activity {
     fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            last_read: AtomicU64::new(0),
             last_done: AtomicU64::new(0),
-            header_start: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 }
 
@@ -70,6 +68,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.head_since.store(0, Ordering::Release);
         Self(activity.clone())
     }
 }
@@ -91,13 +90,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let a = &self.activity;
-            let now = a.now();
-            if a.last_read.load(Ordering::Acquire) <= a.last_done.load(Ordering::Acquire) {
-                a.header_start.store(now, Ordering::Release);
-            }
-            a.last_read.store(now, Ordering::Release);
+        let a = &self.activity;
+        if buf.filled().len() > before && a.in_flight.load(Ordering::Acquire) == 0 {
+            // The first bytes of a request (bytes read while one is handled are its body).
+            let _ = a
+                .head_since
+                .compare_exchange(0, a.now() + 1, Ordering::AcqRel, Ordering::Acquire);
         }
         result
     }
@@ -144,17 +142,15 @@ fn judge(activity: &Activity, limits: &Limits) -> Verdict {
         return Verdict::Fine;
     }
     let now = activity.now();
-    let done = activity.last_done.load(Ordering::Acquire);
-    let read = activity.last_read.load(Ordering::Acquire);
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if read > done {
-        // Bytes of a next request arrived but no request was dispatched yet: its headers are in progress.
-        let started = activity.header_start.load(Ordering::Acquire);
-        if now.saturating_sub(started) > ms(limits.header_read_timeout) {
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let head_since = activity.head_since.load(Ordering::Acquire);
+    if head_since != 0 {
+        // Bytes of a request arrived but it was not dispatched yet: its headers are in progress.
+        if now.saturating_sub(head_since - 1) > us(limits.header_read_timeout) {
             return Verdict::SlowHeaders;
         }
         Verdict::Fine
-    } else if now.saturating_sub(done) > ms(limits.idle_timeout) {
+    } else if now.saturating_sub(activity.last_done.load(Ordering::Acquire)) > us(limits.idle_timeout) {
         Verdict::Idle
     } else {
         Verdict::Fine
@@ -332,11 +328,11 @@ mod tests {
         }
     }
 
-    fn activity(now: u64, read: u64, done: u64, in_flight: usize) -> Activity {
+    /// Times in milliseconds; `head` is when a pending request's first byte came, if one is pending.
+    fn activity(now: u64, head: Option<u64>, done: u64, in_flight: usize) -> Activity {
         let a = Activity::new();
-        a.header_start.store(read.min(done + 5), Ordering::Release);
-        a.last_read.store(read, Ordering::Release);
-        a.last_done.store(done, Ordering::Release);
+        a.head_since.store(head.map_or(0, |h| h * 1000 + 1), Ordering::Release);
+        a.last_done.store(done * 1000, Ordering::Release);
         a.in_flight.store(in_flight, Ordering::Release);
         // Shift the epoch so that `now()` is about `now` milliseconds.
         Activity {
@@ -348,11 +344,23 @@ mod tests {
     #[test]
     fn the_watchdog_tells_idle_from_slow_headers() {
         let l = limits();
-        assert_eq!(judge(&activity(200, 0, 0, 0), &l), Verdict::Fine);
-        assert_eq!(judge(&activity(400, 0, 0, 0), &l), Verdict::Idle);
-        assert_eq!(judge(&activity(1000, 0, 0, 1), &l), Verdict::Fine, "a request in flight");
-        assert_eq!(judge(&activity(1000, 990, 950, 0), &l), Verdict::Fine, "headers arriving");
-        assert_eq!(judge(&activity(1000, 995, 500, 0), &l), Verdict::SlowHeaders, "headers trickling too long");
+        assert_eq!(judge(&activity(200, None, 0, 0), &l), Verdict::Fine);
+        assert_eq!(judge(&activity(400, None, 0, 0), &l), Verdict::Idle);
+        assert_eq!(
+            judge(&activity(1000, None, 0, 1), &l),
+            Verdict::Fine,
+            "a request in flight"
+        );
+        assert_eq!(
+            judge(&activity(1000, Some(950), 950, 0), &l),
+            Verdict::Fine,
+            "headers arriving"
+        );
+        assert_eq!(
+            judge(&activity(1000, Some(0), 0, 0), &l),
+            Verdict::SlowHeaders,
+            "headers trickling too long"
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Default for Settings {
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(5),
-            max_body_bytes_in_flight: 8 * 1024 * 1024,
+            max_body_bytes_in_flight: 4 * 1024 * 1024,
         }
     }
 }
@@ -143,7 +143,10 @@ impl Running {
     /// connections are closed, in-flight requests finish (up to the drain timeout), and this returns.
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Release);
-        tracing::info!(delay_ms = u64::try_from(self.shutdown_delay.as_millis()).unwrap_or(u64::MAX), "not ready; serving until the shutdown delay ends");
+        tracing::info!(
+            delay_ms = u64::try_from(self.shutdown_delay.as_millis()).unwrap_or(u64::MAX),
+            "not ready; serving until the shutdown delay ends"
+        );
         tokio::time::sleep(self.shutdown_delay).await;
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -225,7 +228,8 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
 
     let draining = Arc::new(AtomicBool::new(false));
     // At least one largest review must fit, or it could never be read.
-    let budget_kib = u32::try_from(settings.max_body_bytes_in_flight.max(server::MAX_BODY).div_ceil(1024)).unwrap_or(u32::MAX);
+    let budget_kib =
+        u32::try_from(settings.max_body_bytes_in_flight.max(server::MAX_BODY).div_ceil(1024)).unwrap_or(u32::MAX);
     let state = AppState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),

@@ -49,7 +49,7 @@ struct Args {
     #[arg(long, default_value_t = 5000)]
     body_read_timeout_ms: u64,
     /// Request body bytes held in memory at once across requests; large reviews beyond it wait their turn.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_body_bytes_in_flight: usize,
     /// After SIGTERM, keep serving this long while /readyz says 503, so endpoints drop the pod first (ms).
     #[arg(long, default_value_t = 5000)]

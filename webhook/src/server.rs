@@ -56,6 +56,12 @@ pub fn admission_router(state: AppState) -> Router {
         .route("/inject", post(inject_default))
         .route("/inject/{revision}", post(inject_revision))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: POST /inject or /inject/<revision>\n") })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: POST /inject or /inject/<revision>\n",
+            )
+        })
         .with_state(state)
         .layer(MapResponseLayer::new(move |mut response: Response| {
             if draining.load(Ordering::Acquire) {
@@ -170,7 +176,11 @@ async fn read_body(body: Body, declared: Option<usize>, deadline: tokio::time::I
                     }
                     _ => "request body could not be read".to_owned(),
                 };
-                return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", format!("{why}: {error}")));
+                return Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("{why}: {error}"),
+                ));
             }
             Ok(Some(Ok(frame))) => frame,
         };
@@ -197,7 +207,9 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
     // Hold a share of the body budget before reading: large reviews wait (in the socket buffers, not in memory)
     // while others are in progress; small ones barely count.
     let weight = declared.unwrap_or(MAX_BODY).div_ceil(1024);
-    let weight = u32::try_from(weight).unwrap_or(u32::MAX).clamp(1, state.body_budget_kib.max(1));
+    let weight = u32::try_from(weight)
+        .unwrap_or(u32::MAX)
+        .clamp(1, state.body_budget_kib.max(1));
     let budget = tokio::time::timeout_at(deadline, state.body_budget.clone().acquire_many_owned(weight)).await;
     let permit = match budget {
         Ok(Ok(budget)) => match tokio::time::timeout_at(deadline, state.permits.clone().acquire_owned()).await {

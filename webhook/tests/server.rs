@@ -484,9 +484,11 @@ async fn a_content_length_over_the_limit_gets_413_before_any_body() {
     use tokio::io::AsyncWriteExt as _;
     let h = Harness::start().await;
     let mut tls = h.raw().await;
-    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000000\r\n\r\n")
-        .await
-        .unwrap();
+    tls.write_all(
+        b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("over the limit of 3145728 bytes"), "{text}");
@@ -500,18 +502,26 @@ async fn bodies_shorter_than_declared_or_too_slow_get_a_clean_4xx() {
     let h = Harness::start_with(quick_limits).await;
     // Declared 100 bytes, sent 10, then the client closes its side.
     let mut tls = h.raw().await;
-    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi").await.unwrap();
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi")
+        .await
+        .unwrap();
     tls.shutdown().await.unwrap();
     let (text, _) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("ended after 10 of its 100 declared bytes"), "{text}");
     // Declared 100 bytes, sent 10, then nothing: the body deadline answers 408.
     let mut tls = h.raw().await;
-    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi").await.unwrap();
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi")
+        .await
+        .unwrap();
     let started = Instant::now();
     let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(closed && started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     h.running.shutdown().await;
 }
 
@@ -527,15 +537,25 @@ async fn stalled_headers_and_idle_keep_alive_connections_are_closed() {
     // An idle keep-alive connection after one request: closed cleanly (a TLS close_notify, read as EOF).
     let mut tls = h.raw().await;
     let body = fixture("host-network.json");
-    tls.write_all(format!("POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes())
-        .await
-        .unwrap();
+    tls.write_all(
+        format!(
+            "POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     tls.write_all(&body).await.unwrap();
     let started = Instant::now();
     let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(4)).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(closed, "idle connection still open after {:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(600), "closed too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
     h.running.shutdown().await;
 }
 
@@ -545,10 +565,22 @@ async fn reviews_of_other_kinds_and_subresources_are_allowed_without_a_patch() {
     let mut conn = h.conn().await;
     let base: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
     for (kind, sub) in [
-        (serde_json::json!({"group": "apps", "version": "v1", "kind": "Deployment"}), None),
-        (serde_json::json!({"group": "", "version": "v1", "kind": "Secret"}), None),
-        (serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}), Some("status")),
-        (serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}), Some("exec")),
+        (
+            serde_json::json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+            None,
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Secret"}),
+            None,
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            Some("status"),
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            Some("exec"),
+        ),
     ] {
         let mut review_body = base.clone();
         review_body["request"]["kind"] = kind.clone();
@@ -557,7 +589,10 @@ async fn reviews_of_other_kinds_and_subresources_are_allowed_without_a_patch() {
         }
         let response = review(&mut conn, "/inject", serde_json::to_vec(&review_body).unwrap()).await;
         assert_eq!(response["allowed"], true, "{kind} {sub:?}");
-        assert!(response.get("patch").is_none_or(Value::is_null), "{kind} {sub:?} got a patch");
+        assert!(
+            response.get("patch").is_none_or(Value::is_null),
+            "{kind} {sub:?} got a patch"
+        );
     }
     h.running.shutdown().await;
 }
@@ -589,5 +624,8 @@ async fn on_shutdown_the_webhook_turns_unready_but_serves_through_the_delay() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["connection"], "close");
     shutdown.await.unwrap();
-    assert!(TcpStream::connect(admission).await.is_err(), "still accepting after the delay");
+    assert!(
+        TcpStream::connect(admission).await.is_err(),
+        "still accepting after the delay"
+    );
 }
