@@ -49,6 +49,10 @@ struct Args {
     /// Request rate of the shutdown test.
     #[arg(long, default_value_t = 500)]
     rate: u64,
+    /// Milliseconds between /readyz first answering 503 and the endpoint being dropped (new connections stop
+    /// going to this server): the endpoints controller and kube-proxy are not instant.
+    #[arg(long, default_value_t = 1000)]
+    propagation_ms: u64,
     /// Seconds of load before SIGTERM.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
@@ -812,12 +816,17 @@ impl Client {
         }
         let poller = {
             let (removed, stop, admin) = (removed.clone(), stop.clone(), self.args.admin);
+            let propagation = Duration::from_millis(self.args.propagation_ms);
             tokio::spawn(async move {
+                let mut unready_since: Option<Instant> = None;
                 while !stop.load(Ordering::Acquire) {
-                    if admin_status(admin, "/readyz").await != Some(200) {
+                    if unready_since.is_none() && admin_status(admin, "/readyz").await != Some(200) {
+                        unready_since = Some(Instant::now());
+                    }
+                    if unready_since.is_some_and(|t| t.elapsed() >= propagation) {
                         removed.store(true, Ordering::Release);
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             })
         };
@@ -863,11 +872,12 @@ impl Client {
         poller.await?;
         match exited_after {
             Some(d) => println!(
-                "shutdown: {} requests answered on this server ({} after SIGTERM), {} sent to the other replica once \
-                 /readyz said 503; the process exited {:.1} s after SIGTERM",
+                "shutdown: {} requests sent to this server ({} after SIGTERM), {} to the other replica from {} ms \
+                 after /readyz said 503; the process exited {:.1} s after SIGTERM",
                 get(&sent),
                 get(&after_term),
                 get(&rerouted),
+                self.args.propagation_ms,
                 d.as_secs_f64()
             ),
             None => {
