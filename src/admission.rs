@@ -1,5 +1,6 @@
 //! AdmissionReview in, AdmissionReview out: the webhook's whole decision as a pure function over the request body
 //! and the revision's [`InjectionConfig`]. The server around it only does transport, caching, metrics and Events.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
 
@@ -29,9 +30,6 @@ pub enum ReviewError {
     /// The review has no `request`.
     #[error("AdmissionReview has no request")]
     MissingRequest,
-    /// The request is about something other than a Pod.
-    #[error("mizzen injects Pods only; this request is for {0}")]
-    NotAPod(String),
 }
 
 /// What the webhook decided, for logs, metrics and Events.
@@ -43,7 +41,7 @@ pub enum Outcome {
     Skipped(Rule),
     /// The pod was refused (the user's error, such as a bad annotation).
     Denied(String),
-    /// Nothing to do (not a CREATE, or a dry run of something we ignore).
+    /// Nothing to do (not a CREATE, not a Pod, or a subresource such as `status` or `exec`).
     Ignored(String),
 }
 
@@ -100,7 +98,7 @@ impl Request {
 
     /// The workload the pod belongs to (for logs and Events).
     pub fn workload(&self) -> Workload {
-        let mut w = Workload::of_pod(&self.pod["metadata"]);
+        let mut w = Workload::of_pod(self.pod.get("metadata").unwrap_or(&Value::Null));
         if w.namespace.is_empty() {
             w.namespace = self.namespace().to_owned();
         }
@@ -113,9 +111,25 @@ impl Request {
         !self.request.dry_run
     }
 
+    /// Why this request is not about injecting a pod, if it is not: another kind, or a subresource.
+    pub fn not_a_pod(&self) -> Option<String> {
+        let kind = &self.request.kind;
+        if kind.kind != "Pod" || !kind.group.is_empty() {
+            let group = if kind.group.is_empty() { "core" } else { &kind.group };
+            return Some(format!(
+                "mizzen injects Pods only; this request is for {group}/{}",
+                kind.kind
+            ));
+        }
+        match self.request.sub_resource.as_deref() {
+            Some(sub) if !sub.is_empty() => Some(format!("the {sub} subresource of a Pod is not injected")),
+            _ => None,
+        }
+    }
+
     /// A name for the pod in logs: its name, else its generateName.
     pub fn pod_name(&self) -> String {
-        let meta = &self.pod["metadata"];
+        let meta = self.pod.get("metadata").unwrap_or(&Value::Null);
         meta["name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -128,8 +142,8 @@ impl Request {
 /// Parses a request body.
 pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
     let raw: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let api_version = raw["apiVersion"].as_str().unwrap_or_default();
-    let kind = raw["kind"].as_str().unwrap_or_default();
+    let api_version = raw.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = raw.get("kind").and_then(Value::as_str).unwrap_or_default();
     if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
         return Err(ReviewError::WrongKind {
             api_version: api_version.to_owned(),
@@ -148,12 +162,16 @@ pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_value(raw).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
-    if request.kind.kind != "Pod" || !request.kind.group.is_empty() {
-        return Err(ReviewError::NotAPod(format!(
-            "{}/{}",
-            request.kind.group, request.kind.kind
-        )));
+    let parsed = Request {
+        request,
+        pod: Value::Null,
+    };
+    if parsed.not_a_pod().is_some() {
+        // Answered `allowed` without a patch: the webhook configuration should not send these, but when it does,
+        // refusing them would block unrelated API calls.
+        return Ok(parsed);
     }
+    let request = parsed.request;
     let pod = match object {
         Value::Object(_) => object,
         Value::Null if request.operation != Operation::Create => Value::Null,
@@ -171,6 +189,9 @@ pub fn respond(
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> (AdmissionResponse, Outcome) {
     let response = AdmissionResponse::from(&request.request);
+    if let Some(reason) = request.not_a_pod() {
+        return (response, Outcome::Ignored(reason));
+    }
     if request.request.operation != Operation::Create {
         let outcome = Outcome::Ignored(format!(
             "{:?} is not injected; only CREATE is",
@@ -368,6 +389,99 @@ mod tests {
         let (response, _) = respond(&req, None, "canary", None);
         assert!(!response.allowed);
         assert!(response.result.message.contains("\"canary\""));
+    }
+
+    fn review_of(kind: Value, sub_resource: Option<&str>, object: Value) -> Vec<u8> {
+        let mut r: Value = serde_json::from_slice(&review(object, "shop")).unwrap();
+        r["request"]["kind"] = kind;
+        if let Some(sub) = sub_resource {
+            r["request"]["subResource"] = json!(sub);
+        }
+        serde_json::to_vec(&r).unwrap()
+    }
+
+    #[test]
+    fn other_kinds_and_subresources_are_allowed_without_a_patch() {
+        let deployment = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let secret = json!({"group": "", "version": "v1", "kind": "Secret"});
+        let pod = json!({"group": "", "version": "v1", "kind": "Pod"});
+        for (kind, sub, object) in [
+            (
+                deployment,
+                None,
+                json!({"kind": "Deployment", "spec": {"template": {}}}),
+            ),
+            (secret, None, json!({"kind": "Secret", "data": {"a": "Yg=="}})),
+            (pod.clone(), Some("status"), pod_value()),
+            (
+                pod.clone(),
+                Some("exec"),
+                json!({"kind": "PodExecOptions", "command": ["sh"]}),
+            ),
+            (pod, Some("binding"), Value::Null),
+        ] {
+            let req = parse(&review_of(kind.clone(), sub, object)).unwrap();
+            let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+            assert!(response.allowed && response.patch.is_none(), "{kind} {sub:?}");
+            assert_eq!(outcome.result(), "ignored", "{kind} {sub:?}");
+        }
+    }
+
+    fn pod_value() -> Value {
+        pod(json!({}))
+    }
+
+    /// The shapes that panicked before (issue 11): each is now refused with the field or annotation named.
+    #[test]
+    fn wrong_shaped_pods_and_annotations_are_refused_naming_the_field() {
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        for v in [r#"{"x":1}"#, r#"{"name":1}"#, "[1]", "1", r#""s""#, "null"] {
+            cases.push((
+                pod(json!({"sidecar.istio.io/userVolume": v})),
+                "sidecar.istio.io/userVolume",
+            ));
+            cases.push((
+                pod(json!({"sidecar.istio.io/userVolumeMount": v})),
+                "sidecar.istio.io/userVolumeMount",
+            ));
+        }
+        for labels in [json!("app=web"), json!([1]), json!(1), json!({"app": 1})] {
+            let mut p = pod(json!({}));
+            p["metadata"]["labels"] = labels;
+            cases.push((p, "metadata.labels"));
+        }
+        for annotations in [json!("a"), json!([1]), json!(true)] {
+            let mut p = pod(json!({}));
+            p["metadata"]["annotations"] = annotations;
+            cases.push((p, "metadata.annotations"));
+        }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            for handler in ["httpGet", "tcpSocket", "grpc"] {
+                let mut p = pod(json!({}));
+                p["spec"]["containers"][0][probe] = json!({ handler: "x" });
+                cases.push((p, "spec.containers[0]."));
+            }
+        }
+        let mut p = pod(json!({}));
+        p["spec"]["containers"][0]["lifecycle"] = json!({"preStop": {"httpGet": 8080}});
+        cases.push((p, "spec.containers[0].lifecycle.preStop.httpGet"));
+        let mut p = pod(json!({}));
+        p["spec"]["containers"] = json!([{"name": "istio-proxy", "securityContext": "root"}]);
+        cases.push((p, "spec.containers[0].securityContext"));
+        let mut p = pod(json!({}));
+        p["metadata"] = json!("web");
+        cases.push((p, "metadata must be an object"));
+        for (p, field) in cases {
+            let req = parse(&review(p.clone(), "shop")).unwrap();
+            let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+            assert!(!response.allowed, "{p}");
+            assert_eq!(outcome.result(), "denied");
+            assert!(
+                response.result.message.contains(field),
+                "{field}: {}",
+                response.result.message
+            );
+        }
     }
 
     #[test]

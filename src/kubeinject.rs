@@ -1,6 +1,7 @@
 //! `kube-inject`: sidecar injection over YAML manifests (Pod, Deployment, ReplicaSet, ReplicationController,
 //! DaemonSet, StatefulSet, Job, CronJob, OpenShift DeploymentConfig, and Lists of them). Other documents pass
 //! through byte for byte.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use serde_json::Value;
 
@@ -156,7 +157,11 @@ pub fn inject_object(
     skipped: &mut Vec<Skipped>,
 ) -> Result<bool, ObjectError> {
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if kind == "List" {
         let mut changed = false;
         for item in object
@@ -169,7 +174,11 @@ pub fn inject_object(
         }
         return Ok(changed);
     }
-    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let Some((meta_ptr, spec_ptr)) = pod_pointers(&kind) else {
         return Ok(false);
     };
@@ -226,7 +235,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
         if !current.is_object() {
             *current = Value::Object(Default::default());
         }
-        let map = current.as_object_mut().expect("just made an object");
+        let Some(map) = current.as_object_mut() else {
+            return;
+        };
         if i + 1 == parts.len() {
             map.insert((*part).to_owned(), value);
             return;

@@ -4,6 +4,8 @@
 //! generated install bundle, YAML helpers and (in later modules) injection and rendering. Nothing here opens a
 //! socket or talks to the Kubernetes API.
 #![forbid(unsafe_code)]
+// Untrusted input (admission reviews, manifests) flows through this crate: it must refuse, never panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod admission;
 pub mod api;

@@ -1,5 +1,6 @@
 //! Kubernetes resource quantities: parsing, validation and the canonical form the API server stores
 //! (`2000m` → `2`, `1024Mi` → `1Gi`, `0.5` → `500m`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 /// Why a quantity could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +31,10 @@ impl Quantity {
         if s.is_empty() {
             return Err(err());
         }
-        let (negative, body) = match s.as_bytes()[0] {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
+        let (negative, body) = if let Some(rest) = s.strip_prefix('-') {
+            (true, rest)
+        } else {
+            (false, s.strip_prefix('+').unwrap_or(s))
         };
         let number_end = body
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -115,7 +116,7 @@ impl Quantity {
                 i += 1;
             }
             if i > 0 || units < 1024 {
-                return format!("{sign}{units}{}", suffixes[i]);
+                return format!("{sign}{units}{}", suffixes.get(i).unwrap_or(&""));
             }
         }
         // Decimal: the largest power-of-1000 exponent that keeps an integer mantissa.

@@ -2,6 +2,7 @@
 //! lists and scalars are replaced by the patch. Merged lists are ordered as the API machinery orders them
 //! (`normalizeElementOrder`): items only in the original keep their place relative to the patch's items where both
 //! are known to the original, otherwise the patch's items come first.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use serde_json::Value;
 

@@ -5,6 +5,7 @@
 //! pod is merged over it with Kubernetes' strategic-merge rules, so a user-declared `istio-proxy` container
 //! overrides the template field by field; then probes are rewritten, containers placed (native or classic layout)
 //! and the bookkeeping annotations written.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod annotations;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod merge;
 pub mod probes;
 pub mod prometheus;
 pub mod proxy_config;
+pub mod shape;
 pub mod template;
 pub mod validate;
 
@@ -94,7 +96,7 @@ impl Workload {
             kind: owner["kind"].as_str().unwrap_or_default().to_owned(),
             api_version: owner["apiVersion"].as_str().unwrap_or_default().to_owned(),
         };
-        let hash = metadata["labels"]["pod-template-hash"].as_str();
+        let hash = metadata.pointer("/labels/pod-template-hash").and_then(Value::as_str);
         if workload.kind == "ReplicaSet"
             && let Some(hash) = hash
             && let Some(deployment) = workload.name.strip_suffix(&format!("-{hash}"))
@@ -202,6 +204,16 @@ fn templates(config: &InjectionConfig, annotations: &Map<String, Value>) -> Resu
     Ok(out)
 }
 
+/// `value[key]` without indexing: Null when `value` is not an object or has no such key.
+fn at<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
+/// A pod annotation's text, if set.
+fn annotation<'a>(metadata: &'a Value, key: &str) -> Option<&'a str> {
+    metadata.get("annotations")?.get(key)?.as_str()
+}
+
 fn object(value: &Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
@@ -232,7 +244,7 @@ fn string_list(v: &Value) -> Vec<String> {
 /// probers so already-rewritten probes keep their originals.
 fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Probers, InjectError> {
     let mut previous_probers = probes::Probers::new();
-    let Some(status) = metadata["annotations"][ann::STATUS].as_str().map(str::to_owned) else {
+    let Some(status) = annotation(metadata, ann::STATUS).map(str::to_owned) else {
         return Ok(previous_probers);
     };
     let status: Value = serde_json::from_str(&status).map_err(|e| InjectError::InvalidAnnotation {
@@ -240,10 +252,10 @@ fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Prob
         message: format!("not valid JSON: {e}"),
     })?;
     let previous = PreviousInjection {
-        init_containers: string_list(&status["initContainers"]),
-        containers: string_list(&status["containers"]),
-        volumes: string_list(&status["volumes"]),
-        image_pull_secrets: string_list(&status["imagePullSecrets"]),
+        init_containers: string_list(at(&status, "initContainers")),
+        containers: string_list(at(&status, "containers")),
+        volumes: string_list(at(&status, "volumes")),
+        image_pull_secrets: string_list(at(&status, "imagePullSecrets")),
     };
     for (field, removed) in [
         ("initContainers", &previous.init_containers),
@@ -268,13 +280,13 @@ fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Prob
             });
         }
     }
-    if let Some(overrides) = metadata["annotations"][ann::OVERRIDES].as_str().map(str::to_owned) {
+    if let Some(overrides) = annotation(metadata, ann::OVERRIDES).map(str::to_owned) {
         let overrides: Value = serde_json::from_str(&overrides).map_err(|e| InjectError::InvalidAnnotation {
             annotation: ann::OVERRIDES.into(),
             message: format!("not valid JSON: {e}"),
         })?;
         for field in ["initContainers", "containers"] {
-            for c in overrides[field].as_array().into_iter().flatten() {
+            for c in at(&overrides, field).as_array().into_iter().flatten() {
                 let list = spec
                     .as_object_mut()
                     .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
@@ -303,8 +315,8 @@ fn take_overrides(spec: &mut Value, names: &[String]) -> Vec<(&'static str, Valu
         if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
             let mut kept = Vec::new();
             for mut item in items.drain(..) {
-                if item["name"].as_str().is_some_and(|n| names.iter().any(|x| x == n)) {
-                    if item["image"] == "auto"
+                if at(&item, "name").as_str().is_some_and(|n| names.iter().any(|x| x == n)) {
+                    if at(&item, "image") == "auto"
                         && let Some(m) = item.as_object_mut()
                     {
                         m.remove("image");
@@ -346,22 +358,21 @@ fn openshift_uid(config: &InjectionConfig, namespace_annotations: Option<&BTreeM
 
 /// Injects the sidecar into a pod. The caller has already decided to inject (see [`decide`]).
 pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, InjectError> {
+    shape::metadata(input.metadata)?;
+    shape::spec(input.spec)?;
     let mut metadata = input.metadata.clone();
     let mut spec = input.spec.clone();
-    if !spec.is_object() {
-        return Err(InjectError::InvalidPod("spec must be an object".into()));
-    }
     if !metadata.is_object() {
         metadata = json!({});
     }
     // Re-injection: the template reads the pod without what an earlier injection added, but the template is merged
     // under the pod as submitted, so earlier injected containers act as overrides (Istio does the same). A pod seen
     // for the first time needs no second copy.
-    let reinjecting = metadata["annotations"].get(ann::STATUS).is_some();
+    let reinjecting = annotation(&metadata, ann::STATUS).is_some();
     let submitted_spec = reinjecting.then(|| spec.clone());
     let previous_probers = strip_previous(&mut metadata, &mut spec)?;
-    let annotations = object(&metadata["annotations"]);
-    let labels = object(&metadata["labels"]);
+    let annotations = object(at(&metadata, "annotations"));
+    let labels = object(at(&metadata, "labels"));
     validate::annotations(&annotations)?;
     let kinds = templates(config, &annotations)?;
 
@@ -504,12 +515,16 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
         "containers": fragment.containers,
         "volumes": fragment.volumes,
     });
-    if !fragment.image_pull_secrets.is_empty() {
-        base["imagePullSecrets"] =
-            Value::Array(fragment.image_pull_secrets.iter().map(|n| json!({"name": n})).collect());
-    }
-    if let Some(sc) = fragment.pod_security_context {
-        base["securityContext"] = sc;
+    if let Some(base) = base.as_object_mut() {
+        if !fragment.image_pull_secrets.is_empty() {
+            base.insert(
+                "imagePullSecrets".into(),
+                Value::Array(fragment.image_pull_secrets.iter().map(|n| json!({"name": n})).collect()),
+            );
+        }
+        if let Some(sc) = fragment.pod_security_context {
+            base.insert("securityContext".into(), sc);
+        }
     }
     if let Some(b) = base.as_object_mut() {
         for (k, v) in fragment.spec_rest {
@@ -523,7 +538,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     // moved to where the template puts them; then each of those is merged again over the result so that the
     // user's fields win. (List order follows the API machinery's strategic merge, as Istio's does.)
     let empty = Vec::new();
-    let list_of = |field: &str| base[field].as_array().unwrap_or(&empty);
+    let list_of = |field: &str| at(&base, field).as_array().unwrap_or(&empty);
     let placed: Vec<(&str, &Value)> = merged_overrides
         .iter()
         .map(|(origin, o)| {
@@ -566,10 +581,12 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
 
     reorder(&mut spec, hold && sidecar);
     if tproxy_mode
-        && let Some(sc) = find_container_mut(&mut spec, PROXY_NAME).and_then(|c| c.get_mut("securityContext"))
+        && let Some(sc) = find_container_mut(&mut spec, PROXY_NAME)
+            .and_then(|c| c.get_mut("securityContext"))
+            .and_then(Value::as_object_mut)
     {
         // TPROXY needs the proxy to run as root whatever the pod asked for.
-        sc["runAsUser"] = json!(0);
+        sc.insert("runAsUser".into(), json!(0));
     }
 
     if sidecar {
@@ -580,23 +597,22 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
     let meta = metadata
         .as_object_mut()
         .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
-    let labels_out = meta.entry("labels").or_insert_with(|| json!({}));
+    let labels_out = object_entry(meta, "labels")?;
     for (k, v) in &fragment.labels {
         if labels_out.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-            labels_out[k] = json!(v);
+            labels_out.insert(k.clone(), json!(v));
         }
     }
-    let annotations_out = meta.entry("annotations").or_insert_with(|| json!({}));
+    let annotations_out = object_entry(meta, "annotations")?;
     for (k, v) in &fragment.annotations {
-        annotations_out[k] = json!(v);
+        annotations_out.insert(k.clone(), json!(v));
     }
     // The agent serves merged metrics on the proxy config's status port.
     let merged_port = effective
         .get("statusPort")
         .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
         .unwrap_or_default();
-    if let Some(out) = annotations_out.as_object_mut()
-        && let Some(merge) = prometheus::apply(out, config.mesh.enable_prometheus_merge, &merged_port)?
+    if let Some(merge) = prometheus::apply(annotations_out, config.mesh.enable_prometheus_merge, &merged_port)?
         && let Some(env) = merge.env
         && let Some(proxy) = find_container_mut(&mut spec, PROXY_NAME)
         && let Some(list) = proxy
@@ -604,10 +620,13 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
             .map(|p| p.entry("env").or_insert_with(|| json!([])))
             .and_then(Value::as_array_mut)
     {
-        list.retain(|e| e["name"] != prometheus::SCRAPE_CONFIG_ENV);
+        list.retain(|e| at(e, "name") != prometheus::SCRAPE_CONFIG_ENV);
         list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
-    annotations_out[ann::STATUS] = json!(gojson::to_string(&status, gojson::INJECTION_STATUS));
+    annotations_out.insert(
+        ann::STATUS.into(),
+        json!(gojson::to_string(&status, gojson::INJECTION_STATUS)),
+    );
     if !recorded.is_empty() {
         let mut text = String::from("{");
         for (i, field) in ["initContainers", "containers"]
@@ -618,7 +637,9 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
             if i > 0 {
                 text.push(',');
             }
-            let items: Vec<String> = recorded[*field]
+            let items: Vec<String> = recorded
+                .get(*field)
+                .unwrap_or(&Value::Null)
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -627,7 +648,7 @@ pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, In
             text.push_str(&format!("\"{field}\":[{}]", items.join(",")));
         }
         text.push('}');
-        annotations_out[ann::OVERRIDES] = json!(text);
+        annotations_out.insert(ann::OVERRIDES.into(), json!(text));
     }
     Ok(Injected { metadata, spec })
 }
@@ -643,6 +664,17 @@ fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'stati
         (true, true) => origin,
         (false, false) => "containers",
     }
+}
+
+/// `map[key]` as an object, replacing whatever else was there (the shape checks refused non-objects already).
+fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, InjectError> {
+    let entry = map.entry(key).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry
+        .as_object_mut()
+        .ok_or_else(|| InjectError::InvalidPod(format!("metadata.{key} must be an object")))
 }
 
 fn find_container_mut<'a>(spec: &'a mut Value, name: &str) -> Option<&'a mut Value> {
@@ -706,7 +738,7 @@ fn merge_fragment(into: &mut template::Fragment, f: template::Fragment) {
         (&mut into.volumes, f.volumes),
     ] {
         for item in add {
-            if let Some(existing) = list.iter_mut().find(|e| e["name"] == item["name"]) {
+            if let Some(existing) = list.iter_mut().find(|e| at(e, "name") == at(&item, "name")) {
                 merge::strategic(existing, &item);
             } else {
                 list.push(item);
@@ -731,34 +763,32 @@ fn merge_fragment(into: &mut template::Fragment, f: template::Fragment) {
     }
 }
 
-/// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount`.
+/// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount` (shape-checked, and each
+/// mount naming a volume the pod will have).
 fn add_user_volumes(ctx: &template::Context, fragment: &mut template::Fragment) -> Result<(), InjectError> {
-    let parse = |key: &str| -> Result<Map<String, Value>, InjectError> {
-        match ctx.annotations.get(key).and_then(Value::as_str) {
-            None => Ok(Map::new()),
-            Some(text) => match serde_json::from_str(text) {
-                Ok(Value::Object(map)) => Ok(map),
-                _ => Err(InjectError::InvalidAnnotation {
-                    annotation: key.into(),
-                    message: "expected a JSON object of name to definition".into(),
-                }),
-            },
-        }
-    };
-    for (name, volume) in parse(ann::USER_VOLUME)? {
-        let mut v = volume;
-        v["name"] = json!(name);
-        fragment.volumes.push(v);
-    }
-    let mounts = parse(ann::USER_VOLUME_MOUNT)?;
-    if let Some(proxy) = fragment.containers.iter_mut().find(|c| c["name"] == PROXY_NAME) {
-        for (name, mount) in mounts {
-            let mut m = mount;
-            m["name"] = json!(name);
-            if let Some(list) = proxy.get_mut("volumeMounts").and_then(Value::as_array_mut) {
-                list.push(m);
-            }
-        }
+    let pod_volumes: Vec<&str> = ctx
+        .spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let template_volumes: Vec<&str> = fragment
+        .volumes
+        .iter()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let (volumes, mounts) = validate::user_volumes(ctx.annotations, &pod_volumes, &template_volumes)?;
+    fragment.volumes.extend(volumes);
+    if let Some(list) = fragment
+        .containers
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_NAME))
+        .and_then(|proxy| proxy.get_mut("volumeMounts"))
+        .and_then(Value::as_array_mut)
+    {
+        list.extend(mounts);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Application probes and lifecycle hooks rewritten to go through the agent's status port, so they keep working
 //! when mTLS is enforced; the originals travel to the agent in `ISTIO_KUBE_APP_PROBERS`.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
 
@@ -54,19 +55,28 @@ fn rewrite_handler(
         return previous.get(path).cloned();
     }
     let mut prober = Map::new();
-    if let Some(get) = obj.get_mut("httpGet") {
+    // Handlers of another shape are left alone (the injector's shape checks refuse them before this).
+    if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
         let mut original = get.clone();
-        original["port"] = resolve_port(&get["port"], container);
-        prober.insert("httpGet".into(), original);
-        get["path"] = json!(path);
-        get["port"] = json!(status_port);
+        original.insert(
+            "port".into(),
+            resolve_port(get.get("port").unwrap_or(&Value::Null), container),
+        );
+        prober.insert("httpGet".into(), Value::Object(original));
+        get.insert("path".into(), json!(path));
+        get.insert("port".into(), json!(status_port));
         if get.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-            get["scheme"] = json!("HTTP");
+            get.insert("scheme".into(), json!("HTTP"));
         }
-    } else if let Some(tcp) = obj.remove("tcpSocket") {
+    } else if obj.get("tcpSocket").is_some_and(Value::is_object)
+        && let Some(Value::Object(tcp)) = obj.remove("tcpSocket")
+    {
         let mut original = tcp.clone();
-        original["port"] = resolve_port(&tcp["port"], container);
-        prober.insert("tcpSocket".into(), original);
+        original.insert(
+            "port".into(),
+            resolve_port(tcp.get("port").unwrap_or(&Value::Null), container),
+        );
+        prober.insert("tcpSocket".into(), Value::Object(original));
         obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
     } else if !lifecycle && let Some(grpc) = obj.remove("grpc") {
         prober.insert("grpc".into(), grpc);

@@ -4,6 +4,7 @@
 //! adds TLS (with certificate reload), the caches fed by watches, metrics, Events and a graceful lifecycle.
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod events;
 pub mod metrics;
 pub mod server;
@@ -91,6 +92,19 @@ pub struct Settings {
     pub cert_reload_interval: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// After SIGTERM: how long to keep serving while not ready (so endpoints drop this pod) before the listener
+    /// closes. Keep it below the pod's `terminationGracePeriodSeconds` minus `drain_timeout`.
+    pub shutdown_delay: Duration,
+    /// Open admission connections at most (lowered to fit the open-files limit).
+    pub max_connections: usize,
+    /// A TLS handshake, or a request's headers once begun, must complete within this.
+    pub header_read_timeout: Duration,
+    /// Keep-alive connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// A request body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Request body bytes held in memory at once across requests (large reviews beyond it wait their turn).
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -106,7 +120,13 @@ impl Default for Settings {
             max_concurrency: 64,
             request_timeout: Duration::from_secs(8),
             cert_reload_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(15),
+            shutdown_delay: Duration::from_secs(5),
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(5),
+            max_body_bytes_in_flight: 4 * 1024 * 1024,
         }
     }
 }
@@ -121,13 +141,21 @@ pub struct Running {
     pub store: Arc<Store>,
     stop: signal::Sender<bool>,
     draining: Arc<AtomicBool>,
+    shutdown_delay: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (up to the drain timeout) and returns.
+    /// Graceful shutdown, as on SIGTERM: `/readyz` turns 503 and responses carry `connection: close`; requests
+    /// are still served for the shutdown delay (so endpoints drop this pod first); then the listener closes, idle
+    /// connections are closed, in-flight requests finish (up to the drain timeout), and this returns.
     pub async fn shutdown(self) {
         self.draining.store(true, Ordering::Release);
+        tracing::info!(
+            delay_ms = u64::try_from(self.shutdown_delay.as_millis()).unwrap_or(u64::MAX),
+            "not ready; serving until the shutdown delay ends"
+        );
+        tokio::time::sleep(self.shutdown_delay).await;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -221,6 +249,9 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
     })?;
 
     let draining = Arc::new(AtomicBool::new(false));
+    // At least one largest review must fit, or it could never be read.
+    let budget_kib =
+        u32::try_from(settings.max_body_bytes_in_flight.max(server::MAX_BODY).div_ceil(1024)).unwrap_or(u32::MAX);
     let state = AppState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
@@ -228,7 +259,22 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
         timeout: settings.request_timeout,
         draining: draining.clone(),
+        body_budget: Arc::new(Semaphore::new(budget_kib as usize)),
+        body_budget_kib: budget_kib,
+        body_read_timeout: settings.body_read_timeout,
     };
+    let limits = conn::Limits {
+        max_connections: conn::effective_max_connections(settings.max_connections, conn::open_files_limit(), 64),
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+    };
+    if limits.max_connections < settings.max_connections {
+        tracing::warn!(
+            requested = settings.max_connections,
+            effective = limits.max_connections,
+            "--max-connections lowered to fit the open-files limit"
+        );
+    }
     let (stop, stopped) = signal::channel(false);
     let reload = if from_secret.is_none() {
         tokio::spawn(certificate.clone().watch(settings.cert_reload_interval))
@@ -241,10 +287,11 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         reload.abort();
     });
     let tasks = vec![
-        tokio::spawn(server::serve_tls(
+        tokio::spawn(conn::serve_tls(
             admission_listener,
             tls_config,
             server::admission_router(state.clone()),
+            limits,
             stopped.clone(),
             settings.drain_timeout,
         )),
@@ -262,6 +309,7 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
         store,
         stop,
         draining,
+        shutdown_delay: settings.shutdown_delay,
         tasks,
     })
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -38,6 +39,28 @@ struct Args {
     /// Deadline of one review in milliseconds, queueing included; keep it below the webhook's timeoutSeconds.
     #[arg(long, default_value_t = 8000)]
     request_timeout_ms: u64,
+    /// Open admission connections at most; lowered to fit the open-files limit. Further clients wait in the
+    /// listen backlog.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// A TLS handshake, or a request's headers once their first byte arrived, must complete within this (ms).
+    #[arg(long, default_value_t = 5000)]
+    header_read_timeout_ms: u64,
+    /// Keep-alive connections with no request for this long are closed cleanly (ms).
+    #[arg(long, default_value_t = 10000)]
+    idle_timeout_ms: u64,
+    /// A request body must arrive within this (ms); a slower one gets 408.
+    #[arg(long, default_value_t = 5000)]
+    body_read_timeout_ms: u64,
+    /// Request body bytes held in memory at once across requests; large reviews beyond it wait their turn.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes_in_flight: usize,
+    /// After SIGTERM, keep serving this long while /readyz says 503, so endpoints drop the pod first (ms).
+    #[arg(long, default_value_t = 5000)]
+    shutdown_delay_ms: u64,
+    /// Then, how long in-flight requests may take to finish before the process exits (ms).
+    #[arg(long, default_value_t = 15000)]
+    drain_timeout_ms: u64,
 }
 
 async fn shutdown_signal() {
@@ -85,12 +108,19 @@ async fn run() -> anyhow::Result<()> {
         kubeconfig: args.kubeconfig,
         meshinstall: args.meshinstall,
         max_concurrency: args.max_concurrency,
-        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_connections: args.max_connections,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        max_body_bytes_in_flight: args.max_body_bytes_in_flight,
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         ..Default::default()
     };
     let running = mizzen_webhook::start(settings).await?;
     shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!("SIGTERM: shutting down");
     running.shutdown().await;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The HTTP side: the admission router (HTTPS only), the admin router, and a TLS accept loop with graceful drain.
+//! The HTTP side: the admission router (HTTPS only) and its request handling (body limits and deadlines, bounded
+//! memory and concurrency), and the admin router. Connections are `conn`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,19 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use http_body_util::BodyExt as _;
 use mizzen::admission::{self, Outcome};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tower::util::MapResponseLayer;
 
 use crate::events::{Decision, EventSink};
 use crate::metrics::Metrics;
@@ -40,18 +38,39 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// Per-request deadline (queueing and work), below the webhook's timeoutSeconds.
     pub timeout: Duration,
-    /// Set once shutdown began: /readyz turns 503 so no new traffic is routed here.
+    /// Set once shutdown began: /readyz turns 503 so no new traffic is routed here, and responses carry
+    /// `connection: close` so clients move their keep-alive connections elsewhere.
     pub draining: Arc<AtomicBool>,
+    /// Bytes of request bodies (KiB) being held at once, across requests: bounds memory under large reviews.
+    pub body_budget: Arc<Semaphore>,
+    /// The budget's size in KiB.
+    pub body_budget_kib: u32,
+    /// A request body must arrive within this (and within the request deadline).
+    pub body_read_timeout: Duration,
 }
 
 /// The admission router: `POST /inject` and `POST /inject/{revision}`.
 pub fn admission_router(state: AppState) -> Router {
+    let draining = state.draining.clone();
     Router::new()
         .route("/inject", post(inject_default))
         .route("/inject/{revision}", post(inject_revision))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: POST /inject or /inject/<revision>\n") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: POST /inject or /inject/<revision>\n",
+            )
+        })
         .with_state(state)
+        .layer(MapResponseLayer::new(move |mut response: Response| {
+            if draining.load(Ordering::Acquire) {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }))
 }
 
 /// The admin router: `/livez`, `/readyz`, `/metrics`.
@@ -82,16 +101,12 @@ pub fn admin_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn inject_default(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, "default".to_owned(), body).await
+async fn inject_default(State(state): State<AppState>, request: Request) -> Response {
+    handle(state, "default".to_owned(), request).await
 }
 
-async fn inject_revision(
-    State(state): State<AppState>,
-    Path(revision): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(state, revision, body).await
+async fn inject_revision(State(state): State<AppState>, Path(revision): Path<String>, request: Request) -> Response {
+    handle(state, revision, request).await
 }
 
 fn plain(status: StatusCode, message: String) -> Response {
@@ -103,38 +118,117 @@ fn plain(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-async fn handle(state: AppState, revision: String, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let label = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "bad_request"
-            };
-            state.metrics.request(label);
-            state.metrics.failure(label);
-            tracing::warn!(%revision, status = status.as_u16(), "admission request body refused");
-            return plain(status, format!("{} (limit {MAX_BODY} bytes)", rejection.body_text()));
-        }
+/// A request refused before its review: status, metrics label and message.
+struct Refusal(StatusCode, &'static str, String);
+
+impl Refusal {
+    fn respond(self, state: &AppState, revision: &str) -> Response {
+        let Refusal(status, label, message) = self;
+        state.metrics.request(label);
+        state.metrics.failure(label);
+        tracing::warn!(%revision, status = status.as_u16(), %message, "admission request refused");
+        plain(status, message)
+    }
+}
+
+/// The declared `Content-Length`, refusing a body over the limit before reading any of it.
+fn declared_length(headers: &HeaderMap) -> Result<Option<usize>, Refusal> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(None);
     };
-    let deadline = started + state.timeout;
-    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline.into(), state.permits.clone().acquire_owned()).await else {
-        state.metrics.request("timeout");
-        state.metrics.failure("timeout");
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "mizzen webhook overloaded; try again".into(),
-        );
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, "bad_request", "invalid Content-Length".into()))?;
+    match usize::try_from(length) {
+        Ok(n) if n <= MAX_BODY => Ok(Some(n)),
+        _ => Err(Refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body of {length} bytes is over the limit of {MAX_BODY} bytes"),
+        )),
+    }
+}
+
+/// Reads the body into one buffer of the declared size, within `deadline` and the size limit.
+async fn read_body(body: Body, declared: Option<usize>, deadline: tokio::time::Instant) -> Result<Vec<u8>, Refusal> {
+    let mut body = body;
+    let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024));
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "request body not received in time ({} of {} bytes)",
+                        out.len(),
+                        declared.map_or_else(|| "?".to_owned(), |n| n.to_string())
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(error))) => {
+                let why = match declared {
+                    Some(n) if out.len() < n => {
+                        format!("request body ended after {} of its {n} declared bytes", out.len())
+                    }
+                    _ => "request body could not be read".to_owned(),
+                };
+                return Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("{why}: {error}"),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                return Err(Refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body is over the limit of {MAX_BODY} bytes"),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
+async fn handle(state: AppState, revision: String, request: Request) -> Response {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + state.timeout);
+    let declared = match declared_length(request.headers()) {
+        Ok(n) => n,
+        Err(refusal) => return refusal.respond(&state, &revision),
+    };
+    // Hold a share of the body budget before reading: large reviews wait (in the socket buffers, not in memory)
+    // while others are in progress; small ones barely count.
+    let weight = declared.unwrap_or(MAX_BODY).div_ceil(1024);
+    let weight = u32::try_from(weight)
+        .unwrap_or(u32::MAX)
+        .clamp(1, state.body_budget_kib.max(1));
+    let budget = tokio::time::timeout_at(deadline, state.body_budget.clone().acquire_many_owned(weight)).await;
+    let permit = match budget {
+        Ok(Ok(budget)) => match tokio::time::timeout_at(deadline, state.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => (budget, permit),
+            _ => return overloaded(&state),
+        },
+        _ => return overloaded(&state),
+    };
+    let body_deadline = deadline.min(tokio::time::Instant::now() + state.body_read_timeout);
+    let body = match read_body(request.into_body(), declared, body_deadline).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.respond(&state, &revision),
     };
     let work_state = state.clone();
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        review(&work_state, &revision, &body, started)
+        review(&work_state, &revision, body, started)
     });
-    match tokio::time::timeout_at(deadline.into(), work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::error!(%error, "admission review task failed");
@@ -149,9 +243,21 @@ async fn handle(state: AppState, revision: String, body: Result<Bytes, BytesReje
     }
 }
 
+fn overloaded(state: &AppState) -> Response {
+    state.metrics.request("timeout");
+    state.metrics.failure("timeout");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "mizzen webhook overloaded; try again".into(),
+    )
+}
+
 /// Answers one review (runs on a blocking thread).
-fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Response {
-    let request = match admission::parse(body) {
+fn review(state: &AppState, revision: &str, body: Vec<u8>, started: Instant) -> Response {
+    let parsed = admission::parse(&body);
+    // The parsed review holds what it needs; the raw body goes before the injection allocates.
+    drop(body);
+    let request = match parsed {
         Ok(r) => r,
         Err(error) => {
             state.metrics.request("bad_request");
@@ -200,62 +306,6 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         Body::from(admission::to_body(response)),
     )
         .into_response()
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` turns true, then drains open connections for up to
-/// `drain` before returning.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(router.clone());
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tls), service);
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                });
-            }
-            () = stopped(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("admission connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!("drain deadline passed; closing remaining connections"),
-    }
 }
 
 /// Serves the admin router over plain HTTP until `shutdown` turns true.

@@ -121,6 +121,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tune: impl FnOnce(&mut mizzen_webhook::Settings)) -> Self {
         let dir = TempDir::new("srv");
         let pki = issue(&dir.0, "first");
         let settings = mizzen_webhook::Settings {
@@ -131,8 +135,11 @@ impl Harness {
             meshinstall: vec![PathBuf::from(SAMPLE)],
             cert_reload_interval: Duration::from_millis(100),
             drain_timeout: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
             ..Default::default()
         };
+        let mut settings = settings;
+        tune(&mut settings);
         let running = mizzen_webhook::start(settings).await.unwrap();
         Self {
             _dir: dir,
@@ -143,6 +150,16 @@ impl Harness {
 
     async fn conn(&self) -> Conn {
         connect(self.running.admission_addr, client_config(&[&self.pki.ca_pem])).await
+    }
+
+    /// A TLS connection to write raw HTTP on.
+    async fn raw(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.running.admission_addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        TlsConnector::from(client_config(&[&self.pki.ca_pem]))
+            .connect(name, tcp)
+            .await
+            .unwrap()
     }
 
     async fn admin(&self, path: &str) -> (u16, String) {
@@ -439,4 +456,176 @@ async fn shutdown_lets_in_flight_requests_finish() {
     h.running.shutdown().await;
     let response = request.await.unwrap();
     assert_eq!(response["allowed"], true);
+}
+
+/// Reads until the server closes the connection (or `within` passes); returns what was read and whether it closed.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn quick_limits(s: &mut mizzen_webhook::Settings) {
+    s.header_read_timeout = Duration::from_millis(500);
+    s.idle_timeout = Duration::from_millis(700);
+    s.body_read_timeout = Duration::from_millis(500);
+}
+
+#[tokio::test]
+async fn a_content_length_over_the_limit_gets_413_before_any_body() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start().await;
+    let mut tls = h.raw().await;
+    tls.write_all(
+        b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("over the limit of 3145728 bytes"), "{text}");
+    assert!(closed, "the connection with an unread body is closed");
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_shorter_than_declared_or_too_slow_get_a_clean_4xx() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start_with(quick_limits).await;
+    // Declared 100 bytes, sent 10, then the client closes its side.
+    let mut tls = h.raw().await;
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi")
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    let (text, _) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("ended after 10 of its 100 declared bytes"), "{text}");
+    // Declared 100 bytes, sent 10, then nothing: the body deadline answers 408.
+    let mut tls = h.raw().await;
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn stalled_headers_and_idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start_with(quick_limits).await;
+    // Half-sent headers.
+    let mut tls = h.raw().await;
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(closed && text.is_empty(), "{closed} {text}");
+    // An idle keep-alive connection after one request: closed cleanly (a TLS close_notify, read as EOF).
+    let mut tls = h.raw().await;
+    let body = fixture("host-network.json");
+    tls.write_all(
+        format!(
+            "POST /inject HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tls.write_all(&body).await.unwrap();
+    let started = Instant::now();
+    let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(4)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "idle connection still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn reviews_of_other_kinds_and_subresources_are_allowed_without_a_patch() {
+    let h = Harness::start().await;
+    let mut conn = h.conn().await;
+    let base: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
+    for (kind, sub) in [
+        (
+            serde_json::json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+            None,
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Secret"}),
+            None,
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            Some("status"),
+        ),
+        (
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            Some("exec"),
+        ),
+    ] {
+        let mut review_body = base.clone();
+        review_body["request"]["kind"] = kind.clone();
+        if let Some(sub) = sub {
+            review_body["request"]["subResource"] = serde_json::json!(sub);
+        }
+        let response = review(&mut conn, "/inject", serde_json::to_vec(&review_body).unwrap()).await;
+        assert_eq!(response["allowed"], true, "{kind} {sub:?}");
+        assert!(
+            response.get("patch").is_none_or(Value::is_null),
+            "{kind} {sub:?} got a patch"
+        );
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_shutdown_the_webhook_turns_unready_but_serves_through_the_delay() {
+    let h = Harness::start_with(|s| s.shutdown_delay = Duration::from_millis(800)).await;
+    let mut conn = h.conn().await;
+    let admission = h.running.admission_addr;
+    let admin = h.running.admin_addr;
+    let shutdown = tokio::spawn(h.running.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Not ready any more ...
+    let tcp = TcpStream::connect(admin).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let readyz = hyper::Request::get("/readyz")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(readyz).await.unwrap().status(), 503);
+    // ... but still serving, and telling the client to move on.
+    let request = hyper::Request::post("/inject")
+        .header("host", "127.0.0.1")
+        .body(Full::new(Bytes::from(fixture("host-network.json"))))
+        .unwrap();
+    conn.sender.ready().await.unwrap();
+    let response = conn.sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["connection"], "close");
+    shutdown.await.unwrap();
+    assert!(
+        TcpStream::connect(admission).await.is_err(),
+        "still accepting after the delay"
+    );
 }

@@ -236,10 +236,16 @@ async fn start_echo(pki: &Pki, response: Bytes) -> Result<(SocketAddr, watch::Se
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(mizzen_webhook::server::serve_tls(
+    let limits = mizzen_webhook::conn::Limits {
+        max_connections: 512,
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(10),
+    };
+    tokio::spawn(mizzen_webhook::conn::serve_tls(
         listener,
         tls,
         router,
+        limits,
         stopped,
         Duration::from_secs(1),
     ));

@@ -1,0 +1,194 @@
+//! Shape checks of the pod fields the injector reads or writes into, run before injecting: untrusted input of the
+//! wrong JSON type is refused with an error naming the field, so no later step meets (or panics on) a string where
+//! it expects an object. The API server decodes pods into typed objects before calling a webhook, so these only
+//! fire for hand-written manifests (`kube-inject`) and hostile requests.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use serde_json::{Map, Value};
+
+use super::InjectError;
+
+fn wrong(field: &str, expected: &str, got: &Value) -> InjectError {
+    InjectError::InvalidPod(format!("{field} must be {expected}, not {}", kind_of(got)))
+}
+
+/// A JSON value's kind, for messages.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `field` of `parent` as an object; absent or null is fine.
+fn optional_object<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, InjectError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(other) => Err(wrong(field, "an object", other)),
+    }
+}
+
+/// `field` of `parent` as a list of objects; absent or null is fine.
+fn optional_objects<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Vec<&'a Map<String, Value>>, InjectError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Object(map) => Ok(map),
+                other => Err(wrong(&format!("{field}[{i}]"), "an object", other)),
+            })
+            .collect(),
+        Some(other) => Err(wrong(field, "a list", other)),
+    }
+}
+
+/// A map of strings (labels, annotations); absent or null is fine.
+fn string_map(parent: &Map<String, Value>, key: &str, field: &str) -> Result<(), InjectError> {
+    if let Some(map) = optional_object(parent, key, field)? {
+        for (k, v) in map {
+            if !v.is_string() {
+                return Err(wrong(&format!("{field}[{k:?}]"), "a string", v));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod's `metadata`: an object (or absent) whose labels and annotations are maps of strings.
+pub fn metadata(metadata: &Value) -> Result<(), InjectError> {
+    let meta = match metadata {
+        Value::Null => return Ok(()),
+        Value::Object(map) => map,
+        other => return Err(wrong("metadata", "an object", other)),
+    };
+    string_map(meta, "labels", "metadata.labels")?;
+    string_map(meta, "annotations", "metadata.annotations")?;
+    optional_objects(meta, "ownerReferences", "metadata.ownerReferences")?;
+    Ok(())
+}
+
+/// A probe or lifecycle handler: an object whose `httpGet`, `tcpSocket`, `grpc` and `exec` are objects.
+fn handler(parent: &Map<String, Value>, key: &str, field: &str) -> Result<(), InjectError> {
+    if let Some(h) = optional_object(parent, key, field)? {
+        for k in ["httpGet", "tcpSocket", "grpc", "exec"] {
+            optional_object(h, k, &format!("{field}.{k}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn container(c: &Map<String, Value>, field: &str) -> Result<(), InjectError> {
+    match c.get("name") {
+        Some(Value::String(_)) => {}
+        Some(other) => return Err(wrong(&format!("{field}.name"), "a string", other)),
+        None => return Err(InjectError::InvalidPod(format!("{field} has no name"))),
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        handler(c, probe, &format!("{field}.{probe}"))?;
+    }
+    if let Some(lifecycle) = optional_object(c, "lifecycle", &format!("{field}.lifecycle"))? {
+        for hook in ["postStart", "preStop"] {
+            handler(lifecycle, hook, &format!("{field}.lifecycle.{hook}"))?;
+        }
+    }
+    for key in ["securityContext", "resources"] {
+        optional_object(c, key, &format!("{field}.{key}"))?;
+    }
+    for key in ["ports", "env", "volumeMounts"] {
+        optional_objects(c, key, &format!("{field}.{key}"))?;
+    }
+    Ok(())
+}
+
+/// The pod's `spec`: an object whose containers, init containers, volumes and image pull secrets are lists of
+/// objects, each container named, with object-shaped probes, lifecycle hooks, security context and resources.
+pub fn spec(spec: &Value) -> Result<(), InjectError> {
+    let Value::Object(spec) = spec else {
+        return Err(wrong("spec", "an object", spec));
+    };
+    for key in ["containers", "initContainers"] {
+        for (i, c) in optional_objects(spec, key, &format!("spec.{key}"))?
+            .into_iter()
+            .enumerate()
+        {
+            container(c, &format!("spec.{key}[{i}]"))?;
+        }
+    }
+    for key in ["volumes", "imagePullSecrets"] {
+        optional_objects(spec, key, &format!("spec.{key}"))?;
+    }
+    optional_object(spec, "securityContext", "spec.securityContext")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(r: Result<(), InjectError>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn wrong_shaped_metadata_is_refused_naming_the_field() {
+        assert!(metadata(&json!({"labels": {"a": "b"}, "annotations": {}})).is_ok());
+        assert!(metadata(&Value::Null).is_ok());
+        assert!(message(metadata(&json!("x"))).contains("metadata must be an object"));
+        let m = message(metadata(&json!({"labels": "app=web"})));
+        assert!(m.contains("metadata.labels must be an object, not a string"), "{m}");
+        let m = message(metadata(&json!({"annotations": {"a": 1}})));
+        assert!(
+            m.contains("metadata.annotations[\"a\"] must be a string, not a number"),
+            "{m}"
+        );
+        let m = message(metadata(&json!({"annotations": [1]})));
+        assert!(m.contains("metadata.annotations must be an object, not a list"), "{m}");
+    }
+
+    #[test]
+    fn wrong_shaped_probes_and_containers_are_refused_naming_the_field() {
+        let ok = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}},
+            "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}]});
+        assert!(spec(&ok).is_ok());
+        let m = message(spec(
+            &json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": "x"}}]}),
+        ));
+        assert!(
+            m.contains("spec.containers[0].readinessProbe.httpGet must be an object, not a string"),
+            "{m}"
+        );
+        let m = message(spec(
+            &json!({"containers": [{"name": "w", "lifecycle": {"postStart": {"tcpSocket": 1}}}]}),
+        ));
+        assert!(m.contains("spec.containers[0].lifecycle.postStart.tcpSocket"), "{m}");
+        let m = message(spec(&json!({"initContainers": [{"name": 3}]})));
+        assert!(m.contains("spec.initContainers[0].name must be a string"), "{m}");
+        let m = message(spec(&json!({"containers": "web"})));
+        assert!(m.contains("spec.containers must be a list"), "{m}");
+        let m = message(spec(&json!({"containers": [{"name": "w", "securityContext": []}]})));
+        assert!(
+            m.contains("spec.containers[0].securityContext must be an object"),
+            "{m}"
+        );
+        let m = message(spec(&json!({"volumes": [1]})));
+        assert!(m.contains("spec.volumes[0] must be an object"), "{m}");
+        assert!(message(spec(&json!([]))).contains("spec must be an object"));
+    }
+}
