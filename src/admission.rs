@@ -2,13 +2,16 @@
 //! and the revision's [`InjectionConfig`]. The server around it only does transport, caching, metrics and Events.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::inject::{self, InjectError, InjectionConfig, PodOutcome, Rule, Workload};
+use crate::inject::{self, InjectError, Injector, PodOutcome, Rule, Submitted, Workload};
 
 /// Audit annotation carrying the decision and its reason (`kubectl get --raw` audit logs, Events).
 pub const AUDIT_ANNOTATION: &str = "mizzen.io/injection";
@@ -82,23 +85,150 @@ impl Outcome {
     }
 }
 
-/// A parsed review request.
-pub struct Request {
-    /// The request as kube types.
-    pub request: AdmissionRequest<DynamicObject>,
-    /// The pod as JSON.
-    pub pod: Value,
+/// The operation of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Operation {
+    /// Creates a resource.
+    Create,
+    /// Updates a resource.
+    Update,
+    /// Deletes a resource.
+    Delete,
+    /// Connects to a resource.
+    Connect,
 }
 
-impl Request {
+/// The group, version and kind of the object a request is about.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GroupVersionKind {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // Checked for presence and shape, as the API server always sends it.
+struct GroupVersionResource {
+    group: String,
+    version: String,
+    resource: String,
+}
+
+/// `request` of a review, as far as the webhook reads it (the pod stays text).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestWire<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    #[allow(dead_code)]
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[allow(dead_code)]
+    user_info: IgnoredAny,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A member whose value is kept only when it is a string.
+struct Loose<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Loose<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Loose<'a>, E> {
+                Ok(Loose(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose<'a>, E> {
+                Ok(Loose(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose<'a>, E> {
+                Ok(Loose(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Loose<'a>, E> {
+                Ok(Loose(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Loose<'a>, E> {
+                Ok(Loose(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Loose<'a>, E> {
+                Ok(Loose(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Loose<'a>, E> {
+                Ok(Loose(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The review around the request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    api_version: Option<Loose<'a>>,
+    #[serde(default, borrow)]
+    kind: Option<Loose<'a>>,
+    #[serde(default, borrow)]
+    request: Option<&'a RawValue>,
+}
+
+/// A parsed review request. The pod is read lazily from the body it borrows: only what the injector reads is
+/// ever parsed.
+pub struct Request<'a> {
+    /// The request's uid, echoed in the response.
+    pub uid: String,
+    /// What the request is about.
+    pub kind: GroupVersionKind,
+    /// The subresource, if any (`status`, `exec`, …).
+    pub sub_resource: Option<String>,
+    /// The namespace.
+    pub namespace: Option<String>,
+    /// CREATE, UPDATE, …
+    pub operation: Operation,
+    /// A dry run: no side effects.
+    pub dry_run: bool,
+    /// The submitted pod, when the request is about one.
+    pub pod: Option<Submitted<'a>>,
+}
+
+impl Request<'_> {
     /// The namespace the pod is created in.
     pub fn namespace(&self) -> &str {
-        self.request.namespace.as_deref().unwrap_or_default()
+        self.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// The pod's metadata (null when there is no pod).
+    pub fn pod_metadata(&self) -> &Value {
+        self.pod.as_ref().map_or(&Value::Null, Submitted::metadata)
     }
 
     /// The workload the pod belongs to (for logs and Events).
     pub fn workload(&self) -> Workload {
-        let mut w = Workload::of_pod(self.pod.get("metadata").unwrap_or(&Value::Null));
+        let mut w = Workload::of_pod(self.pod_metadata());
         if w.namespace.is_empty() {
             w.namespace = self.namespace().to_owned();
         }
@@ -108,12 +238,12 @@ impl Request {
     /// Whether the review may have side effects such as Events: not for a `dryRun` request (the
     /// MutatingWebhookConfiguration declares `sideEffects: None`).
     pub fn publishes_events(&self) -> bool {
-        !self.request.dry_run
+        !self.dry_run
     }
 
     /// Why this request is not about injecting a pod, if it is not: another kind, or a subresource.
     pub fn not_a_pod(&self) -> Option<String> {
-        let kind = &self.request.kind;
+        let kind = &self.kind;
         if kind.kind != "Pod" || !kind.group.is_empty() {
             let group = if kind.group.is_empty() { "core" } else { &kind.group };
             return Some(format!(
@@ -121,7 +251,7 @@ impl Request {
                 kind.kind
             ));
         }
-        match self.request.sub_resource.as_deref() {
+        match self.sub_resource.as_deref() {
             Some(sub) if !sub.is_empty() => Some(format!("the {sub} subresource of a Pod is not injected")),
             _ => None,
         }
@@ -129,108 +259,139 @@ impl Request {
 
     /// A name for the pod in logs: its name, else its generateName.
     pub fn pod_name(&self) -> String {
-        let meta = self.pod.get("metadata").unwrap_or(&Value::Null);
-        meta["name"]
-            .as_str()
+        let meta = self.pod_metadata();
+        let text = |key: &str| meta.get(key).and_then(Value::as_str);
+        text("name")
             .filter(|n| !n.is_empty())
-            .or_else(|| meta["generateName"].as_str())
+            .or_else(|| text("generateName"))
             .unwrap_or_default()
             .to_owned()
     }
 }
 
-/// Parses a request body.
-pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
-    let raw: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let api_version = raw.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = raw.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+/// Parses a request body. The request borrows it: the pod is parsed from it only as far as injection needs.
+pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    let malformed = |e: serde_json::Error| ReviewError::Malformed(e.to_string());
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // JSON, but not an object: of another kind.
+        serde_json::from_slice::<IgnoredAny>(body).map_err(malformed)?;
         return Err(ReviewError::WrongKind {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
+            api_version: String::new(),
+            kind: String::new(),
         });
     }
-    if raw.get("request").is_none_or(Value::is_null) {
-        return Err(ReviewError::MissingRequest);
+    let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
+    let text = |v: &Option<Loose>| v.as_ref().and_then(|l| l.0.as_deref()).unwrap_or_default().to_owned();
+    let (api_version, kind) = (text(&envelope.api_version), text(&envelope.kind));
+    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+        return Err(ReviewError::WrongKind { api_version, kind });
     }
-    // The pod is taken out before the typed decoding, which would otherwise buffer and convert it twice.
-    let mut raw = raw;
-    let object = raw
-        .pointer_mut("/request/object")
-        .map(Value::take)
-        .unwrap_or(Value::Null);
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(raw).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
-    let parsed = Request {
-        request,
-        pod: Value::Null,
+    let Some(raw) = envelope.request else {
+        return Err(ReviewError::MissingRequest);
     };
-    if parsed.not_a_pod().is_some() {
+    let wire: RequestWire = serde_json::from_str(raw.get()).map_err(malformed)?;
+    let mut request = Request {
+        uid: wire.uid,
+        kind: wire.kind,
+        sub_resource: wire.sub_resource,
+        namespace: wire.namespace,
+        operation: wire.operation,
+        dry_run: wire.dry_run,
+        pod: None,
+    };
+    if request.not_a_pod().is_some() {
         // Answered `allowed` without a patch: the webhook configuration should not send these, but when it does,
         // refusing them would block unrelated API calls.
-        return Ok(parsed);
+        return Ok(request);
     }
-    let request = parsed.request;
-    let pod = match object {
-        Value::Object(_) => object,
-        Value::Null if request.operation != Operation::Create => Value::Null,
-        Value::Null => return Err(ReviewError::Malformed("request.object is missing".into())),
-        _ => return Err(ReviewError::Malformed("request.object is not an object".into())),
-    };
-    Ok(Request { request, pod })
+    match wire.object {
+        Some(object) if object.get().starts_with('{') => {
+            request.pod = Some(Submitted::parse(object).map_err(ReviewError::Malformed)?);
+        }
+        None if request.operation != Operation::Create => {}
+        None => return Err(ReviewError::Malformed("request.object is missing".into())),
+        Some(_) => return Err(ReviewError::Malformed("request.object is not an object".into())),
+    }
+    Ok(request)
 }
 
-/// Answers a parsed request with the revision's configuration (`None` when no MeshInstall serves the revision).
+/// The answer to a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The request's uid.
+    pub uid: String,
+    /// Whether the object is admitted.
+    pub allowed: bool,
+    /// Why not, when it is not (`status.message`).
+    pub message: String,
+    /// The JSON patch to apply, as JSON text.
+    pub patch: Option<Vec<u8>>,
+    /// The `mizzen.io/injection` audit annotation.
+    pub audit: Option<String>,
+    /// Warnings for the client (`kubectl` prints them).
+    pub warnings: Vec<String>,
+}
+
+impl Response {
+    fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            allowed: true,
+            message: String::new(),
+            patch: None,
+            audit: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn deny(mut self, message: String) -> Self {
+        self.allowed = false;
+        self.message = message;
+        self
+    }
+}
+
+/// Answers a parsed request with the revision's compiled configuration (`None` when no MeshInstall serves the
+/// revision).
 pub fn respond(
     request: &Request,
-    config: Option<&InjectionConfig>,
+    injector: Option<&Injector>,
     revision: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
-) -> (AdmissionResponse, Outcome) {
-    let response = AdmissionResponse::from(&request.request);
+) -> (Response, Outcome) {
+    let response = Response::allow(&request.uid);
     if let Some(reason) = request.not_a_pod() {
         return (response, Outcome::Ignored(reason));
     }
-    if request.request.operation != Operation::Create {
-        let outcome = Outcome::Ignored(format!(
-            "{:?} is not injected; only CREATE is",
-            request.request.operation
-        ));
+    if request.operation != Operation::Create {
+        let outcome = Outcome::Ignored(format!("{:?} is not injected; only CREATE is", request.operation));
         return (response, outcome);
     }
-    let Some(config) = config else {
+    let Some(injector) = injector else {
         let message = format!(
             "mizzen: no MeshInstall serves injection revision {revision:?}; create one, or fix the namespace's \
              istio.io/rev label"
         );
-        return (response.deny(&message), Outcome::Denied(message));
+        return (response.deny(message.clone()), Outcome::Denied(message));
     };
-    match inject::inject_pod(config, &request.pod, request.namespace(), namespace_annotations) {
-        Ok(PodOutcome::Injected { patch, decision, .. }) => {
+    let Some(pod) = &request.pod else {
+        let message = "mizzen: the review has no pod".to_owned();
+        return (response.deny(message.clone()), Outcome::Denied(message));
+    };
+    match inject::inject_pod(injector, pod, request.namespace(), namespace_annotations) {
+        Ok(PodOutcome::Injected { patch, decision }) => {
             let outcome = Outcome::Injected(decision.rule);
-            let mut response = match response.with_patch(patch) {
-                Ok(r) => r,
-                Err(e) => {
-                    let message = format!("mizzen: cannot serialise the patch: {e}");
-                    return (
-                        AdmissionResponse::from(&request.request).deny(&message),
-                        Outcome::Denied(message),
-                    );
-                }
-            };
-            response
-                .audit_annotations
-                .insert(AUDIT_ANNOTATION.into(), format!("injected: {}", outcome.reason()));
-            (with_inject_warning(response, &request.pod), outcome)
+            let mut response = response;
+            response.patch = Some(patch);
+            response.audit = Some(format!("injected: {}", outcome.reason()));
+            (with_inject_warning(response, pod.metadata()), outcome)
         }
         Ok(PodOutcome::Skipped(decision)) => {
             let outcome = Outcome::Skipped(decision.rule);
             let mut response = response;
-            response
-                .audit_annotations
-                .insert(AUDIT_ANNOTATION.into(), format!("skipped: {}", outcome.reason()));
-            (with_inject_warning(response, &request.pod), outcome)
+            response.audit = Some(format!("skipped: {}", outcome.reason()));
+            (with_inject_warning(response, pod.metadata()), outcome)
         }
         Err(error) => {
             let message = match &error {
@@ -241,54 +402,77 @@ pub fn respond(
                     format!("mizzen sidecar injection refused this pod: {error}")
                 }
             };
-            (response.deny(&message), Outcome::Denied(message))
+            (response.deny(message.clone()), Outcome::Denied(message))
         }
     }
 }
 
 /// Istio's warning about an unrecognised `sidecar.istio.io/inject` value, as an admission warning (kubectl prints
 /// it) and in the audit annotation.
-fn with_inject_warning(mut response: AdmissionResponse, pod: &Value) -> AdmissionResponse {
-    if let Some(warning) = inject::decision::inject_warning(&pod["metadata"]) {
-        if let Some(a) = response.audit_annotations.get_mut(AUDIT_ANNOTATION) {
+fn with_inject_warning(mut response: Response, metadata: &Value) -> Response {
+    if let Some(warning) = inject::decision::inject_warning(metadata) {
+        if let Some(a) = response.audit.as_mut() {
             a.push_str(&format!(" ({warning})"));
         }
-        response.warnings.get_or_insert_with(Vec::new).push(warning);
+        response.warnings.push(warning);
     }
     response
 }
 
-/// The review to send back. The patch is written base64-encoded, as the API server writes `[]byte` fields (kube's
-/// types would write it as an array of numbers, several times larger).
-pub fn to_body(mut response: AdmissionResponse) -> Vec<u8> {
+/// Appends `text` as a JSON string.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// The review to send back, written directly. The patch is base64-encoded, as the API server writes `[]byte`
+/// fields.
+pub fn to_body(response: &Response) -> Vec<u8> {
     use base64::Engine as _;
-    #[derive(serde::Serialize)]
-    struct Review<'a> {
-        #[serde(rename = "apiVersion")]
-        api_version: &'a str,
-        kind: &'a str,
-        response: Response<'a>,
+    let patch_len = response.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(256 + patch_len + response.message.len());
+    out.extend_from_slice(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#);
+    json_string(&mut out, &response.uid);
+    out.extend_from_slice(if response.allowed {
+        br#","allowed":true,"status":{"#
+    } else {
+        br#","allowed":false,"status":{"#
+    });
+    if !response.message.is_empty() {
+        out.extend_from_slice(br#""message":"#);
+        json_string(&mut out, &response.message);
     }
-    #[derive(serde::Serialize)]
-    struct Response<'a> {
-        #[serde(flatten)]
-        inner: &'a AdmissionResponse,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        patch: Option<String>,
+    out.push(b'}');
+    if let Some(patch) = &response.patch {
+        out.extend_from_slice(br#","patch":""#);
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        if let Some(buf) = out.get_mut(start..)
+            && let Ok(n) = base64::engine::general_purpose::STANDARD.encode_slice(patch, buf)
+        {
+            out.truncate(start + n);
+        }
+        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
     }
-    let patch = response
-        .patch
-        .take()
-        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
-    let review = Review {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: Response {
-            inner: &response,
-            patch,
-        },
-    };
-    serde_json::to_vec(&review).unwrap_or_default()
+    if let Some(audit) = &response.audit {
+        out.extend_from_slice(br#","auditAnnotations":{"#);
+        json_string(&mut out, AUDIT_ANNOTATION);
+        out.push(b':');
+        json_string(&mut out, audit);
+        out.push(b'}');
+    }
+    if !response.warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":["#);
+        for (i, w) in response.warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(&mut out, w);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 #[cfg(test)]
@@ -296,6 +480,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::inject::InjectionConfig;
+
+    fn injector() -> Injector {
+        Injector::compile(InjectionConfig::default())
+    }
 
     fn review(pod: Value, namespace: &str) -> Vec<u8> {
         serde_json::to_vec(&json!({
@@ -323,13 +512,14 @@ mod tests {
 
     #[test]
     fn injected_pods_get_a_patch_and_an_audit_annotation() {
-        let req = parse(&review(pod(json!({})), "shop")).unwrap();
-        let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+        let body = review(pod(json!({})), "shop");
+        let req = parse(&body).unwrap();
+        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
         assert!(response.allowed);
         assert!(response.patch.is_some());
         assert_eq!(outcome.result(), "injected");
-        assert!(response.audit_annotations[AUDIT_ANNOTATION].starts_with("injected: "));
-        let body: Value = serde_json::from_slice(&to_body(response)).unwrap();
+        assert!(response.audit.as_deref().unwrap().starts_with("injected: "));
+        let body: Value = serde_json::from_slice(&to_body(&response)).unwrap();
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         assert!(body["response"]["patch"].is_string(), "the patch must be base64 text");
         assert_eq!(body["response"]["uid"], "0df28fbd-5f5f-11e8-bc74-36e6bb280816");
@@ -337,46 +527,55 @@ mod tests {
 
     #[test]
     fn skipped_pods_are_allowed_without_a_patch() {
-        let req = parse(&review(pod(json!({"sidecar.istio.io/inject": "false"})), "shop")).unwrap();
-        let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+        let body = review(pod(json!({"sidecar.istio.io/inject": "false"})), "shop");
+        let req = parse(&body).unwrap();
+        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
         assert!(response.allowed && response.patch.is_none());
         assert_eq!(outcome, Outcome::Skipped(Rule::PodAnnotation("false".into())));
-        assert!(response.audit_annotations[AUDIT_ANNOTATION].contains("sidecar.istio.io/inject"));
+        assert!(response.audit.as_deref().unwrap().contains("sidecar.istio.io/inject"));
     }
 
     #[test]
     fn unrecognised_inject_values_are_injected_by_policy_with_istios_warning() {
-        let req = parse(&review(pod(json!({"sidecar.istio.io/inject": "False"})), "shop")).unwrap();
-        let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+        let body = review(pod(json!({"sidecar.istio.io/inject": "False"})), "shop");
+        let req = parse(&body).unwrap();
+        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
         assert_eq!(outcome.result(), "injected");
-        let warnings = response.warnings.clone().unwrap_or_default();
+        let warnings = response.warnings.clone();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].starts_with("Invalid value for sidecar.istio.io/inject: \"False\""));
-        assert!(response.audit_annotations[AUDIT_ANNOTATION].contains("Only 'true' and 'false' are accepted"));
+        assert!(
+            response
+                .audit
+                .as_deref()
+                .unwrap()
+                .contains("Only 'true' and 'false' are accepted")
+        );
     }
 
     #[test]
     fn dry_run_reviews_publish_no_events() {
-        let req = parse(&review(pod(json!({})), "shop")).unwrap();
+        let body = review(pod(json!({})), "shop");
+        let req = parse(&body).unwrap();
         assert!(req.publishes_events());
         let mut body: Value = serde_json::from_slice(&review(pod(json!({})), "shop")).unwrap();
         body["request"]["dryRun"] = json!(true);
-        let req = parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let body = serde_json::to_vec(&body).unwrap();
+        let req = parse(&body).unwrap();
         assert!(!req.publishes_events());
     }
 
     #[test]
     fn bad_annotations_deny_the_pod_naming_the_annotation() {
-        let req = parse(&review(
+        let body = review(
             pod(json!({"traffic.sidecar.istio.io/includeInboundPorts": "bad"})),
             "shop",
-        ))
-        .unwrap();
-        let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+        );
+        let req = parse(&body).unwrap();
+        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
         assert!(!response.allowed);
         assert!(
             response
-                .result
                 .message
                 .contains("traffic.sidecar.istio.io/includeInboundPorts")
         );
@@ -385,10 +584,11 @@ mod tests {
 
     #[test]
     fn unknown_revisions_are_denied_clearly() {
-        let req = parse(&review(pod(json!({})), "shop")).unwrap();
+        let body = review(pod(json!({})), "shop");
+        let req = parse(&body).unwrap();
         let (response, _) = respond(&req, None, "canary", None);
         assert!(!response.allowed);
-        assert!(response.result.message.contains("\"canary\""));
+        assert!(response.message.contains("\"canary\""));
     }
 
     fn review_of(kind: Value, sub_resource: Option<&str>, object: Value) -> Vec<u8> {
@@ -420,8 +620,9 @@ mod tests {
             ),
             (pod, Some("binding"), Value::Null),
         ] {
-            let req = parse(&review_of(kind.clone(), sub, object)).unwrap();
-            let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+            let body = review_of(kind.clone(), sub, object);
+            let req = parse(&body).unwrap();
+            let (response, outcome) = respond(&req, Some(&injector()), "default", None);
             assert!(response.allowed && response.patch.is_none(), "{kind} {sub:?}");
             assert_eq!(outcome.result(), "ignored", "{kind} {sub:?}");
         }
@@ -472,15 +673,12 @@ mod tests {
         p["metadata"] = json!("web");
         cases.push((p, "metadata must be an object"));
         for (p, field) in cases {
-            let req = parse(&review(p.clone(), "shop")).unwrap();
-            let (response, outcome) = respond(&req, Some(&InjectionConfig::default()), "default", None);
+            let body = review(p.clone(), "shop");
+            let req = parse(&body).unwrap();
+            let (response, outcome) = respond(&req, Some(&injector()), "default", None);
             assert!(!response.allowed, "{p}");
             assert_eq!(outcome.result(), "denied");
-            assert!(
-                response.result.message.contains(field),
-                "{field}: {}",
-                response.result.message
-            );
+            assert!(response.message.contains(field), "{field}: {}", response.message);
         }
     }
 

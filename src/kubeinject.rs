@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::inject::{self, InjectError, InjectionConfig, PodInput, Workload};
+use crate::inject::{self, InjectError, Injector, PodInput, Workload};
 use crate::yaml::{YamlError, to_yaml};
 
 /// Why a manifest stream could not be injected.
@@ -115,7 +115,7 @@ fn pod_pointers(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Injects every pod template of a YAML stream.
-pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, KubeInjectError> {
+pub fn inject_stream(injector: &Injector, text: &str) -> Result<Output, KubeInjectError> {
     let mut out = String::new();
     let mut skipped = Vec::new();
     for (i, doc) in split_documents(text).iter().enumerate() {
@@ -127,7 +127,7 @@ pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, Kub
                 message: e.to_string(),
             },
         })?;
-        let changed = inject_object(config, &mut value, &mut skipped).map_err(|(kind, name, source)| {
+        let changed = inject_object(injector, &mut value, &mut skipped).map_err(|(kind, name, source)| {
             KubeInjectError::Inject {
                 index,
                 kind,
@@ -151,11 +151,7 @@ pub fn inject_stream(config: &InjectionConfig, text: &str) -> Result<Output, Kub
 type ObjectError = (String, String, InjectError);
 
 /// Injects the pod template(s) of one object in place; returns whether anything changed.
-pub fn inject_object(
-    config: &InjectionConfig,
-    object: &mut Value,
-    skipped: &mut Vec<Skipped>,
-) -> Result<bool, ObjectError> {
+pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<Skipped>) -> Result<bool, ObjectError> {
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
     let name = object
         .pointer("/metadata/name")
@@ -170,7 +166,7 @@ pub fn inject_object(
             .into_iter()
             .flatten()
         {
-            changed |= inject_object(config, item, skipped)?;
+            changed |= inject_object(injector, item, skipped)?;
         }
         return Ok(changed);
     }
@@ -203,7 +199,7 @@ pub fn inject_object(
             "{kind} has no pod spec at {spec_ptr}"
         ))));
     };
-    let decision = inject::decide(config, &metadata, &spec, &namespace);
+    let decision = inject::decide(injector.config(), &metadata, &spec, &namespace);
     if !decision.inject {
         skipped.push(Skipped {
             workload: format!("{kind}/{name}"),
@@ -213,7 +209,7 @@ pub fn inject_object(
         return Ok(false);
     }
     let injected = inject::inject(
-        config,
+        injector,
         &PodInput {
             metadata: &metadata,
             spec: &spec,
@@ -249,6 +245,7 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inject::InjectionConfig;
 
     #[test]
     fn documents_split_on_separator_lines_only() {
@@ -259,14 +256,14 @@ mod tests {
     #[test]
     fn other_kinds_pass_through_unchanged() {
         let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: x   # keep me\n";
-        let out = inject_stream(&InjectionConfig::default(), text).unwrap();
+        let out = inject_stream(&Injector::compile(InjectionConfig::default()), text).unwrap();
         assert_eq!(out.text, format!("{text}---\n"));
     }
 
     #[test]
     fn host_network_pods_are_skipped_with_the_reason() {
         let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: i}]\n";
-        let out = inject_stream(&InjectionConfig::default(), text).unwrap();
+        let out = inject_stream(&Injector::compile(InjectionConfig::default()), text).unwrap();
         assert_eq!(
             out.skipped,
             vec![Skipped {

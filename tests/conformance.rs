@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mizzen::inject::{InjectionConfig, PodOutcome, inject_pod};
+use mizzen::inject::{InjectionConfig, Injector};
 use mizzen::kubeinject::{inject_stream, split_documents};
 use serde_json::{Map, Value, json};
 
@@ -262,7 +262,7 @@ fn compare_streams(got: &str, want: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run_kube_inject(config: &InjectionConfig, input: &str, want: &str, expect_log: &str) -> Result<(), String> {
+fn run_kube_inject(config: &Injector, input: &str, want: &str, expect_log: &str) -> Result<(), String> {
     let out = inject_stream(config, input).map_err(|e| format!("kube-inject failed: {e}"))?;
     if !expect_log.is_empty() && !out.skipped.iter().any(|s| s.to_string().contains(expect_log)) {
         let said: Vec<String> = out.skipped.iter().map(ToString::to_string).collect();
@@ -344,7 +344,49 @@ fn comparable_pod(pod: &Value, produced: bool) -> Value {
     json!({"metadata": meta, "spec": spec})
 }
 
-fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), String> {
+/// The webhook's whole path for one pod: an AdmissionReview body in, the response body out, its patch applied to
+/// the pod. A refused pod is an error with the message.
+fn webhook(
+    injector: &Injector,
+    pod: &Value,
+    namespace: &str,
+    ns_annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Value, String> {
+    use base64::Engine as _;
+    let body = serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "conformance",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": pod,
+        }
+    }))
+    .map_err(|e| e.to_string())?;
+    let request = mizzen::admission::parse(&body).map_err(|e| format!("webhook: {e}"))?;
+    let (response, _) = mizzen::admission::respond(&request, Some(injector), "default", ns_annotations);
+    let answer: Value = serde_json::from_slice(&mizzen::admission::to_body(&response)).map_err(|e| e.to_string())?;
+    let answer = &answer["response"];
+    if answer["allowed"] != true {
+        return Err(format!("webhook: {}", answer["status"]["message"]));
+    }
+    let mut patched = pod.clone();
+    if let Some(text) = answer["patch"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| e.to_string())?;
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&bytes).map_err(|e| format!("webhook: the patch is not JSON patch: {e}"))?;
+        json_patch::patch(&mut patched, &patch).map_err(|e| format!("webhook: patch does not apply: {e}"))?;
+    }
+    Ok(patched)
+}
+
+fn run_webhook(injector: &Injector, input: &str, want: &str) -> Result<(), String> {
     let split = |t: &str| -> Vec<Value> {
         t.split("\n---")
             .map(parse)
@@ -368,19 +410,10 @@ fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), 
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let ns_annotations = (namespace == "test-ns").then_some(&test_ns);
-        let produced = match inject_pod(config, pod, namespace, ns_annotations).map_err(|e| format!("webhook: {e}"))? {
-            PodOutcome::Injected { patch, .. } => {
-                let mut p = pod.clone();
-                json_patch::patch(&mut p, &patch).map_err(|e| format!("webhook: patch does not apply: {e}"))?;
-                p
-            }
-            PodOutcome::Skipped(_) => pod.clone(),
-        };
+        let produced = webhook(injector, pod, namespace, ns_annotations)?;
         // Idempotence: the webhook given its own output changes nothing.
-        if let PodOutcome::Injected { pod: again, .. } =
-            inject_pod(config, &produced, namespace, ns_annotations).map_err(|e| format!("webhook re-inject: {e}"))?
-            && let Some(d) = first_difference(&again, &produced, "")
-        {
+        let again = webhook(injector, &produced, namespace, ns_annotations).map_err(|e| format!("re-inject: {e}"))?;
+        if let Some(d) = first_difference(&again, &produced, "") {
             return Err(format!("webhook re-inject of pod {} changed it: {d}", i + 1));
         }
         let got = comparable_pod(&produced, true);
@@ -393,7 +426,7 @@ fn run_webhook(config: &InjectionConfig, input: &str, want: &str) -> Result<(), 
 }
 
 fn run_case(dir: &Path, case: &Case) -> Result<(), String> {
-    let config = config_for(dir, &case.settings)?;
+    let config = Injector::compile(config_for(dir, &case.settings)?);
     let input = std::fs::read_to_string(dir.join(&case.input)).map_err(|e| format!("{}: {e}", case.input))?;
     if !case.expect_error.is_empty() {
         return match inject_stream(&config, &input) {

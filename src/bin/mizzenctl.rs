@@ -263,9 +263,9 @@ fn run(command: Command) -> Result<String, CliError> {
             conversion.to_yaml().map_err(|e| CliError(e.to_string()))
         }
         Command::KubeInject { input, settings } => {
-            let config = config(&settings)?;
+            let injector = mizzen::inject::Injector::compile(config(&settings)?);
             let text = read_input(&input)?;
-            let out = mizzen::kubeinject::inject_stream(&config, &text)
+            let out = mizzen::kubeinject::inject_stream(&injector, &text)
                 .map_err(|e| CliError(format!("{}: {e}", input.file)))?;
             for s in &out.skipped {
                 eprintln!("mizzenctl: {s}");

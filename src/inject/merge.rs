@@ -1,10 +1,190 @@
-//! Kubernetes strategic merge of pod JSON: maps merge recursively, lists of named things merge by their key, other
-//! lists and scalars are replaced by the patch. Merged lists are ordered as the API machinery orders them
+//! Stage 3 of the pipeline: the fragment merged under the pod ([`fragment_under_pod`]), with Kubernetes' strategic
+//! merge of pod JSON ([`strategic`]): maps merge recursively, lists of named things merge by their key, other lists
+//! and scalars are replaced by the patch. Merged lists are ordered as the API machinery orders them
 //! (`normalizeElementOrder`): items only in the original keep their place relative to the patch's items where both
 //! are known to the original, otherwise the patch's items come first.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use serde_json::Value;
+use serde_json::{Map, Value, json};
+
+use super::fragment::take_overrides;
+use super::template::Fragment;
+use super::{TEMPLATE_CONTAINERS, at, gojson};
+
+/// The spec with the fragment merged in, and what the metadata stage records about it.
+pub struct Merged {
+    /// The injected pod's spec (before post-processing).
+    pub spec: Value,
+    /// `sidecar.istio.io/status`: the names of what the templates injected.
+    pub status: String,
+    /// `proxy.istio.io/overrides`: the pod's own declarations of template containers, where the templates put
+    /// them, so re-injection can restore them; `None` when the pod has none.
+    pub overrides: Option<String>,
+    /// Labels the fragment sets where the pod has none.
+    pub labels: Vec<(String, String)>,
+    /// Annotations the fragment sets.
+    pub annotations: Vec<(String, String)>,
+}
+
+fn names(items: &[Value]) -> impl Iterator<Item = &str> {
+    items.iter().filter_map(|i| at(i, "name").as_str())
+}
+
+/// Which list a pod's own declaration of a template container goes to: where the template puts that name, or,
+/// when the templates put it in both (a native sidecar plus a template naming `istio-proxy` under containers), where
+/// the pod had it.
+fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'static str) -> &'static str {
+    let has = |l: &[Value]| l.iter().any(|c| at(c, "name") == at(item, "name"));
+    match (has(init), has(containers)) {
+        (true, false) => "initContainers",
+        (false, true) => "containers",
+        (true, true) => origin,
+        (false, false) => "containers",
+    }
+}
+
+/// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals.
+fn status(fragment: &Fragment, revision: &str) -> String {
+    let list = |names: Vec<&str>| if names.is_empty() { Value::Null } else { json!(names) };
+    let status = json!({
+        "initContainers": list(names(&fragment.init_containers).collect()),
+        "containers": list(names(&fragment.containers).collect()),
+        "volumes": list(names(&fragment.volumes).collect()),
+        "imagePullSecrets": list(fragment.image_pull_secrets.iter().map(String::as_str).collect()),
+        "revision": revision,
+    });
+    gojson::to_string(&status, gojson::INJECTION_STATUS)
+}
+
+/// `proxy.istio.io/overrides`: the overrides by the list the templates put them in, as Go marshals containers.
+fn recorded_overrides(fragment: &Fragment, overrides: &[(&'static str, Value)]) -> Option<String> {
+    if overrides.is_empty() {
+        return None;
+    }
+    let mut by_field: [(&str, Vec<String>); 2] = [("initContainers", Vec::new()), ("containers", Vec::new())];
+    for (origin, o) in overrides {
+        let field = placement(&fragment.init_containers, &fragment.containers, o, origin);
+        for (f, list) in &mut by_field {
+            if *f == field {
+                list.push(gojson::container_to_string(o));
+            }
+        }
+    }
+    let fields: Vec<String> = by_field
+        .iter()
+        .filter(|(_, items)| !items.is_empty())
+        .map(|(field, items)| format!("\"{field}\":[{}]", items.join(",")))
+        .collect();
+    Some(format!("{{{}}}", fields.join(",")))
+}
+
+/// Merges the fragment under the pod: the pod (`spec`, its user containers) is the original and the template the
+/// patch, with the pod's own declarations of template containers (`overrides`) moved to where the template puts
+/// them; then each of those is merged again over the result so that the user's fields win. (List order follows the
+/// API machinery's strategic merge, as Istio's does.) A pod injected before (`submitted`) is merged as submitted.
+/// `original` is the spec as submitted, for the lists it did not have.
+pub fn fragment_under_pod(
+    fragment: Fragment,
+    mut spec: Value,
+    mut overrides: Vec<(&'static str, Value)>,
+    submitted: Option<Value>,
+    original: &Value,
+    revision: &str,
+) -> Merged {
+    // The pod's own containers of any name a template uses are overrides too.
+    let extra: Vec<String> = names(&fragment.init_containers)
+        .chain(names(&fragment.containers))
+        .filter(|n| !TEMPLATE_CONTAINERS.contains(n))
+        .map(str::to_owned)
+        .collect();
+    let template_names: Vec<&str> = TEMPLATE_CONTAINERS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
+    overrides.extend(take_overrides(&mut spec, &template_names));
+    let status = status(&fragment, revision);
+    let recorded = recorded_overrides(&fragment, &overrides);
+    let (mut pod, merged_overrides) = match submitted {
+        Some(mut submitted) => {
+            let merged = take_overrides(&mut submitted, &template_names);
+            (submitted, merged)
+        }
+        None => (spec, overrides),
+    };
+    let placed: Vec<(&'static str, Value)> = merged_overrides
+        .into_iter()
+        .map(|(origin, o)| {
+            (
+                placement(&fragment.init_containers, &fragment.containers, &o, origin),
+                o,
+            )
+        })
+        .collect();
+
+    // The template, as a patch of the pod.
+    let Fragment {
+        labels,
+        annotations,
+        init_containers,
+        containers,
+        volumes,
+        image_pull_secrets,
+        pod_security_context,
+        spec_rest,
+    } = fragment;
+    let mut base = Map::new();
+    base.insert("initContainers".into(), Value::Array(init_containers));
+    base.insert("containers".into(), Value::Array(containers));
+    base.insert("volumes".into(), Value::Array(volumes));
+    if !image_pull_secrets.is_empty() {
+        base.insert(
+            "imagePullSecrets".into(),
+            Value::Array(image_pull_secrets.into_iter().map(|n| json!({"name": n})).collect()),
+        );
+    }
+    if let Some(sc) = pod_security_context {
+        base.insert("securityContext".into(), sc);
+    }
+    base.extend(spec_rest);
+
+    for (field, o) in &placed {
+        if let Some(list) = pod
+            .as_object_mut()
+            .map(|m| m.entry(*field).or_insert_with(|| json!([])))
+            .and_then(Value::as_array_mut)
+        {
+            list.push(o.clone());
+        }
+    }
+    strategic(&mut pod, Value::Object(base));
+    for (field, o) in placed {
+        let found = pod
+            .get_mut(field)
+            .and_then(Value::as_array_mut)
+            .and_then(|l| l.iter_mut().find(|c| at(c, "name") == at(&o, "name")));
+        match found {
+            Some(c) => strategic(c, o),
+            None => {
+                if let Some(list) = pod.get_mut("containers").and_then(Value::as_array_mut) {
+                    list.push(o);
+                }
+            }
+        }
+    }
+    for field in ["initContainers", "volumes"] {
+        if pod.get(field).and_then(Value::as_array).is_some_and(Vec::is_empty) && original.get(field).is_none() {
+            pod.as_object_mut().map(|m| m.remove(field));
+        }
+    }
+    Merged {
+        spec: pod,
+        status,
+        overrides: recorded,
+        labels,
+        annotations,
+    }
+}
 
 /// The merge key of a list field, if the field is merged rather than replaced.
 fn merge_key(field: &str) -> Option<&'static str> {
@@ -27,22 +207,23 @@ fn merge_key(field: &str) -> Option<&'static str> {
     }
 }
 
-/// Merges `patch` over `base`.
-pub fn strategic(base: &mut Value, patch: &Value) {
+/// Merges `patch` over `base` (taking the patch's values rather than copying them).
+pub fn strategic(base: &mut Value, patch: Value) {
     merge_value(base, patch, "");
 }
 
-fn merge_value(base: &mut Value, patch: &Value, field: &str) {
+fn merge_value(base: &mut Value, patch: Value, field: &str) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, pv) in p {
-                match b.get_mut(k) {
-                    Some(bv) if !pv.is_null() => merge_value(bv, pv, k),
-                    _ if pv.is_null() => {
-                        b.remove(k);
-                    }
-                    _ => {
-                        b.insert(k.clone(), pv.clone());
+                if pv.is_null() {
+                    b.remove(&k);
+                    continue;
+                }
+                match b.get_mut(&k) {
+                    Some(bv) => merge_value(bv, pv, &k),
+                    None => {
+                        b.insert(k, pv);
                     }
                 }
             }
@@ -51,25 +232,29 @@ fn merge_value(base: &mut Value, patch: &Value, field: &str) {
             let key = merge_key(field).unwrap_or("name");
             merge_list(b, p, key);
         }
-        (b, p) => *b = p.clone(),
+        (b, p) => *b = p,
     }
 }
 
-fn merge_list(server: &mut Vec<Value>, patch: &[Value], key: &str) {
-    let server_order: Vec<Value> = server.iter().map(|i| i[key].clone()).collect();
+fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
+    let server_order: Vec<Value> = server.iter().map(|i| at(i, key).clone()).collect();
+    let patch_order: Vec<Value> = patch.iter().map(|p| at(p, key).clone()).collect();
     let position = |k: &Value| server_order.iter().position(|s| !k.is_null() && s == k);
     let mut merged = std::mem::take(server);
     for item in patch {
-        match merged.iter_mut().find(|e| !item[key].is_null() && e[key] == item[key]) {
+        match merged
+            .iter_mut()
+            .find(|e| !at(&item, key).is_null() && at(e, key) == at(&item, key))
+        {
             Some(existing) => merge_value(existing, item, ""),
-            None => merged.push(item.clone()),
+            None => merged.push(item),
         }
     }
-    let in_patch = |i: &Value| patch.iter().any(|p| !p[key].is_null() && p[key] == i[key]);
+    let in_patch = |i: &Value| patch_order.iter().any(|p| !p.is_null() && p == at(i, key));
     let (patch_items, server_only): (Vec<Value>, Vec<Value>) = merged.into_iter().partition(|i| in_patch(i));
     // Patch items in patch order.
     let mut patch_items = patch_items;
-    patch_items.sort_by_key(|i| patch.iter().position(|p| p[key] == i[key]).unwrap_or(usize::MAX));
+    patch_items.sort_by_key(|i| patch_order.iter().position(|p| p == at(i, key)).unwrap_or(usize::MAX));
     // mergeSortedSlice(serverOnly, patch): take the server-only item when both are in the original and it comes
     // first there; otherwise take the patch item.
     let (mut l, mut r) = (server_only.into_iter().peekable(), patch_items.into_iter().peekable());
@@ -78,7 +263,7 @@ fn merge_list(server: &mut Vec<Value>, patch: &[Value], key: &str) {
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(a), Some(b)) => matches!((position(&a[key]), position(&b[key])), (Some(x), Some(y)) if x < y),
+            (Some(a), Some(b)) => matches!((position(at(a, key)), position(at(b, key))), (Some(x), Some(y)) if x < y),
         };
         let next = if take_left { l.next() } else { r.next() };
         server.extend(next);
@@ -97,7 +282,7 @@ mod tests {
             "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}]});
         let patch = json!({"containers": [{"name": "hello"}, {"name": "istio-proxy", "env": [{"name": "B", "value": "2"}],
             "resources": {"limits": {"cpu": "3"}}, "args": ["x"]}]});
-        strategic(&mut base, &patch);
+        strategic(&mut base, patch);
         assert_eq!(
             base,
             json!({"containers": [
@@ -112,7 +297,7 @@ mod tests {
     fn new_patch_items_go_before_items_only_in_the_original() {
         // As kubectl would: the template's volumes (patch) before the pod's own (original only).
         let mut pod = json!({"volumes": [{"name": "certs"}]});
-        strategic(&mut pod, &json!({"volumes": [{"name": "a"}, {"name": "b"}]}));
+        strategic(&mut pod, json!({"volumes": [{"name": "a"}, {"name": "b"}]}));
         assert_eq!(
             pod,
             json!({"volumes": [{"name": "a"}, {"name": "b"}, {"name": "certs"}]})
@@ -122,7 +307,7 @@ mod tests {
     #[test]
     fn original_only_items_keep_their_place_among_known_items() {
         let mut env = json!({"env": [{"name": "A"}, {"name": "X"}, {"name": "B"}, {"name": "C"}]});
-        strategic(&mut env, &json!({"env": [{"name": "X"}, {"name": "B"}, {"name": "N"}]}));
+        strategic(&mut env, json!({"env": [{"name": "X"}, {"name": "B"}, {"name": "N"}]}));
         assert_eq!(
             env,
             json!({"env": [{"name": "A"}, {"name": "X"}, {"name": "B"}, {"name": "N"}, {"name": "C"}]})
@@ -132,7 +317,7 @@ mod tests {
     #[test]
     fn plain_lists_are_replaced() {
         let mut base = json!({"args": ["a", "b"]});
-        strategic(&mut base, &json!({"args": ["c"]}));
+        strategic(&mut base, json!({"args": ["c"]}));
         assert_eq!(base, json!({"args": ["c"]}));
     }
 }

@@ -1,38 +1,55 @@
-//! Sidecar injection: the decision ([`decide`]) and the mutation ([`inject`]) of a pod, exactly as Istio's injector
-//! does them (its golden corpus is the specification), as pure functions of the pod and an [`InjectionConfig`].
+//! Sidecar injection: the decision ([`decide`]) and the mutation of a pod, exactly as Istio's injector does them
+//! (its golden corpus is the specification), as pure functions of the pod and an [`Injector`] (an
+//! [`InjectionConfig`] compiled once).
 //!
-//! The mutation works on the pod as JSON (`metadata` and `spec`): the chosen template's fragment is the base and the
-//! pod is merged over it with Kubernetes' strategic-merge rules, so a user-declared `istio-proxy` container
-//! overrides the template field by field; then probes are rewritten, containers placed (native or classic layout)
-//! and the bookkeeping annotations written.
+//! The mutation works on the pod as JSON (`metadata` and `spec`) in stages, each its own module:
+//!
+//! 1. [`strip`]: what an earlier injection added comes out, so injecting twice changes nothing;
+//! 2. [`fragment`]: the pod-dependent fragment: the selected templates rendered for this pod (the parts that do not
+//!    depend on the pod were rendered once, by [`compile`]);
+//! 3. [`merge`]: the fragment merged under the pod with Kubernetes' strategic-merge rules, so a user-declared
+//!    `istio-proxy` container overrides the template field by field;
+//! 4. [`post`]: containers placed (native or classic layout), probes rewritten, labels and bookkeeping annotations
+//!    written;
+//! 5. [`patch`] (the webhook's): the JSON patch from the submitted pod to the injected one, written directly.
+//!
+//! [`inject`] runs stages 1–4 on a whole pod (`kube-inject`); [`inject_pod`] decides and runs all five on a submitted
+//! pod of which only what the injector reads was parsed ([`pod`]).
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod annotations;
+pub mod compile;
 pub mod config;
 pub mod decision;
+pub mod fragment;
 pub mod gojson;
 pub mod gotemplate;
 pub mod merge;
+pub mod patch;
+pub mod pod;
+pub mod post;
 pub mod probes;
 pub mod prometheus;
 pub mod proxy_config;
 pub mod shape;
+pub mod strip;
 pub mod template;
 pub mod validate;
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use annotations as ann;
+pub use compile::Injector;
 pub use config::InjectionConfig;
 pub use decision::{Decision, Route, Rule, decide, webhook_route};
+pub use pod::Submitted;
 
 /// Name of the injected proxy container.
 pub const PROXY_NAME: &str = "istio-proxy";
 
 /// Names of containers the templates inject; a pod's own container of one of these names overrides it.
-const TEMPLATE_CONTAINERS: &[&str] = &[PROXY_NAME, "istio-init", "istio-validation", "enable-core-dump"];
+pub const TEMPLATE_CONTAINERS: &[&str] = &[PROXY_NAME, "istio-init", "istio-validation", "enable-core-dump"];
 
 /// The workload a pod belongs to (Istio's "deployment meta" and "type meta").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -169,39 +186,19 @@ pub struct Injected {
 /// Templates mizzen provides itself.
 pub const BUILTIN_TEMPLATES: &[&str] = &["sidecar", "gateway", "grpc-agent", "grpc-simple"];
 
-#[derive(Clone, PartialEq, Eq)]
-enum TemplateKind {
+/// A template a pod selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// `sidecar`.
     Sidecar,
+    /// `gateway`.
     Gateway,
+    /// `grpc-agent`.
     GrpcAgent,
+    /// `grpc-simple`.
     GrpcSimple,
     /// One of the user's templates (`spec.injection.templates`); it wins over a built-in of the same name.
     User(String),
-}
-
-fn templates(config: &InjectionConfig, annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
-    let names = annotations
-        .get(ann::TEMPLATES)
-        .and_then(Value::as_str)
-        .unwrap_or("sidecar");
-    let mut out = Vec::new();
-    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        out.push(if config.user_templates.contains_key(name) {
-            TemplateKind::User(name.to_owned())
-        } else {
-            match name {
-                "sidecar" => TemplateKind::Sidecar,
-                "gateway" => TemplateKind::Gateway,
-                "grpc-agent" => TemplateKind::GrpcAgent,
-                "grpc-simple" => TemplateKind::GrpcSimple,
-                other => return Err(InjectError::UnknownTemplate(other.to_owned())),
-            }
-        });
-    }
-    if out.is_empty() {
-        out.push(TemplateKind::Sidecar);
-    }
-    Ok(out)
 }
 
 /// `value[key]` without indexing: Null when `value` is not an object or has no such key.
@@ -214,624 +211,48 @@ fn annotation<'a>(metadata: &'a Value, key: &str) -> Option<&'a str> {
     metadata.get("annotations")?.get(key)?.as_str()
 }
 
-fn object(value: &Value) -> Map<String, Value> {
-    value.as_object().cloned().unwrap_or_default()
-}
-
-fn names(items: &[Value]) -> Vec<String> {
-    items
-        .iter()
-        .filter_map(|i| i["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// What an earlier injection added, from its `sidecar.istio.io/status` annotation.
-#[derive(Default)]
-struct PreviousInjection {
-    init_containers: Vec<String>,
-    containers: Vec<String>,
-    volumes: Vec<String>,
-    image_pull_secrets: Vec<String>,
-}
-
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-/// Removes what an earlier injection added, restoring the user's own overrides; returns the agent's previous
-/// probers so already-rewritten probes keep their originals.
-fn strip_previous(metadata: &mut Value, spec: &mut Value) -> Result<probes::Probers, InjectError> {
-    let mut previous_probers = probes::Probers::new();
-    let Some(status) = annotation(metadata, ann::STATUS).map(str::to_owned) else {
-        return Ok(previous_probers);
-    };
-    let status: Value = serde_json::from_str(&status).map_err(|e| InjectError::InvalidAnnotation {
-        annotation: ann::STATUS.into(),
-        message: format!("not valid JSON: {e}"),
-    })?;
-    let previous = PreviousInjection {
-        init_containers: string_list(at(&status, "initContainers")),
-        containers: string_list(at(&status, "containers")),
-        volumes: string_list(at(&status, "volumes")),
-        image_pull_secrets: string_list(at(&status, "imagePullSecrets")),
-    };
-    for (field, removed) in [
-        ("initContainers", &previous.init_containers),
-        ("containers", &previous.containers),
-        ("volumes", &previous.volumes),
-        ("imagePullSecrets", &previous.image_pull_secrets),
-    ] {
-        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
-            items.retain(|item| {
-                let name = item["name"].as_str().unwrap_or_default();
-                let drop = removed.iter().any(|r| r == name);
-                if drop && name == PROXY_NAME {
-                    for env in item["env"].as_array().into_iter().flatten() {
-                        if env["name"] == "ISTIO_KUBE_APP_PROBERS"
-                            && let Some(Ok(Value::Object(map))) = env["value"].as_str().map(serde_json::from_str)
-                        {
-                            previous_probers.extend(map);
-                        }
-                    }
-                }
-                !drop
-            });
-        }
-    }
-    if let Some(overrides) = annotation(metadata, ann::OVERRIDES).map(str::to_owned) {
-        let overrides: Value = serde_json::from_str(&overrides).map_err(|e| InjectError::InvalidAnnotation {
-            annotation: ann::OVERRIDES.into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        for field in ["initContainers", "containers"] {
-            for c in at(&overrides, field).as_array().into_iter().flatten() {
-                let list = spec
-                    .as_object_mut()
-                    .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
-                    .entry(field)
-                    .or_insert_with(|| json!([]));
-                if let Some(items) = list.as_array_mut()
-                    && !items.iter().any(|i| i["name"] == c["name"])
-                {
-                    items.push(c.clone());
-                }
-            }
-        }
-    }
-    if let Some(a) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
-        a.remove(ann::STATUS);
-        a.remove(ann::OVERRIDES);
-    }
-    Ok(previous_probers)
-}
-
-/// The pod's own containers named like template containers (`names`), taken out of `spec` (with `image: auto`
-/// dropped).
-fn take_overrides(spec: &mut Value, names: &[String]) -> Vec<(&'static str, Value)> {
-    let mut overrides = Vec::new();
-    for field in ["initContainers", "containers"] {
-        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
-            let mut kept = Vec::new();
-            for mut item in items.drain(..) {
-                if at(&item, "name").as_str().is_some_and(|n| names.iter().any(|x| x == n)) {
-                    if at(&item, "image") == "auto"
-                        && let Some(m) = item.as_object_mut()
-                    {
-                        m.remove("image");
-                    }
-                    canonicalize_resources(&mut item);
-                    overrides.push((field, item));
-                } else {
-                    kept.push(item);
-                }
-            }
-            *items = kept;
-        }
-    }
-    overrides
-}
-
-fn canonicalize_resources(container: &mut Value) {
-    if let Some(resources) = container.get_mut("resources") {
-        crate::quantity::canonicalize_resources(resources);
-    }
-}
-
-fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> {
-    match annotations.get(key).and_then(Value::as_str) {
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        _ => None,
-    }
-}
-
-fn openshift_uid(config: &InjectionConfig, namespace_annotations: Option<&BTreeMap<String, String>>) -> Option<i64> {
-    if !config.openshift {
-        return None;
-    }
-    let range = namespace_annotations?.get("openshift.io/sa.scc.uid-range")?;
-    let (start, size) = range.split_once('/')?;
-    Some(start.trim().parse::<i64>().ok()? + size.trim().parse::<i64>().ok()? - 1)
-}
-
-/// Injects the sidecar into a pod. The caller has already decided to inject (see [`decide`]).
-pub fn inject(config: &InjectionConfig, input: &PodInput) -> Result<Injected, InjectError> {
+/// Injects the sidecar into a pod (stages 1 to 4). The caller has already decided to inject (see [`decide`]).
+pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectError> {
     shape::metadata(input.metadata)?;
     shape::spec(input.spec)?;
-    let mut metadata = input.metadata.clone();
-    let mut spec = input.spec.clone();
-    if !metadata.is_object() {
-        metadata = json!({});
-    }
-    // Re-injection: the template reads the pod without what an earlier injection added, but the template is merged
-    // under the pod as submitted, so earlier injected containers act as overrides (Istio does the same). A pod seen
-    // for the first time needs no second copy.
-    let reinjecting = annotation(&metadata, ann::STATUS).is_some();
-    let submitted_spec = reinjecting.then(|| spec.clone());
-    let previous_probers = strip_previous(&mut metadata, &mut spec)?;
-    let annotations = object(at(&metadata, "annotations"));
-    let labels = object(at(&metadata, "labels"));
-    validate::annotations(&annotations)?;
-    let kinds = templates(config, &annotations)?;
-
-    // Effective proxy configuration: Istio defaults < mesh defaultConfig < pod annotation.
-    let defaults = proxy_config::defaults(&config.ca_address());
-    let mut effective = proxy_config::merge(&defaults, &config.mesh.default_config);
-    if let Some(text) = annotations.get(ann::PROXY_CONFIG).and_then(Value::as_str) {
-        effective = proxy_config::merge(&effective, &proxy_config::parse_annotation(text)?);
-    }
-    let proxy_config_json = proxy_config::to_env_json(&effective, &defaults);
-    let hold = effective
-        .get("holdApplicationUntilProxyStarts")
-        .and_then(Value::as_bool)
-        == Some(true)
-        || config.proxy.hold_application_until_proxy_starts;
-
-    // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
-    let full_spec = spec.clone();
-    let builtin_names: Vec<String> = TEMPLATE_CONTAINERS.iter().map(|n| (*n).to_owned()).collect();
-    let mut overrides = take_overrides(&mut spec, &builtin_names);
-    let os_uid = openshift_uid(config, input.namespace_annotations);
-    if os_uid.is_some() {
-        // On OpenShift the proxy runs as the top of the namespace's UID range: a UID the pod sets on its own
-        // istio-proxy is dropped from the override (and so from what is recorded for re-injection), as Istio does.
-        for (_, o) in overrides.iter_mut().filter(|(_, o)| o["name"] == PROXY_NAME) {
-            if let Some(sc) = o.get_mut("securityContext").and_then(Value::as_object_mut) {
-                sc.remove("runAsUser");
-            }
-        }
-    }
-    let sidecar = kinds.contains(&TemplateKind::Sidecar);
-    let native = sidecar
-        && bool_annotation(&annotations, ann::NATIVE_SIDECAR).unwrap_or_else(|| config.native_sidecars_by_default());
-
-    let tproxy = annotations
-        .get(ann::INTERCEPTION_MODE)
-        .and_then(Value::as_str)
-        .or_else(|| effective.get("interceptionMode").and_then(Value::as_str))
-        == Some("TPROXY");
-    let ctx = template::Context {
-        config,
-        annotations: &annotations,
-        labels: &labels,
-        spec: &spec,
-        full_spec: &full_spec,
-        workload: &input.workload,
-        proxy_config: &effective,
-        proxy_config_json,
-        native,
-        hold,
-        openshift_uid: os_uid,
-        proxy_uid: overrides
-            .iter()
-            .find(|(_, o)| o["name"] == PROXY_NAME)
-            .and_then(|(_, o)| o.pointer("/securityContext/runAsUser"))
-            .and_then(Value::as_i64)
-            .or(os_uid.filter(|_| !tproxy))
-            .unwrap_or(1337),
-        proxy_gid: overrides
-            .iter()
-            .find(|(_, o)| o["name"] == PROXY_NAME)
-            .and_then(|(_, o)| o.pointer("/securityContext/runAsGroup"))
-            .and_then(Value::as_i64)
-            .unwrap_or(1337),
+    let strip::Stripped {
+        mut metadata,
+        spec,
+        submitted,
+        previous_probers,
+    } = strip::previous_injection(input.metadata, input.spec)?;
+    let (mut merged, status_port) = {
+        let mut pod = fragment::Pod::read(injector, &metadata, spec, input.namespace_annotations)?;
+        let fragment = fragment::render(injector, &pod, &input.workload, &metadata)?;
+        let mut merged = merge::fragment_under_pod(
+            fragment,
+            std::mem::take(&mut pod.spec),
+            std::mem::take(&mut pod.overrides),
+            submitted,
+            input.spec,
+            injector.config().revision_label(),
+        );
+        post::spec(
+            injector,
+            &mut merged.spec,
+            pod.annotations,
+            pod.hold && pod.sidecar,
+            pod.interception_mode == "TPROXY",
+            pod.sidecar,
+            &previous_probers,
+        );
+        let status_port = pod
+            .proxy_config
+            .get("statusPort")
+            .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
+            .unwrap_or_default();
+        (merged, status_port)
     };
-    let mut fragment = template::Fragment::default();
-    for kind in &kinds {
-        let f = match kind {
-            TemplateKind::Sidecar => {
-                let mut f = template::sidecar(&ctx);
-                add_user_volumes(&ctx, &mut f)?;
-                // A native sidecar is an init container in the template itself, so a later template that names
-                // `istio-proxy` under containers adds a container of that name, as Istio's does.
-                if native && let Some(pos) = f.containers.iter().position(|c| c["name"] == PROXY_NAME) {
-                    let proxy = f.containers.remove(pos);
-                    f.init_containers.push(proxy);
-                }
-                f
-            }
-            TemplateKind::Gateway => {
-                let mut f = template::gateway(&ctx);
-                add_user_volumes(&ctx, &mut f)?;
-                f
-            }
-            TemplateKind::GrpcAgent => {
-                let mut f = template::grpc_agent(&ctx);
-                add_user_volumes(&ctx, &mut f)?;
-                f
-            }
-            TemplateKind::GrpcSimple => template::grpc_simple(&ctx),
-            TemplateKind::User(name) => {
-                let parsed = config
-                    .user_templates
-                    .get(name)
-                    .ok_or_else(|| InjectError::UnknownTemplate(name.clone()))?
-                    .as_ref()
-                    .map_err(|e| InjectError::Template(e.to_string()))?;
-                template::user(&ctx, name, parsed, &metadata).map_err(InjectError::Template)?
-            }
-        };
-        merge_fragment(&mut fragment, f);
-    }
-    // The pod's own containers of any name a template uses are overrides, merged again over the result.
-    let template_names: Vec<String> = builtin_names
-        .iter()
-        .cloned()
-        .chain(names(&fragment.init_containers))
-        .chain(names(&fragment.containers))
-        .collect();
-    let tproxy_mode = ctx.interception_mode() == "TPROXY";
-    drop(ctx);
-    overrides.extend(take_overrides(&mut spec, &template_names));
-    let (mut patch, merged_overrides) = match submitted_spec {
-        Some(mut submitted) => {
-            let merged = take_overrides(&mut submitted, &template_names);
-            (submitted, merged)
-        }
-        None => (Value::Null, overrides.clone()),
-    };
-    let status = json!({
-        "initContainers": none_if_empty(names(&fragment.init_containers)),
-        "containers": none_if_empty(names(&fragment.containers)),
-        "volumes": none_if_empty(names(&fragment.volumes)),
-        "imagePullSecrets": none_if_empty(fragment.image_pull_secrets.clone()),
-        "revision": config.revision_label(),
-    });
-
-    // Overrides are recorded where the template puts them, so re-injection can restore them.
-    let mut recorded = Map::new();
-    for (origin, o) in &overrides {
-        let field = placement(&fragment.init_containers, &fragment.containers, o, origin);
-        if let Some(list) = recorded.entry(field).or_insert_with(|| json!([])).as_array_mut() {
-            list.push(o.clone());
-        }
-    }
-
-    // Template as base, the pod (and its overrides) merged over it.
-    let mut base = json!({
-        "initContainers": fragment.init_containers,
-        "containers": fragment.containers,
-        "volumes": fragment.volumes,
-    });
-    if let Some(base) = base.as_object_mut() {
-        if !fragment.image_pull_secrets.is_empty() {
-            base.insert(
-                "imagePullSecrets".into(),
-                Value::Array(fragment.image_pull_secrets.iter().map(|n| json!({"name": n})).collect()),
-            );
-        }
-        if let Some(sc) = fragment.pod_security_context {
-            base.insert("securityContext".into(), sc);
-        }
-    }
-    if let Some(b) = base.as_object_mut() {
-        for (k, v) in fragment.spec_rest {
-            b.insert(k, v);
-        }
-    }
-    if patch.is_null() {
-        patch = spec;
-    }
-    // The pod is the original and the template the patch, with the pod's own declarations of template containers
-    // moved to where the template puts them; then each of those is merged again over the result so that the
-    // user's fields win. (List order follows the API machinery's strategic merge, as Istio's does.)
-    let empty = Vec::new();
-    let list_of = |field: &str| at(&base, field).as_array().unwrap_or(&empty);
-    let placed: Vec<(&str, &Value)> = merged_overrides
-        .iter()
-        .map(|(origin, o)| {
-            (
-                placement(list_of("initContainers"), list_of("containers"), o, origin),
-                o,
-            )
-        })
-        .collect();
-    for (field, o) in &placed {
-        if let Some(list) = patch
-            .as_object_mut()
-            .map(|m| m.entry(*field).or_insert_with(|| json!([])))
-            .and_then(Value::as_array_mut)
-        {
-            list.push((*o).clone());
-        }
-    }
-    merge::strategic(&mut patch, &base);
-    let mut spec = patch;
-    for (field, o) in placed {
-        let found = spec
-            .get_mut(field)
-            .and_then(Value::as_array_mut)
-            .and_then(|l| l.iter_mut().find(|c| c["name"] == o["name"]));
-        match found {
-            Some(c) => merge::strategic(c, o),
-            None => {
-                if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-                    list.push(o.clone());
-                }
-            }
-        }
-    }
-    for field in ["initContainers", "volumes"] {
-        if spec.get(field).and_then(Value::as_array).is_some_and(Vec::is_empty) && input.spec.get(field).is_none() {
-            spec.as_object_mut().map(|m| m.remove(field));
-        }
-    }
-
-    reorder(&mut spec, hold && sidecar);
-    if tproxy_mode
-        && let Some(sc) = find_container_mut(&mut spec, PROXY_NAME)
-            .and_then(|c| c.get_mut("securityContext"))
-            .and_then(Value::as_object_mut)
-    {
-        // TPROXY needs the proxy to run as root whatever the pod asked for.
-        sc.insert("runAsUser".into(), json!(0));
-    }
-
-    if sidecar {
-        rewrite_probes(config, &annotations, &mut spec, &previous_probers);
-    }
-
-    // Metadata.
-    let meta = metadata
-        .as_object_mut()
-        .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
-    let labels_out = object_entry(meta, "labels")?;
-    for (k, v) in &fragment.labels {
-        if labels_out.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-            labels_out.insert(k.clone(), json!(v));
-        }
-    }
-    let annotations_out = object_entry(meta, "annotations")?;
-    for (k, v) in &fragment.annotations {
-        annotations_out.insert(k.clone(), json!(v));
-    }
-    // The agent serves merged metrics on the proxy config's status port.
-    let merged_port = effective
-        .get("statusPort")
-        .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
-        .unwrap_or_default();
-    if let Some(merge) = prometheus::apply(annotations_out, config.mesh.enable_prometheus_merge, &merged_port)?
-        && let Some(env) = merge.env
-        && let Some(proxy) = find_container_mut(&mut spec, PROXY_NAME)
-        && let Some(list) = proxy
-            .as_object_mut()
-            .map(|p| p.entry("env").or_insert_with(|| json!([])))
-            .and_then(Value::as_array_mut)
-    {
-        list.retain(|e| at(e, "name") != prometheus::SCRAPE_CONFIG_ENV);
-        list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
-    }
-    annotations_out.insert(
-        ann::STATUS.into(),
-        json!(gojson::to_string(&status, gojson::INJECTION_STATUS)),
-    );
-    if !recorded.is_empty() {
-        let mut text = String::from("{");
-        for (i, field) in ["initContainers", "containers"]
-            .iter()
-            .filter(|f| recorded.contains_key(**f))
-            .enumerate()
-        {
-            if i > 0 {
-                text.push(',');
-            }
-            let items: Vec<String> = recorded
-                .get(*field)
-                .unwrap_or(&Value::Null)
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(gojson::container_to_string)
-                .collect();
-            text.push_str(&format!("\"{field}\":[{}]", items.join(",")));
-        }
-        text.push('}');
-        annotations_out.insert(ann::OVERRIDES.into(), json!(text));
-    }
-    Ok(Injected { metadata, spec })
-}
-
-/// Which list a pod's own declaration of a template container goes to: where the template puts that name, or,
-/// when the templates put it in both (a native sidecar plus a template naming `istio-proxy` under containers), where
-/// the pod had it.
-fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'static str) -> &'static str {
-    let has = |l: &[Value]| l.iter().any(|c| c["name"] == item["name"]);
-    match (has(init), has(containers)) {
-        (true, false) => "initContainers",
-        (false, true) => "containers",
-        (true, true) => origin,
-        (false, false) => "containers",
-    }
-}
-
-/// `map[key]` as an object, replacing whatever else was there (the shape checks refused non-objects already).
-fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, InjectError> {
-    let entry = map.entry(key).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    entry
-        .as_object_mut()
-        .ok_or_else(|| InjectError::InvalidPod(format!("metadata.{key} must be an object")))
-}
-
-fn find_container_mut<'a>(spec: &'a mut Value, name: &str) -> Option<&'a mut Value> {
-    let spec = spec.as_object_mut()?;
-    let mut found = None;
-    for (field, list) in spec.iter_mut() {
-        if (field == "containers" || field == "initContainers")
-            && let Some(items) = list.as_array_mut()
-            && let Some(c) = items.iter_mut().find(|c| c["name"] == name)
-        {
-            found = Some(c);
-            break;
-        }
-    }
-    found
-}
-
-/// Moves the named container to the front or back of a list.
-fn move_container(list: &mut Vec<Value>, name: &str, first: bool) {
-    if let Some(pos) = list.iter().position(|c| c["name"] == name) {
-        let c = list.remove(pos);
-        if first {
-            list.insert(0, c);
-        } else {
-            list.push(c);
-        }
-    }
-}
-
-/// Istio's container order. The proxy is the last container (so `kubectl exec` defaults to the application) or
-/// the first when it must start before the application. With a native sidecar, init containers run
-/// `istio-init`/`istio-validation`, then the proxy, then the pod's own, so those are in the mesh; otherwise the
-/// iptables setup runs last, so it does not cut off the pod's own init containers.
-fn reorder(spec: &mut Value, hold: bool) {
-    if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        move_container(list, PROXY_NAME, hold);
-    }
-    if let Some(list) = spec.get_mut("initContainers").and_then(Value::as_array_mut) {
-        if list.iter().any(|c| c["name"] == PROXY_NAME) {
-            for name in ["enable-core-dump", PROXY_NAME, "istio-validation", "istio-init"] {
-                move_container(list, name, true);
-            }
-        } else {
-            for name in ["enable-core-dump", "istio-validation", "istio-init"] {
-                move_container(list, name, false);
-            }
-        }
-    }
-}
-
-fn none_if_empty(items: Vec<String>) -> Value {
-    if items.is_empty() { Value::Null } else { json!(items) }
-}
-
-fn merge_fragment(into: &mut template::Fragment, f: template::Fragment) {
-    into.labels.extend(f.labels);
-    into.annotations.extend(f.annotations);
-    for (list, add) in [
-        (&mut into.init_containers, f.init_containers),
-        (&mut into.containers, f.containers),
-        (&mut into.volumes, f.volumes),
-    ] {
-        for item in add {
-            if let Some(existing) = list.iter_mut().find(|e| at(e, "name") == at(&item, "name")) {
-                merge::strategic(existing, &item);
-            } else {
-                list.push(item);
-            }
-        }
-    }
-    for s in f.image_pull_secrets {
-        if !into.image_pull_secrets.contains(&s) {
-            into.image_pull_secrets.push(s);
-        }
-    }
-    if let Some(sc) = f.pod_security_context {
-        match &mut into.pod_security_context {
-            Some(existing) => merge::strategic(existing, &sc),
-            None => into.pod_security_context = Some(sc),
-        }
-    }
-    let mut rest = Value::Object(std::mem::take(&mut into.spec_rest));
-    merge::strategic(&mut rest, &Value::Object(f.spec_rest));
-    if let Value::Object(m) = rest {
-        into.spec_rest = m;
-    }
-}
-
-/// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount` (shape-checked, and each
-/// mount naming a volume the pod will have).
-fn add_user_volumes(ctx: &template::Context, fragment: &mut template::Fragment) -> Result<(), InjectError> {
-    let pod_volumes: Vec<&str> = ctx
-        .spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .collect();
-    let template_volumes: Vec<&str> = fragment
-        .volumes
-        .iter()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .collect();
-    let (volumes, mounts) = validate::user_volumes(ctx.annotations, &pod_volumes, &template_volumes)?;
-    fragment.volumes.extend(volumes);
-    if let Some(list) = fragment
-        .containers
-        .iter_mut()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_NAME))
-        .and_then(|proxy| proxy.get_mut("volumeMounts"))
-        .and_then(Value::as_array_mut)
-    {
-        list.extend(mounts);
-    }
-    Ok(())
-}
-
-/// Rewrites application probes through the agent and hands the originals to the proxy.
-fn rewrite_probes(
-    config: &InjectionConfig,
-    annotations: &Map<String, Value>,
-    spec: &mut Value,
-    previous: &probes::Probers,
-) {
-    let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
-    let status_port: i64 = annotations
-        .get(ann::STATUS_PORT)
-        .and_then(Value::as_str)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(config.proxy.status_port);
-    if !enabled || status_port == 0 {
-        return;
-    }
-    let mut probers = probes::Probers::new();
-    for field in ["initContainers", "containers"] {
-        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
-            let is_app = c["name"] != PROXY_NAME && (field == "containers" || c["restartPolicy"] == "Always");
-            if is_app {
-                probes::rewrite_container(c, status_port, previous, &mut probers);
-            }
-        }
-    }
-    if probers.is_empty() {
-        return;
-    }
-    let value = probes::probers_json(&probers);
-    for field in ["initContainers", "containers"] {
-        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
-            if c["name"] == PROXY_NAME
-                && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
-            {
-                env.retain(|e| e["name"] != "ISTIO_KUBE_APP_PROBERS");
-                env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": value}));
-            }
-        }
-    }
+    post::metadata(injector, &mut metadata, &mut merged, &status_port)?;
+    Ok(Injected {
+        metadata,
+        spec: merged.spec,
+    })
 }
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
@@ -839,10 +260,8 @@ fn rewrite_probes(
 pub enum PodOutcome {
     /// The pod gets the sidecar.
     Injected {
-        /// The injected pod.
-        pod: Value,
-        /// RFC 6902 patch from the submitted pod to the injected one.
-        patch: json_patch::Patch,
+        /// RFC 6902 patch from the submitted pod to the injected one, as JSON text.
+        patch: Vec<u8>,
         /// Why it was injected.
         decision: Decision,
     },
@@ -850,56 +269,69 @@ pub enum PodOutcome {
     Skipped(Decision),
 }
 
-/// Decides and, when the decision is to inject, injects a whole Pod object submitted in `namespace`.
+/// Decides and, when the decision is to inject, injects a submitted Pod in `namespace` (all five stages).
 pub fn inject_pod(
-    config: &InjectionConfig,
-    pod: &Value,
+    injector: &Injector,
+    pod: &Submitted,
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<PodOutcome, InjectError> {
-    let metadata = pod.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    let spec = pod
-        .get("spec")
-        .filter(|s| s.is_object())
-        .ok_or_else(|| InjectError::InvalidPod("the pod has no spec".into()))?;
-    let decision = decide(config, &metadata, spec, namespace);
+    let metadata = pod.metadata();
+    let depth = pod.depth(injector);
+    let spec = pod.spec(&depth)?;
+    let decision = decide(injector.config(), metadata, &spec.value, namespace);
     if !decision.inject {
         return Ok(PodOutcome::Skipped(decision));
     }
-    let mut workload = Workload::of_pod(&metadata);
+    let mut workload = Workload::of_pod(metadata);
     if workload.namespace.is_empty() {
         workload.namespace = namespace.to_owned();
     }
-    let injected = inject(
-        config,
-        &PodInput {
-            metadata: &metadata,
-            spec,
-            workload,
+    let old_metadata = pod.has_metadata().then_some(metadata);
+    let run = |spec: &pod::Spec| {
+        let input = PodInput {
+            metadata,
+            spec: &spec.value,
+            workload: workload.clone(),
             namespace_annotations,
-        },
-    )?;
-    // The injected pod shares everything but metadata and spec with the submitted one.
-    let mut out = Map::new();
-    for (k, v) in pod.as_object().into_iter().flatten() {
-        if k != "metadata" && k != "spec" {
-            out.insert(k.clone(), v.clone());
-        }
+        };
+        let injected = inject(injector, &input)?;
+        Ok::<_, InjectError>(patch::build(old_metadata, &injected.metadata, spec, &injected.spec))
+    };
+    let patch = match run(&spec)? {
+        Err(patch::PatchError::NeedsFullSpec) if spec.shallow => run(&pod.spec(&pod::Depth::Full)?)?,
+        other => other,
     }
-    out.insert("metadata".into(), injected.metadata);
-    out.insert("spec".into(), injected.spec);
-    let out = Value::Object(out);
-    let patch = json_patch::diff(pod, &out);
-    Ok(PodOutcome::Injected {
-        pod: out,
-        patch,
-        decision,
-    })
+    .map_err(|e| InjectError::InvalidPod(e.to_string()))?;
+    Ok(PodOutcome::Injected { patch, decision })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::annotations as ann;
     use super::*;
+
+    /// The webhook's path: the pod as JSON text in, the patch and the patched pod out.
+    fn webhook(config: &InjectionConfig, pod: &Value) -> Result<Option<(String, Value)>, InjectError> {
+        let text = pod.to_string();
+        let submitted = Submitted::from_json(&text).unwrap();
+        match inject_pod(&Injector::compile(config.clone()), &submitted, "shop", None)? {
+            PodOutcome::Injected { patch, .. } => {
+                let ops: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+                let mut patched = pod.clone();
+                json_patch::patch(&mut patched, &ops).unwrap();
+                Ok(Some((String::from_utf8(patch).unwrap(), patched)))
+            }
+            PodOutcome::Skipped(_) => Ok(None),
+        }
+    }
+
+    /// The injected pod, through the webhook's path.
+    fn through_webhook(config: &InjectionConfig, pod: &Value) -> Value {
+        webhook(config, pod).unwrap().expect("expected injection").1
+    }
 
     fn pod() -> Value {
         json!({
@@ -911,44 +343,36 @@ mod tests {
 
     #[test]
     fn webhook_patch_escapes_slashes_in_annotation_keys_and_applies_cleanly() {
-        let PodOutcome::Injected {
-            pod: injected, patch, ..
-        } = inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
-        let text = serde_json::to_string(&patch).unwrap();
+        let (text, patched) = webhook(&InjectionConfig::default(), &pod()).unwrap().unwrap();
         assert!(
             text.contains("/metadata/annotations/sidecar.istio.io~1status"),
             "{text}"
         );
-        let mut applied = pod();
-        json_patch::patch(&mut applied, &patch).unwrap();
-        assert_eq!(applied, injected);
+        // The patch applied to the pod gives what kube-inject gives.
+        let p = pod();
+        let whole = inject(
+            &Injector::compile(InjectionConfig::default()),
+            &PodInput {
+                metadata: &p["metadata"],
+                spec: &p["spec"],
+                workload: Workload::of_pod(&p["metadata"]),
+                namespace_annotations: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
     }
 
     #[test]
     fn injecting_twice_changes_nothing() {
-        let PodOutcome::Injected { pod: once, .. } =
-            inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
-        let PodOutcome::Injected { pod: twice, .. } =
-            inject_pod(&InjectionConfig::default(), &once, "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
-        assert_eq!(once, twice);
+        let injected = through_webhook(&InjectionConfig::default(), &pod());
+        let twice = through_webhook(&InjectionConfig::default(), &injected);
+        assert_eq!(injected, twice);
     }
 
     #[test]
     fn status_annotation_lists_what_was_injected_in_istio_order() {
-        let PodOutcome::Injected { pod: injected, .. } =
-            inject_pod(&InjectionConfig::default(), &pod(), "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
+        let injected = through_webhook(&InjectionConfig::default(), &pod());
         let status = injected["metadata"]["annotations"][ann::STATUS].as_str().unwrap();
         assert!(
             status.starts_with(r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["#),
@@ -964,9 +388,7 @@ mod tests {
     fn bad_traffic_annotation_is_refused_with_its_name() {
         let mut p = pod();
         p["metadata"]["annotations"][ann::EXCLUDE_OUTBOUND_IP_RANGES] = json!("10.0.0.0");
-        let err = inject_pod(&InjectionConfig::default(), &p, "shop", None)
-            .unwrap_err()
-            .to_string();
+        let err = webhook(&InjectionConfig::default(), &p).unwrap_err().to_string();
         assert!(
             err.contains(ann::EXCLUDE_OUTBOUND_IP_RANGES) && err.contains("excludeIPRanges"),
             "{err}"
@@ -978,11 +400,7 @@ mod tests {
         let mut p = pod();
         p["metadata"]["annotations"]["prometheus.io/port"] = json!("9090");
         p["metadata"]["annotations"]["prometheus.io/scrape"] = json!("true");
-        let PodOutcome::Injected { pod: injected, .. } =
-            inject_pod(&InjectionConfig::default(), &p, "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
+        let injected = through_webhook(&InjectionConfig::default(), &p);
         let a = &injected["metadata"]["annotations"];
         assert_eq!(
             (
@@ -1006,11 +424,7 @@ mod tests {
             .unwrap();
         assert_eq!(env["value"], r#"{"scrape":"true","path":"","port":"9090"}"#);
         // Injecting again keeps the application's settings.
-        let PodOutcome::Injected { pod: twice, .. } =
-            inject_pod(&InjectionConfig::default(), &injected, "shop", None).unwrap()
-        else {
-            panic!("expected injection")
-        };
+        let twice = through_webhook(&InjectionConfig::default(), &injected);
         assert_eq!(twice, injected);
     }
 
@@ -1033,9 +447,7 @@ mod tests {
         )]);
         let mut p = pod();
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,dns");
-        let PodOutcome::Injected { pod: injected, .. } = inject_pod(&config, &p, "shop", None).unwrap() else {
-            panic!("expected injection")
-        };
+        let injected = through_webhook(&config, &p);
         assert_eq!(injected["spec"]["dnsConfig"]["searches"], json!(["shop.global"]));
         assert_eq!(injected["metadata"]["annotations"]["team-of"], "web");
         let web = &injected["spec"]["containers"][0];
@@ -1055,9 +467,7 @@ mod tests {
                 .unwrap()
                 .contains("\"web\"")
         );
-        let PodOutcome::Injected { pod: twice, .. } = inject_pod(&config, &injected, "shop", None).unwrap() else {
-            panic!("expected injection")
-        };
+        let twice = through_webhook(&config, &injected);
         assert_eq!(twice, injected);
     }
 
@@ -1067,7 +477,7 @@ mod tests {
         for (name, want) in [("bad", "nosuch"), ("broken", "end")] {
             let mut p = pod();
             p["metadata"]["annotations"][ann::TEMPLATES] = json!(format!("sidecar,{name}"));
-            let err = inject_pod(&config, &p, "shop", None).unwrap_err();
+            let err = webhook(&config, &p).unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, InjectError::Template(_)), "{text}");
             assert!(text.contains(name) && text.contains(want), "{text}");
@@ -1075,17 +485,14 @@ mod tests {
         let config = with_templates(&[("list", "- not a pod")]);
         let mut p = pod();
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("list");
-        assert!(matches!(
-            inject_pod(&config, &p, "shop", None),
-            Err(InjectError::Template(_))
-        ));
+        assert!(matches!(webhook(&config, &p), Err(InjectError::Template(_))));
     }
 
     #[test]
     fn unknown_templates_are_refused() {
         let mut p = pod();
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,waypoint");
-        let err = inject_pod(&InjectionConfig::default(), &p, "shop", None).unwrap_err();
+        let err = webhook(&InjectionConfig::default(), &p).unwrap_err();
         assert_eq!(err, InjectError::UnknownTemplate("waypoint".into()));
     }
 

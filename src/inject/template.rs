@@ -11,6 +11,7 @@
 use serde_json::{Map, Value, json};
 
 use super::annotations as ann;
+use super::compile::Injector;
 use super::config::InjectionConfig;
 use super::gojson;
 use super::{PROXY_NAME, Workload};
@@ -95,6 +96,8 @@ impl Fragment {
 
 /// Everything a template reads.
 pub struct Context<'a> {
+    /// The compiled configuration.
+    pub injector: &'a Injector,
     /// The configuration.
     pub config: &'a InjectionConfig,
     /// The pod's annotations.
@@ -111,7 +114,9 @@ pub struct Context<'a> {
     /// Effective proxy configuration (mesh defaults and the pod's `proxy.istio.io/config`).
     pub proxy_config: &'a Map<String, Value>,
     /// `PROXY_CONFIG`: the effective fields that differ from Istio's defaults.
-    pub proxy_config_json: String,
+    pub proxy_config_json: &'a str,
+    /// `REDIRECT`, `TPROXY` or `NONE`: the pod's annotation, else the proxy configuration's.
+    pub interception_mode: &'a str,
     /// Inject the proxy as a native sidecar.
     pub native: bool,
     /// Hold the application until the proxy is ready.
@@ -141,16 +146,8 @@ impl Context<'_> {
     }
 
     /// `REDIRECT`, `TPROXY` or `NONE`: the annotation, else the proxy config.
-    pub fn interception_mode(&self) -> String {
-        self.annotation(ann::INTERCEPTION_MODE)
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                self.proxy_config
-                    .get("interceptionMode")
-                    .and_then(Value::as_str)
-                    .unwrap_or("REDIRECT")
-                    .to_owned()
-            })
+    pub fn interception_mode(&self) -> &str {
+        self.interception_mode
     }
 
     fn status_port(&self) -> String {
@@ -528,7 +525,7 @@ fn iptables_args(ctx: &Context) -> Vec<Value> {
         "-u".into(),
         ctx.proxy_uid.to_string(),
         "-m".into(),
-        ctx.interception_mode(),
+        ctx.interception_mode().to_owned(),
         "-i".into(),
         a(ann::INCLUDE_OUTBOUND_IP_RANGES, &config.include_ip_ranges),
         "-x".into(),
@@ -785,7 +782,7 @@ fn cni_annotations(ctx: &Context, out: &mut Vec<(String, String)>) {
             append_multus_network(existing, "istio-cni", namespace),
         ));
     }
-    out.push((ann::INTERCEPTION_MODE.to_owned(), ctx.interception_mode()));
+    out.push((ann::INTERCEPTION_MODE.to_owned(), ctx.interception_mode().to_owned()));
     for (key, default) in [
         (ann::INCLUDE_OUTBOUND_IP_RANGES, &p.include_ip_ranges),
         (ann::EXCLUDE_OUTBOUND_IP_RANGES, &p.exclude_ip_ranges),

@@ -71,6 +71,11 @@ impl EventSink {
         Self { tx: Some(tx) }
     }
 
+    /// Whether decisions are published at all (there is a cluster).
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues a decision; never waits.
     pub fn send(&self, decision: Decision) {
         if let Some(tx) = &self.tx

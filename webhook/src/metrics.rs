@@ -24,10 +24,13 @@ pub struct Metrics {
 }
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, label: &str) {
-    *map.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(label.to_owned())
-        .or_default() += 1;
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get_mut(label) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(label.to_owned(), 1);
+        }
+    }
 }
 
 impl Metrics {

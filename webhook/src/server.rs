@@ -25,6 +25,10 @@ use crate::store::Store;
 /// Largest AdmissionReview accepted (bytes); larger bodies get 413.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// Reviews up to this size are answered on the connection's own thread; larger ones on a blocking thread, so a
+/// slow one does not hold up other connections.
+const INLINE_BODY: usize = 64 * 1024;
+
 /// Shared by every request.
 #[derive(Clone)]
 pub struct AppState {
@@ -223,17 +227,24 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
         Ok(body) => body,
         Err(refusal) => return refusal.respond(&state, &revision),
     };
+    if body.len() <= INLINE_BODY {
+        // A small review costs less than handing it to another thread: answer it here.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            review(&state, &revision, &body, started)
+        }));
+        drop(permit);
+        return answered.unwrap_or_else(|_| internal_error(&state));
+    }
     let work_state = state.clone();
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        review(&work_state, &revision, body, started)
+        review(&work_state, &revision, &body, started)
     });
     match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::error!(%error, "admission review task failed");
-            state.metrics.failure("internal");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            internal_error(&state)
         }
         Err(_) => {
             state.metrics.request("timeout");
@@ -241,6 +252,11 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
             plain(StatusCode::GATEWAY_TIMEOUT, "mizzen webhook timed out".into())
         }
     }
+}
+
+fn internal_error(state: &AppState) -> Response {
+    state.metrics.failure("internal");
+    plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
 fn overloaded(state: &AppState) -> Response {
@@ -252,12 +268,10 @@ fn overloaded(state: &AppState) -> Response {
     )
 }
 
-/// Answers one review (runs on a blocking thread).
-fn review(state: &AppState, revision: &str, body: Vec<u8>, started: Instant) -> Response {
-    let parsed = admission::parse(&body);
-    // The parsed review holds what it needs; the raw body goes before the injection allocates.
-    drop(body);
-    let request = match parsed {
+/// Answers one review (runs on a blocking thread for large bodies).
+fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Response {
+    // The request borrows the body: the pod is parsed from it only as far as injection needs.
+    let request = match admission::parse(body) {
         Ok(r) => r,
         Err(error) => {
             state.metrics.request("bad_request");
@@ -284,26 +298,30 @@ fn review(state: &AppState, revision: &str, body: Vec<u8>, started: Instant) -> 
         Outcome::Denied(_) => state.metrics.failure("invalid_pod"),
         Outcome::Ignored(_) => {}
     }
-    let workload = request.workload();
-    tracing::info!(
-        namespace = request.namespace(),
-        pod = %request.pod_name(),
-        owner = %format!("{}/{}", workload.kind, workload.name),
-        %revision,
-        decision = outcome.result(),
-        reason = %outcome.reason(),
-        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        "admission review"
-    );
-    if request.publishes_events() {
+    let body = admission::to_body(&response);
+    drop(response);
+    if tracing::enabled!(tracing::Level::INFO) {
+        let workload = request.workload();
+        tracing::info!(
+            namespace = request.namespace(),
+            pod = %request.pod_name(),
+            owner = %format!("{}/{}", workload.kind, workload.name),
+            %revision,
+            decision = outcome.result(),
+            reason = %outcome.reason(),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "admission review"
+        );
+    }
+    if request.publishes_events() && state.events.is_enabled() {
         state
             .events
-            .send(Decision::new(workload, &request.pod["metadata"], outcome));
+            .send(Decision::new(request.workload(), request.pod_metadata(), outcome));
     }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        Body::from(admission::to_body(response)),
+        Body::from(body),
     )
         .into_response()
 }

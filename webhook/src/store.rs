@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use mizzen::MeshInstallSpec;
-use mizzen::inject::InjectionConfig;
+use mizzen::inject::{InjectionConfig, Injector};
 
 /// What a namespace contributes to injection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct NamespaceInfo {
 #[derive(Debug, Default)]
 pub struct Store {
     meshes: RwLock<BTreeMap<String, MeshInstallSpec>>,
-    configs: RwLock<HashMap<String, Arc<InjectionConfig>>>,
+    configs: RwLock<HashMap<String, Arc<Injector>>>,
     namespaces: RwLock<HashMap<String, NamespaceInfo>>,
     nodes: RwLock<BTreeMap<String, String>>,
     meshes_synced: AtomicBool,
@@ -64,8 +64,8 @@ impl Store {
         store
     }
 
-    /// The configuration serving a revision (`default` for the default revision).
-    pub fn config(&self, revision: &str) -> Option<Arc<InjectionConfig>> {
+    /// The compiled configuration serving a revision (`default` for the default revision).
+    pub fn config(&self, revision: &str) -> Option<Arc<Injector>> {
         read(&self.configs).get(revision).cloned()
     }
 
@@ -154,8 +154,8 @@ impl Store {
         self.rebuild();
     }
 
-    /// Recomputes the per-revision configurations. When two MeshInstalls claim one revision, the one whose name
-    /// sorts first serves it.
+    /// Recomputes (and compiles) the per-revision configurations. When two MeshInstalls claim one revision, the one
+    /// whose name sorts first serves it.
     fn rebuild(&self) {
         let versions: Vec<String> = read(&self.nodes).values().cloned().collect();
         let mut configs = HashMap::new();
@@ -167,7 +167,7 @@ impl Store {
             }
             let mut config = InjectionConfig::from_mesh_install(spec);
             config.node_kubelet_versions = versions.clone();
-            configs.insert(revision, Arc::new(config));
+            configs.insert(revision, Arc::new(Injector::compile(config)));
         }
         *write(&self.configs) = configs;
     }
@@ -186,18 +186,18 @@ mod tests {
         let store = Store::from_specs([("default".to_owned(), spec("")), ("canary".to_owned(), spec("canary"))]);
         assert!(store.is_ready());
         assert_eq!(store.revisions(), vec!["canary".to_owned(), "default".to_owned()]);
-        assert_eq!(store.config("canary").unwrap().revision, "canary");
+        assert_eq!(store.config("canary").unwrap().config().revision, "canary");
         assert!(store.config("other").is_none());
     }
 
     #[test]
     fn node_versions_feed_native_sidecar_auto() {
         let store = Store::from_specs([("default".to_owned(), spec(""))]);
-        assert!(store.config("default").unwrap().native_sidecars_by_default());
+        assert!(store.config("default").unwrap().config().native_sidecars_by_default());
         store.apply_node("old", "v1.31.2".into());
-        assert!(!store.config("default").unwrap().native_sidecars_by_default());
+        assert!(!store.config("default").unwrap().config().native_sidecars_by_default());
         store.delete_node("old");
-        assert!(store.config("default").unwrap().native_sidecars_by_default());
+        assert!(store.config("default").unwrap().config().native_sidecars_by_default());
     }
 
     #[test]

@@ -193,7 +193,7 @@ fn kube_inject(review: &[u8]) -> Value {
     let review: Value = serde_json::from_slice(review).unwrap();
     let pod = &review["request"]["object"];
     let yaml = mizzen::yaml::to_yaml(pod).unwrap();
-    let out = mizzen::kubeinject::inject_stream(&config(), &yaml).unwrap();
+    let out = mizzen::kubeinject::inject_stream(&mizzen::inject::Injector::compile(config()), &yaml).unwrap();
     mizzen::yaml::parse_documents(&out.text).unwrap().remove(0)
 }
 

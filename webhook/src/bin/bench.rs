@@ -253,7 +253,7 @@ async fn start_echo(pki: &Pki, response: Bytes) -> Result<(SocketAddr, watch::Se
 }
 
 /// Mean time of each server-side step for one body: parse, respond (decide + inject + patch), serialise.
-fn breakdown(config: &mizzen::inject::InjectionConfig, body: &[u8], runs: u32) -> Result<[Duration; 3]> {
+fn breakdown(config: &mizzen::inject::Injector, body: &[u8], runs: u32) -> Result<[Duration; 3]> {
     let mut t = [Duration::ZERO; 3];
     for _ in 0..runs {
         let a = Instant::now();
@@ -261,7 +261,7 @@ fn breakdown(config: &mizzen::inject::InjectionConfig, body: &[u8], runs: u32) -
         let b = Instant::now();
         let (response, _) = mizzen::admission::respond(&request, Some(config), "default", None);
         let c = Instant::now();
-        let _ = mizzen::admission::to_body(response);
+        let _ = mizzen::admission::to_body(&response);
         let d = Instant::now();
         t[0] += b - a;
         t[1] += c - b;
@@ -271,13 +271,13 @@ fn breakdown(config: &mizzen::inject::InjectionConfig, body: &[u8], runs: u32) -
 }
 
 /// Server-side work for one review: parse, decide, inject, answer.
-fn inject_once(config: &mizzen::inject::InjectionConfig, body: &[u8]) -> Result<usize> {
+fn inject_once(config: &mizzen::inject::Injector, body: &[u8]) -> Result<usize> {
     let request = mizzen::admission::parse(body)?;
     let (response, outcome) = mizzen::admission::respond(&request, Some(config), "default", None);
     if outcome.result() != "injected" {
         return Err(anyhow!("expected an injection, got {outcome:?}"));
     }
-    Ok(mizzen::admission::to_body(response).len())
+    Ok(mizzen::admission::to_body(&response).len())
 }
 
 fn rss_kib() -> Option<u64> {
@@ -295,7 +295,7 @@ fn main() -> Result<()> {
     let large = std::fs::read(&args.large_body).with_context(|| args.large_body.display().to_string())?;
     let mi_text = std::fs::read_to_string(&args.meshinstall)?;
     let mi = mizzen::cli::mesh_install_from_yaml(&args.meshinstall.display().to_string(), &mi_text)?;
-    let config = mizzen::inject::InjectionConfig::from_mesh_install(&mi.spec);
+    let config = mizzen::inject::Injector::compile(mizzen::inject::InjectionConfig::from_mesh_install(&mi.spec));
 
     if let Some(dir) = &args.write_certs {
         pki_in(dir.clone())?;

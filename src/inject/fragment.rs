@@ -1,0 +1,358 @@
+//! Stage 2 of the pipeline: the pod-dependent fragment. Reads what the templates need from the stripped pod (its
+//! annotations, validated; the templates it selects; its effective proxy configuration; its own declarations of
+//! template containers, taken out as overrides) and renders the selected templates into one [`Fragment`].
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+
+use super::annotations as ann;
+use super::compile::Injector;
+use super::template::{self, Fragment};
+use super::{InjectError, PROXY_NAME, TEMPLATE_CONTAINERS, TemplateKind, Workload, at, merge, proxy_config, validate};
+
+/// An empty map, for a pod without labels or annotations.
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// The pod's labels or annotations (the shape checks refused anything but a map of strings).
+pub fn string_map<'a>(metadata: &'a Value, key: &str) -> &'a Map<String, Value> {
+    metadata.get(key).and_then(Value::as_object).unwrap_or(&EMPTY)
+}
+
+/// The pod as the templates read it.
+pub struct Pod<'a> {
+    /// The pod's annotations (validated).
+    pub annotations: &'a Map<String, Value>,
+    /// The pod's labels.
+    pub labels: &'a Map<String, Value>,
+    /// The templates the pod selects, in order.
+    pub kinds: Vec<TemplateKind>,
+    /// Effective proxy configuration: Istio defaults < mesh `defaultConfig` < the pod's `proxy.istio.io/config`.
+    pub proxy_config: Cow<'a, Map<String, Value>>,
+    /// `PROXY_CONFIG`: the effective fields that differ from Istio's defaults.
+    pub proxy_config_json: Cow<'a, str>,
+    /// `REDIRECT`, `TPROXY` or `NONE`.
+    pub interception_mode: Cow<'a, str>,
+    /// Hold the application until the proxy is ready.
+    pub hold: bool,
+    /// The `sidecar` template is among the selected ones.
+    pub sidecar: bool,
+    /// The proxy is a native sidecar.
+    pub native: bool,
+    /// The spec without the pod's own declarations of template containers.
+    pub spec: Value,
+    /// The spec with them: what Istio's templates range over.
+    pub full_spec: Value,
+    /// The pod's own declarations of template containers, with the list they came from.
+    pub overrides: Vec<(&'static str, Value)>,
+    /// OpenShift: the top of the namespace's UID range.
+    pub openshift_uid: Option<i64>,
+    /// UID the proxy runs as.
+    pub proxy_uid: i64,
+    /// GID the proxy runs as.
+    pub proxy_gid: i64,
+}
+
+/// The templates a pod selects (`inject.istio.io/templates`, default `sidecar`).
+pub fn templates(injector: &Injector, annotations: &Map<String, Value>) -> Result<Vec<TemplateKind>, InjectError> {
+    let names = annotations
+        .get(ann::TEMPLATES)
+        .and_then(Value::as_str)
+        .unwrap_or("sidecar");
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        out.push(if injector.config().user_templates.contains_key(name) {
+            TemplateKind::User(name.to_owned())
+        } else {
+            match name {
+                "sidecar" => TemplateKind::Sidecar,
+                "gateway" => TemplateKind::Gateway,
+                "grpc-agent" => TemplateKind::GrpcAgent,
+                "grpc-simple" => TemplateKind::GrpcSimple,
+                other => return Err(InjectError::UnknownTemplate(other.to_owned())),
+            }
+        });
+    }
+    if out.is_empty() {
+        out.push(TemplateKind::Sidecar);
+    }
+    Ok(out)
+}
+
+fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> {
+    match annotations.get(key).and_then(Value::as_str) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn openshift_uid(injector: &Injector, namespace_annotations: Option<&BTreeMap<String, String>>) -> Option<i64> {
+    if !injector.config().openshift {
+        return None;
+    }
+    let range = namespace_annotations?.get("openshift.io/sa.scc.uid-range")?;
+    let (start, size) = range.split_once('/')?;
+    Some(start.trim().parse::<i64>().ok()? + size.trim().parse::<i64>().ok()? - 1)
+}
+
+/// The pod's own containers named like template containers (`names`), taken out of `spec` (with `image: auto`
+/// dropped and resources in canonical form).
+pub fn take_overrides(spec: &mut Value, names: &[&str]) -> Vec<(&'static str, Value)> {
+    let mut overrides = Vec::new();
+    for field in ["initContainers", "containers"] {
+        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            if !items
+                .iter()
+                .any(|i| at(i, "name").as_str().is_some_and(|n| names.contains(&n)))
+            {
+                continue;
+            }
+            let mut kept = Vec::new();
+            for mut item in items.drain(..) {
+                if at(&item, "name").as_str().is_some_and(|n| names.contains(&n)) {
+                    if at(&item, "image") == "auto"
+                        && let Some(m) = item.as_object_mut()
+                    {
+                        m.remove("image");
+                    }
+                    if let Some(resources) = item.get_mut("resources") {
+                        crate::quantity::canonicalize_resources(resources);
+                    }
+                    overrides.push((field, item));
+                } else {
+                    kept.push(item);
+                }
+            }
+            *items = kept;
+        }
+    }
+    overrides
+}
+
+impl<'a> Pod<'a> {
+    /// Reads the stripped pod: validates its annotations, picks its templates and its proxy configuration, and
+    /// takes its own declarations of template containers out of `spec`.
+    pub fn read(
+        injector: &'a Injector,
+        metadata: &'a Value,
+        mut spec: Value,
+        namespace_annotations: Option<&BTreeMap<String, String>>,
+    ) -> Result<Self, InjectError> {
+        let annotations = string_map(metadata, "annotations");
+        let labels = string_map(metadata, "labels");
+        validate::annotations(annotations)?;
+        let kinds = templates(injector, annotations)?;
+        let (proxy_config, proxy_config_json) = match annotations.get(ann::PROXY_CONFIG).and_then(Value::as_str) {
+            Some(text) => {
+                let effective =
+                    proxy_config::merge(injector.mesh_proxy_config(), &proxy_config::parse_annotation(text)?);
+                let json = proxy_config::to_env_json(&effective, injector.proxy_defaults());
+                (Cow::Owned(effective), Cow::Owned(json))
+            }
+            None => (
+                Cow::Borrowed(injector.mesh_proxy_config()),
+                Cow::Borrowed(injector.mesh_proxy_config_json()),
+            ),
+        };
+        let hold = proxy_config
+            .get("holdApplicationUntilProxyStarts")
+            .and_then(Value::as_bool)
+            == Some(true)
+            || injector.config().proxy.hold_application_until_proxy_starts;
+        let interception_mode = match annotations.get(ann::INTERCEPTION_MODE).and_then(Value::as_str) {
+            Some(mode) => Cow::Borrowed(mode),
+            None => Cow::Owned(
+                proxy_config
+                    .get("interceptionMode")
+                    .and_then(Value::as_str)
+                    .unwrap_or("REDIRECT")
+                    .to_owned(),
+            ),
+        };
+
+        // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
+        let full_spec = spec.clone();
+        let mut overrides = take_overrides(&mut spec, TEMPLATE_CONTAINERS);
+        let openshift_uid = openshift_uid(injector, namespace_annotations);
+        if openshift_uid.is_some() {
+            // On OpenShift the proxy runs as the top of the namespace's UID range: a UID the pod sets on its own
+            // istio-proxy is dropped from the override (and so from what is recorded for re-injection), as Istio does.
+            for (_, o) in overrides.iter_mut().filter(|(_, o)| at(o, "name") == PROXY_NAME) {
+                if let Some(sc) = o.get_mut("securityContext").and_then(Value::as_object_mut) {
+                    sc.remove("runAsUser");
+                }
+            }
+        }
+        let sidecar = kinds.contains(&TemplateKind::Sidecar);
+        let native = sidecar
+            && bool_annotation(annotations, ann::NATIVE_SIDECAR)
+                .unwrap_or_else(|| injector.config().native_sidecars_by_default());
+        let tproxy = annotations
+            .get(ann::INTERCEPTION_MODE)
+            .and_then(Value::as_str)
+            .or_else(|| proxy_config.get("interceptionMode").and_then(Value::as_str))
+            == Some("TPROXY");
+        let own_proxy = overrides.iter().find(|(_, o)| at(o, "name") == PROXY_NAME);
+        let own_id = |field: &str| {
+            own_proxy
+                .and_then(|(_, o)| o.get("securityContext"))
+                .and_then(|sc| sc.get(field))
+                .and_then(Value::as_i64)
+        };
+        let proxy_uid = own_id("runAsUser")
+            .or(openshift_uid.filter(|_| !tproxy))
+            .unwrap_or(1337);
+        let proxy_gid = own_id("runAsGroup").unwrap_or(1337);
+        Ok(Self {
+            annotations,
+            labels,
+            kinds,
+            proxy_config,
+            proxy_config_json,
+            interception_mode,
+            hold,
+            sidecar,
+            native,
+            spec,
+            full_spec,
+            overrides,
+            openshift_uid,
+            proxy_uid,
+            proxy_gid,
+        })
+    }
+}
+
+/// Renders the pod's templates, in order, into one fragment (a later template's items merge over an earlier
+/// one's of the same name).
+pub fn render(injector: &Injector, pod: &Pod, workload: &Workload, metadata: &Value) -> Result<Fragment, InjectError> {
+    let ctx = template::Context {
+        injector,
+        config: injector.config(),
+        annotations: pod.annotations,
+        labels: pod.labels,
+        spec: &pod.spec,
+        full_spec: &pod.full_spec,
+        workload,
+        proxy_config: &pod.proxy_config,
+        proxy_config_json: &pod.proxy_config_json,
+        interception_mode: &pod.interception_mode,
+        native: pod.native,
+        hold: pod.hold,
+        openshift_uid: pod.openshift_uid,
+        proxy_uid: pod.proxy_uid,
+        proxy_gid: pod.proxy_gid,
+    };
+    let mut fragment = Fragment::default();
+    for kind in &pod.kinds {
+        let f = match kind {
+            TemplateKind::Sidecar => {
+                let mut f = template::sidecar(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                // A native sidecar is an init container in the template itself, so a later template that names
+                // `istio-proxy` under containers adds a container of that name, as Istio's does.
+                if pod.native
+                    && let Some(pos) = f.containers.iter().position(|c| at(c, "name") == PROXY_NAME)
+                {
+                    let proxy = f.containers.remove(pos);
+                    f.init_containers.push(proxy);
+                }
+                f
+            }
+            TemplateKind::Gateway => {
+                let mut f = template::gateway(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                f
+            }
+            TemplateKind::GrpcAgent => {
+                let mut f = template::grpc_agent(&ctx);
+                add_user_volumes(&ctx, &mut f)?;
+                f
+            }
+            TemplateKind::GrpcSimple => template::grpc_simple(&ctx),
+            TemplateKind::User(name) => {
+                let parsed = injector
+                    .config()
+                    .user_templates
+                    .get(name)
+                    .ok_or_else(|| InjectError::UnknownTemplate(name.clone()))?
+                    .as_ref()
+                    .map_err(|e| InjectError::Template(e.to_string()))?;
+                template::user(&ctx, name, parsed, metadata).map_err(InjectError::Template)?
+            }
+        };
+        merge_fragment(&mut fragment, f);
+    }
+    Ok(fragment)
+}
+
+fn merge_fragment(into: &mut Fragment, f: Fragment) {
+    into.labels.extend(f.labels);
+    into.annotations.extend(f.annotations);
+    for (list, add) in [
+        (&mut into.init_containers, f.init_containers),
+        (&mut into.containers, f.containers),
+        (&mut into.volumes, f.volumes),
+    ] {
+        for item in add {
+            if let Some(existing) = list.iter_mut().find(|e| at(e, "name") == at(&item, "name")) {
+                merge::strategic(existing, item);
+            } else {
+                list.push(item);
+            }
+        }
+    }
+    for s in f.image_pull_secrets {
+        if !into.image_pull_secrets.contains(&s) {
+            into.image_pull_secrets.push(s);
+        }
+    }
+    if let Some(sc) = f.pod_security_context {
+        match &mut into.pod_security_context {
+            Some(existing) => merge::strategic(existing, sc),
+            None => into.pod_security_context = Some(sc),
+        }
+    }
+    let mut rest = Value::Object(std::mem::take(&mut into.spec_rest));
+    merge::strategic(&mut rest, Value::Object(f.spec_rest));
+    if let Value::Object(m) = rest {
+        into.spec_rest = m;
+    }
+}
+
+/// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount` (shape-checked, and each
+/// mount naming a volume the pod will have).
+fn add_user_volumes(ctx: &template::Context, fragment: &mut Fragment) -> Result<(), InjectError> {
+    if !ctx.annotations.contains_key(ann::USER_VOLUME) && !ctx.annotations.contains_key(ann::USER_VOLUME_MOUNT) {
+        return Ok(());
+    }
+    let pod_volumes: Vec<&str> = ctx
+        .spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let template_volumes: Vec<&str> = fragment
+        .volumes
+        .iter()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let (volumes, mounts) = validate::user_volumes(ctx.annotations, &pod_volumes, &template_volumes)?;
+    fragment.volumes.extend(volumes);
+    if let Some(list) = fragment
+        .containers
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_NAME))
+        .and_then(|proxy| proxy.get_mut("volumeMounts"))
+        .and_then(Value::as_array_mut)
+    {
+        list.extend(mounts);
+    }
+    Ok(())
+}

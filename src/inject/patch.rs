@@ -1,0 +1,338 @@
+//! Stage 5 of the pipeline (the webhook's): the RFC 6902 JSON patch from the submitted pod to the injected one,
+//! written directly as JSON text. Labels and annotations are patched key by key; the lists injection adds to
+//! (containers, init containers, volumes, image pull secrets) item by item, matched by name, so an item the pod
+//! already had is patched only in the fields that changed (a rewritten probe) and the new ones are added where
+//! they go; other spec fields are replaced when they changed. Nothing else of the pod appears in the patch, and
+//! nothing is copied to produce it. Paths escape `~` and `/` (`sidecar.istio.io~1status`); a parent is added before
+//! its children.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+use super::pod::{CONTAINER_FIELDS, SPEC_FIELDS, Spec};
+
+/// Why no patch was written.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The injection changed a part of the pod that was not parsed (it never does for the templates that parse
+    /// shallowly): the spec must be parsed whole and injected again.
+    #[error("the injection changed a part of the pod that was not parsed")]
+    NeedsFullSpec,
+    /// A value could not be written.
+    #[error("cannot write the patch: {0}")]
+    Write(#[from] serde_json::Error),
+}
+
+/// Lists whose items are matched by name.
+const KEYED_LISTS: &[&str] = &["containers", "initContainers", "volumes", "imagePullSecrets"];
+
+struct Writer {
+    out: Vec<u8>,
+    path: String,
+}
+
+impl Writer {
+    /// Runs `f` with `segment` appended to the path (escaped as a JSON pointer token).
+    fn at<R>(&mut self, segment: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let len = self.path.len();
+        self.path.push('/');
+        for c in segment.chars() {
+            match c {
+                '~' => self.path.push_str("~0"),
+                '/' => self.path.push_str("~1"),
+                c => self.path.push(c),
+            }
+        }
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    fn at_index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        let len = self.path.len();
+        let _ = write!(self.path, "/{index}");
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    fn op(&mut self, op: &str, value: Option<&Value>) -> Result<(), PatchError> {
+        self.out.push(if self.out.is_empty() { b'[' } else { b',' });
+        self.out.extend_from_slice(b"{\"op\":\"");
+        self.out.extend_from_slice(op.as_bytes());
+        self.out.extend_from_slice(b"\",\"path\":");
+        serde_json::to_writer(&mut self.out, self.path.as_str())?;
+        if let Some(value) = value {
+            self.out.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut self.out, value)?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.out.is_empty() {
+            self.out.push(b'[');
+        }
+        self.out.push(b']');
+        self.out
+    }
+}
+
+/// Walks the members of two objects in key order: `f(key, old, new)` for each key in either.
+fn members(
+    w: &mut Writer,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    mut f: impl FnMut(&mut Writer, &str, Option<&Value>, Option<&Value>) -> Result<(), PatchError>,
+) -> Result<(), PatchError> {
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (None, None) => return Ok(()),
+            (Some((ka, _)), Some((kb, _))) => ka.as_str().cmp(kb.as_str()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+        };
+        match next {
+            std::cmp::Ordering::Less => {
+                if let Some((k, v)) = a.next() {
+                    f(w, k, Some(v), None)?;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some((k, v)) = b.next() {
+                    f(w, k, None, Some(v))?;
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some((k, va)), Some((_, vb))) = (a.next(), b.next()) {
+                    f(w, k, Some(va), Some(vb))?;
+                }
+            }
+        }
+    }
+}
+
+/// The operation turning `old` into `new` at the current path, whole values only.
+fn replace(w: &mut Writer, old: Option<&Value>, new: Option<&Value>) -> Result<(), PatchError> {
+    match (old, new) {
+        (Some(_), None) => w.op("remove", None),
+        (None, Some(n)) => w.op("add", Some(n)),
+        (Some(o), Some(n)) if o != n => w.op("replace", Some(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Key by key when both are objects, else whole.
+fn map(w: &mut Writer, old: Option<&Value>, new: Option<&Value>) -> Result<(), PatchError> {
+    match (old, new) {
+        (Some(Value::Object(o)), Some(Value::Object(n))) => {
+            members(w, o, n, |w, key, o, n| w.at(key, |w| replace(w, o, n)))
+        }
+        _ => replace(w, old, new),
+    }
+}
+
+fn name(item: &Value) -> Option<&str> {
+    item.get("name").and_then(Value::as_str)
+}
+
+/// A list of named items: items of `old` kept in order where `new` has them (matched by name), the rest removed,
+/// the new ones added in place, and kept ones patched field by field. `shallow[i]` marks an old item of which only
+/// [`CONTAINER_FIELDS`] were parsed: it must be kept, and only those fields may change.
+fn list(w: &mut Writer, old: &[Value], new: &[Value], shallow: &[bool]) -> Result<(), PatchError> {
+    let is_shallow = |i: usize| shallow.get(i).copied().unwrap_or(false);
+    let mut kept = vec![false; old.len()];
+    let mut source: Vec<Option<usize>> = Vec::with_capacity(new.len());
+    let mut floor = 0;
+    for item in new {
+        let found = name(item).and_then(|n| {
+            old.iter()
+                .enumerate()
+                .skip(floor)
+                .find(|(i, o)| !kept.get(*i).copied().unwrap_or(true) && name(o) == Some(n))
+                .map(|(i, _)| i)
+        });
+        if let Some(i) = found {
+            if let Some(k) = kept.get_mut(i) {
+                *k = true;
+            }
+            floor = i + 1;
+        }
+        source.push(found);
+    }
+    for (i, kept) in kept.iter().enumerate().rev() {
+        if !kept {
+            if is_shallow(i) {
+                return Err(PatchError::NeedsFullSpec);
+            }
+            w.at_index(i, |w| w.op("remove", None))?;
+        }
+    }
+    for (j, (item, source)) in new.iter().zip(source).enumerate() {
+        match source.and_then(|i| old.get(i).map(|o| (i, o))) {
+            Some((i, old_item)) => w.at_index(j, |w| item_fields(w, old_item, item, is_shallow(i)))?,
+            None => w.at_index(j, |w| w.op("add", Some(item)))?,
+        }
+    }
+    Ok(())
+}
+
+/// A kept item, field by field.
+fn item_fields(w: &mut Writer, old: &Value, new: &Value, shallow: bool) -> Result<(), PatchError> {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
+            if shallow && o != n && !CONTAINER_FIELDS.contains(&key) {
+                return Err(PatchError::NeedsFullSpec);
+            }
+            w.at(key, |w| replace(w, o, n))
+        }),
+        _ if shallow => Err(PatchError::NeedsFullSpec),
+        _ => replace(w, Some(old), Some(new)),
+    }
+}
+
+/// The patch from the submitted pod (`old_metadata`, absent when the pod had none; `old_spec` as parsed) to the
+/// injected one.
+pub fn build(
+    old_metadata: Option<&Value>,
+    new_metadata: &Value,
+    old_spec: &Spec,
+    new_spec: &Value,
+) -> Result<Vec<u8>, PatchError> {
+    let mut w = Writer {
+        out: Vec::with_capacity(8 * 1024),
+        path: String::with_capacity(64),
+    };
+    w.at("metadata", |w| match (old_metadata, new_metadata) {
+        (Some(Value::Object(o)), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
+            w.at(key, |w| match key {
+                "labels" | "annotations" => map(w, o, n),
+                _ => replace(w, o, n),
+            })
+        }),
+        _ => w.op("add", Some(new_metadata)),
+    })?;
+    let (Value::Object(old), Value::Object(new)) = (&old_spec.value, new_spec) else {
+        return w
+            .at("spec", |w| replace(w, Some(&old_spec.value), Some(new_spec)))
+            .map(|()| w.finish());
+    };
+    w.at("spec", |w| {
+        members(w, old, new, |w, key, o, n| {
+            if old_spec.shallow && o.is_none() && !SPEC_FIELDS.contains(&key) {
+                // A field the submitted pod may have had, unparsed.
+                return Err(PatchError::NeedsFullSpec);
+            }
+            w.at(key, |w| match (o, n) {
+                (Some(Value::Array(o)), Some(Value::Array(n))) if KEYED_LISTS.contains(&key) => {
+                    list(w, o, n, old_spec.shallow_items(key))
+                }
+                _ => replace(w, o, n),
+            })
+        })
+    })?;
+    Ok(w.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(value: Value) -> Spec {
+        Spec {
+            value,
+            shallow: false,
+            shallow_items: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn applied(old: &Value, new: &Value) -> (Value, Value) {
+        let patch = build(
+            old.get("metadata"),
+            &new["metadata"],
+            &spec(old["spec"].clone()),
+            &new["spec"],
+        )
+        .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let mut pod = old.clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        (pod, serde_json::to_value(patch).unwrap())
+    }
+
+    #[test]
+    fn lists_are_patched_item_by_item_and_fields_field_by_field() {
+        let old = json!({"metadata": {"annotations": {"a": "1", "x/y": "2"}},
+            "spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}, {"name": "c"}],
+                     "volumes": [{"name": "v"}], "dnsPolicy": "Default"}});
+        let new = json!({"metadata": {"annotations": {"a": "1", "x/y": "3", "n~": "4"}, "labels": {"l": "v"}},
+            "spec": {"containers": [{"name": "p"}, {"name": "a", "image": "9"}, {"name": "c"}, {"name": "q"}],
+                     "volumes": [{"name": "w"}, {"name": "v"}], "dnsPolicy": "Default"}});
+        let (pod, patch) = applied(&old, &new);
+        assert_eq!(pod, new);
+        let paths: Vec<&str> = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/metadata/annotations/n~0",
+                "/metadata/annotations/x~1y",
+                "/metadata/labels",
+                "/spec/containers/1",
+                "/spec/containers/0",
+                "/spec/containers/1/image",
+                "/spec/containers/3",
+                "/spec/volumes/0"
+            ]
+        );
+    }
+
+    #[test]
+    fn reordered_items_are_moved_by_removing_and_adding_them() {
+        let old = json!({"metadata": {}, "spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
+        let new =
+            json!({"metadata": {}, "spec": {"containers": [{"name": "c"}, {"name": "a", "x": 1}, {"name": "b"}]}});
+        assert_eq!(applied(&old, &new).0, new);
+        let old = json!({"spec": {"containers": [{"name": "a"}, {"name": "a"}]}});
+        let new = json!({"metadata": {"labels": {}}, "spec": {"containers": [{"name": "a", "y": 1}, {"name": "a"}, {"name": "b"}]}});
+        assert_eq!(applied(&old, &new).0, new);
+    }
+
+    #[test]
+    fn partial_items_may_change_only_in_parsed_fields() {
+        let old = spec(json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}]}));
+        let shallow = Spec {
+            shallow: true,
+            shallow_items: [Vec::new(), vec![true]],
+            ..old
+        };
+        let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
+        assert!(build(None, &json!({}), &shallow, &probe).is_ok());
+        let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
+        assert!(matches!(
+            build(None, &json!({}), &shallow, &env),
+            Err(PatchError::NeedsFullSpec)
+        ));
+        let dropped = json!({"containers": [{"name": "other"}]});
+        assert!(matches!(
+            build(None, &json!({}), &shallow, &dropped),
+            Err(PatchError::NeedsFullSpec)
+        ));
+        let unparsed =
+            json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
+        assert!(matches!(
+            build(None, &json!({}), &shallow, &unparsed),
+            Err(PatchError::NeedsFullSpec)
+        ));
+    }
+}

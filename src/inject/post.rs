@@ -1,0 +1,189 @@
+//! Stage 4 of the pipeline: post-processing of the merged pod. Containers are put in Istio's order, TPROXY gets its
+//! root proxy, application probes are rewritten through the agent, and the metadata gets the fragment's labels and
+//! annotations, metrics merging and the bookkeeping annotations (`sidecar.istio.io/status`,
+//! `proxy.istio.io/overrides`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use serde_json::{Map, Value, json};
+
+use super::annotations as ann;
+use super::compile::Injector;
+use super::merge::Merged;
+use super::{InjectError, PROXY_NAME, at, probes, prometheus};
+
+/// Post-processes the spec: container order, TPROXY, probes.
+pub fn spec(
+    injector: &Injector,
+    spec: &mut Value,
+    annotations: &Map<String, Value>,
+    hold_first: bool,
+    tproxy: bool,
+    rewrite_probes: bool,
+    previous_probers: &probes::Probers,
+) {
+    reorder(spec, hold_first);
+    if tproxy
+        && let Some(sc) = find_container_mut(spec, PROXY_NAME)
+            .and_then(|c| c.get_mut("securityContext"))
+            .and_then(Value::as_object_mut)
+    {
+        // TPROXY needs the proxy to run as root whatever the pod asked for.
+        sc.insert("runAsUser".into(), json!(0));
+    }
+    if rewrite_probes {
+        probes_through_agent(injector, annotations, spec, previous_probers);
+    }
+}
+
+/// Writes the metadata: the fragment's labels (where the pod has none) and annotations, metrics merging (which may
+/// give the proxy `ISTIO_PROMETHEUS_ANNOTATIONS`), and the bookkeeping annotations. `merged_port` is the agent's
+/// status port from the effective proxy configuration.
+pub fn metadata(
+    injector: &Injector,
+    metadata: &mut Value,
+    merged: &mut Merged,
+    merged_port: &str,
+) -> Result<(), InjectError> {
+    let meta = metadata
+        .as_object_mut()
+        .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
+    let labels_out = object_entry(meta, "labels")?;
+    for (k, v) in merged.labels.drain(..) {
+        if labels_out.get(&k).and_then(Value::as_str).is_none_or(str::is_empty) {
+            labels_out.insert(k, Value::String(v));
+        }
+    }
+    let annotations_out = object_entry(meta, "annotations")?;
+    for (k, v) in merged.annotations.drain(..) {
+        annotations_out.insert(k, Value::String(v));
+    }
+    // The agent serves merged metrics on the proxy config's status port.
+    if let Some(merge) = prometheus::apply(
+        annotations_out,
+        injector.config().mesh.enable_prometheus_merge,
+        merged_port,
+    )? && let Some(env) = merge.env
+        && let Some(proxy) = find_container_mut(&mut merged.spec, PROXY_NAME)
+        && let Some(list) = proxy
+            .as_object_mut()
+            .map(|p| p.entry("env").or_insert_with(|| json!([])))
+            .and_then(Value::as_array_mut)
+    {
+        list.retain(|e| at(e, "name") != prometheus::SCRAPE_CONFIG_ENV);
+        list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
+    }
+    annotations_out.insert(ann::STATUS.into(), Value::String(std::mem::take(&mut merged.status)));
+    if let Some(overrides) = merged.overrides.take() {
+        annotations_out.insert(ann::OVERRIDES.into(), Value::String(overrides));
+    }
+    Ok(())
+}
+
+/// `map[key]` as an object, replacing whatever else was there (the shape checks refused non-objects already).
+fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, InjectError> {
+    let entry = map.entry(key).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry
+        .as_object_mut()
+        .ok_or_else(|| InjectError::InvalidPod(format!("metadata.{key} must be an object")))
+}
+
+fn find_container_mut<'a>(spec: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    let spec = spec.as_object_mut()?;
+    let mut found = None;
+    for (field, list) in spec.iter_mut() {
+        if (field == "containers" || field == "initContainers")
+            && let Some(items) = list.as_array_mut()
+            && let Some(c) = items.iter_mut().find(|c| at(c, "name") == name)
+        {
+            found = Some(c);
+            break;
+        }
+    }
+    found
+}
+
+/// Moves the named container to the front or back of a list.
+fn move_container(list: &mut Vec<Value>, name: &str, first: bool) {
+    if let Some(pos) = list.iter().position(|c| at(c, "name") == name) {
+        let c = list.remove(pos);
+        if first {
+            list.insert(0, c);
+        } else {
+            list.push(c);
+        }
+    }
+}
+
+/// Istio's container order. The proxy is the last container (so `kubectl exec` defaults to the application) or
+/// the first when it must start before the application. With a native sidecar, init containers run
+/// `istio-init`/`istio-validation`, then the proxy, then the pod's own, so those are in the mesh; otherwise the
+/// iptables setup runs last, so it does not cut off the pod's own init containers.
+fn reorder(spec: &mut Value, hold: bool) {
+    if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        move_container(list, PROXY_NAME, hold);
+    }
+    if let Some(list) = spec.get_mut("initContainers").and_then(Value::as_array_mut) {
+        if list.iter().any(|c| at(c, "name") == PROXY_NAME) {
+            for name in ["enable-core-dump", PROXY_NAME, "istio-validation", "istio-init"] {
+                move_container(list, name, true);
+            }
+        } else {
+            for name in ["enable-core-dump", "istio-validation", "istio-init"] {
+                move_container(list, name, false);
+            }
+        }
+    }
+}
+
+fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> {
+    match annotations.get(key).and_then(Value::as_str) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Rewrites application probes through the agent and hands the originals to the proxy.
+fn probes_through_agent(
+    injector: &Injector,
+    annotations: &Map<String, Value>,
+    spec: &mut Value,
+    previous: &probes::Probers,
+) {
+    let config = injector.config();
+    let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
+    let status_port: i64 = annotations
+        .get(ann::STATUS_PORT)
+        .and_then(Value::as_str)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(config.proxy.status_port);
+    if !enabled || status_port == 0 {
+        return;
+    }
+    let mut probers = probes::Probers::new();
+    for field in ["initContainers", "containers"] {
+        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            let is_app = at(c, "name") != PROXY_NAME && (field == "containers" || at(c, "restartPolicy") == "Always");
+            if is_app {
+                probes::rewrite_container(c, status_port, previous, &mut probers);
+            }
+        }
+    }
+    if probers.is_empty() {
+        return;
+    }
+    let value = probes::probers_json(&probers);
+    for field in ["initContainers", "containers"] {
+        for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            if at(c, "name") == PROXY_NAME
+                && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
+            {
+                env.retain(|e| at(e, "name") != "ISTIO_KUBE_APP_PROBERS");
+                env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": value}));
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Stage 1 of the pipeline: take out what an earlier injection added (the items its `sidecar.istio.io/status`
+//! annotation lists) and put back the user's own declarations it recorded (`proxy.istio.io/overrides`), so the
+//! templates see the pod as its author wrote it and injecting twice changes nothing.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use serde_json::{Value, json};
+
+use super::annotations as ann;
+use super::{InjectError, PROXY_NAME, annotation, at, probes};
+
+/// The pod with an earlier injection taken out.
+pub struct Stripped {
+    /// Metadata without the status and overrides annotations.
+    pub metadata: Value,
+    /// The spec without the previously injected items, with the recorded overrides restored.
+    pub spec: Value,
+    /// The spec as submitted, when the pod was injected before: the template is merged under it, so earlier
+    /// injected containers act as the user's overrides (as Istio does). `None` for a pod seen the first time.
+    pub submitted: Option<Value>,
+    /// The agent's previous probers, so already-rewritten probes keep their originals.
+    pub previous_probers: probes::Probers,
+}
+
+/// What an earlier injection added, from its `sidecar.istio.io/status` annotation.
+#[derive(Default)]
+pub struct PreviousInjection {
+    /// Init container names.
+    pub init_containers: Vec<String>,
+    /// Container names.
+    pub containers: Vec<String>,
+    /// Volume names.
+    pub volumes: Vec<String>,
+    /// Image pull secret names.
+    pub image_pull_secrets: Vec<String>,
+}
+
+impl PreviousInjection {
+    /// Reads a status annotation's text.
+    pub fn parse(status: &str) -> Result<Self, InjectError> {
+        let status: Value = serde_json::from_str(status).map_err(|e| InjectError::InvalidAnnotation {
+            annotation: ann::STATUS.into(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Ok(Self {
+            init_containers: string_list(at(&status, "initContainers")),
+            containers: string_list(at(&status, "containers")),
+            volumes: string_list(at(&status, "volumes")),
+            image_pull_secrets: string_list(at(&status, "imagePullSecrets")),
+        })
+    }
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
+pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, InjectError> {
+    let mut metadata = if metadata.is_object() {
+        metadata.clone()
+    } else {
+        json!({})
+    };
+    let mut spec = spec.clone();
+    let Some(status) = annotation(&metadata, ann::STATUS) else {
+        return Ok(Stripped {
+            metadata,
+            spec,
+            submitted: None,
+            previous_probers: probes::Probers::new(),
+        });
+    };
+    let previous = PreviousInjection::parse(status)?;
+    let submitted = Some(spec.clone());
+    let previous_probers = remove_injected(&mut spec, &previous);
+    if let Some(overrides) = annotation(&metadata, ann::OVERRIDES) {
+        restore_overrides(&mut spec, overrides)?;
+    }
+    if let Some(a) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.remove(ann::STATUS);
+        a.remove(ann::OVERRIDES);
+    }
+    Ok(Stripped {
+        metadata,
+        spec,
+        submitted,
+        previous_probers,
+    })
+}
+
+/// Removes the listed items; returns the probers the removed proxy was given.
+fn remove_injected(spec: &mut Value, previous: &PreviousInjection) -> probes::Probers {
+    let mut probers = probes::Probers::new();
+    for (field, removed) in [
+        ("initContainers", &previous.init_containers),
+        ("containers", &previous.containers),
+        ("volumes", &previous.volumes),
+        ("imagePullSecrets", &previous.image_pull_secrets),
+    ] {
+        if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            items.retain(|item| {
+                let name = at(item, "name").as_str().unwrap_or_default();
+                let drop = removed.iter().any(|r| r == name);
+                if drop && name == PROXY_NAME {
+                    for env in at(item, "env").as_array().into_iter().flatten() {
+                        if at(env, "name") == "ISTIO_KUBE_APP_PROBERS"
+                            && let Some(Ok(Value::Object(map))) = at(env, "value").as_str().map(serde_json::from_str)
+                        {
+                            probers.extend(map);
+                        }
+                    }
+                }
+                !drop
+            });
+        }
+    }
+    probers
+}
+
+/// Puts back the user's own declarations of template containers that the earlier injection recorded.
+fn restore_overrides(spec: &mut Value, overrides: &str) -> Result<(), InjectError> {
+    let overrides: Value = serde_json::from_str(overrides).map_err(|e| InjectError::InvalidAnnotation {
+        annotation: ann::OVERRIDES.into(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    for field in ["initContainers", "containers"] {
+        for c in at(&overrides, field).as_array().into_iter().flatten() {
+            let list = spec
+                .as_object_mut()
+                .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
+                .entry(field)
+                .or_insert_with(|| json!([]));
+            if let Some(items) = list.as_array_mut()
+                && !items.iter().any(|i| at(i, "name") == at(c, "name"))
+            {
+                items.push(c.clone());
+            }
+        }
+    }
+    Ok(())
+}
