@@ -50,6 +50,13 @@ struct Args {
     /// Only loop the server-side work on --body for this many iterations (for profilers), then exit.
     #[arg(long, hide = true)]
     inject_only: Option<u32>,
+    /// Only send this many reviews, one at a time, to the server named by --server, then exit (for profilers:
+    /// instructions per request of client and server together).
+    #[arg(long, hide = true)]
+    requests: Option<u64>,
+    /// The server of --requests: webhook or echo.
+    #[arg(long, hide = true, default_value = "webhook")]
+    server: String,
     /// MeshInstall the webhook serves.
     #[arg(long, default_value = "config/samples/meshinstall.yaml")]
     meshinstall: PathBuf,
@@ -280,6 +287,24 @@ fn inject_once(config: &mizzen::inject::Injector, body: &[u8]) -> Result<usize> 
     Ok(mizzen::admission::to_body(&response).len())
 }
 
+/// Server-side injection times of a large review (500 runs after 50 to warm up), and its pod's size.
+fn large_pod_times(config: &mizzen::inject::Injector, large: &[u8]) -> Result<(usize, Vec<Duration>)> {
+    let pod_bytes = serde_json::from_slice::<serde_json::Value>(large)?["request"]["object"]
+        .to_string()
+        .len();
+    for _ in 0..50 {
+        inject_once(config, large)?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        inject_once(config, large)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok((pod_bytes, times))
+}
+
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -309,19 +334,11 @@ fn main() -> Result<()> {
     }
 
     // 1. Server-side injection time of the 64 KiB pod (same work as the handler, no network).
-    let pod_bytes = serde_json::from_slice::<serde_json::Value>(&large)?["request"]["object"]
-        .to_string()
-        .len();
-    for _ in 0..50 {
-        inject_once(&config, &large)?;
-    }
-    let mut times = Vec::new();
-    for _ in 0..500 {
-        let t = Instant::now();
-        inject_once(&config, &large)?;
-        times.push(t.elapsed());
-    }
-    times.sort();
+    let (pod_bytes, times) = if args.requests.is_none() {
+        large_pod_times(&config, &large)?
+    } else {
+        (0, Vec::new())
+    };
 
     // Servers on their own 2-thread runtime; the load generator on another.
     let servers = tokio::runtime::Builder::new_multi_thread()
@@ -351,6 +368,22 @@ fn main() -> Result<()> {
     })?;
     let tls = client_config(&pki.ca)?;
     let webhook_addr = webhook.admission_addr;
+    if let Some(n) = args.requests {
+        let addr = if args.server == "echo" { echo_addr } else { webhook_addr };
+        client.block_on(async {
+            let mut sender = connect(addr, tls.clone()).await?;
+            for _ in 0..n {
+                call(&mut sender, "/inject", &body).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        servers.block_on(async {
+            let _ = echo_stop.send(true);
+            webhook.shutdown().await;
+        });
+        let _ = std::fs::remove_dir_all(&pki.dir);
+        return Ok(());
+    }
 
     let run = |addr: SocketAddr| -> Result<(f64, Vec<Duration>)> {
         client.block_on(async {
