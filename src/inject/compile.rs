@@ -3,10 +3,218 @@
 //! template pieces a pod without annotations gets), so that per pod only what depends on the pod is computed.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use super::config::InjectionConfig;
-use super::proxy_config;
+use super::template::{self, EnvVar, Settings, Static};
+use super::{PROXY_NAME, fragment, prometheus, proxy_config};
+
+/// The compiled parts as JSON text, for stage 5 to write a pod's stand-ins with.
+#[derive(Debug)]
+struct Text {
+    /// Init containers by name.
+    init_containers: Vec<(String, String)>,
+    /// The proxy up to its env list (`{"args":…,"env":[`).
+    proxy_head: String,
+    /// The proxy's env: an entry's text, or `None` for a per-pod variable.
+    env: Vec<Option<String>>,
+    /// The proxy after its env list (`],"image":…}`).
+    proxy_tail: String,
+    /// Volumes by name.
+    volumes: Vec<(String, String)>,
+    /// Later stages only append to the env (no compiled entry has a name they replace).
+    appendable: bool,
+}
+
+impl Text {
+    fn of(parts: &Static) -> Result<Self, serde_json::Error> {
+        let named = |items: &[Value]| -> Result<Vec<(String, String)>, serde_json::Error> {
+            items
+                .iter()
+                .map(|i| {
+                    let name = i.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    Ok((name, serde_json::to_string(i)?))
+                })
+                .collect()
+        };
+        // The proxy's members in key order, split where `env` goes.
+        let (mut head, mut tail) = (String::from("{"), String::new());
+        if let Some(proxy) = parts.proxy_container().as_object() {
+            for (key, value) in proxy {
+                let member = format!("{}:{}", serde_json::to_string(key)?, serde_json::to_string(value)?);
+                if key.as_str() < "env" {
+                    head.push_str(&member);
+                    head.push(',');
+                } else {
+                    tail.push(',');
+                    tail.push_str(&member);
+                }
+            }
+        }
+        head.push_str("\"env\":[");
+        tail.insert(0, ']');
+        tail.push('}');
+        let mut env = Vec::new();
+        let mut appendable = true;
+        for var in parts.env() {
+            env.push(match var {
+                EnvVar::Fixed(v) => {
+                    let name = v.get("name").and_then(Value::as_str);
+                    appendable &= name != Some(prometheus::SCRAPE_CONFIG_ENV) && name != Some("ISTIO_KUBE_APP_PROBERS");
+                    Some(serde_json::to_string(v)?)
+                }
+                _ => None,
+            });
+        }
+        Ok(Self {
+            init_containers: named(parts.init_containers())?,
+            proxy_head: head,
+            env,
+            proxy_tail: tail,
+            volumes: named(parts.volumes())?,
+            appendable,
+        })
+    }
+}
+
+/// A pod's fragment stand-ins for the compiled parts (see [`template::Static::stand_in_fragment`]), with what
+/// stage 5 needs to write them: the compiled text and the pod's entries of the proxy's per-pod env variables.
+pub struct StandIns<'c> {
+    text: &'c Text,
+    holes: Vec<(usize, Value)>,
+}
+
+/// What [`StandIns::write`] did with an item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It was a stand-in: its compiled text was written.
+    Yes,
+    /// It is not a stand-in.
+    NotAStandIn,
+    /// It has a stand-in's name but is not one as made (a later stage changed it): no text can be written.
+    Changed,
+}
+
+impl StandIns<'_> {
+    /// Whether `name` in `list` is a stand-in's.
+    pub fn names(&self, list: &str, name: &str) -> bool {
+        match list {
+            "initContainers" => name == PROXY_NAME || self.text.init_containers.iter().any(|(n, _)| n == name),
+            "containers" => name == PROXY_NAME,
+            "volumes" => self.text.volumes.iter().any(|(n, _)| n == name),
+            _ => false,
+        }
+    }
+
+    /// Writes the injected pod's `item` of `list` from the compiled text when it is a stand-in.
+    pub fn write(&self, out: &mut Vec<u8>, list: &str, item: &Value) -> Result<Written, serde_json::Error> {
+        let Some((name, map)) = item
+            .as_object()
+            .and_then(|m| Some((m.get("name")?.as_str()?, m)))
+            .filter(|(name, _)| self.names(list, name))
+        else {
+            return Ok(Written::NotAStandIn);
+        };
+        if name == PROXY_NAME {
+            let Some(appended) = map.get("env").and_then(Value::as_array).filter(|_| map.len() == 2) else {
+                return Ok(Written::Changed);
+            };
+            out.extend_from_slice(self.text.proxy_head.as_bytes());
+            let mut first = true;
+            let mut sep = |out: &mut Vec<u8>| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+            };
+            for (i, var) in self.text.env.iter().enumerate() {
+                match var {
+                    Some(text) => {
+                        sep(out);
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                    None => {
+                        for (_, v) in self.holes.iter().filter(|(j, _)| *j == i) {
+                            sep(out);
+                            serde_json::to_writer(&mut *out, v)?;
+                        }
+                    }
+                }
+            }
+            for v in appended {
+                sep(out);
+                serde_json::to_writer(&mut *out, v)?;
+            }
+            out.extend_from_slice(self.text.proxy_tail.as_bytes());
+            return Ok(Written::Yes);
+        }
+        if map.len() != 1 {
+            return Ok(Written::Changed);
+        }
+        let texts = if list == "volumes" {
+            &self.text.volumes
+        } else {
+            &self.text.init_containers
+        };
+        match texts.iter().find(|(n, _)| n == name) {
+            Some((_, text)) => {
+                out.extend_from_slice(text.as_bytes());
+                Ok(Written::Yes)
+            }
+            None => Ok(Written::Changed),
+        }
+    }
+}
+
+/// A built-in template's [`Static`] parts rendered for a pod without annotations, with what the rendering read.
+#[derive(Debug)]
+struct Compiled {
+    parts: Static,
+    /// Their text; `None` if it could not be written (the pods then get their items as values).
+    text: Option<Text>,
+    /// The annotations the rendering read: a pod with any of them gets parts of its own.
+    reads: BTreeSet<&'static str>,
+    interception_mode: String,
+    native: bool,
+    hold: bool,
+}
+
+impl Compiled {
+    fn render(settings: Settings, render: fn(&Settings) -> Static) -> Self {
+        let reads = RefCell::new(BTreeSet::new());
+        let settings = Settings {
+            reads: Some(&reads),
+            ..settings
+        };
+        let parts = render(&settings);
+        let (interception_mode, native, hold) = (settings.interception_mode.to_owned(), settings.native, settings.hold);
+        drop(settings);
+        Self {
+            text: Text::of(&parts).ok(),
+            parts,
+            reads: reads.into_inner(),
+            interception_mode,
+            native,
+            hold,
+        }
+    }
+
+    /// Whether the parts rendered for `settings` would be these: the same derived settings (in particular the
+    /// mesh's own proxy configuration, `mesh_proxy_config`) and none of the annotations read.
+    fn fits(&self, settings: &Settings, mesh_proxy_config: &Map<String, Value>) -> bool {
+        std::ptr::eq(settings.proxy_config, mesh_proxy_config)
+            && settings.reads.is_none()
+            && settings.interception_mode == self.interception_mode
+            && settings.native == self.native
+            && settings.hold == self.hold
+            && settings.openshift_uid.is_none()
+            && settings.proxy_uid == fragment::DEFAULT_PROXY_ID
+            && settings.proxy_gid == fragment::DEFAULT_PROXY_ID
+            && !self.reads.iter().any(|k| settings.annotations.contains_key(*k))
+    }
+}
 
 /// A compiled injection configuration. Build it once per configuration (the webhook keeps one per revision) and
 /// inject any number of pods with it.
@@ -20,6 +228,10 @@ pub struct Injector {
     mesh_proxy_config: Map<String, Value>,
     /// `PROXY_CONFIG` of such a pod.
     mesh_proxy_config_json: String,
+    /// The `sidecar` template's parts for a pod without annotations.
+    sidecar: Compiled,
+    /// The `gateway` template's parts for a pod without annotations.
+    gateway: Compiled,
 }
 
 impl Injector {
@@ -28,11 +240,29 @@ impl Injector {
         let proxy_defaults = proxy_config::defaults(&config.ca_address());
         let mesh_proxy_config = proxy_config::merge(&proxy_defaults, &config.mesh.default_config);
         let mesh_proxy_config_json = proxy_config::to_env_json(&mesh_proxy_config, &proxy_defaults);
+        let no_annotations = Map::new();
+        let settings = |native| Settings {
+            config: &config,
+            annotations: &no_annotations,
+            reads: None,
+            proxy_config: &mesh_proxy_config,
+            proxy_config_json: &mesh_proxy_config_json,
+            interception_mode: fragment::interception_mode(&no_annotations, &mesh_proxy_config),
+            native,
+            hold: fragment::hold(&config, &mesh_proxy_config),
+            openshift_uid: None,
+            proxy_uid: fragment::DEFAULT_PROXY_ID,
+            proxy_gid: fragment::DEFAULT_PROXY_ID,
+        };
+        let sidecar = Compiled::render(settings(config.native_sidecars_by_default()), template::sidecar_static);
+        let gateway = Compiled::render(settings(false), template::gateway_static);
         Self {
             config,
             proxy_defaults,
             mesh_proxy_config,
             mesh_proxy_config_json,
+            sidecar,
+            gateway,
         }
     }
 
@@ -55,10 +285,175 @@ impl Injector {
     pub fn mesh_proxy_config_json(&self) -> &str {
         &self.mesh_proxy_config_json
     }
+
+    /// The built-in template's stand-in fragment for a pod whose patch can be written from the compiled text: its
+    /// settings fit the compiled parts, and nothing the later stages do to a template's items beyond appending to
+    /// the proxy's env can happen (`mergeable`: no earlier injection, no own declarations of template items, no
+    /// user volumes, no TPROXY).
+    pub fn stand_ins(
+        &self,
+        ctx: &template::Context,
+        gateway: bool,
+        mergeable: bool,
+    ) -> Option<(template::Fragment, StandIns<'_>)> {
+        let compiled = if gateway { &self.gateway } else { &self.sidecar };
+        let text = compiled.text.as_ref().filter(|t| t.appendable)?;
+        if !mergeable || ctx.interception_mode() == "TPROXY" || !compiled.fits(&ctx.settings, &self.mesh_proxy_config) {
+            return None;
+        }
+        let pod_volumes = ctx.spec.get("volumes").and_then(Value::as_array);
+        if pod_volumes.into_iter().flatten().any(|v| {
+            let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+            name == "istio-certs" || text.volumes.iter().any(|(n, _)| n == name)
+        }) {
+            return None;
+        }
+        let pod = if gateway {
+            template::gateway_pod_parts(ctx)
+        } else {
+            template::sidecar_pod_parts(ctx)
+        };
+        let fragment = compiled.parts.stand_in_fragment(pod);
+        let holes = template::env_holes(ctx, compiled.parts.env());
+        Some((fragment, StandIns { text, holes }))
+    }
+
+    /// The `sidecar` template's [`Static`] parts for a pod: the compiled ones when they fit, else its own.
+    pub fn sidecar_parts(&self, settings: &Settings) -> Static {
+        if self.sidecar.fits(settings, &self.mesh_proxy_config) {
+            self.sidecar.parts.clone()
+        } else {
+            template::sidecar_static(settings)
+        }
+    }
+
+    /// The `gateway` template's [`Static`] parts for a pod: the compiled ones when they fit, else its own.
+    pub fn gateway_parts(&self, settings: &Settings) -> Static {
+        if self.gateway.fits(settings, &self.mesh_proxy_config) {
+            self.gateway.parts.clone()
+        } else {
+            template::gateway_static(settings)
+        }
+    }
 }
 
 impl From<InjectionConfig> for Injector {
     fn from(config: InjectionConfig) -> Self {
         Self::compile(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Every annotation `annotations.rs` names, read from its source so that a new one is covered too.
+    fn every_annotation() -> Vec<String> {
+        include_str!("annotations.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split_once("= \"").map(|(_, v)| v.trim_end_matches("\";").to_owned()))
+            .collect()
+    }
+
+    fn configs() -> Vec<InjectionConfig> {
+        let mut out = vec![InjectionConfig::default()];
+        for (key, value) in [
+            ("components.cni.enabled", "true"),
+            ("values.global.mountMtlsCerts", "true"),
+            ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
+            ("env.ENABLE_NATIVE_SIDECARS", "false"),
+            ("meshConfig.defaultConfig.interceptionMode", "TPROXY"),
+            ("meshConfig.defaultConfig.proxyMetadata.FOO", "bar"),
+            ("values.global.proxy.enableCoreDump", "true"),
+            ("values.global.network", "net1"),
+        ] {
+            let mut config = InjectionConfig::default();
+            config.apply_setting(key, value).unwrap();
+            out.push(config);
+        }
+        out
+    }
+
+    /// Values that make each annotation differ from its default (and some that are plain text).
+    fn values() -> [&'static str; 6] {
+        ["true", "false", "7", "TPROXY", "NONE", "10.0.0.0/8"]
+    }
+
+    #[test]
+    fn compiled_parts_are_what_the_pod_would_render() {
+        for config in configs() {
+            let injector = Injector::compile(config);
+            let mut cases = vec![Map::new()];
+            for key in every_annotation().into_iter().chain(["team".to_owned()]) {
+                for value in values() {
+                    let mut a = Map::new();
+                    a.insert(key.clone(), json!(value));
+                    cases.push(a);
+                }
+            }
+            for annotations in &cases {
+                let settings = Settings {
+                    config: injector.config(),
+                    annotations,
+                    reads: None,
+                    proxy_config: injector.mesh_proxy_config(),
+                    proxy_config_json: injector.mesh_proxy_config_json(),
+                    interception_mode: fragment::interception_mode(annotations, injector.mesh_proxy_config()),
+                    native: injector.sidecar.native,
+                    hold: injector.sidecar.hold,
+                    openshift_uid: None,
+                    proxy_uid: fragment::DEFAULT_PROXY_ID,
+                    proxy_gid: fragment::DEFAULT_PROXY_ID,
+                };
+                assert_eq!(
+                    injector.sidecar_parts(&settings),
+                    template::sidecar_static(&settings),
+                    "{annotations:?}"
+                );
+                let settings = Settings {
+                    native: false,
+                    ..settings
+                };
+                assert_eq!(
+                    injector.gateway_parts(&settings),
+                    template::gateway_static(&settings),
+                    "{annotations:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pod_without_annotations_gets_the_compiled_parts() {
+        let injector = Injector::compile(InjectionConfig::default());
+        let none = Map::new();
+        let mut team = Map::new();
+        team.insert("team".into(), json!("a"));
+        let mut level = Map::new();
+        level.insert("sidecar.istio.io/logLevel".into(), json!("debug"));
+        let fits = |annotations: &Map<String, Value>| {
+            injector.sidecar.fits(
+                &Settings {
+                    config: injector.config(),
+                    annotations,
+                    reads: None,
+                    proxy_config: injector.mesh_proxy_config(),
+                    proxy_config_json: injector.mesh_proxy_config_json(),
+                    interception_mode: "REDIRECT",
+                    native: injector.sidecar.native,
+                    hold: injector.sidecar.hold,
+                    openshift_uid: None,
+                    proxy_uid: fragment::DEFAULT_PROXY_ID,
+                    proxy_gid: fragment::DEFAULT_PROXY_ID,
+                },
+                injector.mesh_proxy_config(),
+            )
+        };
+        assert!(fits(&none) && fits(&team));
+        assert!(!fits(&level), "logLevel changes the proxy's args");
+        assert!(injector.sidecar.reads.contains("sidecar.istio.io/proxyImage"));
     }
 }

@@ -10,9 +10,31 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 
 use super::annotations as ann;
-use super::compile::Injector;
+use super::compile::{Injector, StandIns};
+use super::config::InjectionConfig;
 use super::template::{self, Fragment};
 use super::{InjectError, PROXY_NAME, TEMPLATE_CONTAINERS, TemplateKind, Workload, at, merge, proxy_config, validate};
+
+/// UID and GID of the proxy unless the pod's own `istio-proxy` (or OpenShift) says otherwise.
+pub const DEFAULT_PROXY_ID: i64 = 1337;
+
+/// `REDIRECT`, `TPROXY` or `NONE`: the pod's annotation, else the proxy configuration's.
+pub fn interception_mode<'a>(annotations: &'a Map<String, Value>, proxy_config: &'a Map<String, Value>) -> &'a str {
+    annotations
+        .get(ann::INTERCEPTION_MODE)
+        .and_then(Value::as_str)
+        .or_else(|| proxy_config.get("interceptionMode").and_then(Value::as_str))
+        .unwrap_or("REDIRECT")
+}
+
+/// Whether the application waits for the proxy: the proxy configuration's or the mesh's setting.
+pub fn hold(config: &InjectionConfig, proxy_config: &Map<String, Value>) -> bool {
+    proxy_config
+        .get("holdApplicationUntilProxyStarts")
+        .and_then(Value::as_bool)
+        == Some(true)
+        || config.proxy.hold_application_until_proxy_starts
+}
 
 /// An empty map, for a pod without labels or annotations.
 static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
@@ -35,7 +57,7 @@ pub struct Pod<'a> {
     /// `PROXY_CONFIG`: the effective fields that differ from Istio's defaults.
     pub proxy_config_json: Cow<'a, str>,
     /// `REDIRECT`, `TPROXY` or `NONE`.
-    pub interception_mode: Cow<'a, str>,
+    pub interception_mode: String,
     /// Hold the application until the proxy is ready.
     pub hold: bool,
     /// The `sidecar` template is among the selected ones.
@@ -158,21 +180,8 @@ impl<'a> Pod<'a> {
                 Cow::Borrowed(injector.mesh_proxy_config_json()),
             ),
         };
-        let hold = proxy_config
-            .get("holdApplicationUntilProxyStarts")
-            .and_then(Value::as_bool)
-            == Some(true)
-            || injector.config().proxy.hold_application_until_proxy_starts;
-        let interception_mode = match annotations.get(ann::INTERCEPTION_MODE).and_then(Value::as_str) {
-            Some(mode) => Cow::Borrowed(mode),
-            None => Cow::Owned(
-                proxy_config
-                    .get("interceptionMode")
-                    .and_then(Value::as_str)
-                    .unwrap_or("REDIRECT")
-                    .to_owned(),
-            ),
-        };
+        let hold = hold(injector.config(), &proxy_config);
+        let interception_mode = interception_mode(annotations, &proxy_config).to_owned();
 
         // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
         let full_spec = spec.clone();
@@ -191,11 +200,7 @@ impl<'a> Pod<'a> {
         let native = sidecar
             && bool_annotation(annotations, ann::NATIVE_SIDECAR)
                 .unwrap_or_else(|| injector.config().native_sidecars_by_default());
-        let tproxy = annotations
-            .get(ann::INTERCEPTION_MODE)
-            .and_then(Value::as_str)
-            .or_else(|| proxy_config.get("interceptionMode").and_then(Value::as_str))
-            == Some("TPROXY");
+        let tproxy = interception_mode == "TPROXY";
         let own_proxy = overrides.iter().find(|(_, o)| at(o, "name") == PROXY_NAME);
         let own_id = |field: &str| {
             own_proxy
@@ -205,8 +210,8 @@ impl<'a> Pod<'a> {
         };
         let proxy_uid = own_id("runAsUser")
             .or(openshift_uid.filter(|_| !tproxy))
-            .unwrap_or(1337);
-        let proxy_gid = own_id("runAsGroup").unwrap_or(1337);
+            .unwrap_or(DEFAULT_PROXY_ID);
+        let proxy_gid = own_id("runAsGroup").unwrap_or(DEFAULT_PROXY_ID);
         Ok(Self {
             annotations,
             labels,
@@ -228,30 +233,57 @@ impl<'a> Pod<'a> {
 }
 
 /// Renders the pod's templates, in order, into one fragment (a later template's items merge over an earlier
-/// one's of the same name).
-pub fn render(injector: &Injector, pod: &Pod, workload: &Workload, metadata: &Value) -> Result<Fragment, InjectError> {
+/// one's of the same name). With `stand_ins` (the webhook, for a pod not injected before), a pod that takes a
+/// built-in template's compiled parts unchanged gets stand-ins for them, and their text for stage 5.
+pub fn render<'c>(
+    injector: &'c Injector,
+    pod: &Pod,
+    workload: &Workload,
+    metadata: &Value,
+    stand_ins: bool,
+) -> Result<(Fragment, Option<StandIns<'c>>), InjectError> {
     let ctx = template::Context {
-        injector,
-        config: injector.config(),
-        annotations: pod.annotations,
+        settings: template::Settings {
+            config: injector.config(),
+            annotations: pod.annotations,
+            reads: None,
+            proxy_config: &pod.proxy_config,
+            proxy_config_json: &pod.proxy_config_json,
+            interception_mode: &pod.interception_mode,
+            native: pod.native,
+            hold: pod.hold,
+            openshift_uid: pod.openshift_uid,
+            proxy_uid: pod.proxy_uid,
+            proxy_gid: pod.proxy_gid,
+        },
         labels: pod.labels,
         spec: &pod.spec,
         full_spec: &pod.full_spec,
         workload,
-        proxy_config: &pod.proxy_config,
-        proxy_config_json: &pod.proxy_config_json,
-        interception_mode: &pod.interception_mode,
-        native: pod.native,
-        hold: pod.hold,
-        openshift_uid: pod.openshift_uid,
-        proxy_uid: pod.proxy_uid,
-        proxy_gid: pod.proxy_gid,
     };
+    let mergeable = stand_ins
+        && pod.kinds.len() == 1
+        && pod.overrides.is_empty()
+        && !pod.annotations.contains_key(ann::USER_VOLUME)
+        && !pod.annotations.contains_key(ann::USER_VOLUME_MOUNT);
+    let mut stand_ins = None;
     let mut fragment = Fragment::default();
     for kind in &pod.kinds {
+        let builtin = matches!(kind, TemplateKind::Sidecar | TemplateKind::Gateway);
+        if builtin && let Some((mut f, s)) = injector.stand_ins(&ctx, *kind == TemplateKind::Gateway, mergeable) {
+            stand_ins = Some(s);
+            if pod.native
+                && let Some(pos) = f.containers.iter().position(|c| at(c, "name") == PROXY_NAME)
+            {
+                let proxy = f.containers.remove(pos);
+                f.init_containers.push(proxy);
+            }
+            merge_fragment(&mut fragment, f);
+            continue;
+        }
         let f = match kind {
             TemplateKind::Sidecar => {
-                let mut f = template::sidecar(&ctx);
+                let mut f = template::sidecar(&ctx, injector.sidecar_parts(&ctx.settings));
                 add_user_volumes(&ctx, &mut f)?;
                 // A native sidecar is an init container in the template itself, so a later template that names
                 // `istio-proxy` under containers adds a container of that name, as Istio's does.
@@ -264,7 +296,7 @@ pub fn render(injector: &Injector, pod: &Pod, workload: &Workload, metadata: &Va
                 f
             }
             TemplateKind::Gateway => {
-                let mut f = template::gateway(&ctx);
+                let mut f = template::gateway(&ctx, injector.gateway_parts(&ctx.settings));
                 add_user_volumes(&ctx, &mut f)?;
                 f
             }
@@ -287,7 +319,7 @@ pub fn render(injector: &Injector, pod: &Pod, workload: &Workload, metadata: &Va
         };
         merge_fragment(&mut fragment, f);
     }
-    Ok(fragment)
+    Ok((fragment, stand_ins))
 }
 
 fn merge_fragment(into: &mut Fragment, f: Fragment) {

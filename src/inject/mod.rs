@@ -213,6 +213,16 @@ fn annotation<'a>(metadata: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Injects the sidecar into a pod (stages 1 to 4). The caller has already decided to inject (see [`decide`]).
 pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectError> {
+    run(injector, input, false).map(|(injected, _)| injected)
+}
+
+/// Stages 1 to 4; with `stand_ins`, compiled template items may be stand-ins for stage 5 to write (see
+/// [`compile::StandIns`]).
+fn run<'c>(
+    injector: &'c Injector,
+    input: &PodInput,
+    stand_ins: bool,
+) -> Result<(Injected, Option<compile::StandIns<'c>>), InjectError> {
     shape::metadata(input.metadata)?;
     shape::spec(input.spec)?;
     let strip::Stripped {
@@ -221,9 +231,10 @@ pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectE
         submitted,
         previous_probers,
     } = strip::previous_injection(input.metadata, input.spec)?;
-    let (mut merged, status_port) = {
+    let fresh = submitted.is_none();
+    let (mut merged, status_port, stand_ins) = {
         let mut pod = fragment::Pod::read(injector, &metadata, spec, input.namespace_annotations)?;
-        let fragment = fragment::render(injector, &pod, &input.workload, &metadata)?;
+        let (fragment, stand_ins) = fragment::render(injector, &pod, &input.workload, &metadata, stand_ins && fresh)?;
         let mut merged = merge::fragment_under_pod(
             fragment,
             std::mem::take(&mut pod.spec),
@@ -246,13 +257,14 @@ pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectE
             .get("statusPort")
             .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
             .unwrap_or_default();
-        (merged, status_port)
+        (merged, status_port, stand_ins)
     };
     post::metadata(injector, &mut metadata, &mut merged, &status_port)?;
-    Ok(Injected {
+    let injected = Injected {
         metadata,
         spec: merged.spec,
-    })
+    };
+    Ok((injected, stand_ins))
 }
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
@@ -288,18 +300,26 @@ pub fn inject_pod(
         workload.namespace = namespace.to_owned();
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
-    let run = |spec: &pod::Spec| {
+    let attempt = |spec: &pod::Spec, stand_ins: bool| {
         let input = PodInput {
             metadata,
             spec: &spec.value,
             workload: workload.clone(),
             namespace_annotations,
         };
-        let injected = inject(injector, &input)?;
-        Ok::<_, InjectError>(patch::build(old_metadata, &injected.metadata, spec, &injected.spec))
+        let (injected, stand_ins) = run(injector, &input, stand_ins)?;
+        Ok::<_, InjectError>(patch::build(
+            old_metadata,
+            &injected.metadata,
+            spec,
+            &injected.spec,
+            stand_ins.as_ref(),
+        ))
     };
-    let patch = match run(&spec)? {
-        Err(patch::PatchError::NeedsFullSpec) if spec.shallow => run(&pod.spec(&pod::Depth::Full)?)?,
+    // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
+    // needed for Istio's corpus; see `patch::PatchError::Fallback`).
+    let patch = match attempt(&spec, true)? {
+        Err(patch::PatchError::Fallback) => attempt(&pod.spec(&pod::Depth::Full)?, false)?,
         other => other,
     }
     .map_err(|e| InjectError::InvalidPod(e.to_string()))?;

@@ -11,15 +11,17 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use super::compile::{StandIns, Written};
 use super::pod::{CONTAINER_FIELDS, SPEC_FIELDS, Spec};
 
 /// Why no patch was written.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    /// The injection changed a part of the pod that was not parsed (it never does for the templates that parse
-    /// shallowly): the spec must be parsed whole and injected again.
-    #[error("the injection changed a part of the pod that was not parsed")]
-    NeedsFullSpec,
+    /// The injection changed a part of the pod that was not parsed, or a stand-in for a compiled item (neither
+    /// happens when the conditions for them hold): the pod must be injected again, parsed whole and with its items
+    /// as values.
+    #[error("the injection changed a part of the pod that was not parsed or compiled")]
+    Fallback,
     /// A value could not be written.
     #[error("cannot write the patch: {0}")]
     Write(#[from] serde_json::Error),
@@ -28,12 +30,13 @@ pub enum PatchError {
 /// Lists whose items are matched by name.
 const KEYED_LISTS: &[&str] = &["containers", "initContainers", "volumes", "imagePullSecrets"];
 
-struct Writer {
+struct Writer<'s> {
     out: Vec<u8>,
     path: String,
+    stand_ins: Option<&'s StandIns<'s>>,
 }
 
-impl Writer {
+impl Writer<'_> {
     /// Runs `f` with `segment` appended to the path (escaped as a JSON pointer token).
     fn at<R>(&mut self, segment: &str, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
@@ -59,17 +62,60 @@ impl Writer {
     }
 
     fn op(&mut self, op: &str, value: Option<&Value>) -> Result<(), PatchError> {
+        self.op_with(op, |w| match value {
+            Some(value) => {
+                w.out.extend_from_slice(b",\"value\":");
+                Ok(serde_json::to_writer(&mut w.out, value)?)
+            }
+            None => Ok(()),
+        })
+    }
+
+    /// An operation whose `value` member (if any) `value` writes.
+    fn op_with(&mut self, op: &str, value: impl FnOnce(&mut Self) -> Result<(), PatchError>) -> Result<(), PatchError> {
         self.out.push(if self.out.is_empty() { b'[' } else { b',' });
         self.out.extend_from_slice(b"{\"op\":\"");
         self.out.extend_from_slice(op.as_bytes());
         self.out.extend_from_slice(b"\",\"path\":");
         serde_json::to_writer(&mut self.out, self.path.as_str())?;
-        if let Some(value) = value {
-            self.out.extend_from_slice(b",\"value\":");
-            serde_json::to_writer(&mut self.out, value)?;
-        }
+        value(self)?;
         self.out.push(b'}');
         Ok(())
+    }
+
+    /// An item of the injected pod's `list`: from the compiled text when it stands in for a compiled one.
+    fn item(&mut self, list: &str, item: &Value) -> Result<(), PatchError> {
+        if let Some(stand_ins) = self.stand_ins {
+            match stand_ins.write(&mut self.out, list, item)? {
+                Written::Yes => return Ok(()),
+                Written::Changed => return Err(PatchError::Fallback),
+                Written::NotAStandIn => {}
+            }
+        }
+        Ok(serde_json::to_writer(&mut self.out, item)?)
+    }
+
+    /// `add` of a whole item at the current path.
+    fn add_item(&mut self, list: &str, item: &Value) -> Result<(), PatchError> {
+        self.op_with("add", |w| {
+            w.out.extend_from_slice(b",\"value\":");
+            w.item(list, item)
+        })
+    }
+
+    /// `add` of a whole list at the current path.
+    fn add_list(&mut self, list: &str, items: &[Value]) -> Result<(), PatchError> {
+        self.op_with("add", |w| {
+            w.out.extend_from_slice(b",\"value\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    w.out.push(b',');
+                }
+                w.item(list, item)?;
+            }
+            w.out.push(b']');
+            Ok(())
+        })
     }
 
     fn finish(mut self) -> Vec<u8> {
@@ -143,7 +189,7 @@ fn name(item: &Value) -> Option<&str> {
 /// A list of named items: items of `old` kept in order where `new` has them (matched by name), the rest removed,
 /// the new ones added in place, and kept ones patched field by field. `shallow[i]` marks an old item of which only
 /// [`CONTAINER_FIELDS`] were parsed: it must be kept, and only those fields may change.
-fn list(w: &mut Writer, old: &[Value], new: &[Value], shallow: &[bool]) -> Result<(), PatchError> {
+fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool]) -> Result<(), PatchError> {
     let is_shallow = |i: usize| shallow.get(i).copied().unwrap_or(false);
     let mut kept = vec![false; old.len()];
     let mut source: Vec<Option<usize>> = Vec::with_capacity(new.len());
@@ -167,15 +213,23 @@ fn list(w: &mut Writer, old: &[Value], new: &[Value], shallow: &[bool]) -> Resul
     for (i, kept) in kept.iter().enumerate().rev() {
         if !kept {
             if is_shallow(i) {
-                return Err(PatchError::NeedsFullSpec);
+                return Err(PatchError::Fallback);
             }
             w.at_index(i, |w| w.op("remove", None))?;
         }
     }
     for (j, (item, source)) in new.iter().zip(source).enumerate() {
         match source.and_then(|i| old.get(i).map(|o| (i, o))) {
-            Some((i, old_item)) => w.at_index(j, |w| item_fields(w, old_item, item, is_shallow(i)))?,
-            None => w.at_index(j, |w| w.op("add", Some(item)))?,
+            Some((i, old_item)) => {
+                if let (Some(stand_ins), Some(n)) = (w.stand_ins, name(item))
+                    && stand_ins.names(key, n)
+                {
+                    // A stand-in cannot be merged with the pod's own item.
+                    return Err(PatchError::Fallback);
+                }
+                w.at_index(j, |w| item_fields(w, old_item, item, is_shallow(i)))?
+            }
+            None => w.at_index(j, |w| w.add_item(key, item))?,
         }
     }
     Ok(())
@@ -186,26 +240,28 @@ fn item_fields(w: &mut Writer, old: &Value, new: &Value, shallow: bool) -> Resul
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
             if shallow && o != n && !CONTAINER_FIELDS.contains(&key) {
-                return Err(PatchError::NeedsFullSpec);
+                return Err(PatchError::Fallback);
             }
             w.at(key, |w| replace(w, o, n))
         }),
-        _ if shallow => Err(PatchError::NeedsFullSpec),
+        _ if shallow => Err(PatchError::Fallback),
         _ => replace(w, Some(old), Some(new)),
     }
 }
 
 /// The patch from the submitted pod (`old_metadata`, absent when the pod had none; `old_spec` as parsed) to the
-/// injected one.
+/// injected one, whose stand-ins for compiled items (if any) are written from `stand_ins`.
 pub fn build(
     old_metadata: Option<&Value>,
     new_metadata: &Value,
     old_spec: &Spec,
     new_spec: &Value,
+    stand_ins: Option<&StandIns>,
 ) -> Result<Vec<u8>, PatchError> {
     let mut w = Writer {
         out: Vec::with_capacity(8 * 1024),
         path: String::with_capacity(64),
+        stand_ins,
     };
     w.at("metadata", |w| match (old_metadata, new_metadata) {
         (Some(Value::Object(o)), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
@@ -225,11 +281,16 @@ pub fn build(
         members(w, old, new, |w, key, o, n| {
             if old_spec.shallow && o.is_none() && !SPEC_FIELDS.contains(&key) {
                 // A field the submitted pod may have had, unparsed.
-                return Err(PatchError::NeedsFullSpec);
+                return Err(PatchError::Fallback);
             }
             w.at(key, |w| match (o, n) {
                 (Some(Value::Array(o)), Some(Value::Array(n))) if KEYED_LISTS.contains(&key) => {
-                    list(w, o, n, old_spec.shallow_items(key))
+                    list(w, key, o, n, old_spec.shallow_items(key))
+                }
+                (None, Some(Value::Array(n))) if KEYED_LISTS.contains(&key) => w.add_list(key, n),
+                (Some(_), Some(Value::Array(_))) if KEYED_LISTS.contains(&key) && w.stand_ins.is_some() => {
+                    // Replacing a list that was not one: written from the values.
+                    Err(PatchError::Fallback)
                 }
                 _ => replace(w, o, n),
             })
@@ -258,6 +319,7 @@ mod tests {
             &new["metadata"],
             &spec(old["spec"].clone()),
             &new["spec"],
+            None,
         )
         .unwrap();
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
@@ -317,22 +379,22 @@ mod tests {
             ..old
         };
         let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
-        assert!(build(None, &json!({}), &shallow, &probe).is_ok());
+        assert!(build(None, &json!({}), &shallow, &probe, None).is_ok());
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &env),
-            Err(PatchError::NeedsFullSpec)
+            build(None, &json!({}), &shallow, &env, None),
+            Err(PatchError::Fallback)
         ));
         let dropped = json!({"containers": [{"name": "other"}]});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &dropped),
-            Err(PatchError::NeedsFullSpec)
+            build(None, &json!({}), &shallow, &dropped, None),
+            Err(PatchError::Fallback)
         ));
         let unparsed =
             json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &unparsed),
-            Err(PatchError::NeedsFullSpec)
+            build(None, &json!({}), &shallow, &unparsed, None),
+            Err(PatchError::Fallback)
         ));
     }
 }

@@ -8,10 +8,12 @@
 // Indexing here writes only into JSON this module built itself (reads of the pod with `[]` yield Null, never panic).
 #![allow(clippy::indexing_slicing)]
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value, json};
 
 use super::annotations as ann;
-use super::compile::Injector;
 use super::config::InjectionConfig;
 use super::gojson;
 use super::{PROXY_NAME, Workload};
@@ -94,23 +96,17 @@ impl Fragment {
     }
 }
 
-/// Everything a template reads.
-pub struct Context<'a> {
-    /// The compiled configuration.
-    pub injector: &'a Injector,
+/// What the parts of a built-in template that do not depend on the pod's labels, containers or workload read: the
+/// configuration, the pod's annotations and what was derived from them. [`Static`] parts are functions of these
+/// only (the type keeps them from reading more), which is what lets [`super::compile`] render them once.
+pub struct Settings<'a> {
     /// The configuration.
     pub config: &'a InjectionConfig,
     /// The pod's annotations.
     pub annotations: &'a Map<String, Value>,
-    /// The pod's labels.
-    pub labels: &'a Map<String, Value>,
-    /// The pod's spec (user containers only).
-    pub spec: &'a Value,
-    /// The pod's spec as submitted (without what an earlier injection added), including the user's own
-    /// declarations of template containers: what Istio's templates range over.
-    pub full_spec: &'a Value,
-    /// The owning workload.
-    pub workload: &'a Workload,
+    /// When set, the annotations read are recorded here (compiling: those a pod must not have to reuse the
+    /// compiled parts).
+    pub reads: Option<&'a RefCell<BTreeSet<&'static str>>>,
     /// Effective proxy configuration (mesh defaults and the pod's `proxy.istio.io/config`).
     pub proxy_config: &'a Map<String, Value>,
     /// `PROXY_CONFIG`: the effective fields that differ from Istio's defaults.
@@ -129,20 +125,41 @@ pub struct Context<'a> {
     pub proxy_gid: i64,
 }
 
-impl Context<'_> {
-    fn annotation(&self, key: &str) -> Option<&str> {
+/// Everything a template reads: the [`Settings`] and the pod itself.
+pub struct Context<'a> {
+    /// Configuration, annotations and what was derived from them.
+    pub settings: Settings<'a>,
+    /// The pod's labels.
+    pub labels: &'a Map<String, Value>,
+    /// The pod's spec (user containers only).
+    pub spec: &'a Value,
+    /// The pod's spec as submitted (without what an earlier injection added), including the user's own
+    /// declarations of template containers: what Istio's templates range over.
+    pub full_spec: &'a Value,
+    /// The owning workload.
+    pub workload: &'a Workload,
+}
+
+impl<'a> std::ops::Deref for Context<'a> {
+    type Target = Settings<'a>;
+    fn deref(&self) -> &Settings<'a> {
+        &self.settings
+    }
+}
+
+impl Settings<'_> {
+    fn annotation(&self, key: &'static str) -> Option<&str> {
+        if let Some(reads) = self.reads {
+            reads.borrow_mut().insert(key);
+        }
         self.annotations.get(key).and_then(Value::as_str)
     }
 
     /// The annotation's value, or `default` when the pod does not set it.
-    fn annotation_or(&self, key: &str, default: &str) -> String {
+    fn annotation_or(&self, key: &'static str, default: &str) -> String {
         self.annotation(key)
             .map(str::to_owned)
             .unwrap_or_else(|| default.to_owned())
-    }
-
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
     }
 
     /// `REDIRECT`, `TPROXY` or `NONE`: the annotation, else the proxy config.
@@ -167,15 +184,6 @@ impl Context<'_> {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-
-    fn app_containers(&self) -> Vec<String> {
-        containers(self.spec)
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .filter(|n| *n != PROXY_NAME)
-            .map(str::to_owned)
-            .collect()
     }
 
     fn image_pull_policy(&self) -> Option<&str> {
@@ -209,6 +217,21 @@ impl Context<'_> {
     }
 }
 
+impl Context<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn app_containers(&self) -> Vec<String> {
+        containers(self.spec)
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .filter(|n| *n != PROXY_NAME)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 fn containers(spec: &Value) -> &[Value] {
     spec["containers"].as_array().map(Vec::as_slice).unwrap_or_default()
 }
@@ -225,8 +248,8 @@ pub fn exclude_inbound_port(status_port: &str, excluded: &str) -> String {
 }
 
 /// The proxy's resources: from the resource annotations when any is set, else from the values.
-fn resources(ctx: &Context) -> Value {
-    let pick = |key: &str| ctx.annotation(key).map(|v| Value::String(canonical_quantity(v)));
+fn resources(ctx: &Settings) -> Value {
+    let pick = |key: &'static str| ctx.annotation(key).map(|v| Value::String(canonical_quantity(v)));
     let (cpu, memory, cpu_limit, memory_limit) = (
         pick(ann::PROXY_CPU),
         pick(ann::PROXY_MEMORY),
@@ -311,73 +334,126 @@ fn pod_ports(spec: &Value) -> String {
     out
 }
 
+/// An env var of the proxy: fixed by the [`Settings`], or filled in per pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EnvVar {
+    /// The same for every pod with these settings.
+    Fixed(Value),
+    /// `ISTIO_META_POD_PORTS`: the pod's container ports.
+    PodPorts,
+    /// `ISTIO_META_APP_CONTAINERS`: the pod's container names.
+    AppContainers,
+    /// `ISTIO_META_WORKLOAD_NAME` and `ISTIO_META_OWNER`: the pod's workload, when it has one.
+    Workload,
+}
+
 /// The environment shared by the sidecar and gateway proxies, up to and including `TRUST_DOMAIN`.
-fn proxy_env(ctx: &Context, gateway: bool) -> Vec<Value> {
+fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
+    use EnvVar::Fixed;
     let config = ctx.config;
     let mut env = Vec::new();
     if !gateway && config.mesh.inbound_localhost {
-        env.push(value_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true"));
+        env.push(Fixed(value_env("REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", "true")));
     }
-    env.extend([
-        value_env("PILOT_CERT_PROVIDER", &config.pilot_cert_provider),
-        value_env("CA_ADDR", config.ca_address()),
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-        field_env("INSTANCE_IP", "status.podIP"),
-        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        field_env("HOST_IP", "status.hostIP"),
-        resource_env("ISTIO_CPU_LIMIT", "limits.cpu"),
-        value_env("PROXY_CONFIG", format!("{}\n", ctx.proxy_config_json)),
-        value_env("ISTIO_META_POD_PORTS", pod_ports(ctx.spec)),
-    ]);
-    let app_containers = ctx.app_containers().join(",");
+    env.extend(
+        [
+            value_env("PILOT_CERT_PROVIDER", &config.pilot_cert_provider),
+            value_env("CA_ADDR", config.ca_address()),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("INSTANCE_IP", "status.podIP"),
+            field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            field_env("HOST_IP", "status.hostIP"),
+            resource_env("ISTIO_CPU_LIMIT", "limits.cpu"),
+            value_env("PROXY_CONFIG", format!("{}\n", ctx.proxy_config_json)),
+        ]
+        .map(Fixed),
+    );
+    env.push(EnvVar::PodPorts);
     if gateway {
-        env.push(resource_env("GOMEMLIMIT", "limits.memory"));
-        env.push(value_env("ISTIO_META_APP_CONTAINERS", app_containers));
+        env.push(Fixed(resource_env("GOMEMLIMIT", "limits.memory")));
+        env.push(EnvVar::AppContainers);
     } else {
-        env.push(value_env("ISTIO_META_APP_CONTAINERS", app_containers));
-        env.push(resource_env("GOMEMLIMIT", "limits.memory"));
+        env.push(EnvVar::AppContainers);
+        env.push(Fixed(resource_env("GOMEMLIMIT", "limits.memory")));
     }
     if let Some(policy) = &config.compliance_policy {
-        env.push(value_env("COMPLIANCE_POLICY", policy));
+        env.push(Fixed(value_env("COMPLIANCE_POLICY", policy)));
         if policy == "fips-140-3" {
-            env.push(value_env("GODEBUG", "fips140=only"));
+            env.push(Fixed(value_env("GODEBUG", "fips140=only")));
         }
     }
-    env.push(value_env("ISTIO_META_CLUSTER_ID", &config.cluster_id));
-    env.push(field_env("ISTIO_META_NODE_NAME", "spec.nodeName"));
-    env.push(value_env("ISTIO_META_INTERCEPTION_MODE", ctx.interception_mode()));
-    if !ctx.workload.name.is_empty() {
-        // The workload-name label renames the workload for telemetry; the owner stays the real object.
-        let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
-        env.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
-        if !ctx.workload.api_version.is_empty() {
-            env.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
-        }
-    }
+    env.push(Fixed(value_env("ISTIO_META_CLUSTER_ID", &config.cluster_id)));
+    env.push(Fixed(field_env("ISTIO_META_NODE_NAME", "spec.nodeName")));
+    env.push(Fixed(value_env(
+        "ISTIO_META_INTERCEPTION_MODE",
+        ctx.interception_mode(),
+    )));
+    env.push(EnvVar::Workload);
     if !gateway && ctx.annotation(ann::BOOTSTRAP_OVERRIDE).is_some() {
-        env.push(value_env(
+        env.push(Fixed(value_env(
             "ISTIO_BOOTSTRAP_OVERRIDE",
             "/etc/istio/custom-bootstrap/custom_bootstrap.json",
-        ));
+        )));
     }
     let mesh_id = config.mesh_id.clone().unwrap_or_else(|| ctx.trust_domain().to_owned());
     if !mesh_id.is_empty() {
-        env.push(value_env("ISTIO_META_MESH_ID", mesh_id));
+        env.push(Fixed(value_env("ISTIO_META_MESH_ID", mesh_id)));
     }
     if !ctx.trust_domain().is_empty() {
-        env.push(value_env("TRUST_DOMAIN", ctx.trust_domain()));
+        env.push(Fixed(value_env("TRUST_DOMAIN", ctx.trust_domain())));
     }
     if let Some(network) = &config.network {
-        env.push(value_env("ISTIO_META_NETWORK", network));
+        env.push(Fixed(value_env("ISTIO_META_NETWORK", network)));
     }
     for (k, v) in ctx.proxy_metadata() {
-        env.push(value_env(&k, v));
+        env.push(Fixed(value_env(&k, v)));
     }
     env
 }
 
-fn readiness_probe(ctx: &Context) -> Value {
+/// The env entries of a per-pod variable for this pod (none for a fixed one).
+fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<Value>) {
+    match var {
+        EnvVar::Fixed(_) => {}
+        EnvVar::PodPorts => out.push(value_env("ISTIO_META_POD_PORTS", pod_ports(ctx.spec))),
+        EnvVar::AppContainers => out.push(value_env("ISTIO_META_APP_CONTAINERS", ctx.app_containers().join(","))),
+        EnvVar::Workload if !ctx.workload.name.is_empty() => {
+            // The workload-name label renames the workload for telemetry; the owner stays the real object.
+            let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
+            out.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
+            if !ctx.workload.api_version.is_empty() {
+                out.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
+            }
+        }
+        EnvVar::Workload => {}
+    }
+}
+
+/// The proxy's environment for this pod.
+fn fill_env(ctx: &Context, env: Vec<EnvVar>) -> Value {
+    let mut out = Vec::with_capacity(env.len() + 1);
+    for var in env {
+        match var {
+            EnvVar::Fixed(v) => out.push(v),
+            hole => hole_values(ctx, &hole, &mut out),
+        }
+    }
+    Value::Array(out)
+}
+
+/// This pod's entries of the per-pod variables of `env`, each with the index of its variable.
+pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> Vec<(usize, Value)> {
+    let mut out = Vec::new();
+    let mut values = Vec::new();
+    for (i, var) in env.iter().enumerate() {
+        hole_values(ctx, var, &mut values);
+        out.extend(values.drain(..).map(|v| (i, v)));
+    }
+    out
+}
+
+fn readiness_probe(ctx: &Settings) -> Value {
     let mut probe = json!({
         "httpGet": {"path": "/healthz/ready", "port": 15021},
         "periodSeconds": int_annotation(ctx, ann::READINESS_PERIOD, ctx.config.proxy.readiness_period_seconds),
@@ -395,13 +471,13 @@ fn readiness_probe(ctx: &Context) -> Value {
     probe
 }
 
-fn int_annotation(ctx: &Context, key: &str, default: i64) -> i64 {
+fn int_annotation(ctx: &Settings, key: &'static str, default: i64) -> i64 {
     ctx.annotation(key)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
 }
 
-fn proxy_volume_mounts(ctx: &Context, sidecar: bool) -> Vec<Value> {
+fn proxy_volume_mounts(ctx: &Settings, sidecar: bool) -> Vec<Value> {
     let mut mounts = vec![
         json!({"mountPath": "/var/run/secrets/workload-spiffe-uds", "name": "workload-socket"}),
         json!({"mountPath": "/var/run/secrets/credential-uds", "name": "credential-socket"}),
@@ -424,7 +500,8 @@ fn proxy_volume_mounts(ctx: &Context, sidecar: bool) -> Vec<Value> {
     mounts
 }
 
-fn proxy_volumes(ctx: &Context, sidecar: bool) -> Vec<Value> {
+/// The proxy's volumes, but for `istio-certs` (see [`certs_volume`]).
+fn proxy_volumes(ctx: &Settings, sidecar: bool) -> Vec<Value> {
     let mut volumes = vec![
         json!({"name": "workload-socket"}),
         if sidecar {
@@ -456,14 +533,20 @@ fn proxy_volumes(ctx: &Context, sidecar: bool) -> Vec<Value> {
     if sidecar {
         volumes.push(json!({"name": "istio-ca-crl", "configMap": {"name": "istio-ca-crl", "optional": true}}));
     }
-    if ctx.config.mount_mtls_certs {
-        let sa = ctx.spec["serviceAccountName"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default");
-        volumes.push(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}));
-    }
     volumes
+}
+
+/// `istio-certs`, the last of the proxy's volumes, when the mesh mounts mTLS certificates: the pod's service
+/// account's.
+fn certs_volume(ctx: &Context) -> Option<Value> {
+    if !ctx.config.mount_mtls_certs {
+        return None;
+    }
+    let sa = ctx.spec["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    Some(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}))
 }
 
 fn canonical_labels(ctx: &Context) -> Vec<(String, String)> {
@@ -509,9 +592,9 @@ fn default_container_annotations(ctx: &Context, only_if_single: bool) -> Vec<(St
     out
 }
 
-fn iptables_args(ctx: &Context) -> Vec<Value> {
+fn iptables_args(ctx: &Settings) -> Vec<Value> {
     let config = &ctx.config.proxy;
-    let a = |key: &str, default: &str| ctx.annotation_or(key, default);
+    let a = |key: &'static str, default: &str| ctx.annotation_or(key, default);
     let excluded = exclude_inbound_port(
         &ctx.status_port(),
         &a(ann::EXCLUDE_INBOUND_PORTS, &config.exclude_inbound_ports),
@@ -571,7 +654,7 @@ fn iptables_args(ctx: &Context) -> Vec<Value> {
     args.into_iter().map(Value::String).collect()
 }
 
-fn init_container(ctx: &Context) -> Value {
+fn init_container(ctx: &Settings) -> Value {
     let privileged = ctx.config.proxy.privileged;
     let mut c = json!({
         "name": if ctx.cni() { "istio-validation" } else { "istio-init" },
@@ -614,7 +697,7 @@ fn init_container(ctx: &Context) -> Value {
     c
 }
 
-fn core_dump_container(ctx: &Context) -> Value {
+fn core_dump_container(ctx: &Settings) -> Value {
     let mut c = json!({
         "name": "enable-core-dump",
         "args": ["-c", "sysctl -w kernel.core_pattern=/var/lib/istio/data/core.proxy && ulimit -c unlimited"],
@@ -637,7 +720,7 @@ fn core_dump_container(ctx: &Context) -> Value {
     c
 }
 
-fn sidecar_security_context(ctx: &Context) -> Value {
+fn sidecar_security_context(ctx: &Settings) -> Value {
     let privileged = ctx.config.proxy.privileged;
     let core_dump = ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true";
     let tproxy = ctx.tproxy();
@@ -674,7 +757,8 @@ fn sidecar_security_context(ctx: &Context) -> Value {
     })
 }
 
-fn sidecar_proxy(ctx: &Context) -> Value {
+/// The sidecar's proxy container, without its env (see [`Static::env`]).
+fn sidecar_proxy(ctx: &Settings) -> Value {
     let config = ctx.config;
     let status_port = ctx.status_port();
     let args = vec![
@@ -700,7 +784,6 @@ fn sidecar_proxy(ctx: &Context) -> Value {
         "image": ctx.proxy_image(),
         "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}],
         "args": args,
-        "env": proxy_env(ctx, false),
         "resources": resources(ctx),
         "securityContext": sidecar_security_context(ctx),
         "volumeMounts": proxy_volume_mounts(ctx, true),
@@ -734,37 +817,157 @@ fn sidecar_proxy(ctx: &Context) -> Value {
     c
 }
 
-/// The `sidecar` template.
-pub fn sidecar(ctx: &Context) -> Fragment {
-    let mut f = Fragment {
-        labels: vec![(
-            ann::TLS_MODE.to_owned(),
-            ctx.label(ann::TLS_MODE).unwrap_or("istio").to_owned(),
-        )],
-        ..Fragment::default()
-    };
-    f.labels.extend(canonical_labels(ctx));
-    f.annotations
-        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
+/// The parts of a built-in template (`sidecar`, `gateway`) that depend only on its [`Settings`]: compiled once for
+/// a pod without annotations, rendered per pod otherwise; [`sidecar`] and [`gateway`] add the pod's own parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Static {
+    /// Annotations, before the pod's.
+    annotations: Vec<(String, String)>,
+    /// Init containers.
+    init_containers: Vec<Value>,
+    /// The proxy container, without `env`.
+    proxy: Value,
+    /// The proxy's env.
+    env: Vec<EnvVar>,
+    /// Volumes, but for `istio-certs`.
+    volumes: Vec<Value>,
+    /// Image pull secrets.
+    image_pull_secrets: Vec<String>,
+    /// Pod security context.
+    pod_security_context: Option<Value>,
+}
+
+/// What a built-in template adds that depends on the pod's labels, containers and workload, besides the proxy's env.
+pub struct PodParts {
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+    /// Annotations, after the [`Static`] ones.
+    pub annotations: Vec<(String, String)>,
+    /// `istio-certs`, after the [`Static`] volumes.
+    pub certs_volume: Option<Value>,
+}
+
+impl Static {
+    /// The template's fragment: these parts and the pod's.
+    pub fn fragment(self, ctx: &Context, pod: PodParts) -> Fragment {
+        let mut annotations = self.annotations;
+        annotations.extend(pod.annotations);
+        let mut volumes = self.volumes;
+        volumes.extend(pod.certs_volume);
+        let mut proxy = self.proxy;
+        if let Some(map) = proxy.as_object_mut() {
+            map.insert("env".into(), fill_env(ctx, self.env));
+        }
+        Fragment {
+            labels: pod.labels,
+            annotations,
+            init_containers: self.init_containers,
+            containers: vec![proxy],
+            volumes,
+            image_pull_secrets: self.image_pull_secrets,
+            pod_security_context: self.pod_security_context,
+            spec_rest: Map::new(),
+        }
+    }
+
+    /// The same fragment with stand-ins for the items of these parts, for a pod whose patch is written from their
+    /// compiled text (see [`super::compile::StandIns`]): each is only its name, and the proxy also an empty `env`
+    /// that later stages may append to.
+    pub fn stand_in_fragment(&self, pod: PodParts) -> Fragment {
+        let stand_in = |item: &Value| {
+            let mut map = Map::new();
+            map.insert("name".into(), item.get("name").cloned().unwrap_or(Value::Null));
+            map
+        };
+        let mut annotations = self.annotations.clone();
+        annotations.extend(pod.annotations);
+        let mut volumes: Vec<Value> = self.volumes.iter().map(|v| Value::Object(stand_in(v))).collect();
+        volumes.extend(pod.certs_volume);
+        let mut proxy = stand_in(&self.proxy);
+        proxy.insert("env".into(), Value::Array(Vec::new()));
+        Fragment {
+            labels: pod.labels,
+            annotations,
+            init_containers: self
+                .init_containers
+                .iter()
+                .map(|c| Value::Object(stand_in(c)))
+                .collect(),
+            containers: vec![Value::Object(proxy)],
+            volumes,
+            image_pull_secrets: self.image_pull_secrets.clone(),
+            pod_security_context: self.pod_security_context.clone(),
+            spec_rest: Map::new(),
+        }
+    }
+
+    /// Init containers.
+    pub fn init_containers(&self) -> &[Value] {
+        &self.init_containers
+    }
+
+    /// The proxy container, without `env`.
+    pub fn proxy_container(&self) -> &Value {
+        &self.proxy
+    }
+
+    /// The proxy's env.
+    pub fn env(&self) -> &[EnvVar] {
+        &self.env
+    }
+
+    /// Volumes, but for `istio-certs`.
+    pub fn volumes(&self) -> &[Value] {
+        &self.volumes
+    }
+}
+
+/// What the `sidecar` template adds whatever the pod's labels, containers and workload.
+pub fn sidecar_static(ctx: &Settings) -> Static {
+    let mut init_containers = Vec::new();
+    if ctx.interception_mode() != "NONE" {
+        init_containers.push(init_container(ctx));
+    }
+    if ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true" {
+        init_containers.push(core_dump_container(ctx));
+    }
+    Static {
+        annotations: vec![(ann::REVISION.to_owned(), ctx.config.revision_label().to_owned())],
+        init_containers,
+        proxy: sidecar_proxy(ctx),
+        env: proxy_env(ctx, false),
+        volumes: proxy_volumes(ctx, true),
+        image_pull_secrets: ctx.config.image_pull_secrets.clone(),
+        pod_security_context: None,
+    }
+}
+
+/// The `sidecar` template's parts that depend on the pod.
+pub fn sidecar_pod_parts(ctx: &Context) -> PodParts {
+    let mut labels = vec![(
+        ann::TLS_MODE.to_owned(),
+        ctx.label(ann::TLS_MODE).unwrap_or("istio").to_owned(),
+    )];
+    labels.extend(canonical_labels(ctx));
     if let Some(network) = &ctx.config.network
         && ctx.label("topology.istio.io/network").is_none()
     {
-        f.labels.push(("topology.istio.io/network".to_owned(), network.clone()));
+        labels.push(("topology.istio.io/network".to_owned(), network.clone()));
     }
-    f.annotations.extend(default_container_annotations(ctx, false));
+    let mut annotations = default_container_annotations(ctx, false);
     if ctx.cni() {
-        cni_annotations(ctx, &mut f.annotations);
+        cni_annotations(ctx, &mut annotations);
     }
-    if ctx.interception_mode() != "NONE" {
-        f.init_containers.push(init_container(ctx));
+    PodParts {
+        labels,
+        annotations,
+        certs_volume: certs_volume(ctx),
     }
-    if ctx.annotation_or(ann::ENABLE_CORE_DUMP, &ctx.config.proxy.enable_core_dump.to_string()) == "true" {
-        f.init_containers.push(core_dump_container(ctx));
-    }
-    f.containers.push(sidecar_proxy(ctx));
-    f.volumes = proxy_volumes(ctx, true);
-    f.image_pull_secrets = ctx.config.image_pull_secrets.clone();
-    f
+}
+
+/// The `sidecar` template: its [`Static`] parts (from [`sidecar_static`]) and the pod's.
+pub fn sidecar(ctx: &Context, parts: Static) -> Fragment {
+    parts.fragment(ctx, sidecar_pod_parts(ctx))
 }
 
 /// With the CNI plugin doing the capture, the pod carries its capture settings as annotations for the plugin.
@@ -841,16 +1044,10 @@ pub fn append_multus_network(existing: &str, network: &str, namespace: &str) -> 
     format!("{trimmed}, {namespace}/{network}")
 }
 
-/// The `gateway` template: the pod *is* the proxy (`proxy router`), no traffic capture.
-pub fn gateway(ctx: &Context) -> Fragment {
+/// What the `gateway` template (the pod *is* the proxy, `proxy router`, no traffic capture) adds whatever the
+/// pod's labels, containers and workload.
+pub fn gateway_static(ctx: &Settings) -> Static {
     let config = ctx.config;
-    let mut f = Fragment {
-        labels: canonical_labels(ctx),
-        ..Fragment::default()
-    };
-    f.annotations
-        .push((ann::REVISION.to_owned(), ctx.config.revision_label().to_owned()));
-    f.annotations.extend(default_container_annotations(ctx, true));
     let mut proxy = json!({
         "name": PROXY_NAME,
         "image": ctx.proxy_image(),
@@ -861,7 +1058,6 @@ pub fn gateway(ctx: &Context) -> Fragment {
             format!("--proxyComponentLogLevel={}", ctx.annotation_or(ann::COMPONENT_LOG_LEVEL, &config.proxy.component_log_level)),
             format!("--log_output_level={}", ctx.annotation_or(ann::AGENT_LOG_LEVEL, &config.agent_log_level)),
         ],
-        "env": proxy_env(ctx, true),
         "readinessProbe": {
             "httpGet": {"path": "/healthz/ready", "port": 15021},
             "periodSeconds": config.proxy.readiness_period_seconds,
@@ -880,11 +1076,29 @@ pub fn gateway(ctx: &Context) -> Fragment {
     if let Some(policy) = ctx.image_pull_policy() {
         proxy["imagePullPolicy"] = json!(policy);
     }
-    f.containers.push(proxy);
-    f.volumes = proxy_volumes(ctx, false);
-    f.image_pull_secrets = config.image_pull_secrets.clone();
-    f.pod_security_context = Some(json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]}));
-    f
+    Static {
+        annotations: vec![(ann::REVISION.to_owned(), config.revision_label().to_owned())],
+        init_containers: Vec::new(),
+        proxy,
+        env: proxy_env(ctx, true),
+        volumes: proxy_volumes(ctx, false),
+        image_pull_secrets: config.image_pull_secrets.clone(),
+        pod_security_context: Some(json!({"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]})),
+    }
+}
+
+/// The `gateway` template's parts that depend on the pod.
+pub fn gateway_pod_parts(ctx: &Context) -> PodParts {
+    PodParts {
+        labels: canonical_labels(ctx),
+        annotations: default_container_annotations(ctx, true),
+        certs_volume: certs_volume(ctx),
+    }
+}
+
+/// The `gateway` template: its [`Static`] parts (from [`gateway_static`]) and the pod's.
+pub fn gateway(ctx: &Context, parts: Static) -> Fragment {
+    parts.fragment(ctx, gateway_pod_parts(ctx))
 }
 
 fn full_app_containers(ctx: &Context) -> Vec<String> {
