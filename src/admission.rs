@@ -9,8 +9,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
+use crate::inject::pod::Object;
 use crate::inject::{self, InjectError, Injector, PodOutcome, Rule, Submitted, Workload};
 
 /// Audit annotation carrying the decision and its reason (`kubectl get --raw` audit logs, Events).
@@ -118,7 +118,7 @@ struct GroupVersionResource {
     resource: String,
 }
 
-/// `request` of a review, as far as the webhook reads it (the pod stays text).
+/// `request` of a review, as far as the webhook reads it (the pod only as far as injection may read it).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestWire<'a> {
@@ -134,7 +134,7 @@ struct RequestWire<'a> {
     #[allow(dead_code)]
     user_info: IgnoredAny,
     #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
+    object: Option<Object<'a>>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -184,7 +184,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
     }
 }
 
-/// The review around the request.
+/// The review around the request, read in one pass.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
@@ -193,7 +193,27 @@ struct Envelope<'a> {
     #[serde(default, borrow)]
     kind: Option<Loose<'a>>,
     #[serde(default, borrow)]
-    request: Option<&'a RawValue>,
+    request: Option<RequestWire<'a>>,
+}
+
+/// The review's kind alone, to tell a body of another kind from a broken review.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    #[serde(default, borrow)]
+    api_version: Option<Loose<'a>>,
+    #[serde(default, borrow)]
+    kind: Option<Loose<'a>>,
+}
+
+fn loose_text(v: &Option<Loose>) -> String {
+    v.as_ref().and_then(|l| l.0.as_deref()).unwrap_or_default().to_owned()
+}
+
+fn of_another_kind(api_version: &Option<Loose>, kind: &Option<Loose>) -> Option<ReviewError> {
+    let (api_version, kind) = (loose_text(api_version), loose_text(kind));
+    (api_version != "admission.k8s.io/v1" || kind != "AdmissionReview")
+        .then_some(ReviewError::WrongKind { api_version, kind })
 }
 
 /// A parsed review request. The pod is read lazily from the body it borrows: only what the injector reads is
@@ -269,7 +289,8 @@ impl Request<'_> {
     }
 }
 
-/// Parses a request body. The request borrows it: the pod is parsed from it only as far as injection needs.
+/// Parses a request body, in one pass. The request borrows it: the pod is parsed from it only as far as injection
+/// may read it.
 pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let malformed = |e: serde_json::Error| ReviewError::Malformed(e.to_string());
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -281,16 +302,20 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
             kind: String::new(),
         });
     }
-    let envelope: Envelope = serde_json::from_slice(body).map_err(malformed)?;
-    let text = |v: &Option<Loose>| v.as_ref().and_then(|l| l.0.as_deref()).unwrap_or_default().to_owned();
-    let (api_version, kind) = (text(&envelope.api_version), text(&envelope.kind));
-    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
-        return Err(ReviewError::WrongKind { api_version, kind });
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        // A body of another kind is that, whatever its `request`.
+        Err(e) => match serde_json::from_slice::<Header>(body) {
+            Ok(header) => return Err(of_another_kind(&header.api_version, &header.kind).unwrap_or(malformed(e))),
+            Err(_) => return Err(malformed(e)),
+        },
+    };
+    if let Some(wrong) = of_another_kind(&envelope.api_version, &envelope.kind) {
+        return Err(wrong);
     }
-    let Some(raw) = envelope.request else {
+    let Some(wire) = envelope.request else {
         return Err(ReviewError::MissingRequest);
     };
-    let wire: RequestWire = serde_json::from_str(raw.get()).map_err(malformed)?;
     let mut request = Request {
         uid: wire.uid,
         kind: wire.kind,
@@ -306,12 +331,10 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
         return Ok(request);
     }
     match wire.object {
-        Some(object) if object.get().starts_with('{') => {
-            request.pod = Some(Submitted::parse(object).map_err(ReviewError::Malformed)?);
-        }
+        Some(Object::Pod(pod)) => request.pod = Some(pod),
         None if request.operation != Operation::Create => {}
         None => return Err(ReviewError::Malformed("request.object is missing".into())),
-        Some(_) => return Err(ReviewError::Malformed("request.object is not an object".into())),
+        Some(Object::Other) => return Err(ReviewError::Malformed("request.object is not an object".into())),
     }
     Ok(request)
 }
@@ -355,7 +378,7 @@ impl Response {
 /// Answers a parsed request with the revision's compiled configuration (`None` when no MeshInstall serves the
 /// revision).
 pub fn respond(
-    request: &Request,
+    request: &mut Request,
     injector: Option<&Injector>,
     revision: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
@@ -375,11 +398,12 @@ pub fn respond(
         );
         return (response.deny(message.clone()), Outcome::Denied(message));
     };
-    let Some(pod) = &request.pod else {
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let Some(pod) = &mut request.pod else {
         let message = "mizzen: the review has no pod".to_owned();
         return (response.deny(message.clone()), Outcome::Denied(message));
     };
-    match inject::inject_pod(injector, pod, request.namespace(), namespace_annotations) {
+    match inject::inject_pod(injector, pod, namespace, namespace_annotations) {
         Ok(PodOutcome::Injected { patch, decision }) => {
             let outcome = Outcome::Injected(decision.rule);
             let mut response = response;
@@ -513,8 +537,8 @@ mod tests {
     #[test]
     fn injected_pods_get_a_patch_and_an_audit_annotation() {
         let body = review(pod(json!({})), "shop");
-        let req = parse(&body).unwrap();
-        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+        let mut req = parse(&body).unwrap();
+        let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
         assert!(response.allowed);
         assert!(response.patch.is_some());
         assert_eq!(outcome.result(), "injected");
@@ -528,8 +552,8 @@ mod tests {
     #[test]
     fn skipped_pods_are_allowed_without_a_patch() {
         let body = review(pod(json!({"sidecar.istio.io/inject": "false"})), "shop");
-        let req = parse(&body).unwrap();
-        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+        let mut req = parse(&body).unwrap();
+        let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
         assert!(response.allowed && response.patch.is_none());
         assert_eq!(outcome, Outcome::Skipped(Rule::PodAnnotation("false".into())));
         assert!(response.audit.as_deref().unwrap().contains("sidecar.istio.io/inject"));
@@ -538,8 +562,8 @@ mod tests {
     #[test]
     fn unrecognised_inject_values_are_injected_by_policy_with_istios_warning() {
         let body = review(pod(json!({"sidecar.istio.io/inject": "False"})), "shop");
-        let req = parse(&body).unwrap();
-        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+        let mut req = parse(&body).unwrap();
+        let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
         assert_eq!(outcome.result(), "injected");
         let warnings = response.warnings.clone();
         assert_eq!(warnings.len(), 1);
@@ -571,8 +595,8 @@ mod tests {
             pod(json!({"traffic.sidecar.istio.io/includeInboundPorts": "bad"})),
             "shop",
         );
-        let req = parse(&body).unwrap();
-        let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+        let mut req = parse(&body).unwrap();
+        let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
         assert!(!response.allowed);
         assert!(
             response
@@ -585,8 +609,8 @@ mod tests {
     #[test]
     fn unknown_revisions_are_denied_clearly() {
         let body = review(pod(json!({})), "shop");
-        let req = parse(&body).unwrap();
-        let (response, _) = respond(&req, None, "canary", None);
+        let mut req = parse(&body).unwrap();
+        let (response, _) = respond(&mut req, None, "canary", None);
         assert!(!response.allowed);
         assert!(response.message.contains("\"canary\""));
     }
@@ -621,8 +645,8 @@ mod tests {
             (pod, Some("binding"), Value::Null),
         ] {
             let body = review_of(kind.clone(), sub, object);
-            let req = parse(&body).unwrap();
-            let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+            let mut req = parse(&body).unwrap();
+            let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
             assert!(response.allowed && response.patch.is_none(), "{kind} {sub:?}");
             assert_eq!(outcome.result(), "ignored", "{kind} {sub:?}");
         }
@@ -674,8 +698,8 @@ mod tests {
         cases.push((p, "metadata must be an object"));
         for (p, field) in cases {
             let body = review(p.clone(), "shop");
-            let req = parse(&body).unwrap();
-            let (response, outcome) = respond(&req, Some(&injector()), "default", None);
+            let mut req = parse(&body).unwrap();
+            let (response, outcome) = respond(&mut req, Some(&injector()), "default", None);
             assert!(!response.allowed, "{p}");
             assert_eq!(outcome.result(), "denied");
             assert!(response.message.contains(field), "{field}: {}", response.message);

@@ -367,8 +367,8 @@ fn webhook(
         }
     }))
     .map_err(|e| e.to_string())?;
-    let request = mizzen::admission::parse(&body).map_err(|e| format!("webhook: {e}"))?;
-    let (response, _) = mizzen::admission::respond(&request, Some(injector), "default", ns_annotations);
+    let mut request = mizzen::admission::parse(&body).map_err(|e| format!("webhook: {e}"))?;
+    let (response, _) = mizzen::admission::respond(&mut request, Some(injector), "default", ns_annotations);
     let answer: Value = serde_json::from_slice(&mizzen::admission::to_body(&response)).map_err(|e| e.to_string())?;
     let answer = &answer["response"];
     if answer["allowed"] != true {

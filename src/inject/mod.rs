@@ -284,13 +284,13 @@ pub enum PodOutcome {
 /// Decides and, when the decision is to inject, injects a submitted Pod in `namespace` (all five stages).
 pub fn inject_pod(
     injector: &Injector,
-    pod: &Submitted,
+    pod: &mut Submitted,
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<PodOutcome, InjectError> {
-    let metadata = pod.metadata();
     let depth = pod.depth(injector);
     let spec = pod.spec(&depth)?;
+    let metadata = pod.metadata();
     let decision = decide(injector.config(), metadata, &spec.value, namespace);
     if !decision.inject {
         return Ok(PodOutcome::Skipped(decision));
@@ -319,7 +319,7 @@ pub fn inject_pod(
     // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
     // needed for Istio's corpus; see `patch::PatchError::Fallback`).
     let patch = match attempt(&spec, true)? {
-        Err(patch::PatchError::Fallback) => attempt(&pod.spec(&pod::Depth::Full)?, false)?,
+        Err(patch::PatchError::Fallback) => attempt(&spec.deepen()?, false)?,
         other => other,
     }
     .map_err(|e| InjectError::InvalidPod(e.to_string()))?;
@@ -336,8 +336,8 @@ mod tests {
     /// The webhook's path: the pod as JSON text in, the patch and the patched pod out.
     fn webhook(config: &InjectionConfig, pod: &Value) -> Result<Option<(String, Value)>, InjectError> {
         let text = pod.to_string();
-        let submitted = Submitted::from_json(&text).unwrap();
-        match inject_pod(&Injector::compile(config.clone()), &submitted, "shop", None)? {
+        let mut submitted = Submitted::from_json(&text).unwrap();
+        match inject_pod(&Injector::compile(config.clone()), &mut submitted, "shop", None)? {
             PodOutcome::Injected { patch, .. } => {
                 let ops: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
                 let mut patched = pod.clone();

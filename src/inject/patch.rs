@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use super::compile::{StandIns, Written};
-use super::pod::{CONTAINER_FIELDS, SPEC_FIELDS, Spec};
+use super::pod::{SPEC_FIELDS, Spec};
 
 /// Why no patch was written.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +188,7 @@ fn name(item: &Value) -> Option<&str> {
 
 /// A list of named items: items of `old` kept in order where `new` has them (matched by name), the rest removed,
 /// the new ones added in place, and kept ones patched field by field. `shallow[i]` marks an old item of which only
-/// [`CONTAINER_FIELDS`] were parsed: it must be kept, and only those fields may change.
+/// the fields read at once were parsed ([`Spec::parsed_fields`]): it must be kept, and only those fields may change.
 fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool]) -> Result<(), PatchError> {
     let is_shallow = |i: usize| shallow.get(i).copied().unwrap_or(false);
     let mut kept = vec![false; old.len()];
@@ -227,7 +227,8 @@ fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool
                     // A stand-in cannot be merged with the pod's own item.
                     return Err(PatchError::Fallback);
                 }
-                w.at_index(j, |w| item_fields(w, old_item, item, is_shallow(i)))?
+                let parsed = is_shallow(i).then(|| Spec::parsed_fields(key));
+                w.at_index(j, |w| item_fields(w, old_item, item, parsed))?
             }
             None => w.at_index(j, |w| w.add_item(key, item))?,
         }
@@ -235,16 +236,16 @@ fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool
     Ok(())
 }
 
-/// A kept item, field by field.
-fn item_fields(w: &mut Writer, old: &Value, new: &Value, shallow: bool) -> Result<(), PatchError> {
+/// A kept item, field by field; of a shallow item only the `parsed` fields may change.
+fn item_fields(w: &mut Writer, old: &Value, new: &Value, parsed: Option<&[&str]>) -> Result<(), PatchError> {
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
-            if shallow && o != n && !CONTAINER_FIELDS.contains(&key) {
+            if parsed.is_some_and(|p| o != n && !p.contains(&key)) {
                 return Err(PatchError::Fallback);
             }
             w.at(key, |w| replace(w, o, n))
         }),
-        _ if shallow => Err(PatchError::Fallback),
+        _ if parsed.is_some() => Err(PatchError::Fallback),
         _ => replace(w, Some(old), Some(new)),
     }
 }
@@ -305,12 +306,16 @@ mod tests {
 
     use super::*;
 
-    fn spec(value: Value) -> Spec {
-        Spec {
-            value,
-            shallow: false,
-            shallow_items: [Vec::new(), Vec::new()],
-        }
+    fn spec(value: Value) -> Spec<'static> {
+        let text = serde_json::to_string(&json!({ "spec": value })).unwrap();
+        let mut pod = crate::inject::Submitted::from_json(Box::leak(text.into_boxed_str())).unwrap();
+        pod.spec(&crate::inject::pod::Depth::Full).unwrap()
+    }
+
+    fn shallow(value: Value) -> Spec<'static> {
+        let text = serde_json::to_string(&json!({ "spec": value })).unwrap();
+        let mut pod = crate::inject::Submitted::from_json(Box::leak(text.into_boxed_str())).unwrap();
+        pod.spec(&crate::inject::pod::Depth::Shallow(Vec::new())).unwrap()
     }
 
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
@@ -372,12 +377,10 @@ mod tests {
 
     #[test]
     fn partial_items_may_change_only_in_parsed_fields() {
-        let old = spec(json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}]}));
-        let shallow = Spec {
-            shallow: true,
-            shallow_items: [Vec::new(), vec![true]],
-            ..old
-        };
+        let shallow = shallow(
+            json!({"containers": [{"name": "web", "image": "nginx", "readinessProbe": {"httpGet": {"port": 80}}}]}),
+        );
+        assert_eq!(shallow.shallow_items("containers"), &[true]);
         let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
         assert!(build(None, &json!({}), &shallow, &probe, None).is_ok());
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});

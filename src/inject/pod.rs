@@ -1,18 +1,20 @@
-//! The submitted pod as the webhook reads it: only what the injector reads is parsed. The metadata is parsed whole;
-//! of the spec, the fields injection reads or merges into (containers, init containers, volumes, image pull secrets,
-//! security context, service account, host network); and of an application container only its name, ports, probes,
-//! lifecycle and restart policy, its other fields (env, mounts, command, …) staying text in the request body. Those
-//! are checked for shape without being built, so a pod of 40,000 env vars costs a scan, not a tree ten times its
-//! size. Containers the injection may rewrite (the templates' names, what an earlier injection added) are parsed
-//! whole, and so is everything when a template other than `sidecar` or `gateway` is selected, since those can
-//! touch any container.
+//! The submitted pod as the webhook reads it: only what the injector reads is parsed, in one pass over the request
+//! body. The metadata is parsed whole. Of the spec, the fields injection reads or merges into (containers, init
+//! containers, volumes, image pull secrets, security context, service account, host network); of a container only
+//! its name, ports, probes, lifecycle and restart policy; of a volume only its name. The rest stays text in the
+//! body ([`RawValue`]s) until the metadata says what the injection may touch: containers and volumes of the
+//! templates' names, or of what an earlier injection added, are then parsed whole, and so is everything when a
+//! template other than `sidecar` or `gateway` is selected or the pod brings its own volumes. Unparsed container
+//! fields the shape checks look at are checked without being built, so a pod of 40,000 env vars costs a scan, not
+//! a tree ten times its size.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserializer as _;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize as _;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -44,100 +46,37 @@ pub const CONTAINER_FIELDS: &[&str] = &[
     "restartPolicy",
 ];
 
+/// Fields of a volume the injector reads.
+pub const VOLUME_FIELDS: &[&str] = &["name"];
+
+/// Names of the volumes the built-in templates add: a pod's own volume of one of these is merged with the
+/// template's, so it is parsed whole.
+const TEMPLATE_VOLUMES: &[&str] = &[
+    "workload-socket",
+    "credential-socket",
+    "workload-certs",
+    "custom-bootstrap-volume",
+    "istio-envoy",
+    "istio-data",
+    "istio-podinfo",
+    "istio-token",
+    "istiod-ca-cert",
+    "istio-ca-crl",
+    "istio-certs",
+];
+
 /// Fields of an application container only checked for shape (a map; a list of maps).
 const CHECKED_OBJECTS: &[&str] = &["securityContext", "resources"];
 const CHECKED_LISTS: &[&str] = &["env", "volumeMounts"];
 
-/// A submitted pod: its metadata parsed, its spec still text.
-pub struct Submitted<'a> {
-    metadata: Option<Value>,
-    spec: Option<&'a RawValue>,
-}
+/// The lists of the spec that are parsed item by item, with the fields of an item parsed at once.
+const LISTS: [(&str, &[&str]); 3] = [
+    ("initContainers", CONTAINER_FIELDS),
+    ("containers", CONTAINER_FIELDS),
+    ("volumes", VOLUME_FIELDS),
+];
 
-/// How much of the spec to parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Depth {
-    /// Everything.
-    Full,
-    /// What the built-in `sidecar` and `gateway` templates read; containers of the named ones whole.
-    Shallow(Vec<String>),
-}
-
-/// The parsed spec.
-pub struct Spec {
-    /// The spec, as deep as it was parsed.
-    pub value: Value,
-    /// Whether parts of it were left out.
-    pub shallow: bool,
-    /// Per item of `initContainers` and `containers`: whether only [`CONTAINER_FIELDS`] of it were parsed.
-    pub shallow_items: [Vec<bool>; 2],
-}
-
-impl Spec {
-    /// The shallow flags of `initContainers` (0) or `containers` (1), by index.
-    pub fn shallow_items(&self, field: &str) -> &[bool] {
-        match field {
-            "initContainers" => self.shallow_items.first().map(Vec::as_slice).unwrap_or_default(),
-            "containers" => self.shallow_items.get(1).map(Vec::as_slice).unwrap_or_default(),
-            _ => &[],
-        }
-    }
-}
-
-enum PodKey {
-    Metadata,
-    Spec,
-    Other,
-}
-
-struct PodKeyVisitor;
-
-impl Visitor<'_> for PodKeyVisitor {
-    type Value = PodKey;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<PodKey, E> {
-        Ok(match v {
-            "metadata" => PodKey::Metadata,
-            "spec" => PodKey::Spec,
-            _ => PodKey::Other,
-        })
-    }
-}
-
-impl<'de> de::Deserialize<'de> for PodKey {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(PodKeyVisitor)
-    }
-}
-
-struct PodVisitor;
-
-impl<'de> Visitor<'de> for PodVisitor {
-    type Value = Submitted<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Pod object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Submitted<'de>, A::Error> {
-        let mut pod = Submitted {
-            metadata: None,
-            spec: None,
-        };
-        while let Some(key) = map.next_key::<PodKey>()? {
-            match key {
-                PodKey::Metadata => pod.metadata = Some(map.next_value()?),
-                PodKey::Spec => pod.spec = Some(map.next_value()?),
-                PodKey::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(pod)
-    }
-}
-
-/// A map key, borrowed from the text when it has no escapes.
+/// A member name, borrowed from the text when it has no escapes.
 struct Key<'de>(Cow<'de, str>);
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
@@ -146,7 +85,7 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
         impl<'de> Visitor<'de> for V {
             type Value = Key<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
+                f.write_str("a member name")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Borrowed(v)))
@@ -159,31 +98,322 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// An object's members as text, the last of repeated names winning (as when parsing into a map).
-struct Members<'de>(Vec<(Cow<'de, str>, &'de RawValue)>);
+/// Members kept as text, the last of a repeated name winning (as when parsing into a map).
+type Texts<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
-impl<'de> de::Deserialize<'de> for Members<'de> {
+fn keep<'a>(texts: &mut Texts<'a>, key: Cow<'a, str>, value: &'a RawValue) {
+    match texts.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => texts.push((key, value)),
+    }
+}
+
+/// A value parsed from a visitor that received something other than what it parses item by item.
+fn scalar<E>(value: impl Into<Value>) -> Result<Value, E> {
+    Ok(value.into())
+}
+
+/// Implements the scalar and sequence/map visits of a visitor producing `$wrap(Value)`.
+macro_rules! visit_as_value {
+    ($wrap:expr, $($skip:ident)*) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            scalar(v).map($wrap)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            scalar(v).map($wrap)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            scalar(v).map($wrap)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($wrap(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            scalar(v).map($wrap)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($wrap(Value::Null))
+        }
+        $(visit_as_value!(@$skip $wrap);)*
+    };
+    (@seq $wrap:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Value::deserialize(SeqAccessDeserializer::new(seq)).map($wrap)
+        }
+    };
+    (@map $wrap:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Value::deserialize(MapAccessDeserializer::new(map)).map($wrap)
+        }
+    };
+}
+
+/// A list item: the fields read at once parsed, the others text.
+struct ItemDraft<'a> {
+    parsed: Map<String, Value>,
+    texts: Texts<'a>,
+}
+
+/// An item of a list parsed item by item: a draft when it is an object, else parsed whole (for the shape checks).
+enum Item<'a> {
+    Draft(ItemDraft<'a>),
+    Value(Value),
+}
+
+struct ItemSeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Item<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list item")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let mut draft = ItemDraft {
+            parsed: Map::new(),
+            texts: Vec::new(),
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            if self.0.contains(&key.as_ref()) {
+                let value: Value = map.next_value()?;
+                draft.texts.retain(|(k, _)| *k != key);
+                draft.parsed.insert(key.into_owned(), value);
+            } else {
+                let value: &'de RawValue = map.next_value()?;
+                keep(&mut draft.texts, key, value);
+            }
+        }
+        Ok(Item::Draft(draft))
+    }
+    visit_as_value!(Item::Value, seq);
+}
+
+/// A list parsed item by item, or what the field held instead.
+enum ListDraft<'a> {
+    Items(Vec<Item<'a>>),
+    Value(Value),
+}
+
+struct ListSeed(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = ListDraft<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<ListDraft<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = ListDraft<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ListDraft<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(item) = seq.next_element_seed(ItemSeed(self.0))? {
+            items.push(item);
+        }
+        Ok(ListDraft::Items(items))
+    }
+    visit_as_value!(ListDraft::Value, map);
+}
+
+/// The spec as first read: lists item by item, the other fields read parsed, the rest text.
+struct SpecDraft<'a> {
+    lists: [Option<ListDraft<'a>>; 3],
+    parsed: Map<String, Value>,
+    texts: Texts<'a>,
+}
+
+struct SpecVisitor;
+
+impl<'de> Visitor<'de> for SpecVisitor {
+    type Value = SpecDraft<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a pod spec")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpecDraft<'de>, A::Error> {
+        let mut spec = SpecDraft {
+            lists: [None, None, None],
+            parsed: Map::new(),
+            texts: Vec::new(),
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            let list = LISTS.iter().position(|(name, _)| *name == key);
+            match (list, spec.lists.get_mut(list.unwrap_or(usize::MAX))) {
+                (Some(i), Some(slot)) => {
+                    let fields = LISTS.get(i).map_or(CONTAINER_FIELDS, |(_, f)| *f);
+                    *slot = Some(map.next_value_seed(ListSeed(fields))?);
+                }
+                _ if SPEC_FIELDS.contains(&key.as_ref()) => {
+                    let value: Value = map.next_value()?;
+                    spec.parsed.insert(key.into_owned(), value);
+                }
+                _ => {
+                    let value: &'de RawValue = map.next_value()?;
+                    keep(&mut spec.texts, key, value);
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// The pod's `spec` member: a spec, or something else (the pod is refused as having no spec).
+enum SpecMember<'a> {
+    Spec(SpecDraft<'a>),
+    NotAnObject,
+}
+
+impl<'de> de::Deserialize<'de> for SpecMember<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
+            type Value = SpecMember<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a pod spec")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SpecMember<'de>, A::Error> {
+                SpecVisitor.visit_map(map).map(SpecMember::Spec)
+            }
+            visit_as_value!(|_| SpecMember::NotAnObject, seq);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A submitted pod: its metadata parsed, its spec as far as injection reads it so far (taken by [`Submitted::spec`]).
+pub struct Submitted<'a> {
+    metadata: Option<Value>,
+    spec: Option<SpecMember<'a>>,
+}
+
+/// `request.object` of a review: a pod (or any object), or something else.
+pub enum Object<'a> {
+    /// An object, read as a pod.
+    Pod(Submitted<'a>),
+    /// Not an object.
+    Other,
+}
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for Object<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(d).map(|o| o as Object<'a>)
+    }
+}
+
+fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> {
+    {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Object<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+                let mut pod = Submitted {
+                    metadata: None,
+                    spec: None,
+                };
                 while let Some(Key(key)) = map.next_key()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    match out.iter_mut().find(|(k, _)| *k == key) {
-                        Some(slot) => slot.1 = value,
-                        None => out.push((key, value)),
+                    match key.as_ref() {
+                        "metadata" => pod.metadata = Some(map.next_value()?),
+                        "spec" => pod.spec = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(Members(out))
+                Ok(Object::Pod(pod))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Object<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Object::Other)
+            }
+            visit_as_value!(|_| Object::Other,);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How much of the spec to parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything.
+    Full,
+    /// What the built-in `sidecar` and `gateway` templates read; containers and volumes of these names whole.
+    Shallow(Vec<String>),
+}
+
+/// The parsed spec.
+pub struct Spec<'a> {
+    /// The spec, as deep as it was parsed.
+    pub value: Value,
+    /// Whether parts of it were left out.
+    pub shallow: bool,
+    /// Per item of `initContainers`, `containers` and `volumes`: whether only the fields read at once of it were
+    /// parsed ([`CONTAINER_FIELDS`], [`VOLUME_FIELDS`]).
+    pub shallow_items: [Vec<bool>; 3],
+    /// What was left out: of those items, and of the spec.
+    unparsed: ([Vec<Texts<'a>>; 3], Texts<'a>),
+}
+
+impl Spec<'_> {
+    /// The shallow flags of a list's items, by index.
+    pub fn shallow_items(&self, list: &str) -> &[bool] {
+        LISTS
+            .iter()
+            .position(|(name, _)| *name == list)
+            .and_then(|i| self.shallow_items.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The fields that were parsed of a shallow item of `list`.
+    pub fn parsed_fields(list: &str) -> &'static [&'static str] {
+        LISTS
+            .iter()
+            .find(|(name, _)| *name == list)
+            .map_or(&[], |(_, fields)| *fields)
+    }
+
+    /// The whole spec: this one with what was left out parsed.
+    pub fn deepen(&self) -> Result<Spec<'static>, InjectError> {
+        let mut value = self.value.clone();
+        let (items, rest) = &self.unparsed;
+        if let Some(map) = value.as_object_mut() {
+            for ((name, _), texts) in LISTS.iter().zip(items) {
+                if let Some(list) = map.get_mut(*name).and_then(Value::as_array_mut) {
+                    for (item, texts) in list.iter_mut().zip(texts) {
+                        if let Some(item) = item.as_object_mut() {
+                            for (key, text) in texts {
+                                item.insert(key.clone().into_owned(), parse_value(text)?);
+                            }
+                        }
+                    }
+                }
+            }
+            for (key, text) in rest {
+                map.insert(key.clone().into_owned(), parse_value(text)?);
             }
         }
-        d.deserialize_map(V)
+        Ok(Spec {
+            value,
+            shallow: false,
+            shallow_items: [Vec::new(), Vec::new(), Vec::new()],
+            unparsed: ([Vec::new(), Vec::new(), Vec::new()], Vec::new()),
+        })
     }
+}
+
+fn parse_value(raw: &RawValue) -> Result<Value, InjectError> {
+    serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))
 }
 
 /// Whether a JSON list's items are all objects, without building them.
@@ -203,11 +433,7 @@ impl<'de> Visitor<'de> for AllObjects {
     }
 }
 
-fn parse_value(raw: &RawValue) -> Result<Value, InjectError> {
-    serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))
-}
-
-/// `null`, or what `shape` accepts: the field need not be built.
+/// `null`, or what the shape checks accept of a container field: it need not be built.
 fn shape_ok(field: &str, raw: &RawValue) -> bool {
     let text = raw.get();
     if text == "null" {
@@ -216,66 +442,71 @@ fn shape_ok(field: &str, raw: &RawValue) -> bool {
     if CHECKED_OBJECTS.contains(&field) {
         return text.starts_with('{');
     }
+    if !CHECKED_LISTS.contains(&field) {
+        return true;
+    }
     text.starts_with('[')
         && serde_json::Deserializer::from_str(text)
             .deserialize_seq(AllObjects)
             .unwrap_or(false)
 }
 
-/// One container: whole when its name is one the injection may rewrite, else its [`CONTAINER_FIELDS`] (and any
-/// wrongly shaped checked field, for the shape checks to name). Returns the value and whether it is partial.
-fn container(raw: &RawValue, relevant: &[String]) -> Result<(Value, bool), InjectError> {
-    if !raw.get().starts_with('{') {
-        return Ok((parse_value(raw)?, false));
-    }
-    let members: Members = serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))?;
-    let name = members.0.iter().find(|(k, _)| k == "name").map(|(_, v)| v.get());
-    let named_relevant = name
-        .and_then(|n| serde_json::from_str::<Key>(n).ok())
-        .is_some_and(|Key(n)| relevant.iter().any(|r| *r == n));
-    if named_relevant {
-        return Ok((parse_value(raw)?, false));
-    }
-    let mut map = Map::new();
-    for (key, value) in members.0 {
-        let keep = CONTAINER_FIELDS.contains(&key.as_ref())
-            || ((CHECKED_OBJECTS.contains(&key.as_ref()) || CHECKED_LISTS.contains(&key.as_ref()))
-                && !shape_ok(&key, value));
-        if keep {
-            map.insert(key.into_owned(), parse_value(value)?);
+/// A list item: whole when `whole`, else what was parsed at once (and, for a container, any wrongly shaped checked
+/// field, for the shape checks to name). Returns the value and what was left out of it.
+fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
+    let draft = match item {
+        Item::Value(v) => return Ok((v, Vec::new())),
+        Item::Draft(d) => d,
+    };
+    let mut map = draft.parsed;
+    let mut left_out = Vec::new();
+    for (key, text) in draft.texts {
+        if whole || !shape_ok(&key, text) {
+            map.insert(key.into_owned(), parse_value(text)?);
+        } else {
+            left_out.push((key, text));
         }
     }
-    Ok((Value::Object(map), true))
+    Ok((Value::Object(map), left_out))
 }
 
-fn containers(raw: &RawValue, relevant: &[String], flags: &mut Vec<bool>) -> Result<Value, InjectError> {
-    if !raw.get().starts_with('[') {
-        return parse_value(raw);
-    }
-    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))?;
+/// A list, its items parsed whole when named in `relevant` (all of them when `None`); records per item whether it
+/// is partial and what was left out of it.
+fn list<'a>(
+    draft: ListDraft<'a>,
+    relevant: Option<&[String]>,
+    flags: &mut Vec<bool>,
+    left_out: &mut Vec<Texts<'a>>,
+) -> Result<Value, InjectError> {
+    let items = match draft {
+        ListDraft::Value(v) => return Ok(v),
+        ListDraft::Items(items) => items,
+    };
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let (value, partial) = container(item, relevant)?;
+    for i in items {
+        let whole = match (&i, relevant) {
+            (Item::Draft(d), Some(relevant)) => d
+                .parsed
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| relevant.iter().any(|r| r == n)),
+            _ => true,
+        };
+        let (value, texts) = item(i, whole)?;
         out.push(value);
-        flags.push(partial);
+        flags.push(!texts.is_empty());
+        left_out.push(texts);
     }
     Ok(Value::Array(out))
 }
 
 impl<'a> Submitted<'a> {
-    /// Reads a pod object (`request.object` of a review).
-    pub fn parse(object: &'a RawValue) -> Result<Self, String> {
-        Self::from_json(object.get())
-    }
-
     /// Reads a pod from its JSON text.
     pub fn from_json(text: &'a str) -> Result<Self, String> {
-        if !text.trim_start().starts_with('{') {
-            return Err("request.object is not an object".into());
+        match serde_json::from_str::<Object>(text).map_err(|e| e.to_string())? {
+            Object::Pod(pod) => Ok(pod),
+            Object::Other => Err("request.object is not an object".into()),
         }
-        serde_json::Deserializer::from_str(text)
-            .deserialize_map(PodVisitor)
-            .map_err(|e| e.to_string())
     }
 
     /// The pod's metadata (null when it has none).
@@ -296,51 +527,66 @@ impl<'a> Submitted<'a> {
                 .iter()
                 .all(|k| matches!(k, TemplateKind::Sidecar | TemplateKind::Gateway))
         });
-        if !builtin {
+        if !builtin || annotations.contains_key(ann::USER_VOLUME) {
             return Depth::Full;
         }
-        let mut relevant: Vec<String> = TEMPLATE_CONTAINERS.iter().map(|n| (*n).to_owned()).collect();
+        let mut relevant: Vec<String> = TEMPLATE_CONTAINERS
+            .iter()
+            .chain(TEMPLATE_VOLUMES)
+            .map(|n| (*n).to_owned())
+            .collect();
         if let Some(status) = annotations.get(ann::STATUS).and_then(Value::as_str) {
             match PreviousInjection::parse(status) {
-                Ok(previous) => relevant.extend(previous.init_containers.into_iter().chain(previous.containers)),
+                Ok(previous) => relevant.extend(
+                    previous
+                        .init_containers
+                        .into_iter()
+                        .chain(previous.containers)
+                        .chain(previous.volumes),
+                ),
                 Err(_) => return Depth::Full,
             }
         }
         Depth::Shallow(relevant)
     }
 
-    /// The pod's spec, parsed to `depth`; an error when the pod has no spec object.
-    pub fn spec(&self, depth: &Depth) -> Result<Spec, InjectError> {
-        let raw = self
-            .spec
-            .filter(|s| s.get().starts_with('{'))
-            .ok_or_else(|| InjectError::InvalidPod("the pod has no spec".into()))?;
-        let relevant = match depth {
-            Depth::Full => {
-                return Ok(Spec {
-                    value: parse_value(raw)?,
-                    shallow: false,
-                    shallow_items: [Vec::new(), Vec::new()],
-                });
-            }
-            Depth::Shallow(relevant) => relevant,
+    /// The pod's spec, parsed to `depth`; an error when the pod has no spec object. The pod's spec is taken: a
+    /// second call finds none (see [`Spec::deepen`] to parse more of it).
+    pub fn spec(&mut self, depth: &Depth) -> Result<Spec<'a>, InjectError> {
+        let Some(SpecMember::Spec(draft)) = self.spec.take() else {
+            return Err(InjectError::InvalidPod("the pod has no spec".into()));
         };
-        let members: Members = serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))?;
-        let mut map = Map::new();
-        let [init_flags, container_flags] = [&mut Vec::new(), &mut Vec::new()];
-        for (key, value) in members.0 {
-            let parsed = match key.as_ref() {
-                "initContainers" => containers(value, relevant, init_flags)?,
-                "containers" => containers(value, relevant, container_flags)?,
-                k if SPEC_FIELDS.contains(&k) => parse_value(value)?,
-                _ => continue,
-            };
-            map.insert(key.into_owned(), parsed);
+        let relevant = match depth {
+            Depth::Full => None,
+            Depth::Shallow(relevant) => Some(relevant.as_slice()),
+        };
+        let SpecDraft { lists, parsed, texts } = draft;
+        let mut map = parsed;
+        let mut shallow_items = [Vec::new(), Vec::new(), Vec::new()];
+        let mut left_out = [Vec::new(), Vec::new(), Vec::new()];
+        for (((name, _), slot), (flags, left_out)) in LISTS
+            .iter()
+            .zip(lists)
+            .zip(shallow_items.iter_mut().zip(left_out.iter_mut()))
+        {
+            if let Some(d) = slot {
+                map.insert((*name).to_owned(), list(d, relevant, flags, left_out)?);
+            }
         }
+        let rest = match relevant {
+            None => {
+                for (key, text) in texts {
+                    map.insert(key.into_owned(), parse_value(text)?);
+                }
+                Vec::new()
+            }
+            Some(_) => texts,
+        };
         Ok(Spec {
             value: Value::Object(map),
-            shallow: true,
-            shallow_items: [std::mem::take(init_flags), std::mem::take(container_flags)],
+            shallow: relevant.is_some(),
+            shallow_items,
+            unparsed: (left_out, rest),
         })
     }
 }
@@ -360,43 +606,65 @@ mod tests {
     fn application_containers_keep_only_what_injection_reads() {
         let text = pod(&json!({"metadata": {"name": "p"}, "spec": {
         "tolerations": [{"key": "a"}],
+        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "istio-envoy", "emptyDir": {}}],
         "containers": [
             {"name": "web", "image": "nginx", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}],
              "readinessProbe": {"httpGet": {"port": 80}}, "resources": {"limits": {"cpu": "1"}}},
             {"name": "istio-proxy", "image": "auto", "env": [{"name": "B"}]}
         ]}}));
-        let submitted = Submitted::from_json(&text).unwrap();
+        let mut submitted = Submitted::from_json(&text).unwrap();
         let injector = Injector::compile(InjectionConfig::default());
-        let spec = submitted.spec(&submitted.depth(&injector)).unwrap();
+        let depth = submitted.depth(&injector);
+        let spec = submitted.spec(&depth).unwrap();
         assert_eq!(
             spec.value,
-            json!({"containers": [
+            json!({"volumes": [{"name": "data"}, {"name": "istio-envoy", "emptyDir": {}}], "containers": [
                 {"name": "web", "ports": [{"containerPort": 80}], "readinessProbe": {"httpGet": {"port": 80}}},
                 {"name": "istio-proxy", "image": "auto", "env": [{"name": "B"}]}
             ]})
         );
         assert_eq!(spec.shallow_items("containers"), &[true, false]);
+        assert_eq!(spec.shallow_items("volumes"), &[true, false]);
+        // Deepened: the whole spec.
+        let full = spec.deepen().unwrap();
+        assert_eq!(full.value, serde_json::from_str::<Value>(&text).unwrap()["spec"]);
+        assert!(submitted.spec(&Depth::Full).is_err(), "the spec was taken");
     }
 
     #[test]
     fn wrongly_shaped_fields_are_kept_for_the_shape_checks() {
         let text =
-            pod(&json!({"spec": {"containers": [{"name": "web", "env": [{"name": "A"}, "B"], "resources": []}]}}));
-        let submitted = Submitted::from_json(&text).unwrap();
+            pod(&json!({"spec": {"containers": [{"name": "web", "env": [{"name": "A"}, "B"], "resources": []}, "x"]}}));
+        let mut submitted = Submitted::from_json(&text).unwrap();
         let injector = Injector::compile(InjectionConfig::default());
-        let spec = submitted.spec(&submitted.depth(&injector)).unwrap();
+        let depth = submitted.depth(&injector);
+        let spec = submitted.spec(&depth).unwrap();
         assert_eq!(
             spec.value,
-            json!({"containers": [{"name": "web", "env": [{"name": "A"}, "B"], "resources": []}]})
+            json!({"containers": [{"name": "web", "env": [{"name": "A"}, "B"], "resources": []}, "x"]})
         );
+        let text = pod(&json!({"spec": {"containers": {"name": "web"}, "volumes": "v"}}));
+        let mut submitted = Submitted::from_json(&text).unwrap();
+        let depth = submitted.depth(&injector);
+        let spec = submitted.spec(&depth).unwrap();
+        assert_eq!(spec.value, json!({"containers": {"name": "web"}, "volumes": "v"}));
     }
 
     #[test]
-    fn other_templates_and_unreadable_status_parse_everything() {
+    fn repeated_members_keep_the_last_as_a_map_would() {
+        let text = r#"{"spec":{"containers":[{"name":"a","env":[1],"env":[{"x":1}],"ports":[],"ports":[{"containerPort":1}]}],"x":1,"x":2}}"#;
+        let mut submitted = Submitted::from_json(text).unwrap();
+        let whole: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(submitted.spec(&Depth::Full).unwrap().value, whole["spec"]);
+    }
+
+    #[test]
+    fn other_templates_user_volumes_and_unreadable_status_parse_everything() {
         let injector = Injector::compile(InjectionConfig::default());
         for annotations in [
             json!({"inject.istio.io/templates": "sidecar,grpc-agent"}),
             json!({"sidecar.istio.io/status": "{not json"}),
+            json!({"sidecar.istio.io/userVolume": "{}"}),
         ] {
             let text = pod(&json!({"metadata": {"annotations": annotations}, "spec": {"containers": []}}));
             assert_eq!(Submitted::from_json(&text).unwrap().depth(&injector), Depth::Full);
@@ -412,9 +680,15 @@ mod tests {
     #[test]
     fn a_pod_without_a_spec_object_is_refused() {
         let injector = Injector::compile(InjectionConfig::default());
-        for text in [r#"{"metadata":{}}"#, r#"{"spec":[]}"#, r#"{"spec":null}"#] {
-            let submitted = Submitted::from_json(text).unwrap();
-            let err = submitted.spec(&submitted.depth(&injector)).err().map(|e| e.to_string());
+        for text in [
+            r#"{"metadata":{}}"#,
+            r#"{"spec":[]}"#,
+            r#"{"spec":null}"#,
+            r#"{"spec":"x"}"#,
+        ] {
+            let mut submitted = Submitted::from_json(text).unwrap();
+            let depth = submitted.depth(&injector);
+            let err = submitted.spec(&depth).err().map(|e| e.to_string());
             assert_eq!(err.as_deref(), Some("invalid pod: the pod has no spec"), "{text}");
         }
         assert!(Submitted::from_json("[1]").is_err());

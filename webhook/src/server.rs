@@ -271,7 +271,7 @@ fn overloaded(state: &AppState) -> Response {
 /// Answers one review (runs on a blocking thread for large bodies).
 fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Response {
     // The request borrows the body: the pod is parsed from it only as far as injection needs.
-    let request = match admission::parse(body) {
+    let mut request = match admission::parse(body) {
         Ok(r) => r,
         Err(error) => {
             state.metrics.request("bad_request");
@@ -283,7 +283,7 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
     let config = state.store.config(revision);
     let namespace = state.store.namespace(request.namespace());
     let (response, outcome) = admission::respond(
-        &request,
+        &mut request,
         config.as_deref(),
         revision,
         namespace.as_ref().map(|n| &n.annotations),

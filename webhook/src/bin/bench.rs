@@ -264,9 +264,9 @@ fn breakdown(config: &mizzen::inject::Injector, body: &[u8], runs: u32) -> Resul
     let mut t = [Duration::ZERO; 3];
     for _ in 0..runs {
         let a = Instant::now();
-        let request = mizzen::admission::parse(body)?;
+        let mut request = mizzen::admission::parse(body)?;
         let b = Instant::now();
-        let (response, _) = mizzen::admission::respond(&request, Some(config), "default", None);
+        let (response, _) = mizzen::admission::respond(&mut request, Some(config), "default", None);
         let c = Instant::now();
         let _ = mizzen::admission::to_body(&response);
         let d = Instant::now();
@@ -279,8 +279,8 @@ fn breakdown(config: &mizzen::inject::Injector, body: &[u8], runs: u32) -> Resul
 
 /// Server-side work for one review: parse, decide, inject, answer.
 fn inject_once(config: &mizzen::inject::Injector, body: &[u8]) -> Result<usize> {
-    let request = mizzen::admission::parse(body)?;
-    let (response, outcome) = mizzen::admission::respond(&request, Some(config), "default", None);
+    let mut request = mizzen::admission::parse(body)?;
+    let (response, outcome) = mizzen::admission::respond(&mut request, Some(config), "default", None);
     if outcome.result() != "injected" {
         return Err(anyhow!("expected an injection, got {outcome:?}"));
     }
