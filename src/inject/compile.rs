@@ -184,13 +184,18 @@ struct Compiled {
 impl Compiled {
     fn render(settings: Settings, render: fn(&Settings) -> Static) -> Self {
         let reads = RefCell::new(BTreeSet::new());
-        let settings = Settings {
-            reads: Some(&reads),
-            ..settings
+        let (parts, interception_mode, native, hold) = {
+            let settings = Settings {
+                reads: Some(&reads),
+                ..settings
+            };
+            (
+                render(&settings),
+                settings.interception_mode.to_owned(),
+                settings.native,
+                settings.hold,
+            )
         };
-        let parts = render(&settings);
-        let (interception_mode, native, hold) = (settings.interception_mode.to_owned(), settings.native, settings.hold);
-        drop(settings);
         Self {
             text: Text::of(&parts).ok(),
             parts,
