@@ -449,10 +449,50 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
+/// Two base64 characters for each 12-bit value: a patch is encoded two lookups per three bytes.
+static BASE64_PAIRS: [[u8; 2]; 4096] = base64_pairs();
+
+#[allow(clippy::indexing_slicing)] // i < 4096, so both indices are below 64.
+const fn base64_pairs() -> [[u8; 2]; 4096] {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut pairs = [[0; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        pairs[i] = [ALPHABET[i >> 6], ALPHABET[i & 63]];
+        i += 1;
+    }
+    pairs
+}
+
+/// Appends `bytes` in standard base64 (with padding).
+fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    let pair = |n: u32| BASE64_PAIRS.get(n as usize & 0xfff).copied().unwrap_or_default();
+    out.reserve(bytes.len().div_ceil(3) * 4);
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        if let [a, b, c] = *c {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            let ([w, x], [y, z]) = (pair(n >> 12), pair(n));
+            out.extend_from_slice(&[w, x, y, z]);
+        }
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let [w, x] = pair(u32::from(a) << 4);
+            out.extend_from_slice(&[w, x, b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 10 | u32::from(b) << 2;
+            let ([w, x], [y, _]) = (pair(n >> 6), pair(n << 6));
+            out.extend_from_slice(&[w, x, y, b'=']);
+        }
+        _ => {}
+    }
+}
+
 /// The review to send back, written directly. The patch is base64-encoded, as the API server writes `[]byte`
 /// fields.
 pub fn to_body(response: &Response) -> Vec<u8> {
-    use base64::Engine as _;
     let patch_len = response.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
     let mut out = Vec::with_capacity(256 + patch_len + response.message.len());
     out.extend_from_slice(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#);
@@ -469,13 +509,7 @@ pub fn to_body(response: &Response) -> Vec<u8> {
     out.push(b'}');
     if let Some(patch) = &response.patch {
         out.extend_from_slice(br#","patch":""#);
-        let start = out.len();
-        out.resize(start + patch_len, 0);
-        if let Some(buf) = out.get_mut(start..)
-            && let Ok(n) = base64::engine::general_purpose::STANDARD.encode_slice(patch, buf)
-        {
-            out.truncate(start + n);
-        }
+        base64_into(&mut out, patch);
         out.extend_from_slice(br#"","patchType":"JSONPatch""#);
     }
     if let Some(audit) = &response.audit {
@@ -703,6 +737,20 @@ mod tests {
             assert!(!response.allowed, "{p}");
             assert_eq!(outcome.result(), "denied");
             assert!(response.message.contains(field), "{field}: {}", response.message);
+        }
+    }
+
+    #[test]
+    fn patches_are_standard_base64() {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for n in 0..bytes.len() {
+            let mut out = Vec::new();
+            base64_into(&mut out, &bytes[..n]);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                base64::engine::general_purpose::STANDARD.encode(&bytes[..n])
+            );
         }
     }
 

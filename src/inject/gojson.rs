@@ -147,38 +147,44 @@ pub const INJECTION_STATUS: Shape = Struct(&[
 
 /// Writes `value` as compact JSON ordered by `shape`.
 pub fn to_string(value: &Value, shape: Shape) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write(&mut out, value, shape);
-    out
+    // serde_json writes UTF-8, and so does everything else here.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write(out: &mut String, value: &Value, shape: Shape) {
+/// Writes a plain value or a key (writing JSON into a Vec cannot fail).
+fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
     match (shape, value) {
         (Struct(fields), Value::Object(map)) => write_struct(out, map, fields),
         (List(item), Value::Array(items)) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write(out, v, *item);
             }
-            out.push(']');
+            out.push(b']');
         }
-        _ => out.push_str(&value.to_string()),
+        _ => plain(out, value),
     }
 }
 
-fn write_struct(out: &mut String, map: &Map<String, Value>, fields: &[(&str, Shape)]) {
-    out.push('{');
+fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Shape)]) {
+    out.push(b'{');
     let mut first = true;
-    let mut emit = |out: &mut String, key: &str, v: &Value, shape: Shape| {
+    let mut emit = |out: &mut Vec<u8>, key: &str, v: &Value, shape: Shape| {
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        out.push_str(&Value::String(key.to_owned()).to_string());
-        out.push(':');
+        plain(out, key);
+        out.push(b':');
         write(out, v, shape);
     };
     for (name, shape) in fields {
@@ -191,7 +197,7 @@ fn write_struct(out: &mut String, map: &Map<String, Value>, fields: &[(&str, Sha
             emit(out, k, v, Plain);
         }
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 /// A container as Go marshals a `corev1.Container`: `resources` is always present (it is not a pointer).

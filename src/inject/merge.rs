@@ -237,36 +237,83 @@ fn merge_value(base: &mut Value, patch: Value, field: &str) {
 }
 
 fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
-    let server_order: Vec<Value> = server.iter().map(|i| at(i, key).clone()).collect();
-    let patch_order: Vec<Value> = patch.iter().map(|p| at(p, key).clone()).collect();
-    let position = |k: &Value| server_order.iter().position(|s| !k.is_null() && s == k);
-    let mut merged = std::mem::take(server);
-    for item in patch {
-        match merged
-            .iter_mut()
-            .find(|e| !at(&item, key).is_null() && at(e, key) == at(&item, key))
-        {
-            Some(existing) => merge_value(existing, item, ""),
-            None => merged.push(item),
+    let equal = |a: &Value, b: &Value| !a.is_null() && a == b;
+    // Where each patch item goes: merged into a server item, into an earlier patch item of the same key, or added.
+    // (The first match wins, server items first, as when searching the merged list in order.)
+    #[derive(Clone, Copy)]
+    enum Into {
+        Server(usize),
+        Patch(usize),
+        Added,
+    }
+    let mut into = Vec::with_capacity(patch.len());
+    for (j, p) in patch.iter().enumerate() {
+        let k = at(p, key);
+        let target = if k.is_null() {
+            Into::Added
+        } else if let Some(i) = server.iter().position(|s| equal(k, at(s, key))) {
+            Into::Server(i)
+        } else {
+            patch
+                .iter()
+                .zip(&into)
+                .take(j)
+                .position(|(q, t)| matches!(t, Into::Added) && equal(k, at(q, key)))
+                .map_or(Into::Added, Into::Patch)
+        };
+        into.push(target);
+    }
+    // Per item of the merged list (server items, then added patch items): whether a patch item has its key, the
+    // first patch position of its key, and the first server position of its key.
+    let first_in = |list: &[Value], k: &Value| list.iter().position(|x| at(x, key) == k);
+    let rank = |k: &Value| {
+        let in_patch = !k.is_null() && patch.iter().any(|p| at(p, key) == k);
+        let patch_pos = first_in(&patch, k).unwrap_or(usize::MAX);
+        let server_pos = (!k.is_null()).then(|| first_in(server, k)).flatten();
+        (in_patch, patch_pos, server_pos)
+    };
+    let mut ranks: Vec<(bool, usize, Option<usize>)> = server.iter().map(|s| rank(at(s, key))).collect();
+    for (p, t) in patch.iter().zip(&into) {
+        if matches!(t, Into::Added) {
+            ranks.push(rank(at(p, key)));
         }
     }
-    let in_patch = |i: &Value| patch_order.iter().any(|p| !p.is_null() && p == at(i, key));
-    let (patch_items, server_only): (Vec<Value>, Vec<Value>) = merged.into_iter().partition(|i| in_patch(i));
-    // Patch items in patch order.
-    let mut patch_items = patch_items;
-    patch_items.sort_by_key(|i| patch_order.iter().position(|p| p == at(i, key)).unwrap_or(usize::MAX));
-    // mergeSortedSlice(serverOnly, patch): take the server-only item when both are in the original and it comes
-    // first there; otherwise take the patch item.
+    // Merge or add, in patch order.
+    let mut merged: Vec<Option<Value>> = std::mem::take(server).into_iter().map(Some).collect();
+    let mut added_at = Vec::with_capacity(patch.len());
+    for (p, t) in patch.into_iter().zip(into) {
+        let slot = match t {
+            Into::Server(i) => Some(i),
+            Into::Patch(j) => added_at.get(j).copied().flatten(),
+            Into::Added => None,
+        };
+        match slot.and_then(|i| merged.get_mut(i)).and_then(Option::as_mut) {
+            Some(existing) => {
+                merge_value(existing, p, "");
+                added_at.push(None);
+            }
+            None => {
+                added_at.push(Some(merged.len()));
+                merged.push(Some(p));
+            }
+        }
+    }
+    // Patch items in patch order, server-only ones in theirs; then mergeSortedSlice(serverOnly, patch): take the
+    // server-only item when both are in the original and it comes first there, otherwise the patch item.
+    let (mut patch_items, server_only): (Vec<usize>, Vec<usize>) =
+        (0..merged.len()).partition(|&i| ranks.get(i).is_some_and(|r| r.0));
+    patch_items.sort_by_key(|&i| ranks.get(i).map_or(usize::MAX, |r| r.1));
+    let server_pos = |i: &usize| ranks.get(*i).and_then(|r| r.2);
     let (mut l, mut r) = (server_only.into_iter().peekable(), patch_items.into_iter().peekable());
     loop {
         let take_left = match (l.peek(), r.peek()) {
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(a), Some(b)) => matches!((position(at(a, key)), position(at(b, key))), (Some(x), Some(y)) if x < y),
+            (Some(a), Some(b)) => matches!((server_pos(a), server_pos(b)), (Some(x), Some(y)) if x < y),
         };
         let next = if take_left { l.next() } else { r.next() };
-        server.extend(next);
+        server.extend(next.and_then(|i| merged.get_mut(i)).and_then(Option::take));
     }
 }
 
@@ -312,6 +359,62 @@ mod tests {
             env,
             json!({"env": [{"name": "A"}, {"name": "X"}, {"name": "B"}, {"name": "N"}, {"name": "C"}]})
         );
+    }
+
+    /// The list merge as first written (cloning keys, searching the merged list), kept as the reference.
+    fn reference_merge_list(server: &mut Vec<Value>, patch: &[Value], key: &str) {
+        let server_order: Vec<Value> = server.iter().map(|i| i[key].clone()).collect();
+        let position = |k: &Value| server_order.iter().position(|s| !k.is_null() && s == k);
+        let mut merged = std::mem::take(server);
+        for item in patch {
+            match merged.iter_mut().find(|e| !item[key].is_null() && e[key] == item[key]) {
+                Some(existing) => merge_value(existing, item.clone(), ""),
+                None => merged.push(item.clone()),
+            }
+        }
+        let in_patch = |i: &Value| patch.iter().any(|p| !p[key].is_null() && p[key] == i[key]);
+        let (mut patch_items, server_only): (Vec<Value>, Vec<Value>) = merged.into_iter().partition(|i| in_patch(i));
+        patch_items.sort_by_key(|i| patch.iter().position(|p| p[key] == i[key]).unwrap_or(usize::MAX));
+        let (mut l, mut r) = (server_only.into_iter().peekable(), patch_items.into_iter().peekable());
+        loop {
+            let take_left = match (l.peek(), r.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(a), Some(b)) => matches!((position(&a[key]), position(&b[key])), (Some(x), Some(y)) if x < y),
+            };
+            let next = if take_left { l.next() } else { r.next() };
+            server.extend(next);
+        }
+    }
+
+    #[test]
+    fn list_merge_orders_as_the_reference_does() {
+        // Lists of up to 6 items from 4 names, some repeated, some items without a name, each tagged so that
+        // which one went where shows.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..5000 {
+            let mut list = |tag: &str| -> Vec<Value> {
+                (0..next(7))
+                    .map(|i| match next(5) {
+                        4 => json!({"tag": format!("{tag}{i}")}),
+                        n => json!({"name": format!("n{n}"), "tag": format!("{tag}{i}"), tag: i}),
+                    })
+                    .collect()
+            };
+            let (server, patch) = (list("s"), list("p"));
+            let mut want = server.clone();
+            reference_merge_list(&mut want, &patch, "name");
+            let mut got = server.clone();
+            merge_list(&mut got, patch.clone(), "name");
+            assert_eq!(got, want, "case {case}: {server:?} <- {patch:?}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ const RESERVED_PORTS: &[(&str, &str)] = &[
 
 /// Prometheus turns annotation names into label names by replacing every character outside `[a-zA-Z0-9_]` with
 /// `_`, so `prometheus.io/scrape`, `prometheus.io.scrape` and `prometheus-io/scrape` mean the same.
+#[cfg(test)]
 fn sanitized(key: &str) -> String {
     key.chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
@@ -42,10 +43,21 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Whether `key`, sanitized as Prometheus does (each character outside `[a-zA-Z0-9_]` becomes `_`), is `label`,
+/// without building the sanitized name.
+fn sanitizes_to(key: &str, label: &str) -> bool {
+    let mut label = label.bytes();
+    key.chars().all(|c| match label.next() {
+        Some(l) if c.is_ascii_alphanumeric() || c == '_' => u32::from(c) == u32::from(l),
+        Some(l) => l == b'_',
+        None => false,
+    }) && label.next().is_none()
+}
+
 fn find<'a>(annotations: &'a Map<String, Value>, label: &str) -> Option<&'a str> {
     annotations
         .iter()
-        .find(|(k, _)| sanitized(k) == label)
+        .find(|(k, _)| sanitizes_to(k, label))
         .and_then(|(_, v)| v.as_str())
 }
 
@@ -148,10 +160,10 @@ pub fn apply(
         text
     });
     annotations.retain(|k, _| {
-        !matches!(
-            sanitized(k).as_str(),
-            "prometheus_io_scrape" | "prometheus_io_port" | "prometheus_io_path"
-        ) && k != ann::PROMETHEUS_SCRAPE_TARGETS
+        !["prometheus_io_scrape", "prometheus_io_port", "prometheus_io_path"]
+            .iter()
+            .any(|label| sanitizes_to(k, label))
+            && k != ann::PROMETHEUS_SCRAPE_TARGETS
     });
     annotations.insert(ann::PROMETHEUS_PORT.into(), json!(status_port));
     annotations.insert(ann::PROMETHEUS_PATH.into(), json!("/stats/prometheus"));
@@ -165,6 +177,25 @@ mod tests {
 
     fn annotations(pairs: &[(&str, &str)]) -> Map<String, Value> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect()
+    }
+
+    #[test]
+    fn sanitized_comparison_is_prometheus_sanitizing() {
+        for key in [
+            "prometheus.io/scrape",
+            "prometheus_io_scrape",
+            "prometheus-io.scrape",
+            "prometheus.ió/scrape",
+            "prometheus\u{e9}io_scrape",
+            "prometheus_io_scrapes",
+            "x",
+        ] {
+            assert_eq!(
+                sanitizes_to(key, "prometheus_io_scrape"),
+                sanitized(key) == "prometheus_io_scrape",
+                "{key}"
+            );
+        }
     }
 
     #[test]

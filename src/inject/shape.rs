@@ -8,7 +8,31 @@ use serde_json::{Map, Value};
 
 use super::InjectError;
 
-fn wrong(field: &str, expected: &str, got: &Value) -> InjectError {
+/// Where a field is, written out only for an error message.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// A top-level field such as `metadata`.
+    Root(&'a str),
+    /// `parent.key`.
+    Field(&'a Path<'a>, &'a str),
+    /// `parent[i]`.
+    Index(&'a Path<'a>, usize),
+    /// `parent["key"]` (a map entry).
+    Entry(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Field(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            Path::Entry(parent, key) => write!(f, "{parent}[{key:?}]"),
+        }
+    }
+}
+
+fn wrong(field: &Path, expected: &str, got: &Value) -> InjectError {
     InjectError::InvalidPod(format!("{field} must be {expected}, not {}", kind_of(got)))
 }
 
@@ -24,45 +48,43 @@ pub fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-/// `field` of `parent` as an object; absent or null is fine.
+/// `key` of `parent` (at `at`) as an object; absent or null is fine.
 fn optional_object<'a>(
     parent: &'a Map<String, Value>,
+    at: &Path,
     key: &str,
-    field: &str,
 ) -> Result<Option<&'a Map<String, Value>>, InjectError> {
     match parent.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
-        Some(other) => Err(wrong(field, "an object", other)),
+        Some(other) => Err(wrong(&Path::Field(at, key), "an object", other)),
     }
 }
 
-/// `field` of `parent` as a list of objects; absent or null is fine.
+/// `key` of `parent` (at `at`) as a list of objects; absent or null is fine.
 fn optional_objects<'a>(
     parent: &'a Map<String, Value>,
+    at: &Path,
     key: &str,
-    field: &str,
-) -> Result<Vec<&'a Map<String, Value>>, InjectError> {
-    match parent.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::Object(map) => Ok(map),
-                other => Err(wrong(&format!("{field}[{i}]"), "an object", other)),
-            })
-            .collect(),
-        Some(other) => Err(wrong(field, "a list", other)),
+) -> Result<impl Iterator<Item = &'a Map<String, Value>>, InjectError> {
+    let field = Path::Field(at, key);
+    let items = match parent.get(key) {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(other) => return Err(wrong(&field, "a list", other)),
+    };
+    if let Some((i, other)) = items.iter().enumerate().find(|(_, item)| !item.is_object()) {
+        return Err(wrong(&Path::Index(&field, i), "an object", other));
     }
+    Ok(items.iter().filter_map(Value::as_object))
 }
 
 /// A map of strings (labels, annotations); absent or null is fine.
-fn string_map(parent: &Map<String, Value>, key: &str, field: &str) -> Result<(), InjectError> {
-    if let Some(map) = optional_object(parent, key, field)? {
+fn string_map(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
+    if let Some(map) = optional_object(parent, at, key)? {
         for (k, v) in map {
             if !v.is_string() {
-                return Err(wrong(&format!("{field}[{k:?}]"), "a string", v));
+                return Err(wrong(&Path::Entry(&Path::Field(at, key), k), "a string", v));
             }
         }
     }
@@ -71,46 +93,49 @@ fn string_map(parent: &Map<String, Value>, key: &str, field: &str) -> Result<(),
 
 /// The pod's `metadata`: an object (or absent) whose labels and annotations are maps of strings.
 pub fn metadata(metadata: &Value) -> Result<(), InjectError> {
+    let root = Path::Root("metadata");
     let meta = match metadata {
         Value::Null => return Ok(()),
         Value::Object(map) => map,
-        other => return Err(wrong("metadata", "an object", other)),
+        other => return Err(wrong(&root, "an object", other)),
     };
-    string_map(meta, "labels", "metadata.labels")?;
-    string_map(meta, "annotations", "metadata.annotations")?;
-    optional_objects(meta, "ownerReferences", "metadata.ownerReferences")?;
+    string_map(meta, &root, "labels")?;
+    string_map(meta, &root, "annotations")?;
+    optional_objects(meta, &root, "ownerReferences")?;
     Ok(())
 }
 
 /// A probe or lifecycle handler: an object whose `httpGet`, `tcpSocket`, `grpc` and `exec` are objects.
-fn handler(parent: &Map<String, Value>, key: &str, field: &str) -> Result<(), InjectError> {
-    if let Some(h) = optional_object(parent, key, field)? {
+fn handler(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
+    if let Some(h) = optional_object(parent, at, key)? {
+        let field = Path::Field(at, key);
         for k in ["httpGet", "tcpSocket", "grpc", "exec"] {
-            optional_object(h, k, &format!("{field}.{k}"))?;
+            optional_object(h, &field, k)?;
         }
     }
     Ok(())
 }
 
-fn container(c: &Map<String, Value>, field: &str) -> Result<(), InjectError> {
+fn container(c: &Map<String, Value>, at: &Path) -> Result<(), InjectError> {
     match c.get("name") {
         Some(Value::String(_)) => {}
-        Some(other) => return Err(wrong(&format!("{field}.name"), "a string", other)),
-        None => return Err(InjectError::InvalidPod(format!("{field} has no name"))),
+        Some(other) => return Err(wrong(&Path::Field(at, "name"), "a string", other)),
+        None => return Err(InjectError::InvalidPod(format!("{at} has no name"))),
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        handler(c, probe, &format!("{field}.{probe}"))?;
+        handler(c, at, probe)?;
     }
-    if let Some(lifecycle) = optional_object(c, "lifecycle", &format!("{field}.lifecycle"))? {
+    if let Some(lifecycle) = optional_object(c, at, "lifecycle")? {
+        let field = Path::Field(at, "lifecycle");
         for hook in ["postStart", "preStop"] {
-            handler(lifecycle, hook, &format!("{field}.lifecycle.{hook}"))?;
+            handler(lifecycle, &field, hook)?;
         }
     }
     for key in ["securityContext", "resources"] {
-        optional_object(c, key, &format!("{field}.{key}"))?;
+        optional_object(c, at, key)?;
     }
     for key in ["ports", "env", "volumeMounts"] {
-        optional_objects(c, key, &format!("{field}.{key}"))?;
+        optional_objects(c, at, key)?;
     }
     Ok(())
 }
@@ -118,21 +143,20 @@ fn container(c: &Map<String, Value>, field: &str) -> Result<(), InjectError> {
 /// The pod's `spec`: an object whose containers, init containers, volumes and image pull secrets are lists of
 /// objects, each container named, with object-shaped probes, lifecycle hooks, security context and resources.
 pub fn spec(spec: &Value) -> Result<(), InjectError> {
+    let root = Path::Root("spec");
     let Value::Object(spec) = spec else {
-        return Err(wrong("spec", "an object", spec));
+        return Err(wrong(&root, "an object", spec));
     };
     for key in ["containers", "initContainers"] {
-        for (i, c) in optional_objects(spec, key, &format!("spec.{key}"))?
-            .into_iter()
-            .enumerate()
-        {
-            container(c, &format!("spec.{key}[{i}]"))?;
+        let list = Path::Field(&root, key);
+        for (i, c) in optional_objects(spec, &root, key)?.enumerate() {
+            container(c, &Path::Index(&list, i))?;
         }
     }
     for key in ["volumes", "imagePullSecrets"] {
-        optional_objects(spec, key, &format!("spec.{key}"))?;
+        optional_objects(spec, &root, key)?;
     }
-    optional_object(spec, "securityContext", "spec.securityContext")?;
+    optional_object(spec, &root, "securityContext")?;
     Ok(())
 }
 
