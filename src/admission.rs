@@ -467,26 +467,29 @@ const fn base64_pairs() -> [[u8; 2]; 4096] {
 /// Appends `bytes` in standard base64 (with padding).
 fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let pair = |n: u32| BASE64_PAIRS.get(n as usize & 0xfff).copied().unwrap_or_default();
-    out.reserve(bytes.len().div_ceil(3) * 4);
-    let mut chunks = bytes.chunks_exact(3);
-    for c in &mut chunks {
-        if let [a, b, c] = *c {
+    let start = out.len();
+    out.resize(start + bytes.len().div_ceil(3) * 4, b'=');
+    let Some(text) = out.get_mut(start..) else { return };
+    let mut quads = text.chunks_exact_mut(4);
+    let mut triples = bytes.chunks_exact(3);
+    // Triples first: `zip` stops on them without taking the quad that holds the padded remainder.
+    for (triple, quad) in (&mut triples).zip(&mut quads) {
+        if let (&[a, b, c], [w, x, y, z]) = (triple, quad) {
             let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
-            let ([w, x], [y, z]) = (pair(n >> 12), pair(n));
-            out.extend_from_slice(&[w, x, y, z]);
+            [*w, *x] = pair(n >> 12);
+            [*y, *z] = pair(n);
         }
     }
-    match *chunks.remainder() {
-        [a] => {
-            let [w, x] = pair(u32::from(a) << 4);
-            out.extend_from_slice(&[w, x, b'=', b'=']);
+    if let Some([w, x, y, _]) = quads.next() {
+        match *triples.remainder() {
+            [a] => [*w, *x] = pair(u32::from(a) << 4),
+            [a, b] => {
+                let n = u32::from(a) << 10 | u32::from(b) << 2;
+                [*w, *x] = pair(n >> 6);
+                [*y, _] = pair(n << 6);
+            }
+            _ => {}
         }
-        [a, b] => {
-            let n = u32::from(a) << 10 | u32::from(b) << 2;
-            let ([w, x], [y, _]) = (pair(n >> 6), pair(n << 6));
-            out.extend_from_slice(&[w, x, y, b'=']);
-        }
-        _ => {}
     }
 }
 

@@ -79,6 +79,11 @@ fn optional_objects<'a>(
     Ok(items.iter().filter_map(Value::as_object))
 }
 
+/// `key` of `parent` (at `at`) is a list of objects, absent or null.
+fn objects(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
+    optional_objects(parent, at, key).map(|_| ())
+}
+
 /// A map of strings (labels, annotations); absent or null is fine.
 fn string_map(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
     if let Some(map) = optional_object(parent, at, key)? {
@@ -101,7 +106,7 @@ pub fn metadata(metadata: &Value) -> Result<(), InjectError> {
     };
     string_map(meta, &root, "labels")?;
     string_map(meta, &root, "annotations")?;
-    optional_objects(meta, &root, "ownerReferences")?;
+    objects(meta, &root, "ownerReferences")?;
     Ok(())
 }
 
@@ -135,7 +140,7 @@ fn container(c: &Map<String, Value>, at: &Path) -> Result<(), InjectError> {
         optional_object(c, at, key)?;
     }
     for key in ["ports", "env", "volumeMounts"] {
-        optional_objects(c, at, key)?;
+        objects(c, at, key)?;
     }
     Ok(())
 }
@@ -154,7 +159,7 @@ pub fn spec(spec: &Value) -> Result<(), InjectError> {
         }
     }
     for key in ["volumes", "imagePullSecrets"] {
-        optional_objects(spec, &root, key)?;
+        objects(spec, &root, key)?;
     }
     optional_object(spec, &root, "securityContext")?;
     Ok(())
