@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Webhook benchmark: throughput and latency against an echo server, server-side injection time of a 64 KiB pod,
-# and the resident memory of the idle webhook binary serving four MeshInstalls. Prints numbers; asserts nothing.
+# and the resident memory of the webhook binary serving four MeshInstalls, idle and under load. Prints numbers;
+# asserts nothing.
 #   hack/bench-webhook.sh [--seconds N] [--connections N] [--rate N]
+# WEBHOOK_BIN=path measures another build of mizzen-webhook's memory (e.g. main's, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,7 @@ target/release/mizzen-webhook-bench "$@"
 # Idle RSS: the real binary, out of cluster, with caches for four MeshInstalls (four revisions).
 work=$(mktemp -d)
 pid=""
-cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 target/release/mizzen-webhook-bench --write-certs "$work"
 files=()
@@ -22,7 +24,7 @@ for rev in "" canary blue green; do
   files+=(--meshinstall "$work/$name.yaml")
 done
 port=$((20000 + RANDOM % 20000)); admin=$((port + 1))
-RUST_LOG=warn target/release/mizzen-webhook --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+RUST_LOG=warn "${WEBHOOK_BIN:-target/release/mizzen-webhook}" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
   --tls-cert-file "$work/tls.crt" --tls-key-file "$work/tls.key" "${files[@]}" &
 pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
@@ -34,3 +36,13 @@ for f in create-enabled-namespace host-network pod-64k; do
 done
 sleep 1
 echo "idle webhook after 9 reviews, 4 MeshInstalls: $(grep VmRSS /proc/$pid/status | awk '{print $2, $3}') RSS ($(curl -s "http://127.0.0.1:$admin/readyz"))"
+
+# Under load: the same binary driven closed-loop (8 connections, 5 s each) with the small pod, then the 64 KiB one.
+rss() { grep "$1" /proc/$pid/status | awk '{print $2, $3}'; }
+for f in create-enabled-namespace pod-64k; do
+  rate=$(target/release/mizzen-webhook-bench --load "127.0.0.1:$port" --ca "$work/ca.crt" \
+    --body "webhook/tests/fixtures/$f.json" --seconds 5 --connections 8)
+  echo "webhook under load ($f, 8 connections, $rate): peak RSS so far $(rss VmHWM)"
+done
+sleep 1
+echo "webhook after the load: $(rss VmRSS) RSS"

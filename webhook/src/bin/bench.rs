@@ -57,6 +57,13 @@ struct Args {
     /// The server of --requests: webhook or echo.
     #[arg(long, hide = true, default_value = "webhook")]
     server: String,
+    /// Only drive the webhook already listening at ADDR (trusting --ca) closed-loop with --body for --seconds over
+    /// --connections, print its rate, then exit: load for measuring the real binary's memory.
+    #[arg(long, value_name = "ADDR")]
+    load: Option<SocketAddr>,
+    /// The CA certificate of --load.
+    #[arg(long, value_name = "FILE", requires = "load")]
+    ca: Option<PathBuf>,
     /// MeshInstall the webhook serves.
     #[arg(long, default_value = "config/samples/meshinstall.yaml")]
     meshinstall: PathBuf,
@@ -324,6 +331,17 @@ fn main() -> Result<()> {
 
     if let Some(dir) = &args.write_certs {
         pki_in(dir.clone())?;
+        return Ok(());
+    }
+    if let Some(addr) = args.load {
+        let ca_file = args.ca.as_ref().ok_or_else(|| anyhow!("--load needs --ca"))?;
+        let tls = client_config(&std::fs::read_to_string(ca_file).with_context(|| ca_file.display().to_string())?)?;
+        let client = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let rps = client.block_on(throughput(addr, tls, body, args.connections, args.seconds))?;
+        println!("{rps:.0} req/s");
         return Ok(());
     }
     if let Some(n) = args.inject_only {
