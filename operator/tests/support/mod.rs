@@ -34,6 +34,8 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceCell<Option<Arc<Cluster>>> = OnceCell::const_new();
+/// Held for the life of the test binary.
+static RUN_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 /// envtest processes; kept for the life of the test binary.
 static ENVTEST: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
@@ -54,6 +56,17 @@ pub async fn cluster() -> Option<Arc<Cluster>> {
     CLUSTER
         .get_or_init(|| async {
             let cluster = find().await?;
+            // One test binary at a time per API server: scenarios of two runs would share names.
+            let lock = cluster.kubeconfig.with_extension("mizzen-tests.lock");
+            let held = tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::create(&lock)?;
+                file.lock()?;
+                Ok::<_, std::io::Error>(file)
+            })
+            .await
+            .expect("lock task")
+            .expect("locking the test API server");
+            let _ = RUN_LOCK.set(held);
             install_crd(&cluster).await;
             Some(Arc::new(cluster))
         })
