@@ -74,6 +74,34 @@ mwc=mizzen-sidecar-injector
 [[ -n "$(kubectl get mutatingwebhookconfiguration $mwc -o jsonpath='{.webhooks[0].clientConfig.service.name}')" ]] &&
   pass "the webhook configuration points at the in-cluster Service" || fail "the webhook configuration has no service reference"
 
+step "no-op window: mutating API requests for the operator's kinds over 20 s"
+# From the API server's own apiserver_request_total: writes to the kinds the operator manages (status
+# subresources of workloads are their controllers'), plus MeshInstall status.
+mutations() {
+  kubectl get --raw /metrics | python3 -c '
+import re, sys
+kinds = {"customresourcedefinitions", "namespaces", "serviceaccounts", "clusterroles", "clusterrolebindings", "roles",
+         "rolebindings", "configmaps", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
+         "mutatingwebhookconfigurations", "secrets"}
+total = 0
+for line in sys.stdin:
+    if not line.startswith("apiserver_request_total{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+    if labels.get("verb") not in {"POST", "PUT", "PATCH", "APPLY", "DELETE"}:
+        continue
+    res, sub = labels.get("resource"), labels.get("subresource", "")
+    if (res in kinds and sub == "") or (res == "meshinstalls" and sub == "status"):
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))'
+}
+sleep 5 # the components' last status changes settle
+before=$(mutations)
+kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
+sleep 20
+noop=$(($(mutations) - before))
+[[ "$noop" == 0 ]] && pass "0 mutating requests in the no-op window" || fail "$noop mutating requests in the no-op window"
+
 step "workloads (README)"
 t_pods=$(date +%s)
 run_readme workloads
@@ -123,33 +151,108 @@ proxy_held_app "$pod" && pass "$pod: the app started after the proxy was ready (
 kubectl patch meshinstall default --type=merge -p '{"spec":{"proxy":{"nativeSidecar":"auto"}}}' >/dev/null
 kubectl wait meshinstall/default --for=condition=Ready --timeout=60s >/dev/null
 
-step "no-op window: mutating API requests for the operator's kinds over 20 s"
-# From the API server's own apiserver_request_total: writes to the kinds the operator manages (status
-# subresources of workloads are their controllers'), plus MeshInstall status.
-mutations() {
-  kubectl get --raw /metrics | python3 -c '
-import re, sys
-kinds = {"customresourcedefinitions", "namespaces", "serviceaccounts", "clusterroles", "clusterrolebindings", "roles",
-         "rolebindings", "configmaps", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
-         "mutatingwebhookconfigurations", "secrets"}
-total = 0
-for line in sys.stdin:
-    if not line.startswith("apiserver_request_total{"):
-        continue
-    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
-    if labels.get("verb") not in {"POST", "PUT", "PATCH", "APPLY", "DELETE"}:
-        continue
-    res, sub = labels.get("resource"), labels.get("subresource", "")
-    if (res in kinds and sub == "") or (res == "meshinstalls" and sub == "status"):
-        total += float(line.rsplit(" ", 1)[1])
-print(int(total))'
+step "least privilege (kubectl auth can-i)"
+# expect SUBJECT yes|no VERB RESOURCE [ARGS...]
+can_i() {
+  local who=$1 want=$2; shift 2
+  local got
+  got=$(kubectl auth can-i "$@" --as="system:serviceaccount:mizzen-system:$who" 2>/dev/null || true)
+  if [[ "$got" == "$want" ]]; then pass "$who can-i $*: $got"; else fail "$who can-i $*: $got, want $want"; fi
 }
-sleep 5 # let the rollout's last status changes settle
-before=$(mutations)
-kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
-sleep 20
-noop=$(($(mutations) - before))
-[[ "$noop" == 0 ]] && pass "0 mutating requests in the no-op window" || fail "$noop mutating requests in the no-op window"
+can_i mizzen-operator yes create secrets -n mizzen-system
+can_i mizzen-operator no create secrets -n default
+can_i mizzen-operator no delete secrets -n kube-system
+can_i mizzen-operator yes create secrets -n istio-system
+can_i mizzen-operator no escalate clusterroles
+can_i mizzen-operator no bind clusterroles/cluster-admin
+can_i mizzen-operator yes bind clusterroles/mizzen-operator-mesh-namespace
+can_i mizzen-operator yes patch deployments -n istio-system
+can_i mizzen-operator no create pods -n default
+can_i mizzen-operator no impersonate serviceaccounts
+can_i mizzen-webhook yes get secrets/mizzen-webhook-tls -n mizzen-system
+can_i mizzen-webhook no get secrets/mizzen-webhook-ca -n mizzen-system
+can_i mizzen-webhook no list secrets -n mizzen-system
+can_i mizzen-webhook yes watch namespaces
+can_i mizzen-webhook no create pods -n default
+can_i mizzen-webhook no patch meshinstalls
+webhook_pod=$(kubectl -n mizzen-system get pods -l app.kubernetes.io/name=mizzen-webhook -o jsonpath='{.items[0].metadata.name}')
+mounts=$(kubectl -n mizzen-system get pod "$webhook_pod" -o jsonpath='{.spec.volumes[*].secret.secretName}')
+[[ "$mounts" != *mizzen-webhook-ca* ]] && pass "the webhook mounts no CA key" || fail "the webhook mounts $mounts"
+
+# create_pods SECONDS RATE LOG: creates bare pods in the labelled namespace at RATE per second; one line per failure.
+create_pods() {
+  local seconds=$1 rate=$2 log=$3 end i=0
+  end=$(($(date +%s) + seconds))
+  : >"$log"
+  while (($(date +%s) < end)); do
+    for _ in $(seq "$rate"); do
+      i=$((i + 1))
+      # Never scheduled (no node matches): only the admission path is exercised.
+      kubectl -n e2e-churn run "churn-$RANDOM-$i" --image=docker.io/traefik/whoami:v1.10 --restart=Never \
+        --overrides='{"spec":{"nodeSelector":{"e2e.mizzen.io/never":"true"}}}' >/dev/null 2>>"$log.err" &
+    done
+    wait
+    sleep 1
+  done
+  echo "$i" >"$log.count"
+  grep -c . "$log.err" >"$log" || true
+}
+churn_result() { # LOG -> "created failed"
+  echo "$(cat "$1.count") $(cat "$1")"
+}
+
+kubectl create namespace e2e-churn >/dev/null 2>&1 || true
+kubectl label namespace e2e-churn istio-injection=enabled --overwrite >/dev/null
+
+step "webhook TLS: the CA Secret deleted while pods are created"
+create_pods 25 5 /tmp/e2e-tls &
+churn=$!
+sleep 3
+kubectl -n mizzen-system delete secret mizzen-webhook-ca >/dev/null
+sleep 2
+kubectl -n mizzen-system delete secret mizzen-webhook-tls >/dev/null
+wait "$churn"
+read -r created failed < <(churn_result /tmp/e2e-tls)
+tls_failures=$failed
+[[ "$failed" == 0 ]] && pass "$created pod creations during the CA change, 0 failed" ||
+  { fail "$failed of $created pod creations failed during the CA change"; head -5 /tmp/e2e-tls.err; }
+new_ca=$(kubectl -n mizzen-system get secret mizzen-webhook-ca -o jsonpath='{.data.ca\.crt}')
+[[ -n "$new_ca" ]] && pass "a new CA was minted" || fail "no new CA"
+kubectl -n e2e-churn delete pods --all --wait=false >/dev/null 2>&1 || true
+
+step "webhook rollout while pods are created at 20/s"
+create_pods 30 20 /tmp/e2e-rollout &
+churn=$!
+sleep 3
+kubectl -n mizzen-system rollout restart deployment/mizzen-webhook >/dev/null
+kubectl -n mizzen-system rollout status deployment/mizzen-webhook --timeout=120s >/dev/null || fail "webhook rollout"
+wait "$churn"
+read -r created failed < <(churn_result /tmp/e2e-rollout)
+rollout_failures=$failed
+[[ "$failed" == 0 ]] && pass "$created pod creations during the webhook rollout, 0 failed" ||
+  { fail "$failed of $created pod creations failed during the webhook rollout"; head -5 /tmp/e2e-rollout.err; }
+kubectl delete namespace e2e-churn --wait=false >/dev/null 2>&1 || true
+
+step "install order: no webhook configuration before a webhook pod is ready"
+kubectl -n mizzen-system scale deployment/mizzen-webhook --replicas=0 >/dev/null
+kubectl -n mizzen-system wait pod -l app.kubernetes.io/name=mizzen-webhook --for=delete --timeout=60s >/dev/null || true
+cat <<EOF | kubectl apply -f - >/dev/null
+apiVersion: mizzen.io/v1alpha1
+kind: MeshInstall
+metadata: {name: e2e-canary}
+spec: {version: "1.28.0", revision: canary, namespace: istio-canary, gateways: []}
+EOF
+reason() { kubectl get meshinstall e2e-canary -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'; }
+waiting() { [[ "$(reason)" == WebhookNotReady ]]; }
+wait_until 60 "a new MeshInstall waits for a ready webhook (Ready reason WebhookNotReady)" waiting || true
+kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector-canary >/dev/null 2>&1 &&
+  fail "the canary webhook configuration exists before a webhook pod is ready" ||
+  pass "no webhook configuration while no webhook pod is ready"
+kubectl -n mizzen-system scale deployment/mizzen-webhook --replicas=2 >/dev/null
+mwc_there() { kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector-canary; }
+wait_until 90 "the webhook configuration appears once a webhook pod is ready" mwc_there || true
+kubectl delete meshinstall e2e-canary --timeout=120s >/dev/null
+kubectl -n mizzen-system rollout status deployment/mizzen-webhook --timeout=120s >/dev/null
 
 step "drift is reverted"
 uid=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.metadata.uid}')
@@ -182,7 +285,7 @@ kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/n
 kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
 
 echo
-summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, total $(since "$t0") s"
+summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, total $(since "$t0") s"
 if ((failures > 0)); then
   echo "e2e: FAILED ($failures failures; $summary)"
   exit 1

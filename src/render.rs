@@ -180,12 +180,37 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         "kind": "Namespace",
         "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, ann::NAMESPACE_INJECTION: "disabled"}},
     }));
+    out.push(operator_binding(&ctx, options));
     out.extend(control_plane(&ctx));
     for g in &spec.gateways {
         out.extend(gateway(&ctx, g));
     }
     out.push(webhook_configuration(&ctx, options));
     Ok(out)
+}
+
+/// The operator's rights inside the mesh namespace (see [`crate::rbac`]): what istiod's and the gateways' Roles
+/// grant, so it may create those Roles without `escalate`.
+fn operator_binding(ctx: &Ctx, options: &RenderOptions) -> Value {
+    let operator_ns = if options.operator_namespace.is_empty() {
+        DEFAULT_OPERATOR_NAMESPACE
+    } else {
+        &options.operator_namespace
+    };
+    ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        ctx.meta(
+            &format!("mizzen-operator{}", ctx.names.suffix),
+            Some(&ctx.spec.namespace),
+            &[],
+        ),
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": crate::rbac::MESH_NAMESPACE_GRANTS},
+            "subjects": [{"kind": "ServiceAccount", "name": crate::rbac::OPERATOR_SERVICE_ACCOUNT, "namespace": operator_ns}],
+        }),
+    )
 }
 
 fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {

@@ -37,6 +37,9 @@ pub enum Outcome {
     Failed(String),
     /// Reconciliation is paused by annotation.
     Paused,
+    /// Everything but the MutatingWebhookConfiguration is applied: it waits for a ready webhook pod, so pod
+    /// creation in namespaces already labelled for injection is never refused by a webhook that is not there.
+    WaitingForWebhook,
     /// Objects this MeshInstall renders belong to an older MeshInstall; the message names them. The rest was
     /// applied.
     Conflict(String),
@@ -139,6 +142,25 @@ pub fn next(
                 now,
             ),
             MeshState::Error,
+        ),
+        Outcome::WaitingForWebhook => (
+            condition(
+                RECONCILED,
+                true,
+                "Applied",
+                "every object is applied but the MutatingWebhookConfiguration, which waits for a ready webhook".into(),
+                generation,
+                now,
+            ),
+            condition(
+                READY,
+                false,
+                "WebhookNotReady",
+                "no mizzen-webhook pod is ready yet: the MutatingWebhookConfiguration is applied once one is".into(),
+                generation,
+                now,
+            ),
+            MeshState::Progressing,
         ),
         Outcome::Conflict(message) => (
             condition(RECONCILED, false, "Conflict", message.clone(), generation, now),

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use mizzen::MeshInstall;
 use mizzen::render::OWNER_LABEL;
@@ -21,7 +22,7 @@ use crate::cache::Caches;
 use crate::kinds::ManagedKind;
 use crate::leader::{Elector, Timings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, WEBHOOK_DEPLOYMENT, error_policy, reconcile};
 use crate::tls::Keeper;
 
 /// The leader-election Lease, in the operator's namespace.
@@ -88,7 +89,26 @@ pub async fn run(
     }
     // A new CA must reach every MeshInstall's webhook configuration.
     controller = controller.reconcile_all_on(ca_bundle.changes());
-    let ctx = Arc::new(Context::new(client, options, caches, meshes, ca_bundle, metrics));
+    // The webhook Deployment's readiness gates new webhook configurations (install order).
+    let webhook_writer = reflector::store::Writer::<Deployment>::default();
+    let webhook = webhook_writer.as_reader();
+    let webhook_changes = watcher::watcher(
+        Api::<Deployment>::namespaced(client.clone(), &options.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={WEBHOOK_DEPLOYMENT}")),
+    )
+    .default_backoff()
+    .reflect(webhook_writer)
+    .touched_objects();
+    let all = meshes.clone();
+    controller = controller.watches_stream(webhook_changes, move |_: Deployment| {
+        all.state()
+            .iter()
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
+            .collect::<Vec<_>>()
+    });
+    let ctx = Arc::new(Context::new(
+        client, options, caches, meshes, ca_bundle, webhook, metrics,
+    ));
     let keeper = tokio::spawn(keeper.run());
     controller
         .graceful_shutdown_on(shutdown)

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -31,6 +32,10 @@ use crate::{Error, FIELD_MANAGER, PAUSED_ANNOTATION};
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
 /// How soon to look again when all is well (catches MeshInstalls whose older rival went away).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// How often an out-of-cluster webhook URL is tried while the webhook configuration waits for it.
+const WEBHOOK_POLL: Duration = Duration::from_secs(2);
+/// The webhook Deployment the bundle installs in the operator's namespace.
+pub const WEBHOOK_DEPLOYMENT: &str = "mizzen-webhook";
 /// First retry after a failure; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// The longest wait between retries of a failing MeshInstall.
@@ -56,6 +61,9 @@ pub struct Context {
     pub meshes: Store<MeshInstall>,
     /// The webhook's CA bundle, kept by the TLS keeper.
     pub ca_bundle: CaBundle,
+    /// The webhook Deployment in the operator's namespace (install order: no webhook configuration before it is
+    /// ready).
+    pub webhook: Store<Deployment>,
     /// Objects cached by metadata only: the `resourceVersion` and desired-object hash last seen equal.
     compared: Mutex<HashMap<(String, String), (String, u64)>>,
     /// Consecutive failures per MeshInstall, for the backoff.
@@ -72,6 +80,7 @@ impl Context {
         caches: Caches,
         meshes: Store<MeshInstall>,
         ca_bundle: CaBundle,
+        webhook: Store<Deployment>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
@@ -86,6 +95,7 @@ impl Context {
             caches,
             meshes,
             ca_bundle,
+            webhook,
             compared: Mutex::default(),
             failures: Mutex::default(),
             warned: Mutex::default(),
@@ -388,6 +398,38 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Res
     Ok(healthy)
 }
 
+/// Whether the webhook can answer: a ready replica of its Deployment, or, with `--webhook-url`, a TCP connection
+/// to the URL's host and port.
+async fn webhook_ready(ctx: &Context) -> bool {
+    if let Some(url) = &ctx.options.webhook_url {
+        let Some(addr) = url_authority(url) else {
+            return false;
+        };
+        let connect = tokio::net::TcpStream::connect(addr);
+        return matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)));
+    }
+    let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
+    ctx.webhook
+        .get(&key)
+        .and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas))
+        .is_some_and(|n| n > 0)
+}
+
+/// `host:port` of an https URL (port 443 when absent).
+fn url_authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, after)| after.starts_with(':')),
+        None => authority.contains(':'),
+    };
+    Some(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    })
+}
+
 /// Reconciles one MeshInstall.
 pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
     // A failing MeshInstall waits out its backoff whatever triggers it (children's or shared objects' events),
@@ -456,6 +498,18 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             skip.insert(key);
         }
     }
+    // Install order: a new webhook configuration only once the webhook can answer.
+    let mut waiting_for_webhook = false;
+    if let Some(mwc) = desired.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration") {
+        let key = key_of(mwc);
+        let exists = kinds::lookup("admissionregistration.k8s.io/v1", &key.0)
+            .and_then(|k| ctx.caches.get(k, None, &key.2))
+            .is_some();
+        if !exists && !webhook_ready(ctx).await {
+            waiting_for_webhook = true;
+            skip.insert(key);
+        }
+    }
     // Objects an older MeshInstall renders are not pruned either: they are not this one's to delete.
     let keep: Vec<Value> = desired.iter().filter(|o| !skip.contains(&key_of(o))).cloned().collect();
     let outcome = async {
@@ -496,13 +550,21 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         .await;
     }
     let outcome = if conflicts.is_empty() {
-        Outcome::Applied
+        if waiting_for_webhook {
+            Outcome::WaitingForWebhook
+        } else {
+            Outcome::Applied
+        }
     } else {
         let message = conflicts.join("; ");
         ctx.publish(mi, EventType::Warning, "Conflict", message.clone()).await;
         Outcome::Conflict(message)
     };
     let healthy = write_status(ctx, mi, &outcome).await?;
+    if waiting_for_webhook && ctx.options.webhook_url.is_some() {
+        // An out-of-cluster webhook has no watch to wake us: look again soon.
+        return Ok(Action::requeue(WEBHOOK_POLL));
+    }
     Ok(Action::requeue(if healthy && applied.is_empty() {
         STEADY_REQUEUE
     } else {
@@ -548,6 +610,24 @@ mod tests {
         let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn webhook_urls_give_host_and_port() {
+        assert_eq!(
+            url_authority("https://127.0.0.1:8443/inject").as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(
+            url_authority("https://example.com/inject").as_deref(),
+            Some("example.com:443")
+        );
+        assert_eq!(
+            url_authority("https://[::1]:9443/inject").as_deref(),
+            Some("[::1]:9443")
+        );
+        assert_eq!(url_authority("https://[::1]/inject").as_deref(), Some("[::1]:443"));
+        assert_eq!(url_authority("http://example.com/"), None);
     }
 
     #[test]

@@ -32,6 +32,9 @@ struct Scenario {
     operator_ns: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Stands in for the webhook (out of cluster): the operator only checks that it accepts connections.
+    webhook: Option<std::net::TcpListener>,
+    webhook_port: u16,
 }
 
 /// A MeshInstall spec for a scenario: its own revision and namespace, one ClusterIP ingress gateway.
@@ -48,6 +51,11 @@ fn spec(name: &str) -> Value {
 impl Scenario {
     /// Creates the MeshInstall and starts a controller for it; `None` when there is no API server (skipped).
     async fn start(name: &str, spec: Value) -> Option<Self> {
+        Self::start_with_webhook(name, spec, true).await
+    }
+
+    /// Like [`Scenario::start`]; without a webhook listening when `webhook_up` is false.
+    async fn start_with_webhook(name: &str, spec: Value, webhook_up: bool) -> Option<Self> {
         let cluster = support::cluster().await?;
         let client = cluster.client().await;
         let operator_ns = format!("{name}-op");
@@ -56,6 +64,8 @@ impl Scenario {
             settled_namespace(&client, &ns).await;
         }
         ensure_namespace(&client, &operator_ns).await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the webhook stand-in");
+        let webhook_port = listener.local_addr().expect("addr").port();
         let mut s = Self {
             cluster,
             client,
@@ -64,6 +74,8 @@ impl Scenario {
             operator_ns,
             stop: None,
             task: None,
+            webhook: webhook_up.then_some(listener),
+            webhook_port,
         };
         s.create_mesh(name, spec).await;
         s.start_controller().await;
@@ -102,6 +114,7 @@ impl Scenario {
             namespace: self.operator_ns.clone(),
             identity: Some(format!("test-{}", self.name)),
             meshinstall_selector: Some(format!("mizzen.io/test={}", self.name)),
+            webhook_url: Some(format!("https://127.0.0.1:{}/inject", self.webhook_port)),
             ..Options::default()
         };
         self.task = Some(tokio::spawn(run(
@@ -628,5 +641,39 @@ async fn a_persistent_failure_backs_off() {
         events <= 2,
         "{events} Event writes in 60 s (rate-limited warnings expected): {requests:#?}"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
+    let name = "sc-order";
+    let Some(mut s) = Scenario::start_with_webhook(name, spec(name), false).await else {
+        return;
+    };
+    let message = s.condition(name, "Ready", "False", "WebhookNotReady").await;
+    assert!(message.contains("MutatingWebhookConfiguration"), "{message}");
+    let mwc: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(s.client.clone());
+    let deployments: Api<Deployment> = s.api();
+    deployments
+        .get(&format!("istiod-{name}"))
+        .await
+        .expect("the rest is applied");
+    assert!(
+        mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
+            .await
+            .expect("get")
+            .is_none(),
+        "a webhook configuration before the webhook answers"
+    );
+    s.webhook = Some(std::net::TcpListener::bind(("127.0.0.1", s.webhook_port)).expect("the webhook's port"));
+    eventually(WAIT, "the webhook configuration once the webhook answers", || async {
+        mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
+            .await
+            .expect("get")
+            .map(|_| ())
+    })
+    .await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
     s.finish().await;
 }
