@@ -134,8 +134,18 @@ pub struct Process {
 
 /// The operator process: admin port, leader election, controller; returns on SIGTERM/Ctrl-C (after releasing
 /// the lease) or with an error when leadership is lost (the pod restarts and rejoins the election).
-pub async fn operate(client: Client, mut options: Options, process: Process) -> Result<(), Error> {
+pub async fn operate(config: kube::Config, mut options: Options, process: Process) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
+    let counted = metrics.clone();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|source| Error::Client { source })?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |req: http::Request<kube::client::Body>| {
+                counted.api_request(req.method().as_str());
+                req
+            },
+        ))
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     crate::admin::serve(process.admin_listen, metrics.clone(), ready.clone())
         .await

@@ -110,6 +110,12 @@ pub enum Error {
         /// Why.
         source: kube::Error,
     },
+    /// No client could be built from the configuration.
+    #[error("Kubernetes client: {source}")]
+    Client {
+        /// Why.
+        source: kube::Error,
+    },
     /// Another replica took the lease, or it could not be renewed in time.
     #[error("lost the leader Lease; exiting so this replica rejoins the election")]
     LeadershipLost,
@@ -143,7 +149,8 @@ impl Error {
             | Error::TlsNotReady
             | Error::CacheSync(_)
             | Error::LeadershipLost
-            | Error::Bind { .. } => false,
+            | Error::Bind { .. }
+            | Error::Client { .. } => false,
         }
     }
 }

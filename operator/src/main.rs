@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         timings: Default::default(),
     };
-    operate(kube::Client::try_from(config)?, options, process).await?;
+    operate(config, options, process).await?;
     tracing::info!("shut down");
     Ok(())
 }
