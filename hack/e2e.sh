@@ -15,6 +15,10 @@ if [[ ! -x "$kit/up" ]]; then
   exit 0
 fi
 
+# One user of the node at a time (developers and helpers share this machine's single node).
+exec 9>"${TMPDIR:-/tmp}/mizzen-node.lock"
+flock 9
+
 failures=0
 t0=$(date +%s)
 step() { printf '\n== %s\n' "$*"; }
@@ -263,6 +267,13 @@ wait_until 10 "deleted istiod Deployment recreated" istiod_back || true
 node_port_back() { [[ "$(kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.spec.ports[?(@.name=="http2")].nodePort}')" == 30080 ]]; }
 wait_until 10 "edited gateway Service restored to nodePort 30080" node_port_back || true
 kubectl wait meshinstall/default --for=condition=Ready --timeout=120s >/dev/null || fail "MeshInstall not Ready again after the drift"
+
+if ((failures > 0)); then
+  step "diagnostics"
+  kubectl get meshinstall -o wide || true
+  kubectl -n mizzen-system logs deploy/mizzen-operator --tail=400 2>/dev/null | grep -aE 'WARN|ERROR' | tail -20 || true
+  kubectl get rolebindings -A -l app.kubernetes.io/managed-by=mizzen || true
+fi
 
 step "uninstall (README)"
 run_readme uninstall
