@@ -27,6 +27,8 @@ pub struct RenderOptions {
     pub webhook_url: Option<String>,
     /// PEM CA bundle of the webhook's certificate, if known.
     pub ca_bundle: Option<String>,
+    /// Leave Istio's CRDs out (the operator applies them from their text, see [`crate::istio_crds::raw`]).
+    pub skip_istio_crds: bool,
 }
 
 /// A spec the schema could not refuse but mizzen cannot render; names the field.
@@ -174,7 +176,9 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         owner: owner_reference(mi),
     };
     let mut out = Vec::new();
-    out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
+    if !options.skip_istio_crds {
+        out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
+    }
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -82,6 +82,9 @@ pub enum Error {
         /// Why.
         source: serde_json::Error,
     },
+    /// The built-in Istio CRDs could not be read (a bug in generation).
+    #[error("built-in Istio CRDs: {0}")]
+    IstioCrd(String),
     /// Issuing a certificate failed.
     #[error("issuing the webhook's {what}: {source}")]
     Certificate {
@@ -144,7 +147,7 @@ impl Error {
             | Error::Delete { source, .. }
             | Error::PatchStatus { source, .. }
             | Error::Lease { source } => api(source),
-            Error::UnknownKind { .. } | Error::Rendered { .. } | Error::Certificate { .. } => true,
+            Error::UnknownKind { .. } | Error::Rendered { .. } | Error::Certificate { .. } | Error::IstioCrd(_) => true,
             Error::TlsDir { .. }
             | Error::TlsNotReady
             | Error::CacheSync(_)

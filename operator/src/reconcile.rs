@@ -198,14 +198,55 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) ->
     claims
 }
 
-fn hash(v: &Value) -> u64 {
+fn hash(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    v.to_string().hash(&mut h);
+    text.hash(&mut h);
     h.finish()
 }
 
+/// Istio's CRDs, applied by the oldest MeshInstall only. Each is parsed from its text only when its
+/// `resourceVersion` moved since it was last seen equal (about a megabyte of schema is never kept parsed).
+async fn apply_istio_crds(ctx: &Context) -> Result<Vec<String>, Error> {
+    let Some(kind) = kinds::lookup("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
+        return Ok(Vec::new());
+    };
+    let mut written = Vec::new();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for (_, text) in mizzen::istio_crds::raw() {
+        let name = mizzen::istio_crds::name(text).map_err(|e| Error::IstioCrd(e.to_string()))?;
+        let wanted = hash(text);
+        let key = (kind.kind.to_owned(), String::new(), name.clone());
+        if let Some(live) = ctx.caches.get(kind, None, &name)
+            && lock(&ctx.compared).get(&(kind.kind.to_owned(), name.clone()))
+                == Some(&(live.resource_version().unwrap_or_default(), wanted))
+        {
+            continue;
+        }
+        let object: Value = serde_json::from_str(text).map_err(|e| Error::IstioCrd(e.to_string()))?;
+        if !differs(ctx, kind, &object, &key, wanted).await? {
+            continue;
+        }
+        let applied = ctx
+            .api(kind, None)
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: kind.kind,
+                name: name.clone(),
+                source,
+            })?;
+        lock(&ctx.compared).insert(
+            (kind.kind.to_owned(), name.clone()),
+            (applied.resource_version().unwrap_or_default(), wanted),
+        );
+        tracing::info!(kind = kind.kind, %name, "applied");
+        written.push(format!("{}/{name}", kind.kind));
+    }
+    Ok(written)
+}
+
 /// Whether applying `object` would change what is live, read from the caches.
-async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -> Result<bool, Error> {
+async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key, wanted: u64) -> Result<bool, Error> {
     let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
     let Some(live) = ctx.caches.get(kind, namespace, &key.2) else {
         return Ok(true);
@@ -221,7 +262,6 @@ async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -
     // Cached by metadata only: compare in full once per resourceVersion.
     let version = live.resource_version().unwrap_or_default();
     let memo_key = (kind.kind.to_owned(), key.2.clone());
-    let wanted = hash(object);
     if lock(&ctx.compared).get(&memo_key) == Some(&(version.clone(), wanted)) {
         return Ok(false);
     }
@@ -262,7 +302,12 @@ async fn apply(ctx: &Context, desired: &[Value]) -> Result<Vec<String>, Error> {
             api_version: api_version.into(),
             kind: key.0.clone(),
         })?;
-        if !differs(ctx, kind, object, &key).await? {
+        let wanted = if kind.cached_in_full {
+            0
+        } else {
+            hash(&object.to_string())
+        };
+        if !differs(ctx, kind, object, &key, wanted).await? {
             continue;
         }
         let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
@@ -281,7 +326,7 @@ async fn apply(ctx: &Context, desired: &[Value]) -> Result<Vec<String>, Error> {
             })?;
         if !kind.cached_in_full {
             let version = applied.resource_version().unwrap_or_default();
-            lock(&ctx.compared).insert((kind.kind.to_owned(), key.2.clone()), (version, hash(object)));
+            lock(&ctx.compared).insert((kind.kind.to_owned(), key.2.clone()), (version, wanted));
         }
         tracing::info!(kind = kind.kind, name = %shown, "applied");
         written.push(format!("{}/{shown}", kind.kind));
@@ -469,6 +514,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         operator_namespace: ctx.options.namespace.clone(),
         webhook_url: ctx.options.webhook_url.clone(),
         ca_bundle: Some(ca_bundle),
+        skip_istio_crds: true,
     };
     let desired = match render(mi, &options) {
         Ok(d) => d,
@@ -512,8 +558,16 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     }
     // Objects an older MeshInstall renders are not pruned either: they are not this one's to delete.
     let keep: Vec<Value> = desired.iter().filter(|o| !skip.contains(&key_of(o))).cloned().collect();
+    let oldest = !ctx.meshes.state().iter().any(|other| {
+        other.uid() != mi.uid() && other.metadata.deletion_timestamp.is_none() && !paused(other) && older(other, mi)
+    });
     let outcome = async {
-        let applied = apply(ctx, &keep).await?;
+        let mut applied = if oldest {
+            apply_istio_crds(ctx).await?
+        } else {
+            Vec::new()
+        };
+        applied.extend(apply(ctx, &keep).await?);
         let pruned = prune(ctx, mi, &desired).await?;
         Ok::<_, Error>((applied, pruned))
     }

@@ -227,6 +227,7 @@ fn run(command: Command) -> Result<String, CliError> {
                 operator_namespace,
                 webhook_url,
                 ca_bundle: None,
+                skip_istio_crds: false,
             };
             let objects = mizzen::render::render(&mi, &options)
                 .map_err(|e| CliError(format!("{}: invalid MeshInstall: {e}", input.file)))?;
