@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -423,7 +423,8 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
 async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
     let name = "sc-addons";
     let mut with_addons = spec(name);
-    with_addons["addons"] = json!({"prometheus": {"enabled": true}, "jaeger": {"enabled": true, "sampling": 100}});
+    with_addons["addons"] = json!({"prometheus": {"enabled": true}, "grafana": {"enabled": true},
+                                   "jaeger": {"enabled": true, "sampling": 100}});
     let Some(s) = Scenario::start(name, with_addons).await else {
         return;
     };
@@ -436,7 +437,7 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
     let cluster_roles: Api<ClusterRole> = Api::all(s.client.clone());
     let bindings: Api<ClusterRoleBinding> = Api::all(s.client.clone());
     let cluster_name = format!("prometheus-{name}-mesh");
-    for d in ["prometheus", "jaeger"] {
+    for d in ["prometheus", "grafana", "jaeger"] {
         let d = deployments.get(d).await.expect(d);
         assert!(
             d.owner_references()
@@ -446,13 +447,9 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
             d.name_any()
         );
     }
-    for svc in ["prometheus", "tracing", "zipkin", "jaeger-collector"] {
+    for svc in ["prometheus", "grafana", "tracing", "zipkin", "jaeger-collector"] {
         services.get(svc).await.expect(svc);
     }
-    assert!(
-        deployments.get_opt("grafana").await.expect("get").is_none(),
-        "grafana is off"
-    );
     cluster_roles.get(&cluster_name).await.expect("Prometheus' ClusterRole");
     bindings
         .get(&cluster_name)
@@ -470,14 +467,67 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
     let sampling = env.into_iter().flatten().find(|e| e.name == "PILOT_TRACE_SAMPLING");
     assert_eq!(sampling.and_then(|e| e.value).as_deref(), Some("100"));
 
+    // The API server's PodSecurity admission takes the addons' pods at the `restricted` level (and refuses istiod's,
+    // which sets no seccomp profile: the check is live).
+    let restricted = format!("{name}-restricted");
+    ensure_namespace(&s.client, &restricted).await;
+    Api::<Namespace>::all(s.client.clone())
+        .patch(
+            &restricted,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})),
+        )
+        .await
+        .expect("labelling the namespace restricted");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &restricted);
+    let restricted_accounts: Api<ServiceAccount> = Api::namespaced(s.client.clone(), &restricted);
+    eventually(
+        WAIT,
+        "the restricted namespace has its default ServiceAccount",
+        || async { restricted_accounts.get_opt("default").await.expect("get").map(|_| ()) },
+    )
+    .await;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let pod_of = |d: Deployment| {
+        let mut spec = d.spec.and_then(|s| s.template.spec).expect("pod template");
+        // Its ServiceAccount lives in the mesh namespace; PodSecurity does not look at it.
+        spec.service_account_name = None;
+        spec.service_account = None;
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-check", d.metadata.name.unwrap_or_default())),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+            ..Pod::default()
+        }
+    };
+    for addon in ["prometheus", "grafana", "jaeger"] {
+        let pod = pod_of(deployments.get(addon).await.expect(addon));
+        if let Err(e) = pods.create(&dry_run, &pod).await {
+            panic!("{addon}'s pod is refused at the restricted level: {e}");
+        }
+    }
+    let istiod = pod_of(deployments.get(&format!("istiod-{name}")).await.expect("istiod"));
+    match pods.create(&dry_run, &istiod).await {
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted") => {}
+        other => panic!("istiod's pod should violate the restricted level: {other:?}"),
+    }
+    let _ = Api::<Namespace>::all(s.client.clone())
+        .delete(&restricted, &DeleteParams::background())
+        .await;
+
     // No pods run here (no node): each addon is a component not yet available, and READY counts it.
     let message = s.condition(name, "Ready", "False", "RollingOut").await;
-    assert_eq!(message, "0/4 components available");
+    assert_eq!(message, "0/5 components available");
     let status = s.mesh(name).await.status.expect("status");
-    assert_eq!(status.ready.as_deref(), Some("0/4"));
+    assert_eq!(status.ready.as_deref(), Some("0/5"));
     let addons = status.components.expect("components").addons;
     let listed: Vec<(&str, i32, i32)> = addons.iter().map(|a| (a.name.as_str(), a.ready, a.desired)).collect();
-    assert_eq!(listed, [("prometheus", 0, 1), ("jaeger", 0, 1)]);
+    assert_eq!(listed, [("prometheus", 0, 1), ("grafana", 0, 1), ("jaeger", 0, 1)]);
 
     // The addons' objects survive the API server's normalisation: a reconcile with nothing to change writes nothing.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -490,7 +540,7 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
         "a reconcile with nothing to change wrote: {writes:#?}"
     );
 
-    // Disabling Prometheus deletes everything it had, cluster-scoped RBAC included; Jaeger stays.
+    // Disabling Prometheus deletes everything it had, cluster-scoped RBAC included; the others stay.
     s.patch_spec(name, json!({"addons": {"prometheus": {"enabled": false}}}))
         .await;
     eventually(WAIT, "Prometheus' objects are deleted", || async {
@@ -506,10 +556,13 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
     deployments.get("jaeger").await.expect("jaeger stays");
     services.get("zipkin").await.expect("zipkin stays");
     let message = s.condition(name, "Ready", "False", "RollingOut").await;
-    assert_eq!(message, "0/3 components available");
+    assert_eq!(message, "0/4 components available");
     let status = s.mesh(name).await.status.expect("status");
     let addons = status.components.expect("components").addons;
-    assert_eq!(addons.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["jaeger"]);
+    assert_eq!(
+        addons.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["grafana", "jaeger"]
+    );
     eventually(WAIT, "a Pruned Event names Prometheus' Deployment", || async {
         s.events("Pruned")
             .await
