@@ -20,13 +20,12 @@ for b in /bin/busybox /usr/bin/busybox; do [[ -x $b ]] && { bb=$b; break; }; don
 work=$(mktemp -d "${TMPDIR:-/tmp}/addon-standins.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 base=$work/base
-mkdir -p "$base"/{bin,etc,tmp,proc,sys,dev,usr/local/lib/standin}
+mkdir -p "$base"/{bin,etc,tmp,proc,sys,dev}
 chmod 1777 "$base/tmp"
 cp "$bb" "$base/bin/busybox"
 for a in $("$bb" --list); do [[ $a == busybox ]] || ln -s busybox "$base/bin/$a"; done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\ngrafana:x:472:472:grafana:/:/bin/false\njaeger:x:10001:10001:jaeger:/:/bin/false\n' >"$base/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\ngrafana:x:472:\njaeger:x:10001:\n' >"$base/etc/group"
-cp "$kit/lib/standins/http.sh" "$base/usr/local/lib/standin/http.sh"
 
 # The images mizzen renders for the sample, by addon.
 cargo run -q --bin mizzenctl -- render -f config/samples/meshinstall-addons.yaml >"$work/render.yaml"
