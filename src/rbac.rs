@@ -37,6 +37,7 @@ fn everything() -> Option<MeshInstall> {
             {"name": "istio-egressgateway", "kind": "egress"},
         ],
         "controlPlane": {"autoscale": {"min": 1, "max": 2}},
+        "addons": {"prometheus": {"enabled": true}, "grafana": {"enabled": true}, "jaeger": {"enabled": true}},
     });
     let mut mi = MeshInstall::new("rbac", serde_json::from_value(spec).ok()?);
     mi.metadata.uid = Some("rbac".into());
@@ -156,8 +157,10 @@ mod tests {
         let namespaced = grants[2]["rules"].as_array().unwrap().clone();
         // The sample and a revision, besides the built-in everything.
         let sample: MeshInstall = serde_saphyr::from_str(include_str!("../config/samples/meshinstall.yaml")).unwrap();
+        let addons: MeshInstall =
+            serde_saphyr::from_str(include_str!("../config/samples/meshinstall-addons.yaml")).unwrap();
         assert!(!cluster.is_empty() && !namespaced.is_empty());
-        for mi in [everything().unwrap(), sample] {
+        for mi in [everything().unwrap(), sample, addons] {
             for o in render(&mi, &RenderOptions::default()).unwrap() {
                 let grants = match o["kind"].as_str() {
                     Some("ClusterRole") => &cluster,

@@ -1,6 +1,9 @@
 //! Desired state as a pure function of a `MeshInstall`: istiod and its RBAC, Service, mesh ConfigMap and autoscaling;
-//! each gateway's Deployment, Service, RBAC and autoscaling; Istio's API CRDs; and the MutatingWebhookConfiguration
-//! pointing at mizzen's webhook. The operator applies exactly this list; `mizzenctl render` prints it.
+//! each gateway's Deployment, Service, RBAC and autoscaling; the enabled addons ([`addons`]); Istio's API CRDs; and
+//! the MutatingWebhookConfiguration pointing at mizzen's webhook. The operator applies exactly this list; `mizzenctl
+//! render` prints it.
+
+pub mod addons;
 
 use std::collections::BTreeMap;
 
@@ -189,6 +192,7 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
     for g in &spec.gateways {
         out.extend(gateway(&ctx, g));
     }
+    out.extend(addons::render(&ctx));
     out.push(webhook_configuration(&ctx, options));
     Ok(out)
 }
@@ -253,6 +257,7 @@ fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
             return Err(invalid(format!("spec.injection.templates[{name:?}]"), e.message));
         }
     }
+    addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
             return Err(invalid(
@@ -276,6 +281,9 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
     if spec.proxy.hold_application_until_proxy_starts {
         default_config["holdApplicationUntilProxyStarts"] = json!(true);
     }
+    if let Some(tracing) = addons::proxy_tracing(spec) {
+        default_config["tracing"] = tracing;
+    }
     // The user's fields win: typed ones, then the pass-through rest.
     if let Ok(Value::Object(user)) = serde_json::to_value(&spec.mesh_config) {
         for (k, v) in user {
@@ -291,6 +299,15 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
         }
     }
     mesh.insert("defaultConfig".into(), default_config);
+    // The jaeger addon's provider joins the user's, unless one of theirs already has its name.
+    if let Some(provider) = addons::extension_provider(spec) {
+        let providers = mesh.entry("extensionProviders").or_insert_with(|| json!([]));
+        if let Value::Array(list) = providers
+            && !list.iter().any(|p| p["name"] == provider["name"])
+        {
+            list.push(provider);
+        }
+    }
     Value::Object(mesh)
 }
 
@@ -453,7 +470,7 @@ fn istiod_deployment(ctx: &Ctx) -> Value {
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         json!({"name": "KUBECONFIG", "value": "/var/run/secrets/remote/config"}),
         json!({"name": "CA_TRUSTED_NODE_ACCOUNTS", "value": format!("{ns}/ztunnel")}),
-        json!({"name": "PILOT_TRACE_SAMPLING", "value": "1"}),
+        json!({"name": "PILOT_TRACE_SAMPLING", "value": addons::trace_sampling(spec).unwrap_or_else(|| "1".into())}),
         json!({"name": "PILOT_ENABLE_ANALYSIS", "value": "false"}),
         json!({"name": "CLUSTER_ID", "value": "Kubernetes"}),
         json!({"name": "GOMAXPROCS", "valueFrom": {"resourceFieldRef": {"divisor": "1", "resource": "limits.cpu"}}}),

@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
-use mizzen::api::{GatewayStatus, ReplicaStatus};
+use mizzen::api::{AddonStatus, ComponentsStatus, GatewayStatus, ReplicaStatus};
 use mizzen::render::{RenderOptions, render};
 use mizzen::status::{self, Outcome};
 use serde_json::{Value, json};
@@ -381,7 +381,7 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec
     Ok(deleted)
 }
 
-fn readiness(ctx: &Context, mi: &MeshInstall) -> (Option<ReplicaStatus>, Vec<GatewayStatus>) {
+fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
     let names = mizzen::render::Names::new(&mi.spec);
     let deployments = kinds::lookup("apps/v1", "Deployment");
     let read = |name: &str| {
@@ -414,23 +414,32 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> (Option<ReplicaStatus>, Vec<Gat
             }
         })
         .collect();
-    (Some(control_plane), gateways)
+    // Each enabled addon runs as the Deployment of its name.
+    let addons = mizzen::render::addons::enabled(&mi.spec)
+        .into_iter()
+        .map(|name| {
+            let r = read(name).unwrap_or(ReplicaStatus { ready: 0, desired: 1 });
+            AddonStatus {
+                name: name.to_owned(),
+                ready: r.ready,
+                desired: r.desired,
+            }
+        })
+        .collect();
+    ComponentsStatus {
+        control_plane: Some(control_plane),
+        gateways,
+        addons,
+    }
 }
 
 async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Result<bool, Error> {
-    let (control_plane, gateways) = match outcome {
-        Outcome::InvalidSpec(_) => (None, Vec::new()),
+    let components = match outcome {
+        Outcome::InvalidSpec(_) => ComponentsStatus::default(),
         _ => readiness(ctx, mi),
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::next(
-        mi.status.as_ref(),
-        mi.metadata.generation,
-        outcome,
-        control_plane,
-        gateways,
-        &now,
-    );
+    let next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
     let healthy = next.state == Some(mizzen::api::MeshState::Healthy);
     if !status::differs(mi.status.as_ref(), &next) {
         return Ok(healthy);

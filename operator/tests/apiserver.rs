@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use mizzen::MeshInstall;
@@ -415,6 +416,161 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
         configmaps.get_opt("users-copy").await.expect("get").is_some(),
         "a user's object with copied labels was pruned"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
+    let name = "sc-addons";
+    let mut with_addons = spec(name);
+    with_addons["addons"] = json!({"prometheus": {"enabled": true}, "grafana": {"enabled": true},
+                                   "jaeger": {"enabled": true, "sampling": 100}});
+    let Some(s) = Scenario::start(name, with_addons).await else {
+        return;
+    };
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let uid = s.mesh(name).await.uid().expect("uid");
+    let deployments: Api<Deployment> = s.api();
+    let services: Api<Service> = s.api();
+    let configmaps: Api<ConfigMap> = s.api();
+    let accounts: Api<ServiceAccount> = s.api();
+    let cluster_roles: Api<ClusterRole> = Api::all(s.client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(s.client.clone());
+    let cluster_name = format!("prometheus-{name}-mesh");
+    for d in ["prometheus", "grafana", "jaeger"] {
+        let d = deployments.get(d).await.expect(d);
+        assert!(
+            d.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{} is owned",
+            d.name_any()
+        );
+    }
+    for svc in ["prometheus", "grafana", "tracing", "zipkin", "jaeger-collector"] {
+        services.get(svc).await.expect(svc);
+    }
+    cluster_roles.get(&cluster_name).await.expect("Prometheus' ClusterRole");
+    bindings
+        .get(&cluster_name)
+        .await
+        .expect("Prometheus' ClusterRoleBinding");
+    // The mesh's tracing points at this namespace's zipkin, and istiod samples what the addon asks.
+    let mesh = configmaps.get(&format!("istio-{name}")).await.expect("mesh config");
+    let mesh_text = mesh.data.unwrap_or_default().remove("mesh").unwrap_or_default();
+    assert!(mesh_text.contains(&format!("zipkin.{name}-mesh:9411")), "{mesh_text}");
+    let istiod = deployments.get(&format!("istiod-{name}")).await.expect("istiod");
+    let env = istiod
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].env.clone().unwrap_or_default());
+    let sampling = env.into_iter().flatten().find(|e| e.name == "PILOT_TRACE_SAMPLING");
+    assert_eq!(sampling.and_then(|e| e.value).as_deref(), Some("100"));
+
+    // The API server's PodSecurity admission takes the addons' pods at the `restricted` level (and refuses istiod's,
+    // which sets no seccomp profile: the check is live).
+    let restricted = format!("{name}-restricted");
+    ensure_namespace(&s.client, &restricted).await;
+    Api::<Namespace>::all(s.client.clone())
+        .patch(
+            &restricted,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})),
+        )
+        .await
+        .expect("labelling the namespace restricted");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &restricted);
+    let restricted_accounts: Api<ServiceAccount> = Api::namespaced(s.client.clone(), &restricted);
+    eventually(
+        WAIT,
+        "the restricted namespace has its default ServiceAccount",
+        || async { restricted_accounts.get_opt("default").await.expect("get").map(|_| ()) },
+    )
+    .await;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let pod_of = |d: Deployment| {
+        let mut spec = d.spec.and_then(|s| s.template.spec).expect("pod template");
+        // Its ServiceAccount lives in the mesh namespace; PodSecurity does not look at it.
+        spec.service_account_name = None;
+        spec.service_account = None;
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-check", d.metadata.name.unwrap_or_default())),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+            ..Pod::default()
+        }
+    };
+    for addon in ["prometheus", "grafana", "jaeger"] {
+        let pod = pod_of(deployments.get(addon).await.expect(addon));
+        if let Err(e) = pods.create(&dry_run, &pod).await {
+            panic!("{addon}'s pod is refused at the restricted level: {e}");
+        }
+    }
+    let istiod = pod_of(deployments.get(&format!("istiod-{name}")).await.expect("istiod"));
+    match pods.create(&dry_run, &istiod).await {
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted") => {}
+        other => panic!("istiod's pod should violate the restricted level: {other:?}"),
+    }
+    let _ = Api::<Namespace>::all(s.client.clone())
+        .delete(&restricted, &DeleteParams::background())
+        .await;
+
+    // No pods run here (no node): each addon is a component not yet available, and READY counts it.
+    let message = s.condition(name, "Ready", "False", "RollingOut").await;
+    assert_eq!(message, "0/5 components available");
+    let status = s.mesh(name).await.status.expect("status");
+    assert_eq!(status.ready.as_deref(), Some("0/5"));
+    let addons = status.components.expect("components").addons;
+    let listed: Vec<(&str, i32, i32)> = addons.iter().map(|a| (a.name.as_str(), a.ready, a.desired)).collect();
+    assert_eq!(listed, [("prometheus", 0, 1), ("grafana", 0, 1), ("jaeger", 0, 1)]);
+
+    // The addons' objects survive the API server's normalisation: a reconcile with nothing to change writes nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = writes_of(&s.requests);
+    s.annotate(name, "test.mizzen.io/poke", Some("1")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = writes_of(&s.requests);
+    assert!(
+        writes.is_empty(),
+        "a reconcile with nothing to change wrote: {writes:#?}"
+    );
+
+    // Disabling Prometheus deletes everything it had, cluster-scoped RBAC included; the others stay.
+    s.patch_spec(name, json!({"addons": {"prometheus": {"enabled": false}}}))
+        .await;
+    eventually(WAIT, "Prometheus' objects are deleted", || async {
+        let gone = deployments.get_opt("prometheus").await.expect("get").is_none()
+            && services.get_opt("prometheus").await.expect("get").is_none()
+            && configmaps.get_opt("prometheus").await.expect("get").is_none()
+            && accounts.get_opt("prometheus").await.expect("get").is_none()
+            && cluster_roles.get_opt(&cluster_name).await.expect("get").is_none()
+            && bindings.get_opt(&cluster_name).await.expect("get").is_none();
+        gone.then_some(())
+    })
+    .await;
+    deployments.get("jaeger").await.expect("jaeger stays");
+    services.get("zipkin").await.expect("zipkin stays");
+    let message = s.condition(name, "Ready", "False", "RollingOut").await;
+    assert_eq!(message, "0/4 components available");
+    let status = s.mesh(name).await.status.expect("status");
+    let addons = status.components.expect("components").addons;
+    assert_eq!(
+        addons.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["grafana", "jaeger"]
+    );
+    eventually(WAIT, "a Pruned Event names Prometheus' Deployment", || async {
+        s.events("Pruned")
+            .await
+            .iter()
+            .any(|n| n.contains(&format!("Deployment/{name}-mesh/prometheus")))
+            .then_some(())
+    })
+    .await;
     s.finish().await;
 }
 
