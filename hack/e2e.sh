@@ -237,6 +237,45 @@ rollout_failures=$failed
   { fail "$failed of $created pod creations failed during the webhook rollout"; head -5 /tmp/e2e-rollout.err; }
 kubectl delete namespace e2e-churn --wait=false >/dev/null 2>&1 || true
 
+step "addons (README)"
+hack/load-addon-standins.sh >/dev/null
+t_addons=$(date +%s)
+run_readme addons
+addons_ready=$(since "$t_addons")
+ready=$(kubectl get meshinstall default -o jsonpath='{.status.ready}')
+[[ "$ready" == 5/5 ]] && pass "READY 5/5 (istiod, the gateway, three addons)" || fail "READY is '$ready', not 5/5"
+for a in prometheus grafana jaeger; do
+  r=$(kubectl get meshinstall default -o jsonpath="{.status.components.addons[?(@.name==\"$a\")].ready}")
+  [[ "$r" == 1 ]] && pass "status.components.addons: $a ready" || fail "status.components.addons: $a ready is '$r'"
+done
+kubectl -n istio-system logs deployment/prometheus | grep -q 'can list pods in every namespace' &&
+  pass "Prometheus discovers pods cluster-wide with its own ServiceAccount" || fail "Prometheus cannot list pods (its ClusterRole?)"
+kubectl -n istio-system get configmap istio -o jsonpath='{.data.mesh}' | grep -q 'address: zipkin.istio-system:9411' &&
+  pass "mesh config: the proxies' zipkin is the jaeger addon's Service" || fail "mesh config: no zipkin.istio-system:9411"
+sampling=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PILOT_TRACE_SAMPLING")].value}')
+[[ "$sampling" == 100 ]] && pass "istiod traces 100% (spec.addons.jaeger.sampling)" || fail "PILOT_TRACE_SAMPLING is '$sampling'"
+# Every addon Service answers from a pod (the kit has no cluster DNS: ClusterIPs).
+urls=()
+for s in "prometheus 9090 /-/ready" "grafana 3000 /api/health" "tracing 80 /jaeger/" "zipkin 9411 /api/v2/spans"; do
+  read -r svc port path <<<"$s"
+  urls+=("http://$(kubectl -n istio-system get svc "$svc" -o jsonpath='{.spec.clusterIP}'):$port$path")
+done
+kubectl -n istio-system run e2e-addon-probe --image=docker.io/library/busybox:stable --restart=Never --command -- \
+  sh -c "$(printf 'timeout 10 wget -qO /dev/null %s && ' "${urls[@]}") true" >/dev/null
+probe_done() { [[ "$(kubectl -n istio-system get pod e2e-addon-probe -o jsonpath='{.status.phase}')" == Succeeded ]]; }
+wait_until 60 "prometheus:9090, grafana:3000, tracing:80 and zipkin:9411 answer from a pod" probe_done || true
+kubectl -n istio-system delete pod e2e-addon-probe --wait=false >/dev/null 2>&1 || true
+[[ "$(kubectl -n istio-system get virtualservice prometheus grafana tracing -o name | wc -l)" == 3 ]] &&
+  kubectl -n istio-system get gateway addons >/dev/null &&
+  pass "the addons' Gateway and VirtualServices are accepted" || fail "addons-gateway.yaml not applied"
+# The no-op window again, now with the addons: a reconcile writes nothing.
+before=$(mutations)
+kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
+sleep 20
+noop_addons=$(($(mutations) - before))
+[[ "$noop_addons" == 0 ]] && pass "0 mutating requests in the no-op window with the addons" || fail "$noop_addons mutating requests with the addons"
+
+
 step "install order: no webhook configuration before a webhook pod is ready"
 kubectl -n mizzen-system scale deployment/mizzen-webhook --replicas=0 >/dev/null
 kubectl -n mizzen-system wait pod -l app.kubernetes.io/name=mizzen-webhook --for=delete --timeout=60s >/dev/null || true
@@ -268,6 +307,26 @@ node_port_back() { [[ "$(kubectl -n istio-system get svc istio-ingressgateway -o
 wait_until 10 "edited gateway Service restored to nodePort 30080" node_port_back || true
 kubectl wait meshinstall/default --for=condition=Ready --timeout=120s >/dev/null || fail "MeshInstall not Ready again after the drift"
 
+step "disabled addons are pruned"
+kubectl patch meshinstall default --type=merge -p '{"spec":{"addons":{"prometheus":{"enabled":false},"grafana":{"enabled":false}}}}' >/dev/null
+addons_pruned() {
+  local o
+  for o in deployment/prometheus deployment/grafana service/prometheus service/grafana configmap/prometheus \
+    configmap/grafana configmap/grafana-dashboards serviceaccount/prometheus serviceaccount/grafana; do
+    kubectl -n istio-system get "$o" >/dev/null 2>&1 && return 1
+  done
+  ! kubectl get clusterrole/prometheus-istio-system >/dev/null 2>&1 &&
+    ! kubectl get clusterrolebinding/prometheus-istio-system >/dev/null 2>&1
+}
+wait_until 60 "Prometheus' and Grafana's objects deleted, ClusterRole and ClusterRoleBinding included" addons_pruned || true
+kubectl wait meshinstall/default --for=condition=Ready --timeout=60s >/dev/null || fail "MeshInstall not Ready after disabling addons"
+ready=$(kubectl get meshinstall default -o jsonpath='{.status.ready}')
+[[ "$ready" == 3/3 ]] && pass "READY 3/3 (jaeger still on)" || fail "READY is '$ready', not 3/3"
+kubectl -n istio-system get deployment jaeger >/dev/null 2>&1 && pass "jaeger stays" || fail "jaeger was pruned too"
+
+# --- in "uninstall (README)": the left-behind check also looks for the addon's ClusterRole ---
+# left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
+
 if ((failures > 0)); then
   step "diagnostics"
   kubectl get meshinstall -o wide || true
@@ -280,7 +339,7 @@ run_readme uninstall
 left=$(kubectl get deployments,services,configmaps,serviceaccounts,roles,rolebindings,secrets,horizontalpodautoscalers,poddisruptionbudgets \
   -A -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
 left+=$(kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
-left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway' || true)
+left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
 [[ -z "$left" ]] && pass "nothing of mizzen's is left" || fail "left behind: $left"
 kubectl get namespace mizzen-system >/dev/null 2>&1 && fail "namespace mizzen-system is still there" || pass "namespace mizzen-system is gone"
 kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1 && fail "the MeshInstall CRD is still there" || pass "the MeshInstall CRD is gone"
@@ -296,7 +355,7 @@ kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/n
 kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
 
 echo
-summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, total $(since "$t0") s"
+summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, addons Ready ${addons_ready} s, total $(since "$t0") s"
 if ((failures > 0)); then
   echo "e2e: FAILED ($failures failures; $summary)"
   exit 1
