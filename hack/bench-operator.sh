@@ -20,7 +20,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-eval "$(KUBE_APISERVER_PORT=36443 KUBE_ETCD_PORT=32379 KUBE_ETCD_PEER_PORT=32380 KUBE_KCM_PORT=30257 "$kit/up" 2>/dev/null)"
+kubeconfig_line=$(KUBE_APISERVER_PORT=36443 KUBE_ETCD_PORT=32379 KUBE_ETCD_PEER_PORT=32380 KUBE_KCM_PORT=30257 "$kit/up" 2>/dev/null) ||
+  { echo "$kit/up failed" >&2; exit 1; }
+eval "$kubeconfig_line"
+[[ "$KUBECONFIG" == "$KUBE_STATE/"* ]] || { echo "up gave an unexpected KUBECONFIG: $KUBECONFIG" >&2; exit 1; }
 export KUBECONFIG
 cargo build -q --release --locked -p mizzen-operator -p mizzen --bin mizzen-operator --bin mizzenctl
 

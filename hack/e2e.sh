@@ -15,9 +15,12 @@ if [[ ! -x "$kit/up" ]]; then
   exit 0
 fi
 
-# One user of the node at a time (developers and helpers share this machine's single node).
+# One user of the node at a time (developers and helpers share this machine's single node). The lock's file
+# descriptor is closed for everything started from here (`9>&-`): the kit's daemons must not inherit the lock.
 exec 9>"${TMPDIR:-/tmp}/mizzen-node.lock"
-flock 9
+flock -w 1800 9 || { echo "FAIL: the node is busy (lock ${TMPDIR:-/tmp}/mizzen-node.lock)" >&2; exit 1; }
+bg_pids=()
+trap 'for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
 failures=0
 t0=$(date +%s)
@@ -53,10 +56,12 @@ run_readme() {
 }
 
 step "cluster"
-eval "$("$kit/up" --node)"
+kubeconfig_line=$("$kit/up" --node 9>&-) || die "$kit/up --node failed"
+eval "$kubeconfig_line"
 export KUBECONFIG
-"$kit/load-standins" --version 1.28.0 >/dev/null
-hack/build-images.sh >/dev/null
+[[ "$KUBECONFIG" == "${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}/"* ]] || die "up gave an unexpected KUBECONFIG: $KUBECONFIG"
+"$kit/load-standins" --version 1.28.0 >/dev/null 9>&-
+hack/build-images.sh >/dev/null 9>&-
 kubectl get nodes
 
 step "install (README)"
@@ -179,6 +184,34 @@ can_i mizzen-webhook no list secrets -n mizzen-system
 can_i mizzen-webhook yes watch namespaces
 can_i mizzen-webhook no create pods -n default
 can_i mizzen-webhook no patch meshinstalls
+can_i mizzen-operator yes create rolebindings -n kube-system
+# What RBAC allows above, the guardrails policy refuses at admission (dry run: nothing is written).
+as_operator=(--as=system:serviceaccount:mizzen-system:mizzen-operator --dry-run=server)
+# guarded DESCRIPTION KUBECTL-ARGS...: the operator's request must be refused by mizzen-operator-guardrails.
+guarded() {
+  local what=$1 out; shift
+  if out=$(kubectl "$@" "${as_operator[@]}" 2>&1); then
+    fail "guardrails: $what was allowed"
+  elif [[ "$out" == *mizzen-operator-guardrails* ]]; then
+    pass "guardrails: $what refused"
+  else
+    fail "guardrails: $what refused, but not by the policy: $out"
+  fi
+}
+guarded "a RoleBinding in kube-system" -n kube-system create rolebinding e2e-guard \
+  --clusterrole=mizzen-operator-mesh-namespace --serviceaccount=mizzen-system:mizzen-operator
+guarded "a ClusterRole that is not mizzen's" create clusterrole e2e-guard --verb=get --resource=pods
+# Labelled as mizzen's, in an ordinary namespace: refused only for binding the grants to another subject.
+if out=$(kubectl -n default create rolebinding e2e-guard --clusterrole=mizzen-operator-mesh-namespace \
+  --serviceaccount=default:default --dry-run=client -o yaml |
+  kubectl label --local -f - app.kubernetes.io/managed-by=mizzen -o yaml |
+  kubectl create -f - "${as_operator[@]}" 2>&1); then
+  fail "guardrails: the mesh-namespace grants bound to default:default were allowed"
+elif [[ "$out" == *"bound only to the operator"* ]]; then
+  pass "guardrails: the mesh-namespace grants bound to another subject refused"
+else
+  fail "guardrails: binding the mesh-namespace grants to another subject refused, but not by the policy: $out"
+fi
 webhook_pod=$(kubectl -n mizzen-system get pods -l app.kubernetes.io/name=mizzen-webhook -o jsonpath='{.items[0].metadata.name}')
 mounts=$(kubectl -n mizzen-system get pod "$webhook_pod" -o jsonpath='{.spec.volumes[*].secret.secretName}')
 [[ "$mounts" != *mizzen-webhook-ca* ]] && pass "the webhook mounts no CA key" || fail "the webhook mounts $mounts"
@@ -211,6 +244,7 @@ kubectl label namespace e2e-churn istio-injection=enabled --overwrite >/dev/null
 step "webhook TLS: the CA Secret deleted while pods are created"
 create_pods 25 5 /tmp/e2e-tls &
 churn=$!
+bg_pids+=("$churn")
 sleep 3
 kubectl -n mizzen-system delete secret mizzen-webhook-ca >/dev/null
 sleep 2
@@ -227,6 +261,7 @@ kubectl -n e2e-churn delete pods --all --wait=false >/dev/null 2>&1 || true
 step "webhook rollout while pods are created at 20/s"
 create_pods 30 20 /tmp/e2e-rollout &
 churn=$!
+bg_pids+=("$churn")
 sleep 3
 kubectl -n mizzen-system rollout restart deployment/mizzen-webhook >/dev/null
 kubectl -n mizzen-system rollout status deployment/mizzen-webhook --timeout=120s >/dev/null || fail "webhook rollout"
@@ -237,8 +272,17 @@ rollout_failures=$failed
   { fail "$failed of $created pod creations failed during the webhook rollout"; head -5 /tmp/e2e-rollout.err; }
 kubectl delete namespace e2e-churn --wait=false >/dev/null 2>&1 || true
 
+step "the CA change ends"
+ca_settled() {
+  [[ -z "$(kubectl -n mizzen-system get secret mizzen-webhook-ca -o jsonpath='{.metadata.annotations.mizzen\.io/previous-ca-until}')" ]]
+}
+wait_until 240 "the old CA is no longer trusted (transition over)" ca_settled || true
+bundle_certs=$(kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector -o jsonpath='{.webhooks[0].clientConfig.caBundle}' |
+  base64 -d | grep -c 'BEGIN CERTIFICATE' || true)
+[[ "$bundle_certs" == 1 ]] && pass "the webhook configuration trusts one CA again" || fail "caBundle holds $bundle_certs certificates"
+
 step "addons (README)"
-hack/load-addon-standins.sh >/dev/null
+hack/load-addon-standins.sh >/dev/null 9>&-
 t_addons=$(date +%s)
 run_readme addons
 addons_ready=$(since "$t_addons")

@@ -67,7 +67,8 @@ pub struct MeshInstallSpec {
     #[schemars(length(max = 63))]
     #[x_kube(
         validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("spec.namespace must be a DNS label (lower-case letters, digits and '-', at most 63 characters)"),
-        validation = Rule::new("self == oldSelf").message("spec.namespace is immutable: create a new MeshInstall instead")
+        validation = Rule::new("self == oldSelf").message("spec.namespace is immutable: create a new MeshInstall instead"),
+        validation = Rule::new("!(self in ['kube-system', 'kube-public', 'kube-node-lease', 'mizzen-system'])").message("spec.namespace must not be kube-system, kube-public, kube-node-lease or mizzen-system")
     )]
     pub namespace: String,
 

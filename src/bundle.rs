@@ -28,6 +28,10 @@ pub const BUNDLE_FILES: &[(&str, Part)] = &[
     ),
     (GRANTS_PATH, Part::Grants),
     (
+        "rbac/operator-guardrails.yaml",
+        Part::File(include_str!("../config/rbac/operator-guardrails.yaml")),
+    ),
+    (
         "rbac/webhook.yaml",
         Part::File(include_str!("../config/rbac/webhook.yaml")),
     ),
@@ -129,7 +133,12 @@ mod tests {
             let kind = object["kind"].as_str().unwrap();
             let cluster_scoped = matches!(
                 kind,
-                "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+                "Namespace"
+                    | "CustomResourceDefinition"
+                    | "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "ValidatingAdmissionPolicy"
+                    | "ValidatingAdmissionPolicyBinding"
             );
             let namespace = object["metadata"]["namespace"].as_str();
             if cluster_scoped {

@@ -171,7 +171,7 @@ impl Ctx<'_> {
 /// Renders everything a MeshInstall asks for, in apply order.
 pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, InvalidSpec> {
     let spec = &mi.spec;
-    validate(spec)?;
+    validate(spec, options)?;
     let ctx = Ctx {
         mi,
         spec,
@@ -221,7 +221,18 @@ fn operator_binding(ctx: &Ctx, options: &RenderOptions) -> Value {
     )
 }
 
-fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
+fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), InvalidSpec> {
+    let operator_ns = if options.operator_namespace.is_empty() {
+        DEFAULT_OPERATOR_NAMESPACE
+    } else {
+        &options.operator_namespace
+    };
+    if spec.namespace == operator_ns {
+        return Err(invalid(
+            "spec.namespace",
+            format!("{operator_ns:?} is the operator's own namespace; the mesh needs a namespace of its own"),
+        ));
+    }
     let names = Names::new(spec);
     for (i, g) in spec.gateways.iter().enumerate() {
         if g.name == names.istiod() || g.name == "istiod" {

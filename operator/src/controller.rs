@@ -20,7 +20,7 @@ use mizzen::render::OWNER_LABEL;
 use crate::Error;
 use crate::cache::Caches;
 use crate::kinds::ManagedKind;
-use crate::leader::{Elector, Timings};
+use crate::leader::{Elector, Fence, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, WEBHOOK_DEPLOYMENT, error_policy, reconcile};
 use crate::tls::Keeper;
@@ -41,13 +41,17 @@ pub struct Options {
     pub identity: Option<String>,
     /// Reconcile only MeshInstalls matching this label selector (sharding; tests).
     pub meshinstall_selector: Option<String>,
+    /// Set by leader election: writes stop when the lease may have passed to another replica.
+    pub fence: Arc<Fence>,
 }
 
 /// MeshInstalls a child's change concerns: its owner (by label, as a cluster-scoped reference), or every
 /// MeshInstall for shared objects (Istio's CRDs, the mesh namespace).
 fn concerned(object: &DynamicObject, kind: &ManagedKind, meshes: &Store<MeshInstall>) -> Vec<ObjectRef<MeshInstall>> {
     if let Some(owner) = object.labels().get(OWNER_LABEL) {
-        return vec![ObjectRef::new(owner)];
+        // Only MeshInstalls this operator reconciles (with a selector, others' children are not ours to queue).
+        let owner = ObjectRef::new(owner);
+        return meshes.get(&owner).map(|_| owner).into_iter().collect();
     }
     let namespace = (kind.kind == "Namespace").then(|| object.name_any());
     meshes
@@ -109,18 +113,26 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client, options, caches, meshes, ca_bundle, webhook, metrics,
     ));
-    let keeper = tokio::spawn(keeper.run());
+    // Aborted with this function, even when the function itself is aborted (the guard is dropped then).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _keeper = AbortOnDrop(tokio::spawn(keeper.run()));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(meshinstall = %object.name, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile error"),
+                // Reconcile failures are logged by the error policy; anything else (a watch, the queue) here.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "controller error"),
             }
         })
         .await;
-    keeper.abort();
 }
 
 /// Process settings beyond [`Options`].
@@ -137,6 +149,8 @@ pub struct Process {
 pub async fn operate(config: kube::Config, mut options: Options, process: Process) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
     let counted = metrics.clone();
+    // Leader election has a client of its own, so /metrics counts what reconciling costs.
+    let lease_client = Client::try_from(config.clone()).map_err(|source| Error::Client { source })?;
     let client = kube::client::ClientBuilder::try_from(config)
         .map_err(|source| Error::Client { source })?
         .with_layer(&tower::util::MapRequestLayer::new(
@@ -157,10 +171,11 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     let identity = options.identity.clone().unwrap_or_else(crate::leader::identity);
     options.identity = Some(identity.clone());
     let elector = Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &options.namespace),
+        Api::<Lease>::namespaced(lease_client, &options.namespace),
         LEASE,
         identity,
         process.timings,
+        options.fence.clone(),
     );
     ready.store(true, Ordering::Release);
     let signal = shutdown_signal();
@@ -171,7 +186,7 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     };
     metrics.set_leader(true);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run(client, options, metrics.clone(), async move {
+    let mut controller = tokio::spawn(run(client, options, metrics.clone(), async move {
         let _ = stop_rx.await;
     }));
     let lost = tokio::select! {
@@ -186,7 +201,16 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     }
     tracing::info!("shutting down: finishing reconciles in flight");
     let _ = stop_tx.send(());
-    let _ = controller.await;
+    // Reconciles in flight may finish, but not past the point where the lease may pass to another replica.
+    let drained = tokio::select! {
+        _ = &mut controller => true,
+        _ = leadership.lost() => false,
+        _ = tokio::time::sleep(process.timings.renew_deadline) => false,
+    };
+    if !drained {
+        tracing::warn!("reconciles still running at the renew deadline; stopping them");
+        controller.abort();
+    }
     metrics.set_leader(false);
     leadership.release().await;
     Ok(())

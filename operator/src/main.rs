@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         webhook_tls_dir: args.webhook_tls_dir,
         identity: args.identity,
         meshinstall_selector: args.meshinstall_selector,
+        fence: Default::default(),
     };
     let process = Process {
         admin_listen: args.admin_listen,

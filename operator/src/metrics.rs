@@ -76,6 +76,11 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
     }
 
+    /// Reconciles run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
     /// Counts objects written.
     pub fn objects_applied(&self, n: usize) {
         self.applied.inc_by(n as u64);

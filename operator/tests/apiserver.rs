@@ -33,6 +33,8 @@ struct Scenario {
     operator_ns: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The controller's counters.
+    metrics: Arc<Metrics>,
     /// Stands in for the webhook (out of cluster): the operator only checks that it accepts connections.
     webhook: Option<std::net::TcpListener>,
     webhook_port: u16,
@@ -71,6 +73,7 @@ impl Scenario {
             cluster,
             client,
             requests: Requests::default(),
+            metrics: Arc::new(Metrics::default()),
             name: name.to_owned(),
             operator_ns,
             stop: None,
@@ -118,14 +121,9 @@ impl Scenario {
             webhook_url: Some(format!("https://127.0.0.1:{}/inject", self.webhook_port)),
             ..Options::default()
         };
-        self.task = Some(tokio::spawn(run(
-            client,
-            options,
-            Arc::new(Metrics::default()),
-            async {
-                let _ = stopped.await;
-            },
-        )));
+        self.task = Some(tokio::spawn(run(client, options, self.metrics.clone(), async {
+            let _ = stopped.await;
+        })));
         self.stop = Some(stop);
     }
 
@@ -302,8 +300,13 @@ async fn first_reconcile_creates_everything_and_a_second_writes_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let settled = writes_of(&s.requests);
     assert!(!settled.is_empty(), "the first reconcile wrote");
+    let reconciles = s.metrics.reconciles();
     s.annotate("sc-create", "test.mizzen.io/poke", Some("1")).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually(WAIT, "the annotation triggers a reconcile", || async {
+        (s.metrics.reconciles() > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = writes_of(&s.requests);
     assert!(
         writes.is_empty(),
@@ -345,6 +348,98 @@ async fn deleted_children_are_recreated_and_edited_ones_reverted() {
         (port.target_port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))).then_some(())
     })
     .await;
+    // A subject added to a binding (a list applied whole): removed again.
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(s.client.clone());
+    let binding = bindings
+        .list(&kube::api::ListParams::default().labels("mizzen.io/meshinstall=sc-drift"))
+        .await
+        .expect("bindings")
+        .items
+        .into_iter()
+        .next()
+        .expect("istiod has a ClusterRoleBinding");
+    let binding_name = binding.name_any();
+    bindings
+        .patch(
+            &binding_name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "add", "path": "/subjects/-",
+                    "value": {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}}]))
+                .expect("patch"),
+            ),
+        )
+        .await
+        .expect("adding a subject");
+    eventually(WAIT, "the added subject is removed", || async {
+        let b = bindings.get(&binding_name).await.expect("binding");
+        (!b.subjects.unwrap_or_default().iter().any(|x| x.name == "mallory")).then_some(())
+    })
+    .await;
+    // A `false` removed from a security context (a zero value someone deleted): put back.
+    let path = "/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation";
+    deployments
+        .patch(
+            "istiod-sc-drift",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(json!([{"op": "remove", "path": path}])).expect("patch")),
+        )
+        .await
+        .expect("removing allowPrivilegeEscalation");
+    eventually(WAIT, "allowPrivilegeEscalation: false is back", || async {
+        let d = deployments.get("istiod-sc-drift").await.expect("istiod");
+        let c = d.spec?.template.spec?.containers.into_iter().next()?;
+        (c.security_context?.allow_privilege_escalation == Some(false)).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn objects_that_exist_and_are_not_mizzens_are_adopted_only_when_asked() {
+    let name = "sc-adopt";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    let client = cluster.client().await;
+    ensure_namespace(&client, &format!("{name}-mesh")).await;
+    // Someone's own `istio-<revision>` ConfigMap, where the mesh config goes.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("{name}-mesh"));
+    let theirs: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": format!("istio-{name}")}, "data": {"mesh": "theirs"}}))
+            .expect("configmap");
+    match configmaps.create(&PostParams::default(), &theirs).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    let message = s.condition(name, "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains(&format!(
+            "ConfigMap {name}-mesh/istio-{name} exists and is not mizzen's"
+        )),
+        "{message}"
+    );
+    let cm = configmaps.get(&format!("istio-{name}")).await.expect("configmap");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("mesh").map(String::as_str),
+        Some("theirs"),
+        "it was overwritten"
+    );
+    s.annotate(name, mizzen_operator::ADOPT_ANNOTATION, Some("true")).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let cm = configmaps.get(&format!("istio-{name}")).await.expect("configmap");
+    assert_eq!(
+        cm.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("mizzen")
+    );
+    assert!(
+        cm.owner_references().iter().any(|o| o.controller == Some(true)),
+        "adopted and owned"
+    );
     s.finish().await;
 }
 
@@ -480,13 +575,18 @@ async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
         .await
         .expect("labelling the namespace restricted");
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), &restricted);
+    // The controller-manager creates it; envtest has none, so create it when missing.
     let restricted_accounts: Api<ServiceAccount> = Api::namespaced(s.client.clone(), &restricted);
-    eventually(
-        WAIT,
-        "the restricted namespace has its default ServiceAccount",
-        || async { restricted_accounts.get_opt("default").await.expect("get").map(|_| ()) },
-    )
-    .await;
+    let default_account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("service account");
+    match restricted_accounts
+        .create(&PostParams::default(), &default_account)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating the default ServiceAccount: {e}"),
+    }
     let dry_run = PostParams {
         dry_run: true,
         ..PostParams::default()
@@ -686,7 +786,7 @@ async fn two_mesh_installs_reconcile_independently() {
     s.condition("sc-two-b", "Reconciled", "True", "Applied").await;
     let a_istiod: Api<Deployment> = s.api();
     let b_istiod: Api<Deployment> = Api::namespaced(s.client.clone(), "sc-two-b-mesh");
-    let a_version = a_istiod.get("istiod-sc-two").await.expect("a").resource_version();
+    let a_generation = a_istiod.get("istiod-sc-two").await.expect("a").metadata.generation;
     b_istiod.get("istiod-sc-two-b").await.expect("b");
     s.patch_spec("sc-two-b", json!({"controlPlane": {"env": {"EXAMPLE": "1"}}}))
         .await;
@@ -698,8 +798,8 @@ async fn two_mesh_installs_reconcile_independently() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        a_istiod.get("istiod-sc-two").await.expect("a").resource_version(),
-        a_version,
+        a_istiod.get("istiod-sc-two").await.expect("a").metadata.generation,
+        a_generation,
         "changing one MeshInstall touched the other's istiod"
     );
     s.finish().await;
@@ -754,11 +854,12 @@ async fn a_persistent_failure_backs_off() {
     let Some(cluster) = support::cluster().await else {
         return;
     };
-    // An istiod Deployment that exists with another selector: the operator's apply is refused as immutable.
+    // An istiod Deployment that exists (labelled as mizzen's, so not an adoption conflict) with another
+    // selector: the operator's apply is refused as immutable.
     let client = cluster.client().await;
     ensure_namespace(&client, &format!("{name}-mesh")).await;
     let squatter: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": format!("istiod-{name}")},
+        "metadata": {"name": format!("istiod-{name}"), "labels": {"app.kubernetes.io/managed-by": "mizzen"}},
         "spec": {"selector": {"matchLabels": {"squatter": "yes"}},
                  "template": {"metadata": {"labels": {"squatter": "yes"}},
                               "spec": {"containers": [{"name": "c", "image": "example.com/c"}]}}},
@@ -767,7 +868,17 @@ async fn a_persistent_failure_backs_off() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &format!("{name}-mesh"));
     match deployments.create(&PostParams::default(), &squatter).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // Left by an earlier run: make sure it carries the label.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            deployments
+                .patch(
+                    &format!("istiod-{name}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "mizzen"}}})),
+                )
+                .await
+                .expect("labelling the squatter");
+        }
         Err(e) => panic!("{e}"),
     }
     let Some(s) = Scenario::start(name, spec(name)).await else {

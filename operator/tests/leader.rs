@@ -1,6 +1,7 @@
 //! Tier 3: leader election between real `mizzen-operator` processes against a real API server. A killed leader is
 //! replaced once its lease expires (not before); a leader stopped with SIGTERM releases the lease and is replaced
-//! at once; at no moment do two replicas lead (judged from their own logs).
+//! at once; a leader frozen past its renew deadline (SIGSTOP) is replaced, and when it resumes it writes nothing
+//! and exits; at no moment do two replicas lead (judged from their own logs and the Lease).
 
 mod support;
 
@@ -74,6 +75,16 @@ impl Replica {
             .map(|(t, _)| *t)
     }
 
+    /// When the replica first logged a line containing `text` at or after `since`.
+    fn logged_since(&self, text: &str, since: Instant) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(t, l)| *t >= since && l.contains(text))
+            .map(|(t, _)| *t)
+    }
+
     async fn wait_for(&self, text: &str, timeout: Duration) -> Instant {
         let name = self.name;
         support::eventually(timeout, &format!("replica {name} logs {text:?}"), || async {
@@ -103,7 +114,7 @@ impl Drop for Replica {
 const LEADING: &str = " leading";
 
 #[tokio::test]
-async fn a_killed_leader_is_replaced_after_its_lease_and_a_stopped_one_at_once() {
+async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a_frozen_one_stands_down() {
     let Some(cluster) = support::cluster().await else {
         return;
     };
@@ -134,7 +145,7 @@ async fn a_killed_leader_is_replaced_after_its_lease_and_a_stopped_one_at_once()
         takeover.as_secs_f64()
     );
     assert!(
-        takeover >= Duration::from_secs(12) && takeover <= Duration::from_secs(19),
+        takeover >= Duration::from_secs(12) && takeover <= Duration::from_secs(25),
         "takeover after {takeover:?}:\n{}",
         b.dump()
     );
@@ -170,4 +181,54 @@ async fn a_killed_leader_is_replaced_after_its_lease_and_a_stopped_one_at_once()
     let mut b = b;
     let exited = b.child.wait().unwrap();
     assert!(exited.success(), "B exits cleanly on SIGTERM: {exited}\n{}", b.dump());
+
+    // SIGSTOP: C is frozen (a long GC pause, a stalled node). D takes over once the lease expires; when C resumes,
+    // its renew deadline has passed, so it must stand down without touching the Lease again.
+    let d = Replica::start(&cluster, namespace, "replica-d");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(d.logged(LEADING).is_none(), "two leaders:\n{}\n{}", c.dump(), d.dump());
+    let signal = |sig: &str, pid: u32| {
+        let status = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let frozen = Instant::now();
+    signal("-STOP", c.child.id());
+    let d_leads = d.wait_for(LEADING, Duration::from_secs(30)).await;
+    let resumed = Instant::now();
+    signal("-CONT", c.child.id());
+    let stood_down = c
+        .wait_for(
+            "could not renew the leader Lease before the deadline",
+            Duration::from_secs(10),
+        )
+        .await;
+    let mut c = c;
+    let exited = support::eventually(Duration::from_secs(15), "C exits", || {
+        let status = c.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    eprintln!(
+        "leader election: C frozen with SIGSTOP; D led {:.1} s later; C resumed and stood down {:.1} s after SIGCONT",
+        d_leads.duration_since(frozen).as_secs_f64(),
+        stood_down.duration_since(resumed).as_secs_f64()
+    );
+    assert!(
+        !exited.success(),
+        "a replica that lost the lease exits with an error (to restart and rejoin)"
+    );
+    assert!(
+        c.logged_since("taking over", frozen).is_none()
+            && c.logged_since("released the leader Lease", frozen).is_none(),
+        "C wrote the Lease after it was frozen:\n{}",
+        c.dump()
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(cluster.client().await, namespace);
+    let lease = leases.get("mizzen-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("replica-d"),
+        "D still holds the Lease:\n{}",
+        d.dump()
+    );
 }
