@@ -185,33 +185,32 @@ can_i mizzen-webhook yes watch namespaces
 can_i mizzen-webhook no create pods -n default
 can_i mizzen-webhook no patch meshinstalls
 can_i mizzen-operator yes create rolebindings -n kube-system
-# What RBAC allows above, the guardrails policy refuses at admission (dry run: nothing is written).
-as_operator=(--as=system:serviceaccount:mizzen-system:mizzen-operator --dry-run=server)
-# guarded DESCRIPTION KUBECTL-ARGS...: the operator's request must be refused by mizzen-operator-guardrails.
-guarded() {
-  local what=$1 out; shift
-  if out=$(kubectl "$@" "${as_operator[@]}" 2>&1); then
-    fail "guardrails: $what was allowed"
-  elif [[ "$out" == *mizzen-operator-guardrails* ]]; then
+# What RBAC allows above, the guardrails policy refuses at admission (server dry run: nothing is written).
+# as_operator LABELLED WANT DESCRIPTION KUBECTL-CREATE-ARGS...: the object kubectl create would make (labelled as
+# mizzen's when LABELLED is yes), created as the operator; WANT is "allowed" or the policy message expected.
+as_operator() {
+  local labelled=$1 want=$2 what=$3 manifest out; shift 3
+  manifest=$(kubectl create "$@" --dry-run=client -o yaml)
+  if [[ "$labelled" == yes ]]; then
+    manifest=$(kubectl label --local -f - app.kubernetes.io/managed-by=mizzen -o yaml <<<"$manifest")
+  fi
+  if out=$(kubectl create -f - --dry-run=server --as=system:serviceaccount:mizzen-system:mizzen-operator \
+    <<<"$manifest" 2>&1); then
+    [[ "$want" == allowed ]] && pass "guardrails: $what allowed" || fail "guardrails: $what was allowed"
+  elif [[ "$want" != allowed && "$out" == *mizzen-operator-guardrails*"$want"* ]]; then
     pass "guardrails: $what refused"
   else
-    fail "guardrails: $what refused, but not by the policy: $out"
+    fail "guardrails: $what: $out (want $want)"
   fi
 }
-guarded "a RoleBinding in kube-system" -n kube-system create rolebinding e2e-guard \
-  --clusterrole=mizzen-operator-mesh-namespace --serviceaccount=mizzen-system:mizzen-operator
-guarded "a ClusterRole that is not mizzen's" create clusterrole e2e-guard --verb=get --resource=pods
-# Labelled as mizzen's, in an ordinary namespace: refused only for binding the grants to another subject.
-if out=$(kubectl -n default create rolebinding e2e-guard --clusterrole=mizzen-operator-mesh-namespace \
-  --serviceaccount=default:default --dry-run=client -o yaml |
-  kubectl label --local -f - app.kubernetes.io/managed-by=mizzen -o yaml |
-  kubectl create -f - "${as_operator[@]}" 2>&1); then
-  fail "guardrails: the mesh-namespace grants bound to default:default were allowed"
-elif [[ "$out" == *"bound only to the operator"* ]]; then
-  pass "guardrails: the mesh-namespace grants bound to another subject refused"
-else
-  fail "guardrails: binding the mesh-namespace grants to another subject refused, but not by the policy: $out"
-fi
+as_operator yes allowed "a ClusterRole labelled as mizzen's" clusterrole e2e-guard --verb=get --resource=pods
+as_operator no "only write RBAC objects and webhook configurations that are mizzen's" \
+  "a ClusterRole that is not mizzen's" clusterrole e2e-guard --verb=get --resource=pods
+as_operator yes "may not write namespaced RBAC in kube-system" "a RoleBinding in kube-system" \
+  rolebinding e2e-guard -n kube-system --clusterrole=mizzen-operator-mesh-namespace \
+  --serviceaccount=mizzen-system:mizzen-operator
+as_operator yes "may be bound only to the operator itself" "the mesh-namespace grants bound to another subject" \
+  rolebinding e2e-guard -n default --clusterrole=mizzen-operator-mesh-namespace --serviceaccount=default:default
 webhook_pod=$(kubectl -n mizzen-system get pods -l app.kubernetes.io/name=mizzen-webhook -o jsonpath='{.items[0].metadata.name}')
 mounts=$(kubectl -n mizzen-system get pod "$webhook_pod" -o jsonpath='{.spec.volumes[*].secret.secretName}')
 [[ "$mounts" != *mizzen-webhook-ca* ]] && pass "the webhook mounts no CA key" || fail "the webhook mounts $mounts"

@@ -133,9 +133,10 @@ pub fn next(
         ),
         Outcome::Failed(message) => (
             condition(RECONCILED, false, "ApplyFailed", message.clone(), generation, now),
+            // Not ready whatever runs: what failed may be what makes the mesh work (the webhook configuration).
             condition(
                 READY,
-                components_ready,
+                false,
                 "ApplyFailed",
                 "the last apply failed; see Reconciled".into(),
                 generation,
@@ -309,5 +310,26 @@ mod tests {
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.gateways[0].name"));
         assert_eq!(s.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_failed_apply_is_not_ready_even_with_every_component_up() {
+        // The webhook configuration may be what failed: `kubectl wait --for=condition=Ready` must not pass.
+        let components = ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready: 1, desired: 1 }),
+            ..Default::default()
+        };
+        let s = next(
+            None,
+            Some(2),
+            &Outcome::Failed("applying MutatingWebhookConfiguration x: forbidden".into()),
+            components,
+            &at(1),
+        );
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[1].type_, "Ready");
+        assert_eq!(s.conditions[1].status, "False");
+        assert_eq!(s.conditions[1].reason, "ApplyFailed");
+        assert_eq!(s.state, Some(MeshState::Error));
     }
 }
