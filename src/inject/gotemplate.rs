@@ -67,7 +67,8 @@ enum Arg {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Pipeline {
-    decl: Vec<String>,
+    /// The variables it declares or assigns (shared names: declaring one is a step, not a copy).
+    decl: Vec<Rc<str>>,
     assign: bool,
     commands: Vec<Vec<Arg>>,
 }
@@ -531,7 +532,7 @@ impl Parser<'_> {
         {
             for t in names {
                 if let Tok::Var(v, _) = t {
-                    decl.push(v.clone());
+                    decl.push(Rc::from(v.as_str()));
                 }
             }
             assign = *op == Tok::Assign;
@@ -615,7 +616,7 @@ impl Template {
         let mut ex = Exec {
             t: self,
             out: String::new(),
-            vars: vec![("$".to_owned(), Slot::Borrowed(data))],
+            vars: vec![(Rc::from("$"), Slot::Borrowed(data))],
             depth: 0,
             nesting: 0,
             steps: 0,
@@ -673,7 +674,7 @@ impl<'a> From<Slot<'a>> for Val<'a> {
 struct Exec<'a> {
     t: &'a Template,
     out: String,
-    vars: Vec<(String, Slot<'a>)>,
+    vars: Vec<(Rc<str>, Slot<'a>)>,
     /// Nested `template` calls.
     depth: usize,
     /// Nested evaluation: blocks, parentheses and `template` calls.
@@ -756,12 +757,13 @@ fn weight(v: &Value) -> usize {
 }
 
 /// The field `name` of an object: the key itself, else with its first letter lower-cased, else compared without
-/// case. `scanned` grows by what that last search costs, in the units of [`MAX_WORK`].
+/// case. `scanned` grows by what the two fallbacks cost, in the units of [`MAX_WORK`].
 fn field<'v>(v: &'v Value, name: &str, scanned: &mut usize) -> Option<&'v Value> {
     let m = v.as_object()?;
     if let Some(x) = m.get(name) {
         return Some(x);
     }
+    *scanned = scanned.saturating_add(name.len());
     let mut lower = name.to_owned();
     if let Some(first) = lower.get_mut(0..1) {
         first.make_ascii_lowercase();
@@ -911,11 +913,18 @@ impl<'a> Exec<'a> {
         self.nesting = self.nesting.saturating_sub(1);
     }
 
-    fn var(&self, name: &str) -> Result<Slot<'a>, TemplateError> {
+    /// Where the variable `name` is in scope (the innermost), charging the variables passed over to find it.
+    fn find_var(&mut self, name: &str) -> Result<usize, TemplateError> {
+        let found = self.vars.iter().rposition(|(n, _)| &**n == name);
+        let passed = self.vars.len() - found.map_or(0, |i| i + 1);
+        self.charge(passed.saturating_mul(VALUE_BYTES.saturating_add(name.len())))?;
+        found.ok_or_else(|| self.err(format!("undefined variable {name}")))
+    }
+
+    fn var(&mut self, name: &str) -> Result<Slot<'a>, TemplateError> {
+        let i = self.find_var(name)?;
         self.vars
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
+            .get(i)
             .map(|(_, v)| v.clone())
             .ok_or_else(|| self.err(format!("undefined variable {name}")))
     }
@@ -1044,7 +1053,7 @@ impl<'a> Exec<'a> {
             return Err(self.err("template calls nested too deeply"));
         }
         self.depth += 1;
-        let saved = std::mem::replace(&mut self.vars, vec![("$".to_owned(), data.clone())]);
+        let saved = std::mem::replace(&mut self.vars, vec![(Rc::from("$"), data.clone())]);
         let r = self.nodes(body, &data);
         self.vars = saved;
         self.depth -= 1;
@@ -1059,10 +1068,13 @@ impl<'a> Exec<'a> {
                 .enumerate()
                 .map(|(i, x)| (json!(i), Slot::Borrowed(x)))
                 .collect(),
-            Val::Borrowed(Value::Object(m)) => m
-                .iter()
-                .map(|(k, x)| (Value::String(k.clone()), Slot::Borrowed(x)))
-                .collect(),
+            Val::Borrowed(Value::Object(m)) => {
+                // The keys are copied: a step per entry does not cover a long one.
+                self.charge(m.keys().fold(0, |n: usize, k| n.saturating_add(k.len())))?;
+                m.iter()
+                    .map(|(k, x)| (Value::String(k.clone()), Slot::Borrowed(x)))
+                    .collect()
+            }
             v @ (Val::Shared(_) | Val::New(_)) if matches!(v.get(), Value::Array(_) | Value::Object(_)) => {
                 match self.own(v)? {
                     Value::Array(a) => a
@@ -1096,7 +1108,8 @@ impl<'a> Exec<'a> {
         let v = v.into_slot();
         for name in &p.decl {
             if p.assign {
-                let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) else {
+                let i = self.find_var(name)?;
+                let Some(slot) = self.vars.get_mut(i) else {
                     return Err(self.err(format!("undefined variable {name}")));
                 };
                 slot.1 = v.clone();
@@ -1673,15 +1686,10 @@ mod tests {
         assert!(t.execute(&json!({})).is_err());
     }
 
-    /// Runs `f` on a thread with a 1 MiB stack (the webhook's are 2 MiB), so that a nesting bound too loose for
+    /// Starts `f` on a thread with a 1 MiB stack (the webhook's are 2 MiB), so that a nesting bound too loose for
     /// the evaluator's frames fails the test instead of passing on the main thread's 8 MiB.
-    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::Builder::new()
-            .stack_size(1 << 20)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap()
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        std::thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
     }
 
     fn error_of(src: &str, data: &Value) -> String {
@@ -1799,6 +1807,21 @@ mod tests {
                 "{{ range 65536 }}{{ range 15 }}{{ $.M.Nope }}{{ end }}{{ end }}".into(),
                 "more than 256 MiB of values",
             ),
+            // Looking up a variable past thousands of others, or a field by a long name.
+            (
+                format!(
+                    "{{{{ $x := 1 }}}}{}{{{{ range 65536 }}}}{{{{ range 15 }}}}{{{{ $x }}}}{{{{ end }}}}{{{{ end }}}}",
+                    "{{ $y := 1 }}".repeat(5000)
+                ),
+                "more than 256 MiB of values",
+            ),
+            (
+                format!(
+                    "{{{{ range 65536 }}}}{{{{ range 15 }}}}{{{{ $.A{} }}}}{{{{ end }}}}{{{{ end }}}}",
+                    "b".repeat(8000)
+                ),
+                "more than 256 MiB of values",
+            ),
             (
                 "{{ $x := list }}{{ range 1000 }}{{ $x = list $x }}{{ end }}".into(),
                 "list: value nested more than 200 deep",
@@ -1850,10 +1873,17 @@ mod tests {
                 "ok (1 bytes)",
             ),
         ];
-        for (src, want) in cases {
-            let data = big.clone();
-            let got = on_small_stack(move || error_of(&src, &data));
-            assert!(got.contains(want), "{want}: got {got:?}");
+        // In parallel: each case that exhausts the budget takes a second in a debug build.
+        let runs: Vec<_> = cases
+            .into_iter()
+            .map(|(src, want)| {
+                let (data, head) = (big.clone(), src.chars().take(80).collect::<String>());
+                (on_small_stack(move || error_of(&src, &data)), want, head)
+            })
+            .collect();
+        for (run, want, head) in runs {
+            let got = run.join().unwrap();
+            assert!(got.contains(want), "{head}…: want {want:?}, got {got:?}");
         }
     }
 }
