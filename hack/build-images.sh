@@ -21,7 +21,7 @@ if ! command -v musl-gcc >/dev/null; then
   # ring compiles C for the musl target.
   apt-get install -y -qq musl-tools >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq musl-tools >/dev/null; }
 fi
-cargo build --release --locked --target "$target" -p mizzen-operator -p mizzen-webhook >&2
+cargo build --release --locked --target "$target" -p mizzen-operator -p mizzen-webhook --bin mizzen-operator --bin mizzen-webhook >&2
 
 for component in operator webhook; do
   ref=$(sed -n "s|^ *image: \(.*/mizzen-$component:.*\)$|\1|p" config/bundle.yaml | head -1)

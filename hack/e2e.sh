@@ -15,6 +15,13 @@ if [[ ! -x "$kit/up" ]]; then
   exit 0
 fi
 
+# One user of the node at a time (developers and helpers share this machine's single node). The lock's file
+# descriptor is closed for everything started from here (`9>&-`): the kit's daemons must not inherit the lock.
+exec 9>"${TMPDIR:-/tmp}/mizzen-node.lock"
+flock -w 1800 9 || { echo "FAIL: the node is busy (lock ${TMPDIR:-/tmp}/mizzen-node.lock)" >&2; exit 1; }
+bg_pids=()
+trap 'for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+
 failures=0
 t0=$(date +%s)
 step() { printf '\n== %s\n' "$*"; }
@@ -49,10 +56,12 @@ run_readme() {
 }
 
 step "cluster"
-eval "$("$kit/up" --node)"
+kubeconfig_line=$("$kit/up" --node 9>&-) || die "$kit/up --node failed"
+eval "$kubeconfig_line"
 export KUBECONFIG
-"$kit/load-standins" --version 1.28.0 >/dev/null
-hack/build-images.sh >/dev/null
+[[ "$KUBECONFIG" == "${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}/"* ]] || die "up gave an unexpected KUBECONFIG: $KUBECONFIG"
+"$kit/load-standins" --version 1.28.0 >/dev/null 9>&-
+hack/build-images.sh >/dev/null 9>&-
 kubectl get nodes
 
 step "install (README)"
@@ -73,6 +82,34 @@ np=$(kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.spec.po
 mwc=mizzen-sidecar-injector
 [[ -n "$(kubectl get mutatingwebhookconfiguration $mwc -o jsonpath='{.webhooks[0].clientConfig.service.name}')" ]] &&
   pass "the webhook configuration points at the in-cluster Service" || fail "the webhook configuration has no service reference"
+
+step "no-op window: mutating API requests for the operator's kinds over 20 s"
+# From the API server's own apiserver_request_total: writes to the kinds the operator manages (status
+# subresources of workloads are their controllers'), plus MeshInstall status.
+mutations() {
+  kubectl get --raw /metrics | python3 -c '
+import re, sys
+kinds = {"customresourcedefinitions", "namespaces", "serviceaccounts", "clusterroles", "clusterrolebindings", "roles",
+         "rolebindings", "configmaps", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
+         "mutatingwebhookconfigurations", "secrets"}
+total = 0
+for line in sys.stdin:
+    if not line.startswith("apiserver_request_total{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+    if labels.get("verb") not in {"POST", "PUT", "PATCH", "APPLY", "DELETE"}:
+        continue
+    res, sub = labels.get("resource"), labels.get("subresource", "")
+    if (res in kinds and sub == "") or (res == "meshinstalls" and sub == "status"):
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))'
+}
+sleep 5 # the components' last status changes settle
+before=$(mutations)
+kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
+sleep 20
+noop=$(($(mutations) - before))
+[[ "$noop" == 0 ]] && pass "0 mutating requests in the no-op window" || fail "$noop mutating requests in the no-op window"
 
 step "workloads (README)"
 t_pods=$(date +%s)
@@ -123,33 +160,185 @@ proxy_held_app "$pod" && pass "$pod: the app started after the proxy was ready (
 kubectl patch meshinstall default --type=merge -p '{"spec":{"proxy":{"nativeSidecar":"auto"}}}' >/dev/null
 kubectl wait meshinstall/default --for=condition=Ready --timeout=60s >/dev/null
 
-step "no-op window: mutating API requests for the operator's kinds over 20 s"
-# From the API server's own apiserver_request_total: writes to the kinds the operator manages (status
-# subresources of workloads are their controllers'), plus MeshInstall status.
-mutations() {
-  kubectl get --raw /metrics | python3 -c '
-import re, sys
-kinds = {"customresourcedefinitions", "namespaces", "serviceaccounts", "clusterroles", "clusterrolebindings", "roles",
-         "rolebindings", "configmaps", "deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets",
-         "mutatingwebhookconfigurations", "secrets"}
-total = 0
-for line in sys.stdin:
-    if not line.startswith("apiserver_request_total{"):
-        continue
-    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
-    if labels.get("verb") not in {"POST", "PUT", "PATCH", "APPLY", "DELETE"}:
-        continue
-    res, sub = labels.get("resource"), labels.get("subresource", "")
-    if (res in kinds and sub == "") or (res == "meshinstalls" and sub == "status"):
-        total += float(line.rsplit(" ", 1)[1])
-print(int(total))'
+step "least privilege (kubectl auth can-i)"
+# expect SUBJECT yes|no VERB RESOURCE [ARGS...]
+can_i() {
+  local who=$1 want=$2; shift 2
+  local got
+  got=$(kubectl auth can-i "$@" --as="system:serviceaccount:mizzen-system:$who" 2>/dev/null || true)
+  if [[ "$got" == "$want" ]]; then pass "$who can-i $*: $got"; else fail "$who can-i $*: $got, want $want"; fi
 }
-sleep 5 # let the rollout's last status changes settle
+can_i mizzen-operator yes create secrets -n mizzen-system
+can_i mizzen-operator no create secrets -n default
+can_i mizzen-operator no delete secrets -n kube-system
+can_i mizzen-operator yes create secrets -n istio-system
+can_i mizzen-operator no escalate clusterroles
+can_i mizzen-operator no bind clusterroles/cluster-admin
+can_i mizzen-operator yes bind clusterroles/mizzen-operator-mesh-namespace
+can_i mizzen-operator yes patch deployments -n istio-system
+can_i mizzen-operator no create pods -n default
+can_i mizzen-operator no impersonate serviceaccounts
+can_i mizzen-webhook yes get secrets/mizzen-webhook-tls -n mizzen-system
+can_i mizzen-webhook no get secrets/mizzen-webhook-ca -n mizzen-system
+can_i mizzen-webhook no list secrets -n mizzen-system
+can_i mizzen-webhook yes watch namespaces
+can_i mizzen-webhook no create pods -n default
+can_i mizzen-webhook no patch meshinstalls
+can_i mizzen-operator yes create rolebindings -n kube-system
+# What RBAC allows above, the guardrails policy refuses at admission (server dry run: nothing is written).
+# as_operator LABELLED WANT DESCRIPTION KUBECTL-CREATE-ARGS...: the object kubectl create would make (labelled as
+# mizzen's when LABELLED is yes), created as the operator; WANT is "allowed" or the policy message expected.
+as_operator() {
+  local labelled=$1 want=$2 what=$3 manifest out; shift 3
+  manifest=$(kubectl create "$@" --dry-run=client -o yaml)
+  if [[ "$labelled" == yes ]]; then
+    manifest=$(kubectl label --local -f - app.kubernetes.io/managed-by=mizzen -o yaml <<<"$manifest")
+  fi
+  if out=$(kubectl create -f - --dry-run=server --as=system:serviceaccount:mizzen-system:mizzen-operator \
+    <<<"$manifest" 2>&1); then
+    [[ "$want" == allowed ]] && pass "guardrails: $what allowed" || fail "guardrails: $what was allowed"
+  elif [[ "$want" != allowed && "$out" == *mizzen-operator-guardrails*"$want"* ]]; then
+    pass "guardrails: $what refused"
+  else
+    fail "guardrails: $what: $out (want $want)"
+  fi
+}
+as_operator yes allowed "a ClusterRole labelled as mizzen's" clusterrole e2e-guard --verb=get --resource=pods
+as_operator no "only write RBAC objects and webhook configurations that are mizzen's" \
+  "a ClusterRole that is not mizzen's" clusterrole e2e-guard --verb=get --resource=pods
+as_operator yes "may not write namespaced RBAC in kube-system" "a RoleBinding in kube-system" \
+  rolebinding e2e-guard -n kube-system --clusterrole=mizzen-operator-mesh-namespace \
+  --serviceaccount=mizzen-system:mizzen-operator
+as_operator yes "may be bound only to the operator itself" "the mesh-namespace grants bound to another subject" \
+  rolebinding e2e-guard -n default --clusterrole=mizzen-operator-mesh-namespace --serviceaccount=default:default
+webhook_pod=$(kubectl -n mizzen-system get pods -l app.kubernetes.io/name=mizzen-webhook -o jsonpath='{.items[0].metadata.name}')
+mounts=$(kubectl -n mizzen-system get pod "$webhook_pod" -o jsonpath='{.spec.volumes[*].secret.secretName}')
+[[ "$mounts" != *mizzen-webhook-ca* ]] && pass "the webhook mounts no CA key" || fail "the webhook mounts $mounts"
+
+# create_pods SECONDS RATE LOG: creates bare pods in the labelled namespace at RATE per second; one line per failure.
+create_pods() {
+  local seconds=$1 rate=$2 log=$3 end i=0
+  end=$(($(date +%s) + seconds))
+  : >"$log"
+  while (($(date +%s) < end)); do
+    for _ in $(seq "$rate"); do
+      i=$((i + 1))
+      # Never scheduled (no node matches): only the admission path is exercised.
+      kubectl -n e2e-churn run "churn-$RANDOM-$i" --image=docker.io/traefik/whoami:v1.10 --restart=Never \
+        --overrides='{"spec":{"nodeSelector":{"e2e.mizzen.io/never":"true"}}}' >/dev/null 2>>"$log.err" &
+    done
+    wait
+    sleep 1
+  done
+  echo "$i" >"$log.count"
+  grep -c . "$log.err" >"$log" || true
+}
+churn_result() { # LOG -> "created failed"
+  echo "$(cat "$1.count") $(cat "$1")"
+}
+
+kubectl create namespace e2e-churn >/dev/null 2>&1 || true
+kubectl label namespace e2e-churn istio-injection=enabled --overwrite >/dev/null
+
+step "webhook TLS: the CA Secret deleted while pods are created"
+create_pods 25 5 /tmp/e2e-tls &
+churn=$!
+bg_pids+=("$churn")
+sleep 3
+kubectl -n mizzen-system delete secret mizzen-webhook-ca >/dev/null
+sleep 2
+kubectl -n mizzen-system delete secret mizzen-webhook-tls >/dev/null
+wait "$churn"
+read -r created failed < <(churn_result /tmp/e2e-tls)
+tls_failures=$failed
+[[ "$failed" == 0 ]] && pass "$created pod creations during the CA change, 0 failed" ||
+  { fail "$failed of $created pod creations failed during the CA change"; head -5 /tmp/e2e-tls.err; }
+new_ca=$(kubectl -n mizzen-system get secret mizzen-webhook-ca -o jsonpath='{.data.ca\.crt}')
+[[ -n "$new_ca" ]] && pass "a new CA was minted" || fail "no new CA"
+kubectl -n e2e-churn delete pods --all --wait=false >/dev/null 2>&1 || true
+
+step "webhook rollout while pods are created at 20/s"
+create_pods 30 20 /tmp/e2e-rollout &
+churn=$!
+bg_pids+=("$churn")
+sleep 3
+kubectl -n mizzen-system rollout restart deployment/mizzen-webhook >/dev/null
+kubectl -n mizzen-system rollout status deployment/mizzen-webhook --timeout=120s >/dev/null || fail "webhook rollout"
+wait "$churn"
+read -r created failed < <(churn_result /tmp/e2e-rollout)
+rollout_failures=$failed
+[[ "$failed" == 0 ]] && pass "$created pod creations during the webhook rollout, 0 failed" ||
+  { fail "$failed of $created pod creations failed during the webhook rollout"; head -5 /tmp/e2e-rollout.err; }
+kubectl delete namespace e2e-churn --wait=false >/dev/null 2>&1 || true
+
+step "the CA change ends"
+ca_settled() {
+  [[ -z "$(kubectl -n mizzen-system get secret mizzen-webhook-ca -o jsonpath='{.metadata.annotations.mizzen\.io/previous-ca-until}')" ]]
+}
+wait_until 240 "the old CA is no longer trusted (transition over)" ca_settled || true
+bundle_certs=$(kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector -o jsonpath='{.webhooks[0].clientConfig.caBundle}' |
+  base64 -d | grep -c 'BEGIN CERTIFICATE' || true)
+[[ "$bundle_certs" == 1 ]] && pass "the webhook configuration trusts one CA again" || fail "caBundle holds $bundle_certs certificates"
+
+step "addons (README)"
+hack/load-addon-standins.sh >/dev/null 9>&-
+t_addons=$(date +%s)
+run_readme addons
+addons_ready=$(since "$t_addons")
+ready=$(kubectl get meshinstall default -o jsonpath='{.status.ready}')
+[[ "$ready" == 5/5 ]] && pass "READY 5/5 (istiod, the gateway, three addons)" || fail "READY is '$ready', not 5/5"
+for a in prometheus grafana jaeger; do
+  r=$(kubectl get meshinstall default -o jsonpath="{.status.components.addons[?(@.name==\"$a\")].ready}")
+  [[ "$r" == 1 ]] && pass "status.components.addons: $a ready" || fail "status.components.addons: $a ready is '$r'"
+done
+kubectl -n istio-system logs deployment/prometheus | grep -q 'can list pods in every namespace' &&
+  pass "Prometheus discovers pods cluster-wide with its own ServiceAccount" || fail "Prometheus cannot list pods (its ClusterRole?)"
+kubectl -n istio-system get configmap istio -o jsonpath='{.data.mesh}' | grep -q 'address: zipkin.istio-system:9411' &&
+  pass "mesh config: the proxies' zipkin is the jaeger addon's Service" || fail "mesh config: no zipkin.istio-system:9411"
+sampling=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PILOT_TRACE_SAMPLING")].value}')
+[[ "$sampling" == 100 ]] && pass "istiod traces 100% (spec.addons.jaeger.sampling)" || fail "PILOT_TRACE_SAMPLING is '$sampling'"
+# Every addon Service answers from a pod (the kit has no cluster DNS: ClusterIPs).
+urls=()
+for s in "prometheus 9090 /-/ready" "grafana 3000 /api/health" "tracing 80 /jaeger/" "zipkin 9411 /api/v2/spans"; do
+  read -r svc port path <<<"$s"
+  urls+=("http://$(kubectl -n istio-system get svc "$svc" -o jsonpath='{.spec.clusterIP}'):$port$path")
+done
+kubectl -n istio-system run e2e-addon-probe --image=docker.io/library/busybox:stable --restart=Never --command -- \
+  sh -c "$(printf 'timeout 10 wget -qO /dev/null %s && ' "${urls[@]}") true" >/dev/null
+probe_done() { [[ "$(kubectl -n istio-system get pod e2e-addon-probe -o jsonpath='{.status.phase}')" == Succeeded ]]; }
+wait_until 60 "prometheus:9090, grafana:3000, tracing:80 and zipkin:9411 answer from a pod" probe_done || true
+kubectl -n istio-system delete pod e2e-addon-probe --wait=false >/dev/null 2>&1 || true
+[[ "$(kubectl -n istio-system get virtualservice prometheus grafana tracing -o name | wc -l)" == 3 ]] &&
+  kubectl -n istio-system get gateway addons >/dev/null &&
+  pass "the addons' Gateway and VirtualServices are accepted" || fail "addons-gateway.yaml not applied"
+# The no-op window again, now with the addons: a reconcile writes nothing.
 before=$(mutations)
 kubectl annotate meshinstall default e2e.mizzen.io/poke="$(date +%s)" --overwrite >/dev/null
 sleep 20
-noop=$(($(mutations) - before))
-[[ "$noop" == 0 ]] && pass "0 mutating requests in the no-op window" || fail "$noop mutating requests in the no-op window"
+noop_addons=$(($(mutations) - before))
+[[ "$noop_addons" == 0 ]] && pass "0 mutating requests in the no-op window with the addons" || fail "$noop_addons mutating requests with the addons"
+
+
+step "install order: no webhook configuration before a webhook pod is ready"
+kubectl -n mizzen-system scale deployment/mizzen-webhook --replicas=0 >/dev/null
+kubectl -n mizzen-system wait pod -l app.kubernetes.io/name=mizzen-webhook --for=delete --timeout=60s >/dev/null || true
+cat <<EOF | kubectl apply -f - >/dev/null
+apiVersion: mizzen.io/v1alpha1
+kind: MeshInstall
+metadata: {name: e2e-canary}
+spec: {version: "1.28.0", revision: canary, namespace: istio-canary, gateways: []}
+EOF
+reason() { kubectl get meshinstall e2e-canary -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'; }
+waiting() { [[ "$(reason)" == WebhookNotReady ]]; }
+wait_until 60 "a new MeshInstall waits for a ready webhook (Ready reason WebhookNotReady)" waiting || true
+kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector-canary >/dev/null 2>&1 &&
+  fail "the canary webhook configuration exists before a webhook pod is ready" ||
+  pass "no webhook configuration while no webhook pod is ready"
+kubectl -n mizzen-system scale deployment/mizzen-webhook --replicas=2 >/dev/null
+mwc_there() { kubectl get mutatingwebhookconfiguration mizzen-sidecar-injector-canary; }
+wait_until 90 "the webhook configuration appears once a webhook pod is ready" mwc_there || true
+kubectl delete meshinstall e2e-canary --timeout=120s >/dev/null
+kubectl -n mizzen-system rollout status deployment/mizzen-webhook --timeout=120s >/dev/null
 
 step "drift is reverted"
 uid=$(kubectl -n istio-system get deployment istiod -o jsonpath='{.metadata.uid}')
@@ -161,12 +350,39 @@ node_port_back() { [[ "$(kubectl -n istio-system get svc istio-ingressgateway -o
 wait_until 10 "edited gateway Service restored to nodePort 30080" node_port_back || true
 kubectl wait meshinstall/default --for=condition=Ready --timeout=120s >/dev/null || fail "MeshInstall not Ready again after the drift"
 
+step "disabled addons are pruned"
+kubectl patch meshinstall default --type=merge -p '{"spec":{"addons":{"prometheus":{"enabled":false},"grafana":{"enabled":false}}}}' >/dev/null
+addons_pruned() {
+  local o
+  for o in deployment/prometheus deployment/grafana service/prometheus service/grafana configmap/prometheus \
+    configmap/grafana configmap/grafana-dashboards serviceaccount/prometheus serviceaccount/grafana; do
+    kubectl -n istio-system get "$o" >/dev/null 2>&1 && return 1
+  done
+  ! kubectl get clusterrole/prometheus-istio-system >/dev/null 2>&1 &&
+    ! kubectl get clusterrolebinding/prometheus-istio-system >/dev/null 2>&1
+}
+wait_until 60 "Prometheus' and Grafana's objects deleted, ClusterRole and ClusterRoleBinding included" addons_pruned || true
+kubectl wait meshinstall/default --for=condition=Ready --timeout=60s >/dev/null || fail "MeshInstall not Ready after disabling addons"
+ready=$(kubectl get meshinstall default -o jsonpath='{.status.ready}')
+[[ "$ready" == 3/3 ]] && pass "READY 3/3 (jaeger still on)" || fail "READY is '$ready', not 3/3"
+kubectl -n istio-system get deployment jaeger >/dev/null 2>&1 && pass "jaeger stays" || fail "jaeger was pruned too"
+
+# --- in "uninstall (README)": the left-behind check also looks for the addon's ClusterRole ---
+# left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
+
+if ((failures > 0)); then
+  step "diagnostics"
+  kubectl get meshinstall -o wide || true
+  kubectl -n mizzen-system logs deploy/mizzen-operator --tail=400 2>/dev/null | grep -aE 'WARN|ERROR' | tail -20 || true
+  kubectl get rolebindings -A -l app.kubernetes.io/managed-by=mizzen || true
+fi
+
 step "uninstall (README)"
 run_readme uninstall
 left=$(kubectl get deployments,services,configmaps,serviceaccounts,roles,rolebindings,secrets,horizontalpodautoscalers,poddisruptionbudgets \
   -A -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
 left+=$(kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
-left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway' || true)
+left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
 [[ -z "$left" ]] && pass "nothing of mizzen's is left" || fail "left behind: $left"
 kubectl get namespace mizzen-system >/dev/null 2>&1 && fail "namespace mizzen-system is still there" || pass "namespace mizzen-system is gone"
 kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1 && fail "the MeshInstall CRD is still there" || pass "the MeshInstall CRD is gone"
@@ -182,7 +398,7 @@ kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/n
 kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
 
 echo
-summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, total $(since "$t0") s"
+summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, addons Ready ${addons_ready} s, total $(since "$t0") s"
 if ((failures > 0)); then
   echo "e2e: FAILED ($failures failures; $summary)"
   exit 1

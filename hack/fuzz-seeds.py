@@ -2,11 +2,12 @@
 """Writes seed inputs for the fuzz targets (tests/fuzz) from the project's fixtures and Istio's injection corpus.
 
 hack/fuzz-seeds.py OUT_DIR [CONFORMANCE_DIR]   (CONFORMANCE_DIR defaults to ../shared/conformance/istio-inject)
-Creates OUT_DIR/<target>/ for admission_review, kube_inject, annotations, meshinstall.
+Creates OUT_DIR/<target>/ for admission_review, kube_inject, annotations, meshinstall, gotemplate.
 """
 import hashlib
 import json
 import pathlib
+import re
 import sys
 
 import yaml
@@ -104,5 +105,73 @@ sample = (ROOT / "config/samples/meshinstall.yaml").read_text()
 write("meshinstall", sample)
 write("meshinstall", sample.replace('revision: ""', 'revision: "canary"'))
 write("meshinstall", "apiVersion: mizzen.io/v1alpha1\nkind: MeshInstall\nmetadata: {name: m}\nspec:\n  gateways:\n  - {name: istio-egressgateway, kind: egress, service: {type: ClusterIP, ports: [{name: http, port: 80, targetPort: 8080}]}}\n")
+# The gotemplate target: template text. The user templates of Istio's corpus (the IstioOperator overlays'
+# sidecarInjectorWebhook.templates, and values that are Go templates), the unit tests' templates, and one small
+# template per function and construct the interpreter supports.
+def strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
+if conformance.is_dir():
+    for path in sorted(conformance.glob("*.iop.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        templates = (((doc.get("spec") or {}).get("values") or {}).get("sidecarInjectorWebhook") or {}).get("templates")
+        for text in (templates or {}).values():
+            write("gotemplate", text)
+        for text in strings(doc):
+            if "{{" in text:
+                write("gotemplate", text)
+
+
+def rust_unescape(s):
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+    return re.sub(r"\\(u\{[0-9a-fA-F]+\}|x[0-9a-fA-F]{2}|.)",
+                  lambda m: chr(int(m.group(1)[2:-1] if m.group(1)[0] == "u" else m.group(1)[1:], 16))
+                  if m.group(1)[0] in "ux" and len(m.group(1)) > 1 else escapes.get(m.group(1), m.group(1)), s)
+
+
+for source in ["src/inject/gotemplate.rs", "src/inject/mod.rs"]:
+    text = (ROOT / source).read_text()
+    tests = text[text.find("#[cfg(test)]"):]
+    for literal in re.findall(r'"((?:[^"\\]|\\.)*)"', tests, re.S):
+        if "{{" in literal:
+            write("gotemplate", rust_unescape(literal))
+
+for text in [
+    "{{ and 1 0 }} {{ or 0 \"x\" }} {{ not .A }} {{ and }} {{ .A | or 1 }}",
+    "{{ eq 1 1.0 2 }} {{ ne \"a\" \"b\" }} {{ lt 1 2 }} {{ le 1.5 2 }} {{ gt \"b\" \"a\" }} {{ ge -2 2 }}",
+    "{{ len .Spec.Containers }} {{ len .ObjectMeta.Name }} {{ len .Nothing }}",
+    "{{ index .ObjectMeta.Labels \"app\" }} {{ index .Spec.Containers 0 \"name\" }} {{ (index .Spec.Containers 1).Name }}",
+    "{{ print 1 \"a\" nil true }}{{ println \"x\" 2 }}{{ printf \"%s-%d-%q-%v%% %\" \"a\" 1 \"q\" }}",
+    "{{ isset .ObjectMeta.Annotations \"team\" }} {{ annotation .ObjectMeta \"team\" \"none\" }}",
+    "{{ valueOrDefault .X \"d\" }} {{ default \"x\" .Revision }} {{ env \"A\" \"b\" }} {{ empty \"\" }}",
+    "{{ toJSON .ObjectMeta }} {{ toJson 1 }} {{ structToJSON .MeshConfig }} {{ protoToJSON .ProxyConfig }}",
+    "{{ $m := fromJSON \"{\\\"a\\\": [1, 2.5, null]}\" }}{{ $m.a }} {{ fromJson `\"s\"` }}",
+    "spec:\n  containers:\n  {{- toYaml .Spec.Containers | nindent 2 }}\n  x: {{ toYaml .Values.global.proxy.resources | indent 4 }}",
+    "{{ omit .ObjectMeta.Labels \"app\" \"version\" }} {{ dict \"a\" 1 \"b\" }} {{ quote \"a\" 1 }} {{ squote \"b\" }}",
+    "{{ toLower \"AB\" }}{{ lower \"Ä\" }}{{ toUpper \"a\" }}{{ upper \"ß\" }}{{ trim \"  x \" }}",
+    "{{ contains \"a\" \"cat\" }} {{ hasPrefix \"c\" \"cat\" }} {{ hasSuffix \"t\" \"cat\" }}",
+    "{{ replace \"a\" \"o\" \"banana\" }} {{ replace \"\" \"-\" \"abc\" }} {{ split \",\" \"a,b\" }} {{ splitList \"\" \"ab\" }}",
+    "{{ join \",\" (list 1 2 \"x\") }} {{ join \"-\" .Revision }} {{ indent 2 \"a\\nb\" }} {{ nindent 3 `c` }}",
+    "{{ $l := list 1 }}{{ $l = append $l 2 }}{{ $l = mustAppend $l (list 3) }}{{ range $i, $v := $l }}{{ $i }}={{ $v }},{{ end }}",
+    "{{ range .ObjectMeta.Labels }}{{ . }}{{ else }}none{{ end }}{{ range $k, $v := .ObjectMeta.Annotations }}{{ $k }}{{ end }}",
+    "{{ range 3 }}{{ . }}{{ end }}{{ range .Nothing }}x{{ else }}empty{{ end }}",
+    "{{ with .DeploymentMeta }}{{ .Name }}.{{ .Namespace }}{{ else }}-{{ end }}{{ with $x := .Revision }}{{ $x }}{{ end }}",
+    "{{ if .NativeSidecars }}a{{ else if eq .ProxyUID 1337 }}b{{ else if $v := .Values }}{{ $v.global.hub }}{{ else }}d{{ end }}",
+    "{{ define \"c\" }}- name: {{ .Name }}\n{{ end }}containers:\n{{ range .Spec.Containers }}{{ template \"c\" . }}{{ end }}{{ template \"c\" }}",
+    "{{/* comment */}}a {{- /* trimmed */ -}} b {{- \"x\" -}} \n c",
+    "{{ $a, $b := 1 }}{{ $a }}{{ $ := 2 }}{{ $.TypeMeta.Kind }}{{ $c := (.Spec).Containers }}{{ ($c) }}",
+    "{{ .TypeMeta.APIVersion }} {{ .ObjectMeta.name }} {{ .objectmeta.NAME }} {{ .A.B.C }} {{ .Spec.Containers.x }}",
+    "{{ `raw \\n` }} {{ \"esc\\t\\\"\\\\\" }} {{ 1.5 }} {{ -3 }} {{ 99999999999999999999 }} {{ nil }} {{ true }}",
+]:
+    write("gotemplate", text)
+
 for d in sorted(out.iterdir()):
     print(f"{d.name}: {len(list(d.iterdir()))} seeds")

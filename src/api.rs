@@ -67,7 +67,8 @@ pub struct MeshInstallSpec {
     #[schemars(length(max = 63))]
     #[x_kube(
         validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("spec.namespace must be a DNS label (lower-case letters, digits and '-', at most 63 characters)"),
-        validation = Rule::new("self == oldSelf").message("spec.namespace is immutable: create a new MeshInstall instead")
+        validation = Rule::new("self == oldSelf").message("spec.namespace is immutable: create a new MeshInstall instead"),
+        validation = Rule::new("!(self in ['kube-system', 'kube-public', 'kube-node-lease', 'mizzen-system'])").message("spec.namespace must not be kube-system, kube-public, kube-node-lease or mizzen-system")
     )]
     pub namespace: String,
 
@@ -108,6 +109,12 @@ pub struct MeshInstallSpec {
         validation = Rule::new("self.all(g, self.exists_one(h, h.name == g.name))").message("spec.gateways names must be unique")
     )]
     pub gateways: Vec<GatewaySpec>,
+
+    /// Observability addons, run in `spec.namespace` with the names Istio's samples give them: Prometheus (Service
+    /// `prometheus:9090`), Grafana (`grafana:3000`) and Jaeger (`tracing:80`, `zipkin:9411`). For trying the mesh
+    /// out and for workshops: one replica each, data kept in memory. Disabling an addon deletes it.
+    #[serde(default)]
+    pub addons: AddonsSpec,
 }
 
 fn default_version() -> String {
@@ -688,6 +695,73 @@ pub enum PortProtocol {
     Udp,
 }
 
+/// The observability addons.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonsSpec {
+    /// Prometheus, scraping istiod, the gateways and every sidecar (with the application's own metrics merged into
+    /// the sidecar's): Service `prometheus:9090`.
+    #[serde(default)]
+    pub prometheus: AddonSpec,
+
+    /// Grafana with the Prometheus datasource (and Jaeger's, when enabled) provisioned: Service `grafana:3000`.
+    /// Anonymous users are Editors; nobody can sign in as Admin.
+    #[serde(default)]
+    pub grafana: AddonSpec,
+
+    /// Jaeger in one process (collector, in-memory storage and query UI): Services `tracing:80` (UI under
+    /// `/jaeger`), `zipkin:9411` and `jaeger-collector` (OTLP on 4317/4318). The proxies send their spans to it.
+    #[serde(default)]
+    pub jaeger: JaegerAddonSpec,
+}
+
+/// An addon: on or off, its image and resources.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonSpec {
+    /// Run the addon.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Full image reference; when absent, the upstream image at the version this mizzen release pins (see the
+    /// README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("an addon's image must not be empty"))]
+    pub image: Option<String>,
+
+    /// Compute resources of the addon's container; when absent, modest requests and no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// The Jaeger addon.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JaegerAddonSpec {
+    /// Run Jaeger and point the proxies' tracing at it.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Full image reference; when absent, the upstream image at the version this mizzen release pins (see the
+    /// README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("an addon's image must not be empty"))]
+    pub image: Option<String>,
+
+    /// Compute resources of the Jaeger container; when absent, modest requests and no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// Percentage of requests traced, 0 to 100 (Istio's `pilot.traceSampling`, istiod's `PILOT_TRACE_SAMPLING`;
+    /// Istio's default is 1). Applies mesh-wide at once, to running proxies too. `spec.controlPlane.env`
+    /// `PILOT_TRACE_SAMPLING` wins when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 100.0").message("spec.addons.jaeger.sampling must be between 0 and 100"))]
+    pub sampling: Option<f64>,
+}
+
 /// Observed state of a MeshInstall, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -738,6 +812,10 @@ pub struct ComponentsStatus {
     /// Each gateway Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<GatewayStatus>,
+
+    /// Each enabled addon's Deployment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<AddonStatus>,
 }
 
 /// Ready and desired replicas of a Deployment.
@@ -755,6 +833,18 @@ pub struct ReplicaStatus {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
     /// Gateway name.
+    pub name: String,
+    /// Replicas of the current revision that are available.
+    pub ready: i32,
+    /// Replicas asked for.
+    pub desired: i32,
+}
+
+/// Readiness of one addon.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonStatus {
+    /// Addon name: `prometheus`, `grafana` or `jaeger`.
     pub name: String,
     /// Replicas of the current revision that are available.
     pub ready: i32,

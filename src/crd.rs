@@ -305,6 +305,41 @@ mod tests {
     }
 
     #[test]
+    fn addons_need_only_enabled_and_sampling_is_a_percentage() {
+        // The rules must not read fields a user may leave out.
+        let minimal = with(
+            sample(),
+            "/spec/addons",
+            json!({"prometheus": {"enabled": true}, "grafana": {}, "jaeger": {"enabled": true}}),
+        );
+        assert_eq!(cel_errors(&minimal, None), Vec::<String>::new());
+        let full = with(
+            minimal.clone(),
+            "/spec/addons/jaeger",
+            json!({"enabled": true, "sampling": 100, "image": "example.com/jaeger:2"}),
+        );
+        assert_eq!(cel_errors(&full, None), Vec::<String>::new());
+        let bad = with(
+            minimal.clone(),
+            "/spec/addons/jaeger",
+            json!({"enabled": true, "sampling": 100.5}),
+        );
+        let errors = cel_errors(&bad, None);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("spec.addons.jaeger.sampling must be between 0 and 100")),
+            "{errors:?}"
+        );
+        let bad = with(minimal, "/spec/addons/grafana", json!({"enabled": true, "image": ""}));
+        let errors = cel_errors(&bad, None);
+        assert!(
+            errors.iter().any(|e| e.contains("an addon's image must not be empty")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn empty_spec_gets_the_documented_defaults() {
         let parsed: crate::MeshInstall = serde_json::from_value(
             json!({"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall", "metadata": {"name": "x"}, "spec": {}}),

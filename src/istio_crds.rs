@@ -19,20 +19,30 @@ pub struct CrdError(pub String);
 
 /// Istio's CRDs as mizzen installs them.
 pub fn crds() -> Result<Vec<Value>, CrdError> {
-    // Parsed once: every render (each reconcile) needs them.
-    static PARSED: std::sync::OnceLock<Result<Vec<Value>, CrdError>> = std::sync::OnceLock::new();
-    PARSED
-        .get_or_init(|| {
-            GENERATED
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .enumerate()
-                .map(|(i, line)| {
-                    serde_json::from_str(line).map_err(|e| CrdError(format!("generated line {}: {e}", i + 1)))
-                })
-                .collect()
-        })
-        .clone()
+    raw()
+        .map(|(i, line)| serde_json::from_str(line).map_err(|e| CrdError(format!("generated line {}: {e}", i + 1))))
+        .collect()
+}
+
+/// The CRDs as their generated JSON text, one per item with its line index: the operator compares and applies
+/// them without keeping about a megabyte of parsed schema in memory.
+pub fn raw() -> impl Iterator<Item = (usize, &'static str)> {
+    GENERATED.lines().filter(|l| !l.trim().is_empty()).enumerate()
+}
+
+/// The `metadata.name` of a CRD in its JSON text.
+pub fn name(text: &str) -> Result<String, CrdError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        name: String,
+    }
+    serde_json::from_str::<Named>(text)
+        .map(|n| n.metadata.name)
+        .map_err(|e| CrdError(format!("a generated CRD without a name: {e}")))
 }
 
 /// The generated file's content from Istio's CRD file (`istio-crd-all.gen.yaml`): every CustomResourceDefinition

@@ -17,6 +17,7 @@ pub mod inject;
 pub mod istio_crds;
 pub mod kubeinject;
 pub mod quantity;
+pub mod rbac;
 pub mod render;
 pub mod status;
 pub mod yaml;

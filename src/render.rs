@@ -1,6 +1,9 @@
 //! Desired state as a pure function of a `MeshInstall`: istiod and its RBAC, Service, mesh ConfigMap and autoscaling;
-//! each gateway's Deployment, Service, RBAC and autoscaling; Istio's API CRDs; and the MutatingWebhookConfiguration
-//! pointing at mizzen's webhook. The operator applies exactly this list; `mizzenctl render` prints it.
+//! each gateway's Deployment, Service, RBAC and autoscaling; the enabled addons ([`addons`]); Istio's API CRDs; and
+//! the MutatingWebhookConfiguration pointing at mizzen's webhook. The operator applies exactly this list; `mizzenctl
+//! render` prints it.
+
+pub mod addons;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +30,8 @@ pub struct RenderOptions {
     pub webhook_url: Option<String>,
     /// PEM CA bundle of the webhook's certificate, if known.
     pub ca_bundle: Option<String>,
+    /// Leave Istio's CRDs out (the operator applies them from their text, see [`crate::istio_crds::raw`]).
+    pub skip_istio_crds: bool,
 }
 
 /// A spec the schema could not refuse but mizzen cannot render; names the field.
@@ -166,7 +171,7 @@ impl Ctx<'_> {
 /// Renders everything a MeshInstall asks for, in apply order.
 pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, InvalidSpec> {
     let spec = &mi.spec;
-    validate(spec)?;
+    validate(spec, options)?;
     let ctx = Ctx {
         mi,
         spec,
@@ -174,21 +179,60 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         owner: owner_reference(mi),
     };
     let mut out = Vec::new();
-    out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
+    if !options.skip_istio_crds {
+        out.extend(crate::istio_crds::crds().map_err(|e| invalid("(built-in Istio CRDs)", e.to_string()))?);
+    }
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, ann::NAMESPACE_INJECTION: "disabled"}},
     }));
+    out.push(operator_binding(&ctx, options));
     out.extend(control_plane(&ctx));
     for g in &spec.gateways {
         out.extend(gateway(&ctx, g));
     }
+    out.extend(addons::render(&ctx));
     out.push(webhook_configuration(&ctx, options));
     Ok(out)
 }
 
-fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
+/// The operator's rights inside the mesh namespace (see [`crate::rbac`]): what istiod's and the gateways' Roles
+/// grant, so it may create those Roles without `escalate`.
+fn operator_binding(ctx: &Ctx, options: &RenderOptions) -> Value {
+    let operator_ns = if options.operator_namespace.is_empty() {
+        DEFAULT_OPERATOR_NAMESPACE
+    } else {
+        &options.operator_namespace
+    };
+    ctx.object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        ctx.meta(
+            &format!("mizzen-operator{}", ctx.names.suffix),
+            Some(&ctx.spec.namespace),
+            &[],
+        ),
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": crate::rbac::MESH_NAMESPACE_GRANTS},
+            "subjects": [{"kind": "ServiceAccount", "name": crate::rbac::OPERATOR_SERVICE_ACCOUNT, "namespace": operator_ns}],
+        }),
+    )
+}
+
+fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), InvalidSpec> {
+    let operator_ns = if options.operator_namespace.is_empty() {
+        DEFAULT_OPERATOR_NAMESPACE
+    } else {
+        &options.operator_namespace
+    };
+    if spec.namespace == operator_ns {
+        return Err(invalid(
+            "spec.namespace",
+            format!("{operator_ns:?} is the operator's own namespace; the mesh needs a namespace of its own"),
+        ));
+    }
     let names = Names::new(spec);
     for (i, g) in spec.gateways.iter().enumerate() {
         if g.name == names.istiod() || g.name == "istiod" {
@@ -224,6 +268,7 @@ fn validate(spec: &MeshInstallSpec) -> Result<(), InvalidSpec> {
             return Err(invalid(format!("spec.injection.templates[{name:?}]"), e.message));
         }
     }
+    addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
             return Err(invalid(
@@ -247,6 +292,9 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
     if spec.proxy.hold_application_until_proxy_starts {
         default_config["holdApplicationUntilProxyStarts"] = json!(true);
     }
+    if let Some(tracing) = addons::proxy_tracing(spec) {
+        default_config["tracing"] = tracing;
+    }
     // The user's fields win: typed ones, then the pass-through rest.
     if let Ok(Value::Object(user)) = serde_json::to_value(&spec.mesh_config) {
         for (k, v) in user {
@@ -262,6 +310,15 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
         }
     }
     mesh.insert("defaultConfig".into(), default_config);
+    // The jaeger addon's provider joins the user's, unless one of theirs already has its name.
+    if let Some(provider) = addons::extension_provider(spec) {
+        let providers = mesh.entry("extensionProviders").or_insert_with(|| json!([]));
+        if let Value::Array(list) = providers
+            && !list.iter().any(|p| p["name"] == provider["name"])
+        {
+            list.push(provider);
+        }
+    }
     Value::Object(mesh)
 }
 
@@ -424,7 +481,7 @@ fn istiod_deployment(ctx: &Ctx) -> Value {
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         json!({"name": "KUBECONFIG", "value": "/var/run/secrets/remote/config"}),
         json!({"name": "CA_TRUSTED_NODE_ACCOUNTS", "value": format!("{ns}/ztunnel")}),
-        json!({"name": "PILOT_TRACE_SAMPLING", "value": "1"}),
+        json!({"name": "PILOT_TRACE_SAMPLING", "value": addons::trace_sampling(spec).unwrap_or_else(|| "1".into())}),
         json!({"name": "PILOT_ENABLE_ANALYSIS", "value": "false"}),
         json!({"name": "CLUSTER_ID", "value": "Kubernetes"}),
         json!({"name": "GOMAXPROCS", "valueFrom": {"resourceFieldRef": {"divisor": "1", "resource": "limits.cpu"}}}),

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
-use crate::api::{ComponentsStatus, GatewayStatus, MeshInstallStatus, MeshState, ReplicaStatus};
+use crate::api::{ComponentsStatus, MeshInstallStatus, MeshState, ReplicaStatus};
 
 /// Condition type: every desired object was applied.
 pub const RECONCILED: &str = "Reconciled";
@@ -37,6 +37,9 @@ pub enum Outcome {
     Failed(String),
     /// Reconciliation is paused by annotation.
     Paused,
+    /// Everything but the MutatingWebhookConfiguration is applied: it waits for a ready webhook pod, so pod
+    /// creation in namespaces already labelled for injection is never refused by a webhook that is not there.
+    WaitingForWebhook,
     /// Objects this MeshInstall renders belong to an older MeshInstall; the message names them. The rest was
     /// applied.
     Conflict(String),
@@ -63,24 +66,24 @@ fn carry_transition(previous: &[Condition], mut next: Condition) -> Condition {
     next
 }
 
-/// The next status.
+/// The next status, from the last one and the readiness of each component (istiod, gateways, addons).
 pub fn next(
     previous: Option<&MeshInstallStatus>,
     generation: Option<i64>,
     outcome: &Outcome,
-    control_plane: Option<ReplicaStatus>,
-    gateways: Vec<GatewayStatus>,
+    components: ComponentsStatus,
     now: &Time,
 ) -> MeshInstallStatus {
     let old_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let components_ready =
-        control_plane.as_ref().is_none_or(|c| c.ready >= c.desired) && gateways.iter().all(|g| g.ready >= g.desired);
-    let total = 1 + gateways.len();
-    let ready_count = usize::from(
-        control_plane
-            .as_ref()
-            .is_some_and(|c| c.ready >= c.desired && c.desired > 0),
-    ) + gateways.iter().filter(|g| g.ready >= g.desired).count();
+    let control_plane = components.control_plane.as_ref();
+    let others = || {
+        let gateways = components.gateways.iter().map(|g| (g.ready, g.desired));
+        gateways.chain(components.addons.iter().map(|a| (a.ready, a.desired)))
+    };
+    let components_ready = control_plane.is_none_or(|c| c.ready >= c.desired) && others().all(|(r, d)| r >= d);
+    let total = 1 + others().count();
+    let ready_count = usize::from(control_plane.is_some_and(|c| c.ready >= c.desired && c.desired > 0))
+        + others().filter(|(r, d)| r >= d).count();
     let (reconciled, ready, state) = match outcome {
         Outcome::Applied => (
             condition(
@@ -96,7 +99,7 @@ pub fn next(
                     READY,
                     true,
                     "RolledOut",
-                    "istiod and every gateway are available".into(),
+                    "every component is available".into(),
                     generation,
                     now,
                 )
@@ -130,15 +133,35 @@ pub fn next(
         ),
         Outcome::Failed(message) => (
             condition(RECONCILED, false, "ApplyFailed", message.clone(), generation, now),
+            // Not ready whatever runs: what failed may be what makes the mesh work (the webhook configuration).
             condition(
                 READY,
-                components_ready,
+                false,
                 "ApplyFailed",
                 "the last apply failed; see Reconciled".into(),
                 generation,
                 now,
             ),
             MeshState::Error,
+        ),
+        Outcome::WaitingForWebhook => (
+            condition(
+                RECONCILED,
+                true,
+                "Applied",
+                "every object is applied but the MutatingWebhookConfiguration, which waits for a ready webhook".into(),
+                generation,
+                now,
+            ),
+            condition(
+                READY,
+                false,
+                "WebhookNotReady",
+                "no mizzen-webhook pod is ready yet: the MutatingWebhookConfiguration is applied once one is".into(),
+                generation,
+                now,
+            ),
+            MeshState::Progressing,
         ),
         Outcome::Conflict(message) => (
             condition(RECONCILED, false, "Conflict", message.clone(), generation, now),
@@ -178,10 +201,7 @@ pub fn next(
             carry_transition(old_conditions, reconciled),
             carry_transition(old_conditions, ready),
         ],
-        components: Some(ComponentsStatus {
-            control_plane,
-            gateways,
-        }),
+        components: Some(components),
         ready: Some(format!("{ready_count}/{total}")),
         state: Some(state),
     }
@@ -205,6 +225,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::api::{AddonStatus, GatewayStatus};
 
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
@@ -222,14 +243,17 @@ mod tests {
 
     #[test]
     fn progressing_then_healthy_and_transition_time_moves_only_on_flips() {
-        let cp = |ready| Some(ReplicaStatus { ready, desired: 1 });
-        let s1 = next(None, Some(1), &Outcome::Applied, cp(0), vec![], &at(100));
+        let cp = |ready| ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready, desired: 1 }),
+            ..Default::default()
+        };
+        let s1 = next(None, Some(1), &Outcome::Applied, cp(0), &at(100));
         assert_eq!(s1.state, Some(MeshState::Progressing));
         assert_eq!(s1.ready.as_deref(), Some("0/1"));
-        let s2 = next(Some(&s1), Some(1), &Outcome::Applied, cp(0), vec![], &at(200));
+        let s2 = next(Some(&s1), Some(1), &Outcome::Applied, cp(0), &at(200));
         assert!(!differs(Some(&s1), &s2), "nothing but time changed: no write");
         assert_eq!(s2.conditions[1].last_transition_time, at(100));
-        let s3 = next(Some(&s2), Some(1), &Outcome::Applied, cp(1), vec![], &at(300));
+        let s3 = next(Some(&s2), Some(1), &Outcome::Applied, cp(1), &at(300));
         assert_eq!(s3.state, Some(MeshState::Healthy));
         assert_eq!(
             s3.conditions[0].last_transition_time,
@@ -241,18 +265,71 @@ mod tests {
     }
 
     #[test]
+    fn addons_count_in_ready_like_gateways() {
+        let components = |prometheus: i32| ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready: 1, desired: 1 }),
+            gateways: vec![GatewayStatus {
+                name: "istio-ingressgateway".into(),
+                ready: 1,
+                desired: 1,
+            }],
+            addons: vec![
+                AddonStatus {
+                    name: "prometheus".into(),
+                    ready: prometheus,
+                    desired: 1,
+                },
+                AddonStatus {
+                    name: "jaeger".into(),
+                    ready: 1,
+                    desired: 1,
+                },
+            ],
+        };
+        let s = next(None, Some(1), &Outcome::Applied, components(0), &at(1));
+        assert_eq!(s.ready.as_deref(), Some("3/4"));
+        assert_eq!(s.state, Some(MeshState::Progressing));
+        assert_eq!(s.conditions[1].message, "3/4 components available");
+        assert_eq!(s.components.as_ref().unwrap().addons[0].name, "prometheus");
+        let s = next(Some(&s), Some(1), &Outcome::Applied, components(1), &at(2));
+        assert_eq!(s.ready.as_deref(), Some("4/4"));
+        assert_eq!(s.state, Some(MeshState::Healthy));
+        assert_eq!(s.conditions[1].reason, "RolledOut");
+    }
+
+    #[test]
     fn invalid_specs_say_which_field() {
         let s = next(
             None,
             Some(4),
             &Outcome::InvalidSpec("spec.gateways[0].name: taken".into()),
-            None,
-            vec![],
+            ComponentsStatus::default(),
             &at(1),
         );
         assert_eq!(s.state, Some(MeshState::Error));
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.gateways[0].name"));
         assert_eq!(s.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_failed_apply_is_not_ready_even_with_every_component_up() {
+        // The webhook configuration may be what failed: `kubectl wait --for=condition=Ready` must not pass.
+        let components = ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready: 1, desired: 1 }),
+            ..Default::default()
+        };
+        let s = next(
+            None,
+            Some(2),
+            &Outcome::Failed("applying MutatingWebhookConfiguration x: forbidden".into()),
+            components,
+            &at(1),
+        );
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[1].type_, "Ready");
+        assert_eq!(s.conditions[1].status, "False");
+        assert_eq!(s.conditions[1].reason, "ApplyFailed");
+        assert_eq!(s.state, Some(MeshState::Error));
     }
 }

@@ -70,15 +70,33 @@ impl Caches {
     }
 
     /// Waits until every store has its initial list.
+    ///
+    /// Polled rather than awaited: kube-runtime's readiness future can miss the wake-up of one of several tasks
+    /// waiting on the same store at once (seen here: the TLS keeper waited forever while a reconcile went on).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let all = futures::future::try_join_all(self.stores.values().map(|(_, s)| s.wait_until_ready()));
-        match tokio::time::timeout(timeout, all).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::CacheSync(e.to_string())),
-            Err(_) => Err(Error::CacheSync(format!(
-                "not every watch listed its objects within {}s",
-                timeout.as_secs()
-            ))),
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut ready = true;
+            for (_, store) in self.stores.values() {
+                match futures::FutureExt::now_or_never(store.wait_until_ready()) {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => return Err(Error::CacheSync(e.to_string())),
+                    None => {
+                        ready = false;
+                        break;
+                    }
+                }
+            }
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::CacheSync(format!(
+                    "not every watch listed its objects within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use mizzen::MeshInstall;
 use mizzen::render::OWNER_LABEL;
@@ -19,9 +20,9 @@ use mizzen::render::OWNER_LABEL;
 use crate::Error;
 use crate::cache::Caches;
 use crate::kinds::ManagedKind;
-use crate::leader::{Elector, Timings};
+use crate::leader::{Elector, Fence, Timings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, WEBHOOK_DEPLOYMENT, error_policy, reconcile};
 use crate::tls::Keeper;
 
 /// The leader-election Lease, in the operator's namespace.
@@ -40,13 +41,17 @@ pub struct Options {
     pub identity: Option<String>,
     /// Reconcile only MeshInstalls matching this label selector (sharding; tests).
     pub meshinstall_selector: Option<String>,
+    /// Set by leader election: writes stop when the lease may have passed to another replica.
+    pub fence: Arc<Fence>,
 }
 
 /// MeshInstalls a child's change concerns: its owner (by label, as a cluster-scoped reference), or every
 /// MeshInstall for shared objects (Istio's CRDs, the mesh namespace).
 fn concerned(object: &DynamicObject, kind: &ManagedKind, meshes: &Store<MeshInstall>) -> Vec<ObjectRef<MeshInstall>> {
     if let Some(owner) = object.labels().get(OWNER_LABEL) {
-        return vec![ObjectRef::new(owner)];
+        // Only MeshInstalls this operator reconciles (with a selector, others' children are not ours to queue).
+        let owner = ObjectRef::new(owner);
+        return meshes.get(&owner).map(|_| owner).into_iter().collect();
     }
     let namespace = (kind.kind == "Namespace").then(|| object.name_any());
     meshes
@@ -88,19 +93,46 @@ pub async fn run(
     }
     // A new CA must reach every MeshInstall's webhook configuration.
     controller = controller.reconcile_all_on(ca_bundle.changes());
-    let ctx = Arc::new(Context::new(client, options, caches, meshes, ca_bundle, metrics));
-    let keeper = tokio::spawn(keeper.run());
+    // The webhook Deployment's readiness gates new webhook configurations (install order).
+    let webhook_writer = reflector::store::Writer::<Deployment>::default();
+    let webhook = webhook_writer.as_reader();
+    let webhook_changes = watcher::watcher(
+        Api::<Deployment>::namespaced(client.clone(), &options.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={WEBHOOK_DEPLOYMENT}")),
+    )
+    .default_backoff()
+    .reflect(webhook_writer)
+    .touched_objects();
+    let all = meshes.clone();
+    controller = controller.watches_stream(webhook_changes, move |_: Deployment| {
+        all.state()
+            .iter()
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
+            .collect::<Vec<_>>()
+    });
+    let ctx = Arc::new(Context::new(
+        client, options, caches, meshes, ca_bundle, webhook, metrics,
+    ));
+    // Aborted with this function, even when the function itself is aborted (the guard is dropped then).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _keeper = AbortOnDrop(tokio::spawn(keeper.run()));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(meshinstall = %object.name, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile error"),
+                // Reconcile failures are logged by the error policy; anything else (a watch, the queue) here.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "controller error"),
             }
         })
         .await;
-    keeper.abort();
 }
 
 /// Process settings beyond [`Options`].
@@ -114,8 +146,20 @@ pub struct Process {
 
 /// The operator process: admin port, leader election, controller; returns on SIGTERM/Ctrl-C (after releasing
 /// the lease) or with an error when leadership is lost (the pod restarts and rejoins the election).
-pub async fn operate(client: Client, mut options: Options, process: Process) -> Result<(), Error> {
+pub async fn operate(config: kube::Config, mut options: Options, process: Process) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
+    let counted = metrics.clone();
+    // Leader election has a client of its own, so /metrics counts what reconciling costs.
+    let lease_client = Client::try_from(config.clone()).map_err(|source| Error::Client { source })?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|source| Error::Client { source })?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |req: http::Request<kube::client::Body>| {
+                counted.api_request(req.method().as_str());
+                req
+            },
+        ))
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     crate::admin::serve(process.admin_listen, metrics.clone(), ready.clone())
         .await
@@ -127,10 +171,11 @@ pub async fn operate(client: Client, mut options: Options, process: Process) -> 
     let identity = options.identity.clone().unwrap_or_else(crate::leader::identity);
     options.identity = Some(identity.clone());
     let elector = Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &options.namespace),
+        Api::<Lease>::namespaced(lease_client, &options.namespace),
         LEASE,
         identity,
         process.timings,
+        options.fence.clone(),
     );
     ready.store(true, Ordering::Release);
     let signal = shutdown_signal();
@@ -141,7 +186,7 @@ pub async fn operate(client: Client, mut options: Options, process: Process) -> 
     };
     metrics.set_leader(true);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run(client, options, metrics.clone(), async move {
+    let mut controller = tokio::spawn(run(client, options, metrics.clone(), async move {
         let _ = stop_rx.await;
     }));
     let lost = tokio::select! {
@@ -156,7 +201,16 @@ pub async fn operate(client: Client, mut options: Options, process: Process) -> 
     }
     tracing::info!("shutting down: finishing reconciles in flight");
     let _ = stop_tx.send(());
-    let _ = controller.await;
+    // Reconciles in flight may finish, but not past the point where the lease may pass to another replica.
+    let drained = tokio::select! {
+        _ = &mut controller => true,
+        _ = leadership.lost() => false,
+        _ = tokio::time::sleep(process.timings.renew_deadline) => false,
+    };
+    if !drained {
+        tracing::warn!("reconciles still running at the renew deadline; stopping them");
+        controller.abort();
+    }
     metrics.set_leader(false);
     leadership.release().await;
     Ok(())

@@ -1,28 +1,37 @@
 //! Does applying a desired object change anything? Compared against the live object as the API server returns it,
 //! which differs from what was applied in ways that mean nothing: Go's `omitempty` drops zero values (`value: ""`),
 //! quantities come back canonical (`1000m` → `1`), defaults are added, and other managers may own extra entries of
-//! associative lists. Fields this operator applied earlier but no longer renders count as a change, so the next
-//! apply removes them (server-side apply drops fields a manager stops sending).
+//! the lists the API server merges by key. What does mean something: a zero value someone removed (a zero value
+//! counts as present only where this manager still owns the field), an extra element of a list that is replaced
+//! whole (`subjects`, `rules`, `args`), and fields this operator applied earlier but no longer renders (server-side
+//! apply drops them when the manager stops sending them).
 
 use serde_json::{Map, Value};
+
+type Fields = Map<String, Value>;
 
 /// Whether a server-side apply of `desired` by `manager` would change `live`.
 /// `apiVersion` and `kind` are not compared: objects from a list response do not carry them.
 pub fn needs_apply(live: &Value, desired: &Value, manager: &str) -> bool {
+    let owned = owned_fields(live, manager);
     let same = match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
-            .all(|(k, dv)| l.get(k).map_or_else(|| is_zero(dv), |lv| contains(lv, dv, Some(k)))),
-        _ => contains(live, desired, None),
+        (Value::Object(l), Value::Object(d)) => {
+            let d: Map<String, Value> = d
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            contains_object(l, &d, None, owned)
+        }
+        _ => contains(live, desired, None, owned),
     };
     if !same {
         return true;
     }
-    owned_fields(live, manager).is_some_and(|fields| owns_more_than(fields, desired))
+    owned.is_some_and(|fields| owns_more_than(fields, desired))
 }
 
-/// Go zero values: the API server drops them from `omitempty` fields, so they match an absent field.
+/// Go zero values: the API server drops them from `omitempty` fields.
 fn is_zero(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -39,21 +48,37 @@ fn holds_quantities(key: Option<&str>) -> bool {
     matches!(key, Some("requests" | "limits" | "hard"))
 }
 
-/// Whether every field of `desired` is in `live` with an equal value. `parent` is the key `desired` sits under.
-fn contains(live: &Value, desired: &Value, parent: Option<&str>) -> bool {
-    match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
-            Some(lv) => {
-                if holds_quantities(parent)
-                    && let (Value::String(a), Value::String(b)) = (lv, dv)
-                {
-                    return same_quantity(a, b);
-                }
-                contains(lv, dv, Some(k))
+fn sub<'a>(owned: Option<&'a Fields>, key: &str) -> Option<&'a Fields> {
+    owned?.get(&format!("f:{key}"))?.as_object()
+}
+
+fn contains_object(
+    l: &Map<String, Value>,
+    d: &Map<String, Value>,
+    parent: Option<&str>,
+    owned: Option<&Fields>,
+) -> bool {
+    d.iter().all(|(k, dv)| match l.get(k) {
+        Some(lv) => {
+            if holds_quantities(parent)
+                && let (Value::String(a), Value::String(b)) = (lv, dv)
+            {
+                return same_quantity(a, b);
             }
-            None => is_zero(dv),
-        }),
-        (Value::Array(l), Value::Array(d)) => contains_list(l, d, parent),
+            contains(lv, dv, Some(k), sub(owned, k))
+        }
+        // Absent: the API server dropped a zero value this manager applied (it still owns the field), or someone
+        // removed the field (then nobody owns it any more).
+        None => is_zero(dv) && sub(owned, k).is_some(),
+    })
+}
+
+/// Whether every field of `desired` is in `live` with an equal value. `parent` is the key `desired` sits under;
+/// `owned` is this manager's part of `fieldsV1` at this place.
+fn contains(live: &Value, desired: &Value, parent: Option<&str>, owned: Option<&Fields>) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => contains_object(l, d, parent, owned),
+        (Value::Array(l), Value::Array(d)) => contains_list(l, d, parent, owned),
         (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
         _ => live == desired,
     }
@@ -67,31 +92,57 @@ fn same_quantity(a: &str, b: &str) -> bool {
         )
 }
 
-/// The field that identifies an element of an associative list, when every desired element has it.
-fn list_key(d: &[Value]) -> Option<&'static str> {
-    ["name", "mountPath", "containerPort", "port", "ip"]
-        .into_iter()
-        .find(|k| !d.is_empty() && d.iter().all(|e| e.get(*k).is_some()))
+/// The merge key of the lists the API server merges by key (`x-kubernetes-list-type: map` / `patchMergeKey`), by
+/// the field they sit under; every other list is replaced whole by an apply.
+fn list_key(parent: Option<&str>, d: &[Value]) -> Option<&'static str> {
+    let key = match parent? {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "webhooks" => "name",
+        "volumeMounts" => "mountPath",
+        "ownerReferences" => "uid",
+        "hostAliases" => "ip",
+        "conditions" => "type",
+        "ports" if d.iter().all(|e| e.get("containerPort").is_some()) => "containerPort",
+        "ports" => "port",
+        _ => return None,
+    };
+    d.iter().all(|e| e.get(key).is_some()).then_some(key)
 }
 
-/// Lists: element by element when the lengths agree; otherwise, for lists whose elements carry a key (containers,
-/// env, ports, volumes), each desired element must match the live element with the same key. Extra live elements
-/// then belong to other managers and survive an apply, so they are no change. Atomic lists must match exactly.
-fn contains_list(l: &[Value], d: &[Value], parent: Option<&str>) -> bool {
-    if l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv, parent)) {
-        return true;
-    }
-    let Some(key) = list_key(d) else {
-        return false;
+/// This manager's `k:{...}` entry for a list element, matched on the key's fields (a key field the element leaves
+/// out was defaulted, such as `protocol: TCP`).
+fn owned_element<'a>(owned: Option<&'a Fields>, element: &Value) -> Option<&'a Fields> {
+    owned?.iter().find_map(|(path, sub)| {
+        let key = path.strip_prefix("k:")?;
+        let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key) else {
+            return None;
+        };
+        key.iter()
+            .all(|(k, v)| element.get(k).is_none_or(|ev| same_scalar(ev, v)))
+            .then(|| sub.as_object())
+            .flatten()
+    })
+}
+
+/// Lists merged by key: each desired element must match the live element with the same key, in order; extra live
+/// elements belong to other managers and survive an apply. Other lists must match element by element.
+fn contains_list(l: &[Value], d: &[Value], parent: Option<&str>, owned: Option<&Fields>) -> bool {
+    let Some(key) = list_key(parent, d) else {
+        return l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv, parent, None));
     };
-    if l.len() < d.len() {
-        return false;
-    }
-    // Keep the order: server-side apply puts a manager's elements in its own order.
     let mut rest = l.iter();
     d.iter().all(|dv| {
-        rest.by_ref()
-            .any(|lv| lv.get(key) == dv.get(key) && contains(lv, dv, parent))
+        let own = owned_element(owned, dv);
+        rest.by_ref().any(|lv| {
+            lv.get(key)
+                .is_some_and(|k| dv.get(key).is_some_and(|dk| same_scalar(k, dk)))
+                && contains(lv, dv, parent, own)
+        })
     })
 }
 
@@ -174,8 +225,33 @@ mod tests {
     fn empty_values_the_api_server_dropped_are_no_change() {
         let desired =
             json!({"spec": {"env": [{"name": "A", "value": ""}, {"name": "B", "value": "x"}], "paused": false}});
-        let live = json!({"spec": {"env": [{"name": "A"}, {"name": "B", "value": "x"}], "replicas": 1}});
+        let mut live = json!({"spec": {"env": [{"name": "A"}, {"name": "B", "value": "x"}], "replicas": 1}});
+        live["metadata"] = json!({"managedFields": managed(json!({"f:spec": {
+            "f:paused": {},
+            "f:env": {"k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}},
+                      "k:{\"name\":\"B\"}": {".": {}, "f:name": {}, "f:value": {}}},
+        }}))});
         assert!(!needs_apply(&live, &desired, M));
+    }
+
+    #[test]
+    fn a_zero_value_someone_removed_is_a_change() {
+        // `allowPrivilegeEscalation: false` deleted with kubectl edit: the field is gone and nobody owns it.
+        let desired = json!({"securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true}});
+        let mut live = json!({"securityContext": {"runAsNonRoot": true}});
+        live["metadata"] = json!({"managedFields": managed(json!({"f:securityContext": {"f:runAsNonRoot": {}}}))});
+        assert!(needs_apply(&live, &desired, M));
+    }
+
+    #[test]
+    fn an_element_added_to_a_list_replaced_whole_is_a_change() {
+        // RBAC subjects have no merge key: an apply replaces the list, so an added subject must go.
+        let desired = json!({"subjects": [{"kind": "ServiceAccount", "name": "istiod", "namespace": "istio-system"}]});
+        let live = json!({"subjects": [
+            {"kind": "ServiceAccount", "name": "istiod", "namespace": "istio-system"},
+            {"kind": "User", "name": "mallory"},
+        ]});
+        assert!(needs_apply(&live, &desired, M));
     }
 
     #[test]

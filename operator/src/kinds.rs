@@ -95,12 +95,16 @@ mod tests {
 
     #[test]
     fn everything_render_produces_is_managed() {
-        let mi: mizzen::MeshInstall =
-            serde_saphyr::from_str(include_str!("../../config/samples/meshinstall.yaml")).expect("sample parses");
-        let objects = mizzen::render::render(&mi, &mizzen::render::RenderOptions::default()).expect("renders");
-        for o in objects {
-            let (av, kind) = (o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
-            assert!(lookup(av, kind).is_some(), "{av} {kind} is rendered but not managed");
+        for sample in [
+            include_str!("../../config/samples/meshinstall.yaml"),
+            include_str!("../../config/samples/meshinstall-addons.yaml"),
+        ] {
+            let mi: mizzen::MeshInstall = serde_saphyr::from_str(sample).expect("sample parses");
+            let objects = mizzen::render::render(&mi, &mizzen::render::RenderOptions::default()).expect("renders");
+            for o in objects {
+                let (av, kind) = (o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
+                assert!(lookup(av, kind).is_some(), "{av} {kind} is rendered but not managed");
+            }
         }
     }
 

@@ -22,6 +22,28 @@ use tokio::time::Instant;
 
 use crate::Error;
 
+/// Until when this replica may still write as the leader: the start of its last successful renewal plus the
+/// renew deadline. Writers check it right before each write, so a replica that was frozen (or lost its connection)
+/// past the deadline writes nothing when it wakes, even before its renewal task notices.
+#[derive(Debug, Default)]
+pub struct Fence {
+    until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Fence {
+    fn set(&self, until: Instant) {
+        *self.until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until.into_std());
+    }
+
+    /// Whether writes are still allowed (always, when no election guards them).
+    pub fn allows_writes(&self) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|until| std::time::Instant::now() < until)
+    }
+}
+
 /// Timings, as client-go's defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
@@ -71,6 +93,7 @@ pub struct Elector {
     timings: Timings,
     /// The other holder's record as last seen, and when this process first saw it.
     observed: Option<(Record, Instant)>,
+    fence: std::sync::Arc<Fence>,
 }
 
 /// What identifies one renewal of a lease.
@@ -105,13 +128,14 @@ impl Leadership {
 
 impl Elector {
     /// A participant for Lease `name` in the namespace of `api`.
-    pub fn new(api: Api<Lease>, name: &str, identity: String, timings: Timings) -> Self {
+    pub fn new(api: Api<Lease>, name: &str, identity: String, timings: Timings, fence: std::sync::Arc<Fence>) -> Self {
         Self {
             api,
             name: name.to_owned(),
             identity,
             timings,
             observed: None,
+            fence,
         }
     }
 
@@ -188,6 +212,7 @@ impl Elector {
             let attempt = tokio::time::timeout(self.timings.renew_deadline, self.try_acquire_or_renew()).await;
             match attempt {
                 Ok(Ok(true)) => {
+                    self.fence.set(started + self.timings.renew_deadline);
                     tracing::info!(identity = %self.identity, lease = %self.name, "leading");
                     let (lost_tx, lost) = watch::channel(false);
                     let (stop, stop_rx) = watch::channel(false);
@@ -216,7 +241,10 @@ impl Elector {
             let started = Instant::now();
             let deadline = last_start + self.timings.renew_deadline;
             match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => last_start = started,
+                Ok(Ok(true)) => {
+                    last_start = started;
+                    self.fence.set(started + self.timings.renew_deadline);
+                }
                 Ok(Ok(false)) => {
                     tracing::error!(identity = %self.identity, "another replica holds the leader Lease");
                     let _ = lost.send(true);

@@ -20,6 +20,9 @@ pub use reconcile::Context;
 pub const FIELD_MANAGER: &str = "mizzen-operator";
 /// `"true"` on a MeshInstall stops reconciling it.
 pub const PAUSED_ANNOTATION: &str = "mizzen.io/paused";
+/// `"true"` on a MeshInstall lets it take over objects of its names that exist and are not mizzen's (an
+/// installation by `istioctl install` or Helm); without it they are reported as conflicts and left alone.
+pub const ADOPT_ANNOTATION: &str = "mizzen.io/adopt";
 /// The label every object the operator writes carries; its watches select on it.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=mizzen";
 
@@ -82,6 +85,9 @@ pub enum Error {
         /// Why.
         source: serde_json::Error,
     },
+    /// The built-in Istio CRDs could not be read (a bug in generation).
+    #[error("built-in Istio CRDs: {0}")]
+    IstioCrd(String),
     /// Issuing a certificate failed.
     #[error("issuing the webhook's {what}: {source}")]
     Certificate {
@@ -110,6 +116,15 @@ pub enum Error {
         /// Why.
         source: kube::Error,
     },
+    /// Several objects failed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<Error>),
+    /// No client could be built from the configuration.
+    #[error("Kubernetes client: {source}")]
+    Client {
+        /// Why.
+        source: kube::Error,
+    },
     /// Another replica took the lease, or it could not be renewed in time.
     #[error("lost the leader Lease; exiting so this replica rejoins the election")]
     LeadershipLost,
@@ -126,6 +141,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// One error, or all of them.
+    pub fn many(mut errors: Vec<Error>) -> Self {
+        if errors.len() == 1
+            && let Some(e) = errors.pop()
+        {
+            return e;
+        }
+        Error::Many(errors)
+    }
+
     /// Errors that only a change (of the spec, of the code, of RBAC) can fix, as opposed to transient ones.
     pub fn is_persistent(&self) -> bool {
         let api = |e: &kube::Error| match e {
@@ -138,12 +163,14 @@ impl Error {
             | Error::Delete { source, .. }
             | Error::PatchStatus { source, .. }
             | Error::Lease { source } => api(source),
-            Error::UnknownKind { .. } | Error::Rendered { .. } | Error::Certificate { .. } => true,
+            Error::Many(errors) => errors.iter().all(Error::is_persistent),
+            Error::UnknownKind { .. } | Error::Rendered { .. } | Error::Certificate { .. } | Error::IstioCrd(_) => true,
             Error::TlsDir { .. }
             | Error::TlsNotReady
             | Error::CacheSync(_)
             | Error::LeadershipLost
-            | Error::Bind { .. } => false,
+            | Error::Bind { .. }
+            | Error::Client { .. } => false,
         }
     }
 }

@@ -54,12 +54,13 @@ async fn main() -> anyhow::Result<()> {
         webhook_tls_dir: args.webhook_tls_dir,
         identity: args.identity,
         meshinstall_selector: args.meshinstall_selector,
+        fence: Default::default(),
     };
     let process = Process {
         admin_listen: args.admin_listen,
         timings: Default::default(),
     };
-    operate(kube::Client::try_from(config)?, options, process).await?;
+    operate(config, options, process).await?;
     tracing::info!("shut down");
     Ok(())
 }

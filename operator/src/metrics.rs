@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -17,6 +19,13 @@ pub struct Metrics {
     pruned: Counter,
     duration: Histogram,
     leader: Gauge,
+    api_requests: Family<Verb, Counter>,
+}
+
+/// The HTTP method of an API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Verb {
+    method: String,
 }
 
 impl Default for Metrics {
@@ -28,6 +37,7 @@ impl Default for Metrics {
         let pruned = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let leader = Gauge::default();
+        let api_requests = Family::<Verb, Counter>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed", errors.clone());
         registry.register("objects_applied", "Objects created or changed", applied.clone());
@@ -38,6 +48,11 @@ impl Default for Metrics {
         );
         registry.register("reconcile_duration_seconds", "Time per reconcile", duration.clone());
         registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "api_requests",
+            "Requests sent to the API server, by method",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -46,6 +61,7 @@ impl Default for Metrics {
             pruned,
             duration,
             leader,
+            api_requests,
         }
     }
 }
@@ -60,6 +76,11 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
     }
 
+    /// Reconciles run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
     /// Counts objects written.
     pub fn objects_applied(&self, n: usize) {
         self.applied.inc_by(n as u64);
@@ -68,6 +89,15 @@ impl Metrics {
     /// Counts objects deleted.
     pub fn objects_pruned(&self, n: usize) {
         self.pruned.inc_by(n as u64);
+    }
+
+    /// Counts one request sent to the API server.
+    pub fn api_request(&self, method: &str) {
+        self.api_requests
+            .get_or_create(&Verb {
+                method: method.to_owned(),
+            })
+            .inc();
     }
 
     /// Whether this replica leads.
@@ -93,6 +123,7 @@ mod tests {
         let m = Metrics::default();
         m.observe_reconcile(Duration::from_millis(3), false);
         m.objects_applied(4);
+        m.api_request("GET");
         let text = m.render();
         for line in [
             "mizzen_operator_reconciles_total 1",
@@ -100,6 +131,7 @@ mod tests {
             "mizzen_operator_objects_applied_total 4",
             "mizzen_operator_objects_pruned_total 0",
             "mizzen_operator_leader 0",
+            "mizzen_operator_api_requests_total{method=\"GET\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

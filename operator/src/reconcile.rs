@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -14,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
-use mizzen::api::{GatewayStatus, ReplicaStatus};
+use mizzen::api::{AddonStatus, ComponentsStatus, GatewayStatus, ReplicaStatus};
 use mizzen::render::{RenderOptions, render};
 use mizzen::status::{self, Outcome};
 use serde_json::{Value, json};
@@ -25,14 +26,21 @@ use crate::diff::needs_apply;
 use crate::kinds::{self, ManagedKind};
 use crate::metrics::Metrics;
 use crate::tls::CaBundle;
-use crate::{Error, FIELD_MANAGER, PAUSED_ANNOTATION};
+use crate::{ADOPT_ANNOTATION, Error, FIELD_MANAGER, PAUSED_ANNOTATION};
+use mizzen::render::MANAGED_BY;
 
 /// How soon to look again while components are still rolling out (their watch events usually come first).
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
 /// How soon to look again when all is well (catches MeshInstalls whose older rival went away).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// How often an out-of-cluster webhook URL is tried while the webhook configuration waits for it.
+const WEBHOOK_POLL: Duration = Duration::from_secs(2);
+/// The webhook Deployment the bundle installs in the operator's namespace.
+pub const WEBHOOK_DEPLOYMENT: &str = "mizzen-webhook";
 /// First retry after a failure; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Doublings a persistent error skips (its first retry comes after 16 s rather than 2 s).
+const PERSISTENT_HEAD_START: u32 = 3;
 /// The longest wait between retries of a failing MeshInstall.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The same Warning (reason and message) is published at most once per this period per MeshInstall.
@@ -56,9 +64,12 @@ pub struct Context {
     pub meshes: Store<MeshInstall>,
     /// The webhook's CA bundle, kept by the TLS keeper.
     pub ca_bundle: CaBundle,
+    /// The webhook Deployment in the operator's namespace (install order: no webhook configuration before it is
+    /// ready).
+    pub webhook: Store<Deployment>,
     /// Objects cached by metadata only: the `resourceVersion` and desired-object hash last seen equal.
     compared: Mutex<HashMap<(String, String), (String, u64)>>,
-    /// Consecutive failures per MeshInstall, for the backoff.
+    /// Consecutive failures per MeshInstall (by UID), for the backoff.
     failures: Mutex<HashMap<String, Failures>>,
     /// When each (MeshInstall, reason, message) Warning was last published.
     warned: Mutex<HashMap<(String, String, String), Instant>>,
@@ -72,6 +83,7 @@ impl Context {
         caches: Caches,
         meshes: Store<MeshInstall>,
         ca_bundle: CaBundle,
+        webhook: Store<Deployment>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
@@ -86,6 +98,7 @@ impl Context {
             caches,
             meshes,
             ca_bundle,
+            webhook,
             compared: Mutex::default(),
             failures: Mutex::default(),
             warned: Mutex::default(),
@@ -100,13 +113,24 @@ impl Context {
         }
     }
 
+    /// Whether this replica may still write (see [`crate::leader::Fence`]).
+    fn still_leading(&self) -> Result<(), Error> {
+        if self.options.fence.allows_writes() {
+            Ok(())
+        } else {
+            Err(Error::LeadershipLost)
+        }
+    }
+
     async fn publish(&self, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {
         if type_ == EventType::Warning {
-            let key = (mi.name_any(), reason.to_owned(), note.clone());
+            let key = (mi.uid().unwrap_or_default(), reason.to_owned(), note.clone());
             let mut warned = lock(&self.warned);
             if warned.get(&key).is_some_and(|t| t.elapsed() < WARNING_EVERY) {
                 return;
             }
+            // Forget what no longer mutes anything.
+            warned.retain(|_, t| t.elapsed() < WARNING_EVERY);
             warned.insert(key, Instant::now());
         }
         let event = Event {
@@ -172,7 +196,8 @@ fn controlled_by(object: &DynamicObject, uid: &str) -> bool {
 fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) -> BTreeMap<Key, String> {
     let mut claims = BTreeMap::new();
     for other in ctx.meshes.state() {
-        if other.uid() == mi.uid() || other.metadata.deletion_timestamp.is_some() || paused(&other) {
+        // A paused MeshInstall keeps what it has: pausing must not hand its objects to another.
+        if other.uid() == mi.uid() || other.metadata.deletion_timestamp.is_some() {
             continue;
         }
         if !older(&other, mi) {
@@ -188,14 +213,75 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) ->
     claims
 }
 
-fn hash(v: &Value) -> u64 {
+fn hash(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    v.to_string().hash(&mut h);
+    text.hash(&mut h);
     h.finish()
 }
 
+/// One of Istio's CRDs: its name, its JSON text, and a hash of the text.
+type IstioCrd = (String, &'static str, u64);
+
+/// Istio's CRDs, read once.
+fn istio_crds() -> Result<&'static [IstioCrd], Error> {
+    static CRDS: std::sync::OnceLock<Result<Vec<IstioCrd>, String>> = std::sync::OnceLock::new();
+    CRDS.get_or_init(|| {
+        mizzen::istio_crds::raw()
+            .map(|(_, text)| {
+                Ok((
+                    mizzen::istio_crds::name(text).map_err(|e| e.to_string())?,
+                    text,
+                    hash(text),
+                ))
+            })
+            .collect()
+    })
+    .as_deref()
+    .map_err(|e| Error::IstioCrd(e.clone()))
+}
+
+/// Istio's CRDs, applied by the oldest MeshInstall only. Each is parsed from its text only when its
+/// `resourceVersion` moved since it was last seen equal (about a megabyte of schema is never kept parsed).
+async fn apply_istio_crds(ctx: &Context) -> Result<Vec<String>, Error> {
+    let Some(kind) = kinds::lookup("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
+        return Ok(Vec::new());
+    };
+    let mut written = Vec::new();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for (name, text, wanted) in istio_crds()? {
+        let (name, wanted) = (name.clone(), *wanted);
+        let key = (kind.kind.to_owned(), String::new(), name.clone());
+        if let Some(live) = ctx.caches.get(kind, None, &name)
+            && lock(&ctx.compared).get(&(kind.kind.to_owned(), name.clone()))
+                == Some(&(live.resource_version().unwrap_or_default(), wanted))
+        {
+            continue;
+        }
+        let object: Value = serde_json::from_str(text).map_err(|e| Error::IstioCrd(e.to_string()))?;
+        if !differs(ctx, kind, &object, &key, wanted).await? {
+            continue;
+        }
+        let applied = ctx
+            .api(kind, None)
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: kind.kind,
+                name: name.clone(),
+                source,
+            })?;
+        lock(&ctx.compared).insert(
+            (kind.kind.to_owned(), name.clone()),
+            (applied.resource_version().unwrap_or_default(), wanted),
+        );
+        tracing::info!(kind = kind.kind, %name, "applied");
+        written.push(format!("{}/{name}", kind.kind));
+    }
+    Ok(written)
+}
+
 /// Whether applying `object` would change what is live, read from the caches.
-async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -> Result<bool, Error> {
+async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key, wanted: u64) -> Result<bool, Error> {
     let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
     let Some(live) = ctx.caches.get(kind, namespace, &key.2) else {
         return Ok(true);
@@ -211,7 +297,6 @@ async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -
     // Cached by metadata only: compare in full once per resourceVersion.
     let version = live.resource_version().unwrap_or_default();
     let memo_key = (kind.kind.to_owned(), key.2.clone());
-    let wanted = hash(object);
     if lock(&ctx.compared).get(&memo_key) == Some(&(version.clone(), wanted)) {
         return Ok(false);
     }
@@ -241,42 +326,106 @@ async fn differs(ctx: &Context, kind: &ManagedKind, object: &Value, key: &Key) -
     Ok(changed)
 }
 
-/// Applies what differs; returns the objects written, as `Kind/namespace/name`.
-async fn apply(ctx: &Context, desired: &[Value]) -> Result<Vec<String>, Error> {
-    let mut written = Vec::new();
+/// What applying did: objects written (`Kind/namespace/name`), objects left alone because they exist and are not
+/// mizzen's, and the errors (every object is tried, so one refusal does not hold the others back).
+#[derive(Default)]
+struct Applied {
+    written: Vec<String>,
+    not_ours: Vec<String>,
+    errors: Vec<Error>,
+}
+
+/// Kinds mizzen adopts without being asked: shared objects it only adds labels to or keeps in step with Istio.
+fn adopted_freely(kind: &str) -> bool {
+    matches!(kind, "CustomResourceDefinition" | "Namespace")
+}
+
+/// Whether an object that exists and is not mizzen's may be taken over.
+fn may_adopt(mi: &MeshInstall) -> bool {
+    mi.annotations().get(ADOPT_ANNOTATION).map(String::as_str) == Some("true")
+}
+
+/// Applies what differs.
+async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
+    let mut done = Applied::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in desired {
         let key = key_of(object);
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let kind = kinds::lookup(api_version, &key.0).ok_or_else(|| Error::UnknownKind {
-            api_version: api_version.into(),
-            kind: key.0.clone(),
-        })?;
-        if !differs(ctx, kind, object, &key).await? {
+        let Some(kind) = kinds::lookup(api_version, &key.0) else {
+            done.errors.push(Error::UnknownKind {
+                api_version: api_version.into(),
+                kind: key.0.clone(),
+            });
             continue;
-        }
+        };
         let namespace = Some(key.1.as_str()).filter(|n| !n.is_empty());
         let shown = match namespace {
             Some(ns) => format!("{ns}/{}", key.2),
             None => key.2.clone(),
         };
-        let applied = ctx
+        let wanted = if kind.cached_in_full {
+            0
+        } else {
+            hash(&object.to_string())
+        };
+        match differs(ctx, kind, object, &key, wanted).await {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                done.errors.push(e);
+                continue;
+            }
+        }
+        // Not in the caches (which hold only mizzen's objects): is there one that is someone else's?
+        if ctx.caches.get(kind, namespace, &key.2).is_none() && !adopted_freely(kind.kind) && !may_adopt(mi) {
+            match ctx.api(kind, namespace).get_metadata_opt(&key.2).await {
+                Ok(Some(existing))
+                    if existing
+                        .labels()
+                        .get("app.kubernetes.io/managed-by")
+                        .map(String::as_str)
+                        != Some(MANAGED_BY) =>
+                {
+                    done.not_ours.push(format!("{} {shown}", kind.kind));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    done.errors.push(Error::Get {
+                        kind: kind.kind,
+                        name: shown,
+                        source,
+                    });
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = ctx.still_leading() {
+            done.errors.push(e);
+            return done;
+        }
+        match ctx
             .api(kind, namespace)
             .patch(&key.2, &params, &Patch::Apply(object))
             .await
-            .map_err(|source| Error::Apply {
+        {
+            Ok(applied) => {
+                if !kind.cached_in_full {
+                    let version = applied.resource_version().unwrap_or_default();
+                    lock(&ctx.compared).insert((kind.kind.to_owned(), key.2.clone()), (version, wanted));
+                }
+                tracing::info!(kind = kind.kind, name = %shown, "applied");
+                done.written.push(format!("{}/{shown}", kind.kind));
+            }
+            Err(source) => done.errors.push(Error::Apply {
                 kind: kind.kind,
-                name: shown.clone(),
+                name: shown,
                 source,
-            })?;
-        if !kind.cached_in_full {
-            let version = applied.resource_version().unwrap_or_default();
-            lock(&ctx.compared).insert((kind.kind.to_owned(), key.2.clone()), (version, hash(object)));
+            }),
         }
-        tracing::info!(kind = kind.kind, name = %shown, "applied");
-        written.push(format!("{}/{shown}", kind.kind));
     }
-    Ok(written)
+    done
 }
 
 /// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders.
@@ -326,7 +475,7 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec
     Ok(deleted)
 }
 
-fn readiness(ctx: &Context, mi: &MeshInstall) -> (Option<ReplicaStatus>, Vec<GatewayStatus>) {
+fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
     let names = mizzen::render::Names::new(&mi.spec);
     let deployments = kinds::lookup("apps/v1", "Deployment");
     let read = |name: &str| {
@@ -359,23 +508,32 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> (Option<ReplicaStatus>, Vec<Gat
             }
         })
         .collect();
-    (Some(control_plane), gateways)
+    // Each enabled addon runs as the Deployment of its name.
+    let addons = mizzen::render::addons::enabled(&mi.spec)
+        .into_iter()
+        .map(|name| {
+            let r = read(name).unwrap_or(ReplicaStatus { ready: 0, desired: 1 });
+            AddonStatus {
+                name: name.to_owned(),
+                ready: r.ready,
+                desired: r.desired,
+            }
+        })
+        .collect();
+    ComponentsStatus {
+        control_plane: Some(control_plane),
+        gateways,
+        addons,
+    }
 }
 
 async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Result<bool, Error> {
-    let (control_plane, gateways) = match outcome {
-        Outcome::InvalidSpec(_) => (None, Vec::new()),
+    let components = match outcome {
+        Outcome::InvalidSpec(_) => ComponentsStatus::default(),
         _ => readiness(ctx, mi),
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::next(
-        mi.status.as_ref(),
-        mi.metadata.generation,
-        outcome,
-        control_plane,
-        gateways,
-        &now,
-    );
+    let next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
     let healthy = next.state == Some(mizzen::api::MeshState::Healthy);
     if !status::differs(mi.status.as_ref(), &next) {
         return Ok(healthy);
@@ -388,12 +546,46 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Res
     Ok(healthy)
 }
 
+/// Whether the webhook can answer: a ready replica of its Deployment, or, with `--webhook-url`, a TCP connection
+/// to the URL's host and port.
+async fn webhook_ready(ctx: &Context) -> bool {
+    if let Some(url) = &ctx.options.webhook_url {
+        let Some(addr) = url_authority(url) else {
+            return false;
+        };
+        let connect = tokio::net::TcpStream::connect(addr);
+        return matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)));
+    }
+    let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
+    ctx.webhook
+        .get(&key)
+        .and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas))
+        .is_some_and(|n| n > 0)
+}
+
+/// `host:port` of an https URL (port 443 when absent).
+fn url_authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, after)| after.starts_with(':')),
+        None => authority.contains(':'),
+    };
+    Some(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    })
+}
+
 /// Reconciles one MeshInstall.
 pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
     // A failing MeshInstall waits out its backoff whatever triggers it (children's or shared objects' events),
     // unless its spec changed.
+    let uid = mi.uid().unwrap_or_default();
+    tracing::debug!(meshinstall = %mi.name_any(), "reconcile");
     let pending = lock(&ctx.failures)
-        .get(&mi.name_any())
+        .get(&uid)
         .filter(|f| f.generation == mi.metadata.generation)
         .map(|f| f.retry_at.saturating_duration_since(Instant::now()))
         .filter(|wait| !wait.is_zero());
@@ -404,8 +596,11 @@ pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action
     let result = reconcile_inner(&mi, &ctx).await;
     ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
     if result.is_ok() {
-        lock(&ctx.failures).remove(&mi.name_any());
+        lock(&ctx.failures).remove(&uid);
     }
+    // MeshInstalls that are gone leave nothing behind.
+    let live: BTreeSet<String> = ctx.meshes.state().iter().filter_map(|m| m.uid()).collect();
+    lock(&ctx.failures).retain(|uid, _| live.contains(uid));
     result
 }
 
@@ -423,10 +618,12 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     }
     ctx.caches.wait_ready(CACHE_SYNC).await?;
     let ca_bundle = ctx.ca_bundle.wait(Duration::from_secs(30)).await?;
+    tracing::debug!(meshinstall = %name, "caches listed, webhook CA known");
     let options = RenderOptions {
         operator_namespace: ctx.options.namespace.clone(),
         webhook_url: ctx.options.webhook_url.clone(),
         ca_bundle: Some(ca_bundle),
+        skip_istio_crds: true,
     };
     let desired = match render(mi, &options) {
         Ok(d) => d,
@@ -456,33 +653,54 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             skip.insert(key);
         }
     }
+    // Install order: a new webhook configuration only once the webhook can answer.
+    let mut waiting_for_webhook = false;
+    if let Some(mwc) = desired.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration") {
+        let key = key_of(mwc);
+        let exists = kinds::lookup("admissionregistration.k8s.io/v1", &key.0)
+            .and_then(|k| ctx.caches.get(k, None, &key.2))
+            .is_some();
+        if !exists && !webhook_ready(ctx).await {
+            waiting_for_webhook = true;
+            skip.insert(key);
+        }
+    }
     // Objects an older MeshInstall renders are not pruned either: they are not this one's to delete.
     let keep: Vec<Value> = desired.iter().filter(|o| !skip.contains(&key_of(o))).cloned().collect();
-    let outcome = async {
-        let applied = apply(ctx, &keep).await?;
-        let pruned = prune(ctx, mi, &desired).await?;
-        Ok::<_, Error>((applied, pruned))
+    // Istio's CRDs are applied by the oldest MeshInstall whose spec renders.
+    let oldest = !ctx.meshes.state().iter().any(|other| {
+        other.uid() != mi.uid()
+            && other.metadata.deletion_timestamp.is_none()
+            && older(other, mi)
+            && render(other, &options).is_ok()
+    });
+    let mut done = Applied::default();
+    if oldest {
+        match apply_istio_crds(ctx).await {
+            Ok(written) => done.written.extend(written),
+            Err(e) => done.errors.push(e),
+        }
     }
-    .await;
-    let (applied, pruned) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            ctx.publish(mi, EventType::Warning, "ApplyFailed", error.to_string())
-                .await;
-            if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string())).await {
-                tracing::warn!(error = %status_error, "could not report the failure in the status");
-            }
-            return Err(error);
+    let applied = apply(ctx, mi, &keep).await;
+    done.written.extend(applied.written);
+    done.not_ours.extend(applied.not_ours);
+    done.errors.extend(applied.errors);
+    // Pruning is by owner UID, so it is safe even when some objects could not be applied.
+    let pruned = match prune(ctx, mi, &desired).await {
+        Ok(p) => p,
+        Err(e) => {
+            done.errors.push(e);
+            Vec::new()
         }
     };
-    ctx.metrics.objects_applied(applied.len());
+    ctx.metrics.objects_applied(done.written.len());
     ctx.metrics.objects_pruned(pruned.len());
-    if !applied.is_empty() {
+    if !done.written.is_empty() {
         ctx.publish(
             mi,
             EventType::Normal,
             "Applied",
-            format!("applied {}", applied.join(", ")),
+            format!("applied {}", done.written.join(", ")),
         )
         .await;
     }
@@ -495,14 +713,35 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         )
         .await;
     }
+    if !done.errors.is_empty() {
+        let error = Error::many(done.errors);
+        ctx.publish(mi, EventType::Warning, "ApplyFailed", error.to_string())
+            .await;
+        if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string())).await {
+            tracing::warn!(error = %status_error, "could not report the failure in the status");
+        }
+        return Err(error);
+    }
+    conflicts.extend(done.not_ours.iter().map(|o| {
+        format!("{o} exists and is not mizzen's (annotate the MeshInstall {ADOPT_ANNOTATION}=true to take it over)")
+    }));
     let outcome = if conflicts.is_empty() {
-        Outcome::Applied
+        if waiting_for_webhook {
+            Outcome::WaitingForWebhook
+        } else {
+            Outcome::Applied
+        }
     } else {
         let message = conflicts.join("; ");
         ctx.publish(mi, EventType::Warning, "Conflict", message.clone()).await;
         Outcome::Conflict(message)
     };
+    let applied = done.written;
     let healthy = write_status(ctx, mi, &outcome).await?;
+    if waiting_for_webhook && ctx.options.webhook_url.is_some() {
+        // An out-of-cluster webhook has no watch to wake us: look again soon.
+        return Ok(Action::requeue(WEBHOOK_POLL));
+    }
     Ok(Action::requeue(if healthy && applied.is_empty() {
         STEADY_REQUEUE
     } else {
@@ -520,7 +759,7 @@ pub fn backoff(failures: u32) -> Duration {
 pub fn error_policy(mi: Arc<MeshInstall>, error: &Error, ctx: Arc<Context>) -> Action {
     let (failures, wait) = {
         let mut all = lock(&ctx.failures);
-        let entry = all.entry(mi.name_any()).or_insert(Failures {
+        let entry = all.entry(mi.uid().unwrap_or_default()).or_insert(Failures {
             count: 0,
             retry_at: Instant::now(),
             generation: mi.metadata.generation,
@@ -531,7 +770,12 @@ pub fn error_policy(mi: Arc<MeshInstall>, error: &Error, ctx: Arc<Context>) -> A
             entry.generation = mi.metadata.generation;
         }
         entry.count = entry.count.saturating_add(1);
-        let wait = backoff(entry.count);
+        // An error only a change can fix (RBAC, an immutable field) starts further out.
+        let wait = if error.is_persistent() {
+            backoff(entry.count.saturating_add(PERSISTENT_HEAD_START))
+        } else {
+            backoff(entry.count)
+        };
         entry.retry_at = Instant::now() + wait;
         (entry.count, wait)
     };
@@ -548,6 +792,24 @@ mod tests {
         let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn webhook_urls_give_host_and_port() {
+        assert_eq!(
+            url_authority("https://127.0.0.1:8443/inject").as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(
+            url_authority("https://example.com/inject").as_deref(),
+            Some("example.com:443")
+        );
+        assert_eq!(
+            url_authority("https://[::1]:9443/inject").as_deref(),
+            Some("[::1]:9443")
+        );
+        assert_eq!(url_authority("https://[::1]/inject").as_deref(), Some("[::1]:443"));
+        assert_eq!(url_authority("http://example.com/"), None);
     }
 
     #[test]

@@ -268,7 +268,13 @@ impl Keeper {
                 _ = changes.next() => {}
             }
         }
+        tracing::debug!("webhook TLS Secrets listed");
+        // The webhook configurations must be known before a CA decision (they say which CAs are trusted).
+        if let Err(error) = self.caches.wait_ready(Duration::from_secs(300)).await {
+            tracing::warn!(%error, "webhook configurations not listed; deciding on the TLS Secrets alone");
+        }
         loop {
+            tracing::debug!("checking the webhook's CA and certificate");
             let wait = match self.pass().await {
                 Ok(Pass::Settled) => Duration::from_secs(60),
                 Ok(Pass::Transition) => Duration::from_secs(1),
@@ -333,6 +339,12 @@ impl Keeper {
                     .as_array()
                     .into_iter()
                     .flatten()
+                    // This operator's webhook only (its Service, or a URL), not another operator's.
+                    .filter(|w| {
+                        let client = &w["clientConfig"];
+                        client["service"]["namespace"].as_str() == Some(self.namespace.as_str())
+                            || client["url"].is_string()
+                    })
                     .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
                     .filter_map(|b| b64.decode(b).ok())
                     .filter_map(|b| String::from_utf8(b).ok())
@@ -342,68 +354,64 @@ impl Keeper {
     }
 
     /// One pass: CA, then the serving certificate, then the end of a CA transition.
+    ///
+    /// A transition starts whenever the serving certificate is not signed by the current CA (the CA Secret was
+    /// deleted, or replaced by someone's own CA): the CAs trusted so far are kept as `previous.crt` and published
+    /// with the new one; the new serving certificate is written only once every webhook configuration trusts the
+    /// new CA; from then on the old ones stay trusted for [`TRUST_PREVIOUS_FOR`] (webhook pods load the new
+    /// certificate from the API within seconds). Each step is recorded in the Secrets, so a restart at any point
+    /// resumes it.
     pub async fn pass(&self) -> Result<Pass, Error> {
         let now = Timestamp::now().as_second();
         let ca_secret = self.secret(CA_SECRET);
         let tls_secret = self.secret(SECRET);
+        let served_ca = tls_secret.as_deref().and_then(|s| decode(s, "ca.crt"));
         let existing_ca = ca_secret
             .as_deref()
             .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
-            .filter(|(_, key)| KeyPair::from_pem(key).is_ok());
-        let (ca_crt, ca_key, previous, until) = match existing_ca {
-            Some((crt, key)) => {
-                let secret = ca_secret.as_deref();
-                let until = secret
-                    .and_then(|s| annotation(s, PREVIOUS_UNTIL))
-                    .and_then(|v| v.parse::<i64>().ok());
-                let previous = secret.and_then(|s| decode(s, "previous.crt"));
-                (crt, key, previous, until)
-            }
-            None => {
-                // Before the CA had its own Secret, it lived in the serving Secret: move it, keeping the CA.
-                let legacy = tls_secret
+            .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
+            // Before the CA had its own Secret, it lived in the serving Secret: keep it.
+            .or_else(|| {
+                tls_secret
                     .as_deref()
                     .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
-                    .filter(|(_, key)| KeyPair::from_pem(key).is_ok());
-                let (crt, key, previous) = match legacy {
-                    Some((crt, key)) => (crt, key, None),
-                    None => {
-                        let (crt, key) = new_ca()?;
-                        // Whatever the webhook may still serve was signed by a CA the configurations trust now.
-                        let mut old: Vec<String> =
-                            self.published_bundles().iter().flat_map(|b| certificates(b)).collect();
-                        old.extend(
-                            tls_secret
-                                .as_deref()
-                                .and_then(|s| decode(s, "ca.crt"))
-                                .iter()
-                                .flat_map(|b| certificates(b)),
-                        );
-                        old.sort();
-                        old.dedup();
-                        let previous = (!old.is_empty()).then(|| old.concat());
-                        tracing::info!(
-                            secret = CA_SECRET,
-                            previous = previous.is_some(),
-                            "minted a new webhook CA"
-                        );
-                        (crt, key, previous)
-                    }
-                };
-                let mut data = BTreeMap::from([("ca.crt", crt.as_str()), ("ca.key", key.as_str())]);
-                let mut annotations = BTreeMap::new();
-                // The transition ends TRUST_PREVIOUS_FOR after the new serving certificate is out; until it
-                // is, the deadline stays open (0).
-                if let Some(p) = &previous {
-                    data.insert("previous.crt", p);
-                    annotations.insert(PREVIOUS_UNTIL, "0".to_owned());
-                }
-                self.write(CA_SECRET, data, annotations).await?;
-                let until = previous.as_ref().map(|_| 0);
-                (crt, key, previous, until)
+                    .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
+            });
+        let (ca_crt, ca_key) = match existing_ca {
+            Some(pair) => pair,
+            None => {
+                tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
+                new_ca()?
             }
         };
-        let previous = previous.filter(|_| until.is_none_or(|u| u == 0 || u > now));
+        let mut previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
+        let mut until = ca_secret
+            .as_deref()
+            .and_then(|s| annotation(s, PREVIOUS_UNTIL))
+            .and_then(|v| v.parse::<i64>().ok());
+        let serving_under_current = served_ca.as_deref() == Some(ca_crt.as_str());
+        if !serving_under_current && previous.is_none() {
+            // What the webhook may still serve was signed by a CA the configurations trust now: keep trusting it.
+            let mut old: Vec<String> = self.published_bundles().iter().flat_map(|b| certificates(b)).collect();
+            old.extend(served_ca.iter().flat_map(|b| certificates(b)));
+            old.retain(|c| c.trim() != ca_crt.trim());
+            old.sort();
+            old.dedup();
+            if !old.is_empty() {
+                previous = Some(old.concat());
+                until = Some(0);
+            }
+        }
+        // Record the CA (and the transition) before anything depends on it.
+        let recorded_previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
+        let recorded_until = ca_secret.as_deref().and_then(|s| annotation(s, PREVIOUS_UNTIL));
+        let recorded_ca = ca_secret.as_deref().and_then(|s| decode(s, "ca.crt"));
+        if recorded_ca.as_deref() != Some(ca_crt.as_str())
+            || recorded_previous != previous
+            || recorded_until != until.map(|u| u.to_string())
+        {
+            self.write_ca(&ca_crt, &ca_key, previous.as_deref(), until).await?;
+        }
         let bundle = match &previous {
             Some(p) => format!("{ca_crt}{p}"),
             None => ca_crt.clone(),
@@ -420,7 +428,7 @@ impl Keeper {
         let fresh_until = (Timestamp::now() + RENEW_BEFORE).as_second();
         let wanted_hosts = self.hosts.join(",");
         let serving = tls_secret.as_deref().and_then(|s| {
-            let ok = decode(s, "ca.crt").as_deref() == Some(ca_crt.as_str())
+            let ok = serving_under_current
                 && decode(s, "ca.key").is_none()
                 && annotation(s, HOSTS).as_deref() == Some(wanted_hosts.as_str())
                 && annotation(s, NOT_AFTER)
@@ -428,16 +436,12 @@ impl Keeper {
                     .is_some_and(|t| t > fresh_until);
             Some((decode(s, "tls.crt")?, decode(s, "tls.key")?)).filter(|_| ok)
         });
-        let mut pass = Pass::Settled;
         let (crt, key) = match serving {
             Some(pair) => pair,
             None => {
-                if previous.is_some() {
-                    let published = self.published_bundles();
-                    if published.iter().any(|b| !b.contains(ca_crt.trim())) {
-                        // Not every configuration trusts the new CA yet: the reconciles are applying it.
-                        return Ok(Pass::Transition);
-                    }
+                if !serving_under_current && self.published_bundles().iter().any(|b| !b.contains(ca_crt.trim())) {
+                    // Not every configuration trusts the new CA yet: the reconciles are applying it.
+                    return Ok(Pass::Transition);
                 }
                 let issued = issue(&self.namespace, Some((&ca_crt, &ca_key)), self.hosts.clone())?;
                 self.write(
@@ -451,42 +455,37 @@ impl Keeper {
                 )
                 .await?;
                 tracing::info!(secret = SECRET, namespace = %self.namespace, not_after = issued.not_after, "issued the webhook's serving certificate");
-                if let Some(p) = &previous {
-                    // Start the clock on the previous CA.
-                    let deadline = (Timestamp::now() + TRUST_PREVIOUS_FOR).as_second();
-                    self.write(
-                        CA_SECRET,
-                        BTreeMap::from([
-                            ("ca.crt", ca_crt.as_str()),
-                            ("ca.key", ca_key.as_str()),
-                            ("previous.crt", p.as_str()),
-                        ]),
-                        BTreeMap::from([(PREVIOUS_UNTIL, deadline.to_string())]),
-                    )
-                    .await?;
-                    pass = Pass::Transition;
-                }
                 (issued.tls_crt, issued.tls_key)
             }
         };
-        if let Some(u) = until
-            && u > 0
-        {
-            if u <= now {
-                // The transition is over: trust the current CA only.
-                self.write(
-                    CA_SECRET,
-                    BTreeMap::from([("ca.crt", ca_crt.as_str()), ("ca.key", ca_key.as_str())]),
-                    BTreeMap::new(),
-                )
-                .await?;
-                tracing::info!("the previous webhook CA is no longer trusted");
-            } else {
+        self.write_dir(&ca_crt, &crt, &key)?;
+        // The new certificate is out: start the clock on the previous CAs (also after a restart in between), and
+        // drop them when it has run.
+        let mut pass = Pass::Settled;
+        match (previous.as_deref(), until) {
+            (Some(p), Some(0) | None) => {
+                let deadline = (Timestamp::now() + TRUST_PREVIOUS_FOR).as_second();
+                self.write_ca(&ca_crt, &ca_key, Some(p), Some(deadline)).await?;
                 pass = Pass::Transition;
             }
+            (Some(_), Some(u)) if u > now => pass = Pass::Transition,
+            (Some(_), Some(_)) => {
+                self.write_ca(&ca_crt, &ca_key, None, None).await?;
+                tracing::info!("the previous webhook CA is no longer trusted");
+            }
+            (None, _) => {}
         }
-        self.write_dir(&ca_crt, &crt, &key)?;
         Ok(pass)
+    }
+
+    async fn write_ca(&self, crt: &str, key: &str, previous: Option<&str>, until: Option<i64>) -> Result<(), Error> {
+        let mut data = BTreeMap::from([("ca.crt", crt), ("ca.key", key)]);
+        let mut annotations = BTreeMap::new();
+        if let Some(p) = previous {
+            data.insert("previous.crt", p);
+            annotations.insert(PREVIOUS_UNTIL, until.unwrap_or(0).to_string());
+        }
+        self.write(CA_SECRET, data, annotations).await
     }
 
     /// With `--webhook-tls-dir`, keeps `ca.crt`, `tls.crt`, `tls.key` there for a webhook run outside the cluster.

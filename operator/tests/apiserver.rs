@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use mizzen::MeshInstall;
@@ -32,6 +33,11 @@ struct Scenario {
     operator_ns: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The controller's counters.
+    metrics: Arc<Metrics>,
+    /// Stands in for the webhook (out of cluster): the operator only checks that it accepts connections.
+    webhook: Option<std::net::TcpListener>,
+    webhook_port: u16,
 }
 
 /// A MeshInstall spec for a scenario: its own revision and namespace, one ClusterIP ingress gateway.
@@ -48,6 +54,11 @@ fn spec(name: &str) -> Value {
 impl Scenario {
     /// Creates the MeshInstall and starts a controller for it; `None` when there is no API server (skipped).
     async fn start(name: &str, spec: Value) -> Option<Self> {
+        Self::start_with_webhook(name, spec, true).await
+    }
+
+    /// Like [`Scenario::start`]; without a webhook listening when `webhook_up` is false.
+    async fn start_with_webhook(name: &str, spec: Value, webhook_up: bool) -> Option<Self> {
         let cluster = support::cluster().await?;
         let client = cluster.client().await;
         let operator_ns = format!("{name}-op");
@@ -56,14 +67,19 @@ impl Scenario {
             settled_namespace(&client, &ns).await;
         }
         ensure_namespace(&client, &operator_ns).await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the webhook stand-in");
+        let webhook_port = listener.local_addr().expect("addr").port();
         let mut s = Self {
             cluster,
             client,
             requests: Requests::default(),
+            metrics: Arc::new(Metrics::default()),
             name: name.to_owned(),
             operator_ns,
             stop: None,
             task: None,
+            webhook: webhook_up.then_some(listener),
+            webhook_port,
         };
         s.create_mesh(name, spec).await;
         s.start_controller().await;
@@ -102,16 +118,12 @@ impl Scenario {
             namespace: self.operator_ns.clone(),
             identity: Some(format!("test-{}", self.name)),
             meshinstall_selector: Some(format!("mizzen.io/test={}", self.name)),
+            webhook_url: Some(format!("https://127.0.0.1:{}/inject", self.webhook_port)),
             ..Options::default()
         };
-        self.task = Some(tokio::spawn(run(
-            client,
-            options,
-            Arc::new(Metrics::default()),
-            async {
-                let _ = stopped.await;
-            },
-        )));
+        self.task = Some(tokio::spawn(run(client, options, self.metrics.clone(), async {
+            let _ = stopped.await;
+        })));
         self.stop = Some(stop);
     }
 
@@ -288,8 +300,13 @@ async fn first_reconcile_creates_everything_and_a_second_writes_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let settled = writes_of(&s.requests);
     assert!(!settled.is_empty(), "the first reconcile wrote");
+    let reconciles = s.metrics.reconciles();
     s.annotate("sc-create", "test.mizzen.io/poke", Some("1")).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually(WAIT, "the annotation triggers a reconcile", || async {
+        (s.metrics.reconciles() > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = writes_of(&s.requests);
     assert!(
         writes.is_empty(),
@@ -331,6 +348,98 @@ async fn deleted_children_are_recreated_and_edited_ones_reverted() {
         (port.target_port == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))).then_some(())
     })
     .await;
+    // A subject added to a binding (a list applied whole): removed again.
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(s.client.clone());
+    let binding = bindings
+        .list(&kube::api::ListParams::default().labels("mizzen.io/meshinstall=sc-drift"))
+        .await
+        .expect("bindings")
+        .items
+        .into_iter()
+        .next()
+        .expect("istiod has a ClusterRoleBinding");
+    let binding_name = binding.name_any();
+    bindings
+        .patch(
+            &binding_name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "add", "path": "/subjects/-",
+                    "value": {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}}]))
+                .expect("patch"),
+            ),
+        )
+        .await
+        .expect("adding a subject");
+    eventually(WAIT, "the added subject is removed", || async {
+        let b = bindings.get(&binding_name).await.expect("binding");
+        (!b.subjects.unwrap_or_default().iter().any(|x| x.name == "mallory")).then_some(())
+    })
+    .await;
+    // A `false` removed from a security context (a zero value someone deleted): put back.
+    let path = "/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation";
+    deployments
+        .patch(
+            "istiod-sc-drift",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(json!([{"op": "remove", "path": path}])).expect("patch")),
+        )
+        .await
+        .expect("removing allowPrivilegeEscalation");
+    eventually(WAIT, "allowPrivilegeEscalation: false is back", || async {
+        let d = deployments.get("istiod-sc-drift").await.expect("istiod");
+        let c = d.spec?.template.spec?.containers.into_iter().next()?;
+        (c.security_context?.allow_privilege_escalation == Some(false)).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn objects_that_exist_and_are_not_mizzens_are_adopted_only_when_asked() {
+    let name = "sc-adopt";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    let client = cluster.client().await;
+    ensure_namespace(&client, &format!("{name}-mesh")).await;
+    // Someone's own `istio-<revision>` ConfigMap, where the mesh config goes.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("{name}-mesh"));
+    let theirs: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": format!("istio-{name}")}, "data": {"mesh": "theirs"}}))
+            .expect("configmap");
+    match configmaps.create(&PostParams::default(), &theirs).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    let message = s.condition(name, "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains(&format!(
+            "ConfigMap {name}-mesh/istio-{name} exists and is not mizzen's"
+        )),
+        "{message}"
+    );
+    let cm = configmaps.get(&format!("istio-{name}")).await.expect("configmap");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("mesh").map(String::as_str),
+        Some("theirs"),
+        "it was overwritten"
+    );
+    s.annotate(name, mizzen_operator::ADOPT_ANNOTATION, Some("true")).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let cm = configmaps.get(&format!("istio-{name}")).await.expect("configmap");
+    assert_eq!(
+        cm.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("mizzen")
+    );
+    assert!(
+        cm.owner_references().iter().any(|o| o.controller == Some(true)),
+        "adopted and owned"
+    );
     s.finish().await;
 }
 
@@ -402,6 +511,166 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
         configmaps.get_opt("users-copy").await.expect("get").is_some(),
         "a user's object with copied labels was pruned"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn addons_are_reported_in_the_status_and_pruned_when_disabled() {
+    let name = "sc-addons";
+    let mut with_addons = spec(name);
+    with_addons["addons"] = json!({"prometheus": {"enabled": true}, "grafana": {"enabled": true},
+                                   "jaeger": {"enabled": true, "sampling": 100}});
+    let Some(s) = Scenario::start(name, with_addons).await else {
+        return;
+    };
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let uid = s.mesh(name).await.uid().expect("uid");
+    let deployments: Api<Deployment> = s.api();
+    let services: Api<Service> = s.api();
+    let configmaps: Api<ConfigMap> = s.api();
+    let accounts: Api<ServiceAccount> = s.api();
+    let cluster_roles: Api<ClusterRole> = Api::all(s.client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(s.client.clone());
+    let cluster_name = format!("prometheus-{name}-mesh");
+    for d in ["prometheus", "grafana", "jaeger"] {
+        let d = deployments.get(d).await.expect(d);
+        assert!(
+            d.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{} is owned",
+            d.name_any()
+        );
+    }
+    for svc in ["prometheus", "grafana", "tracing", "zipkin", "jaeger-collector"] {
+        services.get(svc).await.expect(svc);
+    }
+    cluster_roles.get(&cluster_name).await.expect("Prometheus' ClusterRole");
+    bindings
+        .get(&cluster_name)
+        .await
+        .expect("Prometheus' ClusterRoleBinding");
+    // The mesh's tracing points at this namespace's zipkin, and istiod samples what the addon asks.
+    let mesh = configmaps.get(&format!("istio-{name}")).await.expect("mesh config");
+    let mesh_text = mesh.data.unwrap_or_default().remove("mesh").unwrap_or_default();
+    assert!(mesh_text.contains(&format!("zipkin.{name}-mesh:9411")), "{mesh_text}");
+    let istiod = deployments.get(&format!("istiod-{name}")).await.expect("istiod");
+    let env = istiod
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].env.clone().unwrap_or_default());
+    let sampling = env.into_iter().flatten().find(|e| e.name == "PILOT_TRACE_SAMPLING");
+    assert_eq!(sampling.and_then(|e| e.value).as_deref(), Some("100"));
+
+    // The API server's PodSecurity admission takes the addons' pods at the `restricted` level (and refuses istiod's,
+    // which sets no seccomp profile: the check is live).
+    let restricted = format!("{name}-restricted");
+    ensure_namespace(&s.client, &restricted).await;
+    Api::<Namespace>::all(s.client.clone())
+        .patch(
+            &restricted,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})),
+        )
+        .await
+        .expect("labelling the namespace restricted");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &restricted);
+    // The controller-manager creates it; envtest has none, so create it when missing.
+    let restricted_accounts: Api<ServiceAccount> = Api::namespaced(s.client.clone(), &restricted);
+    let default_account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("service account");
+    match restricted_accounts
+        .create(&PostParams::default(), &default_account)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating the default ServiceAccount: {e}"),
+    }
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let pod_of = |d: Deployment| {
+        let mut spec = d.spec.and_then(|s| s.template.spec).expect("pod template");
+        // Its ServiceAccount lives in the mesh namespace; PodSecurity does not look at it.
+        spec.service_account_name = None;
+        spec.service_account = None;
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-check", d.metadata.name.unwrap_or_default())),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+            ..Pod::default()
+        }
+    };
+    for addon in ["prometheus", "grafana", "jaeger"] {
+        let pod = pod_of(deployments.get(addon).await.expect(addon));
+        if let Err(e) = pods.create(&dry_run, &pod).await {
+            panic!("{addon}'s pod is refused at the restricted level: {e}");
+        }
+    }
+    let istiod = pod_of(deployments.get(&format!("istiod-{name}")).await.expect("istiod"));
+    match pods.create(&dry_run, &istiod).await {
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("restricted") => {}
+        other => panic!("istiod's pod should violate the restricted level: {other:?}"),
+    }
+    let _ = Api::<Namespace>::all(s.client.clone())
+        .delete(&restricted, &DeleteParams::background())
+        .await;
+
+    // No pods run here (no node): each addon is a component not yet available, and READY counts it.
+    let message = s.condition(name, "Ready", "False", "RollingOut").await;
+    assert_eq!(message, "0/5 components available");
+    let status = s.mesh(name).await.status.expect("status");
+    assert_eq!(status.ready.as_deref(), Some("0/5"));
+    let addons = status.components.expect("components").addons;
+    let listed: Vec<(&str, i32, i32)> = addons.iter().map(|a| (a.name.as_str(), a.ready, a.desired)).collect();
+    assert_eq!(listed, [("prometheus", 0, 1), ("grafana", 0, 1), ("jaeger", 0, 1)]);
+
+    // The addons' objects survive the API server's normalisation: a reconcile with nothing to change writes nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = writes_of(&s.requests);
+    s.annotate(name, "test.mizzen.io/poke", Some("1")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = writes_of(&s.requests);
+    assert!(
+        writes.is_empty(),
+        "a reconcile with nothing to change wrote: {writes:#?}"
+    );
+
+    // Disabling Prometheus deletes everything it had, cluster-scoped RBAC included; the others stay.
+    s.patch_spec(name, json!({"addons": {"prometheus": {"enabled": false}}}))
+        .await;
+    eventually(WAIT, "Prometheus' objects are deleted", || async {
+        let gone = deployments.get_opt("prometheus").await.expect("get").is_none()
+            && services.get_opt("prometheus").await.expect("get").is_none()
+            && configmaps.get_opt("prometheus").await.expect("get").is_none()
+            && accounts.get_opt("prometheus").await.expect("get").is_none()
+            && cluster_roles.get_opt(&cluster_name).await.expect("get").is_none()
+            && bindings.get_opt(&cluster_name).await.expect("get").is_none();
+        gone.then_some(())
+    })
+    .await;
+    deployments.get("jaeger").await.expect("jaeger stays");
+    services.get("zipkin").await.expect("zipkin stays");
+    let message = s.condition(name, "Ready", "False", "RollingOut").await;
+    assert_eq!(message, "0/4 components available");
+    let status = s.mesh(name).await.status.expect("status");
+    let addons = status.components.expect("components").addons;
+    assert_eq!(
+        addons.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["grafana", "jaeger"]
+    );
+    eventually(WAIT, "a Pruned Event names Prometheus' Deployment", || async {
+        s.events("Pruned")
+            .await
+            .iter()
+            .any(|n| n.contains(&format!("Deployment/{name}-mesh/prometheus")))
+            .then_some(())
+    })
+    .await;
     s.finish().await;
 }
 
@@ -517,7 +786,7 @@ async fn two_mesh_installs_reconcile_independently() {
     s.condition("sc-two-b", "Reconciled", "True", "Applied").await;
     let a_istiod: Api<Deployment> = s.api();
     let b_istiod: Api<Deployment> = Api::namespaced(s.client.clone(), "sc-two-b-mesh");
-    let a_version = a_istiod.get("istiod-sc-two").await.expect("a").resource_version();
+    let a_generation = a_istiod.get("istiod-sc-two").await.expect("a").metadata.generation;
     b_istiod.get("istiod-sc-two-b").await.expect("b");
     s.patch_spec("sc-two-b", json!({"controlPlane": {"env": {"EXAMPLE": "1"}}}))
         .await;
@@ -529,8 +798,8 @@ async fn two_mesh_installs_reconcile_independently() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        a_istiod.get("istiod-sc-two").await.expect("a").resource_version(),
-        a_version,
+        a_istiod.get("istiod-sc-two").await.expect("a").metadata.generation,
+        a_generation,
         "changing one MeshInstall touched the other's istiod"
     );
     s.finish().await;
@@ -585,11 +854,12 @@ async fn a_persistent_failure_backs_off() {
     let Some(cluster) = support::cluster().await else {
         return;
     };
-    // An istiod Deployment that exists with another selector: the operator's apply is refused as immutable.
+    // An istiod Deployment that exists (labelled as mizzen's, so not an adoption conflict) with another
+    // selector: the operator's apply is refused as immutable.
     let client = cluster.client().await;
     ensure_namespace(&client, &format!("{name}-mesh")).await;
     let squatter: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": format!("istiod-{name}")},
+        "metadata": {"name": format!("istiod-{name}"), "labels": {"app.kubernetes.io/managed-by": "mizzen"}},
         "spec": {"selector": {"matchLabels": {"squatter": "yes"}},
                  "template": {"metadata": {"labels": {"squatter": "yes"}},
                               "spec": {"containers": [{"name": "c", "image": "example.com/c"}]}}},
@@ -598,7 +868,17 @@ async fn a_persistent_failure_backs_off() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &format!("{name}-mesh"));
     match deployments.create(&PostParams::default(), &squatter).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // Left by an earlier run: make sure it carries the label.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            deployments
+                .patch(
+                    &format!("istiod-{name}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "mizzen"}}})),
+                )
+                .await
+                .expect("labelling the squatter");
+        }
         Err(e) => panic!("{e}"),
     }
     let Some(s) = Scenario::start(name, spec(name)).await else {
@@ -628,5 +908,39 @@ async fn a_persistent_failure_backs_off() {
         events <= 2,
         "{events} Event writes in 60 s (rate-limited warnings expected): {requests:#?}"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
+    let name = "sc-order";
+    let Some(mut s) = Scenario::start_with_webhook(name, spec(name), false).await else {
+        return;
+    };
+    let message = s.condition(name, "Ready", "False", "WebhookNotReady").await;
+    assert!(message.contains("MutatingWebhookConfiguration"), "{message}");
+    let mwc: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(s.client.clone());
+    let deployments: Api<Deployment> = s.api();
+    deployments
+        .get(&format!("istiod-{name}"))
+        .await
+        .expect("the rest is applied");
+    assert!(
+        mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
+            .await
+            .expect("get")
+            .is_none(),
+        "a webhook configuration before the webhook answers"
+    );
+    s.webhook = Some(std::net::TcpListener::bind(("127.0.0.1", s.webhook_port)).expect("the webhook's port"));
+    eventually(WAIT, "the webhook configuration once the webhook answers", || async {
+        mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
+            .await
+            .expect("get")
+            .map(|_| ())
+    })
+    .await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
     s.finish().await;
 }

@@ -108,6 +108,8 @@ enum Command {
     ///
     /// `config/bundle.yaml` is this output: `kubectl apply -f config/bundle.yaml` installs mizzen.
     Bundle,
+    /// Print the operator's RBAC grants: the rules of every role mizzen renders (`config/rbac/operator-grants.yaml`).
+    Rbac,
 }
 
 #[derive(Args, Debug)]
@@ -225,12 +227,14 @@ fn run(command: Command) -> Result<String, CliError> {
                 operator_namespace,
                 webhook_url,
                 ca_bundle: None,
+                skip_istio_crds: false,
             };
             let objects = mizzen::render::render(&mi, &options)
                 .map_err(|e| CliError(format!("{}: invalid MeshInstall: {e}", input.file)))?;
             mizzen::yaml::to_yaml_stream(&objects).map_err(|e| CliError(e.to_string()))
         }
         Command::Bundle => mizzen::bundle::bundle_yaml().map_err(|e| CliError(e.to_string())),
+        Command::Rbac => mizzen::rbac::operator_grants_yaml().map_err(|e| CliError(e.to_string())),
         Command::IstioCrds { reference } => {
             let text = read_input(&Input { file: reference })?;
             mizzen::istio_crds::from_reference(&text).map_err(|e| CliError(e.to_string()))

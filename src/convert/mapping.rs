@@ -528,6 +528,8 @@ impl<'a> Mapper<'a> {
             injection,
             control_plane,
             gateways,
+            // Istio's operator dropped its addons in 1.8: nothing to convert.
+            addons: Default::default(),
         };
         let name = name.unwrap_or_else(|| {
             if revision.is_empty() {

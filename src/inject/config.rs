@@ -326,6 +326,10 @@ impl InjectionConfig {
         {
             config.mesh.default_config = map;
         }
+        // The install's tracing (its own namespace's zipkin, or none), as the mesh ConfigMap gives it to gateways.
+        if let Some(tracing) = crate::render::addons::proxy_tracing(spec) {
+            config.mesh.default_config.insert("tracing".into(), tracing);
+        }
         if mc
             .rest
             .get("inboundTrafficPolicy")

@@ -34,6 +34,8 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceCell<Option<Arc<Cluster>>> = OnceCell::const_new();
+/// Held for the life of the test binary.
+static RUN_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 /// envtest processes; kept for the life of the test binary.
 static ENVTEST: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
@@ -51,9 +53,27 @@ fn unavailable(reason: &str) -> Option<Cluster> {
 
 /// The cluster, started on first use; `None` (test skipped) when there is none.
 pub async fn cluster() -> Option<Arc<Cluster>> {
+    // The operator's logs, when asked for (`MIZZEN_TEST_LOG=debug`), to see why a scenario failed.
+    if let Ok(filter) = std::env::var("MIZZEN_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     CLUSTER
         .get_or_init(|| async {
             let cluster = find().await?;
+            // One test binary at a time per API server: scenarios of two runs would share names.
+            let lock = cluster.kubeconfig.with_extension("mizzen-tests.lock");
+            let held = tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::create(&lock)?;
+                file.lock()?;
+                Ok::<_, std::io::Error>(file)
+            })
+            .await
+            .expect("lock task")
+            .expect("locking the test API server");
+            let _ = RUN_LOCK.set(held);
             install_crd(&cluster).await;
             Some(Arc::new(cluster))
         })
@@ -66,6 +86,10 @@ async fn install_crd(cluster: &Cluster) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, Patch, PatchParams};
     let client = cluster.client().await;
+    eventually(Duration::from_secs(60), "the API server answers", || async {
+        client.apiserver_version().await.ok().map(|_| ())
+    })
+    .await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
         "meshinstalls.mizzen.io",
@@ -96,8 +120,11 @@ async fn find() -> Option<Cluster> {
             Err(e) => unavailable(&e.to_string()),
         };
     }
+    // A relative KUBE_KIT is taken from the workspace root, as the README and CI write it (cargo runs
+    // these tests from `operator/`).
     let kit = std::env::var_os("KUBE_KIT")
         .map(PathBuf::from)
+        .map(|p| if p.is_relative() { workspace_root().join(p) } else { p })
         .unwrap_or_else(|| workspace_root().join("../shared/kube"));
     if !kit.join("up").exists() {
         return unavailable(&format!(
@@ -224,7 +251,22 @@ fn envtest(assets: &Path) -> Result<Cluster, String> {
             "--allow-privileged=true".into(),
         ],
     )?;
-    ENVTEST.lock().unwrap_or_else(|e| e.into_inner()).push(apiserver);
+    let children: Vec<String> = {
+        let mut all = ENVTEST.lock().unwrap_or_else(|e| e.into_inner());
+        all.push(apiserver);
+        all.iter().map(|c| c.id().to_string()).collect()
+    };
+    // Statics are never dropped: a watchdog stops etcd and the API server when this test process ends.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+            std::process::id(),
+            children.join(" ")
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     let b64 = |s: String| {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(s)

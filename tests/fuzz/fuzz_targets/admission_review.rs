@@ -6,19 +6,19 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use mizzen::admission;
-use mizzen::inject::InjectionConfig;
+use mizzen::inject::{InjectionConfig, Injector};
 
-static CONFIG: LazyLock<InjectionConfig> = LazyLock::new(|| {
+static INJECTOR: LazyLock<Injector> = LazyLock::new(|| {
     let text = include_str!("../../../config/samples/meshinstall.yaml");
     let mi = mizzen::cli::mesh_install_from_yaml("sample", text).expect("the sample MeshInstall parses");
-    InjectionConfig::from_mesh_install(&mi.spec)
+    Injector::compile(InjectionConfig::from_mesh_install(&mi.spec))
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = admission::parse(data) else {
+    let Ok(mut request) = admission::parse(data) else {
         return;
     };
-    let (response, _outcome) = admission::respond(&request, Some(&CONFIG), "default", None);
-    let body = admission::to_body(response);
+    let (response, _outcome) = admission::respond(&mut request, Some(&INJECTOR), "default", None);
+    let body = admission::to_body(&response);
     assert!(!body.is_empty(), "every response serialises");
 });

@@ -3,10 +3,14 @@
 //! that reads the annotation runs too).
 #![no_main]
 
+use std::sync::LazyLock;
+
 use libfuzzer_sys::fuzz_target;
 use mizzen::inject::annotations as ann;
-use mizzen::inject::{InjectionConfig, inject_pod};
+use mizzen::inject::{InjectionConfig, Injector, Submitted, inject_pod};
 use serde_json::json;
+
+static INJECTOR: LazyLock<Injector> = LazyLock::new(|| Injector::compile(InjectionConfig::default()));
 
 const KEYS: &[&str] = &[
     ann::INCLUDE_OUTBOUND_IP_RANGES,
@@ -62,7 +66,9 @@ fuzz_target!(|data: &[u8]| {
                  "volumes": [{"name": "data", "emptyDir": {}}]},
     });
     let validated = mizzen::inject::validate::annotations(annotations.as_object().expect("built as an object"));
-    let injected = inject_pod(&InjectionConfig::default(), &pod, "shop", None);
+    let text = pod.to_string();
+    let mut submitted = Submitted::from_json(&text).expect("the pod parses");
+    let injected = inject_pod(&INJECTOR, &mut submitted, "shop", None);
     if let (Err(_), Ok(mizzen::inject::PodOutcome::Injected { .. })) = (&validated, &injected) {
         panic!("{key}={value:?} was refused by the validator but injected");
     }

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         operator_namespace: "mizzen-system".into(),
         webhook_url: None,
         ca_bundle: None,
+        skip_istio_crds: false,
     };
     let _ = render(&mi, &options);
     let _ = InjectionConfig::from_mesh_install(&mi.spec);
