@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::{Map, Number, Value, json};
 
@@ -68,7 +68,7 @@ enum Arg {
 #[derive(Debug, Clone, PartialEq)]
 struct Pipeline {
     /// The variables it declares or assigns (shared names: declaring one is a step, not a copy).
-    decl: Vec<Rc<str>>,
+    decl: Vec<Arc<str>>,
     assign: bool,
     commands: Vec<Vec<Arg>>,
 }
@@ -532,7 +532,7 @@ impl Parser<'_> {
         {
             for t in names {
                 if let Tok::Var(v, _) = t {
-                    decl.push(Rc::from(v.as_str()));
+                    decl.push(Arc::from(v.as_str()));
                 }
             }
             assign = *op == Tok::Assign;
@@ -616,7 +616,7 @@ impl Template {
         let mut ex = Exec {
             t: self,
             out: String::new(),
-            vars: vec![(Rc::from("$"), Slot::Borrowed(data))],
+            vars: vec![(Arc::from("$"), Slot::Borrowed(data))],
             depth: 0,
             nesting: 0,
             steps: 0,
@@ -634,13 +634,13 @@ impl Template {
 #[derive(Clone)]
 enum Slot<'a> {
     Borrowed(&'a Value),
-    Shared(Rc<Value>),
+    Shared(Arc<Value>),
 }
 
 /// A value passed between commands and functions: a slot's, or one just built (which is charged as work).
 enum Val<'a> {
     Borrowed(&'a Value),
-    Shared(Rc<Value>),
+    Shared(Arc<Value>),
     New(Value),
 }
 
@@ -657,7 +657,7 @@ impl<'a> Val<'a> {
         match self {
             Val::Borrowed(v) => Slot::Borrowed(v),
             Val::Shared(v) => Slot::Shared(v),
-            Val::New(v) => Slot::Shared(Rc::new(v)),
+            Val::New(v) => Slot::Shared(Arc::new(v)),
         }
     }
 }
@@ -674,7 +674,7 @@ impl<'a> From<Slot<'a>> for Val<'a> {
 struct Exec<'a> {
     t: &'a Template,
     out: String,
-    vars: Vec<(Rc<str>, Slot<'a>)>,
+    vars: Vec<(Arc<str>, Slot<'a>)>,
     /// Nested `template` calls.
     depth: usize,
     /// Nested evaluation: blocks, parentheses and `template` calls.
@@ -872,7 +872,7 @@ impl<'a> Exec<'a> {
     fn own(&mut self, v: Val<'a>) -> Result<Value, TemplateError> {
         let shared = match v {
             Val::New(v) => return Ok(v),
-            Val::Shared(v) => match Rc::try_unwrap(v) {
+            Val::Shared(v) => match Arc::try_unwrap(v) {
                 Ok(v) => return Ok(v),
                 Err(shared) => shared,
             },
@@ -1029,7 +1029,7 @@ impl<'a> Exec<'a> {
                 [] => {}
                 [v] => self.vars.push((v.clone(), x.clone())),
                 [i, v, ..] => {
-                    self.vars.push((i.clone(), Slot::Shared(Rc::new(k))));
+                    self.vars.push((i.clone(), Slot::Shared(Arc::new(k))));
                     self.vars.push((v.clone(), x.clone()));
                 }
             }
@@ -1053,7 +1053,7 @@ impl<'a> Exec<'a> {
             return Err(self.err("template calls nested too deeply"));
         }
         self.depth += 1;
-        let saved = std::mem::replace(&mut self.vars, vec![(Rc::from("$"), data.clone())]);
+        let saved = std::mem::replace(&mut self.vars, vec![(Arc::from("$"), data.clone())]);
         let r = self.nodes(body, &data);
         self.vars = saved;
         self.depth -= 1;
@@ -1080,11 +1080,11 @@ impl<'a> Exec<'a> {
                     Value::Array(a) => a
                         .into_iter()
                         .enumerate()
-                        .map(|(i, x)| (json!(i), Slot::Shared(Rc::new(x))))
+                        .map(|(i, x)| (json!(i), Slot::Shared(Arc::new(x))))
                         .collect(),
                     Value::Object(m) => m
                         .into_iter()
-                        .map(|(k, x)| (Value::String(k), Slot::Shared(Rc::new(x))))
+                        .map(|(k, x)| (Value::String(k), Slot::Shared(Arc::new(x))))
                         .collect(),
                     _ => Vec::new(),
                 }
@@ -1092,7 +1092,7 @@ impl<'a> Exec<'a> {
             v => match v.get() {
                 Value::Null => Vec::new(),
                 Value::Number(n) => (0..n.as_u64().unwrap_or(0).min(1 << 16))
-                    .map(|i| (json!(i), Slot::Shared(Rc::new(json!(i)))))
+                    .map(|i| (json!(i), Slot::Shared(Arc::new(json!(i)))))
                     .collect(),
                 other => return Err(self.err(format!("range can't iterate over {}", to_text(other)))),
             },
