@@ -70,7 +70,7 @@ if kubectl get namespace mizzen-system >/dev/null 2>&1 || kubectl get crd meshin
   kubectl delete meshinstall --all --wait --timeout=120s >/dev/null 2>&1 || true
   kubectl delete -f config/bundle.yaml --ignore-not-found --wait --timeout=180s >/dev/null 2>&1 || true
   kubectl delete mutatingwebhookconfiguration -l app.kubernetes.io/managed-by=mizzen --ignore-not-found >/dev/null 2>&1 || true
-  kubectl delete namespace e2e-churn --ignore-not-found --wait --timeout=120s >/dev/null 2>  kubectl delete namespace e2e-churn e2e-order --ignore-not-found --wait=false >/dev/null 2>&1 || true1 || true
+  kubectl delete namespace e2e-churn --ignore-not-found --wait --timeout=120s >/dev/null 2>&1 || true
   kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
   kubectl -n default delete pods --all --wait=false >/dev/null 2>&1 || true
 fi
