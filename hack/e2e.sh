@@ -63,6 +63,17 @@ export KUBECONFIG
 "$kit/load-standins" --version 1.28.0 >/dev/null 9>&-
 hack/build-images.sh >/dev/null 9>&-
 kubectl get nodes
+# An interrupted earlier run may have left mizzen installed (its pods would keep the old binaries): start clean.
+if kubectl get namespace mizzen-system >/dev/null 2>&1 || kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1; then
+  echo "removing what an earlier run left"
+  kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete meshinstall --all --wait --timeout=120s >/dev/null 2>&1 || true
+  kubectl delete -f config/bundle.yaml --ignore-not-found --wait --timeout=180s >/dev/null 2>&1 || true
+  kubectl delete mutatingwebhookconfiguration -l app.kubernetes.io/managed-by=mizzen --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete namespace e2e-churn --ignore-not-found --wait --timeout=120s >/dev/null 2>&1 || true
+  kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
+  kubectl -n default delete pods --all --wait=false >/dev/null 2>&1 || true
+fi
 
 step "install (README)"
 t_install=$(date +%s)

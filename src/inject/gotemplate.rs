@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::{Map, Number, Value, json};
@@ -68,8 +67,7 @@ enum Arg {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Pipeline {
-    /// The variables it declares or assigns (shared names: declaring one is a step, not a copy; `Arc`, as a compiled
-    /// template is shared by the webhook's threads).
+    /// The variables it declares or assigns (shared names: declaring one is a step, not a copy).
     decl: Vec<Arc<str>>,
     assign: bool,
     commands: Vec<Vec<Arg>>,
@@ -636,13 +634,13 @@ impl Template {
 #[derive(Clone)]
 enum Slot<'a> {
     Borrowed(&'a Value),
-    Shared(Rc<Value>),
+    Shared(Arc<Value>),
 }
 
 /// A value passed between commands and functions: a slot's, or one just built (which is charged as work).
 enum Val<'a> {
     Borrowed(&'a Value),
-    Shared(Rc<Value>),
+    Shared(Arc<Value>),
     New(Value),
 }
 
@@ -659,7 +657,7 @@ impl<'a> Val<'a> {
         match self {
             Val::Borrowed(v) => Slot::Borrowed(v),
             Val::Shared(v) => Slot::Shared(v),
-            Val::New(v) => Slot::Shared(Rc::new(v)),
+            Val::New(v) => Slot::Shared(Arc::new(v)),
         }
     }
 }
@@ -874,7 +872,7 @@ impl<'a> Exec<'a> {
     fn own(&mut self, v: Val<'a>) -> Result<Value, TemplateError> {
         let shared = match v {
             Val::New(v) => return Ok(v),
-            Val::Shared(v) => match Rc::try_unwrap(v) {
+            Val::Shared(v) => match Arc::try_unwrap(v) {
                 Ok(v) => return Ok(v),
                 Err(shared) => shared,
             },
@@ -1031,7 +1029,7 @@ impl<'a> Exec<'a> {
                 [] => {}
                 [v] => self.vars.push((v.clone(), x.clone())),
                 [i, v, ..] => {
-                    self.vars.push((i.clone(), Slot::Shared(Rc::new(k))));
+                    self.vars.push((i.clone(), Slot::Shared(Arc::new(k))));
                     self.vars.push((v.clone(), x.clone()));
                 }
             }
@@ -1082,11 +1080,11 @@ impl<'a> Exec<'a> {
                     Value::Array(a) => a
                         .into_iter()
                         .enumerate()
-                        .map(|(i, x)| (json!(i), Slot::Shared(Rc::new(x))))
+                        .map(|(i, x)| (json!(i), Slot::Shared(Arc::new(x))))
                         .collect(),
                     Value::Object(m) => m
                         .into_iter()
-                        .map(|(k, x)| (Value::String(k), Slot::Shared(Rc::new(x))))
+                        .map(|(k, x)| (Value::String(k), Slot::Shared(Arc::new(x))))
                         .collect(),
                     _ => Vec::new(),
                 }
@@ -1094,7 +1092,7 @@ impl<'a> Exec<'a> {
             v => match v.get() {
                 Value::Null => Vec::new(),
                 Value::Number(n) => (0..n.as_u64().unwrap_or(0).min(1 << 16))
-                    .map(|i| (json!(i), Slot::Shared(Rc::new(json!(i)))))
+                    .map(|i| (json!(i), Slot::Shared(Arc::new(json!(i)))))
                     .collect(),
                 other => return Err(self.err(format!("range can't iterate over {}", to_text(other)))),
             },
