@@ -1,131 +1,133 @@
-//! Prometheus metrics of the webhook, in the text exposition format.
+//! The webhook's metrics, exposed on the admin port's `/metrics` in the OpenMetrics text format
+//! (prometheus-client, as the operator's).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Cow;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Counters and the latency histogram.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<String, u64>>,
-    injections: Mutex<BTreeMap<String, u64>>,
-    skips: Mutex<BTreeMap<String, u64>>,
-    failures: Mutex<BTreeMap<String, u64>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label values: the fixed ones borrowed (no allocation per request), revisions owned.
+type Value = Cow<'static, str>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByResult {
+    result: Value,
 }
 
-fn bump(map: &Mutex<BTreeMap<String, u64>>, label: &str) {
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    match map.get_mut(label) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(label.to_owned(), 1);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByRevision {
+    revision: Value,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByReason {
+    reason: Value,
+}
+
+/// Counters and the latency histogram.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<ByResult, Counter>,
+    injections: Family<ByRevision, Counter>,
+    skips: Family<ByReason, Counter>,
+    failures: Family<ByReason, Counter>,
+    duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mizzen_webhook");
+        let requests = Family::<ByResult, Counter>::default();
+        let injections = Family::<ByRevision, Counter>::default();
+        let skips = Family::<ByReason, Counter>::default();
+        let failures = Family::<ByReason, Counter>::default();
+        let duration = Histogram::new(BUCKETS);
+        registry.register("requests", "Admission requests by result", requests.clone());
+        registry.register("injections", "Pods injected, by revision", injections.clone());
+        registry.register("skips", "Pods not injected, by deciding rule", skips.clone());
+        registry.register("failures", "Requests refused or failed, by reason", failures.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer an admission request",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            injections,
+            skips,
+            failures,
+            duration,
         }
     }
 }
 
 impl Metrics {
     /// Counts a request by its result (`injected`, `skipped`, `denied`, `ignored`, `bad_request`, …).
-    pub fn request(&self, result: &str) {
-        bump(&self.requests, result);
+    pub fn request(&self, result: &'static str) {
+        self.requests
+            .get_or_create(&ByResult {
+                result: Cow::Borrowed(result),
+            })
+            .inc();
     }
 
     /// Counts an injection for a revision.
     pub fn injection(&self, revision: &str) {
-        bump(&self.injections, revision);
+        self.injections
+            .get_or_create(&ByRevision {
+                revision: Cow::Owned(revision.to_owned()),
+            })
+            .inc();
     }
 
     /// Counts a skipped pod by reason.
-    pub fn skip(&self, reason: &str) {
-        bump(&self.skips, reason);
+    pub fn skip(&self, reason: &'static str) {
+        self.skips
+            .get_or_create(&ByReason {
+                reason: Cow::Borrowed(reason),
+            })
+            .inc();
     }
 
     /// Counts a failure by reason (`invalid_pod`, `unknown_revision`, `bad_request`, `too_large`, `timeout`).
-    pub fn failure(&self, reason: &str) {
-        bump(&self.failures, reason);
+    pub fn failure(&self, reason: &'static str) {
+        self.failures
+            .get_or_create(&ByReason {
+                reason: Cow::Borrowed(reason),
+            })
+            .inc();
     }
 
     /// Records how long a review took.
     pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.duration.observe(elapsed.as_secs_f64());
     }
 
-    /// The metrics in Prometheus text format.
+    /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<String, u64>>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (value, n) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
-            }
-        };
-        counter(
-            &mut out,
-            "mizzen_webhook_requests_total",
-            "Admission requests by result.",
-            "result",
-            &self.requests,
-        );
-        counter(
-            &mut out,
-            "mizzen_webhook_injections_total",
-            "Pods injected, by revision.",
-            "revision",
-            &self.injections,
-        );
-        counter(
-            &mut out,
-            "mizzen_webhook_skips_total",
-            "Pods not injected, by deciding rule.",
-            "reason",
-            &self.skips,
-        );
-        counter(
-            &mut out,
-            "mizzen_webhook_failures_total",
-            "Requests refused or failed, by reason.",
-            "reason",
-            &self.failures,
-        );
-        let name = "mizzen_webhook_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to answer an admission request.\n# TYPE {name} histogram"
-        );
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }

@@ -97,7 +97,7 @@ pub fn admin_router(state: AppState) -> Router {
             "/metrics",
             get(|State(s): State<AppState>| async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
                     s.metrics.render(),
                 )
             }),
