@@ -17,10 +17,12 @@ fi
 
 # One user of the node at a time (developers and helpers share this machine's single node). The lock's file
 # descriptor is closed for everything started from here (`9>&-`): the kit's daemons must not inherit the lock.
-exec 9>"${TMPDIR:-/tmp}/mizzen-node.lock"
-flock -w 1800 9 || { echo "FAIL: the node is busy (lock ${TMPDIR:-/tmp}/mizzen-node.lock)" >&2; exit 1; }
+# The node is the machine's (kubelet, containerd, iptables), whatever TMPDIR says: the lock's path is fixed.
+exec 9>/tmp/mizzen-node.lock
+flock -w 1800 9 || { echo "FAIL: the node is busy (lock /tmp/mizzen-node.lock)" >&2; exit 1; }
 bg_pids=()
-trap 'for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+# Background pod creators and their kubectl children stop with the script.
+trap 'for p in "${bg_pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done' EXIT
 
 failures=0
 t0=$(date +%s)
@@ -222,6 +224,11 @@ as_operator yes "may not write namespaced RBAC in kube-system" "a RoleBinding in
   --serviceaccount=mizzen-system:mizzen-operator
 as_operator yes "may be bound only to the operator itself" "the mesh-namespace grants bound to another subject" \
   rolebinding e2e-guard -n default --clusterrole=mizzen-operator-mesh-namespace --serviceaccount=default:default
+as_operator yes "may be bound only to the operator itself" "the mesh-namespace grants bound cluster-wide" \
+  clusterrolebinding e2e-guard --clusterrole=mizzen-operator-mesh-namespace \
+  --serviceaccount=mizzen-system:mizzen-operator
+as_operator yes "may not write in kube-system" "a Deployment in kube-system" \
+  deployment e2e-guard -n kube-system --image=docker.io/library/busybox:stable
 webhook_pod=$(kubectl -n mizzen-system get pods -l app.kubernetes.io/name=mizzen-webhook -o jsonpath='{.items[0].metadata.name}')
 mounts=$(kubectl -n mizzen-system get pod "$webhook_pod" -o jsonpath='{.spec.volumes[*].secret.secretName}')
 [[ "$mounts" != *mizzen-webhook-ca* ]] && pass "the webhook mounts no CA key" || fail "the webhook mounts $mounts"
@@ -231,6 +238,7 @@ create_pods() {
   local seconds=$1 rate=$2 log=$3 end i=0
   end=$(($(date +%s) + seconds))
   : >"$log"
+  : >"$log.err"
   while (($(date +%s) < end)); do
     for _ in $(seq "$rate"); do
       i=$((i + 1))

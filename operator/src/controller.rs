@@ -77,6 +77,7 @@ pub async fn run(
         options.webhook_tls_dir.clone(),
         caches.clone(),
     );
+    let keeper = keeper.fenced(options.fence.clone());
     let mut config = watcher::Config::default();
     if let Some(selector) = &options.meshinstall_selector {
         config = config.labels(selector);
@@ -196,6 +197,8 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     if lost {
         // Stop reconciling at once: another replica may acquire the lease shortly.
         controller.abort();
+        // Requests in flight end with the task (their writes were fenced before they left).
+        let _ = controller.await;
         metrics.set_leader(false);
         return Err(Error::LeadershipLost);
     }
@@ -210,6 +213,7 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     if !drained {
         tracing::warn!("reconciles still running at the renew deadline; stopping them");
         controller.abort();
+        let _ = controller.await;
     }
     metrics.set_leader(false);
     leadership.release().await;

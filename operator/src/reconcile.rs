@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -155,7 +155,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Failures {
     count: u32,
     retry_at: Instant,
-    generation: Option<i64>,
+    /// What a user changes to make a retry worth it at once: the spec (generation) and the annotations
+    /// (`mizzen.io/paused`, `mizzen.io/adopt`).
+    version: (Option<i64>, u64),
+}
+
+/// The generation and a hash of the annotations.
+fn user_version(mi: &MeshInstall) -> (Option<i64>, u64) {
+    let mut h = DefaultHasher::new();
+    mi.annotations().hash(&mut h);
+    (mi.metadata.generation, h.finish())
 }
 
 /// (kind, namespace, name) of a rendered or live object.
@@ -210,6 +219,30 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) ->
             claims.entry(key_of(&o)).or_insert_with(|| other.name_any());
         }
     }
+    // What an older MeshInstall controls stays its own even when it renders nothing now (its spec became invalid)
+    // or is being deleted: a younger one must not take the live objects over in between.
+    let older_uids: BTreeMap<String, String> = ctx
+        .meshes
+        .state()
+        .iter()
+        .filter(|other| other.uid() != mi.uid() && older(other, mi))
+        .filter_map(|other| Some((other.uid()?, other.name_any())))
+        .collect();
+    for (kind, object) in ctx.caches.all() {
+        let owner = object
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .and_then(|o| older_uids.get(&o.uid));
+        if let Some(owner) = owner {
+            let key = (
+                kind.kind.to_owned(),
+                object.namespace().unwrap_or_default(),
+                object.name_any(),
+            );
+            claims.entry(key).or_insert_with(|| owner.clone());
+        }
+    }
     claims
 }
 
@@ -261,6 +294,7 @@ async fn apply_istio_crds(ctx: &Context) -> Result<Vec<String>, Error> {
         if !differs(ctx, kind, &object, &key, wanted).await? {
             continue;
         }
+        ctx.still_leading()?;
         let applied = ctx
             .api(kind, None)
             .patch(&name, &params, &Patch::Apply(&object))
@@ -340,6 +374,17 @@ fn adopted_freely(kind: &str) -> bool {
     matches!(kind, "CustomResourceDefinition" | "Namespace")
 }
 
+/// Whether an existing object that is not mizzen's can be taken over when the MeshInstall asks: RBAC objects and
+/// webhook configurations only when they are Istio's own (label `app.kubernetes.io/part-of=istio`, as Istio's
+/// charts set), as the guardrails policy (config/rbac/operator-guardrails.yaml) enforces.
+fn adoptable(kind: &str, existing: &PartialObjectMeta<DynamicObject>) -> bool {
+    let guarded = matches!(
+        kind,
+        "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" | "MutatingWebhookConfiguration"
+    );
+    !guarded || existing.labels().get("app.kubernetes.io/part-of").map(String::as_str) == Some("istio")
+}
+
 /// Whether an object that exists and is not mizzen's may be taken over.
 fn may_adopt(mi: &MeshInstall) -> bool {
     mi.annotations().get(ADOPT_ANNOTATION).map(String::as_str) == Some("true")
@@ -378,14 +423,15 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
             }
         }
         // Not in the caches (which hold only mizzen's objects): is there one that is someone else's?
-        if ctx.caches.get(kind, namespace, &key.2).is_none() && !adopted_freely(kind.kind) && !may_adopt(mi) {
+        if ctx.caches.get(kind, namespace, &key.2).is_none() && !adopted_freely(kind.kind) {
             match ctx.api(kind, namespace).get_metadata_opt(&key.2).await {
                 Ok(Some(existing))
                     if existing
                         .labels()
                         .get("app.kubernetes.io/managed-by")
                         .map(String::as_str)
-                        != Some(MANAGED_BY) =>
+                        != Some(MANAGED_BY)
+                        && !(may_adopt(mi) && adoptable(kind.kind, &existing)) =>
                 {
                     done.not_ours.push(format!("{} {shown}", kind.kind));
                     continue;
@@ -429,10 +475,11 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
 }
 
 /// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders.
-async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec<String>, Error> {
+async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> (Vec<String>, Vec<Error>) {
     let uid = mi.uid().unwrap_or_default();
     let keep: BTreeSet<Key> = desired.iter().map(key_of).collect();
     let mut deleted = Vec::new();
+    let mut errors = Vec::new();
     for (kind, object) in ctx.caches.all() {
         if !kind.pruned || !controlled_by(&object, &uid) {
             continue;
@@ -446,6 +493,10 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec
             continue;
         }
         let name = display_name(&object);
+        if let Err(e) = ctx.still_leading() {
+            errors.push(e);
+            break;
+        }
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: object.uid(),
@@ -461,18 +512,20 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Result<Vec
             Ok(_) => {}
             // Already gone, or replaced by another object of the same name (the UID precondition failed).
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+            // Every other object is still tried.
             Err(source) => {
-                return Err(Error::Delete {
+                errors.push(Error::Delete {
                     kind: kind.kind,
                     name,
                     source,
                 });
+                continue;
             }
         }
         tracing::info!(kind = kind.kind, %name, "pruned");
         deleted.push(format!("{}/{name}", kind.kind));
     }
-    Ok(deleted)
+    (deleted, errors)
 }
 
 fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
@@ -538,6 +591,7 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Res
     if !status::differs(mi.status.as_ref(), &next) {
         return Ok(healthy);
     }
+    ctx.still_leading()?;
     let name = mi.name_any();
     let api: Api<MeshInstall> = Api::all(ctx.client.clone());
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": next})))
@@ -586,7 +640,7 @@ pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action
     tracing::debug!(meshinstall = %mi.name_any(), "reconcile");
     let pending = lock(&ctx.failures)
         .get(&uid)
-        .filter(|f| f.generation == mi.metadata.generation)
+        .filter(|f| f.version == user_version(&mi))
         .map(|f| f.retry_at.saturating_duration_since(Instant::now()))
         .filter(|wait| !wait.is_zero());
     if let Some(wait) = pending {
@@ -685,14 +739,16 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     done.written.extend(applied.written);
     done.not_ours.extend(applied.not_ours);
     done.errors.extend(applied.errors);
+    // Another replica may lead by now: nothing more is written (no prune from a stale view, no status).
+    if done.errors.iter().any(|e| matches!(e, Error::LeadershipLost)) {
+        return Err(Error::LeadershipLost);
+    }
     // Pruning is by owner UID, so it is safe even when some objects could not be applied.
-    let pruned = match prune(ctx, mi, &desired).await {
-        Ok(p) => p,
-        Err(e) => {
-            done.errors.push(e);
-            Vec::new()
-        }
-    };
+    let (pruned, prune_errors) = prune(ctx, mi, &desired).await;
+    if prune_errors.iter().any(|e| matches!(e, Error::LeadershipLost)) {
+        return Err(Error::LeadershipLost);
+    }
+    done.errors.extend(prune_errors);
     ctx.metrics.objects_applied(done.written.len());
     ctx.metrics.objects_pruned(pruned.len());
     if !done.written.is_empty() {
@@ -762,12 +818,12 @@ pub fn error_policy(mi: Arc<MeshInstall>, error: &Error, ctx: Arc<Context>) -> A
         let entry = all.entry(mi.uid().unwrap_or_default()).or_insert(Failures {
             count: 0,
             retry_at: Instant::now(),
-            generation: mi.metadata.generation,
+            version: user_version(&mi),
         });
-        // A new spec starts a new run.
-        if entry.generation != mi.metadata.generation {
+        // A new spec or new annotations start a new run.
+        if entry.version != user_version(&mi) {
             entry.count = 0;
-            entry.generation = mi.metadata.generation;
+            entry.version = user_version(&mi);
         }
         entry.count = entry.count.saturating_add(1);
         // An error only a change can fix (RBAC, an immutable field) starts further out.

@@ -44,6 +44,9 @@ const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// How long the previous CA stays in the caBundle after the new serving certificate was written: webhook pods
 /// pick it up from the API within seconds; this leaves room for slow ones.
 const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// How long every webhook configuration must have trusted a new CA before the certificate it signs is served:
+/// each API server reads webhook configurations through its own informer, which may lag the operator's.
+const TRUST_SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
 const CA_NAME: &str = "mizzen webhook CA";
 const LABELS: [(&str, &str); 2] = [
     ("app.kubernetes.io/managed-by", "mizzen"),
@@ -213,6 +216,9 @@ pub struct Keeper {
     secrets: Store<Secret>,
     writer: Option<reflector::store::Writer<Secret>>,
     tx: watch::Sender<Option<String>>,
+    fence: std::sync::Arc<crate::leader::Fence>,
+    /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
+    trusted_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 /// What one pass did, for the caller's pacing.
@@ -244,8 +250,16 @@ impl Keeper {
             secrets: writer.as_reader(),
             writer: Some(writer),
             tx,
+            fence: std::sync::Arc::default(),
+            trusted_since: std::sync::Mutex::default(),
         };
         (keeper, CaBundle(rx))
+    }
+
+    /// Writes only while leader election allows them (see [`crate::leader::Fence`]).
+    pub fn fenced(mut self, fence: std::sync::Arc<crate::leader::Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     fn secret(&self, name: &str) -> Option<Arc<Secret>> {
@@ -300,6 +314,9 @@ impl Keeper {
         data: BTreeMap<&str, &str>,
         annotations: BTreeMap<&str, String>,
     ) -> Result<(), Error> {
+        if !self.fence.allows_writes() {
+            return Err(Error::LeadershipLost);
+        }
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let data: BTreeMap<&str, String> = data.into_iter().map(|(k, v)| (k, b64(v))).collect();
         let secret = json!({
@@ -439,9 +456,24 @@ impl Keeper {
         let (crt, key) = match serving {
             Some(pair) => pair,
             None => {
-                if !serving_under_current && self.published_bundles().iter().any(|b| !b.contains(ca_crt.trim())) {
-                    // Not every configuration trusts the new CA yet: the reconciles are applying it.
-                    return Ok(Pass::Transition);
+                let published = self.published_bundles();
+                // With no webhook configuration yet (a first install), nobody calls the webhook: no wait.
+                if !serving_under_current && !published.is_empty() {
+                    let mut since = self.trusted_since.lock().unwrap_or_else(|e| e.into_inner());
+                    if published.iter().any(|b| !b.contains(ca_crt.trim())) {
+                        // Not every configuration trusts the new CA yet: the reconciles are applying it.
+                        *since = None;
+                        return Ok(Pass::Transition);
+                    }
+                    // Every configuration trusts it here; give every API server's informer time to see it too.
+                    match since.as_ref() {
+                        Some((ca, at)) if *ca == ca_crt && at.elapsed() >= TRUST_SETTLE => {}
+                        Some((ca, _)) if *ca == ca_crt => return Ok(Pass::Transition),
+                        _ => {
+                            *since = Some((ca_crt.clone(), std::time::Instant::now()));
+                            return Ok(Pass::Transition);
+                        }
+                    }
                 }
                 let issued = issue(&self.namespace, Some((&ca_crt, &ca_key)), self.hosts.clone())?;
                 self.write(

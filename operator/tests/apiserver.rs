@@ -845,6 +845,28 @@ async fn overlapping_mesh_installs_report_a_conflict_and_the_older_keeps_its_obj
             .any(|o| o.uid == owner && o.controller == Some(true)),
         "the older MeshInstall lost its gateway"
     );
+    // The older one's spec turns invalid (it renders nothing): what it controls stays its own.
+    let meshes: Api<MeshInstall> = Api::all(s.client.clone());
+    meshes
+        .patch(
+            "sc-conflict",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"gateways": [{"name": "istiod", "kind": "ingress"}]}})),
+        )
+        .await
+        .expect("an invalid spec for the older MeshInstall");
+    s.condition("sc-conflict", "Reconciled", "False", "InvalidSpec").await;
+    s.annotate("sc-conflict-b", "test.mizzen.io/poke", Some("1")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let message = s.condition("sc-conflict-b", "Reconciled", "False", "Conflict").await;
+    assert!(message.contains("belongs to MeshInstall sc-conflict"), "{message}");
+    let gw = deployments.get("istio-ingressgateway").await.expect("gateway");
+    assert!(
+        gw.owner_references()
+            .iter()
+            .any(|o| o.uid == owner && o.controller == Some(true)),
+        "the younger MeshInstall took the gateway while the older one's spec was invalid"
+    );
     s.finish().await;
 }
 
