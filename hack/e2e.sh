@@ -219,7 +219,7 @@ as_operator() {
 as_operator yes allowed "a ClusterRole labelled as mizzen's" clusterrole e2e-guard --verb=get --resource=pods
 as_operator no "only write RBAC objects and webhook configurations that are mizzen's" \
   "a ClusterRole that is not mizzen's" clusterrole e2e-guard --verb=get --resource=pods
-as_operator yes "may not write namespaced RBAC in kube-system" "a RoleBinding in kube-system" \
+as_operator yes "may not write in kube-system" "a RoleBinding in kube-system" \
   rolebinding e2e-guard -n kube-system --clusterrole=mizzen-operator-mesh-namespace \
   --serviceaccount=mizzen-system:mizzen-operator
 as_operator yes "may be bound only to the operator itself" "the mesh-namespace grants bound to another subject" \
