@@ -58,7 +58,12 @@ run_readme() {
 }
 
 step "cluster"
-kubeconfig_line=$("$kit/up" --node 9>&-) || die "$kit/up --node failed"
+# `up` is idempotent: one more try when a component did not come up (the kit prints why).
+kubeconfig_line=$("$kit/up" --node 9>&-) || {
+  echo "$kit/up --node failed; trying once more"
+  sleep 5
+  kubeconfig_line=$("$kit/up" --node 9>&-)
+} || die "$kit/up --node failed"
 eval "$kubeconfig_line"
 export KUBECONFIG
 [[ "$KUBECONFIG" == "${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}/"* ]] || die "up gave an unexpected KUBECONFIG: $KUBECONFIG"
