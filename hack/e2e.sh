@@ -58,12 +58,31 @@ run_readme() {
 }
 
 step "cluster"
-# `up` is idempotent: one more try when a component did not come up (the kit prints why).
+# `up` is idempotent, but a state directory left by a hard stop (processes killed, host reset) has once kept a
+# component from starting. Recovery, in order: `down` and `up` again with the same state (keeps the unpacked
+# binaries and images), then `down --purge` and a fresh start. The kit prints why each attempt failed.
+kube_state=${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}
+component_logs() {
+  local f
+  for f in "$kube_state"/logs/*.log; do
+    [[ -f "$f" ]] || continue
+    echo "--- last lines of $f"
+    tail -n 8 "$f"
+  done
+}
 kubeconfig_line=$("$kit/up" --node 9>&-) || {
-  echo "$kit/up --node failed; trying once more"
-  sleep 5
+  echo "$kit/up --node failed; stopping what is left and trying again with the same state"
+  component_logs
+  "$kit/down" >/dev/null 2>&1 9>&- || true
+  sleep 2
   kubeconfig_line=$("$kit/up" --node 9>&-)
-} || die "$kit/up --node failed"
+} || {
+  echo "$kit/up --node failed twice; starting from a fresh state ($kube_state purged)"
+  component_logs
+  "$kit/down" --purge >/dev/null 2>&1 9>&- || true
+  sleep 2
+  kubeconfig_line=$("$kit/up" --node 9>&-)
+} || { component_logs; die "$kit/up --node failed three times (down, then down --purge, in between)"; }
 eval "$kubeconfig_line"
 export KUBECONFIG
 [[ "$KUBECONFIG" == "${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}/"* ]] || die "up gave an unexpected KUBECONFIG: $KUBECONFIG"

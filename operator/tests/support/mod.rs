@@ -147,17 +147,35 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
     let state = std::env::var_os("MIZZEN_TEST_KUBE_STATE")
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.join("mizzen-kube-optest"));
-    let out = Command::new(kit.join("up"))
-        .env("KUBE_STATE", &state)
-        .env("KUBE_APISERVER_PORT", "26443")
-        .env("KUBE_ETCD_PORT", "22379")
-        .env("KUBE_ETCD_PEER_PORT", "22380")
-        .env("KUBE_KCM_PORT", "20257")
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("{}/up: {e}", kit.display()))?;
+    let kit_cmd = |script: &str| {
+        let mut cmd = Command::new(kit.join(script));
+        cmd.env("KUBE_STATE", &state)
+            .env("KUBE_APISERVER_PORT", "26443")
+            .env("KUBE_ETCD_PORT", "22379")
+            .env("KUBE_ETCD_PEER_PORT", "22380")
+            .env("KUBE_KCM_PORT", "20257")
+            .stderr(Stdio::inherit());
+        cmd
+    };
+    let up = || kit_cmd("up").output().map_err(|e| format!("{}/up: {e}", kit.display()));
+    // A state directory left by a hard stop has once kept a component from starting: `down` and try again
+    // with the same state, then from a fresh one (`down --purge`).
+    let mut out = up()?;
+    for down_args in [&[][..], &["--purge"][..]] {
+        if out.status.success() {
+            break;
+        }
+        eprintln!(
+            "{}/up failed ({}); running down {} and trying again",
+            kit.display(),
+            out.status,
+            down_args.join(" ")
+        );
+        let _ = kit_cmd("down").args(down_args).stdout(Stdio::null()).status();
+        out = up()?;
+    }
     if !out.status.success() {
-        return Err(format!("{}/up failed ({})", kit.display(), out.status));
+        return Err(format!("{}/up failed three times ({})", kit.display(), out.status));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let kubeconfig = stdout
