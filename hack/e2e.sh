@@ -86,7 +86,8 @@ kubeconfig_line=$("$kit/up" --node 9>&-) || {
 eval "$kubeconfig_line"
 export KUBECONFIG
 [[ "$KUBECONFIG" == "${KUBE_STATE:-${TMPDIR:-/tmp}/mizzen-kube}/"* ]] || die "up gave an unexpected KUBECONFIG: $KUBECONFIG"
-"$kit/load-standins" --version 1.28.0 >/dev/null 9>&-
+# Three Istio versions: the install, its in-place upgrade and a canary (README, "Upgrading").
+"$kit/load-standins" --version 1.28.0 --version 1.28.1 --version 1.28.2 >/dev/null 9>&-
 hack/build-images.sh >/dev/null 9>&-
 kubectl get nodes
 # An interrupted earlier run may have left mizzen installed (its pods would keep the old binaries): start clean.
@@ -214,6 +215,11 @@ can_i mizzen-operator no bind clusterroles/cluster-admin
 can_i mizzen-operator yes bind clusterroles/mizzen-operator-mesh-namespace
 can_i mizzen-operator yes patch deployments -n istio-system
 can_i mizzen-operator no create pods -n default
+can_i mizzen-operator yes list pods --all-namespaces
+can_i mizzen-operator no delete pods -n default
+can_i mizzen-operator no create pods/eviction -n default
+can_i mizzen-operator yes patch statefulsets -n default
+can_i mizzen-operator no delete daemonsets -n default
 can_i mizzen-operator no impersonate serviceaccounts
 can_i mizzen-webhook yes get secrets/mizzen-webhook-tls -n mizzen-system
 can_i mizzen-webhook no get secrets/mizzen-webhook-ca -n mizzen-system
@@ -410,6 +416,136 @@ ready=$(kubectl get meshinstall default -o jsonpath='{.status.ready}')
 [[ "$ready" == 3/3 ]] && pass "READY 3/3 (jaeger still on)" || fail "READY is '$ready', not 3/3"
 kubectl -n istio-system get deployment jaeger >/dev/null 2>&1 && pass "jaeger stays" || fail "jaeger was pruned too"
 
+step "in-place upgrade (README): the outdated-proxy report, then the automatic rollout"
+mi_json() { kubectl get meshinstall "$1" -o json; }
+# jq-less JSON reads: py EXPRESSION over the MeshInstall as `m`.
+mi_py() { mi_json "$1" | python3 -c "import json,sys; m=json.load(sys.stdin); print($2)"; }
+injected=$(kubectl get pods -A -l service.istio.io/canonical-name -o json | python3 -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+print(sum(1 for p in pods if "sidecar.istio.io/status" in p["metadata"].get("annotations", {})
+          and not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") not in ("Succeeded", "Failed")))')
+proxies() { kubectl get meshinstall "$1" -o jsonpath='{.status.proxies}'; }
+proxies_are() { [[ "$(proxies "$1")" == "$2" ]]; }
+wait_until 60 "PROXIES $injected/$injected before the upgrade" proxies_are default "$injected/$injected" || true
+t_upgrade=$(date +%s)
+run_readme upgrade
+wait_until 60 "PROXIES 0/$injected once spec.version is 1.28.1" proxies_are default "0/$injected" || true
+kubectl get meshinstall default
+outdated=$(mi_py default '" ".join(sorted(w["kind"] + "/" + w["name"] + ":" + str(w["pods"]) for w in m["status"]["dataPlane"]["outdated"]))')
+[[ "$outdated" == "Deployment/whoami-v1:1 Deployment/whoami-v2:1" ]] &&
+  pass "status.dataPlane.outdated lists whoami-v1 and whoami-v2 (1 pod each)" || fail "status.dataPlane.outdated: '$outdated'"
+reason=$(kubectl get meshinstall default -o jsonpath='{.status.conditions[?(@.type=="ProxiesUpToDate")].reason}')
+[[ "$reason" == Outdated ]] && pass "ProxiesUpToDate=False, reason Outdated" || fail "ProxiesUpToDate reason '$reason'"
+ps_out=$(cargo run -q --bin mizzenctl -- proxy-status 2>&1)
+echo "$ps_out"
+grep -E '^default +Deployment/whoami-v1 .*outdated: proxy docker.io/istio/proxyv2:1.28.0; want docker.io/istio/proxyv2:1.28.1' <<<"$ps_out" >/dev/null &&
+  pass "mizzenctl proxy-status names the outdated workloads" || fail "mizzenctl proxy-status does not show whoami-v1 outdated"
+istiod_image() { kubectl -n istio-system get deployment istiod -o jsonpath='{.spec.template.spec.containers[0].image}'; }
+[[ "$(istiod_image)" == docker.io/istio/pilot:1.28.1 ]] && pass "istiod runs pilot:1.28.1" || fail "istiod runs $(istiod_image)"
+# The rollout: watch how many workloads restart at once while it runs.
+(
+  max=0
+  for _ in $(seq 300); do
+    n=$(kubectl get meshinstall default -o jsonpath='{.status.dataPlane.restarting[*].name}' | wc -w)
+    ((n > max)) && max=$n
+    echo "$max" >/tmp/e2e-max-restarting
+    sleep 0.5
+  done
+) &
+watcher=$!
+bg_pids+=("$watcher")
+t_rollout=$(date +%s)
+run_readme rollout
+rollout_s=$(since "$t_rollout")
+kill "$watcher" 2>/dev/null || true
+max_restarting=$(cat /tmp/e2e-max-restarting 2>/dev/null || echo '?')
+[[ "$max_restarting" == 1 ]] && pass "one workload restarted at a time (maxConcurrent 1)" ||
+  fail "$max_restarting workloads restarted at once"
+wait_until 60 "PROXIES $injected/$injected after the automatic rollout ($rollout_s s)" proxies_are default "$injected/$injected" || true
+for app in whoami-v1 whoami-v2; do
+  restarted=$(kubectl get deployment "$app" -o jsonpath='{.metadata.annotations.mizzen\.io/restarted-for}')
+  [[ "$restarted" == default@docker.io/istio/proxyv2:1.28.1 ]] && pass "$app restarted for default@proxyv2:1.28.1" ||
+    fail "$app: restarted-for '$restarted'"
+  kubectl describe deployment "$app" | grep -q ProxyUpgrade && pass "$app: ProxyUpgrade Event" || fail "$app: no ProxyUpgrade Event"
+done
+proxy_images() { # NAMESPACE -> the istio-proxy images of its whoami pods that are not terminating
+  kubectl -n "$1" get pods -l app=whoami -o json | python3 -c '
+import json, sys
+images = set()
+for p in json.load(sys.stdin)["items"]:
+    if p["metadata"].get("deletionTimestamp"):
+        continue
+    for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]:
+        if c["name"] == "istio-proxy":
+            images.add(c["image"])
+print(" ".join(sorted(images)))'
+}
+images_are() { [[ "$(proxy_images "$1")" == "$2" ]]; }
+wait_until 60 "the whoami pods run proxyv2:1.28.1" images_are default docker.io/istio/proxyv2:1.28.1 || true
+kubectl patch meshinstall default --type=merge -p '{"spec":{"dataPlane":{"rollout":"Manual"}}}' >/dev/null
+upgrade_s=$(since "$t_upgrade")
+
+step "canary with a revision tag (README)"
+t_canary=$(date +%s)
+run_readme canary
+kubectl -n shop rollout status deployment/whoami-v1 deployment/whoami-v2 --timeout=180s >/dev/null || fail "shop's whoami did not roll out"
+pod_revisions() { # NAMESPACE -> the revisions that injected its running pods
+  kubectl -n "$1" get pods -o json | python3 -c '
+import json, sys
+revs = set()
+for p in json.load(sys.stdin)["items"]:
+    if p["metadata"].get("deletionTimestamp"):
+        continue
+    s = p["metadata"].get("annotations", {}).get("sidecar.istio.io/status")
+    revs.add(json.loads(s).get("revision") if s else "none")
+print(" ".join(sorted(revs)))'
+}
+[[ "$(pod_revisions shop)" == default ]] && pass "shop (istio.io/rev=prod) injected by the default revision, which holds prod" ||
+  fail "shop's pods were injected by '$(pod_revisions shop)'"
+tag_owner() { kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod -o jsonpath='{.metadata.labels.mizzen\.io/meshinstall} {.webhooks[0].clientConfig.service.path}'; }
+[[ "$(tag_owner)" == "default /inject" ]] && pass "mizzen-revision-tag-prod is the default install's (path /inject)" ||
+  fail "mizzen-revision-tag-prod: '$(tag_owner)'"
+tag_uid=$(kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod -o jsonpath='{.metadata.uid}')
+# Pods are created in shop during the move: none may miss its sidecar.
+(
+  : >/tmp/e2e-move.out
+  for i in $(seq 40); do
+    kubectl -n shop run "move-$i" --image=docker.io/traefik/whoami:v1.10 --restart=Never \
+      --overrides='{"spec":{"nodeSelector":{"e2e.mizzen.io/never":"true"}}}' -o jsonpath='{.metadata.annotations.sidecar\.istio\.io/status}{"\n"}' \
+      >>/tmp/e2e-move.out 2>/dev/null || echo FAILED >>/tmp/e2e-move.out
+    sleep 0.25
+  done
+) &
+mover=$!
+bg_pids+=("$mover")
+t_move=$(date +%s)
+run_readme move-tag
+moved() { [[ "$(tag_owner)" == "canary /inject/canary" ]]; }
+wait_until 60 "mizzen-revision-tag-prod moves to the canary (path /inject/canary)" moved || true
+move_s=$(since "$t_move")
+[[ "$(kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod -o jsonpath='{.metadata.uid}')" == "$tag_uid" ]] &&
+  pass "the tag's webhook configuration was taken over in place" || fail "the tag's webhook configuration was replaced"
+wait "$mover" || true
+missing=$(grep -vc 'istio-proxy' /tmp/e2e-move.out || true)
+[[ "$missing" == 0 ]] && pass "$(grep -c . /tmp/e2e-move.out) pods created in shop during the move, all with a sidecar" ||
+  fail "$missing pods created in shop during the move without a sidecar (or refused)"
+kubectl -n shop delete pods -l run --wait=false >/dev/null 2>&1 || true
+kubectl wait meshinstall/canary --for=condition=Reconciled --timeout=60s >/dev/null &&
+  pass "the canary holds prod (Reconciled)" || fail "the canary is not Reconciled after the move"
+tags=$(kubectl get meshinstall canary -o jsonpath='{.status.revisionTags}')
+[[ "$tags" == '["prod"]' ]] && pass "canary status.revisionTags [prod]" || fail "canary status.revisionTags '$tags'"
+kubectl -n shop rollout status deployment/whoami-v1 deployment/whoami-v2 --timeout=180s >/dev/null || fail "shop's restart did not roll out"
+shop_on_canary() { [[ "$(pod_revisions shop)" == canary ]]; }
+wait_until 60 "shop's pods injected by the canary after the restart" shop_on_canary || true
+wait_until 60 "canary PROXIES 2/2" proxies_are canary 2/2 || true
+wait_until 60 "shop's whoami runs proxyv2:1.28.2" images_are shop docker.io/istio/proxyv2:1.28.2 || true
+canary_s=$(since "$t_canary")
+kubectl delete namespace shop --wait=false >/dev/null
+kubectl delete meshinstall canary --timeout=120s >/dev/null || fail "deleting the canary"
+kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod >/dev/null 2>&1 &&
+  fail "the tag's webhook configuration outlived its MeshInstall" || pass "the tag's webhook configuration went with the canary"
+
 # --- in "uninstall (README)": the left-behind check also looks for the addon's ClusterRole ---
 # left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
 
@@ -441,7 +577,7 @@ kubectl delete -f config/samples/whoami/ --ignore-not-found --wait=false >/dev/n
 kubectl label namespace default istio-injection- >/dev/null 2>&1 || true
 
 echo
-summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, addons Ready ${addons_ready} s, total $(since "$t0") s"
+summary="bundle Ready ${bundle_ready} s, MeshInstall Ready ${mesh_ready} s, pods Running ${pods_running} s, no-op mutating requests ${noop}, pod creations failed during CA change ${tls_failures} and webhook rollout ${rollout_failures}, addons Ready ${addons_ready} s, in-place upgrade ${upgrade_s} s (automatic rollout ${rollout_s} s, at most ${max_restarting} restarting), canary ${canary_s} s (tag moved in ${move_s} s), total $(since "$t0") s"
 if ((failures > 0)); then
   echo "e2e: FAILED ($failures failures; $summary)"
   exit 1

@@ -43,10 +43,12 @@ pub const DEFAULT_NAMESPACE: &str = "istio-system";
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".spec.revision","description":"Control-plane revision; empty is the default revision"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version","description":"Istio version (image tag)"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"Ready components / desired components"}"#,
+    printcolumn = r#"{"name":"Proxies","type":"string","jsonPath":".status.proxies","description":"Injected pods this install serves that run its proxy image and revision / all of them"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.state","description":"Healthy, Progressing, Error or Paused"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.revisionTags) || !has(self.revision) || !(self.revision in self.revisionTags)").message("spec.revisionTags must not list the install's own revision"))]
 pub struct MeshInstallSpec {
     /// Istio version to run, used as the image tag of istiod (`<hub>/pilot:<version>`) and of every proxy and gateway
     /// (`<hub>/proxyv2:<version>`). Changing it rolls the control plane and gateways; injected pods pick the new proxy
@@ -84,6 +86,20 @@ pub struct MeshInstallSpec {
     )]
     pub revision: String,
 
+    /// Revision tags this install serves, as Istio's `istioctl tag set <tag> --revision <revision>`: namespaces
+    /// labelled `istio.io/rev=<tag>` (and pods labelled so) are injected by this install. Moving a tag to another
+    /// MeshInstall (remove it here, add it there) moves new pods without relabelling namespaces. The tag `default`
+    /// also takes namespaces labelled `istio-injection=enabled` from the default revision. When two MeshInstalls
+    /// list one tag, the older keeps it and the younger reports a `Conflict`; a tag may not name an existing
+    /// revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub revision_tags: Vec<String>,
+
     /// Mesh-wide configuration, rendered into ConfigMap `istio` (key `mesh`) and read by istiod and every proxy.
     /// Common fields are typed; any other MeshConfig field is passed through as given.
     #[serde(default)]
@@ -115,6 +131,11 @@ pub struct MeshInstallSpec {
     /// out and for workshops: one replica each, data kept in memory. Disabling an addon deletes it.
     #[serde(default)]
     pub addons: AddonsSpec,
+
+    /// Upgrades of the data plane: whether the operator restarts workloads whose injected proxies are outdated
+    /// (another image or revision than this install's) once this install serves them.
+    #[serde(default)]
+    pub data_plane: DataPlaneSpec,
 }
 
 fn default_version() -> String {
@@ -762,6 +783,57 @@ pub struct JaegerAddonSpec {
     pub sampling: Option<f64>,
 }
 
+/// How outdated proxies are brought up to date.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneSpec {
+    /// `Manual` (default): outdated workloads are reported in the status and by `mizzenctl proxy-status`, and you
+    /// restart them (`kubectl rollout restart`). `Automatic`: the operator restarts outdated Deployments,
+    /// StatefulSets and DaemonSets itself, as `kubectl rollout restart` does, `maxConcurrent` at a time, each once
+    /// the previous ones are available again. A workload annotated `mizzen.io/auto-restart: "false"` is left alone.
+    #[serde(default)]
+    pub rollout: RolloutMode,
+
+    /// How many workloads Automatic restarts at once, 1 to 100.
+    #[serde(default = "default_max_concurrent")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("spec.dataPlane.maxConcurrent must be between 1 and 100"))]
+    pub max_concurrent: i32,
+
+    /// How long a restarted workload may take to become available before the rollout pauses (reported in the
+    /// `ProxiesUpToDate` condition and an Event naming it), 30 to 86400 seconds.
+    #[serde(default = "default_progress_deadline")]
+    #[x_kube(validation = Rule::new("self >= 30 && self <= 86400").message("spec.dataPlane.progressDeadlineSeconds must be between 30 and 86400"))]
+    pub progress_deadline_seconds: i32,
+}
+
+impl Default for DataPlaneSpec {
+    fn default() -> Self {
+        Self {
+            rollout: RolloutMode::Manual,
+            max_concurrent: default_max_concurrent(),
+            progress_deadline_seconds: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_max_concurrent() -> i32 {
+    1
+}
+
+fn default_progress_deadline() -> i32 {
+    600
+}
+
+/// Who restarts workloads with outdated proxies.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutMode {
+    /// You do; the status and `mizzenctl proxy-status` say which.
+    #[default]
+    Manual,
+    /// The operator does, one rollout (or `maxConcurrent`) at a time.
+    Automatic,
+}
+
 /// Observed state of a MeshInstall, written by the operator.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -786,6 +858,79 @@ pub struct MeshInstallStatus {
     /// Summary: `Healthy`, `Progressing`, `Error` or `Paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<MeshState>,
+
+    /// The Istio version last rolled out (`spec.version` once applied). While `spec.version` names an
+    /// unsupported release, nothing changes and the webhook keeps injecting this version's proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// The revision tags this install holds (including `default` when it serves `istio-injection=enabled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revision_tags: Vec<String>,
+
+    /// Injected pods this install serves that run its proxy image and revision, over all of them, such as `3/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxies: Option<String>,
+
+    /// The data plane this install serves: which workloads still run an older proxy, and the automatic rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneStatus>,
+}
+
+/// The data plane an install serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataPlaneStatus {
+    /// Injected pods that run this install's proxy image and revision.
+    pub up_to_date: i32,
+    /// Injected pods this install serves (by their namespace's labels, else the revision that injected them).
+    pub total: i32,
+    /// How many workloads have outdated pods (the list below holds the first 20 by namespace, kind and name).
+    #[serde(default)]
+    pub outdated_workloads: i32,
+    /// Workloads with outdated pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outdated: Vec<OutdatedWorkload>,
+    /// Workloads the operator restarted that have not finished rolling out (`rollout: Automatic`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarting: Vec<WorkloadRestart>,
+    /// A restart that did not finish within `progressDeadlineSeconds`: the automatic rollout waits until this
+    /// workload is available again (or the rollout is switched to Manual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<WorkloadRestart>,
+}
+
+/// A workload whose pods run an older proxy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutdatedWorkload {
+    /// Namespace.
+    pub namespace: String,
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `ReplicaSet` or `Pod`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Its outdated pods.
+    pub pods: i32,
+    /// What is outdated: the image or the revision the pods run, and what this install wants.
+    pub reason: String,
+}
+
+/// A restart the operator made.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRestart {
+    /// Namespace.
+    pub namespace: String,
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// When it was restarted (RFC 3339, the value of its `kubectl.kubernetes.io/restartedAt` pod annotation).
+    pub restarted_at: String,
+    /// Why it is stalled, for a stalled restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Summary state of a MeshInstall.
@@ -853,6 +998,16 @@ pub struct AddonStatus {
 }
 
 impl MeshInstallSpec {
+    /// The proxy image injected pods and gateways run: `spec.proxy.image` itself when it is a full reference
+    /// (contains `/`), else `<hub>/<image>:<version>`.
+    pub fn proxy_image(&self) -> String {
+        if self.proxy.image.contains('/') {
+            self.proxy.image.clone()
+        } else {
+            format!("{}/{}:{}", self.hub, self.proxy.image, self.version)
+        }
+    }
+
     /// The revision label value: `default` for the default revision.
     pub fn revision_label(&self) -> &str {
         if self.revision.is_empty() {

@@ -111,7 +111,7 @@ pub fn check_inject(
         checks.push(Check {
             workload,
             namespace,
-            injected: webhook.as_deref() == Some(config.revision_label()) && decision.inject,
+            injected: webhook.as_deref().is_some_and(|w| config.serves(w)) && decision.inject,
             webhook,
             webhook_reason,
             inject: decision.inject,
@@ -123,7 +123,8 @@ pub fn check_inject(
 }
 
 /// `check-inject` as a table.
-pub fn checks_table(checks: &[Check], revision: &str) -> String {
+pub fn checks_table(checks: &[Check], config: &InjectionConfig) -> String {
+    let revision = config.revision_label();
     let mut rows = vec![[
         "WORKLOAD".to_owned(),
         "NAMESPACE".to_owned(),
@@ -134,6 +135,9 @@ pub fn checks_table(checks: &[Check], revision: &str) -> String {
     for c in checks {
         let stage1 = match &c.webhook {
             Some(rev) if rev == revision => format!("sent to revision {rev}: {}", c.webhook_reason),
+            Some(tag) if config.serves(tag) => {
+                format!("sent to tag {tag} of revision {revision}: {}", c.webhook_reason)
+            }
             Some(rev) => format!("sent to another revision ({rev}): {}", c.webhook_reason),
             None => format!("not sent: {}", c.webhook_reason),
         };
@@ -166,6 +170,97 @@ pub fn checks_table(checks: &[Check], revision: &str) -> String {
     out
 }
 
+/// Rows of text as aligned columns (two spaces apart).
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// What `mizzenctl proxy-status` prints: each MeshInstall (revision, tags, proxies up to date, rollout), then every
+/// workload with injected pods, sorted by namespace, with the MeshInstall serving it and whether its proxies are
+/// up to date.
+pub fn proxy_status_table(
+    meshes: &[&MeshInstall],
+    assignment: &crate::revisions::Assignment,
+    rows: &[crate::dataplane::Row],
+) -> String {
+    let mut summary = vec![vec![
+        "MESHINSTALL".to_owned(),
+        "REVISION".to_owned(),
+        "TAGS".to_owned(),
+        "PROXY".to_owned(),
+        "UP-TO-DATE".to_owned(),
+        "ROLLOUT".to_owned(),
+    ]];
+    let mut sorted: Vec<&&MeshInstall> = meshes.iter().collect();
+    sorted.sort_by_key(|m| m.metadata.name.clone());
+    for mi in sorted {
+        let name = mi.metadata.name.clone().unwrap_or_default();
+        let (up, total) = rows
+            .iter()
+            .filter(|r| r.mesh_install.as_deref() == Some(name.as_str()))
+            .fold((0, 0), |(u, t), r| (u + r.up_to_date, t + r.up_to_date + r.outdated));
+        let tags = assignment.of(&name).tags;
+        summary.push(vec![
+            name,
+            mi.spec.revision_label().to_owned(),
+            if tags.is_empty() {
+                "-".to_owned()
+            } else {
+                tags.join(",")
+            },
+            mi.spec.proxy_image(),
+            format!("{up}/{total}"),
+            format!("{:?}", mi.spec.data_plane.rollout),
+        ]);
+    }
+    let mut table = vec![vec![
+        "NAMESPACE".to_owned(),
+        "WORKLOAD".to_owned(),
+        "PODS".to_owned(),
+        "UP-TO-DATE".to_owned(),
+        "INJECTED-BY".to_owned(),
+        "MESHINSTALL".to_owned(),
+        "STATUS".to_owned(),
+    ]];
+    for r in rows {
+        table.push(vec![
+            r.workload.namespace.clone(),
+            format!("{}/{}", r.workload.kind, r.workload.name),
+            (r.up_to_date + r.outdated).to_string(),
+            r.up_to_date.to_string(),
+            r.injected_by.join(","),
+            r.mesh_install.clone().unwrap_or_else(|| "-".into()),
+            match &r.reason {
+                None => "up to date".to_owned(),
+                Some(reason) => format!("outdated: {reason}"),
+            },
+        ]);
+    }
+    let mut out = columns(&summary);
+    out.push('\n');
+    if rows.is_empty() {
+        out.push_str("no injected pods\n");
+    } else {
+        out.push_str(&columns(&table));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +274,7 @@ mod tests {
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].webhook.as_deref(), Some("default"));
         assert!(checks[0].inject && checks[0].injected);
-        let table = checks_table(&checks, "default");
+        let table = checks_table(&checks, &InjectionConfig::default());
         assert!(
             table.contains("Deployment/web") && table.contains("injection policy is enabled"),
             "{table}"
@@ -203,7 +298,7 @@ mod tests {
         let checks = check_inject(&InjectionConfig::default(), &doc, "default", &labels).unwrap();
         assert!(checks[0].injected, "{checks:?}");
         assert_eq!(checks[0].inject_reason, "injection policy is enabled");
-        let table = checks_table(&checks, "default");
+        let table = checks_table(&checks, &InjectionConfig::default());
         assert!(
             table.contains(
                 "warning: Deployment/web: Invalid value for sidecar.istio.io/inject: \"False\". Only 'true' and 'false' are accepted."
@@ -221,6 +316,74 @@ mod tests {
         let labels = parse_labels("istio.io/rev=default").unwrap();
         let checks = check_inject(&InjectionConfig::default(), DEPLOYMENT, "default", &labels).unwrap();
         assert!(checks[0].injected, "{checks:?}");
+    }
+
+    #[test]
+    fn namespaces_labelled_with_a_tag_are_injected_by_the_revision_holding_it() {
+        let config = InjectionConfig {
+            revision: "canary".into(),
+            revision_tags: vec!["prod".into()],
+            ..InjectionConfig::default()
+        };
+        let labels = parse_labels("istio.io/rev=prod").unwrap();
+        let checks = check_inject(&config, DEPLOYMENT, "default", &labels).unwrap();
+        assert_eq!(checks[0].webhook.as_deref(), Some("prod"));
+        assert!(checks[0].injected, "{checks:?}");
+        let table = checks_table(&checks, &config);
+        assert!(table.contains("sent to tag prod of revision canary"), "{table}");
+        let labels = parse_labels("istio.io/rev=other").unwrap();
+        let checks = check_inject(&config, DEPLOYMENT, "default", &labels).unwrap();
+        assert!(!checks[0].injected, "{checks:?}");
+    }
+
+    #[test]
+    fn proxy_status_lists_installs_then_workloads_by_namespace() {
+        let mut mi: MeshInstall = serde_json::from_value(json!({
+            "apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+            "metadata": {"name": "default"}, "spec": {"version": "1.28.1", "revisionTags": ["prod"]}}))
+        .unwrap();
+        mi.metadata.creation_timestamp = None;
+        let meshes = [&mi];
+        let assignment = crate::revisions::assign(meshes);
+        let pod = |ns: &str, name: &str, image: &str| crate::dataplane::InjectedPod {
+            workload: crate::dataplane::Workload {
+                namespace: ns.into(),
+                kind: "Deployment".into(),
+                name: name.into(),
+            },
+            revision: "default".into(),
+            image: Some(image.into()),
+            pinned_image: None,
+        };
+        let pods = [
+            pod("shop", "web", "docker.io/istio/proxyv2:1.28.0"),
+            pod("shop", "web", "docker.io/istio/proxyv2:1.28.1"),
+            pod("a", "db", "docker.io/istio/proxyv2:1.28.1"),
+        ];
+        let namespaces = BTreeMap::from([
+            (
+                "shop".to_owned(),
+                BTreeMap::from([("istio.io/rev".to_owned(), "prod".to_owned())]),
+            ),
+            (
+                "a".to_owned(),
+                BTreeMap::from([("istio-injection".to_owned(), "enabled".to_owned())]),
+            ),
+        ]);
+        let rows = crate::dataplane::rows(&meshes, &assignment, &namespaces, &pods);
+        let table = proxy_status_table(&meshes, &assignment, &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("default") && lines[1].contains("default,prod") && lines[1].contains("2/3"),
+            "{table}"
+        );
+        assert!(lines[4].starts_with("a ") && lines[4].contains("up to date"), "{table}");
+        assert!(
+            lines[5].starts_with("shop")
+                && lines[5]
+                    .contains("outdated: proxy docker.io/istio/proxyv2:1.28.0; want docker.io/istio/proxyv2:1.28.1"),
+            "{table}"
+        );
     }
 
     #[test]

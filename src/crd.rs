@@ -83,7 +83,7 @@ mod tests {
     }
 
     #[test]
-    fn printer_columns_are_revision_version_ready_status_age() {
+    fn printer_columns_are_revision_version_ready_proxies_status_age() {
         let crd = meshinstall_crd();
         let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap();
         let got: Vec<(&str, &str)> = columns
@@ -96,6 +96,7 @@ mod tests {
                 ("Revision", ".spec.revision"),
                 ("Version", ".spec.version"),
                 ("Ready", ".status.ready"),
+                ("Proxies", ".status.proxies"),
                 ("Status", ".status.state"),
                 ("Age", ".metadata.creationTimestamp"),
             ]
@@ -238,6 +239,57 @@ mod tests {
     }
 
     #[test]
+    fn revision_tags_are_unique_dns_labels_other_than_the_own_revision() {
+        // Uniqueness and the label format are schema, not CEL (the API server's CEL cost budget is tight).
+        let tags = &schema()["properties"]["spec"]["properties"]["revisionTags"];
+        assert_eq!(tags["x-kubernetes-list-type"], "set");
+        assert_eq!(tags["maxItems"], 16);
+        assert_eq!(tags["items"]["maxLength"], 63);
+        assert_eq!(tags["items"]["pattern"], "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
+        let ok = with(sample(), "/spec/revisionTags", json!(["prod", "default"]));
+        assert_eq!(cel_errors(&ok, None), Vec::<String>::new());
+        let own = with(
+            with(sample(), "/spec/revision", json!("canary")),
+            "/spec/revisionTags",
+            json!(["canary"]),
+        );
+        let errors = cel_errors(&own, None);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("must not list the install's own revision")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn data_plane_rollout_settings_are_bounded() {
+        let ok = with(
+            sample(),
+            "/spec/dataPlane",
+            json!({"rollout": "Automatic", "maxConcurrent": 2}),
+        );
+        assert_eq!(cel_errors(&ok, None), Vec::<String>::new());
+        let errors = cel_errors(&with(sample(), "/spec/dataPlane", json!({"maxConcurrent": 0})), None);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("maxConcurrent must be between 1 and 100")),
+            "{errors:?}"
+        );
+        let errors = cel_errors(
+            &with(sample(), "/spec/dataPlane", json!({"progressDeadlineSeconds": 5})),
+            None,
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("progressDeadlineSeconds must be between 30 and 86400")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn revision_and_namespace_are_immutable() {
         let old = with(sample(), "/spec/revision", json!("canary"));
         let errors = cel_errors(&with(old.clone(), "/spec/revision", json!("stable")), Some(&old));
@@ -352,5 +404,8 @@ mod tests {
         assert_eq!(parsed.spec.injection.timeout_seconds, 10);
         assert_eq!(parsed.spec.proxy.status_port, 15020);
         assert_eq!(parsed.spec.proxy.resources.limits["cpu"].0, "2");
+        assert_eq!(parsed.spec.data_plane.rollout, crate::api::RolloutMode::Manual);
+        assert_eq!(parsed.spec.data_plane.max_concurrent, 1);
+        assert!(parsed.spec.revision_tags.is_empty());
     }
 }

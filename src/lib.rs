@@ -13,12 +13,14 @@ pub mod bundle;
 pub mod cli;
 pub mod convert;
 pub mod crd;
+pub mod dataplane;
 pub mod inject;
 pub mod istio_crds;
 pub mod kubeinject;
 pub mod quantity;
 pub mod rbac;
 pub mod render;
+pub mod revisions;
 pub mod status;
 pub mod yaml;
 

@@ -32,6 +32,9 @@ pub struct RenderOptions {
     pub ca_bundle: Option<String>,
     /// Leave Istio's CRDs out (the operator applies them from their text, see [`crate::istio_crds::raw`]).
     pub skip_istio_crds: bool,
+    /// What this MeshInstall holds among all of them (tags, the `default` name; see [`crate::revisions::assign`]);
+    /// `None` judges it alone (`mizzenctl render`): every tag it lists, and `default` for the default revision.
+    pub holdings: Option<crate::revisions::Holdings>,
 }
 
 /// A spec the schema could not refuse but mizzen cannot render; names the field.
@@ -193,7 +196,7 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
         out.extend(gateway(&ctx, g));
     }
     out.extend(addons::render(&ctx));
-    out.push(webhook_configuration(&ctx, options));
+    out.extend(webhook_configurations(&ctx, options));
     Ok(out)
 }
 
@@ -227,6 +230,7 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
     } else {
         &options.operator_namespace
     };
+    crate::revisions::check_version(&spec.version).map_err(|message| invalid("spec.version", message))?;
     if spec.namespace == operator_ns {
         return Err(invalid(
             "spec.namespace",
@@ -749,7 +753,36 @@ fn protocol(p: &GatewayPort) -> &'static str {
     }
 }
 
-fn webhook_configuration(ctx: &Ctx, options: &RenderOptions) -> Value {
+/// The MutatingWebhookConfigurations: the revision's own (`mizzen-sidecar-injector[-rev]`; for the default
+/// revision, the four `default` webhooks, unless an explicit `default` tag elsewhere took them) and one per tag held
+/// (`mizzen-revision-tag-<tag>`, as Istio's `istio-revision-tag-<tag>`), all calling this revision's path.
+fn webhook_configurations(ctx: &Ctx, options: &RenderOptions) -> Vec<Value> {
+    let holdings = options.holdings.clone().unwrap_or_else(|| crate::revisions::Holdings {
+        tags: ctx.spec.revision_tags.clone(),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    if !(ctx.spec.revision.is_empty() && holdings.default_elsewhere) {
+        out.push(webhook_configuration(
+            ctx,
+            options,
+            &ctx.names.webhook_config(),
+            &ctx.names.revision,
+        ));
+    }
+    for tag in holdings.rendered_tags(ctx.spec) {
+        out.push(webhook_configuration(
+            ctx,
+            options,
+            &crate::revisions::webhook_config_for(ctx.spec, &tag),
+            &tag,
+        ));
+    }
+    out
+}
+
+/// One webhook configuration selecting pods by `selects` (a revision or tag name) and calling this revision's path.
+fn webhook_configuration(ctx: &Ctx, options: &RenderOptions, name: &str, selects: &str) -> Value {
     let revision = &ctx.names.revision;
     let default = ctx.spec.revision.is_empty();
     let path = if default {
@@ -791,8 +824,8 @@ fn webhook_configuration(ctx: &Ctx, options: &RenderOptions) -> Value {
     ctx.object(
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
-        ctx.meta(&ctx.names.webhook_config(), None, &[("app", "mizzen-webhook")]),
-        json!({"webhooks": crate::inject::decision::webhook_selectors(revision).into_iter().map(webhook).collect::<Vec<_>>()}),
+        ctx.meta(name, None, &[("app", "mizzen-webhook")]),
+        json!({"webhooks": crate::inject::decision::webhook_selectors(selects).into_iter().map(webhook).collect::<Vec<_>>()}),
     )
 }
 
@@ -854,6 +887,66 @@ mod tests {
             mwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
             json!(["canary"])
         );
+    }
+
+    #[test]
+    fn revision_tags_get_webhook_configurations_calling_the_revisions_path() {
+        let objects = render(&mesh(json!({"revisionTags": ["prod"]})), &RenderOptions::default()).unwrap();
+        let tag = find(&objects, "MutatingWebhookConfiguration", "mizzen-revision-tag-prod");
+        let names: Vec<&str> = tag["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "rev.namespace.sidecar-injector.mizzen.io",
+                "rev.object.sidecar-injector.mizzen.io"
+            ]
+        );
+        assert_eq!(tag["webhooks"][0]["clientConfig"]["service"]["path"], "/inject");
+        assert_eq!(
+            tag["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["prod"])
+        );
+        assert_eq!(
+            tag["webhooks"][1]["objectSelector"]["matchExpressions"][1]["values"],
+            json!(["prod"])
+        );
+        find(&objects, "MutatingWebhookConfiguration", "mizzen-sidecar-injector");
+
+        // A canary holding `default` serves the four default webhooks on its own path ...
+        let canary = render(
+            &mesh(json!({"revision": "canary", "revisionTags": ["default"]})),
+            &RenderOptions::default(),
+        )
+        .unwrap();
+        let tag = find(&canary, "MutatingWebhookConfiguration", "mizzen-revision-tag-default");
+        assert_eq!(tag["webhooks"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            tag["webhooks"][2]["namespaceSelector"]["matchExpressions"][0]["key"],
+            "istio-injection"
+        );
+        assert_eq!(tag["webhooks"][2]["clientConfig"]["service"]["path"], "/inject/canary");
+        // ... and the default revision steps aside.
+        let options = RenderOptions {
+            holdings: Some(crate::revisions::Holdings {
+                default_elsewhere: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let default = render(&mesh(json!({})), &options).unwrap();
+        assert!(!default.iter().any(|o| o["kind"] == "MutatingWebhookConfiguration"));
+    }
+
+    #[test]
+    fn an_unsupported_istio_version_is_refused_by_field() {
+        let error = render(&mesh(json!({"version": "1.25.2"})), &RenderOptions::default()).unwrap_err();
+        assert_eq!(error.field, "spec.version");
+        assert!(error.message.contains("1.27.x to 1.28.x"), "{error}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
-use crate::api::{ComponentsStatus, MeshInstallStatus, MeshState, ReplicaStatus};
+use crate::api::{ComponentsStatus, DataPlaneStatus, MeshInstallStatus, MeshState, ReplicaStatus, RolloutMode};
 
 /// Condition type: every desired object was applied.
 pub const RECONCILED: &str = "Reconciled";
@@ -204,6 +204,129 @@ pub fn next(
         components: Some(components),
         ready: Some(format!("{ready_count}/{total}")),
         state: Some(state),
+        // Kept until the operator knows better (see `with_data_plane`, `with_rolled_out`).
+        version: previous.and_then(|p| p.version.clone()),
+        revision_tags: previous.map(|p| p.revision_tags.clone()).unwrap_or_default(),
+        proxies: previous.and_then(|p| p.proxies.clone()),
+        data_plane: previous.and_then(|p| p.data_plane.clone()),
+    }
+}
+
+/// Condition type: every injected pod the install serves runs its proxy image and revision.
+pub const PROXIES_UP_TO_DATE: &str = "ProxiesUpToDate";
+
+/// Sets the data plane report, `PROXIES` and the `ProxiesUpToDate` condition; with no report (the pod caches are
+/// not listed yet), keeps what the previous status said.
+pub fn with_data_plane(
+    mut status: MeshInstallStatus,
+    previous: Option<&MeshInstallStatus>,
+    report: Option<(DataPlaneStatus, RolloutMode)>,
+    generation: Option<i64>,
+    now: &Time,
+) -> MeshInstallStatus {
+    let old_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let Some((data_plane, mode)) = report else {
+        if let Some(old) = old_conditions.iter().find(|c| c.type_ == PROXIES_UP_TO_DATE) {
+            status.conditions.push(old.clone());
+        }
+        return status;
+    };
+    let outdated_pods = data_plane.total - data_plane.up_to_date;
+    let workloads = data_plane.outdated_workloads;
+    let plural = |n: i32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let (ok, reason, message) = if let Some(stalled) = &data_plane.stalled {
+        (
+            false,
+            "RolloutStalled",
+            format!(
+                "the automatic rollout waits: {}/{}/{} {}",
+                stalled.namespace,
+                stalled.kind,
+                stalled.name,
+                stalled.message.as_deref().unwrap_or("did not become available")
+            ),
+        )
+    } else if outdated_pods <= 0 {
+        (
+            true,
+            "UpToDate",
+            if data_plane.total == 0 {
+                "no injected pods".to_owned()
+            } else {
+                format!(
+                    "{} run this install's proxy",
+                    plural(data_plane.total, "injected pod", "injected pods")
+                )
+            },
+        )
+    } else if !data_plane.restarting.is_empty() {
+        let names: Vec<String> = data_plane
+            .restarting
+            .iter()
+            .map(|r| format!("{}/{}/{}", r.namespace, r.kind, r.name))
+            .collect();
+        (
+            false,
+            "RollingOut",
+            format!(
+                "restarting {} ({} of {} outdated)",
+                names.join(", "),
+                plural(outdated_pods, "pod", "pods"),
+                plural(workloads, "workload", "workloads")
+            ),
+        )
+    } else {
+        let hint = match mode {
+            RolloutMode::Manual => {
+                "restart them (kubectl rollout restart) or set spec.dataPlane.rollout: Automatic; mizzenctl proxy-status lists them"
+            }
+            RolloutMode::Automatic => {
+                "the automatic rollout restarts the Deployments, StatefulSets and DaemonSets among them; mizzenctl proxy-status lists them"
+            }
+        };
+        (
+            false,
+            "Outdated",
+            format!(
+                "{} of {} run an older proxy: {hint}",
+                plural(outdated_pods, "pod", "pods"),
+                plural(workloads, "workload", "workloads")
+            ),
+        )
+    };
+    status.proxies = Some(format!("{}/{}", data_plane.up_to_date, data_plane.total));
+    status.data_plane = Some(data_plane);
+    status.conditions.push(carry_transition(
+        old_conditions,
+        condition(PROXIES_UP_TO_DATE, ok, reason, message, generation, now),
+    ));
+    status
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and new keys as in `new`, keys `new` no
+/// longer has as `null` (a merge patch of `new` alone would leave them in place), objects compared key by key, any
+/// other value (lists included) replaced whole.
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        patch.insert(k.clone(), merge_patch(ov, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
     }
 }
 
@@ -295,6 +418,96 @@ mod tests {
         assert_eq!(s.ready.as_deref(), Some("4/4"));
         assert_eq!(s.state, Some(MeshState::Healthy));
         assert_eq!(s.conditions[1].reason, "RolledOut");
+    }
+
+    #[test]
+    fn the_data_plane_condition_says_what_to_do() {
+        let base = next(None, Some(1), &Outcome::Applied, ComponentsStatus::default(), &at(1));
+        let dp = |up, total, workloads| DataPlaneStatus {
+            up_to_date: up,
+            total,
+            outdated_workloads: workloads,
+            ..Default::default()
+        };
+        let s = with_data_plane(
+            base.clone(),
+            None,
+            Some((dp(0, 2, 1), RolloutMode::Manual)),
+            Some(1),
+            &at(1),
+        );
+        assert_eq!(s.proxies.as_deref(), Some("0/2"));
+        let c = s.conditions.iter().find(|c| c.type_ == PROXIES_UP_TO_DATE).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Outdated"));
+        assert!(
+            c.message.starts_with("2 pods of 1 workload run an older proxy"),
+            "{}",
+            c.message
+        );
+        let s2 = with_data_plane(
+            base.clone(),
+            Some(&s),
+            Some((dp(2, 2, 0), RolloutMode::Manual)),
+            Some(1),
+            &at(9),
+        );
+        let c = s2.conditions.iter().find(|c| c.type_ == PROXIES_UP_TO_DATE).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.last_transition_time.clone()),
+            ("True", "UpToDate", at(9))
+        );
+        // No report yet: the previous condition and numbers stay.
+        let s3 = with_data_plane(
+            next(
+                Some(&s2),
+                Some(1),
+                &Outcome::Applied,
+                ComponentsStatus::default(),
+                &at(20),
+            ),
+            Some(&s2),
+            None,
+            Some(1),
+            &at(20),
+        );
+        assert!(!differs(Some(&s2), &s3));
+        let mut stalled = dp(1, 2, 1);
+        stalled.stalled = Some(crate::api::WorkloadRestart {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            restarted_at: "2026-01-01T00:00:00Z".into(),
+            message: Some("was not available within 600 s".into()),
+        });
+        let s4 = with_data_plane(
+            base,
+            Some(&s2),
+            Some((stalled, RolloutMode::Automatic)),
+            Some(1),
+            &at(30),
+        );
+        let c = s4.conditions.iter().find(|c| c.type_ == PROXIES_UP_TO_DATE).unwrap();
+        assert_eq!(c.reason, "RolloutStalled");
+        assert!(
+            c.message.contains("shop/Deployment/web was not available within 600 s"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn merge_patches_remove_what_the_new_status_no_longer_has() {
+        let old = json!({"proxies": "0/2", "revisionTags": ["prod"], "dataPlane": {"total": 2, "stalled": {"name": "web"}, "outdated": [1, 2]}});
+        let new = json!({"proxies": "2/2", "dataPlane": {"total": 2, "outdated": [1]}});
+        let patch = merge_patch(&old, &new);
+        assert_eq!(
+            patch,
+            json!({"proxies": "2/2", "revisionTags": null, "dataPlane": {"stalled": null, "outdated": [1]}})
+        );
+        // Applying it (RFC 7386) gives the new status.
+        let mut applied = old.clone();
+        json_patch::merge(&mut applied, &patch);
+        assert_eq!(applied, new);
     }
 
     #[test]

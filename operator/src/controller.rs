@@ -19,10 +19,11 @@ use mizzen::render::OWNER_LABEL;
 
 use crate::Error;
 use crate::cache::Caches;
+use crate::dataplane::DataPlaneCache;
 use crate::kinds::ManagedKind;
 use crate::leader::{Elector, Fence, Timings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, WEBHOOK_DEPLOYMENT, error_policy, reconcile};
+use crate::reconcile::{Context, Views, WEBHOOK_DEPLOYMENT, error_policy, reconcile};
 use crate::tls::Keeper;
 
 /// The leader-election Lease, in the operator's namespace.
@@ -48,6 +49,10 @@ pub struct Options {
 /// MeshInstalls a child's change concerns: its owner (by label, as a cluster-scoped reference), or every
 /// MeshInstall for shared objects (Istio's CRDs, the mesh namespace).
 fn concerned(object: &DynamicObject, kind: &ManagedKind, meshes: &Store<MeshInstall>) -> Vec<ObjectRef<MeshInstall>> {
+    // A webhook configuration's change can concern its successor too (a revision tag or `default` that moved).
+    if kind.kind == "MutatingWebhookConfiguration" {
+        return meshes.state().iter().map(|m| ObjectRef::from_obj(m.as_ref())).collect();
+    }
     if let Some(owner) = object.labels().get(OWNER_LABEL) {
         // Only MeshInstalls this operator reconciles (with a selector, others' children are not ours to queue).
         let owner = ObjectRef::new(owner);
@@ -94,6 +99,23 @@ pub async fn run(
     }
     // A new CA must reach every MeshInstall's webhook configuration.
     controller = controller.reconcile_all_on(ca_bundle.changes());
+    // Injected pods and namespaces' injection labels feed every MeshInstall's data plane report.
+    let data_plane = Arc::new(DataPlaneCache::default());
+    controller = controller.reconcile_all_on(data_plane.watch(&client));
+    // One MeshInstall's spec decides what the others hold (revision tags, the `default` name, conflicts).
+    let all_meshes = meshes.clone();
+    controller = controller.watches(
+        Api::<MeshInstall>::all(client.clone()),
+        watcher::Config::default(),
+        move |changed: MeshInstall| {
+            all_meshes
+                .state()
+                .iter()
+                .filter(|m| m.uid() != changed.uid())
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
     // The webhook Deployment's readiness gates new webhook configurations (install order).
     let webhook_writer = reflector::store::Writer::<Deployment>::default();
     let webhook = webhook_writer.as_reader();
@@ -111,9 +133,13 @@ pub async fn run(
             .map(|m| ObjectRef::from_obj(m.as_ref()))
             .collect::<Vec<_>>()
     });
-    let ctx = Arc::new(Context::new(
-        client, options, caches, meshes, ca_bundle, webhook, metrics,
-    ));
+    let views = Views {
+        caches,
+        meshes,
+        webhook,
+        data_plane,
+    };
+    let ctx = Arc::new(Context::new(client, options, views, ca_bundle, metrics));
     // Aborted with this function, even when the function itself is aborted (the guard is dropped then).
     struct AbortOnDrop(tokio::task::JoinHandle<()>);
     impl Drop for AbortOnDrop {

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cache;
 pub mod controller;
+pub mod dataplane;
 pub mod diff;
 pub mod kinds;
 pub mod leader;

@@ -15,13 +15,15 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
-use mizzen::api::{AddonStatus, ComponentsStatus, GatewayStatus, ReplicaStatus};
+use mizzen::api::{AddonStatus, ComponentsStatus, DataPlaneStatus, GatewayStatus, ReplicaStatus};
 use mizzen::render::{RenderOptions, render};
+use mizzen::revisions::{self, Assignment};
 use mizzen::status::{self, Outcome};
 use serde_json::{Value, json};
 
 use crate::cache::{Caches, display_name};
 use crate::controller::Options;
+use crate::dataplane::DataPlaneCache;
 use crate::diff::needs_apply;
 use crate::kinds::{self, ManagedKind};
 use crate::metrics::Metrics;
@@ -33,6 +35,8 @@ use mizzen::render::MANAGED_BY;
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(15);
 /// How soon to look again when all is well (catches MeshInstalls whose older rival went away).
 const STEADY_REQUEUE: Duration = Duration::from_secs(300);
+/// How often restarts in flight are looked at (their pods' events usually come first).
+const ROLLOUT_POLL: Duration = Duration::from_secs(5);
 /// How often an out-of-cluster webhook URL is tried while the webhook configuration waits for it.
 const WEBHOOK_POLL: Duration = Duration::from_secs(2);
 /// The webhook Deployment the bundle installs in the operator's namespace.
@@ -67,6 +71,8 @@ pub struct Context {
     /// The webhook Deployment in the operator's namespace (install order: no webhook configuration before it is
     /// ready).
     pub webhook: Store<Deployment>,
+    /// Injected pods and namespace labels, for the data plane report.
+    pub data_plane: Arc<DataPlaneCache>,
     /// Objects cached by metadata only: the `resourceVersion` and desired-object hash last seen equal.
     compared: Mutex<HashMap<(String, String), (String, u64)>>,
     /// Consecutive failures per MeshInstall (by UID), for the backoff.
@@ -75,17 +81,27 @@ pub struct Context {
     warned: Mutex<HashMap<(String, String, String), Instant>>,
 }
 
+/// The caches a reconcile reads, filled by the controller's watches.
+pub struct Views {
+    /// Watch caches of the children.
+    pub caches: Caches,
+    /// Every MeshInstall.
+    pub meshes: Store<MeshInstall>,
+    /// The webhook Deployment.
+    pub webhook: Store<Deployment>,
+    /// Injected pods and namespace labels.
+    pub data_plane: Arc<DataPlaneCache>,
+}
+
 impl Context {
     /// A context; the recorder reports as this pod (`POD_NAME`).
-    pub fn new(
-        client: Client,
-        options: Options,
-        caches: Caches,
-        meshes: Store<MeshInstall>,
-        ca_bundle: CaBundle,
-        webhook: Store<Deployment>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(client: Client, options: Options, views: Views, ca_bundle: CaBundle, metrics: Arc<Metrics>) -> Self {
+        let Views {
+            caches,
+            meshes,
+            webhook,
+            data_plane,
+        } = views;
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: options.identity.clone(),
@@ -99,6 +115,7 @@ impl Context {
             meshes,
             ca_bundle,
             webhook,
+            data_plane,
             compared: Mutex::default(),
             failures: Mutex::default(),
             warned: Mutex::default(),
@@ -122,7 +139,8 @@ impl Context {
         }
     }
 
-    async fn publish(&self, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {
+    /// Publishes an Event on the MeshInstall; the same Warning at most once per [`WARNING_EVERY`].
+    pub(crate) async fn publish(&self, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {
         if type_ == EventType::Warning {
             let key = (mi.uid().unwrap_or_default(), reason.to_owned(), note.clone());
             let mut warned = lock(&self.warned);
@@ -201,33 +219,65 @@ fn controlled_by(object: &DynamicObject, uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
+/// Render options of one MeshInstall: the shared ones with what it holds among all of them.
+fn options_for(base: &RenderOptions, assignment: &Assignment, mi: &MeshInstall) -> RenderOptions {
+    RenderOptions {
+        holdings: Some(assignment.of(&mi.name_any())),
+        ..base.clone()
+    }
+}
+
+/// What every other live MeshInstall renders (`None` when its spec does not render).
+type OtherRenders = Vec<(Arc<MeshInstall>, Option<Vec<Value>>)>;
+
+fn render_others(ctx: &Context, mi: &MeshInstall, base: &RenderOptions, assignment: &Assignment) -> OtherRenders {
+    ctx.meshes
+        .state()
+        .into_iter()
+        .filter(|other| other.uid() != mi.uid() && other.metadata.deletion_timestamp.is_none())
+        .map(|other| {
+            let objects = render(&other, &options_for(base, assignment, &other)).ok();
+            (other, objects)
+        })
+        .collect()
+}
+
 /// Objects that older MeshInstalls render too, with the name of the older one.
-fn claimed_by_older(ctx: &Context, mi: &MeshInstall, options: &RenderOptions) -> BTreeMap<Key, String> {
+fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> BTreeMap<Key, String> {
     let mut claims = BTreeMap::new();
+    // MeshInstalls that keep everything they control, rendered or not: being deleted, paused (pausing must not
+    // hand its objects to another) or with a spec that does not render (it became invalid).
+    let mut keeping: BTreeMap<String, String> = BTreeMap::new();
     for other in ctx.meshes.state() {
-        // A paused MeshInstall keeps what it has: pausing must not hand its objects to another.
-        if other.uid() == mi.uid() || other.metadata.deletion_timestamp.is_some() {
+        if other.uid() == mi.uid() || !older(&other, mi) {
             continue;
         }
-        if !older(&other, mi) {
-            continue;
-        }
-        let Ok(objects) = render(&other, options) else {
-            continue;
-        };
-        for o in objects {
-            claims.entry(key_of(&o)).or_insert_with(|| other.name_any());
+        let rendered = others
+            .iter()
+            .find(|(o, _)| o.uid() == other.uid())
+            .and_then(|(_, r)| r.as_ref());
+        match rendered {
+            Some(objects) if !paused(&other) => {
+                for o in objects {
+                    claims.entry(key_of(o)).or_insert_with(|| other.name_any());
+                }
+            }
+            _ => {
+                if let Some(objects) = rendered {
+                    for o in objects {
+                        claims.entry(key_of(o)).or_insert_with(|| other.name_any());
+                    }
+                }
+                if let Some(uid) = other.uid() {
+                    keeping.insert(uid, other.name_any());
+                }
+            }
         }
     }
-    // What an older MeshInstall controls stays its own even when it renders nothing now (its spec became invalid)
-    // or is being deleted: a younger one must not take the live objects over in between.
-    let older_uids: BTreeMap<String, String> = ctx
-        .meshes
-        .state()
-        .iter()
-        .filter(|other| other.uid() != mi.uid() && older(other, mi))
-        .filter_map(|other| Some((other.uid()?, other.name_any())))
-        .collect();
+    // What such an older MeshInstall controls stays its own: a younger one must not take the live objects over in
+    // between. (An older one that renders and no longer renders an object has let it go: a younger one rendering
+    // it takes it over in place, as a revision tag that moves.)
+    let older_uids = keeping;
     for (kind, object) in ctx.caches.all() {
         let owner = object
             .owner_references()
@@ -474,12 +524,56 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
     done
 }
 
-/// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders.
-async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> (Vec<String>, Vec<Error>) {
+/// What pruning did: objects deleted, errors, and whether a webhook configuration waits for its successor.
+#[derive(Default)]
+struct Pruned {
+    deleted: Vec<String>,
+    errors: Vec<Error>,
+    deferred: bool,
+}
+
+/// Whether a webhook configuration this MeshInstall no longer renders must wait before it goes: the injection name it
+/// serves (`default`, a tag) passed to another MeshInstall whose own configuration for it is not live yet. Deleting
+/// it first would leave namespaces labelled for that name without injection in between.
+fn waits_for_successor(ctx: &Context, mi: &MeshInstall, object: &DynamicObject, assignment: &Assignment) -> bool {
+    let Some(name) = revisions::webhook_config_serves(&object.name_any()) else {
+        return false;
+    };
+    let Some(successor) = assignment.serving.get(&name) else {
+        return false;
+    };
+    if *successor == mi.name_any() {
+        return false;
+    }
+    let Some(other) = ctx.meshes.state().into_iter().find(|m| m.name_any() == *successor) else {
+        return false;
+    };
+    let config = revisions::webhook_config_for(&other.spec, &name);
+    kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
+        .and_then(|k| ctx.caches.get(k, None, &config))
+        .is_none_or(|live| !controlled_by(&live, &other.uid().unwrap_or_default()))
+}
+
+/// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders, except what another
+/// MeshInstall renders now (it takes the object over in place: a revision tag that moved) and webhook
+/// configurations whose successor is not live yet.
+async fn prune(
+    ctx: &Context,
+    mi: &MeshInstall,
+    desired: &[Value],
+    others: &OtherRenders,
+    assignment: &Assignment,
+) -> Pruned {
     let uid = mi.uid().unwrap_or_default();
     let keep: BTreeSet<Key> = desired.iter().map(key_of).collect();
-    let mut deleted = Vec::new();
-    let mut errors = Vec::new();
+    let handed_over: BTreeSet<Key> = others
+        .iter()
+        .filter(|(other, _)| !paused(other))
+        .filter_map(|(_, objects)| objects.as_ref())
+        .flatten()
+        .map(key_of)
+        .collect();
+    let mut pruned = Pruned::default();
     for (kind, object) in ctx.caches.all() {
         if !kind.pruned || !controlled_by(&object, &uid) {
             continue;
@@ -489,12 +583,16 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> (Vec<Strin
             object.namespace().unwrap_or_default(),
             object.name_any(),
         );
-        if keep.contains(&key) {
+        if keep.contains(&key) || handed_over.contains(&key) {
+            continue;
+        }
+        if kind.kind == "MutatingWebhookConfiguration" && waits_for_successor(ctx, mi, &object, assignment) {
+            pruned.deferred = true;
             continue;
         }
         let name = display_name(&object);
         if let Err(e) = ctx.still_leading() {
-            errors.push(e);
+            pruned.errors.push(e);
             break;
         }
         let params = DeleteParams {
@@ -514,7 +612,7 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> (Vec<Strin
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
             // Every other object is still tried.
             Err(source) => {
-                errors.push(Error::Delete {
+                pruned.errors.push(Error::Delete {
                     kind: kind.kind,
                     name,
                     source,
@@ -523,9 +621,9 @@ async fn prune(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> (Vec<Strin
             }
         }
         tracing::info!(kind = kind.kind, %name, "pruned");
-        deleted.push(format!("{}/{name}", kind.kind));
+        pruned.deleted.push(format!("{}/{name}", kind.kind));
     }
-    (deleted, errors)
+    pruned
 }
 
 fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
@@ -580,13 +678,73 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
     }
 }
 
-async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Result<bool, Error> {
+/// What the status says beyond the outcome and the components; `None` keeps what the last status said.
+#[derive(Default)]
+struct Extras {
+    /// The revision tags held.
+    tags: Option<Vec<String>>,
+    /// The data plane report with the rollout's state.
+    data_plane: Option<DataPlaneStatus>,
+}
+
+/// Whether every component is available (the automatic rollout waits for a ready control plane).
+fn components_ready(components: &ComponentsStatus) -> bool {
+    components.control_plane.as_ref().is_none_or(|c| c.ready >= c.desired)
+        && components.gateways.iter().all(|g| g.ready >= g.desired)
+        && components.addons.iter().all(|a| a.ready >= a.desired)
+}
+
+/// The data plane this MeshInstall serves, from the pod cache (`None` until it listed), with one step of the
+/// automatic rollout when `rollout` (else the restarts in flight are kept as they were).
+async fn data_plane(
+    ctx: &Context,
+    mi: &MeshInstall,
+    assignment: &Assignment,
+    rollout: bool,
+) -> Option<DataPlaneStatus> {
+    let meshes = ctx.meshes.state();
+    let refs: Vec<&MeshInstall> = meshes.iter().map(AsRef::as_ref).collect();
+    let report = ctx
+        .data_plane
+        .report(&refs, assignment)?
+        .remove(&mi.name_any())
+        .unwrap_or_default();
+    let previous = mi.status.as_ref().and_then(|s| s.data_plane.as_ref());
+    let mut status = report.status.clone();
+    if rollout {
+        let step = crate::dataplane::step(ctx, mi, &report, previous).await;
+        status.restarting = step.restarting;
+        status.stalled = step.stalled;
+    } else if let Some(previous) = previous {
+        status.restarting = previous.restarting.clone();
+        status.stalled = previous.stalled.clone();
+    }
+    Some(status)
+}
+
+async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras: Extras) -> Result<bool, Error> {
     let components = match outcome {
         Outcome::InvalidSpec(_) => ComponentsStatus::default(),
         _ => readiness(ctx, mi),
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
+    let mut next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
+    // The version the webhook falls back to while spec.version is unsupported: the last one applied.
+    if !matches!(outcome, Outcome::InvalidSpec(_) | Outcome::Paused)
+        && revisions::check_version(&mi.spec.version).is_ok()
+    {
+        next.version = Some(mi.spec.version.clone());
+    }
+    if let Some(tags) = extras.tags {
+        next.revision_tags = tags;
+    }
+    let next = status::with_data_plane(
+        next,
+        mi.status.as_ref(),
+        extras.data_plane.map(|d| (d, mi.spec.data_plane.rollout)),
+        mi.metadata.generation,
+        &now,
+    );
     let healthy = next.state == Some(mizzen::api::MeshState::Healthy);
     if !status::differs(mi.status.as_ref(), &next) {
         return Ok(healthy);
@@ -594,7 +752,11 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome) -> Res
     ctx.still_leading()?;
     let name = mi.name_any();
     let api: Api<MeshInstall> = Api::all(ctx.client.clone());
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": next})))
+    // Fields the new status no longer has are removed (a plain merge patch of `next` would keep them).
+    let old = serde_json::to_value(&mi.status).unwrap_or(Value::Null);
+    let new = serde_json::to_value(&next).unwrap_or(Value::Null);
+    let patch = json!({"status": mizzen::status::merge_patch(&old, &new)});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchStatus { name, source })?;
     Ok(healthy)
@@ -666,31 +828,44 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         tracing::debug!(meshinstall = %name, "being deleted; nothing to do");
         return Ok(Action::await_change());
     }
+    let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref));
+    let holdings = assignment.of(&name);
     if paused(mi) {
-        write_status(ctx, mi, &Outcome::Paused).await?;
+        let extras = Extras {
+            data_plane: data_plane(ctx, mi, &assignment, false).await,
+            ..Extras::default()
+        };
+        write_status(ctx, mi, &Outcome::Paused, extras).await?;
         return Ok(Action::await_change());
     }
     ctx.caches.wait_ready(CACHE_SYNC).await?;
     let ca_bundle = ctx.ca_bundle.wait(Duration::from_secs(30)).await?;
     tracing::debug!(meshinstall = %name, "caches listed, webhook CA known");
-    let options = RenderOptions {
+    let base = RenderOptions {
         operator_namespace: ctx.options.namespace.clone(),
         webhook_url: ctx.options.webhook_url.clone(),
         ca_bundle: Some(ca_bundle),
         skip_istio_crds: true,
+        holdings: None,
     };
+    let options = options_for(&base, &assignment, mi);
     let desired = match render(mi, &options) {
         Ok(d) => d,
         Err(invalid) => {
             let message = invalid.to_string();
             ctx.publish(mi, EventType::Warning, "InvalidSpec", message.clone())
                 .await;
-            write_status(ctx, mi, &Outcome::InvalidSpec(message)).await?;
+            let extras = Extras {
+                data_plane: data_plane(ctx, mi, &assignment, false).await,
+                ..Extras::default()
+            };
+            write_status(ctx, mi, &Outcome::InvalidSpec(message), extras).await?;
             // The spec must change before anything can happen (and a change triggers a reconcile).
             return Ok(Action::await_change());
         }
     };
-    let claims = claimed_by_older(ctx, mi, &options);
+    let others = render_others(ctx, mi, &base, &assignment);
+    let claims = claimed_by_older(ctx, mi, &others);
     let mut skip = BTreeSet::new();
     let mut conflicts = Vec::new();
     for o in &desired {
@@ -722,12 +897,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // Objects an older MeshInstall renders are not pruned either: they are not this one's to delete.
     let keep: Vec<Value> = desired.iter().filter(|o| !skip.contains(&key_of(o))).cloned().collect();
     // Istio's CRDs are applied by the oldest MeshInstall whose spec renders.
-    let oldest = !ctx.meshes.state().iter().any(|other| {
-        other.uid() != mi.uid()
-            && other.metadata.deletion_timestamp.is_none()
-            && older(other, mi)
-            && render(other, &options).is_ok()
-    });
+    let oldest = !others
+        .iter()
+        .any(|(other, objects)| older(other, mi) && objects.is_some());
     let mut done = Applied::default();
     if oldest {
         match apply_istio_crds(ctx).await {
@@ -744,7 +916,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         return Err(Error::LeadershipLost);
     }
     // Pruning is by owner UID, so it is safe even when some objects could not be applied.
-    let (pruned, prune_errors) = prune(ctx, mi, &desired).await;
+    let Pruned {
+        deleted: pruned,
+        errors: prune_errors,
+        deferred,
+    } = prune(ctx, mi, &desired, &others, &assignment).await;
     if prune_errors.iter().any(|e| matches!(e, Error::LeadershipLost)) {
         return Err(Error::LeadershipLost);
     }
@@ -773,7 +949,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         let error = Error::many(done.errors);
         ctx.publish(mi, EventType::Warning, "ApplyFailed", error.to_string())
             .await;
-        if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string())).await {
+        let extras = Extras {
+            tags: Some(holdings.tags.clone()),
+            data_plane: data_plane(ctx, mi, &assignment, false).await,
+        };
+        if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string()), extras).await {
             tracing::warn!(error = %status_error, "could not report the failure in the status");
         }
         return Err(error);
@@ -781,6 +961,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     conflicts.extend(done.not_ours.iter().map(|o| {
         format!("{o} exists and is not mizzen's (annotate the MeshInstall {ADOPT_ANNOTATION}=true to take it over)")
     }));
+    conflicts.extend(holdings.conflicts.iter().cloned());
     let outcome = if conflicts.is_empty() {
         if waiting_for_webhook {
             Outcome::WaitingForWebhook
@@ -793,12 +974,23 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         Outcome::Conflict(message)
     };
     let applied = done.written;
-    let healthy = write_status(ctx, mi, &outcome).await?;
-    if waiting_for_webhook && ctx.options.webhook_url.is_some() {
-        // An out-of-cluster webhook has no watch to wake us: look again soon.
+    // Proxies are restarted only into a control plane that runs: everything applied and available.
+    let rollout = outcome == Outcome::Applied && applied.is_empty() && components_ready(&readiness(ctx, mi));
+    let dp = data_plane(ctx, mi, &assignment, rollout).await;
+    let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
+    let extras = Extras {
+        tags: Some(holdings.tags.clone()),
+        data_plane: dp,
+    };
+    let healthy = write_status(ctx, mi, &outcome, extras).await?;
+    if (waiting_for_webhook && ctx.options.webhook_url.is_some()) || deferred {
+        // An out-of-cluster webhook has no watch to wake us, and a successor's webhook configuration may come
+        // from another reconcile: look again soon.
         return Ok(Action::requeue(WEBHOOK_POLL));
     }
-    Ok(Action::requeue(if healthy && applied.is_empty() {
+    Ok(Action::requeue(if rolling {
+        ROLLOUT_POLL
+    } else if healthy && applied.is_empty() {
         STEADY_REQUEUE
     } else {
         PROGRESS_REQUEUE

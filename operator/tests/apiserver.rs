@@ -966,3 +966,272 @@ async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
     s.condition(name, "Reconciled", "True", "Applied").await;
     s.finish().await;
 }
+
+/// The MutatingWebhookConfigurations API.
+fn webhook_configs(client: &Client) -> Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> {
+    Api::all(client.clone())
+}
+
+#[tokio::test]
+async fn revision_tags_move_between_installs_in_place_and_are_never_fought_over() {
+    let name = "sc-tag";
+    let tag = "sc-tag-prod";
+    let config = format!("mizzen-revision-tag-{tag}");
+    let mut a = spec(name);
+    a["revisionTags"] = json!([tag]);
+    let Some(s) = Scenario::start(name, a).await else {
+        return;
+    };
+    let mut b = spec("sc-tag-b");
+    b["namespace"] = json!("sc-tag-b-mesh");
+    b["gateways"] = json!([]);
+    s.create_mesh("sc-tag-b", b).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    s.condition("sc-tag-b", "Reconciled", "True", "Applied").await;
+    let a_uid = s.mesh(name).await.uid().expect("uid");
+    let b_uid = s.mesh("sc-tag-b").await.uid().expect("uid");
+    let configs = webhook_configs(&s.client);
+    let held = eventually(WAIT, "the tag's webhook configuration, the older install's", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == a_uid).then_some(c)
+    })
+    .await;
+    let hooks = held.webhooks.clone().unwrap_or_default();
+    assert_eq!(hooks.len(), 2, "rev.namespace and rev.object");
+    let selector = serde_json::to_value(&hooks[0].namespace_selector).expect("json");
+    assert_eq!(selector["matchExpressions"][0]["values"], json!([tag]));
+    assert_eq!(
+        hooks[0].client_config.url.as_deref(),
+        Some(format!("https://127.0.0.1:{}/inject/{name}", s.webhook_port).as_str())
+    );
+    assert_eq!(s.mesh(name).await.status.expect("status").revision_tags, vec![tag]);
+
+    // The younger install asks for the same tag: reported, not taken.
+    s.patch_spec("sc-tag-b", json!({"revisionTags": [tag]})).await;
+    let message = s.condition("sc-tag-b", "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains(&format!("revision tag {tag} is held by the older MeshInstall {name}")),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = configs.get(&config).await.expect("the tag's configuration");
+    assert!(
+        still.owner_references().iter().any(|o| o.uid == a_uid),
+        "the tag was fought over"
+    );
+
+    // The older one lets it go: the younger takes the same object over (no moment without it).
+    let watching = {
+        let configs = configs.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let mut missing = 0;
+            for _ in 0..100 {
+                if configs.get_opt(&config).await.expect("get").is_none() {
+                    missing += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            missing
+        })
+    };
+    s.patch_spec(name, json!({"revisionTags": null})).await;
+    let moved = eventually(
+        WAIT,
+        "the tag's webhook configuration moves to the younger install",
+        || async {
+            let c = configs.get_opt(&config).await.expect("get")?;
+            c.owner_references().iter().any(|o| o.uid == b_uid).then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(
+        moved.uid(),
+        held.uid(),
+        "the configuration was replaced instead of taken over"
+    );
+    assert_eq!(
+        moved.webhooks.clone().unwrap_or_default()[0]
+            .client_config
+            .url
+            .as_deref(),
+        Some(format!("https://127.0.0.1:{}/inject/sc-tag-b", s.webhook_port).as_str())
+    );
+    assert!(!moved.owner_references().iter().any(|o| o.uid == a_uid));
+    s.condition("sc-tag-b", "Reconciled", "True", "Applied").await;
+    eventually(WAIT, "the statuses say who holds the tag", || async {
+        let a = s.mesh(name).await.status?;
+        let b = s.mesh("sc-tag-b").await.status?;
+        (a.revision_tags.is_empty() && b.revision_tags == vec![tag.to_owned()]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        watching.await.expect("watcher"),
+        0,
+        "the tag's configuration was missing during the move"
+    );
+    // A tag that names an existing revision is refused.
+    s.patch_spec(name, json!({"revisionTags": ["sc-tag-b"]})).await;
+    let message = s.condition(name, "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains("revision tag sc-tag-b names the revision of MeshInstall sc-tag-b"),
+        "{message}"
+    );
+    assert!(
+        configs
+            .get_opt("mizzen-revision-tag-sc-tag-b")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
+    let name = "sc-version";
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let deployments: Api<Deployment> = s.api();
+    let image = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.image)
+            .unwrap_or_default()
+    };
+    let istiod = format!("istiod-{name}");
+    let before = deployments.get(&istiod).await.expect("istiod");
+    assert_eq!(image(before.clone()), "docker.io/istio/pilot:1.28.0");
+    s.patch_spec(name, json!({"version": "1.26.3"})).await;
+    let message = s.condition(name, "Reconciled", "False", "InvalidSpec").await;
+    assert!(
+        message.contains("spec.version") && message.contains("1.26.3") && message.contains("1.27.x to 1.28.x"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = deployments.get(&istiod).await.expect("istiod");
+    assert_eq!(after.metadata.generation, before.metadata.generation, "istiod changed");
+    assert_eq!(
+        s.mesh(name).await.status.expect("status").version.as_deref(),
+        Some("1.28.0"),
+        "the version rolled out (what the webhook keeps injecting)"
+    );
+    // A supported one rolls istiod.
+    s.patch_spec(name, json!({"version": "1.28.1"})).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    eventually(WAIT, "istiod runs 1.28.1", || async {
+        (image(deployments.get(&istiod).await.ok()?) == "docker.io/istio/pilot:1.28.1").then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+/// A pod as the injector leaves it: annotated with the revision that injected it, running `image` as istio-proxy.
+fn injected_pod(name: &str, revision: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": {"app": name, "service.istio.io/canonical-name": name},
+            "annotations": {"sidecar.istio.io/status": format!(
+                "{{\"initContainers\":[\"istio-init\",\"istio-proxy\"],\"containers\":null,\"revision\":\"{revision}\"}}")},
+        },
+        "spec": {
+            "initContainers": [{"name": "istio-proxy", "image": image, "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "docker.io/traefik/whoami:v1.10"}],
+        },
+    }))
+    .expect("pod")
+}
+
+#[tokio::test]
+async fn the_data_plane_report_counts_outdated_proxies() {
+    let name = "sc-proxies";
+    let mut mesh = spec(name);
+    // Nothing to wait for: no istiod replica, no gateway (there is no node).
+    mesh["controlPlane"] = json!({"replicas": 0});
+    mesh["gateways"] = json!([]);
+    let Some(s) = Scenario::start(name, mesh).await else {
+        return;
+    };
+    let apps = format!("{name}-apps");
+    ensure_namespace(&s.client, &apps).await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &apps);
+    for pod in ["web-1", "web-2"] {
+        let _ = pods.delete(pod, &DeleteParams::default().grace_period(0)).await;
+    }
+    eventually(WAIT, "no leftover pods", || async {
+        pods.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for pod in ["web-1", "web-2"] {
+        pods.create(
+            &PostParams::default(),
+            &injected_pod(pod, name, "docker.io/istio/proxyv2:1.28.0"),
+        )
+        .await
+        .expect("creating an injected pod");
+    }
+    let proxies = |want: &'static str| {
+        let s = &s;
+        async move {
+            eventually(WAIT, &format!("PROXIES {want}"), || async {
+                let status = s.mesh(name).await.status?;
+                (status.proxies.as_deref() == Some(want)).then_some(status)
+            })
+            .await
+        }
+    };
+    let status = proxies("2/2").await;
+    let up = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ProxiesUpToDate")
+        .expect("condition");
+    assert_eq!((up.status.as_str(), up.reason.as_str()), ("True", "UpToDate"));
+    // An in-place upgrade: every pod is outdated until restarted.
+    s.patch_spec(name, json!({"version": "1.28.1"})).await;
+    let status = proxies("0/2").await;
+    let dp = status.data_plane.expect("dataPlane");
+    assert_eq!((dp.up_to_date, dp.total, dp.outdated_workloads), (0, 2, 2));
+    assert_eq!(dp.outdated[0].namespace, apps);
+    assert_eq!(
+        (dp.outdated[0].kind.as_str(), dp.outdated[0].name.as_str()),
+        ("Pod", "web-1")
+    );
+    assert!(
+        dp.outdated[0].reason.contains("want docker.io/istio/proxyv2:1.28.1"),
+        "{:?}",
+        dp.outdated
+    );
+    let message = s.condition(name, "ProxiesUpToDate", "False", "Outdated").await;
+    assert!(
+        message.starts_with("2 pods of 2 workloads run an older proxy"),
+        "{message}"
+    );
+    // Pods that go stop counting; a pod injected with the new proxy is up to date.
+    pods.delete("web-2", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    pods.create(
+        &PostParams::default(),
+        &injected_pod("web-3", name, "docker.io/istio/proxyv2:1.28.1"),
+    )
+    .await
+    .expect("creating an up-to-date pod");
+    proxies("1/2").await;
+    for pod in ["web-1", "web-3"] {
+        let _ = pods.delete(pod, &DeleteParams::default().grace_period(0)).await;
+    }
+    let _ = Api::<Namespace>::all(s.client.clone())
+        .delete(&apps, &DeleteParams::background())
+        .await;
+    s.finish().await;
+}

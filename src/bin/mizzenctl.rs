@@ -110,6 +110,25 @@ enum Command {
     Bundle,
     /// Print the operator's RBAC grants: the rules of every role mizzen renders (`config/rbac/operator-grants.yaml`).
     Rbac,
+    /// Show, from a cluster, which injected pods run the proxy of the MeshInstall that serves them now.
+    ///
+    /// Reads the MeshInstalls, the namespaces' labels and the injected pods through a kubeconfig (--kubeconfig,
+    /// else $KUBECONFIG or ~/.kube/config, else the in-cluster service account), and prints each MeshInstall with its
+    /// revision, tags, proxy image and proxies up to date, then every workload with injected pods, sorted by
+    /// namespace, with the MeshInstall serving it and what is outdated. The same report as the MeshInstall status
+    /// (`status.dataPlane`, the PROXIES column).
+    #[cfg(feature = "cluster")]
+    ProxyStatus {
+        /// Kubeconfig file.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Only the workloads of this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -213,8 +232,105 @@ fn config(settings: &Settings) -> Result<InjectionConfig, CliError> {
     Ok(config)
 }
 
+/// Lists what `proxy-status` reports on from the cluster.
+#[cfg(feature = "cluster")]
+async fn proxy_status(
+    kubeconfig: Option<std::path::PathBuf>,
+    namespace: Option<String>,
+    output: Format,
+) -> Result<String, CliError> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, ListParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use mizzen::MeshInstall;
+
+    let config = match &kubeconfig {
+        Some(path) => {
+            let file =
+                Kubeconfig::read_from(path).map_err(|e| CliError(format!("--kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| CliError(format!("--kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            CliError(format!(
+                "no cluster configuration (set --kubeconfig or KUBECONFIG): {e}"
+            ))
+        })?,
+    };
+    let client = kube::Client::try_from(config).map_err(|e| CliError(format!("Kubernetes client: {e}")))?;
+    let meshes = Api::<MeshInstall>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| CliError(format!("listing MeshInstalls: {e}")))?
+        .items;
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|e| CliError(format!("listing namespaces: {e}")))?
+        .items
+        .into_iter()
+        .map(|ns| {
+            (
+                ns.metadata.name.clone().unwrap_or_default(),
+                ns.metadata.labels.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let pods_api: Api<Pod> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let pods: Vec<_> = pods_api
+        .list(&ListParams::default().labels(mizzen::dataplane::INJECTED_POD_LABEL))
+        .await
+        .map_err(|e| CliError(format!("listing pods: {e}")))?
+        .items
+        .iter()
+        .filter_map(mizzen::dataplane::injected_pod)
+        .collect();
+    let refs: Vec<&MeshInstall> = meshes.iter().collect();
+    let assignment = mizzen::revisions::assign(refs.iter().copied());
+    let rows = mizzen::dataplane::rows(&refs, &assignment, &namespaces, &pods);
+    match output {
+        Format::Table => Ok(mizzen::cli::proxy_status_table(&refs, &assignment, &rows)),
+        Format::Json => {
+            let installs: Vec<serde_json::Value> = refs
+                .iter()
+                .map(|mi| {
+                    let name = mi.metadata.name.clone().unwrap_or_default();
+                    let mine = rows.iter().filter(|r| r.mesh_install.as_deref() == Some(name.as_str()));
+                    let (up, total) = mine.fold((0, 0), |(u, t), r| (u + r.up_to_date, t + r.up_to_date + r.outdated));
+                    serde_json::json!({
+                        "name": name,
+                        "revision": mi.spec.revision_label(),
+                        "tags": assignment.of(&name).tags,
+                        "proxyImage": mi.spec.proxy_image(),
+                        "upToDate": up,
+                        "total": total,
+                        "rollout": mi.spec.data_plane.rollout,
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({"meshInstalls": installs, "workloads": rows}))
+                .map(|s| s + "\n")
+                .map_err(|e| CliError(e.to_string()))
+        }
+    }
+}
+
 fn run(command: Command) -> Result<String, CliError> {
     match command {
+        #[cfg(feature = "cluster")]
+        Command::ProxyStatus {
+            kubeconfig,
+            namespace,
+            output,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError(format!("starting the runtime: {e}")))?
+            .block_on(proxy_status(kubeconfig, namespace, output)),
         Command::Crd => mizzen::bundle::crd_yaml().map_err(|e| CliError(e.to_string())),
         Command::Render {
             input,
@@ -228,6 +344,7 @@ fn run(command: Command) -> Result<String, CliError> {
                 webhook_url,
                 ca_bundle: None,
                 skip_istio_crds: false,
+                holdings: None,
             };
             let objects = mizzen::render::render(&mi, &options)
                 .map_err(|e| CliError(format!("{}: invalid MeshInstall: {e}", input.file)))?;
@@ -289,7 +406,7 @@ fn run(command: Command) -> Result<String, CliError> {
             let checks = check_inject(&config, &text, &namespace, &labels)
                 .map_err(|e| CliError(format!("{}: {e}", input.file)))?;
             match output {
-                Format::Table => Ok(checks_table(&checks, config.revision_label())),
+                Format::Table => Ok(checks_table(&checks, &config)),
                 Format::Json => serde_json::to_string_pretty(&checks)
                     .map(|s| s + "\n")
                     .map_err(|e| CliError(e.to_string())),

@@ -530,6 +530,9 @@ impl<'a> Mapper<'a> {
             gateways,
             // Istio's operator dropped its addons in 1.8: nothing to convert.
             addons: Default::default(),
+            // Tags are set with `istioctl tag`, not by an install.
+            revision_tags: Vec::new(),
+            data_plane: Default::default(),
         };
         let name = name.unwrap_or_else(|| {
             if revision.is_empty() {

@@ -409,7 +409,14 @@ fn prune(spec: &mut Value) -> Result<(), ConvertError> {
     if let Some(Value::Object(mesh)) = spec.get_mut("meshConfig") {
         mesh.retain(|k, v| !(k == "defaultConfig" && v.as_object().is_some_and(Map::is_empty)));
     }
-    for key in ["meshConfig", "proxy", "injection", "controlPlane", "addons"] {
+    for key in [
+        "meshConfig",
+        "proxy",
+        "injection",
+        "controlPlane",
+        "addons",
+        "dataPlane",
+    ] {
         if let (Some(Value::Object(ours)), Some(Value::Object(def))) = (spec.get_mut(key), defaults.get(key)) {
             ours.retain(|k, v| def.get(k) != Some(v));
         }

@@ -97,6 +97,8 @@ pub struct InjectionConfig {
     pub image_pull_secrets: Vec<String>,
     /// Control-plane revision; empty for the default revision.
     pub revision: String,
+    /// Revision tags the MeshInstall lists (`spec.revisionTags`): webhooks selecting them call this revision too.
+    pub revision_tags: Vec<String>,
     /// Namespace of istiod.
     pub istio_namespace: String,
     /// Cluster name (`ISTIO_META_CLUSTER_ID`).
@@ -213,6 +215,7 @@ impl Default for InjectionConfig {
             image_pull_policy: None,
             image_pull_secrets: Vec::new(),
             revision: String::new(),
+            revision_tags: Vec::new(),
             istio_namespace: crate::api::DEFAULT_NAMESPACE.into(),
             cluster_id: "Kubernetes".into(),
             network: None,
@@ -268,6 +271,7 @@ impl InjectionConfig {
             hub: spec.hub.clone(),
             tag: spec.version.clone(),
             revision: spec.revision.clone(),
+            revision_tags: spec.revision_tags.clone(),
             istio_namespace: spec.namespace.clone(),
             policy: spec.injection.policy,
             never_inject_selector: spec.injection.never_inject_selector.clone(),
@@ -548,6 +552,12 @@ impl InjectionConfig {
         } else {
             &self.revision
         }
+    }
+
+    /// Whether pods sent to the webhooks of `name` (`default`, a revision or a tag) are injected with this
+    /// configuration: its revision, or a tag it lists (the default revision serves `default`).
+    pub fn serves(&self, name: &str) -> bool {
+        name == self.revision_label() || self.revision_tags.iter().any(|t| t == name)
     }
 
     /// The istiod address proxies get certificates from.

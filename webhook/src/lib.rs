@@ -175,6 +175,7 @@ fn load_mesh_files(paths: &[PathBuf]) -> Result<Store, Error> {
         let mut found = false;
         for doc in docs.into_iter().filter(|d| d["kind"] == "MeshInstall") {
             let mi: mizzen::MeshInstall = serde_json::from_value(doc).map_err(|e| err(e.to_string()))?;
+            mizzen::revisions::check_version(&mi.spec.version).map_err(|e| err(format!("spec.version: {e}")))?;
             let name = mi.metadata.name.clone().unwrap_or_else(|| path.display().to_string());
             specs.push((name, mi.spec));
             found = true;

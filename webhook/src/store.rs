@@ -18,10 +18,37 @@ pub struct NamespaceInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// A MeshInstall as the webhook serves it: the spec to inject with (see [`mizzen::revisions::serving_spec`]) and
+/// when it was created (when two claim one revision, the older serves it, as the operator decides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshEntry {
+    /// The spec injection follows.
+    pub spec: MeshInstallSpec,
+    /// `metadata.creationTimestamp` (seconds), if known.
+    pub created: Option<i64>,
+}
+
+impl MeshEntry {
+    /// The entry of a live MeshInstall, or `None` when it has nothing to serve yet (an unsupported version never
+    /// rolled out).
+    pub fn of(mi: &mizzen::MeshInstall) -> Option<Self> {
+        Some(Self {
+            spec: mizzen::revisions::serving_spec(mi)?,
+            created: mi.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        })
+    }
+}
+
+impl From<MeshInstallSpec> for MeshEntry {
+    fn from(spec: MeshInstallSpec) -> Self {
+        Self { spec, created: None }
+    }
+}
+
 /// The caches.
 #[derive(Debug, Default)]
 pub struct Store {
-    meshes: RwLock<BTreeMap<String, MeshInstallSpec>>,
+    meshes: RwLock<BTreeMap<String, MeshEntry>>,
     configs: RwLock<HashMap<String, Arc<Injector>>>,
     namespaces: RwLock<HashMap<String, NamespaceInfo>>,
     nodes: RwLock<BTreeMap<String, String>>,
@@ -56,7 +83,7 @@ impl Store {
     /// A store serving fixed MeshInstalls (no cluster): ready at once, native-sidecar `auto` treated as on.
     pub fn from_specs(specs: impl IntoIterator<Item = (String, MeshInstallSpec)>) -> Self {
         let store = Self::default();
-        *write(&store.meshes) = specs.into_iter().collect();
+        *write(&store.meshes) = specs.into_iter().map(|(name, spec)| (name, spec.into())).collect();
         store.rebuild();
         for cache in [Cache::Meshes, Cache::Namespaces, Cache::Nodes, Cache::Certificate] {
             store.mark_synced(cache);
@@ -101,8 +128,8 @@ impl Store {
     }
 
     /// Adds or updates a MeshInstall.
-    pub fn apply_mesh(&self, name: &str, spec: MeshInstallSpec) {
-        write(&self.meshes).insert(name.to_owned(), spec);
+    pub fn apply_mesh(&self, name: &str, entry: impl Into<MeshEntry>) {
+        write(&self.meshes).insert(name.to_owned(), entry.into());
         self.rebuild();
     }
 
@@ -113,7 +140,7 @@ impl Store {
     }
 
     /// Replaces every MeshInstall (after a relist).
-    pub fn replace_meshes(&self, meshes: BTreeMap<String, MeshInstallSpec>) {
+    pub fn replace_meshes(&self, meshes: BTreeMap<String, MeshEntry>) {
         *write(&self.meshes) = meshes;
         self.rebuild();
     }
@@ -154,12 +181,17 @@ impl Store {
         self.rebuild();
     }
 
-    /// Recomputes (and compiles) the per-revision configurations. When two MeshInstalls claim one revision, the one
-    /// whose name sorts first serves it.
+    /// Recomputes (and compiles) the per-revision configurations. When two MeshInstalls claim one revision, the older
+    /// (by creation, then name) serves it, as the operator decides.
     fn rebuild(&self) {
         let versions: Vec<String> = read(&self.nodes).values().cloned().collect();
         let mut configs = HashMap::new();
-        for (name, spec) in read(&self.meshes).iter() {
+        let meshes = read(&self.meshes);
+        let mut ordered: Vec<(&String, &MeshEntry)> = meshes.iter().collect();
+        // Unknown creation times (files) sort by name only.
+        ordered.sort_by_key(|(name, e)| (e.created.unwrap_or(i64::MIN), *name));
+        for (name, entry) in ordered {
+            let spec = &entry.spec;
             let revision = spec.revision_label().to_owned();
             if configs.contains_key(&revision) {
                 tracing::warn!(meshinstall = %name, %revision, "another MeshInstall already serves this revision; ignoring this one");
@@ -169,6 +201,7 @@ impl Store {
             config.node_kubelet_versions = versions.clone();
             configs.insert(revision, Arc::new(Injector::compile(config)));
         }
+        drop(meshes);
         *write(&self.configs) = configs;
     }
 }
@@ -188,6 +221,37 @@ mod tests {
         assert_eq!(store.revisions(), vec!["canary".to_owned(), "default".to_owned()]);
         assert_eq!(store.config("canary").unwrap().config().revision, "canary");
         assert!(store.config("other").is_none());
+    }
+
+    #[test]
+    fn the_older_of_two_installs_of_one_revision_serves_it() {
+        let store = Store::from_specs([]);
+        let mut young = spec("canary");
+        young.version = "1.28.1".into();
+        store.apply_mesh(
+            "a-young",
+            MeshEntry {
+                spec: young,
+                created: Some(200),
+            },
+        );
+        store.apply_mesh(
+            "b-old",
+            MeshEntry {
+                spec: spec("canary"),
+                created: Some(100),
+            },
+        );
+        assert_eq!(store.config("canary").unwrap().config().tag, "1.28.0");
+    }
+
+    #[test]
+    fn an_unsupported_version_is_served_as_the_version_rolled_out() {
+        let mut mi = mizzen::MeshInstall::new("default", spec(""));
+        mi.spec.version = "1.30.0".into();
+        assert_eq!(MeshEntry::of(&mi), None);
+        mi.status = Some(serde_json::from_value(serde_json::json!({"version": "1.28.0"})).unwrap());
+        assert_eq!(MeshEntry::of(&mi).unwrap().spec.version, "1.28.0");
     }
 
     #[test]

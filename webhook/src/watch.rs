@@ -10,9 +10,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
-use mizzen::{MeshInstall, MeshInstallSpec};
+use mizzen::MeshInstall;
 
-use crate::store::{Cache, NamespaceInfo, Store};
+use crate::store::{Cache, MeshEntry, NamespaceInfo, Store};
 use crate::tls::Reloading;
 
 /// Starts the three watches; they run until the runtime stops.
@@ -26,13 +26,16 @@ async fn meshes(client: Client, store: Arc<Store>) {
     let mut stream = watcher::watcher(Api::<MeshInstall>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut buffer: BTreeMap<String, MeshInstallSpec> = BTreeMap::new();
+    let mut buffer: BTreeMap<String, MeshEntry> = BTreeMap::new();
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(mi)) => {
-                buffer.insert(mi.name_any(), mi.spec);
-            }
+            Ok(Event::InitApply(mi)) => match MeshEntry::of(&mi) {
+                Some(entry) => {
+                    buffer.insert(mi.name_any(), entry);
+                }
+                None => unsupported(&mi),
+            },
             Ok(Event::InitDone) => {
                 store.replace_meshes(std::mem::take(&mut buffer));
                 store.mark_synced(Cache::Meshes);
@@ -40,13 +43,29 @@ async fn meshes(client: Client, store: Arc<Store>) {
             }
             Ok(Event::Apply(mi)) => {
                 let name = mi.name_any();
-                store.apply_mesh(&name, mi.spec);
+                match MeshEntry::of(&mi) {
+                    Some(entry) => store.apply_mesh(&name, entry),
+                    None => {
+                        unsupported(&mi);
+                        store.delete_mesh(&name);
+                    }
+                }
                 tracing::info!(meshinstall = %name, revisions = ?store.revisions(), "MeshInstall updated");
             }
             Ok(Event::Delete(mi)) => store.delete_mesh(&mi.name_any()),
             Err(error) => tracing::warn!(%error, "MeshInstall watch failed; retrying"),
         }
     }
+}
+
+/// A MeshInstall whose version is not supported and never rolled out: nothing to inject with (the operator has
+/// changed nothing for it either).
+fn unsupported(mi: &MeshInstall) {
+    tracing::warn!(
+        meshinstall = %mi.name_any(),
+        version = %mi.spec.version,
+        "spec.version is not a supported Istio release and none was rolled out; not serving this MeshInstall"
+    );
 }
 
 async fn namespaces(client: Client, store: Arc<Store>) {

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         webhook_url: None,
         ca_bundle: None,
         skip_istio_crds: false,
+        holdings: None,
     };
     let _ = render(&mi, &options);
     let _ = InjectionConfig::from_mesh_install(&mi.spec);

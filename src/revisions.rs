@@ -1,0 +1,353 @@
+//! Revisions, revision tags and supported Istio versions: which MeshInstall serves which injection name
+//! (`default`, a revision, a tag), decided the same way for the operator's rendering, the status and
+//! `mizzenctl proxy-status`.
+//!
+//! The rules, as Istio's `istioctl tag` has them:
+//! - a revision is served by the MeshInstall of that revision (the oldest, when two claim it);
+//! - a tag is held by the oldest MeshInstall that lists it in `spec.revisionTags`; a younger one reports a conflict,
+//!   and so does a tag that names an existing revision (namespaces labelled with it would be injected twice);
+//! - the name `default` (namespaces labelled `istio-injection=enabled` or `istio.io/rev=default`) is held by the
+//!   oldest MeshInstall that lists the tag `default`, else by the default revision (`spec.revision: ""`).
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use crate::api::{MeshInstall, MeshInstallSpec};
+use crate::inject::annotations as ann;
+
+/// Istio minor releases this mizzen release installs and injects: the current one and the one before.
+pub const SUPPORTED_MINORS: &[(u64, u64)] = &[(1, 27), (1, 28)];
+
+/// The supported releases, as a user reads them (`1.27.x to 1.28.x`).
+pub fn supported_range() -> String {
+    let first = SUPPORTED_MINORS.first().copied().unwrap_or_default();
+    let last = SUPPORTED_MINORS.last().copied().unwrap_or_default();
+    format!("{}.{}.x to {}.{}.x", first.0, first.1, last.0, last.1)
+}
+
+/// Whether `version` (an image tag such as `1.28.1` or `1.28.1-distroless`) is a supported Istio release; the
+/// error says what is supported.
+pub fn check_version(version: &str) -> Result<(), String> {
+    let release = version.split_once('-').map_or(version, |(release, _)| release);
+    let mut parts = release.split('.');
+    let number = |p: Option<&str>| {
+        p.filter(|s| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let parsed = match (
+        number(parts.next()),
+        number(parts.next()),
+        number(parts.next()),
+        parts.next(),
+    ) {
+        (Some(major), Some(minor), Some(_patch), None) => Some((major, minor)),
+        _ => None,
+    };
+    match parsed {
+        Some(minor) if SUPPORTED_MINORS.contains(&minor) => Ok(()),
+        Some(_) => Err(format!(
+            "Istio {version} is not supported by this mizzen release (supported: {})",
+            supported_range()
+        )),
+        None => Err(format!(
+            "{version:?} is not an Istio release tag such as 1.28.0 (supported: {})",
+            supported_range()
+        )),
+    }
+}
+
+/// The spec the injector serves for a MeshInstall: its own, or, while `spec.version` names an unsupported release,
+/// the same with the version last rolled out (`status.version`); `None` when no supported version was ever rolled
+/// out (the operator has changed nothing, so the webhook serves nothing for it either).
+pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
+    if check_version(&mi.spec.version).is_ok() {
+        return Some(mi.spec.clone());
+    }
+    let applied = mi.status.as_ref()?.version.as_ref()?;
+    check_version(applied).ok()?;
+    let mut spec = mi.spec.clone();
+    spec.version = applied.clone();
+    Some(spec)
+}
+
+/// What one MeshInstall holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// The tags it holds, sorted; `default` included when it serves the default selectors (explicitly or as the
+    /// default revision).
+    pub tags: Vec<String>,
+    /// A default revision whose `default` name was taken by an explicit `default` tag elsewhere: its own default
+    /// webhooks step aside.
+    pub default_elsewhere: bool,
+    /// Tags it lists but does not hold, each with the reason.
+    pub conflicts: Vec<String>,
+}
+
+impl Holdings {
+    /// The tags to render webhook configurations for: those held, without the default revision's own `default`.
+    pub fn rendered_tags(&self, spec: &MeshInstallSpec) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter(|t| !(spec.revision.is_empty() && t.as_str() == "default"))
+            .cloned()
+            .collect()
+    }
+}
+
+fn older(a: &MeshInstall, b: &MeshInstall) -> std::cmp::Ordering {
+    let key = |m: &MeshInstall| (m.metadata.creation_timestamp.as_ref().map(|t| t.0), m.name_any());
+    key(a).cmp(&key(b))
+}
+
+/// Who holds what among `meshes` (those being deleted hold nothing), by MeshInstall name, plus the index from each
+/// injection name (`default`, a revision, a tag) to the MeshInstall serving it.
+pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignment {
+    let mut live: Vec<&MeshInstall> = meshes
+        .into_iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .collect();
+    live.sort_by(|a, b| older(a, b));
+    let mut serving: BTreeMap<String, String> = BTreeMap::new();
+    // Revisions first: a tag may not shadow one.
+    for mi in &live {
+        if !mi.spec.revision.is_empty() {
+            serving.entry(mi.spec.revision.clone()).or_insert_with(|| mi.name_any());
+        }
+    }
+    let mut holdings: BTreeMap<String, Holdings> = live.iter().map(|m| (m.name_any(), Holdings::default())).collect();
+    let mut tags: BTreeMap<String, String> = BTreeMap::new();
+    for mi in &live {
+        let name = mi.name_any();
+        let mut listed: Vec<&String> = mi.spec.revision_tags.iter().collect();
+        listed.dedup();
+        for tag in listed {
+            if mi.spec.revision.is_empty() && tag == "default" {
+                continue; // the default revision's own name
+            }
+            let entry = holdings.entry(name.clone()).or_default();
+            if let Some(owner) = serving.get(tag) {
+                entry.conflicts.push(format!(
+                    "revision tag {tag} names the revision of MeshInstall {owner} (namespaces labelled istio.io/rev={tag} would be injected twice)"
+                ));
+            } else if let Some(holder) = tags.get(tag) {
+                entry
+                    .conflicts
+                    .push(format!("revision tag {tag} is held by the older MeshInstall {holder}"));
+            } else {
+                tags.insert(tag.clone(), name.clone());
+                entry.tags.push(tag.clone());
+            }
+        }
+    }
+    // `default`: an explicit tag wins over the default revision.
+    let default_revision = live.iter().find(|m| m.spec.revision.is_empty()).map(|m| m.name_any());
+    match tags.get("default") {
+        Some(_) => {
+            for mi in live.iter().filter(|m| m.spec.revision.is_empty()) {
+                holdings.entry(mi.name_any()).or_default().default_elsewhere = true;
+            }
+        }
+        None => {
+            if let Some(name) = &default_revision {
+                holdings.entry(name.clone()).or_default().tags.push("default".into());
+                tags.insert("default".into(), name.clone());
+            }
+        }
+    }
+    for h in holdings.values_mut() {
+        h.tags.sort();
+    }
+    serving.extend(tags);
+    Assignment { holdings, serving }
+}
+
+/// The outcome of [`assign`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// By MeshInstall name.
+    pub holdings: BTreeMap<String, Holdings>,
+    /// Injection name (`default`, a revision, a tag) → the MeshInstall serving it.
+    pub serving: BTreeMap<String, String>,
+}
+
+impl Assignment {
+    /// What a MeshInstall holds (nothing when unknown).
+    pub fn of(&self, name: &str) -> Holdings {
+        self.holdings.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The MeshInstall whose webhook injects new pods of a namespace with these labels, if the namespace alone
+    /// decides: `istio-injection=enabled` → the holder of `default`; any other `istio-injection` value → none;
+    /// `istio.io/rev=<name>` → the holder of that revision or tag. `None` also when the namespace has neither label
+    /// (pods opt in one by one, by their own `istio.io/rev` label).
+    pub fn namespace_server(&self, namespace_labels: &BTreeMap<String, String>) -> NamespaceServer {
+        if let Some(v) = namespace_labels.get(ann::NAMESPACE_INJECTION) {
+            return if v == "enabled" {
+                NamespaceServer::Mesh(self.serving.get("default").cloned())
+            } else {
+                NamespaceServer::Disabled
+            };
+        }
+        match namespace_labels.get(ann::REVISION) {
+            Some(rev) => NamespaceServer::Mesh(self.serving.get(rev).cloned()),
+            None => NamespaceServer::PodDecides,
+        }
+    }
+}
+
+/// The injection name (`default`, a revision, a tag) a webhook configuration of mizzen's serves, from its name.
+pub fn webhook_config_serves(config_name: &str) -> Option<String> {
+    if config_name == "mizzen-sidecar-injector" {
+        return Some("default".into());
+    }
+    config_name
+        .strip_prefix("mizzen-sidecar-injector-")
+        .or_else(|| config_name.strip_prefix("mizzen-revision-tag-"))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}
+
+/// The webhook configuration through which `spec`'s install serves an injection name it holds.
+pub fn webhook_config_for(spec: &MeshInstallSpec, name: &str) -> String {
+    if spec.revision.is_empty() && name == "default" {
+        "mizzen-sidecar-injector".into()
+    } else if name == spec.revision {
+        format!("mizzen-sidecar-injector-{name}")
+    } else {
+        format!("mizzen-revision-tag-{name}")
+    }
+}
+
+/// Who injects a namespace's new pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceServer {
+    /// The namespace's label names an injection name; the MeshInstall serving it, if any.
+    Mesh(Option<String>),
+    /// `istio-injection` is set to something other than `enabled`: no injection.
+    Disabled,
+    /// No namespace label: each pod's own `istio.io/rev` label decides.
+    PodDecides,
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn mi(name: &str, age: i64, spec: serde_json::Value) -> MeshInstall {
+        let mut m = MeshInstall::new(name, serde_json::from_value(spec).unwrap());
+        m.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(1000 - age).unwrap()));
+        m
+    }
+
+    #[test]
+    fn supported_versions_are_the_current_and_previous_minor() {
+        for ok in ["1.28.0", "1.28.1", "1.27.3", "1.28.0-distroless", "1.27.10-debug"] {
+            assert_eq!(check_version(ok), Ok(()), "{ok}");
+        }
+        let err = check_version("1.26.4").unwrap_err();
+        assert!(err.contains("1.26.4") && err.contains("1.27.x to 1.28.x"), "{err}");
+        for bad in ["latest", "1.28", "v1.28.0", "1.28.x", "", "1.28.0.1", "1.99999999999.0"] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unsupported_version_keeps_serving_the_one_rolled_out() {
+        let mut m = mi("default", 1, json!({"version": "1.29.0"}));
+        assert_eq!(serving_spec(&m), None, "never rolled out: nothing to serve");
+        m.status = Some(serde_json::from_value(json!({"version": "1.28.0"})).unwrap());
+        assert_eq!(serving_spec(&m).unwrap().version, "1.28.0");
+        m.spec.version = "1.28.1".into();
+        assert_eq!(serving_spec(&m).unwrap().version, "1.28.1");
+    }
+
+    #[test]
+    fn the_default_revision_holds_default_unless_a_tag_takes_it() {
+        let default = mi("default", 10, json!({}));
+        let canary = mi("canary", 1, json!({"revision": "canary"}));
+        let a = assign([&default, &canary]);
+        assert_eq!(a.of("default").tags, vec!["default"]);
+        assert_eq!(a.serving["default"], "default");
+        assert_eq!(a.serving["canary"], "canary");
+        let canary = mi(
+            "canary",
+            1,
+            json!({"revision": "canary", "revisionTags": ["default", "prod"]}),
+        );
+        let a = assign([&default, &canary]);
+        assert_eq!(a.of("canary").tags, vec!["default", "prod"]);
+        assert!(a.of("default").tags.is_empty());
+        assert!(a.of("default").default_elsewhere);
+        assert_eq!(
+            a.serving["default"], "canary",
+            "the younger explicit tag wins over the implicit default"
+        );
+        assert_eq!(a.of("canary").rendered_tags(&canary.spec), vec!["default", "prod"]);
+    }
+
+    #[test]
+    fn a_tag_goes_to_the_oldest_and_never_shadows_a_revision() {
+        let old = mi("old", 10, json!({"revision": "a", "revisionTags": ["prod", "b"]}));
+        let young = mi("young", 1, json!({"revision": "b", "revisionTags": ["prod"]}));
+        let a = assign([&young, &old]);
+        assert_eq!(a.of("old").tags, vec!["prod"]);
+        assert_eq!(a.serving["prod"], "old".to_owned(), "{a:?}");
+        assert!(a.of("old").conflicts[0].contains("names the revision of MeshInstall young"));
+        assert!(a.of("young").conflicts[0].contains("held by the older MeshInstall old"));
+    }
+
+    #[test]
+    fn webhook_configurations_name_what_they_serve() {
+        let default: MeshInstallSpec = serde_json::from_value(json!({})).unwrap();
+        let canary: MeshInstallSpec = serde_json::from_value(json!({"revision": "canary"})).unwrap();
+        for (spec, name) in [
+            (&default, "default"),
+            (&default, "prod"),
+            (&canary, "canary"),
+            (&canary, "default"),
+        ] {
+            let config = webhook_config_for(spec, name);
+            assert_eq!(webhook_config_serves(&config).as_deref(), Some(name), "{config}");
+        }
+        assert_eq!(webhook_config_for(&canary, "default"), "mizzen-revision-tag-default");
+        assert_eq!(webhook_config_serves("istio-sidecar-injector"), None);
+    }
+
+    #[test]
+    fn a_deleted_install_holds_nothing() {
+        let mut old = mi("old", 10, json!({"revision": "a", "revisionTags": ["prod"]}));
+        let young = mi("young", 1, json!({"revision": "b", "revisionTags": ["prod"]}));
+        old.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(5).unwrap()));
+        let a = assign([&old, &young]);
+        assert_eq!(a.serving["prod"], "young");
+        assert!(!a.holdings.contains_key("old"));
+    }
+
+    #[test]
+    fn namespaces_are_served_by_their_labels() {
+        let default = mi("default", 10, json!({"revisionTags": ["prod"]}));
+        let canary = mi("canary", 1, json!({"revision": "canary"}));
+        let a = assign([&default, &canary]);
+        let labels = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let serves = |l| a.namespace_server(&l);
+        assert_eq!(
+            serves(labels("istio-injection", "enabled")),
+            NamespaceServer::Mesh(Some("default".into()))
+        );
+        assert_eq!(serves(labels("istio-injection", "disabled")), NamespaceServer::Disabled);
+        assert_eq!(
+            serves(labels("istio.io/rev", "prod")),
+            NamespaceServer::Mesh(Some("default".into()))
+        );
+        assert_eq!(
+            serves(labels("istio.io/rev", "canary")),
+            NamespaceServer::Mesh(Some("canary".into()))
+        );
+        assert_eq!(serves(labels("istio.io/rev", "gone")), NamespaceServer::Mesh(None));
+        assert_eq!(serves(BTreeMap::new()), NamespaceServer::PodDecides);
+    }
+}
