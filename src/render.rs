@@ -188,7 +188,8 @@ pub fn render(mi: &MeshInstall, options: &RenderOptions) -> Result<Vec<Value>, I
     out.push(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY, ann::NAMESPACE_INJECTION: "disabled"}},
+        // Created when missing; an existing namespace that is not mizzen's is used as it is (never relabelled).
+        "metadata": {"name": spec.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
     }));
     out.push(operator_binding(&ctx, options));
     out.extend(control_plane(&ctx));
@@ -272,6 +273,26 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
             return Err(invalid(format!("spec.injection.templates[{name:?}]"), e.message));
         }
     }
+    for (i, tag) in spec.revision_tags.iter().enumerate() {
+        if *tag == spec.revision {
+            return Err(invalid(
+                format!("spec.revisionTags[{i}]"),
+                format!("{tag:?} is the install's own revision"),
+            ));
+        }
+        let label = tag.len() <= 63
+            && tag.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && tag.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !label {
+            return Err(invalid(
+                format!("spec.revisionTags[{i}]"),
+                format!("{tag:?} is not a DNS label"),
+            ));
+        }
+    }
     addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
@@ -296,10 +317,7 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
     if spec.proxy.hold_application_until_proxy_starts {
         default_config["holdApplicationUntilProxyStarts"] = json!(true);
     }
-    if let Some(tracing) = addons::proxy_tracing(spec) {
-        default_config["tracing"] = tracing;
-    }
-    // The user's fields win: typed ones, then the pass-through rest.
+    // The user's fields win: typed ones, then the pass-through rest (tracing is settled after them).
     if let Ok(Value::Object(user)) = serde_json::to_value(&spec.mesh_config) {
         for (k, v) in user {
             if k == "defaultConfig" {
@@ -312,6 +330,9 @@ pub fn mesh_config(spec: &MeshInstallSpec) -> Value {
                 mesh.insert(k, v);
             }
         }
+    }
+    if let Some(tracing) = addons::proxy_tracing(spec) {
+        default_config["tracing"] = tracing;
     }
     mesh.insert("defaultConfig".into(), default_config);
     // The jaeger addon's provider joins the user's, unless one of theirs already has its name.

@@ -734,3 +734,33 @@ fn the_binary_prints_the_mesh_install_on_stdout_and_each_unconverted_setting_on_
     assert_eq!(stdout, "");
     assert!(stderr.contains("tests/convert/missing.yaml"), "{stderr}");
 }
+
+#[test]
+fn revision_tags_of_the_istiod_chart_become_spec_revision_tags() {
+    let c =
+        istioctl("istioctl install -r canary --set values.revisionTags[0]=prod --set values.revisionTags[1]=default")
+            .unwrap();
+    assert_eq!(c.mesh_install.spec.revision, "canary");
+    assert_eq!(c.mesh_install.spec.revision_tags, vec!["prod", "default"]);
+    assert_eq!(lines(&c), Vec::<String>::new());
+    let (yaml, _) = printed(&c);
+    assert!(yaml.contains("revisionTags:"), "{yaml}");
+    let err = istioctl("istioctl install --set values.revisionTags[0]=Prod_1").unwrap_err();
+    assert!(
+        err.to_string().contains("values.revisionTags") && err.to_string().contains("Prod_1"),
+        "{err}"
+    );
+    let err = istioctl("istioctl install -r canary --set values.revisionTags[0]=canary").unwrap_err();
+    assert!(err.to_string().contains("spec.revisionTags"), "{err}");
+}
+
+#[test]
+fn istio_chart_defaults_from_an_installed_state_dump_are_silent() {
+    let c = istioctl(
+        "istioctl install --set values.global.proxy.tracer=none --set values.istiodRemote.enabled=false \
+         --set values.pilot.cni.provider=default --set values.pilot.taint.name=cni.istio.io/not-ready \
+         --set values.global.waypoint.resources.requests.cpu=100m",
+    )
+    .unwrap();
+    assert_eq!(lines(&c), Vec::<String>::new());
+}

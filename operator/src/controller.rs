@@ -219,6 +219,15 @@ pub async fn operate(config: kube::Config, mut options: Options, process: Proces
     let lost = tokio::select! {
         _ = &mut signal => false,
         _ = leadership.lost() => true,
+        ended = &mut controller => {
+            // The controller stopped on its own (a panic in a reconcile, or a failure it could not survive): a
+            // leader that reconciles nothing must not keep the lease. Exit so the pod restarts and another replica
+            // (or this one) leads.
+            tracing::error!(result = ?ended.err(), "the controller stopped; releasing the lease and exiting");
+            metrics.set_leader(false);
+            leadership.release().await;
+            return Err(Error::ControllerStopped);
+        }
     };
     if lost {
         // Stop reconciling at once: another replica may acquire the lease shortly.

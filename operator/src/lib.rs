@@ -11,6 +11,7 @@ pub mod diff;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
+pub mod probe;
 pub mod reconcile;
 pub mod tls;
 
@@ -126,6 +127,9 @@ pub enum Error {
         /// Why.
         source: kube::Error,
     },
+    /// The controller stopped by itself (it should run until shutdown).
+    #[error("the controller stopped; exiting so this replica restarts")]
+    ControllerStopped,
     /// Another replica took the lease, or it could not be renewed in time.
     #[error("lost the leader Lease; exiting so this replica rejoins the election")]
     LeadershipLost,
@@ -170,6 +174,7 @@ impl Error {
             | Error::TlsNotReady
             | Error::CacheSync(_)
             | Error::LeadershipLost
+            | Error::ControllerStopped
             | Error::Bind { .. }
             | Error::Client { .. } => false,
         }

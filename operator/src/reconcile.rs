@@ -79,6 +79,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, Failures>>,
     /// When each (MeshInstall, reason, message) Warning was last published.
     warned: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Istio CRDs and namespaces found to be someone else's, and when (by kind and name).
+    foreign: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// The caches a reconcile reads, filled by the controller's watches.
@@ -119,6 +121,7 @@ impl Context {
             compared: Mutex::default(),
             failures: Mutex::default(),
             warned: Mutex::default(),
+            foreign: Mutex::default(),
         }
     }
 
@@ -263,10 +266,14 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> B
                 }
             }
             _ => {
-                if let Some(objects) = rendered {
-                    for o in objects {
-                        claims.entry(key_of(o)).or_insert_with(|| other.name_any());
-                    }
+                // A paused one keeps what it renders, except what is shared (the mesh namespace, which a younger
+                // install may need to create).
+                for o in rendered
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| !shared(o["kind"].as_str().unwrap_or_default()))
+                {
+                    claims.entry(key_of(o)).or_insert_with(|| other.name_any());
                 }
                 if let Some(uid) = other.uid() {
                     keeping.insert(uid, other.name_any());
@@ -325,43 +332,116 @@ fn istio_crds() -> Result<&'static [IstioCrd], Error> {
 
 /// Istio's CRDs, applied by the oldest MeshInstall only. Each is parsed from its text only when its
 /// `resourceVersion` moved since it was last seen equal (about a megabyte of schema is never kept parsed).
-async fn apply_istio_crds(ctx: &Context) -> Result<Vec<String>, Error> {
+async fn apply_istio_crds(ctx: &Context, mi: &MeshInstall) -> Applied {
+    let mut done = Applied::default();
     let Some(kind) = kinds::lookup("apiextensions.k8s.io/v1", "CustomResourceDefinition") else {
-        return Ok(Vec::new());
+        return done;
     };
-    let mut written = Vec::new();
+    let crds = match istio_crds() {
+        Ok(crds) => crds,
+        Err(e) => {
+            done.errors.push(e);
+            return done;
+        }
+    };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for (name, text, wanted) in istio_crds()? {
+    for (name, text, wanted) in crds {
         let (name, wanted) = (name.clone(), *wanted);
         let key = (kind.kind.to_owned(), String::new(), name.clone());
-        if let Some(live) = ctx.caches.get(kind, None, &name)
+        let live = ctx.caches.get(kind, None, &name);
+        if let Some(live) = &live
             && lock(&ctx.compared).get(&(kind.kind.to_owned(), name.clone()))
                 == Some(&(live.resource_version().unwrap_or_default(), wanted))
         {
             continue;
         }
-        let object: Value = serde_json::from_str(text).map_err(|e| Error::IstioCrd(e.to_string()))?;
-        if !differs(ctx, kind, &object, &key, wanted).await? {
-            continue;
+        // Not mizzen's (the cache holds only mizzen's): installed by istioctl, Helm or another tool, perhaps of
+        // another Istio release. Left as it is (Istio's own CRDs serve mizzen's mesh as well) unless the MeshInstall
+        // asks to adopt: applying an older schema over a newer one would prune fields from users' resources.
+        if live.is_none() {
+            match foreign_object(ctx, kind, &name).await {
+                Ok(true) if !may_adopt(mi) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    done.errors.push(e);
+                    continue;
+                }
+            }
         }
-        ctx.still_leading()?;
-        let applied = ctx
-            .api(kind, None)
-            .patch(&name, &params, &Patch::Apply(&object))
-            .await
-            .map_err(|source| Error::Apply {
+        let object: Value = match serde_json::from_str(text) {
+            Ok(o) => o,
+            Err(e) => {
+                done.errors.push(Error::IstioCrd(e.to_string()));
+                continue;
+            }
+        };
+        match differs(ctx, kind, &object, &key, wanted).await {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                done.errors.push(e);
+                continue;
+            }
+        }
+        if let Err(e) = ctx.still_leading() {
+            done.errors.push(e);
+            return done;
+        }
+        match ctx.api(kind, None).patch(&name, &params, &Patch::Apply(&object)).await {
+            Ok(applied) => {
+                lock(&ctx.compared).insert(
+                    (kind.kind.to_owned(), name.clone()),
+                    (applied.resource_version().unwrap_or_default(), wanted),
+                );
+                lock(&ctx.foreign).remove(&(kind.kind.to_owned(), name.clone()));
+                tracing::info!(kind = kind.kind, %name, "applied");
+                done.written.push(format!("{}/{name}", kind.kind));
+            }
+            // Every other CRD is still tried.
+            Err(source) => done.errors.push(Error::Apply {
                 kind: kind.kind,
                 name: name.clone(),
                 source,
-            })?;
-        lock(&ctx.compared).insert(
-            (kind.kind.to_owned(), name.clone()),
-            (applied.resource_version().unwrap_or_default(), wanted),
-        );
-        tracing::info!(kind = kind.kind, %name, "applied");
-        written.push(format!("{}/{name}", kind.kind));
+            }),
+        }
     }
-    Ok(written)
+    done
+}
+
+/// How long an object found to be someone else's is taken as such without asking the API again.
+const FOREIGN_RECHECK: Duration = Duration::from_secs(300);
+
+/// Whether the cluster-scoped object `name` exists and is not mizzen's (remembered for [`FOREIGN_RECHECK`], so a
+/// reconcile with nothing to change asks nothing).
+async fn foreign_object(ctx: &Context, kind: &ManagedKind, name: &str) -> Result<bool, Error> {
+    let memo_key = (kind.kind.to_owned(), name.to_owned());
+    if lock(&ctx.foreign)
+        .get(&memo_key)
+        .is_some_and(|seen| seen.elapsed() < FOREIGN_RECHECK)
+    {
+        return Ok(true);
+    }
+    let existing = ctx
+        .api(kind, None)
+        .get_metadata_opt(name)
+        .await
+        .map_err(|source| Error::Get {
+            kind: kind.kind,
+            name: name.to_owned(),
+            source,
+        })?;
+    let foreign = existing.is_some_and(|e| !is_mizzens(&e));
+    let mut memo = lock(&ctx.foreign);
+    if foreign {
+        memo.insert(memo_key, Instant::now());
+    } else {
+        memo.remove(&memo_key);
+    }
+    Ok(foreign)
+}
+
+fn is_mizzens(object: &impl ResourceExt) -> bool {
+    object.labels().get("app.kubernetes.io/managed-by").map(String::as_str) == Some(MANAGED_BY)
 }
 
 /// Whether applying `object` would change what is live, read from the caches.
@@ -419,11 +499,6 @@ struct Applied {
     errors: Vec<Error>,
 }
 
-/// Kinds mizzen adopts without being asked: shared objects it only adds labels to or keeps in step with Istio.
-fn adopted_freely(kind: &str) -> bool {
-    matches!(kind, "CustomResourceDefinition" | "Namespace")
-}
-
 /// Whether an existing object that is not mizzen's can be taken over when the MeshInstall asks: RBAC objects and
 /// webhook configurations only when they are Istio's own (label `app.kubernetes.io/part-of=istio`, as Istio's
 /// charts set), as the guardrails policy (config/rbac/operator-guardrails.yaml) enforces.
@@ -472,17 +547,43 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
                 continue;
             }
         }
-        // Not in the caches (which hold only mizzen's objects): is there one that is someone else's?
-        if ctx.caches.get(kind, namespace, &key.2).is_none() && !adopted_freely(kind.kind) {
+        let cached = ctx.caches.get(kind, namespace, &key.2);
+        if kind.kind == "Namespace" {
+            // The mesh namespace: created when missing, never relabelled when it is someone else's (an application
+            // namespace or one an Istio install made); it is used as it is, which is no conflict.
+            if cached.is_none() {
+                match foreign_object(ctx, kind, &key.2).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        done.errors.push(e);
+                        continue;
+                    }
+                }
+            }
+        } else if let Some(live) = &cached {
+            // mizzen's by label, but controlled by something that is no MeshInstall this operator knows (a user's
+            // copy with mizzen's labels, another operator's or another shard's install): not taken unless asked.
+            let uid = mi.uid().unwrap_or_default();
+            let foreign_owner = live
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .filter(|o| o.uid != uid)
+                .is_some_and(|o| {
+                    !ctx.meshes
+                        .state()
+                        .iter()
+                        .any(|m| m.uid().as_deref() == Some(o.uid.as_str()))
+                });
+            if foreign_owner && !may_adopt(mi) {
+                done.not_ours.push(format!("{} {shown}", kind.kind));
+                continue;
+            }
+        } else {
+            // Not in the caches (which hold only mizzen's objects): is there one that is someone else's?
             match ctx.api(kind, namespace).get_metadata_opt(&key.2).await {
-                Ok(Some(existing))
-                    if existing
-                        .labels()
-                        .get("app.kubernetes.io/managed-by")
-                        .map(String::as_str)
-                        != Some(MANAGED_BY)
-                        && !(may_adopt(mi) && adoptable(kind.kind, &existing)) =>
-                {
+                Ok(Some(existing)) if !(is_mizzens(&existing) || may_adopt(mi) && adoptable(kind.kind, &existing)) => {
                     done.not_ours.push(format!("{} {shown}", kind.kind));
                     continue;
                 }
@@ -500,6 +601,35 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
         if let Err(e) = ctx.still_leading() {
             done.errors.push(e);
             return done;
+        }
+        if let Some(live) = &cached
+            && let Some(replicas) = replicas_to_hand_over(kind, live, object)
+        {
+            // Autoscaling was turned on: `spec.replicas` is no longer sent, and if the operator were its only owner
+            // the API server would reset it to 1 (server-side apply removes the field, defaulting fills it in)
+            // until the HPA acts. Another manager first takes it at its current value, as Kubernetes documents for
+            // handing a field over; the HPA then owns it through the scale subresource.
+            let handover = json!({
+                "apiVersion": object["apiVersion"], "kind": object["kind"],
+                "metadata": {"name": key.2, "namespace": key.1},
+                "spec": {"replicas": replicas},
+            });
+            if let Err(source) = ctx
+                .api(kind, namespace)
+                .patch(
+                    &key.2,
+                    &PatchParams::apply(REPLICAS_HANDOVER).force(),
+                    &Patch::Apply(&handover),
+                )
+                .await
+            {
+                done.errors.push(Error::Apply {
+                    kind: kind.kind,
+                    name: shown,
+                    source,
+                });
+                continue;
+            }
         }
         match ctx
             .api(kind, namespace)
@@ -554,6 +684,25 @@ fn waits_for_successor(ctx: &Context, mi: &MeshInstall, object: &DynamicObject, 
         .is_none_or(|live| !controlled_by(&live, &other.uid().unwrap_or_default()))
 }
 
+/// The field manager that keeps `spec.replicas` when autoscaling takes it over.
+const REPLICAS_HANDOVER: &str = "mizzen-operator-replicas-handover";
+
+/// The live replicas of a Deployment whose `spec.replicas` the operator owns but no longer sends.
+fn replicas_to_hand_over(kind: &ManagedKind, live: &DynamicObject, desired: &Value) -> Option<i64> {
+    if kind.kind != "Deployment" || !desired["spec"]["replicas"].is_null() {
+        return None;
+    }
+    let replicas = live.data["spec"]["replicas"].as_i64()?;
+    let owned = live.managed_fields().iter().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+    });
+    owned.then_some(replicas)
+}
+
 /// Deletes what this MeshInstall controls (by owner UID, not by label) and no longer renders, except what another
 /// MeshInstall renders now (it takes the object over in place: a revision tag that moved) and webhook
 /// configurations whose successor is not live yet.
@@ -596,9 +745,11 @@ async fn prune(
             break;
         }
         let params = DeleteParams {
+            // The object as the cache saw it: if another MeshInstall took it over since (a stale cache), the
+            // delete fails (409) and the next reconcile sees the new owner.
             preconditions: Some(Preconditions {
                 uid: object.uid(),
-                resource_version: None,
+                resource_version: object.resource_version(),
             }),
             ..DeleteParams::background()
         };
@@ -780,7 +931,7 @@ async fn webhook_ready(ctx: &Context) -> bool {
 }
 
 /// `host:port` of an https URL (port 443 when absent).
-fn url_authority(url: &str) -> Option<String> {
+pub(crate) fn url_authority(url: &str) -> Option<String> {
     let rest = url.strip_prefix("https://")?;
     let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
     let has_port = match authority.strip_prefix('[') {
@@ -899,13 +1050,12 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // Istio's CRDs are applied by the oldest MeshInstall whose spec renders.
     let oldest = !others
         .iter()
-        .any(|(other, objects)| older(other, mi) && objects.is_some());
+        .any(|(other, objects)| older(other, mi) && objects.is_some() && !paused(other));
     let mut done = Applied::default();
     if oldest {
-        match apply_istio_crds(ctx).await {
-            Ok(written) => done.written.extend(written),
-            Err(e) => done.errors.push(e),
-        }
+        let crds = apply_istio_crds(ctx, mi).await;
+        done.written.extend(crds.written);
+        done.errors.extend(crds.errors);
     }
     let applied = apply(ctx, mi, &keep).await;
     done.written.extend(applied.written);

@@ -41,9 +41,9 @@ pub const HOSTS: &str = "mizzen.io/hosts";
 /// Annotation on the CA Secret: until when (Unix seconds) the previous CA stays trusted.
 pub const PREVIOUS_UNTIL: &str = "mizzen.io/previous-ca-until";
 const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
-/// How long the previous CA stays in the caBundle after the new serving certificate was written: webhook pods
-/// pick it up from the API within seconds; this leaves room for slow ones.
-const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// How long the previous CA stays in the caBundle at least after the new serving certificate was written; after
+/// that, until every webhook endpoint presents the new certificate (see [`crate::probe`]).
+const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(15);
 /// How long every webhook configuration must have trusted a new CA before the certificate it signs is served:
 /// each API server reads webhook configurations through its own informer, which may lag the operator's.
 const TRUST_SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -219,6 +219,8 @@ pub struct Keeper {
     fence: std::sync::Arc<crate::leader::Fence>,
     /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
     trusted_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    /// Where the webhook answers: a CA change ends only once every endpoint serves the new certificate.
+    webhook: crate::probe::Webhook,
 }
 
 /// What one pass did, for the caller's pacing.
@@ -252,6 +254,13 @@ impl Keeper {
             tx,
             fence: std::sync::Arc::default(),
             trusted_since: std::sync::Mutex::default(),
+            webhook: match webhook_url.and_then(crate::reconcile::url_authority) {
+                Some(authority) => crate::probe::Webhook::Url(authority),
+                None => crate::probe::Webhook::Service {
+                    namespace: namespace.to_owned(),
+                    name: mizzen::render::WEBHOOK_SERVICE.to_owned(),
+                },
+            },
         };
         (keeper, CaBundle(rx))
     }
@@ -342,6 +351,22 @@ impl Keeper {
         Ok(())
     }
 
+    /// Whether the CA Secret exists with a usable key, read from the API server rather than the cache.
+    async fn live_ca_exists(&self) -> Result<bool, Error> {
+        let live = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .get_opt(CA_SECRET)
+            .await
+            .map_err(|source| Error::Get {
+                kind: "Secret",
+                name: format!("{}/{CA_SECRET}", self.namespace),
+                source,
+            })?;
+        Ok(live
+            .as_ref()
+            .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
+            .is_some_and(|(_, key)| KeyPair::from_pem(&key).is_ok()))
+    }
+
     /// CA bundles of the MutatingWebhookConfigurations the operator manages.
     fn published_bundles(&self) -> Vec<String> {
         let Some(kind) = kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") else {
@@ -397,6 +422,15 @@ impl Keeper {
         let (ca_crt, ca_key) = match existing_ca {
             Some(pair) => pair,
             None => {
+                // The cache may not hold the last write yet (a slow or reconnecting watch): a CA minted now would
+                // replace one already published. Ask the API server before minting.
+                if self.live_ca_exists().await? {
+                    tracing::debug!(
+                        secret = CA_SECRET,
+                        "the CA exists but is not cached yet; looking again soon"
+                    );
+                    return Ok(Pass::Transition);
+                }
                 tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
                 new_ca()?
             }
@@ -501,10 +535,18 @@ impl Keeper {
                 pass = Pass::Transition;
             }
             (Some(_), Some(u)) if u > now => pass = Pass::Transition,
-            (Some(_), Some(_)) => {
-                self.write_ca(&ca_crt, &ca_key, None, None).await?;
-                tracing::info!("the previous webhook CA is no longer trusted");
-            }
+            (Some(_), Some(_)) => match crate::probe::every_endpoint_serves(&self.client, &self.webhook, &crt).await {
+                Ok(()) => {
+                    self.write_ca(&ca_crt, &ca_key, None, None).await?;
+                    tracing::info!(
+                        "every webhook endpoint serves the new certificate: the previous CA is no longer trusted"
+                    );
+                }
+                Err(waiting) => {
+                    tracing::info!(%waiting, "keeping the previous webhook CA trusted until every webhook endpoint serves the new certificate");
+                    pass = Pass::Transition;
+                }
+            },
             (None, _) => {}
         }
         Ok(pass)

@@ -451,6 +451,7 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
          "service": {"type": "ClusterIP", "annotations": {"example.com/lb": "internal"}}},
         {"name": "istio-egressgateway", "kind": "egress"},
     ]);
+    two["controlPlane"] = json!({"replicas": 3});
     let Some(s) = Scenario::start("sc-prune", two).await else {
         return;
     };
@@ -507,6 +508,14 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
         (ours.0["f:spec"].get("f:replicas").is_none()).then_some(())
     })
     .await;
+    // Handed over at its value, not reset to 1 by the API server's defaulting (the HPA has no metrics here).
+    let replicas = deployments
+        .get("istiod-sc-prune")
+        .await
+        .expect("istiod")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(3), "turning autoscaling on changed istiod's replicas");
     assert!(
         configmaps.get_opt("users-copy").await.expect("get").is_some(),
         "a user's object with copied labels was pruned"
@@ -1232,6 +1241,80 @@ async fn the_data_plane_report_counts_outdated_proxies() {
     }
     let _ = Api::<Namespace>::all(s.client.clone())
         .delete(&apps, &DeleteParams::background())
+        .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn someone_elses_namespace_and_objects_are_used_or_reported_never_rewritten() {
+    let name = "sc-foreign";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    let client = cluster.client().await;
+    // An application namespace, labelled for injection, chosen as the mesh namespace.
+    let mesh_ns = format!("{name}-mesh");
+    settled_namespace(&client, &mesh_ns).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": mesh_ns, "labels": {"istio-injection": "enabled", "team": "shop"}}
+    }))
+    .expect("namespace");
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating {mesh_ns}: {e}"),
+    }
+    // A ConfigMap named as the mesh config, carrying mizzen's labels, but controlled by something else.
+    let owner = namespaces.get(&mesh_ns).await.expect("namespace");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &mesh_ns);
+    let _ = configmaps
+        .delete(&format!("istio-{name}"), &DeleteParams::default())
+        .await;
+    let copy: ConfigMap = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("istio-{name}"),
+            "labels": {"app.kubernetes.io/managed-by": "mizzen", "mizzen.io/meshinstall": name},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": mesh_ns,
+                                 "uid": owner.uid(), "controller": true}],
+        },
+        "data": {"mesh": "users: own"},
+    }))
+    .expect("configmap");
+    configmaps
+        .create(&PostParams::default(), &copy)
+        .await
+        .expect("the user's ConfigMap");
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    let message = s.condition(name, "Reconciled", "False", "Conflict").await;
+    assert!(
+        message.contains(&format!("ConfigMap {mesh_ns}/istio-{name} exists and is not mizzen's")),
+        "{message}"
+    );
+    let cm = configmaps.get(&format!("istio-{name}")).await.expect("configmap");
+    assert_eq!(
+        cm.data.clone().unwrap_or_default().get("mesh").map(String::as_str),
+        Some("users: own")
+    );
+    assert!(
+        cm.owner_references()
+            .iter()
+            .all(|o| o.uid == owner.uid().unwrap_or_default())
+    );
+    // The rest is applied, in the namespace as it was.
+    let deployments: Api<Deployment> = s.api();
+    deployments.get(&format!("istiod-{name}")).await.expect("istiod");
+    let ns = namespaces.get(&mesh_ns).await.expect("namespace");
+    assert_eq!(
+        ns.labels().get("istio-injection").map(String::as_str),
+        Some("enabled"),
+        "relabelled"
+    );
+    assert!(!ns.labels().contains_key("app.kubernetes.io/managed-by"), "taken over");
+    let _ = configmaps
+        .delete(&format!("istio-{name}"), &DeleteParams::default())
         .await;
     s.finish().await;
 }

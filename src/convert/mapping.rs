@@ -73,6 +73,19 @@ const SILENT: &[(&str, &str)] = &[
     ("gateways.*.runAsRoot", "false"),
     ("gateways.*.customService", "false"),
     ("gateways.*.zvpn.enabled", "false"),
+    // Istio 1.28's chart defaults, as an installed-state dump lists them: the same in a MeshInstall.
+    ("global.proxy.tracer", "\"none\""),
+    ("istiodRemote.enabled", "false"),
+    ("istiodRemote.enabledLocalInjectorIstiod", "false"),
+    ("istiodRemote.injectionURL", "\"\""),
+    ("pilot.cni.provider", "\"default\""),
+    ("pilot.taint.name", "\"cni.istio.io/not-ready\""),
+    ("pilot.taint.namespace", "\"\""),
+    // Ambient's waypoints: mizzen runs sidecars only, whatever their resources.
+    ("global.waypoint.resources.requests.cpu", "\"100m\""),
+    ("global.waypoint.resources.requests.memory", "\"128Mi\""),
+    ("global.waypoint.resources.limits.cpu", "\"2\""),
+    ("global.waypoint.resources.limits.memory", "\"1Gi\""),
 ];
 
 /// Proxy values the MeshInstall's `spec.proxy` carries (read through [`InjectionConfig`]).
@@ -484,6 +497,7 @@ impl<'a> Mapper<'a> {
                 "MeshInstall takes a version of at most 128 characters",
             ));
         }
+        let revision_tags = self.revision_tags(take(&mut values, &["revisionTags"]))?;
         let mut mesh = take(&mut values, &["meshConfig"]).unwrap_or_else(|| json!({}));
         if let Some(m) = take(&mut spec, &["meshConfig"]) {
             tree::merge(&mut mesh, m);
@@ -530,8 +544,7 @@ impl<'a> Mapper<'a> {
             gateways,
             // Istio's operator dropped its addons in 1.8: nothing to convert.
             addons: Default::default(),
-            // Tags are set with `istioctl tag`, not by an install.
-            revision_tags: Vec::new(),
+            revision_tags,
             data_plane: Default::default(),
         };
         let name = name.unwrap_or_else(|| {
@@ -556,6 +569,29 @@ impl<'a> Mapper<'a> {
             }
         }
         serde_json::from_value(mesh).map_err(|e| invalid(&Path::keys(&["meshConfig"]), e.to_string()))
+    }
+
+    /// `values.revisionTags` (the istiod chart's revision tags, as `istioctl tag set` makes them) to
+    /// `spec.revisionTags`.
+    fn revision_tags(&mut self, tags: Option<Value>) -> Result<Vec<String>, ConvertError> {
+        let path = Path::keys(&["values", "revisionTags"]);
+        let Some(tags) = tags.filter(|v| !is_empty(v)) else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = tags else {
+            return Err(invalid(&path, "expected a list of tag names"));
+        };
+        let mut out: Vec<String> = Vec::new();
+        for item in items {
+            let tag = string(&path, &item)?;
+            if !dns_label(&tag, 63) {
+                return Err(invalid(&path, format!("{tag:?} is not a DNS label")));
+            }
+            if !out.contains(&tag) {
+                out.push(tag);
+            }
+        }
+        Ok(out)
     }
 
     fn injection(&mut self, values: &mut Value) -> Result<InjectionSpec, ConvertError> {

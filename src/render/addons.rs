@@ -58,14 +58,29 @@ pub fn zipkin_address(spec: &MeshInstallSpec) -> String {
 /// The proxies' tracing (ProxyConfig `tracing`) unless the user's `meshConfig.defaultConfig.tracing` sets it:
 /// zipkin in the mesh's own namespace, or `{}` when `meshConfig.enableTracing` is false, which leaves the zipkin
 /// cluster out of every proxy's bootstrap. `None` when the user's setting stands.
+///
+/// A `tracing` of the user's that names no tracer (only `sampling`, say, as Istio's docs often show) would replace
+/// the whole default and leave the proxies with no collector at all: it gets the mesh's zipkin address added.
 pub fn proxy_tracing(spec: &MeshInstallSpec) -> Option<Value> {
     let mc = &spec.mesh_config;
-    if mc
-        .default_config
-        .as_ref()
-        .is_some_and(|dc| dc.rest.contains_key("tracing"))
-    {
-        return None;
+    if let Some(user) = mc.default_config.as_ref().and_then(|dc| dc.rest.get("tracing")) {
+        const TRACERS: [&str; 6] = [
+            "zipkin",
+            "lightstep",
+            "datadog",
+            "stackdriver",
+            "openCensusAgent",
+            "custom",
+        ];
+        let Value::Object(fields) = user else {
+            return None;
+        };
+        if mc.enable_tracing == Some(false) || TRACERS.iter().any(|t| fields.contains_key(*t)) {
+            return None;
+        }
+        let mut merged = fields.clone();
+        merged.insert("zipkin".into(), json!({"address": zipkin_address(spec)}));
+        return Some(Value::Object(merged));
     }
     Some(if mc.enable_tracing == Some(false) {
         json!({})
@@ -1091,6 +1106,12 @@ mod tests {
             tracing(json!({"meshConfig": {"defaultConfig": {"tracing": theirs}}})),
             theirs,
             "the user's tracing wins"
+        );
+        assert_eq!(
+            tracing(json!({"namespace": "mesh-a", "addons": {"jaeger": {"enabled": true}},
+                           "meshConfig": {"defaultConfig": {"tracing": {"sampling": 50.0}}}})),
+            json!({"sampling": 50.0, "zipkin": {"address": "zipkin.mesh-a:9411"}}),
+            "a tracing with no tracer keeps the mesh's collector"
         );
     }
 
