@@ -949,6 +949,9 @@ pub(crate) fn url_authority(url: &str) -> Option<String> {
 pub async fn reconcile(mi: Arc<MeshInstall>, ctx: Arc<Context>) -> Result<Action, Error> {
     // A failing MeshInstall waits out its backoff whatever triggers it (children's or shared objects' events),
     // unless its spec changed.
+    // A replica whose lease may have passed to another (its renewal is overdue, say after a freeze) does not even
+    // start: only one replica reconciles at a time.
+    ctx.still_leading()?;
     let uid = mi.uid().unwrap_or_default();
     tracing::debug!(meshinstall = %mi.name_any(), "reconcile");
     let pending = lock(&ctx.failures)

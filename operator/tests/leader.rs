@@ -1,7 +1,8 @@
 //! Tier 3: leader election between real `mizzen-operator` processes against a real API server. A killed leader is
 //! replaced once its lease expires (not before); a leader stopped with SIGTERM releases the lease and is replaced
 //! at once; a leader frozen past its renew deadline (SIGSTOP) is replaced, and when it resumes it writes nothing
-//! and exits; at no moment do two replicas lead (judged from their own logs and the Lease).
+//! and exits; at no moment do two replicas lead (judged from their own logs and the Lease), and each replica's
+//! reconciles of a real MeshInstall lie within its own leadership (no two reconcile at once).
 
 mod support;
 
@@ -33,9 +34,10 @@ impl Replica {
                 "--identity",
                 name,
             ])
-            // Nothing to reconcile: only the election is under test.
-            .args(["--meshinstall-selector", "mizzen.io/test=leader-election-none"])
-            .env("RUST_LOG", "info")
+            // One MeshInstall of its own to reconcile; every reconcile is logged, to see who reconciles when.
+            .args(["--meshinstall-selector", "mizzen.io/test=sc-leader"])
+            .args(["--webhook-url", "https://127.0.0.1:9/inject"])
+            .env("RUST_LOG", "info,mizzen_operator::reconcile=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -93,6 +95,17 @@ impl Replica {
         .await
     }
 
+    /// When the replica started reconciles (the reconciler's own log line).
+    fn reconciles(&self) -> Vec<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.contains(RECONCILE))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     fn dump(&self) -> String {
         self.lines
             .lock()
@@ -112,6 +125,8 @@ impl Drop for Replica {
 }
 
 const LEADING: &str = " leading";
+/// The reconciler's debug line at the start of every reconcile of the test's MeshInstall.
+const RECONCILE: &str = "reconcile meshinstall=sc-leader";
 
 #[tokio::test]
 async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a_frozen_one_stands_down() {
@@ -126,6 +141,24 @@ async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a
             &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
         )
         .await;
+
+    // The MeshInstall the replicas reconcile (one at a time, which is what is checked at the end).
+    let meshes: Api<mizzen::MeshInstall> = Api::all(cluster.client().await);
+    let _ = meshes.delete("sc-leader", &Default::default()).await;
+    support::eventually(Duration::from_secs(60), "no leftover MeshInstall", || async {
+        meshes.get_opt("sc-leader").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let mi = json!({
+        "apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+        "metadata": {"name": "sc-leader", "labels": {"mizzen.io/test": "sc-leader"}},
+        "spec": {"version": "1.28.0", "namespace": "sc-leader-mesh", "revision": "sc-leader",
+                 "controlPlane": {"replicas": 0}},
+    });
+    meshes
+        .create(&PostParams::default(), &serde_json::from_value(mi).unwrap())
+        .await
+        .expect("the MeshInstall");
 
     let a = Replica::start(&cluster, namespace, "replica-a");
     let a_leads = a.wait_for(LEADING, Duration::from_secs(60)).await;
@@ -223,6 +256,44 @@ async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a
         "C wrote the Lease after it was frozen:\n{}",
         c.dump()
     );
+    // Log evidence that no two replicas reconciled at once: each one's reconciles lie within its own leadership,
+    // and every leader reconciled.
+    let (d_reconciles, d) = {
+        // D reconciles at least once after taking over (the data-plane watches wake every MeshInstall at start).
+        let _ = support::eventually(Duration::from_secs(30), "D reconciles", || async {
+            (!d.reconciles().is_empty()).then_some(())
+        })
+        .await;
+        (d.reconciles(), d)
+    };
+    let within = |who: &Replica, from: Instant, to: Option<Instant>| {
+        let all = who.reconciles();
+        assert!(!all.is_empty(), "{} never reconciled:\n{}", who.name, who.dump());
+        for t in all {
+            assert!(
+                t >= from && to.is_none_or(|to| t <= to),
+                "{} reconciled outside its leadership:\n{}",
+                who.name,
+                who.dump()
+            );
+        }
+    };
+    within(&a, a_leads, Some(killed));
+    within(&b, b_leads, Some(released));
+    within(&c, c_leads, Some(frozen));
+    assert!(
+        d_reconciles.iter().all(|t| *t >= d_leads),
+        "D reconciled before it led:\n{}",
+        d.dump()
+    );
+    eprintln!(
+        "leader election: reconciles per replica A {}, B {}, C {}, D {}, each within its own leadership",
+        a.reconciles().len(),
+        b.reconciles().len(),
+        c.reconciles().len(),
+        d_reconciles.len()
+    );
+    let _ = meshes.delete("sc-leader", &Default::default()).await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(cluster.client().await, namespace);
     let lease = leases.get("mizzen-operator").await.unwrap();
     assert_eq!(
