@@ -898,6 +898,25 @@ pub struct DataPlaneStatus {
     /// workload is available again (or the rollout is switched to Manual).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled: Option<WorkloadRestart>,
+    /// Outdated workloads the automatic rollout leaves alone for now, and why (opted out, a PodDisruptionBudget that
+    /// allows no disruption, an update strategy that needs its pods deleted, new pods that this install would not
+    /// inject); the first 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldWorkload>,
+}
+
+/// An outdated workload the automatic rollout does not restart now.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldWorkload {
+    /// Namespace.
+    pub namespace: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Why it is not restarted.
+    pub reason: String,
 }
 
 /// A workload whose pods run an older proxy.

@@ -28,6 +28,10 @@ pub const BUNDLE_FILES: &[(&str, Part)] = &[
     ),
     (GRANTS_PATH, Part::Grants),
     (
+        "rbac/operator-rollout.yaml",
+        Part::File(include_str!("../config/rbac/operator-rollout.yaml")),
+    ),
+    (
         "rbac/operator-guardrails.yaml",
         Part::File(include_str!("../config/rbac/operator-guardrails.yaml")),
     ),

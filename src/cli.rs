@@ -354,6 +354,7 @@ mod tests {
             revision: "default".into(),
             image: Some(image.into()),
             pinned_image: None,
+            routing_labels: BTreeMap::new(),
         };
         let pods = [
             pod("shop", "web", "docker.io/istio/proxyv2:1.28.0"),

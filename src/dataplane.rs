@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::api::{DataPlaneStatus, MeshInstall, OutdatedWorkload};
 use crate::inject::annotations as ann;
-use crate::revisions::{Assignment, NamespaceServer};
+use crate::revisions::Assignment;
 
 /// How many outdated workloads the status lists (the count covers all of them).
 pub const LISTED_WORKLOADS: usize = 20;
@@ -43,8 +43,22 @@ pub struct InjectedPod {
     pub revision: String,
     /// The image of its `istio-proxy` container.
     pub image: Option<String>,
-    /// The image the pod asked for itself (`sidecar.istio.io/proxyImage`), which an upgrade does not change.
+    /// The image the pod asked for itself (`sidecar.istio.io/proxyImage` holding a full reference, the only form
+    /// the injector honours), which an upgrade does not change.
     pub pinned_image: Option<String>,
+    /// Its labels that route it to a webhook (`istio.io/rev`, `sidecar.istio.io/inject`): a pod that opted in itself
+    /// goes to the holder of the name it gives.
+    pub routing_labels: BTreeMap<String, String>,
+}
+
+/// The labels that decide which webhook a pod is sent to, of a label map.
+pub fn routing_labels(labels: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    labels
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k == ann::REVISION || *k == ann::INJECT)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The injected pod in a Pod, if it is one: injected (`sidecar.istio.io/status`), not finished and not being
@@ -80,7 +94,8 @@ pub fn injected_pod(pod: &Pod) -> Option<InjectedPod> {
         workload: workload_of(pod),
         revision,
         image,
-        pinned_image: annotations.get(ann::PROXY_IMAGE).cloned(),
+        pinned_image: annotations.get(ann::PROXY_IMAGE).filter(|i| i.contains('/')).cloned(),
+        routing_labels: routing_labels(meta.labels.as_ref()),
     })
 }
 
@@ -173,11 +188,11 @@ impl From<&Workload> for WorkloadName {
 
 /// Every workload with injected pods, sorted by namespace, kind and name, with the MeshInstall that serves it.
 ///
-/// A pod counts for the MeshInstall whose webhook would inject it now: its namespace's label decides
-/// (`istio-injection=enabled` → the holder of `default`, `istio.io/rev=<name>` → the holder of that revision or tag);
-/// without one, the revision that injected it (pods opted in one by one); and with `istio-injection` disabled, also
-/// that revision. It is up to date when that MeshInstall's revision injected it and it runs that MeshInstall's proxy
-/// image (or the image it pinned with `sidecar.istio.io/proxyImage`).
+/// A pod counts for the MeshInstall whose webhook would inject it if it were created now (the webhook selectors on
+/// its namespace's and its own labels: `istio-injection=enabled` → the holder of `default`, `istio.io/rev=<name>` →
+/// the holder of that revision or tag); when none would, for the revision that injected it. It is up to date when that
+/// MeshInstall's revision injected it and it runs that MeshInstall's proxy image (or the image it pinned with
+/// `sidecar.istio.io/proxyImage`).
 pub fn rows<'a>(
     meshes: &[&MeshInstall],
     assignment: &Assignment,
@@ -192,10 +207,10 @@ pub fn rows<'a>(
     let empty = BTreeMap::new();
     for pod in pods {
         let labels = namespaces.get(&pod.workload.namespace).unwrap_or(&empty);
-        let server = match assignment.namespace_server(labels) {
-            NamespaceServer::Mesh(server) => server,
-            NamespaceServer::Disabled | NamespaceServer::PodDecides => assignment.serving.get(&pod.revision).cloned(),
-        };
+        let server = assignment
+            .injector_of(labels, &pod.routing_labels)
+            .map(str::to_owned)
+            .or_else(|| assignment.serving.get(&pod.revision).cloned());
         let mesh = server.and_then(|s| by_name.get(&s).copied());
         let name = mesh.and_then(|m| m.metadata.name.clone());
         let row = rows.entry((pod.workload.clone(), name.clone())).or_insert_with(|| Row {
@@ -471,6 +486,19 @@ mod tests {
             r.status.outdated
         );
         assert!(unserved.is_empty());
+        // A pod that opted in itself (istio.io/rev label) in an unlabelled namespace goes to that revision's holder.
+        let canary = mi("canary", 1, json!({"revision": "canary", "version": "1.28.1"}));
+        let both = [&default, &canary];
+        let b = assign(both);
+        let mut opted = injected_pod(&pod("apps", None, "", "default", "docker.io/istio/proxyv2:1.28.1")).unwrap();
+        opted.routing_labels = BTreeMap::from([("istio.io/rev".to_owned(), "canary".to_owned())]);
+        let (reports, _) = report(&both, &b, &namespaces, [&opted]);
+        assert_eq!(reports["canary"].status.total, 1);
+        assert!(
+            reports["canary"].outdated[0]
+                .2
+                .contains("injected by revision default; revision canary serves it now")
+        );
         // A pod that pinned its image is up to date with it.
         let mut pinned = old.clone();
         pinned.pinned_image = Some("docker.io/istio/proxyv2:1.28.0".into());

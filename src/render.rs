@@ -783,12 +783,18 @@ fn webhook_configurations(ctx: &Ctx, options: &RenderOptions) -> Vec<Value> {
         ..Default::default()
     });
     let mut out = Vec::new();
-    if !(ctx.spec.revision.is_empty() && holdings.default_elsewhere) {
+    let own = if ctx.spec.revision.is_empty() {
+        !holdings.default_elsewhere
+    } else {
+        !holdings.revision_blocked
+    };
+    if own {
         out.push(webhook_configuration(
             ctx,
             options,
             &ctx.names.webhook_config(),
             &ctx.names.revision,
+            None,
         ));
     }
     for tag in holdings.rendered_tags(ctx.spec) {
@@ -797,13 +803,15 @@ fn webhook_configurations(ctx: &Ctx, options: &RenderOptions) -> Vec<Value> {
             options,
             &crate::revisions::webhook_config_for(ctx.spec, &tag),
             &tag,
+            Some(&tag),
         ));
     }
     out
 }
 
-/// One webhook configuration selecting pods by `selects` (a revision or tag name) and calling this revision's path.
-fn webhook_configuration(ctx: &Ctx, options: &RenderOptions, name: &str, selects: &str) -> Value {
+/// One webhook configuration selecting pods by `selects` (a revision or tag name) and calling this revision's path;
+/// a tag's carries the label `istio.io/tag`, as istioctl's do (istiod's tag watcher reads it).
+fn webhook_configuration(ctx: &Ctx, options: &RenderOptions, name: &str, selects: &str, tag: Option<&str>) -> Value {
     let revision = &ctx.names.revision;
     let default = ctx.spec.revision.is_empty();
     let path = if default {
@@ -845,7 +853,14 @@ fn webhook_configuration(ctx: &Ctx, options: &RenderOptions, name: &str, selects
     ctx.object(
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
-        ctx.meta(name, None, &[("app", "mizzen-webhook")]),
+        ctx.meta(
+            name,
+            None,
+            &[("app", "mizzen-webhook")]
+                .into_iter()
+                .chain(tag.map(|t| ("istio.io/tag", t)))
+                .collect::<Vec<_>>(),
+        ),
         json!({"webhooks": crate::inject::decision::webhook_selectors(selects).into_iter().map(webhook).collect::<Vec<_>>()}),
     )
 }
@@ -914,6 +929,8 @@ mod tests {
     fn revision_tags_get_webhook_configurations_calling_the_revisions_path() {
         let objects = render(&mesh(json!({"revisionTags": ["prod"]})), &RenderOptions::default()).unwrap();
         let tag = find(&objects, "MutatingWebhookConfiguration", "mizzen-revision-tag-prod");
+        assert_eq!(tag["metadata"]["labels"]["istio.io/tag"], "prod");
+        assert_eq!(tag["metadata"]["labels"]["istio.io/rev"], "default");
         let names: Vec<&str> = tag["webhooks"]
             .as_array()
             .unwrap()
@@ -944,7 +961,9 @@ mod tests {
             &RenderOptions::default(),
         )
         .unwrap();
-        let tag = find(&canary, "MutatingWebhookConfiguration", "mizzen-revision-tag-default");
+        // (in `mizzen-sidecar-injector`, whoever holds `default`, so it changes hands in place) ...
+        let tag = find(&canary, "MutatingWebhookConfiguration", "mizzen-sidecar-injector");
+        assert_eq!(tag["metadata"]["labels"]["istio.io/tag"], "default");
         assert_eq!(tag["webhooks"].as_array().unwrap().len(), 4);
         assert_eq!(
             tag["webhooks"][2]["namespaceSelector"]["matchExpressions"][0]["key"],

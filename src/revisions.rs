@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use crate::api::{MeshInstall, MeshInstallSpec};
-use crate::inject::annotations as ann;
 
 /// Istio minor releases this mizzen release installs and injects: the current one and the one before.
 pub const SUPPORTED_MINORS: &[(u64, u64)] = &[(1, 27), (1, 28)];
@@ -80,7 +79,10 @@ pub struct Holdings {
     /// A default revision whose `default` name was taken by an explicit `default` tag elsewhere: its own default
     /// webhooks step aside.
     pub default_elsewhere: bool,
-    /// Tags it lists but does not hold, each with the reason.
+    /// Its own revision is held by an older install (as a tag or revision): it renders no webhook configuration of
+    /// its own revision.
+    pub revision_blocked: bool,
+    /// Tags it lists but does not hold, and its revision when blocked, each with the reason.
     pub conflicts: Vec<String>,
 }
 
@@ -100,40 +102,69 @@ fn older(a: &MeshInstall, b: &MeshInstall) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
-/// Who holds what among `meshes` (those being deleted hold nothing), by MeshInstall name, plus the index from each
-/// injection name (`default`, a revision, a tag) to the MeshInstall serving it.
+/// Who holds what among `meshes`, by MeshInstall name, plus the index from each injection name (`default`, a
+/// revision, a tag) to the MeshInstall serving it. Pass only MeshInstalls that can serve (not being deleted, not
+/// paused, with a spec that renders): one that cannot must not take a name from one that serves it.
+///
+/// A revision is its install's own name and wins over a tag of that name (namespaces labelled with it would otherwise
+/// be injected twice), except that a new install (not reconciled yet) never takes a name another install holds as a
+/// tag today (`status.revisionTags`): that install's revision is the conflict then. Among tags, the oldest install
+/// listing one holds it. `default` goes to the oldest install listing the tag `default`, else to the default revision
+/// (an explicit `default` tag takes it whatever their ages, as `istioctl tag set default` does).
 pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignment {
     let mut live: Vec<&MeshInstall> = meshes
         .into_iter()
         .filter(|m| m.metadata.deletion_timestamp.is_none())
         .collect();
     live.sort_by(|a, b| older(a, b));
-    let mut serving: BTreeMap<String, String> = BTreeMap::new();
-    // Revisions first: a tag may not shadow one.
+    let mut holdings: BTreeMap<String, Holdings> = live.iter().map(|m| (m.name_any(), Holdings::default())).collect();
+    // Name → holder.
+    let mut revisions: BTreeMap<String, String> = BTreeMap::new();
     for mi in &live {
-        if !mi.spec.revision.is_empty() {
-            serving.entry(mi.spec.revision.clone()).or_insert_with(|| mi.name_any());
+        if mi.spec.revision.is_empty() {
+            continue;
+        }
+        let rev = &mi.spec.revision;
+        let new = mi.status.as_ref().and_then(|s| s.observed_generation).is_none();
+        let held_as_tag = live.iter().find(|other| {
+            other.name_any() != mi.name_any()
+                && other.spec.revision_tags.contains(rev)
+                && other.status.as_ref().is_some_and(|s| s.revision_tags.contains(rev))
+        });
+        let entry = holdings.entry(mi.name_any()).or_default();
+        if let (true, Some(holder)) = (new, held_as_tag) {
+            entry.revision_blocked = true;
+            entry.conflicts.push(format!(
+                "spec.revision: {rev} is a revision tag MeshInstall {} holds (namespaces labelled istio.io/rev={rev} would be injected twice)",
+                holder.name_any()
+            ));
+        } else if let Some(holder) = revisions.get(rev) {
+            entry.revision_blocked = true;
+            entry.conflicts.push(format!(
+                "spec.revision: {rev} is the revision of the older MeshInstall {holder} as well"
+            ));
+        } else {
+            revisions.insert(rev.clone(), mi.name_any());
         }
     }
-    let mut holdings: BTreeMap<String, Holdings> = live.iter().map(|m| (m.name_any(), Holdings::default())).collect();
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
     for mi in &live {
         let name = mi.name_any();
-        let mut listed: Vec<&String> = mi.spec.revision_tags.iter().collect();
-        listed.dedup();
-        for tag in listed {
+        let entry = holdings.entry(name.clone()).or_default();
+        for (i, tag) in mi.spec.revision_tags.iter().enumerate() {
             if mi.spec.revision.is_empty() && tag == "default" {
                 continue; // the default revision's own name
             }
-            let entry = holdings.entry(name.clone()).or_default();
-            if let Some(owner) = serving.get(tag) {
+            if let Some(owner) = revisions.get(tag) {
                 entry.conflicts.push(format!(
-                    "revision tag {tag} names the revision of MeshInstall {owner} (namespaces labelled istio.io/rev={tag} would be injected twice)"
+                    "spec.revisionTags[{i}]: revision tag {tag} names the revision of MeshInstall {owner} (namespaces labelled istio.io/rev={tag} would be injected twice)"
                 ));
             } else if let Some(holder) = tags.get(tag) {
-                entry
-                    .conflicts
-                    .push(format!("revision tag {tag} is held by the older MeshInstall {holder}"));
+                if *holder != name {
+                    entry.conflicts.push(format!(
+                        "spec.revisionTags[{i}]: revision tag {tag} is held by the older MeshInstall {holder}"
+                    ));
+                }
             } else {
                 tags.insert(tag.clone(), name.clone());
                 entry.tags.push(tag.clone());
@@ -158,6 +189,7 @@ pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignme
     for h in holdings.values_mut() {
         h.tags.sort();
     }
+    let mut serving = revisions;
     serving.extend(tags);
     Assignment { holdings, serving }
 }
@@ -177,21 +209,16 @@ impl Assignment {
         self.holdings.get(name).cloned().unwrap_or_default()
     }
 
-    /// The MeshInstall whose webhook injects new pods of a namespace with these labels, if the namespace alone
-    /// decides: `istio-injection=enabled` → the holder of `default`; any other `istio-injection` value → none;
-    /// `istio.io/rev=<name>` → the holder of that revision or tag. `None` also when the namespace has neither label
-    /// (pods opt in one by one, by their own `istio.io/rev` label).
-    pub fn namespace_server(&self, namespace_labels: &BTreeMap<String, String>) -> NamespaceServer {
-        if let Some(v) = namespace_labels.get(ann::NAMESPACE_INJECTION) {
-            return if v == "enabled" {
-                NamespaceServer::Mesh(self.serving.get("default").cloned())
-            } else {
-                NamespaceServer::Disabled
-            };
-        }
-        match namespace_labels.get(ann::REVISION) {
-            Some(rev) => NamespaceServer::Mesh(self.serving.get(rev).cloned()),
-            None => NamespaceServer::PodDecides,
+    /// The MeshInstall whose webhook the API server sends a new pod with these labels to, in a namespace with these
+    /// labels (the selectors of the webhook configurations mizzen renders), if any.
+    pub fn injector_of(
+        &self,
+        namespace_labels: &BTreeMap<String, String>,
+        pod_labels: &BTreeMap<String, String>,
+    ) -> Option<&str> {
+        match crate::inject::decision::webhook_route(namespace_labels, pod_labels) {
+            crate::inject::Route::Sent(name, _) => self.serving.get(&name).map(String::as_str),
+            crate::inject::Route::NotSent(_) => None,
         }
     }
 }
@@ -209,25 +236,17 @@ pub fn webhook_config_serves(config_name: &str) -> Option<String> {
 }
 
 /// The webhook configuration through which `spec`'s install serves an injection name it holds.
+///
+/// `default` is always `mizzen-sidecar-injector`, whoever holds it, so it changes hands in place (the default
+/// revision's own configuration is the `default` one).
 pub fn webhook_config_for(spec: &MeshInstallSpec, name: &str) -> String {
-    if spec.revision.is_empty() && name == "default" {
+    if name == "default" {
         "mizzen-sidecar-injector".into()
     } else if name == spec.revision {
         format!("mizzen-sidecar-injector-{name}")
     } else {
         format!("mizzen-revision-tag-{name}")
     }
-}
-
-/// Who injects a namespace's new pods.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NamespaceServer {
-    /// The namespace's label names an injection name; the MeshInstall serving it, if any.
-    Mesh(Option<String>),
-    /// `istio-injection` is set to something other than `enabled`: no injection.
-    Disabled,
-    /// No namespace label: each pod's own `istio.io/rev` label decides.
-    PodDecides,
 }
 
 #[cfg(test)]
@@ -295,9 +314,39 @@ mod tests {
         let young = mi("young", 1, json!({"revision": "b", "revisionTags": ["prod"]}));
         let a = assign([&young, &old]);
         assert_eq!(a.of("old").tags, vec!["prod"]);
-        assert_eq!(a.serving["prod"], "old".to_owned(), "{a:?}");
-        assert!(a.of("old").conflicts[0].contains("names the revision of MeshInstall young"));
-        assert!(a.of("young").conflicts[0].contains("held by the older MeshInstall old"));
+        assert_eq!(a.serving["prod"], "old");
+        assert_eq!(a.serving["b"], "young");
+        assert!(
+            a.of("old").conflicts[0]
+                .contains("spec.revisionTags[1]: revision tag b names the revision of MeshInstall young"),
+            "{a:?}"
+        );
+        assert!(
+            a.of("young").conflicts[0]
+                .contains("spec.revisionTags[0]: revision tag prod is held by the older MeshInstall old")
+        );
+    }
+
+    #[test]
+    fn a_new_install_never_takes_a_name_held_as_a_tag_today() {
+        let mut holder = mi("holder", 10, json!({"revision": "a", "revisionTags": ["prod"]}));
+        holder.status =
+            Some(serde_json::from_value(json!({"observedGeneration": 1, "revisionTags": ["prod"]})).unwrap());
+        let newcomer = mi("newcomer", 1, json!({"revision": "prod"}));
+        let a = assign([&holder, &newcomer]);
+        assert_eq!(a.serving["prod"], "holder", "the tag keeps its namespaces");
+        let n = a.of("newcomer");
+        assert!(n.revision_blocked);
+        assert!(
+            n.conflicts[0].contains("spec.revision: prod is a revision tag MeshInstall holder holds"),
+            "{n:?}"
+        );
+        // Once the newcomer has been reconciled (the tag was added after it), its revision wins.
+        let mut settled = newcomer.clone();
+        settled.status = Some(serde_json::from_value(json!({"observedGeneration": 1})).unwrap());
+        let a = assign([&holder, &settled]);
+        assert_eq!(a.serving["prod"], "newcomer");
+        assert!(a.of("holder").conflicts[0].contains("names the revision of MeshInstall newcomer"));
     }
 
     #[test]
@@ -313,7 +362,11 @@ mod tests {
             let config = webhook_config_for(spec, name);
             assert_eq!(webhook_config_serves(&config).as_deref(), Some(name), "{config}");
         }
-        assert_eq!(webhook_config_for(&canary, "default"), "mizzen-revision-tag-default");
+        assert_eq!(
+            webhook_config_for(&canary, "default"),
+            "mizzen-sidecar-injector",
+            "default moves in place"
+        );
         assert_eq!(webhook_config_serves("istio-sidecar-injector"), None);
     }
 
@@ -328,26 +381,45 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_are_served_by_their_labels() {
+    fn new_pods_go_to_the_holder_of_the_name_their_labels_select() {
         let default = mi("default", 10, json!({"revisionTags": ["prod"]}));
         let canary = mi("canary", 1, json!({"revision": "canary"}));
         let a = assign([&default, &canary]);
-        let labels = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
-        let serves = |l| a.namespace_server(&l);
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let none = BTreeMap::new();
         assert_eq!(
-            serves(labels("istio-injection", "enabled")),
-            NamespaceServer::Mesh(Some("default".into()))
+            a.injector_of(&labels(&[("istio-injection", "enabled")]), &none),
+            Some("default")
         );
-        assert_eq!(serves(labels("istio-injection", "disabled")), NamespaceServer::Disabled);
+        assert_eq!(a.injector_of(&labels(&[("istio-injection", "disabled")]), &none), None);
         assert_eq!(
-            serves(labels("istio.io/rev", "prod")),
-            NamespaceServer::Mesh(Some("default".into()))
+            a.injector_of(&labels(&[("istio.io/rev", "prod")]), &none),
+            Some("default")
         );
         assert_eq!(
-            serves(labels("istio.io/rev", "canary")),
-            NamespaceServer::Mesh(Some("canary".into()))
+            a.injector_of(&labels(&[("istio.io/rev", "canary")]), &none),
+            Some("canary")
         );
-        assert_eq!(serves(labels("istio.io/rev", "gone")), NamespaceServer::Mesh(None));
-        assert_eq!(serves(BTreeMap::new()), NamespaceServer::PodDecides);
+        assert_eq!(a.injector_of(&labels(&[("istio.io/rev", "gone")]), &none), None);
+        assert_eq!(a.injector_of(&none, &none), None);
+        // Pods that opt in themselves in an unlabelled namespace.
+        assert_eq!(
+            a.injector_of(&none, &labels(&[("istio.io/rev", "canary")])),
+            Some("canary")
+        );
+        assert_eq!(
+            a.injector_of(&none, &labels(&[("sidecar.istio.io/inject", "true")])),
+            Some("default")
+        );
+        // The namespace's label wins over the pod's.
+        assert_eq!(
+            a.injector_of(
+                &labels(&[("istio-injection", "enabled")]),
+                &labels(&[("istio.io/rev", "canary")])
+            ),
+            Some("default")
+        );
     }
 }

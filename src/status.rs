@@ -284,11 +284,18 @@ pub fn with_data_plane(
                 "the automatic rollout restarts the Deployments, StatefulSets and DaemonSets among them; mizzenctl proxy-status lists them"
             }
         };
+        let held = match data_plane.held.len() {
+            0 => String::new(),
+            n => format!(
+                " ({} held back; status.dataPlane.held says why)",
+                plural(i32::try_from(n).unwrap_or(i32::MAX), "workload", "workloads")
+            ),
+        };
         (
             false,
             "Outdated",
             format!(
-                "{} of {} run an older proxy: {hint}",
+                "{} of {} run an older proxy: {hint}{held}",
                 plural(outdated_pods, "pod", "pods"),
                 plural(workloads, "workload", "workloads")
             ),
@@ -327,6 +334,25 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
             Value::Object(patch)
         }
         _ => new.clone(),
+    }
+}
+
+/// Adds to `into` the keys (recursively, in objects) that only `from` has, with `from`'s values: the union of what
+/// two versions of an object hold, as the base of a [`merge_patch`] that must remove what either had.
+pub fn add_missing_keys(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(i), Value::Object(f)) => {
+            for (k, v) in f {
+                match i.get_mut(k) {
+                    Some(existing) => add_missing_keys(existing, v),
+                    None => {
+                        i.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (into @ Value::Null, from) => *into = from.clone(),
+        _ => {}
     }
 }
 
@@ -508,6 +534,16 @@ mod tests {
         let mut applied = old.clone();
         json_patch::merge(&mut applied, &patch);
         assert_eq!(applied, new);
+        // A stale base misses what the last write added: the union of both removes it too.
+        let mut stale = json!({"proxies": "0/2", "dataPlane": {"total": 2}});
+        add_missing_keys(&mut stale, &old);
+        assert!(
+            merge_patch(&stale, &new)["dataPlane"]
+                .as_object()
+                .unwrap()
+                .contains_key("stalled")
+        );
+        assert_eq!(merge_patch(&stale, &new)["dataPlane"]["stalled"], Value::Null);
     }
 
     #[test]

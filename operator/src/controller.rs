@@ -67,6 +67,39 @@ fn concerned(object: &DynamicObject, kind: &ManagedKind, meshes: &Store<MeshInst
         .collect()
 }
 
+/// MeshInstalls whose generation, annotations or deletion changed (not their status).
+fn spec_changes(
+    api: Api<MeshInstall>,
+) -> impl futures::Stream<Item = Result<MeshInstall, watcher::Error>> + Send + 'static {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(watcher::Event::Apply(mi) | watcher::Event::InitApply(mi)) => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (
+                        mi.metadata.generation,
+                        mi.annotations(),
+                        mi.metadata.deletion_timestamp.is_some(),
+                    )
+                        .hash(&mut h);
+                    let key = mi.uid().unwrap_or_default();
+                    (seen.insert(key, h.finish()) != Some(h.finish())).then_some(Ok(mi))
+                }
+                Ok(watcher::Event::Delete(mi)) => {
+                    seen.remove(&mi.uid().unwrap_or_default());
+                    Some(Ok(mi))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        })
+}
+
 /// Runs the controller and the TLS keeper until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -102,11 +135,11 @@ pub async fn run(
     // Injected pods and namespaces' injection labels feed every MeshInstall's data plane report.
     let data_plane = Arc::new(DataPlaneCache::default());
     controller = controller.reconcile_all_on(data_plane.watch(&client));
-    // One MeshInstall's spec decides what the others hold (revision tags, the `default` name, conflicts).
+    // One MeshInstall's spec decides what the others hold (revision tags, the `default` name, conflicts): a change
+    // of its spec or annotations, or its deletion, concerns every other one. Status writes do not.
     let all_meshes = meshes.clone();
-    controller = controller.watches(
-        Api::<MeshInstall>::all(client.clone()),
-        watcher::Config::default(),
+    controller = controller.watches_stream(
+        spec_changes(Api::<MeshInstall>::all(client.clone())),
         move |changed: MeshInstall| {
             all_meshes
                 .state()

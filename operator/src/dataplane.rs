@@ -16,7 +16,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
-use mizzen::api::{DataPlaneStatus, RolloutMode, WorkloadRestart};
+use mizzen::api::{DataPlaneStatus, HeldWorkload, RolloutMode, WorkloadRestart};
 use mizzen::dataplane::{INJECTED_POD_LABEL, InjectedPod, Progress, Report, Workload, restartable, rollout_progress};
 use mizzen::inject::annotations as ann;
 use mizzen::revisions::Assignment;
@@ -42,6 +42,17 @@ pub struct DataPlaneCache {
     pods_synced: AtomicBool,
     namespaces_synced: AtomicBool,
     dirty: AtomicBool,
+    /// The rollout's own record per MeshInstall (by UID): restarts in flight and a stall, as last decided here.
+    rollouts: std::sync::Mutex<HashMap<String, Remembered>>,
+    /// Workloads found not restartable, per MeshInstall, with when and why.
+    held: std::sync::Mutex<HashMap<(String, Workload), (std::time::Instant, String)>>,
+}
+
+/// What a rollout step decided last, kept in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Remembered {
+    restarting: Vec<WorkloadRestart>,
+    stalled: Option<WorkloadRestart>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -136,6 +147,51 @@ impl DataPlaneCache {
                 }
             }
         }
+    }
+
+    /// A namespace's injection labels.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        read(&self.namespaces).get(namespace).cloned().unwrap_or_default()
+    }
+
+    fn remember(&self, uid: &str, step: &Step) {
+        let mut all = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(
+            uid.to_owned(),
+            Remembered {
+                restarting: step.restarting.clone(),
+                stalled: step.stalled.clone(),
+            },
+        );
+    }
+
+    fn remembered(&self, uid: &str) -> Remembered {
+        let all = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(uid).cloned().unwrap_or_default()
+    }
+
+    fn forget(&self, uid: &str) {
+        self.rollouts.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(u, _), _| u != uid);
+    }
+
+    fn hold(&self, uid: &str, w: &Workload, reason: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, (at, _)| at.elapsed() < HELD_RECHECK);
+        held.insert(
+            (uid.to_owned(), w.clone()),
+            (std::time::Instant::now(), reason.to_owned()),
+        );
+    }
+
+    fn held_recently(&self, uid: &str, w: &Workload) -> Option<String> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(&(uid.to_owned(), w.clone()))
+            .filter(|(at, _)| at.elapsed() < HELD_RECHECK)
+            .map(|(_, reason)| reason.clone())
     }
 
     /// Every MeshInstall's report, once both watches listed.
@@ -298,23 +354,100 @@ pub struct Step {
     pub restarting: Vec<WorkloadRestart>,
     /// A restart that stalls the rollout.
     pub stalled: Option<WorkloadRestart>,
+    /// Outdated workloads left alone for now, and why.
+    pub held: Vec<HeldWorkload>,
+}
+
+/// How long a workload found not restartable is taken as such without reading it again.
+const HELD_RECHECK: Duration = Duration::from_secs(30);
+
+fn held(w: &Workload, reason: String) -> HeldWorkload {
+    HeldWorkload {
+        namespace: w.namespace.clone(),
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+        reason,
+    }
+}
+
+/// Why the automatic rollout must not restart this workload now, if it must not: opted out, an update strategy under
+/// which a template change restarts nothing, or new pods that this install's webhook would not inject (restarting
+/// would strip their sidecars or hand them to another install).
+fn not_restartable(
+    w: &Workload,
+    live: &Value,
+    mi: &MeshInstall,
+    assignment: &Assignment,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    let annotations = &live["metadata"]["annotations"];
+    if annotations[AUTO_RESTART_ANNOTATION] == "false" {
+        return Some(format!("annotated {AUTO_RESTART_ANNOTATION}: \"false\""));
+    }
+    let spec = &live["spec"];
+    match w.kind.as_str() {
+        "StatefulSet" | "DaemonSet" if spec["updateStrategy"]["type"] == "OnDelete" => {
+            return Some("its updateStrategy is OnDelete: restart its pods by deleting them".into());
+        }
+        "StatefulSet"
+            if spec["updateStrategy"]["rollingUpdate"]["partition"]
+                .as_i64()
+                .unwrap_or(0)
+                > 0 =>
+        {
+            return Some("a rolling-update partition holds back some of its pods".into());
+        }
+        "Deployment" if spec["paused"] == true => return Some("its rollout is paused".into()),
+        _ => {}
+    }
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(spec["template"]["metadata"]["labels"].clone()).unwrap_or_default();
+    let me = mi.name_any();
+    match assignment.injector_of(namespace_labels, &mizzen::dataplane::routing_labels(Some(&labels))) {
+        Some(injector) if injector == me => None,
+        Some(other) => Some(format!(
+            "its new pods would be injected by MeshInstall {other}, not this one"
+        )),
+        None => Some(
+            "its new pods would get no sidecar (no webhook selects its namespace's or its template's labels)".into(),
+        ),
+    }
 }
 
 /// One step of the automatic rollout for a MeshInstall: follow the restarts in flight, then restart the next
 /// outdated workloads up to `maxConcurrent`. Manual mode forgets everything.
-pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Option<&DataPlaneStatus>) -> Step {
+///
+/// The restarts in flight are the status's and this process's own record of them (the status read from the cache
+/// may not show the last write yet), so `maxConcurrent` holds even when reconciles come faster than the cache.
+pub async fn step(
+    ctx: &Context,
+    mi: &MeshInstall,
+    assignment: &Assignment,
+    report: &Report,
+    previous: Option<&DataPlaneStatus>,
+) -> Step {
     let spec = &mi.spec.data_plane;
+    let uid = mi.uid().unwrap_or_default();
     if spec.rollout != RolloutMode::Automatic {
+        ctx.data_plane.forget(&uid);
         return Step::default();
     }
     let deadline = i64::from(spec.progress_deadline_seconds);
     let outdated: BTreeMap<&Workload, &String> = report.outdated.iter().map(|(w, _, reason)| (w, reason)).collect();
+    let remembered = ctx.data_plane.remembered(&uid);
     let mut step = Step {
         restarting: Vec::new(),
-        stalled: previous.and_then(|p| p.stalled.clone()),
+        stalled: previous.and_then(|p| p.stalled.clone()).or(remembered.stalled),
+        held: Vec::new(),
     };
+    let mut in_flight: Vec<WorkloadRestart> = previous.map(|p| p.restarting.clone()).unwrap_or_default();
+    for r in remembered.restarting {
+        if !in_flight.iter().any(|p| workload_of(p) == workload_of(&r)) {
+            in_flight.push(r);
+        }
+    }
     // Restarts in flight.
-    for r in previous.map(|p| p.restarting.clone()).unwrap_or_default() {
+    for r in in_flight {
         let w = workload_of(&r);
         let live = match get_workload(ctx, &w).await {
             Ok(Some(live)) => live,
@@ -343,9 +476,9 @@ pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Op
         }
     }
     // A stall lasts until its workload is no longer outdated (rolled out after all, fixed by hand, deleted).
-    if let Some(stalled) = &step.stalled {
-        if outdated.contains_key(&workload_of(stalled)) {
-            if previous.and_then(|p| p.stalled.as_ref()) != Some(stalled) {
+    if let Some(stalled) = step.stalled.clone() {
+        if outdated.contains_key(&workload_of(&stalled)) {
+            if previous.and_then(|p| p.stalled.as_ref()) != Some(&stalled) {
                 publish(
                     ctx,
                     mi,
@@ -361,6 +494,7 @@ pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Op
                 )
                 .await;
             }
+            ctx.data_plane.remember(&uid, &step);
             return step;
         }
         step.stalled = None;
@@ -370,10 +504,22 @@ pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Op
         .unwrap_or(1)
         .saturating_sub(step.restarting.len());
     for (w, _, _) in &report.outdated {
-        if slots == 0 {
+        if step.held.len() >= mizzen::dataplane::LISTED_WORKLOADS && slots == 0 {
             break;
         }
-        if !restartable(&w.kind) || step.restarting.iter().any(|r| workload_of(r) == *w) {
+        if !restartable(&w.kind) {
+            step.held
+                .push(held(w, format!("a {} is not restarted automatically", w.kind)));
+            continue;
+        }
+        if step.restarting.iter().any(|r| workload_of(r) == *w) {
+            continue;
+        }
+        if let Some(reason) = ctx.data_plane.held_recently(&uid, w) {
+            step.held.push(held(w, reason));
+            continue;
+        }
+        if slots == 0 {
             continue;
         }
         let live = match get_workload(ctx, w).await {
@@ -384,33 +530,35 @@ pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Op
                 continue;
             }
         };
-        let annotations = &live["metadata"]["annotations"];
-        if annotations[AUTO_RESTART_ANNOTATION] == "false" {
+        let namespace_labels = ctx.data_plane.namespace_labels(&w.namespace);
+        if let Some(reason) = not_restartable(w, &live, mi, assignment, &namespace_labels) {
+            ctx.data_plane.hold(&uid, w, &reason);
+            step.held.push(held(w, reason));
             continue;
         }
-        if w.kind == "StatefulSet" && live["spec"]["updateStrategy"]["type"] == "OnDelete" {
-            continue; // its pods change only when deleted: left to its owner
-        }
-        if annotations[RESTARTED_FOR_ANNOTATION] == target.as_str() {
+        if live["metadata"]["annotations"][RESTARTED_FOR_ANNOTATION] == target.as_str() {
             // Restarted for this very revision and image before, and still outdated: restarting again would loop.
             let at = live["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION]
                 .as_str()
                 .unwrap_or_default();
             step.stalled = Some(WorkloadRestart {
                 message: Some(format!(
-                    "was restarted for {target} at {at} but its pods still run an older proxy (is it injected by this revision?)"
+                    "was restarted for {target} at {at} but its pods still run an older proxy"
                 )),
                 ..restart_of(w, at)
             });
             break;
         }
         if rollout_progress(&w.kind, &live) != Progress::Complete {
-            continue; // rolling out on its own: look again later
+            step.held.push(held(w, "it is rolling out on its own".into()));
+            continue; // look again later
         }
         match blocked_by_pdb(ctx, w, &live).await {
             Ok(None) => {}
             Ok(Some(pdb)) => {
-                tracing::info!(workload = %w, %pdb, "waiting: its PodDisruptionBudget allows no disruption now");
+                let reason = format!("PodDisruptionBudget {pdb} allows no disruption now");
+                ctx.data_plane.hold(&uid, w, &reason);
+                step.held.push(held(w, reason));
                 continue;
             }
             Err(error) => {
@@ -418,75 +566,83 @@ pub async fn step(ctx: &Context, mi: &MeshInstall, report: &Report, previous: Op
                 continue;
             }
         }
-        if ctx.options.fence.allows_writes() {
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let patch = json!({
-                "metadata": {"annotations": {RESTARTED_FOR_ANNOTATION: target}},
-                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}},
-            });
-            let Some(api) = workload_api(&ctx.client, w) else {
-                continue;
-            };
-            match api
-                .patch(
-                    &w.name,
-                    &PatchParams {
-                        field_manager: Some(RESTART_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(workload = %w, %target, "restarted to update its proxies");
-                    publish(
-                        ctx,
-                        mi,
-                        EventType::Normal,
-                        "Restarted",
-                        format!("restarted {w} so its pods run {target}"),
-                    )
-                    .await;
-                    let reference = k8s_openapi::api::core::v1::ObjectReference {
-                        api_version: Some("apps/v1".into()),
-                        kind: Some(w.kind.clone()),
-                        name: Some(w.name.clone()),
-                        namespace: Some(w.namespace.clone()),
-                        uid: live["metadata"]["uid"].as_str().map(str::to_owned),
-                        ..Default::default()
-                    };
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "ProxyUpgrade".into(),
-                        note: Some(format!(
-                            "restarted by MeshInstall {} so its pods run {target}",
-                            mi.name_any()
-                        )),
-                        action: "Restart".into(),
-                        secondary: Some(mi.object_ref(&())),
-                    };
-                    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-                        tracing::debug!(%error, "could not publish an event");
-                    }
-                    step.restarting.push(restart_of(w, &now));
-                    slots -= 1;
-                }
-                Err(error) => {
-                    tracing::warn!(workload = %w, %error, "restart failed");
-                    publish(
-                        ctx,
-                        mi,
-                        EventType::Warning,
-                        "RestartFailed",
-                        format!("restarting {w}: {error}"),
-                    )
-                    .await;
-                }
-            }
+        if !ctx.options.fence.allows_writes() {
+            break;
+        }
+        if restart(ctx, mi, w, &live, &target).await {
+            step.restarting
+                .push(restart_of(w, &k8s_openapi::jiff::Timestamp::now().to_string()));
+            slots -= 1;
+            // Remembered at once: the next step may come before the status write reaches the cache.
+            ctx.data_plane.remember(&uid, &step);
         }
     }
+    step.held.truncate(mizzen::dataplane::LISTED_WORKLOADS);
+    ctx.data_plane.remember(&uid, &step);
     step
+}
+
+/// Restarts a workload as `kubectl rollout restart` does (and records why on it); whether it worked.
+async fn restart(ctx: &Context, mi: &MeshInstall, w: &Workload, live: &Value, target: &str) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({
+        "metadata": {"annotations": {RESTARTED_FOR_ANNOTATION: target}},
+        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now}}}},
+    });
+    let Some(api) = workload_api(&ctx.client, w) else {
+        return false;
+    };
+    let params = PatchParams {
+        field_manager: Some(RESTART_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.patch(&w.name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            tracing::info!(workload = %w, %target, "restarted to update its proxies");
+            publish(
+                ctx,
+                mi,
+                EventType::Normal,
+                "Restarted",
+                format!("restarted {w} so its pods run {target}"),
+            )
+            .await;
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: Some(w.kind.clone()),
+                name: Some(w.name.clone()),
+                namespace: Some(w.namespace.clone()),
+                uid: live["metadata"]["uid"].as_str().map(str::to_owned),
+                ..Default::default()
+            };
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "ProxyUpgrade".into(),
+                note: Some(format!(
+                    "restarted by MeshInstall {} so its pods run {target}",
+                    mi.name_any()
+                )),
+                action: "Restart".into(),
+                secondary: Some(mi.object_ref(&())),
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+                tracing::debug!(%error, "could not publish an event");
+            }
+            true
+        }
+        Err(error) => {
+            tracing::warn!(workload = %w, %error, "restart failed");
+            publish(
+                ctx,
+                mi,
+                EventType::Warning,
+                "RestartFailed",
+                format!("restarting {w}: {error}"),
+            )
+            .await;
+            false
+        }
+    }
 }
 
 async fn publish(ctx: &Context, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {

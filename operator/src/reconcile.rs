@@ -81,6 +81,8 @@ pub struct Context {
     warned: Mutex<HashMap<(String, String, String), Instant>>,
     /// Istio CRDs and namespaces found to be someone else's, and when (by kind and name).
     foreign: Mutex<HashMap<(String, String), Instant>>,
+    /// The status this process last wrote, per MeshInstall (by UID).
+    last_status: Mutex<HashMap<String, Value>>,
 }
 
 /// The caches a reconcile reads, filled by the controller's watches.
@@ -122,6 +124,7 @@ impl Context {
             failures: Mutex::default(),
             warned: Mutex::default(),
             foreign: Mutex::default(),
+            last_status: Mutex::default(),
         }
     }
 
@@ -853,8 +856,20 @@ async fn data_plane(
     assignment: &Assignment,
     rollout: bool,
 ) -> Option<DataPlaneStatus> {
-    let meshes = ctx.meshes.state();
-    let refs: Vec<&MeshInstall> = meshes.iter().map(AsRef::as_ref).collect();
+    // Each install as the webhook serves it: while its spec.version is unsupported, the version rolled out.
+    let meshes: Vec<MeshInstall> = ctx
+        .meshes
+        .state()
+        .iter()
+        .map(|m| {
+            let mut m = m.as_ref().clone();
+            if let Some(spec) = revisions::serving_spec(&m) {
+                m.spec = spec;
+            }
+            m
+        })
+        .collect();
+    let refs: Vec<&MeshInstall> = meshes.iter().collect();
     let report = ctx
         .data_plane
         .report(&refs, assignment)?
@@ -863,14 +878,26 @@ async fn data_plane(
     let previous = mi.status.as_ref().and_then(|s| s.data_plane.as_ref());
     let mut status = report.status.clone();
     if rollout {
-        let step = crate::dataplane::step(ctx, mi, &report, previous).await;
+        let step = crate::dataplane::step(ctx, mi, assignment, &report, previous).await;
         status.restarting = step.restarting;
         status.stalled = step.stalled;
+        status.held = step.held;
     } else if let Some(previous) = previous {
         status.restarting = previous.restarting.clone();
         status.stalled = previous.stalled.clone();
+        status.held = previous.held.clone();
     }
     Some(status)
+}
+
+/// The MeshInstalls that may hold names (a revision, tags, `default`): not being deleted, not paused, with a spec
+/// that renders. One that cannot serve must not take a name from one that does.
+fn eligible(ctx: &Context, base: &RenderOptions) -> Vec<Arc<MeshInstall>> {
+    ctx.meshes
+        .state()
+        .into_iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none() && !paused(m) && render(m, base).is_ok())
+        .collect()
 }
 
 async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras: Extras) -> Result<bool, Error> {
@@ -880,9 +907,11 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
-    // The version the webhook falls back to while spec.version is unsupported: the last one applied.
-    if !matches!(outcome, Outcome::InvalidSpec(_) | Outcome::Paused)
-        && revisions::check_version(&mi.spec.version).is_ok()
+    // The version the webhook falls back to while spec.version is unsupported: the last one rolled out.
+    if matches!(
+        outcome,
+        Outcome::Applied | Outcome::WaitingForWebhook | Outcome::Conflict(_)
+    ) && revisions::check_version(&mi.spec.version).is_ok()
     {
         next.version = Some(mi.spec.version.clone());
     }
@@ -903,13 +932,18 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras
     ctx.still_leading()?;
     let name = mi.name_any();
     let api: Api<MeshInstall> = Api::all(ctx.client.clone());
-    // Fields the new status no longer has are removed (a plain merge patch of `next` would keep them).
-    let old = serde_json::to_value(&mi.status).unwrap_or(Value::Null);
+    // Fields the new status no longer has are removed (a plain merge patch of `next` would keep them), whether the
+    // cached status or this process's last write has them (the cache may not show that write yet).
+    let mut old = serde_json::to_value(&mi.status).unwrap_or(Value::Null);
+    if let Some(last) = lock(&ctx.last_status).get(&mi.uid().unwrap_or_default()) {
+        mizzen::status::add_missing_keys(&mut old, last);
+    }
     let new = serde_json::to_value(&next).unwrap_or(Value::Null);
     let patch = json!({"status": mizzen::status::merge_patch(&old, &new)});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchStatus { name, source })?;
+    lock(&ctx.last_status).insert(mi.uid().unwrap_or_default(), new);
     Ok(healthy)
 }
 
@@ -982,9 +1016,8 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         tracing::debug!(meshinstall = %name, "being deleted; nothing to do");
         return Ok(Action::await_change());
     }
-    let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref));
-    let holdings = assignment.of(&name);
     if paused(mi) {
+        let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref).filter(|m| !paused(m)));
         let extras = Extras {
             data_plane: data_plane(ctx, mi, &assignment, false).await,
             ..Extras::default()
@@ -1002,6 +1035,8 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         skip_istio_crds: true,
         holdings: None,
     };
+    let assignment = revisions::assign(eligible(ctx, &base).iter().map(AsRef::as_ref));
+    let holdings = assignment.of(&name);
     let options = options_for(&base, &assignment, mi);
     let desired = match render(mi, &options) {
         Ok(d) => d,

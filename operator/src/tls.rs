@@ -44,6 +44,9 @@ const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// How long the previous CA stays in the caBundle at least after the new serving certificate was written; after
 /// that, until every webhook endpoint presents the new certificate (see [`crate::probe`]).
 const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(15);
+/// How long the keeper looks for evidence that every webhook endpoint serves the new certificate before it drops
+/// the previous CA anyway.
+const GIVE_UP_PROBING: SignedDuration = SignedDuration::from_hours(1);
 /// How long every webhook configuration must have trusted a new CA before the certificate it signs is served:
 /// each API server reads webhook configurations through its own informer, which may lag the operator's.
 const TRUST_SETTLE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -535,15 +538,21 @@ impl Keeper {
                 pass = Pass::Transition;
             }
             (Some(_), Some(u)) if u > now => pass = Pass::Transition,
-            (Some(_), Some(_)) => match crate::probe::every_endpoint_serves(&self.client, &self.webhook, &crt).await {
+            (Some(_), Some(u)) => match crate::probe::every_endpoint_serves(&self.client, &self.webhook, &crt).await {
                 Ok(()) => {
                     self.write_ca(&ca_crt, &ca_key, None, None).await?;
                     tracing::info!(
                         "every webhook endpoint serves the new certificate: the previous CA is no longer trusted"
                     );
                 }
+                // An endpoint the operator cannot reach (a NetworkPolicy, say) must not keep a retired CA trusted
+                // for ever: after an hour without evidence, it goes anyway, with a warning.
+                Err(waiting) if now - u > GIVE_UP_PROBING.as_secs() => {
+                    tracing::warn!(%waiting, "no evidence after an hour that every webhook endpoint serves the new certificate; no longer trusting the previous CA");
+                    self.write_ca(&ca_crt, &ca_key, None, None).await?;
+                }
                 Err(waiting) => {
-                    tracing::info!(%waiting, "keeping the previous webhook CA trusted until every webhook endpoint serves the new certificate");
+                    tracing::debug!(%waiting, "keeping the previous webhook CA trusted until every webhook endpoint serves the new certificate");
                     pass = Pass::Transition;
                 }
             },

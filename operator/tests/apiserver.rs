@@ -1318,3 +1318,81 @@ async fn someone_elses_namespace_and_objects_are_used_or_reported_never_rewritte
         .await;
     s.finish().await;
 }
+
+#[tokio::test]
+async fn the_default_tag_moves_to_another_revision_in_place_and_back() {
+    let name = "sc-default";
+    let mut default = spec(name);
+    default["revision"] = json!("");
+    default["gateways"] = json!([]);
+    default["controlPlane"] = json!({"replicas": 0});
+    // Nothing in this test creates pods in labelled namespaces; Ignore keeps the shared API server safe anyway.
+    default["injection"] = json!({"failurePolicy": "Ignore"});
+    let Some(s) = Scenario::start(name, default).await else {
+        return;
+    };
+    let mut canary = spec("sc-default-b");
+    canary["namespace"] = json!("sc-default-b-mesh");
+    canary["gateways"] = json!([]);
+    canary["controlPlane"] = json!({"replicas": 0});
+    canary["injection"] = json!({"failurePolicy": "Ignore"});
+    s.create_mesh("sc-default-b", canary).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    s.condition("sc-default-b", "Reconciled", "True", "Applied").await;
+    let default_uid = s.mesh(name).await.uid().expect("uid");
+    let canary_uid = s.mesh("sc-default-b").await.uid().expect("uid");
+    let configs = webhook_configs(&s.client);
+    let path = |c: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration| {
+        c.webhooks.clone().unwrap_or_default()[0]
+            .client_config
+            .url
+            .clone()
+            .unwrap_or_default()
+    };
+    let before = eventually(WAIT, "mizzen-sidecar-injector is the default revision's", || async {
+        let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == default_uid).then_some(c)
+    })
+    .await;
+    assert_eq!(before.webhooks.clone().unwrap_or_default().len(), 4);
+    assert!(path(&before).ends_with("/inject"), "{}", path(&before));
+
+    // `istioctl tag set default --revision sc-default-b`: the younger canary takes `default` from the older default
+    // revision, in place.
+    s.patch_spec("sc-default-b", json!({"revisionTags": ["default"]})).await;
+    let moved = eventually(WAIT, "mizzen-sidecar-injector moves to the canary", || async {
+        let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == canary_uid).then_some(c)
+    })
+    .await;
+    assert_eq!(moved.uid(), before.uid(), "replaced instead of taken over");
+    assert!(path(&moved).ends_with("/inject/sc-default-b"), "{}", path(&moved));
+    assert_eq!(moved.labels().get("istio.io/tag").map(String::as_str), Some("default"));
+    assert_eq!(moved.webhooks.clone().unwrap_or_default().len(), 4);
+    eventually(WAIT, "the statuses say who holds default", || async {
+        let d = s.mesh(name).await.status?;
+        let c = s.mesh("sc-default-b").await.status?;
+        (d.revision_tags.is_empty() && c.revision_tags == vec!["default".to_owned()]).then_some(())
+    })
+    .await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    s.condition("sc-default-b", "Reconciled", "True", "Applied").await;
+
+    // And back (the rollback).
+    s.patch_spec("sc-default-b", json!({"revisionTags": null})).await;
+    let back = eventually(
+        WAIT,
+        "mizzen-sidecar-injector returns to the default revision",
+        || async {
+            let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
+            c.owner_references().iter().any(|o| o.uid == default_uid).then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(back.uid(), before.uid());
+    assert!(path(&back).ends_with("/inject"), "{}", path(&back));
+    s.finish().await;
+    let _ = configs
+        .delete("mizzen-sidecar-injector", &DeleteParams::default())
+        .await;
+}

@@ -133,6 +133,11 @@ impl Store {
         self.rebuild();
     }
 
+    /// The entry a MeshInstall is served by, if any.
+    pub fn mesh_entry(&self, name: &str) -> Option<MeshEntry> {
+        read(&self.meshes).get(name).cloned()
+    }
+
     /// Removes a MeshInstall.
     pub fn delete_mesh(&self, name: &str) {
         write(&self.meshes).remove(name);

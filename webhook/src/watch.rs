@@ -30,7 +30,7 @@ async fn meshes(client: Client, store: Arc<Store>) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(mi)) => match MeshEntry::of(&mi) {
+            Ok(Event::InitApply(mi)) => match served(&store, &mi) {
                 Some(entry) => {
                     buffer.insert(mi.name_any(), entry);
                 }
@@ -43,12 +43,9 @@ async fn meshes(client: Client, store: Arc<Store>) {
             }
             Ok(Event::Apply(mi)) => {
                 let name = mi.name_any();
-                match MeshEntry::of(&mi) {
+                match served(&store, &mi) {
                     Some(entry) => store.apply_mesh(&name, entry),
-                    None => {
-                        unsupported(&mi);
-                        store.delete_mesh(&name);
-                    }
+                    None => unsupported(&mi),
                 }
                 tracing::info!(meshinstall = %name, revisions = ?store.revisions(), "MeshInstall updated");
             }
@@ -58,13 +55,26 @@ async fn meshes(client: Client, store: Arc<Store>) {
     }
 }
 
-/// A MeshInstall whose version is not supported and never rolled out: nothing to inject with (the operator has
-/// changed nothing for it either).
+/// What to serve for a MeshInstall: its spec; while its spec.version is unsupported, what was served before, whole
+/// (a hub changed in the same edit does not apply either), or, after a restart, its spec with the version last rolled
+/// out (`status.version`).
+fn served(store: &Store, mi: &MeshInstall) -> Option<MeshEntry> {
+    if mizzen::revisions::check_version(&mi.spec.version).is_err() {
+        unsupported(mi);
+        if let Some(before) = store.mesh_entry(&mi.name_any()) {
+            return Some(before);
+        }
+    }
+    MeshEntry::of(mi)
+}
+
+/// A MeshInstall whose version is not supported: the webhook keeps serving what it served before (the operator
+/// changes nothing either), or, after a restart, its spec with the version last rolled out.
 fn unsupported(mi: &MeshInstall) {
     tracing::warn!(
         meshinstall = %mi.name_any(),
         version = %mi.spec.version,
-        "spec.version is not a supported Istio release and none was rolled out; not serving this MeshInstall"
+        "spec.version is not a supported Istio release; serving what was served before"
     );
 }
 
