@@ -3,6 +3,8 @@
 //! templates see the pod as its author wrote it and injecting twice changes nothing.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::annotations as ann;
@@ -100,9 +102,11 @@ fn remove_injected(spec: &mut Value, previous: &PreviousInjection) -> probes::Pr
         ("imagePullSecrets", &previous.image_pull_secrets),
     ] {
         if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            // A set: the annotation can list as many names as the pod has items.
+            let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
             items.retain(|item| {
                 let name = at(item, "name").as_str().unwrap_or_default();
-                let drop = removed.iter().any(|r| r == name);
+                let drop = removed.contains(name);
                 if drop && name == PROXY_NAME {
                     for env in at(item, "env").as_array().into_iter().flatten() {
                         if at(env, "name") == "ISTIO_KUBE_APP_PROBERS"
@@ -126,15 +130,23 @@ fn restore_overrides(spec: &mut Value, overrides: &str) -> Result<(), InjectErro
         message: format!("not valid JSON: {e}"),
     })?;
     for field in ["initContainers", "containers"] {
-        for c in at(&overrides, field).as_array().into_iter().flatten() {
-            let list = spec
-                .as_object_mut()
-                .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
-                .entry(field)
-                .or_insert_with(|| json!([]));
-            if let Some(items) = list.as_array_mut()
-                && !items.iter().any(|i| at(i, "name") == at(c, "name"))
-            {
+        let recorded = at(&overrides, field).as_array().map(Vec::as_slice).unwrap_or_default();
+        if recorded.is_empty() {
+            continue;
+        }
+        let list = spec
+            .as_object_mut()
+            .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
+            .entry(field)
+            .or_insert_with(|| json!([]));
+        let Some(items) = list.as_array_mut() else {
+            continue;
+        };
+        // The names present, as JSON text (equal exactly when the names are), so that each recorded container is
+        // checked in O(1): the annotation can record as many as the pod has.
+        let mut present: HashSet<String> = items.iter().map(|i| at(i, "name").to_string()).collect();
+        for c in recorded {
+            if present.insert(at(c, "name").to_string()) {
                 items.push(c.clone());
             }
         }
