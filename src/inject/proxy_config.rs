@@ -70,13 +70,47 @@ pub fn defaults(discovery_address: &str) -> Map<String, Value> {
     }
 }
 
+/// Longest `proxy.istio.io/config` accepted (bytes): a real one is a few lines.
+pub const MAX_ANNOTATION_BYTES: usize = 64 * 1024;
+
+/// The YAML parser's limits for the annotation: a ProxyConfig is a few dozen nodes a few levels deep, so these
+/// leave room for any real one while an alias bomb (a few hundred bytes expanding to millions of nodes) or a deep
+/// nesting is refused before it costs memory or time.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1,
+            max_events: 20_000,
+            max_nodes: 5_000,
+            max_depth: 16,
+            flow_nesting_limit: 16,
+            max_anchors: 32,
+            max_aliases: 32,
+            max_merge_keys: 32,
+            max_recorded_anchor_events: 5_000,
+            max_total_scalar_bytes: MAX_ANNOTATION_BYTES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 5_000,
+            max_replay_stack_depth: 4,
+        },
+    }
+}
+
 /// Parses the `proxy.istio.io/config` annotation (YAML or JSON) into ProxyConfig fields.
 pub fn parse_annotation(text: &str) -> Result<Map<String, Value>, InjectError> {
     let err = |message: String| InjectError::InvalidAnnotation {
         annotation: ann::PROXY_CONFIG.to_owned(),
         message,
     };
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| err(format!("not valid YAML or JSON: {e}")))?;
+    if text.len() > MAX_ANNOTATION_BYTES {
+        return Err(err(format!(
+            "{} bytes is over the limit of {MAX_ANNOTATION_BYTES} bytes",
+            text.len()
+        )));
+    }
+    let value: Value = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| err(format!("not valid YAML or JSON: {e}")))?;
     match value {
         Value::Object(map) => {
             for key in map.keys() {
@@ -142,6 +176,8 @@ pub fn to_env_json(effective: &Map<String, Value>, defaults: &Map<String, Value>
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -155,6 +191,45 @@ mod tests {
             r#"{"discoveryAddress":"foo:123","concurrency":0,"proxyMetadata":{"FOO":"bar"}}"#
         );
         assert_eq!(to_env_json(&defaults, &defaults), "{}");
+    }
+
+    fn refused(text: &str) -> String {
+        let err = parse_annotation(text).expect_err(text).to_string();
+        assert!(err.contains("proxy.istio.io/config"), "{err}");
+        err
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        // Under `tracing` (a field passed through to the proxy): a 300-byte string, then five levels of ten
+        // aliases each. About 600 bytes that expand to 10^5 copies, 30 MB, while staying under serde-saphyr's
+        // default budget (250,000 nodes).
+        let mut text = format!("tracing:\n  s: &s {}\n", "x".repeat(300));
+        let mut prev = 's';
+        for level in ['a', 'b', 'c', 'd', 'e'] {
+            let aliases = vec![format!("*{prev}"); 10].join(",");
+            text.push_str(&format!("  {level}: &{level} [{aliases}]\n"));
+            prev = level;
+        }
+        assert!(text.len() < 700, "{}", text.len());
+        let started = std::time::Instant::now();
+        let err = refused(&text);
+        assert!(err.contains("not valid YAML or JSON"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // A few aliases, as a hand-written configuration may use, are fine.
+        let fine = parse_annotation("proxyMetadata: &m {A: b}\nruntimeValues: *m\n").unwrap();
+        assert_eq!(fine["runtimeValues"], json!({"A": "b"}));
+    }
+
+    #[test]
+    fn deep_or_long_annotations_are_refused() {
+        refused(&format!("tracing: {}{}", "{a: ".repeat(100), "}".repeat(100)));
+        let err = refused(&format!("meshId: {}", "x".repeat(MAX_ANNOTATION_BYTES)));
+        assert!(err.contains("over the limit of 65536 bytes"), "{err}");
     }
 
     #[test]

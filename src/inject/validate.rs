@@ -212,8 +212,15 @@ fn dns_subdomain(annotation: &str, value: &str) -> Result<(), InjectError> {
     ))
 }
 
+/// What checking the annotations parsed on the way, so it is not parsed twice.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The fields of `proxy.istio.io/config`, when the pod sets it.
+    pub proxy_config: Option<Map<String, Value>>,
+}
+
 /// Checks every validated annotation the pod sets (each one's shape and range; see also [`user_volumes`]).
-pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> {
+pub fn annotations(annotations: &Map<String, Value>) -> Result<Checked, InjectError> {
     for (key, value) in annotations {
         if !value.is_string() {
             return Err(invalid(
@@ -295,10 +302,10 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> 
     if let Some(v) = get(ann::BOOTSTRAP_OVERRIDE) {
         dns_subdomain(ann::BOOTSTRAP_OVERRIDE, v)?;
     }
-    if let Some(v) = get(ann::PROXY_CONFIG) {
-        super::proxy_config::parse_annotation(v)?;
-    }
-    Ok(())
+    let proxy_config = get(ann::PROXY_CONFIG)
+        .map(super::proxy_config::parse_annotation)
+        .transpose()?;
+    Ok(Checked { proxy_config })
 }
 
 /// `userVolume` / `userVolumeMount`: a JSON object whose every value is an object (a Volume or VolumeMount
@@ -384,7 +391,7 @@ mod tests {
 
     use super::*;
 
-    fn check(key: &str, value: &str) -> Result<(), InjectError> {
+    fn check(key: &str, value: &str) -> Result<Checked, InjectError> {
         let map = json!({ key: value });
         annotations(map.as_object().unwrap())
     }
