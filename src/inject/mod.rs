@@ -473,6 +473,35 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_status_annotation_is_ignored_as_istio_does() {
+        let fresh = through_webhook(&InjectionConfig::default(), &pod());
+        for status in [
+            "{not json",
+            "[]",
+            "\"x\"",
+            r#"{"containers": "web"}"#,
+            r#"{"volumes": [1]}"#,
+            r#"{"revision": 1}"#,
+        ] {
+            let mut p = pod();
+            p["metadata"]["annotations"][ann::STATUS] = json!(status);
+            let injected = through_webhook(&InjectionConfig::default(), &p);
+            assert_eq!(injected, fresh, "status {status}: injected as if seen the first time");
+        }
+        // An injected pod whose status annotation is unreadable: its proxy is taken as the pod's own (Istio's
+        // templates merge over it), so nothing is injected twice.
+        let mut p = fresh.clone();
+        p["metadata"]["annotations"][ann::STATUS] = json!("{not json");
+        let again = through_webhook(&InjectionConfig::default(), &p);
+        let proxies = again["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == PROXY_NAME);
+        assert_eq!(proxies.count(), 1);
+    }
+
+    #[test]
     fn bad_traffic_annotation_is_refused_with_its_name() {
         let mut p = pod();
         p["metadata"]["annotations"][ann::EXCLUDE_OUTBOUND_IP_RANGES] = json!("10.0.0.0");

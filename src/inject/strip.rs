@@ -37,25 +37,39 @@ pub struct PreviousInjection {
 }
 
 impl PreviousInjection {
-    /// Reads a status annotation's text.
+    /// Reads a status annotation's text as Istio's `SidecarInjectionStatus` (Go's `json.Unmarshal`): a JSON object
+    /// (or `null`) whose lists are lists of strings (or `null`) and whose `revision` is a string.
     pub fn parse(status: &str) -> Result<Self, InjectError> {
-        let status: Value = serde_json::from_str(status).map_err(|e| InjectError::InvalidAnnotation {
+        let invalid = |message: String| InjectError::InvalidAnnotation {
             annotation: ann::STATUS.into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+            message,
+        };
+        let status: Value = serde_json::from_str(status).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        if !(status.is_object() || status.is_null()) {
+            return Err(invalid("not a JSON object".into()));
+        }
+        if !(at(&status, "revision").is_string() || at(&status, "revision").is_null()) {
+            return Err(invalid("revision must be a string".into()));
+        }
+        let list = |field: &str| {
+            string_list(at(&status, field)).ok_or_else(|| invalid(format!("{field} must be a list of strings")))
+        };
         Ok(Self {
-            init_containers: string_list(at(&status, "initContainers")),
-            containers: string_list(at(&status, "containers")),
-            volumes: string_list(at(&status, "volumes")),
-            image_pull_secrets: string_list(at(&status, "imagePullSecrets")),
+            init_containers: list("initContainers")?,
+            containers: list("containers")?,
+            volumes: list("volumes")?,
+            image_pull_secrets: list("imagePullSecrets")?,
         })
     }
 }
 
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+/// A list of strings (null: none); `None` for anything else.
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Null => Some(Vec::new()),
+        Value::Array(items) => items.iter().map(|s| s.as_str().map(str::to_owned)).collect(),
+        _ => None,
+    }
 }
 
 /// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
@@ -66,7 +80,10 @@ pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, In
         json!({})
     };
     let mut spec = spec.clone();
-    let Some(status) = annotation(&metadata, ann::STATUS) else {
+    // A status annotation that does not read as one is ignored and the pod injected as if seen the first time, as
+    // Istio does (its `injectionStatus` returns nil on an unmarshalling error).
+    let previous = annotation(&metadata, ann::STATUS).and_then(|status| PreviousInjection::parse(status).ok());
+    let Some(previous) = previous else {
         return Ok(Stripped {
             metadata,
             spec,
@@ -74,7 +91,6 @@ pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, In
             previous_probers: probes::Probers::new(),
         });
     };
-    let previous = PreviousInjection::parse(status)?;
     let submitted = Some(spec.clone());
     let previous_probers = remove_injected(&mut spec, &previous);
     if let Some(overrides) = annotation(&metadata, ann::OVERRIDES) {
