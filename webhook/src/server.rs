@@ -374,16 +374,6 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         .into_response()
 }
 
-/// Serves the admin router over plain HTTP until `shutdown` turns true.
-pub async fn serve_plain(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
-        .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "admin server stopped");
-    }
-}
-
 /// Resolves once the shutdown flag is true (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     loop {

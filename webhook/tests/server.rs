@@ -688,3 +688,38 @@ async fn large_reviews_sent_at_once_take_turns_and_all_succeed() {
     }
     h.running.shutdown().await;
 }
+
+/// Opens `n` plain TCP connections to `addr` that send nothing.
+async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TcpStream::connect(addr).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn idle_and_half_sent_admin_connections_neither_stop_livez_nor_block_shutdown() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start().await;
+    let mut idle = idle_connections(h.running.admin_addr, 100).await;
+    // A request's headers half sent: the admin server waited on it for ever at shutdown.
+    let mut half = TcpStream::connect(h.running.admin_addr).await.unwrap();
+    half.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, _) = tokio::time::timeout(Duration::from_secs(4), h.admin("/livez"))
+            .await
+            .expect("/livez did not answer");
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    }
+    // Reopened idle connections, as a client keeping them would.
+    idle.extend(idle_connections(h.running.admin_addr, 50).await);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), h.running.shutdown())
+        .await
+        .expect("shutdown waited on the admin connections");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop((idle, half));
+}
