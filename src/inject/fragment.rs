@@ -166,12 +166,11 @@ impl<'a> Pod<'a> {
     ) -> Result<Self, InjectError> {
         let annotations = string_map(metadata, "annotations");
         let labels = string_map(metadata, "labels");
-        validate::annotations(annotations)?;
+        let checked = validate::annotations(annotations)?;
         let kinds = templates(injector, annotations)?;
-        let (proxy_config, proxy_config_json) = match annotations.get(ann::PROXY_CONFIG).and_then(Value::as_str) {
-            Some(text) => {
-                let effective =
-                    proxy_config::merge(injector.mesh_proxy_config(), &proxy_config::parse_annotation(text)?);
+        let (proxy_config, proxy_config_json) = match checked.proxy_config {
+            Some(fields) => {
+                let effective = proxy_config::merge(injector.mesh_proxy_config(), &fields);
                 let json = proxy_config::to_env_json(&effective, injector.proxy_defaults());
                 (Cow::Owned(effective), Cow::Owned(json))
             }

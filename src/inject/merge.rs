@@ -5,6 +5,9 @@
 //! are known to the original, otherwise the patch's items come first.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
 use serde_json::{Map, Value, json};
 
 use super::fragment::take_overrides;
@@ -236,8 +239,39 @@ fn merge_value(base: &mut Value, patch: Value, field: &str) {
     }
 }
 
+/// A merge key as a hash map key: equal exactly when the values are equal (`==`). Scalars hash by value; lists and
+/// maps (keys nobody uses) by their length only, which is consistent with `==` and merely slower.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct KeyOf<'a>(&'a Value);
+
+impl Hash for KeyOf<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self.0).hash(state);
+        match self.0 {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Number(n) => n.hash(state),
+            Value::String(s) => s.hash(state),
+            Value::Array(a) => a.len().hash(state),
+            Value::Object(o) => o.len().hash(state),
+        }
+    }
+}
+
+/// The first position of every key in `list` (null included: a missing key is null).
+fn first_positions<'a>(list: &'a [Value], key: &str) -> HashMap<KeyOf<'a>, usize> {
+    let mut first = HashMap::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        first.entry(KeyOf(at(item, key))).or_insert(i);
+    }
+    first
+}
+
 fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
-    let equal = |a: &Value, b: &Value| !a.is_null() && a == b;
+    // Every search below is a look-up in these indexes of first positions, so a list of n items costs O(n), not
+    // O(n²) (a pod of 60,000 volumes fits in a review).
+    let server_first = first_positions(server, key);
+    let patch_first = first_positions(&patch, key);
     // Where each patch item goes: merged into a server item, into an earlier patch item of the same key, or added.
     // (The first match wins, server items first, as when searching the merged list in order.)
     #[derive(Clone, Copy)]
@@ -247,30 +281,33 @@ fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
         Added,
     }
     let mut into = Vec::with_capacity(patch.len());
+    // The patch items added so far, by key: a later item of the same key merges into the first.
+    let mut added_first: HashMap<KeyOf, usize> = HashMap::new();
     for (j, p) in patch.iter().enumerate() {
         let k = at(p, key);
         let target = if k.is_null() {
             Into::Added
-        } else if let Some(i) = server.iter().position(|s| equal(k, at(s, key))) {
+        } else if let Some(&i) = server_first.get(&KeyOf(k)) {
             Into::Server(i)
+        } else if let Some(&q) = added_first.get(&KeyOf(k)) {
+            Into::Patch(q)
         } else {
-            patch
-                .iter()
-                .zip(&into)
-                .take(j)
-                .position(|(q, t)| matches!(t, Into::Added) && equal(k, at(q, key)))
-                .map_or(Into::Added, Into::Patch)
+            added_first.insert(KeyOf(k), j);
+            Into::Added
         };
         into.push(target);
     }
     // Per item of the merged list (server items, then added patch items): whether a patch item has its key, the
     // first patch position of its key, and the first server position of its key.
-    let first_in = |list: &[Value], k: &Value| list.iter().position(|x| at(x, key) == k);
     let rank = |k: &Value| {
-        let in_patch = !k.is_null() && patch.iter().any(|p| at(p, key) == k);
-        let patch_pos = first_in(&patch, k).unwrap_or(usize::MAX);
-        let server_pos = (!k.is_null()).then(|| first_in(server, k)).flatten();
-        (in_patch, patch_pos, server_pos)
+        let patch_pos = patch_first.get(&KeyOf(k)).copied();
+        let in_patch = !k.is_null() && patch_pos.is_some();
+        let server_pos = if k.is_null() {
+            None
+        } else {
+            server_first.get(&KeyOf(k)).copied()
+        };
+        (in_patch, patch_pos.unwrap_or(usize::MAX), server_pos)
     };
     let mut ranks: Vec<(bool, usize, Option<usize>)> = server.iter().map(|s| rank(at(s, key))).collect();
     for (p, t) in patch.iter().zip(&into) {
@@ -278,6 +315,7 @@ fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
             ranks.push(rank(at(p, key)));
         }
     }
+    drop((server_first, patch_first, added_first));
     // Merge or add, in patch order.
     let mut merged: Vec<Option<Value>> = std::mem::take(server).into_iter().map(Some).collect();
     let mut added_at = Vec::with_capacity(patch.len());
@@ -415,6 +453,53 @@ mod tests {
             merge_list(&mut got, patch.clone(), "name");
             assert_eq!(got, want, "case {case}: {server:?} <- {patch:?}");
         }
+    }
+
+    #[test]
+    fn lists_of_50000_items_merge_whole_and_in_order() {
+        // As large as a 3 MiB review allows: every look-up is indexed, so this is a fraction of a second even in
+        // a debug build (searching the lists per item took minutes).
+        const N: usize = 50_000;
+        let volumes: Vec<Value> = (0..N)
+            .map(|i| json!({"name": format!("v{i}"), "emptyDir": {}}))
+            .collect();
+        let env: Vec<Value> = (0..N).map(|i| json!({"name": format!("E{i}"), "value": "1"})).collect();
+        let mut pod = json!({"volumes": volumes, "containers": [{"name": "app", "env": env}]});
+        let patch = json!({
+            "volumes": [{"name": "a"}, {"name": "b"}, {"name": "v25000", "secret": {}}, {"name": "c"}, {"name": "a", "x": 1}],
+            "containers": [{"name": "app", "env": [{"name": "E7", "value": "2"}, {"name": "NEW", "value": "3"}]}],
+        });
+        strategic(&mut pod, patch);
+
+        let names: Vec<&str> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        let mut want: Vec<String> = vec!["a".into(), "b".into()];
+        want.extend((0..=25_000).map(|i| format!("v{i}")));
+        want.push("c".into());
+        want.extend((25_001..N).map(|i| format!("v{i}")));
+        assert_eq!(names, want);
+        assert_eq!(
+            pod["volumes"][0],
+            json!({"name": "a", "x": 1}),
+            "a repeated patch item merges into the first"
+        );
+        assert_eq!(
+            pod["volumes"][25_002],
+            json!({"name": "v25000", "emptyDir": {}, "secret": {}})
+        );
+
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        assert_eq!(env.len(), N + 1);
+        assert_eq!(env[7], json!({"name": "E7", "value": "2"}));
+        assert_eq!(env[8], json!({"name": "NEW", "value": "3"}));
+        assert_eq!(
+            (&env[0]["name"], &env[N]["name"]),
+            (&json!("E0"), &json!(format!("E{}", N - 1)))
+        );
     }
 
     #[test]

@@ -405,6 +405,103 @@ mod tests {
     }
 
     #[test]
+    fn pods_of_50000_volumes_and_env_vars_are_injected_whole() {
+        // Every list search of the merge, the parse and the strip is indexed, so this takes seconds in a debug
+        // build rather than the minutes of per-item scans.
+        const N: usize = 50_000;
+        let volumes: Vec<Value> = (0..N)
+            .map(|i| json!({"name": format!("vol-{i}"), "emptyDir": {}}))
+            .collect();
+        let env: Vec<Value> = (0..N).map(|i| json!({"name": format!("E{i}"), "value": "1"})).collect();
+        let mut p = pod();
+        p["spec"]["volumes"] = json!(volumes);
+        p["spec"]["containers"][0]["env"] = json!(env);
+        let own = |pod: &Value| -> Vec<Value> {
+            let all = pod["spec"]["volumes"].as_array().unwrap();
+            all.iter()
+                .filter(|v| v["name"].as_str().unwrap().starts_with("vol-"))
+                .cloned()
+                .collect()
+        };
+        let injected = through_webhook(&InjectionConfig::default(), &p);
+        assert_eq!(own(&injected), volumes, "the pod's own volumes, all of them, in order");
+        let web = injected["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "web")
+            .unwrap();
+        assert_eq!(web["env"], json!(env));
+        let whole = inject(
+            &Injector::compile(InjectionConfig::default()),
+            &PodInput {
+                metadata: &p["metadata"],
+                spec: &p["spec"],
+                workload: Workload::of_pod(&p["metadata"]),
+                namespace_annotations: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (&injected["metadata"], &injected["spec"]),
+            (&whole.metadata, &whole.spec)
+        );
+        assert_eq!(
+            through_webhook(&InjectionConfig::default(), &injected),
+            injected,
+            "idempotent"
+        );
+
+        // A status annotation naming every volume: the templates see the pod without them, and the result is
+        // merged over the pod as submitted, as Istio does, so it comes back the same.
+        let mut recorded = injected.clone();
+        let mut names: Vec<String> = (0..N).map(|i| format!("vol-{i}")).collect();
+        names.extend(
+            [
+                "istio-envoy",
+                "istio-data",
+                "istio-podinfo",
+                "istio-token",
+                "istiod-ca-cert",
+            ]
+            .map(String::from),
+        );
+        let status = json!({"initContainers": ["istio-init", "istio-proxy"], "volumes": names}).to_string();
+        recorded["metadata"]["annotations"][ann::STATUS] = json!(status);
+        let reinjected = through_webhook(&InjectionConfig::default(), &recorded);
+        assert_eq!(reinjected, injected);
+    }
+
+    #[test]
+    fn an_unreadable_status_annotation_is_ignored_as_istio_does() {
+        let fresh = through_webhook(&InjectionConfig::default(), &pod());
+        for status in [
+            "{not json",
+            "[]",
+            "\"x\"",
+            r#"{"containers": "web"}"#,
+            r#"{"volumes": [1]}"#,
+            r#"{"revision": 1}"#,
+        ] {
+            let mut p = pod();
+            p["metadata"]["annotations"][ann::STATUS] = json!(status);
+            let injected = through_webhook(&InjectionConfig::default(), &p);
+            assert_eq!(injected, fresh, "status {status}: injected as if seen the first time");
+        }
+        // An injected pod whose status annotation is unreadable: its proxy is taken as the pod's own (Istio's
+        // templates merge over it), so nothing is injected twice.
+        let mut p = fresh.clone();
+        p["metadata"]["annotations"][ann::STATUS] = json!("{not json");
+        let again = through_webhook(&InjectionConfig::default(), &p);
+        let proxies = again["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == PROXY_NAME);
+        assert_eq!(proxies.count(), 1);
+    }
+
+    #[test]
     fn bad_traffic_annotation_is_refused_with_its_name() {
         let mut p = pod();
         p["metadata"]["annotations"][ann::EXCLUDE_OUTBOUND_IP_RANGES] = json!("10.0.0.0");

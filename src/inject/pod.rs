@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize as _;
@@ -98,13 +99,45 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Members kept as text, the last of a repeated name winning (as when parsing into a map).
+/// Members kept as text, in the order first seen.
 type Texts<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
-fn keep<'a>(texts: &mut Texts<'a>, key: Cow<'a, str>, value: &'a RawValue) {
-    match texts.iter_mut().find(|(k, _)| *k == key) {
-        Some(slot) => slot.1 = value,
-        None => texts.push((key, value)),
+/// Objects with up to this many members kept as text are searched by a scan: no index is allocated for the usual
+/// container or volume.
+const SCAN_UP_TO: usize = 16;
+
+/// Members being kept as text, the last of a repeated name winning (as when parsing into a map).
+#[derive(Default)]
+struct Kept<'a> {
+    texts: Texts<'a>,
+    /// Where each name is in `texts`, once there are more than [`SCAN_UP_TO`]: an object of n members costs O(n)
+    /// rather than O(n²).
+    index: Option<HashMap<Cow<'a, str>, usize>>,
+}
+
+impl<'a> Kept<'a> {
+    fn keep(&mut self, key: Cow<'a, str>, value: &'a RawValue) {
+        let found = match &self.index {
+            Some(index) => index.get(&key).copied(),
+            None => self.texts.iter().position(|(k, _)| *k == key),
+        };
+        if let Some(slot) = found.and_then(|i| self.texts.get_mut(i)) {
+            slot.1 = value;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.texts.len());
+        }
+        self.texts.push((key, value));
+        if self.index.is_none() && self.texts.len() > SCAN_UP_TO {
+            let index = self
+                .texts
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+            self.index = Some(index);
+        }
     }
 }
 
@@ -175,21 +208,22 @@ impl<'de> Visitor<'de> for ItemSeed {
         f.write_str("a list item")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-        let mut draft = ItemDraft {
-            parsed: Map::new(),
-            texts: Vec::new(),
-        };
+        // A name is always parsed or always kept as text, so the two never hold the same name.
+        let mut parsed = Map::new();
+        let mut kept = Kept::default();
         while let Some(Key(key)) = map.next_key()? {
             if self.0.contains(&key.as_ref()) {
                 let value: Value = map.next_value()?;
-                draft.texts.retain(|(k, _)| *k != key);
-                draft.parsed.insert(key.into_owned(), value);
+                parsed.insert(key.into_owned(), value);
             } else {
                 let value: &'de RawValue = map.next_value()?;
-                keep(&mut draft.texts, key, value);
+                kept.keep(key, value);
             }
         }
-        Ok(Item::Draft(draft))
+        Ok(Item::Draft(ItemDraft {
+            parsed,
+            texts: kept.texts,
+        }))
     }
     visit_as_value!(Item::Value, seq);
 }
@@ -244,6 +278,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             parsed: Map::new(),
             texts: Vec::new(),
         };
+        let mut kept = Kept::default();
         while let Some(Key(key)) = map.next_key()? {
             let list = LISTS.iter().position(|(name, _)| *name == key);
             match (list, spec.lists.get_mut(list.unwrap_or(usize::MAX))) {
@@ -257,10 +292,11 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 }
                 _ => {
                     let value: &'de RawValue = map.next_value()?;
-                    keep(&mut spec.texts, key, value);
+                    kept.keep(key, value);
                 }
             }
         }
+        spec.texts = kept.texts;
         Ok(spec)
     }
 }
@@ -474,7 +510,7 @@ fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
 /// is partial and what was left out of it.
 fn list<'a>(
     draft: ListDraft<'a>,
-    relevant: Option<&[String]>,
+    relevant: Option<&HashSet<&str>>,
     flags: &mut Vec<bool>,
     left_out: &mut Vec<Texts<'a>>,
 ) -> Result<Value, InjectError> {
@@ -489,7 +525,7 @@ fn list<'a>(
                 .parsed
                 .get("name")
                 .and_then(Value::as_str)
-                .is_some_and(|n| relevant.iter().any(|r| r == n)),
+                .is_some_and(|n| relevant.contains(n)),
             _ => true,
         };
         let (value, texts) = item(i, whole)?;
@@ -556,10 +592,12 @@ impl<'a> Submitted<'a> {
         let Some(SpecMember::Spec(draft)) = self.spec.take() else {
             return Err(InjectError::InvalidPod("the pod has no spec".into()));
         };
-        let relevant = match depth {
+        // A set: the names an earlier injection recorded can be as many as the pod's items.
+        let relevant: Option<HashSet<&str>> = match depth {
             Depth::Full => None,
-            Depth::Shallow(relevant) => Some(relevant.as_slice()),
+            Depth::Shallow(relevant) => Some(relevant.iter().map(String::as_str).collect()),
         };
+        let relevant = relevant.as_ref();
         let SpecDraft { lists, parsed, texts } = draft;
         let mut map = parsed;
         let mut shallow_items = [Vec::new(), Vec::new(), Vec::new()];
@@ -656,6 +694,31 @@ mod tests {
         let mut submitted = Submitted::from_json(text).unwrap();
         let whole: Value = serde_json::from_str(text).unwrap();
         assert_eq!(submitted.spec(&Depth::Full).unwrap().value, whole["spec"]);
+    }
+
+    #[test]
+    fn items_and_specs_of_many_members_keep_the_last_of_each_in_first_place() {
+        // Past the scanned few, repeated names are found through an index: 50,000 members cost a pass each.
+        let members = |n: usize| -> String {
+            let mut text: Vec<String> = (0..n).map(|i| format!("\"m{i}\":{i}")).collect();
+            text.extend((0..n).step_by(7).map(|i| format!("\"m{i}\":\"again\"")));
+            text.join(",")
+        };
+        for n in [3, 17, 50_000] {
+            let text = format!(
+                r#"{{"spec":{{"containers":[{{"name":"web",{m}}}],"volumes":[{{"name":"v",{m}}}],{m}}}}}"#,
+                m = members(n)
+            );
+            let whole: Value = serde_json::from_str(&text).unwrap();
+            let mut submitted = Submitted::from_json(&text).unwrap();
+            let injector = Injector::compile(InjectionConfig::default());
+            let depth = submitted.depth(&injector);
+            let spec = submitted.spec(&depth).unwrap();
+            assert_eq!(spec.value["containers"][0]["name"], "web", "{n}");
+            let full = spec.deepen().unwrap();
+            assert_eq!(full.value, whole["spec"], "{n}");
+            assert_eq!(full.value["m0"], "again", "{n}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! templates see the pod as its author wrote it and injecting twice changes nothing.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::annotations as ann;
@@ -35,25 +37,39 @@ pub struct PreviousInjection {
 }
 
 impl PreviousInjection {
-    /// Reads a status annotation's text.
+    /// Reads a status annotation's text as Istio's `SidecarInjectionStatus` (Go's `json.Unmarshal`): a JSON object
+    /// (or `null`) whose lists are lists of strings (or `null`) and whose `revision` is a string.
     pub fn parse(status: &str) -> Result<Self, InjectError> {
-        let status: Value = serde_json::from_str(status).map_err(|e| InjectError::InvalidAnnotation {
+        let invalid = |message: String| InjectError::InvalidAnnotation {
             annotation: ann::STATUS.into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+            message,
+        };
+        let status: Value = serde_json::from_str(status).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        if !(status.is_object() || status.is_null()) {
+            return Err(invalid("not a JSON object".into()));
+        }
+        if !(at(&status, "revision").is_string() || at(&status, "revision").is_null()) {
+            return Err(invalid("revision must be a string".into()));
+        }
+        let list = |field: &str| {
+            string_list(at(&status, field)).ok_or_else(|| invalid(format!("{field} must be a list of strings")))
+        };
         Ok(Self {
-            init_containers: string_list(at(&status, "initContainers")),
-            containers: string_list(at(&status, "containers")),
-            volumes: string_list(at(&status, "volumes")),
-            image_pull_secrets: string_list(at(&status, "imagePullSecrets")),
+            init_containers: list("initContainers")?,
+            containers: list("containers")?,
+            volumes: list("volumes")?,
+            image_pull_secrets: list("imagePullSecrets")?,
         })
     }
 }
 
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+/// A list of strings (null: none); `None` for anything else.
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Null => Some(Vec::new()),
+        Value::Array(items) => items.iter().map(|s| s.as_str().map(str::to_owned)).collect(),
+        _ => None,
+    }
 }
 
 /// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
@@ -64,7 +80,10 @@ pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, In
         json!({})
     };
     let mut spec = spec.clone();
-    let Some(status) = annotation(&metadata, ann::STATUS) else {
+    // A status annotation that does not read as one is ignored and the pod injected as if seen the first time, as
+    // Istio does (its `injectionStatus` returns nil on an unmarshalling error).
+    let previous = annotation(&metadata, ann::STATUS).and_then(|status| PreviousInjection::parse(status).ok());
+    let Some(previous) = previous else {
         return Ok(Stripped {
             metadata,
             spec,
@@ -72,7 +91,6 @@ pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, In
             previous_probers: probes::Probers::new(),
         });
     };
-    let previous = PreviousInjection::parse(status)?;
     let submitted = Some(spec.clone());
     let previous_probers = remove_injected(&mut spec, &previous);
     if let Some(overrides) = annotation(&metadata, ann::OVERRIDES) {
@@ -100,9 +118,11 @@ fn remove_injected(spec: &mut Value, previous: &PreviousInjection) -> probes::Pr
         ("imagePullSecrets", &previous.image_pull_secrets),
     ] {
         if let Some(items) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            // A set: the annotation can list as many names as the pod has items.
+            let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
             items.retain(|item| {
                 let name = at(item, "name").as_str().unwrap_or_default();
-                let drop = removed.iter().any(|r| r == name);
+                let drop = removed.contains(name);
                 if drop && name == PROXY_NAME {
                     for env in at(item, "env").as_array().into_iter().flatten() {
                         if at(env, "name") == "ISTIO_KUBE_APP_PROBERS"
@@ -126,15 +146,23 @@ fn restore_overrides(spec: &mut Value, overrides: &str) -> Result<(), InjectErro
         message: format!("not valid JSON: {e}"),
     })?;
     for field in ["initContainers", "containers"] {
-        for c in at(&overrides, field).as_array().into_iter().flatten() {
-            let list = spec
-                .as_object_mut()
-                .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
-                .entry(field)
-                .or_insert_with(|| json!([]));
-            if let Some(items) = list.as_array_mut()
-                && !items.iter().any(|i| at(i, "name") == at(c, "name"))
-            {
+        let recorded = at(&overrides, field).as_array().map(Vec::as_slice).unwrap_or_default();
+        if recorded.is_empty() {
+            continue;
+        }
+        let list = spec
+            .as_object_mut()
+            .ok_or_else(|| InjectError::InvalidPod("spec is not an object".into()))?
+            .entry(field)
+            .or_insert_with(|| json!([]));
+        let Some(items) = list.as_array_mut() else {
+            continue;
+        };
+        // The names present, as JSON text (equal exactly when the names are), so that each recorded container is
+        // checked in O(1): the annotation can record as many as the pod has.
+        let mut present: HashSet<String> = items.iter().map(|i| at(i, "name").to_string()).collect();
+        for c in recorded {
+            if present.insert(at(c, "name").to_string()) {
                 items.push(c.clone());
             }
         }

@@ -57,24 +57,20 @@ pub fn cidr_list(annotation: &str, param: &str, value: &str, star: bool) -> Resu
     Ok(())
 }
 
-/// A comma-separated port list (1–65535, each item trimmed), or `*` where allowed, or empty. An empty item in a
-/// non-empty list (`1,2,,3`) is refused, as Istio does.
+/// A comma-separated port list (0–65535, each item trimmed, as Istio's `parsePorts`: `strconv.ParseUint(p, 10,
+/// 16)`), or `*` where allowed, or empty. An empty item in a non-empty list (`1,2,,3`) is refused, as Istio does.
 pub fn port_list(annotation: &str, param: &str, value: &str, star: bool) -> Result<(), InjectError> {
     let value = value.trim();
     if value.is_empty() || (star && value == "*") {
         return Ok(());
     }
     for item in value.split(',') {
-        let port = item.trim();
-        let why = match parse_uint(port, 65535) {
-            Ok(p) if p >= 1 => continue,
-            Ok(_) => "port 0 cannot be captured or excluded (1 to 65535)".to_owned(),
-            Err(e) => e,
-        };
-        return Err(invalid(
-            annotation,
-            format!("{param} invalid: failed parsing port '{item}': {why}"),
-        ));
+        if let Err(why) = parse_uint(item.trim(), 65535) {
+            return Err(invalid(
+                annotation,
+                format!("{param} invalid: failed parsing port '{item}': {why}"),
+            ));
+        }
     }
     Ok(())
 }
@@ -212,8 +208,15 @@ fn dns_subdomain(annotation: &str, value: &str) -> Result<(), InjectError> {
     ))
 }
 
+/// What checking the annotations parsed on the way, so it is not parsed twice.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The fields of `proxy.istio.io/config`, when the pod sets it.
+    pub proxy_config: Option<Map<String, Value>>,
+}
+
 /// Checks every validated annotation the pod sets (each one's shape and range; see also [`user_volumes`]).
-pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> {
+pub fn annotations(annotations: &Map<String, Value>) -> Result<Checked, InjectError> {
     for (key, value) in annotations {
         if !value.is_string() {
             return Err(invalid(
@@ -273,15 +276,18 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> 
     for key in [
         ann::NATIVE_SIDECAR,
         ann::REWRITE_APP_HTTP_PROBERS,
-        ann::ENABLE_CORE_DUMP,
         ann::CAP_NET_BIND_SERVICE,
     ] {
         if let Some(v) = get(key) {
             strict_bool(key, v)?;
         }
     }
-    if let Some(v) = get(ann::PROMETHEUS_MERGE_METRICS) {
-        go_bool(ann::PROMETHEUS_MERGE_METRICS, v)?;
+    // Istio validates these with `strconv.ParseBool` (its template then compares `enableCoreDump` with "true",
+    // as mizzen's does, so "True" admits the pod without a core dump setup there too).
+    for key in [ann::ENABLE_CORE_DUMP, ann::PROMETHEUS_MERGE_METRICS] {
+        if let Some(v) = get(key) {
+            go_bool(key, v)?;
+        }
     }
     if let Some(v) = get(ann::LOG_LEVEL) {
         envoy_level(ann::LOG_LEVEL, v)?;
@@ -295,10 +301,10 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<(), InjectError> 
     if let Some(v) = get(ann::BOOTSTRAP_OVERRIDE) {
         dns_subdomain(ann::BOOTSTRAP_OVERRIDE, v)?;
     }
-    if let Some(v) = get(ann::PROXY_CONFIG) {
-        super::proxy_config::parse_annotation(v)?;
-    }
-    Ok(())
+    let proxy_config = get(ann::PROXY_CONFIG)
+        .map(super::proxy_config::parse_annotation)
+        .transpose()?;
+    Ok(Checked { proxy_config })
 }
 
 /// `userVolume` / `userVolumeMount`: a JSON object whose every value is an object (a Volume or VolumeMount
@@ -384,7 +390,7 @@ mod tests {
 
     use super::*;
 
-    fn check(key: &str, value: &str) -> Result<(), InjectError> {
+    fn check(key: &str, value: &str) -> Result<Checked, InjectError> {
         let map = json!({ key: value });
         annotations(map.as_object().unwrap())
     }
@@ -425,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn values_istio_admits_are_admitted() {
+        // enableCoreDump: Go's strconv.ParseBool, as Istio's validateBool.
+        for value in [
+            "1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False",
+        ] {
+            assert!(check(ann::ENABLE_CORE_DUMP, value).is_ok(), "{value}");
+        }
+        // Port 0 in a port list: strconv.ParseUint(p, 10, 16), as Istio's parsePorts.
+        for key in [
+            ann::INCLUDE_INBOUND_PORTS,
+            ann::EXCLUDE_INBOUND_PORTS,
+            ann::INCLUDE_OUTBOUND_PORTS,
+            ann::EXCLUDE_OUTBOUND_PORTS,
+        ] {
+            assert!(check(key, "0").is_ok(), "{key}");
+            assert!(check(key, "0, 80,65535").is_ok(), "{key}");
+            refused(key, "65536");
+        }
+    }
+
+    #[test]
     fn traffic_annotations_use_istios_messages() {
         let err = refused(ann::INCLUDE_OUTBOUND_IP_RANGES, "1.1.1.1");
         assert!(
@@ -444,7 +471,6 @@ mod tests {
         assert!(err.contains("failed parsing port ''"), "{err}");
         refused(ann::EXCLUDE_OUTBOUND_PORTS, "70000");
         refused(ann::INCLUDE_OUTBOUND_PORTS, "-1");
-        refused(ann::EXCLUDE_OUTBOUND_PORTS, "0");
         let err = refused(ann::INTERCEPTION_MODE, "MAGIC");
         assert!(
             err.contains("interceptionMode invalid, use REDIRECT,TPROXY,NONE: MAGIC"),
@@ -498,7 +524,6 @@ mod tests {
     #[test]
     fn booleans_log_levels_and_names_are_checked() {
         for key in [
-            ann::ENABLE_CORE_DUMP,
             ann::NATIVE_SIDECAR,
             ann::REWRITE_APP_HTTP_PROBERS,
             ann::CAP_NET_BIND_SERVICE,
@@ -506,6 +531,8 @@ mod tests {
             refused(key, "True");
             refused(key, "yes");
         }
+        let err = refused(ann::ENABLE_CORE_DUMP, "yes");
+        assert!(err.contains("strconv.ParseBool"), "{err}");
         let err = refused(ann::PROMETHEUS_MERGE_METRICS, "yes");
         assert!(err.contains("strconv.ParseBool"), "{err}");
         refused(ann::LOG_LEVEL, "loud");
@@ -539,7 +566,7 @@ mod tests {
             (ann::USER_VOLUME_MOUNT, &["{\"x\":1}", "[1]", "1", "{\"x\":[]}"]),
             (ann::NATIVE_SIDECAR, &["{\"x\":1}", "[1]", "1", "True"]),
             (ann::REWRITE_APP_HTTP_PROBERS, &["{\"x\":1}", "[1]", "1", "TRUE"]),
-            (ann::ENABLE_CORE_DUMP, &["{\"x\":1}", "[1]", "1", "yes"]),
+            (ann::ENABLE_CORE_DUMP, &["{\"x\":1}", "[1]", "2", "yes"]),
             (ann::CAP_NET_BIND_SERVICE, &["{\"x\":1}", "[1]", "1", "on"]),
             (ann::PROMETHEUS_MERGE_METRICS, &["{\"x\":1}", "[1]", "2", "yes"]),
             (ann::LOG_LEVEL, &["{\"x\":1}", "[1]", "1", "INFO"]),

@@ -1,15 +1,18 @@
-//! The admission port's connections: TLS accept loop with a connection cap, per-connection header-read and idle
-//! timeouts, and the drain on shutdown (idle keep-alive connections closed cleanly, in-flight requests finished).
+//! Connections of both ports: an accept loop with a connection cap (TLS for the admission port, plain HTTP for the
+//! admin port), per-connection header-read and idle timeouts, and the drain on shutdown (idle keep-alive
+//! connections closed cleanly, in-flight requests finished, all within the drain deadline).
 //!
 //! Timeouts are kept by a small watchdog per connection rather than by hyper, whose header timer also runs while a
 //! keep-alive connection waits for its next request: the watchdog tells the two apart by whether any byte arrived
-//! since the last response.
+//! since the last response. At the cap, idle connections give way: the accept loop signals the pressure and
+//! connections idle for more than [`EVICTABLE_AFTER`] close cleanly, so clients kept waiting in the listen backlog
+//! by idle ones (a keep-alive pool, or connections opened to exhaust the cap) are served.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,13 +20,17 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::server::stopped;
 
-/// Connection limits and timeouts of the admission port.
+/// Under pressure, a connection idle this long closes to make room. Long enough for a client that was just
+/// accepted to send its request (it usually has already), short enough that clients in the backlog wait little.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
+
+/// Connection limits and timeouts of a port.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Open connections at most; further clients wait in the listen backlog (no file descriptor used).
@@ -133,11 +140,13 @@ enum Verdict {
     Fine,
     /// No request for the idle timeout: close cleanly.
     Idle,
+    /// Idle while the port is at its connection cap: close cleanly to make room.
+    Evicted,
     /// A request's headers are taking too long: drop the connection.
     SlowHeaders,
 }
 
-fn judge(activity: &Activity, limits: &Limits) -> Verdict {
+fn judge(activity: &Activity, limits: &Limits, under_pressure: bool) -> Verdict {
     if activity.in_flight.load(Ordering::Acquire) > 0 {
         return Verdict::Fine;
     }
@@ -149,12 +158,45 @@ fn judge(activity: &Activity, limits: &Limits) -> Verdict {
         if now.saturating_sub(head_since - 1) > us(limits.header_read_timeout) {
             return Verdict::SlowHeaders;
         }
-        Verdict::Fine
-    } else if now.saturating_sub(activity.last_done.load(Ordering::Acquire)) > us(limits.idle_timeout) {
+        return Verdict::Fine;
+    }
+    let idle_for = now.saturating_sub(activity.last_done.load(Ordering::Acquire));
+    if idle_for > us(limits.idle_timeout) {
         Verdict::Idle
+    } else if under_pressure && idle_for > us(EVICTABLE_AFTER) {
+        Verdict::Evicted
     } else {
         Verdict::Fine
     }
+}
+
+/// Set while the accept loop waits for a free slot; idle connections then close.
+#[derive(Debug, Default)]
+struct Pressure {
+    on: AtomicBool,
+    /// Wakes the watchdogs when the pressure comes on, so they need not wait for their next tick.
+    rising: Notify,
+}
+
+impl Pressure {
+    fn set(&self, on: bool) {
+        if !self.on.swap(on, Ordering::AcqRel) && on {
+            self.rising.notify_waiters();
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+}
+
+/// How a port's connections begin.
+#[derive(Clone)]
+enum Transport {
+    /// A TLS handshake (within the header-read timeout), then HTTP.
+    Tls(TlsAcceptor),
+    /// HTTP at once.
+    Plain,
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` turns true; then stops accepting, closes idle
@@ -164,27 +206,60 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let transport = Transport::Tls(TlsAcceptor::from(tls));
+    serve(listener, transport, router, limits, shutdown, drain, "admission").await;
+}
+
+/// Serves `router` over plain HTTP on `listener` (the admin port), as [`serve_tls`] does.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    serve(listener, Transport::Plain, router, limits, shutdown, drain, "admin").await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    transport: Transport,
+    router: Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    port: &'static str,
+) {
     let max = limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
+    let pressure = Arc::new(Pressure::default());
     loop {
         // Wait for a free slot before accepting, so a flood of clients queues in the kernel's backlog instead of
-        // using file descriptors (the admin port keeps answering).
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stopped(&mut shutdown) => break,
+        // using file descriptors (the other port keeps answering); meanwhile idle connections make room.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                pressure.set(true);
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = stopped(&mut shutdown) => break,
+                };
+                pressure.set(false);
+                slot
+            }
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(%error, port, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -192,108 +267,130 @@ pub async fn serve_tls(
             () = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let limits = limits.clone();
-        let shutdown = shutdown.clone();
+        let connection = Connection {
+            peer,
+            router: router.clone(),
+            limits: limits.clone(),
+            shutdown: shutdown.clone(),
+            pressure: pressure.clone(),
+        };
+        let transport = transport.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            serve_connection(stream, peer, acceptor, router, limits, shutdown).await;
+            connection.serve(stream, transport).await;
         });
     }
+    pressure.set(false);
     drop(listener);
-    tracing::info!("admission listener closed; draining connections");
+    tracing::info!(port, "listener closed; draining connections");
     // Every connection holds a slot until it ends: all slots back means all connections closed.
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     match tokio::time::timeout(drain, slots.acquire_many(all)).await {
-        Ok(_) => tracing::info!("admission connections drained"),
-        Err(_) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        Ok(_) => tracing::info!(port, "connections drained"),
+        Err(_) => tracing::warn!(port, "drain deadline passed; closing remaining connections"),
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+/// One accepted connection and what it shares with its port.
+struct Connection {
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
     router: Router,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let activity = Arc::new(Activity::new());
-    activity.last_done.store(activity.now(), Ordering::Release);
-    let io = Tracked {
-        inner: tls,
-        activity: activity.clone(),
-    };
-    let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let guard = InFlight::start(&service_activity);
-        let router = router.clone();
-        async move {
-            let response = router.oneshot(request.map(axum::body::Body::new)).await;
-            drop(guard);
-            response
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // hyper's own header timer (which also runs between requests) only as a backstop behind the watchdog.
-    builder
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout + limits.idle_timeout + Duration::from_secs(1));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(50));
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Once closing (idle or shutdown), the connection gets this long to finish what it is doing.
-    let mut closing_since: Option<Instant> = None;
-    let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+    shutdown: watch::Receiver<bool>,
+    pressure: Arc<Pressure>,
+}
+
+impl Connection {
+    async fn serve(self, stream: tokio::net::TcpStream, transport: Transport) {
+        let peer = self.peer;
+        match transport {
+            Transport::Plain => self.http(stream).await,
+            Transport::Tls(acceptor) => {
+                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => self.http(tls).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-                return;
             }
-            () = stopped(&mut shutdown), if !shutting_down => {
-                // Shutdown: an idle connection closes now, a busy one after its response (with `connection: close`).
-                shutting_down = true;
-                connection.as_mut().graceful_shutdown();
-                closing_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    async fn http<S: AsyncRead + AsyncWrite + Unpin>(self, io: S) {
+        let Self {
+            peer,
+            router,
+            limits,
+            mut shutdown,
+            pressure,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        activity.last_done.store(activity.now(), Ordering::Release);
+        let io = Tracked {
+            inner: io,
+            activity: activity.clone(),
+        };
+        let service_activity = activity.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let guard = InFlight::start(&service_activity);
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request.map(axum::body::Body::new)).await;
+                drop(guard);
+                response
             }
-            _ = ticker.tick() => {
-                if let Some(since) = closing_since {
-                    // The shutdown's drain deadline bounds this in serve_tls; an idle close gets one more period.
-                    if !shutting_down && since.elapsed() > limits.idle_timeout {
-                        tracing::debug!(%peer, "idle connection did not close in time; dropped");
-                        return;
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // hyper's own header timer (which also runs between requests) only as a backstop behind the watchdog.
+        builder
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout + limits.idle_timeout + Duration::from_secs(1));
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(50));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Once closing (idle, evicted or shutdown), the connection gets this long to finish what it is doing.
+        let mut closing_since: Option<Instant> = None;
+        let mut shutting_down = false;
+        loop {
+            let verdict = tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
                     }
+                    return;
+                }
+                () = stopped(&mut shutdown), if !shutting_down => {
+                    // Shutdown: an idle connection closes now, a busy one after its response (with
+                    // `connection: close`).
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                    closing_since.get_or_insert_with(Instant::now);
                     continue;
                 }
-                match judge(&activity, &limits) {
-                    Verdict::Fine => {}
-                    Verdict::Idle => {
-                        tracing::debug!(%peer, "closing idle keep-alive connection");
-                        connection.as_mut().graceful_shutdown();
-                        closing_since = Some(Instant::now());
-                    }
-                    Verdict::SlowHeaders => {
-                        tracing::debug!(%peer, "request headers not received in time; connection dropped");
-                        return;
-                    }
+                () = pressure.rising.notified(), if closing_since.is_none() => judge(&activity, &limits, true),
+                _ = ticker.tick() => judge(&activity, &limits, pressure.is_on()),
+            };
+            if verdict == Verdict::SlowHeaders {
+                // Also while closing: a request half sent must not hold the drain.
+                tracing::debug!(%peer, "request headers not received in time; connection dropped");
+                return;
+            }
+            if let Some(since) = closing_since {
+                // The shutdown's drain deadline bounds this in `serve`; an idle close gets one more period.
+                if !shutting_down && since.elapsed() > limits.idle_timeout {
+                    tracing::debug!(%peer, "idle connection did not close in time; dropped");
+                    return;
+                }
+                continue;
+            }
+            match verdict {
+                Verdict::Fine | Verdict::SlowHeaders => {}
+                Verdict::Idle | Verdict::Evicted => {
+                    tracing::debug!(%peer, ?verdict, "closing idle keep-alive connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing_since = Some(Instant::now());
                 }
             }
         }
@@ -344,22 +441,39 @@ mod tests {
     #[test]
     fn the_watchdog_tells_idle_from_slow_headers() {
         let l = limits();
-        assert_eq!(judge(&activity(200, None, 0, 0), &l), Verdict::Fine);
-        assert_eq!(judge(&activity(400, None, 0, 0), &l), Verdict::Idle);
+        assert_eq!(judge(&activity(200, None, 0, 0), &l, false), Verdict::Fine);
+        assert_eq!(judge(&activity(400, None, 0, 0), &l, false), Verdict::Idle);
         assert_eq!(
-            judge(&activity(1000, None, 0, 1), &l),
+            judge(&activity(1000, None, 0, 1), &l, false),
             Verdict::Fine,
             "a request in flight"
         );
         assert_eq!(
-            judge(&activity(1000, Some(950), 950, 0), &l),
+            judge(&activity(1000, Some(950), 950, 0), &l, false),
             Verdict::Fine,
             "headers arriving"
         );
         assert_eq!(
-            judge(&activity(1000, Some(0), 0, 0), &l),
+            judge(&activity(1000, Some(0), 0, 0), &l, false),
             Verdict::SlowHeaders,
             "headers trickling too long"
+        );
+    }
+
+    #[test]
+    fn at_the_cap_only_connections_idle_for_a_while_give_way() {
+        let l = limits();
+        assert_eq!(judge(&activity(200, None, 0, 0), &l, true), Verdict::Evicted);
+        assert_eq!(
+            judge(&activity(200, None, 150, 0), &l, true),
+            Verdict::Fine,
+            "just opened or just answered"
+        );
+        assert_eq!(judge(&activity(200, None, 0, 1), &l, true), Verdict::Fine, "busy");
+        assert_eq!(
+            judge(&activity(200, Some(150), 0, 0), &l, true),
+            Verdict::Fine,
+            "headers arriving"
         );
     }
 

@@ -163,6 +163,22 @@ impl Running {
     }
 }
 
+/// Open admin connections at most: probes and scrapes need a few.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// On shutdown, how long admin requests (all quick) may take to finish.
+const ADMIN_DRAIN: Duration = Duration::from_secs(2);
+
+/// The admin port's limits: a few connections, and header-read and idle timeouts of at most 2 and 5 seconds (a
+/// probe or a scrape sends its request at once).
+fn admin_limits(settings: &Settings) -> conn::Limits {
+    conn::Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        header_read_timeout: settings.header_read_timeout.min(Duration::from_secs(2)),
+        idle_timeout: settings.idle_timeout.min(Duration::from_secs(5)),
+    }
+}
+
 fn load_mesh_files(paths: &[PathBuf]) -> Result<Store, Error> {
     let mut specs = Vec::new();
     for path in paths {
@@ -296,10 +312,12 @@ pub async fn start(settings: Settings) -> Result<Running, Error> {
             stopped.clone(),
             settings.drain_timeout,
         )),
-        tokio::spawn(server::serve_plain(
+        tokio::spawn(conn::serve_plain(
             admin_listener,
             server::admin_router(state),
+            admin_limits(&settings),
             stopped,
+            settings.drain_timeout.min(ADMIN_DRAIN),
         )),
         reload_guard,
     ];

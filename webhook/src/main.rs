@@ -52,7 +52,8 @@ struct Args {
     /// A request body must arrive within this (ms); a slower one gets 408.
     #[arg(long, default_value_t = 5000)]
     body_read_timeout_ms: u64,
-    /// Request body bytes held in memory at once across requests; large reviews beyond it wait their turn.
+    /// Bytes of request bodies over 64 KiB held in memory at once across requests, each counted from its first
+    /// byte; large reviews beyond it wait their turn (smaller ones are not counted).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_body_bytes_in_flight: usize,
     /// After SIGTERM, keep serving this long while /readyz says 503, so endpoints drop the pod first (ms).

@@ -13,9 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
+use hyper::body::Bytes;
 use mizzen::admission::{self, Outcome};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::util::MapResponseLayer;
 
 use crate::events::{Decision, EventSink};
@@ -155,10 +156,72 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<usize>, Refusal> {
     }
 }
 
-/// Reads the body into one buffer of the declared size, within `deadline` and the size limit.
-async fn read_body(body: Body, declared: Option<usize>, deadline: tokio::time::Instant) -> Result<Vec<u8>, Refusal> {
-    let mut body = body;
-    let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024));
+/// A body read whole, with the share of the body budget it holds (none for a small one).
+struct Received {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The share of the body budget a body of `declared` bytes (or of unknown size) holds, in KiB.
+fn weight(state: &AppState, declared: Option<usize>) -> u32 {
+    let kib = declared.unwrap_or(MAX_BODY).div_ceil(1024);
+    u32::try_from(kib)
+        .unwrap_or(u32::MAX)
+        .clamp(1, state.body_budget_kib.max(1))
+}
+
+/// Reads the body into one buffer, within the size limit. The client has the body-read timeout to send it; a
+/// body over [`INLINE_BODY`] (or of unknown size) takes its share of the body budget once its first bytes arrive,
+/// waiting for it (its bytes meanwhile in the socket buffers) up to `deadline`, then has the body-read timeout
+/// again. So a client that declares a large body and sends none holds nothing, and small bodies (bounded in number
+/// by the connection cap) never wait behind large ones.
+async fn read_body(
+    state: &AppState,
+    mut body: Body,
+    declared: Option<usize>,
+    deadline: tokio::time::Instant,
+) -> Result<Received, Refusal> {
+    let mut out = Vec::new();
+    let mut budget = None;
+    let charged = declared.is_none_or(|n| n > INLINE_BODY);
+    let mut body_deadline = deadline.min(tokio::time::Instant::now() + state.body_read_timeout);
+    loop {
+        let Some(data) = next_data(&mut body, body_deadline, out.len(), declared).await? else {
+            return Ok(Received {
+                bytes: out,
+                _budget: budget,
+            });
+        };
+        if out.capacity() == 0 {
+            if charged {
+                let share = state.body_budget.clone().acquire_many_owned(weight(state, declared));
+                match tokio::time::timeout_at(deadline, share).await {
+                    Ok(Ok(share)) => budget = Some(share),
+                    _ => return Err(overloaded()),
+                }
+                // The wait was the webhook's, not the client's.
+                body_deadline = deadline.min(tokio::time::Instant::now() + state.body_read_timeout);
+            }
+            out.reserve_exact(declared.unwrap_or(16 * 1024).max(data.len()));
+        }
+        if out.len() + data.len() > MAX_BODY {
+            return Err(Refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body is over the limit of {MAX_BODY} bytes"),
+            ));
+        }
+        out.extend_from_slice(&data);
+    }
+}
+
+/// The next bytes of the body (`None` at its end), before `deadline`; `read` bytes of it came so far.
+async fn next_data(
+    body: &mut Body,
+    deadline: tokio::time::Instant,
+    read: usize,
+    declared: Option<usize>,
+) -> Result<Option<Bytes>, Refusal> {
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
@@ -166,18 +229,15 @@ async fn read_body(body: Body, declared: Option<usize>, deadline: tokio::time::I
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
                     format!(
-                        "request body not received in time ({} of {} bytes)",
-                        out.len(),
+                        "request body not received in time ({read} of {} bytes)",
                         declared.map_or_else(|| "?".to_owned(), |n| n.to_string())
                     ),
                 ));
             }
-            Ok(None) => return Ok(out),
+            Ok(None) => return Ok(None),
             Ok(Some(Err(error))) => {
                 let why = match declared {
-                    Some(n) if out.len() < n => {
-                        format!("request body ended after {} of its {n} declared bytes", out.len())
-                    }
+                    Some(n) if read < n => format!("request body ended after {read} of its {n} declared bytes"),
                     _ => "request body could not be read".to_owned(),
                 };
                 return Err(Refusal(
@@ -188,15 +248,11 @@ async fn read_body(body: Body, declared: Option<usize>, deadline: tokio::time::I
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > MAX_BODY {
-                return Err(Refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("request body is over the limit of {MAX_BODY} bytes"),
-                ));
-            }
-            out.extend_from_slice(&data);
+        // Trailers and empty frames carry no body bytes.
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            return Ok(Some(data));
         }
     }
 }
@@ -208,37 +264,29 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
         Ok(n) => n,
         Err(refusal) => return refusal.respond(&state, &revision),
     };
-    // Hold a share of the body budget before reading: large reviews wait (in the socket buffers, not in memory)
-    // while others are in progress; small ones barely count.
-    let weight = declared.unwrap_or(MAX_BODY).div_ceil(1024);
-    let weight = u32::try_from(weight)
-        .unwrap_or(u32::MAX)
-        .clamp(1, state.body_budget_kib.max(1));
-    let budget = tokio::time::timeout_at(deadline, state.body_budget.clone().acquire_many_owned(weight)).await;
-    let permit = match budget {
-        Ok(Ok(budget)) => match tokio::time::timeout_at(deadline, state.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => (budget, permit),
-            _ => return overloaded(&state),
-        },
-        _ => return overloaded(&state),
-    };
-    let body_deadline = deadline.min(tokio::time::Instant::now() + state.body_read_timeout);
-    let body = match read_body(request.into_body(), declared, body_deadline).await {
-        Ok(body) => body,
+    // The body first: a client slow to send it holds no concurrency permit (nor, until it sends, any budget).
+    let received = match read_body(&state, request.into_body(), declared, deadline).await {
+        Ok(received) => received,
         Err(refusal) => return refusal.respond(&state, &revision),
     };
-    if body.len() <= INLINE_BODY {
+    let permit = match tokio::time::timeout_at(deadline, state.permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return overloaded().respond(&state, &revision),
+    };
+    if received.bytes.len() <= INLINE_BODY {
         // A small review costs less than handing it to another thread: answer it here.
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            review(&state, &revision, &body, started)
+            review(&state, &revision, &received.bytes, started)
         }));
-        drop(permit);
+        drop((permit, received));
         return answered.unwrap_or_else(|_| internal_error(&state));
     }
     let work_state = state.clone();
+    let Received { bytes, _budget: budget } = received;
     let work = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        review(&work_state, &revision, &body, started)
+        // The permit and the body's budget are held until the review is answered.
+        let _held = (permit, budget);
+        review(&work_state, &revision, &bytes, started)
     });
     match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(response)) => response,
@@ -259,11 +307,11 @@ fn internal_error(state: &AppState) -> Response {
     plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
-fn overloaded(state: &AppState) -> Response {
-    state.metrics.request("timeout");
-    state.metrics.failure("timeout");
-    plain(
+/// No budget or permit before the deadline.
+fn overloaded() -> Refusal {
+    Refusal(
         StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
         "mizzen webhook overloaded; try again".into(),
     )
 }
@@ -324,16 +372,6 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         Body::from(body),
     )
         .into_response()
-}
-
-/// Serves the admin router over plain HTTP until `shutdown` turns true.
-pub async fn serve_plain(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
-    let result = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
-        .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "admin server stopped");
-    }
 }
 
 /// Resolves once the shutdown flag is true (or its sender is gone).

@@ -629,3 +629,97 @@ async fn on_shutdown_the_webhook_turns_unready_but_serves_through_the_delay() {
         "still accepting after the delay"
     );
 }
+
+/// A TLS connection that sent a request's headers, declaring a body of `length` bytes, and none of the body.
+async fn stalled_body(h: &Harness, length: usize) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut tls = h.raw().await;
+    let head = format!(
+        "POST /inject HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test]
+async fn declared_but_unsent_bodies_do_not_hold_up_other_reviews() {
+    let h = Harness::start().await;
+    // Large bodies declared and never sent (they held the whole body budget), and more small ones than there are
+    // concurrency permits (they held every permit): reviews sent after them must still be answered.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_body(&h, 3_000_000).await);
+    }
+    for _ in 0..70 {
+        stalled.push(stalled_body(&h, 4_000).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = h.conn().await;
+    for name in ["create-enabled-namespace.json", "pod-64k.json", "host-network.json"] {
+        let started = Instant::now();
+        let response = review(&mut conn, "/inject", fixture(name)).await;
+        assert_eq!(response["allowed"], true, "{name}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{name} waited {:?}",
+            started.elapsed()
+        );
+    }
+    drop(stalled);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_reviews_sent_at_once_take_turns_and_all_succeed() {
+    // Each about 2.5 MB: two do not fit in the 4 MiB body budget together, so they are read one after another.
+    let mut review_body: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
+    review_body["request"]["object"]["metadata"]["annotations"]["padding"] = Value::String("x".repeat(2_500_000));
+    let body = serde_json::to_vec(&review_body).unwrap();
+    let h = Harness::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut conn = h.conn().await;
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move { review(&mut conn, "/inject", body).await }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap()["allowed"], true);
+    }
+    h.running.shutdown().await;
+}
+
+/// Opens `n` plain TCP connections to `addr` that send nothing.
+async fn idle_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TcpStream::connect(addr).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn idle_and_half_sent_admin_connections_neither_stop_livez_nor_block_shutdown() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start().await;
+    let mut idle = idle_connections(h.running.admin_addr, 100).await;
+    // A request's headers half sent: the admin server waited on it for ever at shutdown.
+    let mut half = TcpStream::connect(h.running.admin_addr).await.unwrap();
+    half.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, _) = tokio::time::timeout(Duration::from_secs(4), h.admin("/livez"))
+            .await
+            .expect("/livez did not answer");
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    }
+    // Reopened idle connections, as a client keeping them would.
+    idle.extend(idle_connections(h.running.admin_addr, 50).await);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), h.running.shutdown())
+        .await
+        .expect("shutdown waited on the admin connections");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop((idle, half));
+}
