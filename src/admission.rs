@@ -256,7 +256,7 @@ impl Request<'_> {
     }
 
     /// Whether the review may have side effects such as Events: not for a `dryRun` request (the
-    /// MutatingWebhookConfiguration declares `sideEffects: None`).
+    /// MutatingWebhookConfiguration declares `sideEffects: NoneOnDryRun`).
     pub fn publishes_events(&self) -> bool {
         !self.dry_run
     }

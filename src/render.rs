@@ -846,7 +846,8 @@ fn webhook_configuration(ctx: &Ctx, options: &RenderOptions, name: &str, selects
             "objectSelector": hook.object_selector,
             "reinvocationPolicy": "Never",
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "*"}],
-            "sideEffects": "None",
+            // Events are published for injected and skipped pods, never for a dry run.
+            "sideEffects": "NoneOnDryRun",
             "timeoutSeconds": ctx.spec.injection.timeout_seconds,
         })
     };

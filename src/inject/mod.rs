@@ -80,50 +80,75 @@ impl Workload {
         )
     }
 
-    /// The workload of a pod from its controller owner reference (a ReplicaSet made by a Deployment counts as the
-    /// Deployment, a Job made by a CronJob as the CronJob), or the pod itself when it has none.
+    /// The workload of a pod, as Istio's `GetDeployMetaFromPod` derives it: the pod itself, unless its name is
+    /// generated (`generateName`) and a controller owns it; then the controller, with Istio's heuristics: a
+    /// ReplicaSet named `<name>-<pod-template-hash>` is Deployment `<name>`, one named
+    /// `<name>-<rollouts-pod-template-hash>` is Argo Rollout `<name>`, a ReplicationController of a pod labelled
+    /// `deploymentconfig` is that OpenShift DeploymentConfig, and a Job named `<name>-<8 to 10 digits>` is CronJob
+    /// `<name>`.
     pub fn of_pod(metadata: &Value) -> Self {
         let namespace = metadata["namespace"].as_str().unwrap_or_default().to_owned();
-        let owners = metadata["ownerReferences"].as_array().cloned().unwrap_or_default();
-        let controller = owners
-            .iter()
-            .find(|o| o["controller"].as_bool() == Some(true))
-            .or_else(|| owners.first());
-        let Some(owner) = controller else {
-            let name = metadata["name"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .or_else(|| {
-                    metadata["generateName"]
-                        .as_str()
-                        .map(|g| g.trim_end_matches('-').to_owned())
-                })
-                .unwrap_or_default();
-            return Self {
-                name,
-                namespace,
-                kind: "Pod".into(),
-                api_version: "v1".into(),
-            };
+        let name = metadata["name"].as_str().unwrap_or_default().to_owned();
+        let pod = |name: String| Self {
+            name,
+            namespace: namespace.clone(),
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+        };
+        let generated = metadata["generateName"].as_str().is_some_and(|g| !g.is_empty());
+        let controller = metadata["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["controller"].as_bool() == Some(true));
+        let Some(owner) = controller.filter(|_| generated) else {
+            // A pod created by hand without a name of its own keeps its generateName's stem, for logs and Events.
+            if name.is_empty() && generated {
+                let stem = metadata["generateName"].as_str().unwrap_or_default();
+                return pod(stem.trim_end_matches('-').to_owned());
+            }
+            return pod(name);
         };
         let mut workload = Self {
             name: owner["name"].as_str().unwrap_or_default().to_owned(),
-            namespace,
+            namespace: namespace.clone(),
             kind: owner["kind"].as_str().unwrap_or_default().to_owned(),
             api_version: owner["apiVersion"].as_str().unwrap_or_default().to_owned(),
         };
-        let hash = metadata.pointer("/labels/pod-template-hash").and_then(Value::as_str);
+        let label = |key: &str| {
+            metadata["labels"][key]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let trimmed = |hash: &str| {
+            workload
+                .name
+                .strip_suffix(hash)
+                .and_then(|n| n.strip_suffix('-'))
+                .map(str::to_owned)
+        };
         if workload.kind == "ReplicaSet"
-            && let Some(hash) = hash
-            && let Some(deployment) = workload.name.strip_suffix(&format!("-{hash}"))
+            && let Some(deployment) = label("pod-template-hash").and_then(|h| trimmed(&h))
         {
-            workload.name = deployment.to_owned();
+            workload.name = deployment;
             workload.kind = "Deployment".into();
-            workload.api_version = "apps/v1".into();
+        } else if workload.kind == "ReplicaSet"
+            && let Some(rollout) = label("rollouts-pod-template-hash").and_then(|h| trimmed(&h))
+        {
+            // Argo Rollouts (Istio's heuristic, apiVersion included).
+            workload.name = rollout;
+            workload.kind = "Rollout".into();
+            workload.api_version = "v1alpha1".into();
+        } else if workload.kind == "ReplicationController"
+            && let Some(config) = label("deploymentconfig")
+        {
+            workload.name = config;
+            workload.kind = "DeploymentConfig".into();
         } else if workload.kind == "Job"
             && let Some((cronjob, stamp)) = workload.name.rsplit_once('-')
-            && (8..=11).contains(&stamp.len())
+            && !cronjob.is_empty()
+            && (8..=10).contains(&stamp.len())
             && stamp.bytes().all(|b| b.is_ascii_digit())
         {
             // Jobs created by a CronJob are named <cronjob>-<scheduled time in minutes>.
@@ -614,13 +639,58 @@ mod tests {
     }
 
     #[test]
-    fn workload_of_a_replicaset_pod_is_its_deployment() {
-        let meta = json!({"labels": {"pod-template-hash": "7d4b9"}, "ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9", "controller": true}]});
-        let w = Workload::of_pod(&meta);
-        assert_eq!((w.kind.as_str(), w.name.as_str()), ("Deployment", "web"));
-        let meta = json!({"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "backup-28930560", "controller": true}]});
-        let w = Workload::of_pod(&meta);
-        assert_eq!((w.kind.as_str(), w.name.as_str()), ("CronJob", "backup"));
+    fn workloads_are_derived_as_istios_get_deploy_meta_from_pod_does() {
+        let of = |meta: Value| {
+            let w = Workload::of_pod(&meta);
+            (w.kind, w.name, w.api_version)
+        };
+        let owned = |kind: &str, name: &str, labels: Value| {
+            json!({"name": "", "generateName": format!("{name}-"), "labels": labels, "ownerReferences": [
+                {"apiVersion": if kind == "Job" { "batch/v1" } else if kind == "ReplicationController" { "v1" } else { "apps/v1" },
+                 "kind": kind, "name": name, "controller": true}]})
+        };
+        let t = |k: &str, n: &str, a: &str| (k.to_owned(), n.to_owned(), a.to_owned());
+        assert_eq!(
+            of(owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "7d4b9"}))),
+            t("Deployment", "web", "apps/v1")
+        );
+        assert_eq!(
+            of(owned(
+                "ReplicaSet",
+                "canary-6f7c9d",
+                json!({"rollouts-pod-template-hash": "6f7c9d"})
+            )),
+            t("Rollout", "canary", "v1alpha1")
+        );
+        assert_eq!(
+            of(owned(
+                "ReplicationController",
+                "frontend-1",
+                json!({"deploymentconfig": "frontend"})
+            )),
+            t("DeploymentConfig", "frontend", "v1")
+        );
+        assert_eq!(
+            of(owned("Job", "backup-28930560", json!({}))),
+            t("CronJob", "backup", "batch/v1")
+        );
+        assert_eq!(
+            of(owned("Job", "backup-28930560123", json!({}))),
+            t("Job", "backup-28930560123", "batch/v1"),
+            "8 to 10 digits"
+        );
+        assert_eq!(
+            of(owned("StatefulSet", "db", json!({}))),
+            t("StatefulSet", "db", "apps/v1")
+        );
+        // Only a controller counts, and only for a pod whose name is generated.
+        let mut node_owned = owned("Node", "node1", json!({}));
+        node_owned["ownerReferences"][0]["controller"] = json!(false);
+        node_owned["name"] = json!("mirror-pod");
+        assert_eq!(of(node_owned), t("Pod", "mirror-pod", "v1"));
+        let mut named = owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "7d4b9"}));
+        named["name"] = json!("web-7d4b9-abcde");
+        named["generateName"] = json!("");
+        assert_eq!(of(named), t("Pod", "web-7d4b9-abcde", "v1"));
     }
 }
