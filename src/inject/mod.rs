@@ -116,8 +116,10 @@ impl Workload {
             api_version: owner["apiVersion"].as_str().unwrap_or_default().to_owned(),
         };
         let label = |key: &str| {
-            metadata["labels"][key]
-                .as_str()
+            metadata
+                .get("labels")
+                .and_then(|l| l.get(key))
+                .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
