@@ -2,7 +2,7 @@
 """Writes seed inputs for the fuzz targets (tests/fuzz) from the project's fixtures and Istio's injection corpus.
 
 hack/fuzz-seeds.py OUT_DIR [CONFORMANCE_DIR]   (CONFORMANCE_DIR defaults to ../shared/conformance/istio-inject)
-Creates OUT_DIR/<target>/ for admission_review, kube_inject, annotations, meshinstall, gotemplate.
+Creates OUT_DIR/<target>/ for admission_review, kube_inject, annotations, meshinstall, gotemplate, yaml_fast.
 """
 import hashlib
 import json
@@ -52,6 +52,12 @@ annotation_values = {}
 for path in inputs:
     text = path.read_text()
     write("kube_inject", text)
+    # yaml_fast reads one document: the documents of each input, and of its injected output when there is one.
+    for source in [text] + ([path.with_name(path.name + ".injected").read_text()]
+                            if path.with_name(path.name + ".injected").is_file() else []):
+        for doc in re.split(r"(?m)^---[ \t]*$\n?", source):
+            if doc.strip() and len(doc.encode()) <= 8192:
+                write("yaml_fast", doc)
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     except yaml.YAMLError:

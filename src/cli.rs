@@ -90,7 +90,10 @@ pub fn check_inject(
 ) -> Result<Vec<Check>, CliError> {
     let mut templates = Vec::new();
     for (i, doc) in split_documents(text).iter().enumerate() {
-        let value: Value = serde_saphyr::from_str(doc).map_err(|e| CliError(format!("document {}: {e}", i + 1)))?;
+        let value = crate::yaml::parse_document(doc).map_err(|e| match e {
+            crate::yaml::YamlError::Parse { message, .. } => CliError(format!("document {}: {message}", i + 1)),
+            other => CliError(format!("document {}: {other}", i + 1)),
+        })?;
         pod_templates(&value, &mut templates);
     }
     let mut checks = Vec::new();

@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use crate::inject::{self, InjectError, Injector, PodInput, Workload};
-use crate::yaml::{YamlError, to_yaml};
+use crate::inject::{self, InjectError, Injector, Workload};
+use crate::yaml::{YamlError, parse_document, write_document};
 
 /// Why a manifest stream could not be injected.
 #[derive(Debug, thiserror::Error)]
@@ -116,15 +116,15 @@ fn pod_pointers(kind: &str) -> Option<(&'static str, &'static str)> {
 
 /// Injects every pod template of a YAML stream.
 pub fn inject_stream(injector: &Injector, text: &str) -> Result<Output, KubeInjectError> {
-    let mut out = String::new();
+    let mut out = String::with_capacity(text.len() * 2 + 16 * 1024);
     let mut skipped = Vec::new();
     for (i, doc) in split_documents(text).iter().enumerate() {
         let index = i + 1;
-        let mut value: Value = serde_saphyr::from_str(doc).map_err(|e| KubeInjectError::Yaml {
+        let mut value = parse_document(doc).map_err(|source| KubeInjectError::Yaml {
             index,
-            source: YamlError::Parse {
-                index,
-                message: e.to_string(),
+            source: match source {
+                YamlError::Parse { message, .. } => YamlError::Parse { index, message },
+                other => other,
             },
         })?;
         let changed = inject_object(injector, &mut value, &mut skipped).map_err(|(kind, name, source)| {
@@ -136,7 +136,7 @@ pub fn inject_stream(injector: &Injector, text: &str) -> Result<Output, KubeInje
             }
         })?;
         if changed {
-            out.push_str(&to_yaml(&value).map_err(|source| KubeInjectError::Yaml { index, source })?);
+            write_document(&mut out, &value).map_err(|source| KubeInjectError::Yaml { index, source })?;
         } else {
             out.push_str(doc);
             if !doc.ends_with('\n') {
@@ -150,7 +150,9 @@ pub fn inject_stream(injector: &Injector, text: &str) -> Result<Output, KubeInje
 
 type ObjectError = (String, String, InjectError);
 
-/// Injects the pod template(s) of one object in place; returns whether anything changed.
+/// Injects the pod template(s) of one object in place; returns whether anything changed. An object that is not
+/// injected (skipped, or without a pod spec) is left as it was; after an injection error its pod template may be
+/// gone, so callers refuse the whole object.
 pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<Skipped>) -> Result<bool, ObjectError> {
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
     let name = object
@@ -189,33 +191,41 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
         }
     };
     let err = |e| (kind.clone(), name.clone(), e);
-    let metadata = object
-        .pointer(meta_ptr)
-        .cloned()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    let Some(spec) = object.pointer(spec_ptr).filter(|s| s.is_object()).cloned() else {
+    // The pod's metadata and spec are moved out (not copied) while they are read, and put back unless replaced.
+    let taken_metadata = object.pointer_mut(meta_ptr).map(std::mem::take);
+    let taken_spec = object.pointer_mut(spec_ptr).map(std::mem::take);
+    let restore = |object: &mut Value, metadata: Option<Value>, spec: Option<Value>| {
+        for (pointer, value) in [(meta_ptr, metadata), (spec_ptr, spec)] {
+            if let (Some(slot), Some(value)) = (object.pointer_mut(pointer), value) {
+                *slot = value;
+            }
+        }
+    };
+    let empty = Value::Object(Default::default());
+    let metadata = taken_metadata.as_ref().filter(|m| m.is_object()).unwrap_or(&empty);
+    let Some(spec) = taken_spec.as_ref().filter(|s| s.is_object()) else {
+        restore(object, taken_metadata, taken_spec);
         return Err(err(InjectError::InvalidPod(format!(
             "{kind} has no pod spec at {spec_ptr}"
         ))));
     };
-    let decision = inject::decide(injector.config(), &metadata, &spec, &namespace);
+    let decision = inject::decide(injector.config(), metadata, spec, &namespace);
     if !decision.inject {
         skipped.push(Skipped {
             workload: format!("{kind}/{name}"),
             namespace: namespace.clone(),
             rule: decision.rule,
         });
+        restore(object, taken_metadata, taken_spec);
         return Ok(false);
     }
-    let injected = inject::inject(
+    // Handed over, not copied: on an injection error the caller drops the object (the stream is refused).
+    let injected = inject::inject_owned(
         injector,
-        &PodInput {
-            metadata: &metadata,
-            spec: &spec,
-            workload,
-            namespace_annotations: None,
-        },
+        taken_metadata.filter(Value::is_object).unwrap_or(empty),
+        taken_spec.unwrap_or_default(),
+        &workload,
+        None,
     )
     .map_err(err)?;
     set_pointer(object, meta_ptr, injected.metadata);
@@ -276,5 +286,23 @@ mod tests {
             out.skipped[0].to_string(),
             "Skipping injection because Pod \"/p\" has host networking enabled"
         );
+    }
+
+    #[test]
+    fn objects_not_injected_are_left_as_they_were() {
+        let injector = Injector::compile(InjectionConfig::default());
+        for text in [
+            // skipped by the decision
+            "kind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    metadata: {labels: {sidecar.istio.io/inject: \"false\"}}\n    spec: {containers: [{name: c, image: i}]}\n",
+            // refused: no pod spec
+            "kind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    metadata: {labels: {a: b}}\n    spec: 3\n",
+        ] {
+            let original = crate::yaml::parse_document(text).unwrap();
+            let mut object = original.clone();
+            let mut skipped = Vec::new();
+            let result = inject_object(&injector, &mut object, &mut skipped);
+            assert!(!matches!(result, Ok(true)), "{text}");
+            assert_eq!(object, original, "{text}");
+        }
     }
 }

@@ -66,8 +66,9 @@ pub struct Pod<'a> {
     pub native: bool,
     /// The spec without the pod's own declarations of template containers.
     pub spec: Value,
-    /// The spec with them: what Istio's templates range over.
-    pub full_spec: Value,
+    /// The spec with them: what Istio's templates range over; `None` when the pod declares none (then it is
+    /// `spec`).
+    pub full_spec: Option<Value>,
     /// The pod's own declarations of template containers, with the list they came from.
     pub overrides: Vec<(&'static str, Value)>,
     /// OpenShift: the top of the namespace's UID range.
@@ -183,7 +184,15 @@ impl<'a> Pod<'a> {
         let interception_mode = interception_mode(annotations, &proxy_config).to_owned();
 
         // What Istio's templates range over: the pod without an earlier injection, with the user's own containers.
-        let full_spec = spec.clone();
+        // A copy only when taking the overrides changes the spec (a pod declaring its own istio-proxy, ...).
+        let declares_template_containers = ["initContainers", "containers"].iter().any(|field| {
+            spec.get(field).and_then(Value::as_array).is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| at(i, "name").as_str().is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n)))
+            })
+        });
+        let full_spec = declares_template_containers.then(|| spec.clone());
         let mut overrides = take_overrides(&mut spec, TEMPLATE_CONTAINERS);
         let openshift_uid = openshift_uid(injector, namespace_annotations);
         if openshift_uid.is_some() {
@@ -257,7 +266,7 @@ pub fn render<'c>(
         },
         labels: pod.labels,
         spec: &pod.spec,
-        full_spec: &pod.full_spec,
+        full_spec: pod.full_spec.as_ref().unwrap_or(&pod.spec),
         workload,
     };
     let mergeable = stand_ins

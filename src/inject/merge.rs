@@ -81,17 +81,34 @@ fn recorded_overrides(fragment: &Fragment, overrides: &[(&'static str, Value)]) 
     Some(format!("{{{}}}", fields.join(",")))
 }
 
+/// Which of the lists an empty merge result drops the submitted spec had (an empty list the user wrote stays).
+#[derive(Clone, Copy, Debug)]
+pub struct OriginalLists {
+    init_containers: bool,
+    volumes: bool,
+}
+
+impl OriginalLists {
+    /// Reads them from the spec as submitted.
+    pub fn of(spec: &Value) -> Self {
+        Self {
+            init_containers: spec.get("initContainers").is_some(),
+            volumes: spec.get("volumes").is_some(),
+        }
+    }
+}
+
 /// Merges the fragment under the pod: the pod (`spec`, its user containers) is the original and the template the
 /// patch, with the pod's own declarations of template containers (`overrides`) moved to where the template puts
 /// them; then each of those is merged again over the result so that the user's fields win. (List order follows the
 /// API machinery's strategic merge, as Istio's does.) A pod injected before (`submitted`) is merged as submitted.
-/// `original` is the spec as submitted, for the lists it did not have.
+/// `original` says which lists the spec as submitted had.
 pub fn fragment_under_pod(
     fragment: Fragment,
     mut spec: Value,
     mut overrides: Vec<(&'static str, Value)>,
     submitted: Option<Value>,
-    original: &Value,
+    original: OriginalLists,
     revision: &str,
 ) -> Merged {
     // The pod's own containers of any name a template uses are overrides too.
@@ -175,8 +192,11 @@ pub fn fragment_under_pod(
             }
         }
     }
-    for field in ["initContainers", "volumes"] {
-        if pod.get(field).and_then(Value::as_array).is_some_and(Vec::is_empty) && original.get(field).is_none() {
+    for (field, had) in [
+        ("initContainers", original.init_containers),
+        ("volumes", original.volumes),
+    ] {
+        if pod.get(field).and_then(Value::as_array).is_some_and(Vec::is_empty) && !had {
             pod.as_object_mut().map(|m| m.remove(field));
         }
     }

@@ -36,6 +36,7 @@ pub mod strip;
 pub mod template;
 pub mod validate;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -240,34 +241,66 @@ fn annotation<'a>(metadata: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Injects the sidecar into a pod (stages 1 to 4). The caller has already decided to inject (see [`decide`]).
 pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectError> {
-    run(injector, input, false).map(|(injected, _)| injected)
+    run(
+        injector,
+        Cow::Borrowed(input.metadata),
+        Cow::Borrowed(input.spec),
+        &input.workload,
+        input.namespace_annotations,
+        false,
+    )
+    .map(|(injected, _)| injected)
 }
 
-/// Stages 1 to 4; with `stand_ins`, compiled template items may be stand-ins for stage 5 to write (see
-/// [`compile::StandIns`]).
+/// [`inject`] for a caller that hands over the pod's `metadata` and `spec`, which saves copying them (`kube-inject`
+/// of a large manifest).
+pub fn inject_owned(
+    injector: &Injector,
+    metadata: Value,
+    spec: Value,
+    workload: &Workload,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Injected, InjectError> {
+    run(
+        injector,
+        Cow::Owned(metadata),
+        Cow::Owned(spec),
+        workload,
+        namespace_annotations,
+        false,
+    )
+    .map(|(injected, _)| injected)
+}
+
+/// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`; with `stand_ins`, compiled template items may be
+/// stand-ins for stage 5 to write (see [`compile::StandIns`]).
 fn run<'c>(
     injector: &'c Injector,
-    input: &PodInput,
+    metadata: Cow<'_, Value>,
+    spec: Cow<'_, Value>,
+    workload: &Workload,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
     stand_ins: bool,
 ) -> Result<(Injected, Option<compile::StandIns<'c>>), InjectError> {
-    shape::metadata(input.metadata)?;
-    shape::spec(input.spec)?;
+    shape::metadata(&metadata)?;
+    shape::spec(&spec)?;
+    let original = merge::OriginalLists::of(&spec);
     let strip::Stripped {
         mut metadata,
         spec,
         submitted,
         previous_probers,
-    } = strip::previous_injection(input.metadata, input.spec)?;
+    } = strip::previous_injection(metadata, spec)?;
     let fresh = submitted.is_none();
     let (mut merged, status_port, stand_ins) = {
-        let mut pod = fragment::Pod::read(injector, &metadata, spec, input.namespace_annotations)?;
-        let (fragment, stand_ins) = fragment::render(injector, &pod, &input.workload, &metadata, stand_ins && fresh)?;
+        let mut pod = fragment::Pod::read(injector, &metadata, spec, namespace_annotations)?;
+        let (fragment, stand_ins) = fragment::render(injector, &pod, workload, &metadata, stand_ins && fresh)?;
         let mut merged = merge::fragment_under_pod(
             fragment,
             std::mem::take(&mut pod.spec),
             std::mem::take(&mut pod.overrides),
             submitted,
-            input.spec,
+            original,
             injector.config().revision_label(),
         );
         post::spec(
@@ -334,7 +367,14 @@ pub fn inject_pod(
             workload: workload.clone(),
             namespace_annotations,
         };
-        let (injected, stand_ins) = run(injector, &input, stand_ins)?;
+        let (injected, stand_ins) = run(
+            injector,
+            Cow::Borrowed(input.metadata),
+            Cow::Borrowed(input.spec),
+            &input.workload,
+            input.namespace_annotations,
+            stand_ins,
+        )?;
         Ok::<_, InjectError>(patch::build(
             old_metadata,
             &injected.metadata,

@@ -3,6 +3,7 @@
 //! templates see the pod as its author wrote it and injecting twice changes nothing.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
@@ -73,13 +74,13 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
 }
 
 /// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
-pub fn previous_injection(metadata: &Value, spec: &Value) -> Result<Stripped, InjectError> {
+pub fn previous_injection(metadata: Cow<'_, Value>, spec: Cow<'_, Value>) -> Result<Stripped, InjectError> {
     let mut metadata = if metadata.is_object() {
-        metadata.clone()
+        metadata.into_owned()
     } else {
         json!({})
     };
-    let mut spec = spec.clone();
+    let mut spec = spec.into_owned();
     // A status annotation that does not read as one is ignored and the pod injected as if seen the first time, as
     // Istio does (its `injectionStatus` returns nil on an unmarshalling error).
     let previous = annotation(&metadata, ann::STATUS).and_then(|status| PreviousInjection::parse(status).ok());

@@ -3,6 +3,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
+pub mod emit;
+pub mod fast;
+
 /// Why a YAML stream could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum YamlError {
@@ -19,6 +22,18 @@ pub enum YamlError {
     Serialize(String),
 }
 
+/// Parses one YAML document (no `---` separators between documents): the fast reader where the text is in its
+/// subset, the full parser otherwise, with the same result either way.
+pub fn parse_document(text: &str) -> Result<Value, YamlError> {
+    if let Some(value) = fast::parse(text) {
+        return Ok(value);
+    }
+    serde_saphyr::from_str(text).map_err(|e| YamlError::Parse {
+        index: 1,
+        message: e.to_string(),
+    })
+}
+
 /// Parses a multi-document YAML stream into JSON values, dropping empty documents.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| YamlError::Parse {
@@ -31,6 +46,16 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
 /// Prints one value as a YAML document (no leading `---`).
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, YamlError> {
     serde_saphyr::to_string(value).map_err(|e| YamlError::Serialize(e.to_string()))
+}
+
+/// Appends one value as a YAML document (no leading `---`) to `out`: the fast writer where the value is in its
+/// subset, the full serialiser otherwise; the text is the same either way.
+pub fn write_document(out: &mut String, value: &Value) -> Result<(), YamlError> {
+    if emit::write_document(out, value) {
+        return Ok(());
+    }
+    out.push_str(&to_yaml(value)?);
+    Ok(())
 }
 
 /// Prints values as a multi-document YAML stream, each document introduced by `---`.
