@@ -116,7 +116,7 @@ fn pod_pointers(kind: &str) -> Option<(&'static str, &'static str)> {
 
 /// Injects every pod template of a YAML stream.
 pub fn inject_stream(injector: &Injector, text: &str) -> Result<Output, KubeInjectError> {
-    let mut out = String::with_capacity(text.len() * 2 + 16 * 1024);
+    let mut out = String::with_capacity(text.len() + text.len() / 2 + 16 * 1024);
     let mut skipped = Vec::new();
     for (i, doc) in split_documents(text).iter().enumerate() {
         let index = i + 1;
@@ -303,6 +303,18 @@ mod tests {
             let result = inject_object(&injector, &mut object, &mut skipped);
             assert!(!matches!(result, Ok(true)), "{text}");
             assert_eq!(object, original, "{text}");
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_a_crash() {
+        let injector = Injector::compile(InjectionConfig::default());
+        for text in [
+            format!("kind: ConfigMap\ndata:\n  a: {}\n", "[".repeat(40_000)),
+            format!("kind: ConfigMap\ndata:\n  a: {}1{}\n", "[".repeat(40_000), "]".repeat(40_000)),
+            format!("kind: Pod\nspec:\n{}a\n", "- ".repeat(40_000)),
+        ] {
+            assert!(matches!(inject_stream(&injector, &text), Err(KubeInjectError::Yaml { index: 1, .. })));
         }
     }
 }

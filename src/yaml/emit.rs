@@ -131,10 +131,12 @@ fn special_word(s: &str) -> bool {
         .any(|word| word.eq_ignore_ascii_case(s))
 }
 
-/// Keys the full serialiser certainly writes plain: `[A-Za-z][A-Za-z0-9._/-]*`, no special word.
+/// Keys the full serialiser certainly writes plain: `[A-Za-z][A-Za-z0-9._/-]*`, no special word, at most 1,000
+/// characters (it writes longer ones as explicit `? ` keys).
 fn plain_key(s: &str) -> bool {
     let bytes = s.as_bytes();
-    bytes.first().is_some_and(u8::is_ascii_alphabetic)
+    bytes.len() <= 1000
+        && bytes.first().is_some_and(u8::is_ascii_alphabetic)
         && bytes
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'/' | b'-'))
@@ -199,5 +201,7 @@ mod tests {
         assert!(!same_as_full(&serde_json::json!({"a": {"b": long.trim_end()}})));
         assert!(!same_as_full(&serde_json::json!([1])));
         assert!(!same_as_full(&serde_json::json!({})));
+        // A key longer than 1,024 characters is written as an explicit key.
+        assert!(!same_as_full(&serde_json::json!({"x": [{"a".repeat(1025): 1}]})));
     }
 }

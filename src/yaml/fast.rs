@@ -8,7 +8,17 @@
 //! It exists because the full parser costs about 400 instructions per byte, two thirds of `kube-inject`'s time.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::cell::Cell;
+
 use serde_json::{Map, Number, Value};
+
+/// Deeper nesting is for the full parser, whose budget refuses more than 64 levels (and the recursion here stays
+/// shallow).
+const MAX_DEPTH: usize = 48;
+/// More nodes are for the full parser, whose budget refuses more than 250,000.
+const MAX_NODES: usize = 200_000;
+/// Longer implicit keys are for the full parser, which looks at most 1,024 characters ahead for a key's colon.
+const MAX_KEY_BYTES: usize = 1000;
 
 /// One line that holds content: the column of its first character, and its content's byte range.
 #[derive(Clone, Copy)]
@@ -48,6 +58,8 @@ pub fn parse(text: &str) -> Option<Value> {
         bytes: text.as_bytes(),
         lines,
         next: 0,
+        depth: Cell::new(0),
+        nodes: Cell::new(0),
     };
     let Some(first) = reader.lines.first().copied() else {
         return Some(Value::Null);
@@ -76,9 +88,28 @@ struct Reader<'a> {
     bytes: &'a [u8],
     lines: Vec<Line>,
     next: usize,
+    depth: Cell<usize>,
+    nodes: Cell<usize>,
 }
 
 impl Reader<'_> {
+    /// Enters a collection: `None` past the depth or node limit.
+    fn enter(&self) -> Option<()> {
+        let depth = self.depth.get() + 1;
+        (depth <= MAX_DEPTH).then(|| self.depth.set(depth))?;
+        self.node()
+    }
+
+    fn leave(&self) {
+        self.depth.set(self.depth.get().saturating_sub(1));
+    }
+
+    /// Counts an entry (a key and its value count twice): `None` past the node limit.
+    fn node(&self) -> Option<()> {
+        let nodes = self.nodes.get() + 2;
+        (nodes <= MAX_NODES).then(|| self.nodes.set(nodes))
+    }
+
     fn byte(&self, i: usize) -> Option<u8> {
         self.bytes.get(i).copied()
     }
@@ -107,6 +138,7 @@ impl Reader<'_> {
     }
 
     fn mapping(&mut self, indent: usize) -> Option<Value> {
+        self.enter()?;
         let mut map = Map::new();
         while let Some(line) = self.line(self.next) {
             if line.indent < indent {
@@ -116,12 +148,14 @@ impl Reader<'_> {
                 return None;
             }
             let (key, after_colon) = self.key(line.start, line.end)?;
+            self.node()?;
             self.next += 1;
             let value = self.value_after_key(indent, after_colon, line.end)?;
             if map.insert(key, value).is_some() {
                 return None;
             }
         }
+        self.leave();
         Some(Value::Object(map))
     }
 
@@ -216,6 +250,7 @@ impl Reader<'_> {
     }
 
     fn sequence(&mut self, indent: usize) -> Option<Value> {
+        self.enter()?;
         let mut items = Vec::new();
         while let Some(line) = self.line(self.next) {
             if line.indent < indent || !self.is_sequence_entry(line.start, line.end) {
@@ -224,6 +259,7 @@ impl Reader<'_> {
             if line.indent > indent {
                 return None;
             }
+            self.node()?;
             let start = self.skip_spaces(line.start + 1, line.end);
             if start == line.end || self.byte(start) == Some(b'#') {
                 self.next += 1;
@@ -249,6 +285,7 @@ impl Reader<'_> {
                 self.no_continuation(indent)?;
             }
         }
+        self.leave();
         Some(Value::Array(items))
     }
 
@@ -258,6 +295,9 @@ impl Reader<'_> {
         match self.byte(start)? {
             b'"' | b'\'' => {
                 let (key, after) = self.quoted(start, end)?;
+                if after - start > MAX_KEY_BYTES {
+                    return None;
+                }
                 let colon_ends = after + 1 == end || self.byte(after + 1) == Some(b' ');
                 (self.byte(after) == Some(b':') && colon_ends).then_some((key, after + 1))
             }
@@ -268,6 +308,9 @@ impl Reader<'_> {
                 let mut i = start;
                 loop {
                     if i >= end {
+                        return None;
+                    }
+                    if i - start > MAX_KEY_BYTES {
                         return None;
                     }
                     match self.byte(i)? {
@@ -389,13 +432,17 @@ impl Reader<'_> {
         }
         match self.byte(*i)? {
             b'{' => {
+                self.enter()?;
                 *i += 1;
                 let mut map = Map::new();
                 if self.flow_close(i, end, b'}') {
+                    self.leave();
                     return Some(Value::Object(map));
                 }
                 loop {
                     *i = self.skip_spaces(*i, end);
+                    self.node()?;
+                    let key_start = *i;
                     let key = match self.byte(*i)? {
                         b'"' | b'\'' => {
                             let (key, after) = self.quoted(*i, end)?;
@@ -408,7 +455,8 @@ impl Reader<'_> {
                         },
                     };
                     // `key: value`, the colon followed by a space.
-                    if self.byte(*i) != Some(b':') || self.byte(*i + 1) != Some(b' ') {
+                    if *i - key_start > MAX_KEY_BYTES || self.byte(*i) != Some(b':') || self.byte(*i + 1) != Some(b' ')
+                    {
                         return None;
                     }
                     *i += 1;
@@ -417,19 +465,24 @@ impl Reader<'_> {
                         return None;
                     }
                     if self.flow_next(i, end, b'}')? {
+                        self.leave();
                         return Some(Value::Object(map));
                     }
                 }
             }
             b'[' => {
+                self.enter()?;
                 *i += 1;
                 let mut items = Vec::new();
                 if self.flow_close(i, end, b']') {
+                    self.leave();
                     return Some(Value::Array(items));
                 }
                 loop {
+                    self.node()?;
                     items.push(self.flow_node(i, end)?);
                     if self.flow_next(i, end, b']')? {
+                        self.leave();
                         return Some(Value::Array(items));
                     }
                 }
@@ -481,7 +534,10 @@ impl Reader<'_> {
     /// A plain scalar inside a flow collection; stops before `,`, a closing bracket, or a `:` followed by a space.
     fn flow_plain(&self, i: &mut usize, end: usize) -> Option<Value> {
         let start = *i;
-        if starts_with_indicator(self.bytes, start, end) {
+        // `-` before a flow indicator (`[-]`) is refused by the full parser.
+        let dash_then_indicator =
+            self.byte(start) == Some(b'-') && self.byte(start + 1).is_some_and(|c| b",[]{}".contains(&c));
+        if starts_with_indicator(self.bytes, start, end) || dash_then_indicator {
             return None;
         }
         while *i < end {
@@ -639,8 +695,26 @@ mod tests {
             "%YAML 1.2\n---\na: 1\n",
             "a: 1\n...\n",
             "a: \"x\"y\n",
+            "a: [-]\n",
+            "a: [a, -]\n",
+            "a: {k: -}\n",
+            "- [-, a]\n",
         ] {
             assert_eq!(both(text), None, "{text:?} should go to the full parser");
+        }
+        // Past the full parser's limits (depth, nodes, key length), and deep enough to overflow a recursive reader.
+        for text in [
+            format!("a: {}{}\n", "[".repeat(65), "]".repeat(65)),
+            format!("a: {}1{}\n", "[".repeat(40_000), "]".repeat(40_000)),
+            format!("{}a\n", "- ".repeat(40_000)),
+            (0..70).map(|i| format!("{}k:\n", " ".repeat(i))).collect(),
+            format!("a: [{}1]\n", "1, ".repeat(250_000)),
+            format!("{}: v\n", "k".repeat(1025)),
+            format!("'{}': v\n", "k".repeat(1023)),
+            format!("a: {{{}: v}}\n", "k".repeat(1025)),
+            format!("- {}: v\n", "k".repeat(1025)),
+        ] {
+            assert_eq!(parse(&text), None, "{:?}... should go to the full parser", &text[..40]);
         }
     }
 
