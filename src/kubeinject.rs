@@ -311,10 +311,17 @@ mod tests {
         let injector = Injector::compile(InjectionConfig::default());
         for text in [
             format!("kind: ConfigMap\ndata:\n  a: {}\n", "[".repeat(40_000)),
-            format!("kind: ConfigMap\ndata:\n  a: {}1{}\n", "[".repeat(40_000), "]".repeat(40_000)),
+            format!(
+                "kind: ConfigMap\ndata:\n  a: {}1{}\n",
+                "[".repeat(40_000),
+                "]".repeat(40_000)
+            ),
             format!("kind: Pod\nspec:\n{}a\n", "- ".repeat(40_000)),
         ] {
-            assert!(matches!(inject_stream(&injector, &text), Err(KubeInjectError::Yaml { index: 1, .. })));
+            assert!(matches!(
+                inject_stream(&injector, &text),
+                Err(KubeInjectError::Yaml { index: 1, .. })
+            ));
         }
     }
 }
