@@ -70,18 +70,31 @@ component_logs() {
     tail -n 8 "$f"
   done
 }
-kubeconfig_line=$("$kit/up" --node 9>&-) || {
+# The kit's own check reads the Node object's Ready condition, which a Node left by an earlier run still shows for
+# a while even when the new kubelet died at start (seen in CI: "validate CRI v1 runtime API ... server is not
+# initialized yet"); the kubelet's /healthz is asked as well.
+kubelet_healthy() {
+  local i
+  for i in $(seq 30); do
+    curl -fsS --max-time 2 "http://127.0.0.1:${KUBE_KUBELET_HEALTHZ_PORT:-10248}/healthz" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "the kubelet does not answer on its /healthz"
+  return 1
+}
+kit_up() { kubeconfig_line=$("$kit/up" --node 9>&-) && kubelet_healthy; }
+kit_up || {
   echo "$kit/up --node failed; stopping what is left and trying again with the same state"
   component_logs
   "$kit/down" >/dev/null 2>&1 9>&- || true
   sleep 2
-  kubeconfig_line=$("$kit/up" --node 9>&-)
+  kit_up
 } || {
   echo "$kit/up --node failed twice; starting from a fresh state ($kube_state purged)"
   component_logs
   "$kit/down" --purge >/dev/null 2>&1 9>&- || true
   sleep 2
-  kubeconfig_line=$("$kit/up" --node 9>&-)
+  kit_up
 } || { component_logs; die "$kit/up --node failed three times (down, then down --purge, in between)"; }
 eval "$kubeconfig_line"
 export KUBECONFIG
@@ -89,6 +102,17 @@ export KUBECONFIG
 # Three Istio versions: the install, its in-place upgrade and a canary (README, "Upgrading").
 "$kit/load-standins" --version 1.28.0 --version 1.28.1 --version 1.28.2 >/dev/null 9>&-
 hack/build-images.sh >/dev/null 9>&-
+# The build takes minutes; the node must still be up (the same state keeps the loaded images across a restart).
+kubelet_healthy || {
+  echo "restarting the kit with the same state"
+  component_logs
+  "$kit/down" >/dev/null 2>&1 9>&- || true
+  sleep 2
+  kit_up || { component_logs; die "$kit/up --node failed after the image build"; }
+  eval "$kubeconfig_line"
+  export KUBECONFIG
+}
+kubectl wait node --all --for=condition=Ready --timeout=120s >/dev/null || die "the node is not Ready"
 kubectl get nodes
 # An interrupted earlier run may have left mizzen installed (its pods would keep the old binaries): start clean.
 if kubectl get namespace mizzen-system >/dev/null 2>&1 || kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1; then
