@@ -467,13 +467,16 @@ grep -E '^default +Deployment/whoami-v1 .*outdated: proxy docker.io/istio/proxyv
   pass "mizzenctl proxy-status names the outdated workloads" || fail "mizzenctl proxy-status does not show whoami-v1 outdated"
 istiod_image() { kubectl -n istio-system get deployment istiod -o jsonpath='{.spec.template.spec.containers[0].image}'; }
 [[ "$(istiod_image)" == docker.io/istio/pilot:1.28.1 ]] && pass "istiod runs pilot:1.28.1" || fail "istiod runs $(istiod_image)"
-# The rollout: watch how many workloads restart at once while it runs.
+# The rollout: watch how many workloads restart at once while it runs. The count is replaced atomically (written
+# aside, then renamed), so stopping the watcher mid-write never leaves an empty file.
+max_file=$(mktemp)
+echo 0 >"$max_file"
 (
   max=0
   for _ in $(seq 300); do
-    n=$(kubectl get meshinstall default -o jsonpath='{.status.dataPlane.restarting[*].name}' | wc -w)
+    n=$( (kubectl get meshinstall default -o jsonpath='{.status.dataPlane.restarting[*].name}' 2>/dev/null || true) | wc -w)
     ((n > max)) && max=$n
-    echo "$max" >/tmp/e2e-max-restarting
+    echo "$max" >"$max_file.next" && mv -f "$max_file.next" "$max_file"
     sleep 0.5
   done
 ) &
@@ -483,7 +486,9 @@ t_rollout=$(date +%s)
 run_readme rollout
 rollout_s=$(since "$t_rollout")
 kill "$watcher" 2>/dev/null || true
-max_restarting=$(cat /tmp/e2e-max-restarting 2>/dev/null || echo '?')
+wait "$watcher" 2>/dev/null || true
+max_restarting=$(cat "$max_file")
+rm -f "$max_file" "$max_file.next"
 [[ "$max_restarting" == 1 ]] && pass "one workload restarted at a time (maxConcurrent 1)" ||
   fail "$max_restarting workloads restarted at once"
 wait_until 60 "PROXIES $injected/$injected after the automatic rollout ($rollout_s s)" proxies_are default "$injected/$injected" || true
