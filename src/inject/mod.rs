@@ -361,18 +361,12 @@ pub fn inject_pod(
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
     let attempt = |spec: &pod::Spec, stand_ins: bool| {
-        let input = PodInput {
-            metadata,
-            spec: &spec.value,
-            workload: workload.clone(),
-            namespace_annotations,
-        };
         let (injected, stand_ins) = run(
             injector,
-            Cow::Borrowed(input.metadata),
-            Cow::Borrowed(input.spec),
-            &input.workload,
-            input.namespace_annotations,
+            Cow::Borrowed(metadata),
+            Cow::Borrowed(&spec.value),
+            &workload,
+            namespace_annotations,
             stand_ins,
         )?;
         Ok::<_, InjectError>(patch::build(
