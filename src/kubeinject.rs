@@ -68,25 +68,25 @@ pub struct Output {
     pub skipped: Vec<Skipped>,
 }
 
-/// Splits a YAML stream into documents on `---` lines.
-pub fn split_documents(text: &str) -> Vec<String> {
+/// Splits a YAML stream into documents on `---` lines (the text of each, borrowed), leaving out documents with
+/// nothing but blank lines and comments.
+pub fn split_documents(text: &str) -> Vec<&str> {
     let mut docs = Vec::new();
-    let mut current = String::new();
+    let (mut start, mut offset) = (0, 0);
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end();
         if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
-            docs.push(std::mem::take(&mut current));
-        } else {
-            current.push_str(line);
+            docs.push(text.get(start..offset).unwrap_or_default());
+            start = offset + line.len();
         }
+        offset += line.len();
     }
-    docs.push(current);
-    docs.into_iter()
-        .filter(|d| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
-        .collect()
+    docs.push(text.get(start..).unwrap_or_default());
+    docs.retain(|d| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
 }
 
 /// Where a kind keeps its pod template, as a JSON pointer.

@@ -48,7 +48,7 @@ fn compare(files: &[PathBuf]) -> (usize, usize, usize) {
         };
         for doc in split_documents(&text) {
             documents += 1;
-            if let Ok(full) = serde_saphyr::from_str::<Value>(&doc) {
+            if let Ok(full) = serde_saphyr::from_str::<Value>(doc) {
                 let mut out = String::new();
                 if mizzen::yaml::emit::write_document(&mut out, &full) {
                     written += 1;
@@ -56,11 +56,11 @@ fn compare(files: &[PathBuf]) -> (usize, usize, usize) {
                     assert_eq!(out, expected, "{}: the writers disagree on:\n{doc}", file.display());
                 }
             }
-            let Some(value) = mizzen::yaml::fast::parse(&doc) else {
+            let Some(value) = mizzen::yaml::fast::parse(doc) else {
                 continue;
             };
             fast += 1;
-            let full: Value = serde_saphyr::from_str(&doc).unwrap_or_else(|e| {
+            let full: Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| {
                 panic!(
                     "{}: the fast reader accepted a document the full parser refuses ({e}):\n{doc}",
                     file.display()

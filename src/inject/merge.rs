@@ -278,18 +278,56 @@ impl Hash for KeyOf<'_> {
     }
 }
 
+/// Lists up to this long are searched by a scan, which costs less than hashing their keys; longer ones get a hash
+/// map, so a list of n items costs O(n), not O(n²) (a pod of 60,000 volumes fits in a review).
+const SCAN_UP_TO: usize = 16;
+
+/// The first position of each merge key seen so far.
+enum Firsts<'a> {
+    Scan(Vec<(KeyOf<'a>, usize)>),
+    Hashed(HashMap<KeyOf<'a>, usize>),
+}
+
+impl<'a> Firsts<'a> {
+    fn new() -> Self {
+        Firsts::Scan(Vec::new())
+    }
+
+    fn get(&self, key: &KeyOf) -> Option<usize> {
+        match self {
+            Firsts::Scan(firsts) => firsts.iter().find(|(k, _)| k == key).map(|&(_, i)| i),
+            Firsts::Hashed(firsts) => firsts.get(key).copied(),
+        }
+    }
+
+    /// Records `i` as the position of `key` unless `key` has one already.
+    fn insert_first(&mut self, key: KeyOf<'a>, i: usize) {
+        match self {
+            Firsts::Scan(firsts) if firsts.iter().any(|(k, _)| *k == key) => {}
+            Firsts::Scan(firsts) if firsts.len() < SCAN_UP_TO => firsts.push((key, i)),
+            Firsts::Scan(firsts) => {
+                let mut hashed: HashMap<KeyOf, usize> = firsts.drain(..).collect();
+                hashed.insert(key, i);
+                *self = Firsts::Hashed(hashed);
+            }
+            Firsts::Hashed(firsts) => {
+                firsts.entry(key).or_insert(i);
+            }
+        }
+    }
+}
+
 /// The first position of every key in `list` (null included: a missing key is null).
-fn first_positions<'a>(list: &'a [Value], key: &str) -> HashMap<KeyOf<'a>, usize> {
-    let mut first = HashMap::with_capacity(list.len());
+fn first_positions<'a>(list: &'a [Value], key: &str) -> Firsts<'a> {
+    let mut first = Firsts::new();
     for (i, item) in list.iter().enumerate() {
-        first.entry(KeyOf(at(item, key))).or_insert(i);
+        first.insert_first(KeyOf(at(item, key)), i);
     }
     first
 }
 
 fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
-    // Every search below is a look-up in these indexes of first positions, so a list of n items costs O(n), not
-    // O(n²) (a pod of 60,000 volumes fits in a review).
+    // Every search below is a look-up in these indexes of first positions.
     let server_first = first_positions(server, key);
     let patch_first = first_positions(&patch, key);
     // Where each patch item goes: merged into a server item, into an earlier patch item of the same key, or added.
@@ -302,17 +340,17 @@ fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
     }
     let mut into = Vec::with_capacity(patch.len());
     // The patch items added so far, by key: a later item of the same key merges into the first.
-    let mut added_first: HashMap<KeyOf, usize> = HashMap::new();
+    let mut added_first = Firsts::new();
     for (j, p) in patch.iter().enumerate() {
         let k = at(p, key);
         let target = if k.is_null() {
             Into::Added
-        } else if let Some(&i) = server_first.get(&KeyOf(k)) {
+        } else if let Some(i) = server_first.get(&KeyOf(k)) {
             Into::Server(i)
-        } else if let Some(&q) = added_first.get(&KeyOf(k)) {
+        } else if let Some(q) = added_first.get(&KeyOf(k)) {
             Into::Patch(q)
         } else {
-            added_first.insert(KeyOf(k), j);
+            added_first.insert_first(KeyOf(k), j);
             Into::Added
         };
         into.push(target);
@@ -320,13 +358,9 @@ fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
     // Per item of the merged list (server items, then added patch items): whether a patch item has its key, the
     // first patch position of its key, and the first server position of its key.
     let rank = |k: &Value| {
-        let patch_pos = patch_first.get(&KeyOf(k)).copied();
+        let patch_pos = patch_first.get(&KeyOf(k));
         let in_patch = !k.is_null() && patch_pos.is_some();
-        let server_pos = if k.is_null() {
-            None
-        } else {
-            server_first.get(&KeyOf(k)).copied()
-        };
+        let server_pos = if k.is_null() { None } else { server_first.get(&KeyOf(k)) };
         (in_patch, patch_pos.unwrap_or(usize::MAX), server_pos)
     };
     let mut ranks: Vec<(bool, usize, Option<usize>)> = server.iter().map(|s| rank(at(s, key))).collect();
@@ -380,6 +414,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Lists longer than [`SCAN_UP_TO`] switch from scans to a hash map part way; positions, duplicates and order
+    /// come out as for short lists.
+    #[test]
+    fn long_lists_merge_as_short_ones_do() {
+        let mut server: Vec<Value> = (0..40).map(|i| json!({"name": format!("v{i}")})).collect();
+        // A later item with the key of an earlier one: the first keeps the key's position.
+        server.push(json!({"name": "v30", "dup": true}));
+        let mut base = json!({ "volumes": server });
+        let patch = json!({"volumes": [
+            {"name": "v30", "a": 1},
+            {"name": "v35", "b": 2},
+            {"name": "new"},
+            {"name": "new", "c": 3}
+        ]});
+        strategic(&mut base, patch);
+        // Items of both keep the original's order around them; the added item follows the last patch item the
+        // original knows, and a second patch item of the same key merges into the first.
+        let mut want: Vec<Value> = (0..30).map(|i| json!({"name": format!("v{i}")})).collect();
+        want.push(json!({"name": "v30", "a": 1}));
+        want.push(json!({"name": "v30", "dup": true}));
+        want.extend((31..35).map(|i| json!({"name": format!("v{i}")})));
+        want.push(json!({"name": "v35", "b": 2}));
+        want.push(json!({"name": "new", "c": 3}));
+        want.extend((36..40).map(|i| json!({"name": format!("v{i}")})));
+        assert_eq!(base, json!({ "volumes": want }));
+    }
 
     #[test]
     fn containers_merge_by_name_and_env_by_name() {

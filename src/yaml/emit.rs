@@ -26,7 +26,13 @@ pub fn write_document(out: &mut String, value: &Value) -> bool {
 }
 
 fn indent(out: &mut String, column: usize) {
-    out.extend(std::iter::repeat_n(' ', column));
+    const SPACES: &str = "                                                                ";
+    let mut left = column;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.push_str(SPACES.get(..n).unwrap_or_default());
+        left -= n;
+    }
 }
 
 /// The entries of a mapping whose keys sit at `column`; with `inline`, the first key follows a `- ` already written.
@@ -163,7 +169,9 @@ fn plain_value(s: &str) -> bool {
     } else {
         first.is_ascii_alphabetic() || first == b'/'
     };
-    starts_well && !special_word(s) && !s.contains(": ") && !s.contains(" #") && !s.ends_with(':') && !s.ends_with(' ')
+    // No `: ` or ` #` inside (one pass over the pairs), no `:` or space at the end.
+    let separator = bytes.windows(2).any(|pair| matches!(pair, [b':', b' '] | [b' ', b'#']));
+    starts_well && !special_word(s) && !separator && !s.ends_with(':') && !s.ends_with(' ')
 }
 
 #[cfg(test)]

@@ -71,6 +71,10 @@ pub fn parse(text: &str) -> Option<Value> {
 /// Whether the text is free of what this reader leaves to the full parser: tabs, carriage returns, control
 /// characters, byte-order marks and the Unicode line separators.
 fn plain_characters(text: &str) -> bool {
+    // The usual case in one pass: printable ASCII and newlines only.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n') {
+        return true;
+    }
     if text.bytes().any(|b| (b < 0x20 && b != b'\n') || b == 0x7f) {
         return false;
     }
@@ -380,48 +384,49 @@ impl Reader<'_> {
         i
     }
 
-    /// A one-line quoted scalar at `start`: its value and the offset after the closing quote.
+    /// A one-line quoted scalar at `start`: its value and the offset after the closing quote. Runs between quotes
+    /// and escapes are copied whole (both are ASCII, so every run ends on a character boundary).
     fn quoted(&self, start: usize, end: usize) -> Option<(String, usize)> {
         let quote = self.byte(start)?;
         let body = self.slice(start + 1, end)?;
-        let mut out = String::with_capacity(body.len());
-        let mut chars = body.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\'' if quote == b'\'' => {
-                    if body.as_bytes().get(i + 1) == Some(&b'\'') {
-                        chars.next();
-                        out.push('\'');
-                    } else {
-                        return Some((out, start + 1 + i + 1));
-                    }
+        let bytes = body.as_bytes();
+        let special = |b: &u8| *b == quote || (quote == b'"' && *b == b'\\');
+        let mut out = String::new();
+        let mut i = 0;
+        loop {
+            let at = i + bytes.get(i..)?.iter().position(special)?;
+            out.push_str(body.get(i..at)?);
+            match (bytes.get(at).copied()?, bytes.get(at + 1).copied()) {
+                (b'\'', Some(b'\'')) => {
+                    out.push('\'');
+                    i = at + 2;
                 }
-                '"' if quote == b'"' => return Some((out, start + 1 + i + 1)),
-                '\\' if quote == b'"' => {
-                    let (_, escape) = chars.next()?;
-                    out.push(match escape {
-                        '"' => '"',
-                        '\\' => '\\',
-                        '/' => '/',
-                        'n' => '\n',
-                        't' => '\t',
-                        'r' => '\r',
-                        '0' => '\0',
-                        'b' => '\u{8}',
-                        'u' => {
+                (b'\'' | b'"', _) => return Some((out, start + 1 + at + 1)),
+                (_, escape) => {
+                    out.push(match escape? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'n' => '\n',
+                        b't' => '\t',
+                        b'r' => '\r',
+                        b'0' => '\0',
+                        b'b' => '\u{8}',
+                        b'u' => {
                             let mut code = 0u32;
-                            for _ in 0..4 {
-                                code = code * 16 + chars.next()?.1.to_digit(16)?;
+                            for digit in bytes.get(at + 2..at + 6)? {
+                                code = code * 16 + char::from(*digit).to_digit(16)?;
                             }
-                            char::from_u32(code)?
+                            i = at + 6;
+                            out.push(char::from_u32(code)?);
+                            continue;
                         }
                         _ => return None,
                     });
+                    i = at + 2;
                 }
-                _ => out.push(c),
             }
         }
-        None
     }
 
     /// A node inside a one-line flow collection, starting at `*i` (spaces first); leaves `*i` after it.
@@ -699,6 +704,12 @@ mod tests {
             "a: [a, -]\n",
             "a: {k: -}\n",
             "- [-, a]\n",
+            "a: \"open\n",
+            "a: 'open\n",
+            "a: \"\\u00\"\n",
+            "a: \"\\ud800\"\n",
+            "a: \"x\\\n",
+            "a: \"\\e\"\n",
         ] {
             assert_eq!(both(text), None, "{text:?} should go to the full parser");
         }
@@ -745,6 +756,14 @@ mod tests {
             "- |\n  in a sequence\n- |-\n  x\n",
             "- name: a\n  value: |\n    {\"k\": 1}\n- name: b\n",
             "a:\n  b: |  # a comment\n    x\n  c: 2\n",
+            // Quoted scalars: runs between escapes, doubled single quotes, escapes at either end, non-ASCII text.
+            "a: 'it''s a ''b''' \nb: ''''\nc: '\\n \\'\nd: 'é ü'\n",
+            r#"a: "\"x\"""#,
+            r#"a: "\u00e9\u0041z\/\t""#,
+            r#"a: "é\n""#,
+            r#"a: """#,
+            r#"a: "a'b""#,
+            r#"a: {k: "x\\", 'q''': 'y', z: "\""}"#,
         ] {
             assert!(both(text).is_some(), "{text:?} should be in the subset");
         }
