@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-50}
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [RUNS], RUNS a positive integer" >&2; exit 2; }
 
 cargo build -q --release -p mizzen --bin mizzenctl
 work=$(mktemp -d)
@@ -46,5 +47,8 @@ times.sort()
 print(f"min {times[0] / 1e6:.2f} ms, p50 {times[runs // 2] / 1e6:.2f} ms, max {times[-1] / 1e6:.2f} ms")
 PY
 }
-echo "mizzenctl kube-inject of a $bytes-byte Deployment, $runs runs: $(spawn_times "${mizzenctl[@]}")"
-echo "/bin/true, $runs runs (process start alone): $(spawn_times /bin/true)"
+# Separate assignments, so that a failed run stops the script (set -e does not see a failure inside an echo).
+inject_times=$(spawn_times "${mizzenctl[@]}")
+true_times=$(spawn_times /bin/true)
+echo "mizzenctl kube-inject of a $bytes-byte Deployment, $runs runs: $inject_times"
+echo "/bin/true, $runs runs (process start alone): $true_times"

@@ -278,8 +278,8 @@ impl Hash for KeyOf<'_> {
     }
 }
 
-/// Lists up to this long are searched by a scan, which costs less than hashing their keys; longer ones get a hash
-/// map, so a list of n items costs O(n), not O(n²) (a pod of 60,000 volumes fits in a review).
+/// Up to this many distinct keys are found by a scan, which costs less than hashing them; past it they go into a
+/// hash map, so a list of n items costs O(n), not O(n²) (a pod of 60,000 volumes fits in a review).
 const SCAN_UP_TO: usize = 16;
 
 /// The first position of each merge key seen so far.
