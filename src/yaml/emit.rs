@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use super::special_word;
+
 /// Appends `value` as one YAML document (no `---`) to `out`; `false` (with `out` as it was) when the value is not
 /// in the writer's subset.
 pub fn write_document(out: &mut String, value: &Value) -> bool {
@@ -125,16 +127,6 @@ fn scalar(out: &mut String, value: &Value, column: usize) -> Option<()> {
         }
     }
     Some(())
-}
-
-/// Words YAML 1.1 or 1.2 readers may take for booleans, nulls or special floats, in any capitalisation.
-fn special_word(s: &str) -> bool {
-    s.len() <= 8
-        && [
-            "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "infinity",
-        ]
-        .iter()
-        .any(|word| word.eq_ignore_ascii_case(s))
 }
 
 /// Keys the full serialiser certainly writes plain: `[A-Za-z][A-Za-z0-9._/-]*`, no special word, at most 1,000

@@ -585,10 +585,7 @@ fn resolve_plain(raw: &str) -> Option<Value> {
         _ => {}
     }
     let bytes = raw.as_bytes();
-    const SPECIAL: [&str; 12] = [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "infinity",
-    ];
-    if bytes.len() <= 9 && SPECIAL.iter().any(|word| word.eq_ignore_ascii_case(raw)) {
+    if super::special_word(raw) {
         return None;
     }
     let first = *bytes.first()?;

@@ -6,6 +6,17 @@ use serde_json::Value;
 pub mod emit;
 pub mod fast;
 
+/// Words YAML 1.1 or 1.2 readers may take for booleans, nulls or special floats, in any capitalisation: the fast
+/// reader leaves them to the full parser, and the fast writer never writes them plain.
+fn special_word(s: &str) -> bool {
+    s.len() <= 8
+        && [
+            "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "infinity",
+        ]
+        .iter()
+        .any(|word| word.eq_ignore_ascii_case(s))
+}
+
 /// Why a YAML stream could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum YamlError {
