@@ -3,7 +3,10 @@
 # and the resident memory of the webhook binary serving four MeshInstalls, idle and under load. Prints numbers;
 # asserts nothing.
 #   hack/bench-webhook.sh [--seconds N] [--connections N] [--rate N]
-# WEBHOOK_BIN=path measures another build of mizzen-webhook's memory (e.g. main's, for a before/after).
+# The memory and load rows run target/release/mizzen-webhook, the binary the image ships (webhook/Dockerfile and
+# hack/build-images.sh build it the same way: release, glibc). WEBHOOK_BIN=path measures another build instead, e.g.
+# main's for a before/after, or a static musl one (cargo build --release --target x86_64-unknown-linux-musl -p
+# mizzen-webhook) for the allocator comparison in the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

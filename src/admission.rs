@@ -302,7 +302,13 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
             kind: String::new(),
         });
     }
-    let envelope: Envelope = match serde_json::from_slice(body) {
+    // Valid UTF-8 checked once for the whole body, rather than string by string while parsing; a body that is not
+    // is parsed from bytes, for serde_json to name where.
+    let envelope = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<Envelope>(text),
+        Err(_) => serde_json::from_slice::<Envelope>(body),
+    };
+    let envelope = match envelope {
         Ok(envelope) => envelope,
         // A body of another kind is that, whatever its `request`.
         Err(e) => match serde_json::from_slice::<Header>(body) {
@@ -768,5 +774,25 @@ mod tests {
             parse(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).err(),
             Some(ReviewError::MissingRequest)
         );
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_refused_with_where() {
+        // A review whose pod has a label value with a byte that is not UTF-8, and one whose garbage is outside any
+        // string: both refused as malformed, naming the place, as when every string was checked while parsing.
+        let good = review(pod(json!({})), "shop");
+        let mut in_string = good.clone();
+        let at = in_string.windows(11).position(|w| w == br#""app":"web""#).unwrap();
+        in_string[at + 8] = 0xff; // "w\xffb"
+        let err = parse(&in_string).err().unwrap();
+        assert!(
+            matches!(&err, ReviewError::Malformed(m) if m.contains("invalid unicode") && m.contains("column")),
+            "{err:?}"
+        );
+        let mut outside = good.clone();
+        outside.insert(1, 0xfe);
+        assert!(matches!(parse(&outside), Err(ReviewError::Malformed(m)) if m.contains("column")));
+        // The same body in UTF-8 is injected.
+        assert!(parse(&good).unwrap().pod.is_some());
     }
 }
