@@ -472,25 +472,46 @@ const fn base64_pairs() -> [[u8; 2]; 4096] {
 
 /// Appends `bytes` in standard base64 (with padding).
 fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    let pair = |n: u32| BASE64_PAIRS.get(n as usize & 0xfff).copied().unwrap_or_default();
+    let pair = |n: u64| BASE64_PAIRS.get(n as usize & 0xfff).copied().unwrap_or_default();
     let start = out.len();
     out.resize(start + bytes.len().div_ceil(3) * 4, b'=');
     let Some(text) = out.get_mut(start..) else { return };
-    let mut quads = text.chunks_exact_mut(4);
-    let mut triples = bytes.chunks_exact(3);
+    // Two triples at a time: one 48-bit number, four lookups, one 8-byte store.
+    let sixes = bytes.len() / 6;
+    let (Some((head, tail)), Some((head_text, tail_text))) =
+        (bytes.split_at_checked(sixes * 6), text.split_at_mut_checked(sixes * 8))
+    else {
+        return;
+    };
+    for (six, eight) in head.chunks_exact(6).zip(head_text.chunks_exact_mut(8)) {
+        if let &[a, b, c, d, e, f] = six {
+            let n = u64::from(a) << 40
+                | u64::from(b) << 32
+                | u64::from(c) << 24
+                | u64::from(d) << 16
+                | u64::from(e) << 8
+                | u64::from(f);
+            let quad = |n: u64| u64::from(u16::from_le_bytes(pair(n)));
+            let word = quad(n >> 36) | quad(n >> 24) << 16 | quad(n >> 12) << 32 | quad(n) << 48;
+            eight.copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    // The last 0 to 5 bytes: a triple, then the padded remainder.
+    let mut quads = tail_text.chunks_exact_mut(4);
+    let mut triples = tail.chunks_exact(3);
     // Triples first: `zip` stops on them without taking the quad that holds the padded remainder.
     for (triple, quad) in (&mut triples).zip(&mut quads) {
         if let (&[a, b, c], [w, x, y, z]) = (triple, quad) {
-            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            let n = u64::from(a) << 16 | u64::from(b) << 8 | u64::from(c);
             [*w, *x] = pair(n >> 12);
             [*y, *z] = pair(n);
         }
     }
     if let Some([w, x, y, _]) = quads.next() {
         match *triples.remainder() {
-            [a] => [*w, *x] = pair(u32::from(a) << 4),
+            [a] => [*w, *x] = pair(u64::from(a) << 4),
             [a, b] => {
-                let n = u32::from(a) << 10 | u32::from(b) << 2;
+                let n = u64::from(a) << 10 | u64::from(b) << 2;
                 [*w, *x] = pair(n >> 6);
                 [*y, _] = pair(n << 6);
             }
@@ -754,12 +775,16 @@ mod tests {
         use base64::Engine as _;
         let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
         for n in 0..bytes.len() {
-            let mut out = Vec::new();
-            base64_into(&mut out, &bytes[..n]);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                base64::engine::general_purpose::STANDARD.encode(&bytes[..n])
-            );
+            // Every length, and every start of the input against every alignment of the output.
+            for skip in 0..7.min(n + 1) {
+                let mut out = b"prefix"[..skip].to_vec();
+                base64_into(&mut out, &bytes[skip..n]);
+                assert_eq!(&out[..skip], &b"prefix"[..skip]);
+                assert_eq!(
+                    String::from_utf8(out[skip..].to_vec()).unwrap(),
+                    base64::engine::general_purpose::STANDARD.encode(&bytes[skip..n])
+                );
+            }
         }
     }
 
