@@ -802,22 +802,41 @@ mod tests {
     }
 
     #[test]
-    fn bodies_that_are_not_utf8_are_refused_with_where() {
-        // A review whose pod has a label value with a byte that is not UTF-8, and one whose garbage is outside any
-        // string: both refused as malformed, naming the place, as when every string was checked while parsing.
+    fn bodies_that_are_not_utf8_are_read_as_serde_json_reads_bytes() {
+        // What parsing the bytes says: the error, word for word, or that the review reads.
+        let from_bytes = |body: &[u8]| {
+            serde_json::from_slice::<Envelope>(body)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
         let good = review(pod(json!({})), "shop");
-        let mut in_string = good.clone();
-        let at = in_string.windows(11).position(|w| w == br#""app":"web""#).unwrap();
-        in_string[at + 8] = 0xff; // "w\xffb"
-        let err = parse(&in_string).err().unwrap();
+        // A byte that is not UTF-8 in a label value the injector reads: refused, naming the place.
+        let mut in_label = good.clone();
+        let at = in_label.windows(11).position(|w| w == br#""app":"web""#).unwrap();
+        in_label[at + 8] = 0xff; // "w\xffb"
+        let message = from_bytes(&in_label).unwrap_err();
         assert!(
-            matches!(&err, ReviewError::Malformed(m) if m.contains("invalid unicode") && m.contains("column")),
-            "{err:?}"
+            message.contains("invalid unicode") && message.contains("column"),
+            "{message}"
         );
+        assert_eq!(parse(&in_label).err(), Some(ReviewError::Malformed(message)));
+        // Outside any string: refused, naming the place.
         let mut outside = good.clone();
         outside.insert(1, 0xfe);
-        assert!(matches!(parse(&outside), Err(ReviewError::Malformed(m)) if m.contains("column")));
-        // The same body in UTF-8 is injected.
+        let message = from_bytes(&outside).unwrap_err();
+        assert_eq!(parse(&outside).err(), Some(ReviewError::Malformed(message)));
+        // In a string that is skipped, not read (`userInfo`): serde_json reads the bytes without checking it, so
+        // the review is answered, as before the body was checked as a whole.
+        let mut skipped = good.clone();
+        let at = skipped
+            .windows(23)
+            .position(|w| w == br#"system:serviceaccount:k"#)
+            .unwrap();
+        skipped[at] = 0xc3;
+        assert!(std::str::from_utf8(&skipped).is_err());
+        assert_eq!(from_bytes(&skipped), Ok(()));
+        assert!(parse(&skipped).unwrap().pod.is_some());
+        // The same body in UTF-8 is read.
         assert!(parse(&good).unwrap().pod.is_some());
     }
 }
