@@ -484,18 +484,26 @@ fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     else {
         return;
     };
-    for (six, eight) in head.chunks_exact(6).zip(head_text.chunks_exact_mut(8)) {
-        if let &[a, b, c, d, e, f] = six {
-            let n = u64::from(a) << 40
-                | u64::from(b) << 32
-                | u64::from(c) << 24
-                | u64::from(d) << 16
-                | u64::from(e) << 8
-                | u64::from(f);
-            let quad = |n: u64| u64::from(u16::from_le_bytes(pair(n)));
-            let word = quad(n >> 36) | quad(n >> 24) << 16 | quad(n >> 12) << 32 | quad(n) << 48;
-            eight.copy_from_slice(&word.to_le_bytes());
-        }
+    for (k, eight) in head_text.chunks_exact_mut(8).enumerate() {
+        let at = k * 6;
+        // One 8-byte load where 8 bytes remain (its last two are the next group's), else the six bytes one by one.
+        let n = match bytes.get(at..at + 8).map(<[u8; 8]>::try_from) {
+            Some(Ok(window)) => u64::from_be_bytes(window) >> 16,
+            _ => match head.get(at..at + 6) {
+                Some(&[a, b, c, d, e, f]) => {
+                    u64::from(a) << 40
+                        | u64::from(b) << 32
+                        | u64::from(c) << 24
+                        | u64::from(d) << 16
+                        | u64::from(e) << 8
+                        | u64::from(f)
+                }
+                _ => 0,
+            },
+        };
+        let quad = |n: u64| u64::from(u16::from_le_bytes(pair(n)));
+        let word = quad(n >> 36) | quad(n >> 24) << 16 | quad(n >> 12) << 32 | quad(n) << 48;
+        eight.copy_from_slice(&word.to_le_bytes());
     }
     // The last 0 to 5 bytes: a triple, then the padded remainder.
     let mut quads = tail_text.chunks_exact_mut(4);

@@ -84,7 +84,8 @@ impl Text {
 /// stage 5 needs to write them: the compiled text and the pod's entries of the proxy's per-pod env variables.
 pub struct StandIns<'c> {
     text: &'c Text,
-    holes: Vec<(usize, Value)>,
+    /// The entries of the per-pod variables as JSON text, each with the index of its variable in `text.env`.
+    holes: Vec<(usize, Vec<u8>)>,
 }
 
 /// What [`StandIns::write`] did with an item.
@@ -136,9 +137,9 @@ impl StandIns<'_> {
                         out.extend_from_slice(text.as_bytes());
                     }
                     None => {
-                        for (_, v) in self.holes.iter().filter(|(j, _)| *j == i) {
+                        for (_, entry) in self.holes.iter().filter(|(j, _)| *j == i) {
                             sep(out);
-                            serde_json::to_writer(&mut *out, v)?;
+                            out.extend_from_slice(entry);
                         }
                     }
                 }

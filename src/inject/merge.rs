@@ -326,7 +326,30 @@ fn first_positions<'a>(list: &'a [Value], key: &str) -> Firsts<'a> {
     first
 }
 
+/// Short lists compared pairwise for [`all_new`]: at most this many comparisons.
+const PAIRWISE_UP_TO: usize = 256;
+
+/// Whether every patch item is new: its key is set, no other patch item has it and no server item does. (An
+/// injection into a pod it has not seen: the template's containers and volumes are all new.)
+fn all_new(server: &[Value], patch: &[Value], key: &str) -> bool {
+    if patch.len() * (patch.len() + server.len()) > PAIRWISE_UP_TO {
+        return false;
+    }
+    patch.iter().enumerate().all(|(j, p)| {
+        let k = at(p, key);
+        !k.is_null() && !server.iter().any(|s| at(s, key) == k) && !patch.iter().take(j).any(|q| at(q, key) == k)
+    })
+}
+
 fn merge_list(server: &mut Vec<Value>, patch: Vec<Value>, key: &str) {
+    // When every patch item is new, the merged list is the patch items in their order, then the server's: what
+    // the general merge below gives (nothing merges; added patch items go before server-only ones).
+    if all_new(server, &patch, key) {
+        let mut merged = patch;
+        merged.append(server);
+        *server = merged;
+        return;
+    }
     // Every search below is a look-up in these indexes of first positions.
     let server_first = first_positions(server, key);
     let patch_first = first_positions(&patch, key);
@@ -518,6 +541,7 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
+        let mut all_new_cases = 0;
         for case in 0..5000 {
             let mut list = |tag: &str| -> Vec<Value> {
                 (0..next(7))
@@ -531,9 +555,15 @@ mod tests {
             let mut want = server.clone();
             reference_merge_list(&mut want, &patch, "name");
             let mut got = server.clone();
+            all_new_cases += usize::from(all_new(&server, &patch, "name"));
             merge_list(&mut got, patch.clone(), "name");
             assert_eq!(got, want, "case {case}: {server:?} <- {patch:?}");
         }
+        // Both the shortcut for all-new patch items and the general merge were compared.
+        assert!(
+            (100..4900).contains(&all_new_cases),
+            "{all_new_cases} of 5000 cases all new"
+        );
     }
 
     #[test]

@@ -383,8 +383,21 @@ fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> 
 pub enum Depth {
     /// Everything.
     Full,
-    /// What the built-in `sidecar` and `gateway` templates read; containers and volumes of these names whole.
+    /// What the built-in `sidecar` and `gateway` templates read; containers and volumes of the templates' names
+    /// ([`TEMPLATE_CONTAINERS`], [`TEMPLATE_VOLUMES`]) and of these (what an earlier injection added) whole.
     Shallow(Vec<String>),
+}
+
+/// The names of the items a shallow parse parses whole.
+struct Relevant<'r> {
+    /// A set: the names an earlier injection recorded can be as many as the pod's items.
+    earlier: HashSet<&'r str>,
+}
+
+impl Relevant<'_> {
+    fn contains(&self, name: &str) -> bool {
+        TEMPLATE_CONTAINERS.contains(&name) || TEMPLATE_VOLUMES.contains(&name) || self.earlier.contains(name)
+    }
 }
 
 /// The parsed spec.
@@ -510,7 +523,7 @@ fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
 /// is partial and what was left out of it.
 fn list<'a>(
     draft: ListDraft<'a>,
-    relevant: Option<&HashSet<&str>>,
+    relevant: Option<&Relevant>,
     flags: &mut Vec<bool>,
     left_out: &mut Vec<Texts<'a>>,
 ) -> Result<Value, InjectError> {
@@ -566,11 +579,7 @@ impl<'a> Submitted<'a> {
         if !builtin || annotations.contains_key(ann::USER_VOLUME) {
             return Depth::Full;
         }
-        let mut relevant: Vec<String> = TEMPLATE_CONTAINERS
-            .iter()
-            .chain(TEMPLATE_VOLUMES)
-            .map(|n| (*n).to_owned())
-            .collect();
+        let mut relevant = Vec::new();
         if let Some(status) = annotations.get(ann::STATUS).and_then(Value::as_str) {
             match PreviousInjection::parse(status) {
                 Ok(previous) => relevant.extend(
@@ -592,10 +601,11 @@ impl<'a> Submitted<'a> {
         let Some(SpecMember::Spec(draft)) = self.spec.take() else {
             return Err(InjectError::InvalidPod("the pod has no spec".into()));
         };
-        // A set: the names an earlier injection recorded can be as many as the pod's items.
-        let relevant: Option<HashSet<&str>> = match depth {
+        let relevant = match depth {
             Depth::Full => None,
-            Depth::Shallow(relevant) => Some(relevant.iter().map(String::as_str).collect()),
+            Depth::Shallow(earlier) => Some(Relevant {
+                earlier: earlier.iter().map(String::as_str).collect(),
+            }),
         };
         let relevant = relevant.as_ref();
         let SpecDraft { lists, parsed, texts } = draft;

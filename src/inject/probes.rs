@@ -18,7 +18,8 @@ pub fn probers_json(probers: &Probers) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&Value::String(path.clone()).to_string());
+        // Writing JSON into a String cannot fail.
+        out.push_str(&serde_json::to_string(path).unwrap_or_default());
         out.push(':');
         out.push_str(&gojson::to_string(prober, gojson::PROBER));
     }
@@ -26,9 +27,9 @@ pub fn probers_json(probers: &Probers) -> String {
     out
 }
 
-fn resolve_port(port: &Value, container: &Value) -> Value {
+fn resolve_port(port: &Value, ports: &Value) -> Value {
     match port {
-        Value::String(name) => container["ports"]
+        Value::String(name) => ports
             .as_array()
             .and_then(|ports| ports.iter().find(|p| p["name"] == *name.as_str()))
             .map(|p| p["containerPort"].clone())
@@ -40,7 +41,7 @@ fn resolve_port(port: &Value, container: &Value) -> Value {
 /// Rewrites one handler (probe or lifecycle hook) to `path` on `status_port`; returns the original for the agent.
 fn rewrite_handler(
     handler: &mut Value,
-    container: &Value,
+    ports: &Value,
     path: &str,
     status_port: i64,
     previous: &Probers,
@@ -60,7 +61,7 @@ fn rewrite_handler(
         let mut original = get.clone();
         original.insert(
             "port".into(),
-            resolve_port(get.get("port").unwrap_or(&Value::Null), container),
+            resolve_port(get.get("port").unwrap_or(&Value::Null), ports),
         );
         prober.insert("httpGet".into(), Value::Object(original));
         get.insert("path".into(), json!(path));
@@ -74,7 +75,7 @@ fn rewrite_handler(
         let mut original = tcp.clone();
         original.insert(
             "port".into(),
-            resolve_port(tcp.get("port").unwrap_or(&Value::Null), container),
+            resolve_port(tcp.get("port").unwrap_or(&Value::Null), ports),
         );
         prober.insert("tcpSocket".into(), Value::Object(original));
         obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
@@ -95,27 +96,35 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     let Some(name) = container["name"].as_str().map(str::to_owned) else {
         return;
     };
-    // Named ports are resolved against the container's ports; only those are needed, not the whole container.
-    let snapshot = json!({"ports": container.get("ports").cloned().unwrap_or(Value::Null)});
+    // Named ports are resolved against the container's ports, taken out while its handlers are rewritten (and put
+    // back: members are kept in key order, so the container is as before but for the handlers).
+    let Some(fields) = container.as_object_mut() else {
+        return;
+    };
+    let ports = fields.remove_entry("ports");
+    let snapshot = ports.as_ref().map_or(&Value::Null, |(_, p)| p);
     for (field, suffix) in [
         ("livenessProbe", "livez"),
         ("readinessProbe", "readyz"),
         ("startupProbe", "startupz"),
     ] {
-        if let Some(probe) = container.get_mut(field) {
+        if let Some(probe) = fields.get_mut(field) {
             let path = format!("/app-health/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(probe, &snapshot, &path, status_port, previous, false) {
+            if let Some(p) = rewrite_handler(probe, snapshot, &path, status_port, previous, false) {
                 probers.insert(path, p);
             }
         }
     }
     for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
-        if let Some(hook) = container.get_mut("lifecycle").and_then(|l| l.get_mut(field)) {
+        if let Some(hook) = fields.get_mut("lifecycle").and_then(|l| l.get_mut(field)) {
             let path = format!("/app-lifecycle/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(hook, &snapshot, &path, status_port, previous, true) {
+            if let Some(p) = rewrite_handler(hook, snapshot, &path, status_port, previous, true) {
                 probers.insert(path, p);
             }
         }
+    }
+    if let Some((key, ports)) = ports {
+        fields.insert(key, ports);
     }
 }
 
@@ -132,6 +141,11 @@ mod tests {
         assert_eq!(
             c["readinessProbe"]["httpGet"],
             json!({"path": "/app-health/hello/readyz", "port": 15020, "scheme": "HTTP"})
+        );
+        assert_eq!(
+            c["ports"],
+            json!([{"name": "http", "containerPort": 80}]),
+            "the ports stay"
         );
         assert_eq!(
             probers_json(&probers),

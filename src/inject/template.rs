@@ -222,13 +222,12 @@ impl Context<'_> {
         self.labels.get(key).and_then(Value::as_str).filter(|v| !v.is_empty())
     }
 
-    fn app_containers(&self) -> Vec<String> {
+    /// The pod's container names but the proxy's.
+    fn app_containers(&self) -> impl Iterator<Item = &str> {
         containers(self.spec)
             .iter()
             .filter_map(|c| c["name"].as_str())
             .filter(|n| *n != PROXY_NAME)
-            .map(str::to_owned)
-            .collect()
     }
 }
 
@@ -316,8 +315,8 @@ fn value_env(name: &str, value: impl Into<String>) -> Value {
 fn pod_ports(spec: &Value) -> String {
     let ports: Vec<String> = containers(spec)
         .iter()
-        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
-        .map(|p| gojson::to_string(&p, gojson::CONTAINER_PORT))
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .map(|p| gojson::to_string(p, gojson::CONTAINER_PORT))
         .collect();
     if ports.is_empty() {
         return "[\n]".to_owned();
@@ -413,17 +412,28 @@ fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
 }
 
 /// The env entries of a per-pod variable for this pod (none for a fixed one).
-fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<Value>) {
+/// This pod's entries of a per-pod variable, as names and values (an empty value is left out of the entry, as
+/// [`value_env`] does).
+fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<(&'static str, String)>) {
     match var {
         EnvVar::Fixed(_) => {}
-        EnvVar::PodPorts => out.push(value_env("ISTIO_META_POD_PORTS", pod_ports(ctx.spec))),
-        EnvVar::AppContainers => out.push(value_env("ISTIO_META_APP_CONTAINERS", ctx.app_containers().join(","))),
+        EnvVar::PodPorts => out.push(("ISTIO_META_POD_PORTS", pod_ports(ctx.spec))),
+        EnvVar::AppContainers => {
+            let mut names = String::new();
+            for name in ctx.app_containers() {
+                if !names.is_empty() {
+                    names.push(',');
+                }
+                names.push_str(name);
+            }
+            out.push(("ISTIO_META_APP_CONTAINERS", names));
+        }
         EnvVar::Workload if !ctx.workload.name.is_empty() => {
             // The workload-name label renames the workload for telemetry; the owner stays the real object.
             let name = ctx.label(ann::WORKLOAD_NAME).unwrap_or(&ctx.workload.name);
-            out.push(value_env("ISTIO_META_WORKLOAD_NAME", name));
+            out.push(("ISTIO_META_WORKLOAD_NAME", name.to_owned()));
             if !ctx.workload.api_version.is_empty() {
-                out.push(value_env("ISTIO_META_OWNER", ctx.workload.owner_uri()));
+                out.push(("ISTIO_META_OWNER", ctx.workload.owner_uri()));
             }
         }
         EnvVar::Workload => {}
@@ -433,24 +443,43 @@ fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<Value>) {
 /// The proxy's environment for this pod.
 fn fill_env(ctx: &Context, env: Vec<EnvVar>) -> Value {
     let mut out = Vec::with_capacity(env.len() + 1);
+    let mut values = Vec::new();
     for var in env {
         match var {
             EnvVar::Fixed(v) => out.push(v),
-            hole => hole_values(ctx, &hole, &mut out),
+            hole => {
+                hole_values(ctx, &hole, &mut values);
+                out.extend(values.drain(..).map(|(name, value)| value_env(name, value)));
+            }
         }
     }
     Value::Array(out)
 }
 
-/// This pod's entries of the per-pod variables of `env`, each with the index of its variable.
-pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> Vec<(usize, Value)> {
+/// This pod's entries of the per-pod variables of `env` as JSON text (what [`value_env`] makes, written), each
+/// with the index of its variable.
+pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> Vec<(usize, Vec<u8>)> {
     let mut out = Vec::new();
     let mut values = Vec::new();
     for (i, var) in env.iter().enumerate() {
         hole_values(ctx, var, &mut values);
-        out.extend(values.drain(..).map(|v| (i, v)));
+        out.extend(values.drain(..).map(|(name, value)| (i, env_entry_text(name, &value))));
     }
     out
+}
+
+/// `{"name":…,"value":…}`, or `{"name":…}` for an empty value: [`value_env`]'s entry as serde_json writes it.
+fn env_entry_text(name: &str, value: &str) -> Vec<u8> {
+    let mut text = Vec::with_capacity(name.len() + value.len() + 24);
+    text.extend_from_slice(b"{\"name\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut text, name);
+    if !value.is_empty() {
+        text.extend_from_slice(b",\"value\":");
+        let _ = serde_json::to_writer(&mut text, value);
+    }
+    text.push(b'}');
+    text
 }
 
 fn readiness_probe(ctx: &Settings) -> Value {
@@ -578,15 +607,15 @@ fn truncate_label(value: &str) -> String {
 }
 
 fn default_container_annotations(ctx: &Context, only_if_single: bool) -> Vec<(String, String)> {
-    let apps = ctx.app_containers();
+    let mut apps = ctx.app_containers();
     let mut out = Vec::new();
-    let Some(first) = apps.first() else { return out };
-    if only_if_single && apps.len() != 1 {
+    let Some(first) = apps.next() else { return out };
+    if only_if_single && apps.next().is_some() {
         return out;
     }
     for key in [ann::DEFAULT_LOGS_CONTAINER, ann::DEFAULT_CONTAINER] {
         if ctx.annotation(key).is_none() {
-            out.push((key.to_owned(), first.clone()));
+            out.push((key.to_owned(), first.to_owned()));
         }
     }
     out
@@ -1426,6 +1455,28 @@ pub fn user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_entries_are_written_as_their_values_serialise() {
+        for (name, value) in [
+            ("ISTIO_META_APP_CONTAINERS", "web,worker"),
+            ("ISTIO_META_WORKLOAD_NAME", ""),
+            (
+                "ISTIO_META_POD_PORTS",
+                "[\n    {\"containerPort\":80,\"protocol\":\"TCP\"}\n]",
+            ),
+            (
+                "ISTIO_META_OWNER",
+                "kubernetes://apis/v1/namespaces/ns/pods/\u{7f}\u{1}é\\\"</>",
+            ),
+        ] {
+            let want = serde_json::to_vec(&value_env(name, value)).unwrap();
+            assert_eq!(
+                String::from_utf8(env_entry_text(name, value)).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn status_port_joins_excluded_ports_once() {
