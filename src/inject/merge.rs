@@ -46,17 +46,30 @@ fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'stati
     }
 }
 
-/// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals.
+/// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals: its fields in Go's order, an empty
+/// list as `null`.
 fn status(fragment: &Fragment, revision: &str) -> String {
-    let list = |names: Vec<&str>| if names.is_empty() { Value::Null } else { json!(names) };
-    let status = json!({
-        "initContainers": list(names(&fragment.init_containers).collect()),
-        "containers": list(names(&fragment.containers).collect()),
-        "volumes": list(names(&fragment.volumes).collect()),
-        "imagePullSecrets": list(fragment.image_pull_secrets.iter().map(String::as_str).collect()),
-        "revision": revision,
-    });
-    gojson::to_string(&status, gojson::INJECTION_STATUS)
+    // Writing JSON into a Vec cannot fail.
+    fn list<'a>(out: &mut Vec<u8>, field: &str, names: impl Iterator<Item = &'a str>) {
+        out.extend_from_slice(field.as_bytes());
+        let mut empty = true;
+        for name in names {
+            out.push(if std::mem::take(&mut empty) { b'[' } else { b',' });
+            let _ = serde_json::to_writer(&mut *out, name);
+        }
+        out.extend_from_slice(if empty { b"null," } else { b"]," });
+    }
+    let mut out = Vec::with_capacity(256);
+    list(&mut out, "{\"initContainers\":", names(&fragment.init_containers));
+    list(&mut out, "\"containers\":", names(&fragment.containers));
+    list(&mut out, "\"volumes\":", names(&fragment.volumes));
+    let secrets = fragment.image_pull_secrets.iter().map(String::as_str);
+    list(&mut out, "\"imagePullSecrets\":", secrets);
+    out.extend_from_slice(b"\"revision\":");
+    let _ = serde_json::to_writer(&mut out, revision);
+    out.push(b'}');
+    // serde_json writes UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `proxy.istio.io/overrides`: the overrides by the list the templates put them in, as Go marshals containers.
@@ -437,6 +450,46 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The status annotation as first written: a JSON value written in the order of Istio's struct.
+    fn reference_status(fragment: &Fragment, revision: &str) -> String {
+        let list = |names: Vec<&str>| if names.is_empty() { Value::Null } else { json!(names) };
+        let status = json!({
+            "initContainers": list(names(&fragment.init_containers).collect()),
+            "containers": list(names(&fragment.containers).collect()),
+            "volumes": list(names(&fragment.volumes).collect()),
+            "imagePullSecrets": list(fragment.image_pull_secrets.iter().map(String::as_str).collect()),
+            "revision": revision,
+        });
+        gojson::to_string(&status, gojson::INJECTION_STATUS)
+    }
+
+    #[test]
+    fn status_is_written_as_istio_marshals_it() {
+        let named = |names: &[&str]| -> Vec<Value> { names.iter().map(|n| json!({"name": n})).collect() };
+        let fragment = |init: &[&str], containers: &[&str], volumes: &[&str], secrets: &[&str]| Fragment {
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            init_containers: named(init),
+            containers: named(containers),
+            volumes: named(volumes),
+            image_pull_secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+            pod_security_context: None,
+            spec_rest: Map::new(),
+        };
+        let cases = [
+            (fragment(&["istio-init", "istio-proxy"], &[], &["a", "b"], &[]), ""),
+            (fragment(&[], &["istio-proxy"], &["x\"/\\é\u{1}"], &["reg"]), "canary"),
+            (fragment(&[], &[], &[], &[]), "rev\"q"),
+        ];
+        for (f, revision) in &cases {
+            assert_eq!(status(f, revision), reference_status(f, revision));
+        }
+        assert_eq!(
+            status(&cases[0].0, ""),
+            r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["a","b"],"imagePullSecrets":null,"revision":""}"#
+        );
+    }
 
     /// Lists longer than [`SCAN_UP_TO`] switch from scans to a hash map part way; positions, duplicates and order
     /// come out as for short lists.
