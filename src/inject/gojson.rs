@@ -136,15 +136,6 @@ pub const CONTAINER: Shape = Struct(&[
     ("tty", Plain),
 ]);
 
-/// Istio's `SidecarInjectionStatus` (the `sidecar.istio.io/status` annotation).
-pub const INJECTION_STATUS: Shape = Struct(&[
-    ("initContainers", Plain),
-    ("containers", Plain),
-    ("volumes", Plain),
-    ("imagePullSecrets", Plain),
-    ("revision", Plain),
-]);
-
 /// Writes `value` as compact JSON ordered by `shape`.
 pub fn to_string(value: &Value, shape: Shape) -> String {
     let mut out = Vec::new();

@@ -445,6 +445,38 @@ mod tests {
     }
 
     #[test]
+    fn app_containers_are_joined_with_empty_names_in_their_place() {
+        // The shape checks let an empty container name through (the API server refuses it later); Istio's template
+        // joins the names with commas whatever they are, and so do both paths here.
+        let mut p = pod();
+        p["spec"]["containers"] = json!([{"name": ""}, {"name": "b"}, {"name": ""}]);
+        let app_containers = |pod: &Value| {
+            pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .chain(pod["spec"]["containers"].as_array())
+                .flatten()
+                .filter(|c| c["name"] == PROXY_NAME)
+                .flat_map(|c| c["env"].as_array().unwrap())
+                .find(|e| e["name"] == "ISTIO_META_APP_CONTAINERS")
+                .map(|e| e["value"].clone())
+        };
+        let patched = through_webhook(&InjectionConfig::default(), &p);
+        assert_eq!(app_containers(&patched), Some(json!(",b,")));
+        let whole = inject(
+            &Injector::compile(InjectionConfig::default()),
+            &PodInput {
+                metadata: &p["metadata"],
+                spec: &p["spec"],
+                workload: Workload::of_pod(&p["metadata"]),
+                namespace_annotations: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(app_containers(&json!({"spec": whole.spec})), Some(json!(",b,")));
+    }
+
+    #[test]
     fn injecting_twice_changes_nothing() {
         let injected = through_webhook(&InjectionConfig::default(), &pod());
         let twice = through_webhook(&InjectionConfig::default(), &injected);

@@ -96,8 +96,9 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     let Some(name) = container["name"].as_str().map(str::to_owned) else {
         return;
     };
-    // Named ports are resolved against the container's ports, taken out while its handlers are rewritten (and put
-    // back: members are kept in key order, so the container is as before but for the handlers).
+    // Named ports are resolved against the container's ports, taken out while its handlers are rewritten and put
+    // back: serde_json's `Map` is a `BTreeMap` here (no `preserve_order`, on which the patch writer relies too), so
+    // the container is as before but for the handlers.
     let Some(fields) = container.as_object_mut() else {
         return;
     };

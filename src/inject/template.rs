@@ -411,22 +411,15 @@ fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
     env
 }
 
-/// The env entries of a per-pod variable for this pod (none for a fixed one).
-/// This pod's entries of a per-pod variable, as names and values (an empty value is left out of the entry, as
-/// [`value_env`] does).
+/// This pod's entries of a per-pod variable, as names and values (none for a fixed one).
 fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<(&'static str, String)>) {
     match var {
         EnvVar::Fixed(_) => {}
         EnvVar::PodPorts => out.push(("ISTIO_META_POD_PORTS", pod_ports(ctx.spec))),
         EnvVar::AppContainers => {
-            let mut names = String::new();
-            for name in ctx.app_containers() {
-                if !names.is_empty() {
-                    names.push(',');
-                }
-                names.push_str(name);
-            }
-            out.push(("ISTIO_META_APP_CONTAINERS", names));
+            // Joined as Go's `strings.Join` does: an empty name still takes its place (`,b`).
+            let names: Vec<&str> = ctx.app_containers().collect();
+            out.push(("ISTIO_META_APP_CONTAINERS", names.join(",")));
         }
         EnvVar::Workload if !ctx.workload.name.is_empty() => {
             // The workload-name label renames the workload for telemetry; the owner stays the real object.
