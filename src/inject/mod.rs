@@ -414,6 +414,20 @@ mod tests {
         webhook(config, pod).unwrap().expect("expected injection").1
     }
 
+    /// The injected pod, through [`inject`] (kube-inject's path).
+    fn through_inject(config: &InjectionConfig, pod: &Value) -> Injected {
+        inject(
+            &Injector::compile(config.clone()),
+            &PodInput {
+                metadata: &pod["metadata"],
+                spec: &pod["spec"],
+                workload: Workload::of_pod(&pod["metadata"]),
+                namespace_annotations: None,
+            },
+        )
+        .unwrap()
+    }
+
     fn pod() -> Value {
         json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -431,16 +445,7 @@ mod tests {
         );
         // The patch applied to the pod gives what kube-inject gives.
         let p = pod();
-        let whole = inject(
-            &Injector::compile(InjectionConfig::default()),
-            &PodInput {
-                metadata: &p["metadata"],
-                spec: &p["spec"],
-                workload: Workload::of_pod(&p["metadata"]),
-                namespace_annotations: None,
-            },
-        )
-        .unwrap();
+        let whole = through_inject(&InjectionConfig::default(), &p);
         assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
     }
 
@@ -463,16 +468,7 @@ mod tests {
         };
         let patched = through_webhook(&InjectionConfig::default(), &p);
         assert_eq!(app_containers(&patched), Some(json!(",b,")));
-        let whole = inject(
-            &Injector::compile(InjectionConfig::default()),
-            &PodInput {
-                metadata: &p["metadata"],
-                spec: &p["spec"],
-                workload: Workload::of_pod(&p["metadata"]),
-                namespace_annotations: None,
-            },
-        )
-        .unwrap();
+        let whole = through_inject(&InjectionConfig::default(), &p);
         assert_eq!(app_containers(&json!({"spec": whole.spec})), Some(json!(",b,")));
     }
 
@@ -525,16 +521,7 @@ mod tests {
             .find(|c| c["name"] == "web")
             .unwrap();
         assert_eq!(web["env"], json!(env));
-        let whole = inject(
-            &Injector::compile(InjectionConfig::default()),
-            &PodInput {
-                metadata: &p["metadata"],
-                spec: &p["spec"],
-                workload: Workload::of_pod(&p["metadata"]),
-                namespace_annotations: None,
-            },
-        )
-        .unwrap();
+        let whole = through_inject(&InjectionConfig::default(), &p);
         assert_eq!(
             (&injected["metadata"], &injected["spec"]),
             (&whole.metadata, &whole.spec)
