@@ -338,6 +338,11 @@ fn merge_fragment(into: &mut Fragment, f: Fragment) {
         (&mut into.containers, f.containers),
         (&mut into.volumes, f.volumes),
     ] {
+        if list.is_empty() && distinct_names(&add) {
+            // Nothing to merge with, within the list or before it: the items as they are.
+            *list = add;
+            continue;
+        }
         for item in add {
             if let Some(existing) = list.iter_mut().find(|e| at(e, "name") == at(&item, "name")) {
                 merge::strategic(existing, item);
@@ -357,11 +362,33 @@ fn merge_fragment(into: &mut Fragment, f: Fragment) {
             None => into.pod_security_context = Some(sc),
         }
     }
+    if f.spec_rest.is_empty() {
+        return;
+    }
     let mut rest = Value::Object(std::mem::take(&mut into.spec_rest));
     merge::strategic(&mut rest, Value::Object(f.spec_rest));
     if let Value::Object(m) = rest {
         into.spec_rest = m;
     }
+}
+
+/// Whether no two of `items` have the same `name` (a missing one counting as null, as [`merge_fragment`] compares
+/// them): then none is merged into another. Lists longer than a few items are not checked (`false`).
+fn distinct_names(items: &[Value]) -> bool {
+    const CHECKED: usize = 16;
+    static NULL: Value = Value::Null;
+    if items.len() > CHECKED {
+        return false;
+    }
+    let mut names = [&NULL; CHECKED];
+    for (slot, item) in names.iter_mut().zip(items) {
+        *slot = at(item, "name");
+    }
+    let names = names.get(..items.len()).unwrap_or_default();
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, a)| names.get(i + 1..).unwrap_or_default().iter().all(|b| a != b))
 }
 
 /// Volumes and proxy mounts from `sidecar.istio.io/userVolume` and `userVolumeMount` (shape-checked, and each
@@ -395,4 +422,79 @@ fn add_user_volumes(ctx: &template::Context, fragment: &mut Fragment) -> Result<
         list.extend(mounts);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn volumes(items: Value) -> Fragment {
+        Fragment {
+            volumes: serde_json::from_value(items).unwrap(),
+            ..Fragment::default()
+        }
+    }
+
+    /// Items of one name are merged whether they come from one fragment or two, and items without a name count as
+    /// of one name (null), as the list is searched by `name`.
+    #[test]
+    fn fragments_merge_items_of_one_name_within_and_across_them() {
+        let mut into = Fragment::default();
+        merge_fragment(&mut into, volumes(json!([{"name": "a", "x": 1}, {"name": "b"}])));
+        assert_eq!(into.volumes, [json!({"name": "a", "x": 1}), json!({"name": "b"})]);
+
+        let mut into = Fragment::default();
+        merge_fragment(
+            &mut into,
+            volumes(json!([{"name": "a", "x": 1}, {"name": "b"}, {"name": "a", "y": 2}])),
+        );
+        assert_eq!(
+            into.volumes,
+            [json!({"name": "a", "x": 1, "y": 2}), json!({"name": "b"})]
+        );
+
+        let mut into = Fragment::default();
+        merge_fragment(&mut into, volumes(json!([{"x": 1}, {"name": "b"}, {"y": 2}])));
+        assert_eq!(into.volumes, [json!({"x": 1, "y": 2}), json!({"name": "b"})]);
+
+        merge_fragment(&mut into, volumes(json!([{"name": "c"}, {"name": "b", "z": 3}])));
+        assert_eq!(
+            into.volumes,
+            [
+                json!({"x": 1, "y": 2}),
+                json!({"name": "b", "z": 3}),
+                json!({"name": "c"})
+            ]
+        );
+
+        let many: Vec<Value> = (0..20).map(|i| json!({"name": format!("v{}", i % 19)})).collect();
+        let mut into = Fragment::default();
+        merge_fragment(&mut into, volumes(Value::Array(many)));
+        assert_eq!(into.volumes.len(), 19);
+    }
+
+    #[test]
+    fn names_are_distinct_only_when_no_two_items_share_one() {
+        assert!(distinct_names(&[]));
+        assert!(distinct_names(&[
+            json!({"name": "a"}),
+            json!({"name": "b"}),
+            json!("not a map")
+        ]));
+        assert!(!distinct_names(&[
+            json!({"name": "a"}),
+            json!({"name": "b"}),
+            json!({"name": "a"})
+        ]));
+        assert!(!distinct_names(&[
+            json!({}),
+            json!({"name": "b"}),
+            json!({"name": null})
+        ]));
+        assert!(!distinct_names(&[json!(1), json!({})]));
+        let long: Vec<Value> = (0..17).map(|i| json!({"name": i})).collect();
+        assert!(!distinct_names(&long), "lists over 16 items are not checked");
+    }
 }

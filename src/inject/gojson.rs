@@ -149,7 +149,8 @@ fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(out, value);
 }
 
-fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
+/// Appends `value` as compact JSON ordered by `shape`.
+pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
     match (shape, value) {
         (Struct(fields), Value::Object(map)) => write_struct(out, map, fields),
         (List(item), Value::Array(items)) => {

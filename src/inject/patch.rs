@@ -7,8 +7,6 @@
 //! its children.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::fmt::Write as _;
-
 use serde_json::{Map, Value};
 
 use super::compile::{StandIns, Written};
@@ -41,12 +39,16 @@ impl Writer<'_> {
     fn at<R>(&mut self, segment: &str, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
         self.path.push('/');
-        for c in segment.chars() {
-            match c {
-                '~' => self.path.push_str("~0"),
-                '/' => self.path.push_str("~1"),
-                c => self.path.push(c),
+        if segment.contains(['~', '/']) {
+            for c in segment.chars() {
+                match c {
+                    '~' => self.path.push_str("~0"),
+                    '/' => self.path.push_str("~1"),
+                    c => self.path.push(c),
+                }
             }
+        } else {
+            self.path.push_str(segment);
         }
         let r = f(self);
         self.path.truncate(len);
@@ -55,7 +57,8 @@ impl Writer<'_> {
 
     fn at_index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
-        let _ = write!(self.path, "/{index}");
+        self.path.push('/');
+        push_decimal(&mut self.path, index);
         let r = f(self);
         self.path.truncate(len);
         r
@@ -125,6 +128,15 @@ impl Writer<'_> {
         self.out.push(b']');
         self.out
     }
+}
+
+/// Appends `n` in decimal, as `{n}` formats it.
+fn push_decimal(out: &mut String, n: usize) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    // n % 10 < 10, so the digit is ASCII.
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// Walks the members of two objects in key order: `f(key, old, new)` for each key in either.
@@ -331,6 +343,15 @@ mod tests {
         let mut pod = old.clone();
         json_patch::patch(&mut pod, &patch).unwrap();
         (pod, serde_json::to_value(patch).unwrap())
+    }
+
+    #[test]
+    fn indices_are_written_in_decimal() {
+        for n in [0, 7, 9, 10, 11, 99, 100, 305, 1_000_000, usize::MAX] {
+            let mut out = String::from("/x/");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("/x/{n}"));
+        }
     }
 
     #[test]

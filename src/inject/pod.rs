@@ -384,8 +384,8 @@ pub enum Depth {
     /// Everything.
     Full,
     /// What the built-in `sidecar` and `gateway` templates read; containers and volumes of the templates' names
-    /// ([`TEMPLATE_CONTAINERS`], [`TEMPLATE_VOLUMES`]) and of these (what an earlier injection added) whole. (So
-    /// `Shallow(vec![])` still parses the template-named items whole; before 2026-12-05 it carried those names.)
+    /// ([`TEMPLATE_CONTAINERS`], [`TEMPLATE_VOLUMES`]) and of these (what an earlier injection added) whole. The
+    /// template names are always parsed whole: `Shallow(vec![])` is the depth of a pod never injected.
     Shallow(Vec<String>),
 }
 

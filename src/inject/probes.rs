@@ -13,18 +13,20 @@ pub type Probers = BTreeMap<String, Value>;
 
 /// The `ISTIO_KUBE_APP_PROBERS` text.
 pub fn probers_json(probers: &Probers) -> String {
-    let mut out = String::from("{");
+    let mut out = Vec::with_capacity(2 + 96 * probers.len());
+    out.push(b'{');
     for (i, (path, prober)) in probers.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        // Writing JSON into a String cannot fail.
-        out.push_str(&serde_json::to_string(path).unwrap_or_default());
-        out.push(':');
-        out.push_str(&gojson::to_string(prober, gojson::PROBER));
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, path);
+        out.push(b':');
+        gojson::write(&mut out, prober, gojson::PROBER);
     }
-    out.push('}');
-    out
+    out.push(b'}');
+    // serde_json and the shape writer write UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn resolve_port(port: &Value, ports: &Value) -> Value {
