@@ -4,9 +4,12 @@
 //! The corpus lives outside the repository: `MIZZEN_CONFORMANCE_DIR`, default `../shared/conformance/istio-inject`.
 //! Without it the test prints why and passes without checking anything.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::corpus_dir;
 use mizzen::inject::{InjectionConfig, Injector};
 use mizzen::kubeinject::{inject_stream, split_documents};
 use serde_json::{Map, Value, json};
@@ -30,19 +33,6 @@ struct Case {
     expect_log: String,
     modes: String,
     test_name: String,
-}
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MIZZEN_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/istio-inject"));
-    let found = dir.join("cases.tsv").is_file().then_some(dir);
-    // CI has the corpus beside the repository; a missing one there is a failure, not a skip.
-    assert!(
-        found.is_some() || std::env::var_os("CI").is_none(),
-        "Istio injection corpus not found and CI is set"
-    );
-    found
 }
 
 fn cases(dir: &Path) -> Vec<Case> {

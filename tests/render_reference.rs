@@ -2,23 +2,13 @@
 //! `MIZZEN_MANIFESTS_DIR`): for equivalent inputs, the same objects istiod and the ingress gateway need, with the
 //! same container args, environment and ports. Known, intended differences are listed in README.md.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::manifests_dir as dir;
 use mizzen::render::{RenderOptions, render};
 use serde_json::{Value, json};
-
-fn dir() -> Option<PathBuf> {
-    let d = std::env::var_os("MIZZEN_MANIFESTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/istio-manifests"));
-    let found = d.join("output").is_dir().then_some(d);
-    // CI has the references beside the repository; a missing one there is a failure, not a skip.
-    assert!(
-        found.is_some() || std::env::var_os("CI").is_none(),
-        "Istio manifest references not found and CI is set"
-    );
-    found
-}
 
 fn golden(dir: &Path, name: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("output").join(name)).unwrap();

@@ -4,22 +4,13 @@
 //! failure when `CI` is set). Where the fast ones answer, their answer must equal the full ones' (the writer's byte
 //! for byte); they must also answer for the usual manifests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::corpus_dir;
 use mizzen::kubeinject::split_documents;
 use serde_json::Value;
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MIZZEN_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/istio-inject"));
-    let found = dir.join("cases.tsv").is_file().then_some(dir);
-    assert!(
-        found.is_some() || std::env::var_os("CI").is_none(),
-        "Istio injection corpus not found and CI is set"
-    );
-    found
-}
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

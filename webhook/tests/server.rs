@@ -249,7 +249,11 @@ mod base64_decode {
 async fn injected_pods_match_kube_inject() {
     let h = Harness::start().await;
     let mut conn = h.conn().await;
-    for name in ["create-enabled-namespace.json", "pod-64k.json"] {
+    for name in [
+        "create-enabled-namespace.json",
+        "create-enabled-namespace.compact.json",
+        "pod-64k.json",
+    ] {
         let body = fixture(name);
         let response = review(&mut conn, "/inject", body.clone()).await;
         assert_eq!(response["allowed"], true, "{name}");
