@@ -50,6 +50,10 @@ struct Args {
     /// Only loop the server-side work on --body for this many iterations (for profilers), then exit.
     #[arg(long, hide = true)]
     inject_only: Option<u32>,
+    /// Only skip --body with serde_json this many times, building nothing, then exit (for profilers: the least a
+    /// serde_json parse of the review costs).
+    #[arg(long, hide = true)]
+    skip_only: Option<u32>,
     /// Only send this many reviews, one at a time, to the server named by --server, then exit (for profilers:
     /// instructions per request of client and server together).
     #[arg(long, hide = true)]
@@ -342,6 +346,12 @@ fn main() -> Result<()> {
             .build()?;
         let rps = client.block_on(throughput(addr, tls, body, args.connections, args.seconds))?;
         println!("{rps:.0} req/s");
+        return Ok(());
+    }
+    if let Some(n) = args.skip_only {
+        for _ in 0..n {
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body))?;
+        }
         return Ok(());
     }
     if let Some(n) = args.inject_only {
