@@ -3,7 +3,9 @@
 //! Istio writes several annotation and environment values (`proxy.istio.io/overrides`, `ISTIO_META_POD_PORTS`,
 //! `ISTIO_KUBE_APP_PROBERS`) by marshalling Go structs, so their text follows struct declaration order rather than
 //! sorted keys. These values are compared as exact strings, so we reproduce that order. Unknown keys follow the
-//! known ones, sorted.
+//! known ones, sorted. Strings are escaped as `json.Marshal` escapes them, which is serde_json's escaping plus
+//! `<`, `>`, `&`, U+2028 and U+2029 as `\u003c`, `\u003e`, `\u0026`, `\u2028` and `\u2029` (a probe path such as
+//! `/healthz?a=1&b=2` is written `/healthz?a=1\u0026b=2`, as Istio writes it).
 
 use serde_json::{Map, Value};
 
@@ -144,9 +146,40 @@ pub fn to_string(value: &Value, shape: Shape) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Writes a plain value or a key (writing JSON into a Vec cannot fail).
+/// Appends a string as `json.Marshal` writes it.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    plain(out, text);
+}
+
+/// Writes a plain value or a key as `json.Marshal` does (writing JSON into a Vec cannot fail).
 fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let _ = serde_json::to_writer(out, value);
+    let start = out.len();
+    let _ = serde_json::to_writer(&mut *out, value);
+    // The characters Go escapes beyond serde_json occur only inside strings; U+2028 and U+2029 start with 0xE2.
+    if out
+        .get(start..)
+        .is_some_and(|text| text.iter().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2)))
+    {
+        let text = out.split_off(start);
+        escape_for_html(out, &text);
+    }
+}
+
+/// Appends JSON `text` with Go's HTML-safe escapes applied.
+fn escape_for_html(out: &mut Vec<u8>, text: &[u8]) {
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        let (escape, skip): (&[u8], usize) = match (b, tail) {
+            (b'<', _) => (br"\u003c", 1),
+            (b'>', _) => (br"\u003e", 1),
+            (b'&', _) => (br"\u0026", 1),
+            (0xE2, [0x80, 0xA8, ..]) => (br"\u2028", 3),
+            (0xE2, [0x80, 0xA9, ..]) => (br"\u2029", 3),
+            _ => (std::slice::from_ref(&b), 1),
+        };
+        out.extend_from_slice(escape);
+        rest = rest.get(skip..).unwrap_or_default();
+    }
 }
 
 /// Appends `value` as compact JSON ordered by `shape`.
@@ -206,6 +239,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn strings_are_escaped_for_html_as_go_marshals_them() {
+        // What Go's json.Marshal writes for these (encoding/json escapes <, >, & and the two line separators).
+        let v = json!({"path": "/h?a=1&b=<2>", "sep": "x\u{2028}y\u{2029}z", "other": "é€\u{2027}", "a&b": 1});
+        assert_eq!(
+            to_string(&v, Plain),
+            concat!(
+                r#"{"a\u0026b":1,"other":"#,
+                "\"é€\u{2027}\"",
+                r#","path":"/h?a=1\u0026b=\u003c2\u003e","sep":"x\u2028y\u2029z"}"#
+            )
+        );
+        let probe = json!({"httpGet": {"path": "/healthz?a=1&b=2", "port": 8080}});
+        assert_eq!(
+            to_string(&probe, PROBER),
+            r#"{"httpGet":{"path":"/healthz?a=1\u0026b=2","port":8080}}"#
+        );
+    }
 
     #[test]
     fn container_fields_follow_go_declaration_order() {

@@ -49,13 +49,12 @@ fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'stati
 /// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals: its fields in Go's order, an empty
 /// list as `null`.
 fn status(fragment: &Fragment, revision: &str) -> String {
-    // Writing JSON into a Vec cannot fail.
     fn list<'a>(out: &mut Vec<u8>, field: &str, names: impl Iterator<Item = &'a str>) {
         out.extend_from_slice(field.as_bytes());
         let mut empty = true;
         for name in names {
             out.push(if std::mem::take(&mut empty) { b'[' } else { b',' });
-            let _ = serde_json::to_writer(&mut *out, name);
+            gojson::write_str(out, name);
         }
         out.extend_from_slice(if empty { b"null," } else { b"]," });
     }
@@ -66,9 +65,9 @@ fn status(fragment: &Fragment, revision: &str) -> String {
     let secrets = fragment.image_pull_secrets.iter().map(String::as_str);
     list(&mut out, "\"imagePullSecrets\":", secrets);
     out.extend_from_slice(b"\"revision\":");
-    let _ = serde_json::to_writer(&mut out, revision);
+    gojson::write_str(&mut out, revision);
     out.push(b'}');
-    // serde_json writes UTF-8.
+    // The writer writes UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 

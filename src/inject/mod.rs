@@ -450,6 +450,34 @@ mod tests {
     }
 
     #[test]
+    fn probers_are_escaped_as_go_marshals_them_on_both_paths() {
+        // Istio writes ISTIO_KUBE_APP_PROBERS with json.Marshal, which escapes `&`, `<` and `>`; a probe path with a
+        // query string is ordinary input.
+        let mut p = pod();
+        p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready?a=1&b=<2>", "port": 80}});
+        let probers = |pod: &Value| {
+            let proxy = pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .chain(pod["spec"]["containers"].as_array())
+                .flatten()
+                .find(|c| c["name"] == PROXY_NAME)
+                .cloned()
+                .unwrap();
+            let env = proxy["env"].as_array().unwrap().clone();
+            env.into_iter().find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS").unwrap()["value"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let want = r#"{"/app-health/web/readyz":{"httpGet":{"path":"/ready?a=1\u0026b=\u003c2\u003e","port":80}}}"#;
+        let whole = through_inject(&InjectionConfig::default(), &p);
+        let whole_pod = json!({"spec": whole.spec});
+        assert_eq!(probers(&whole_pod), want);
+        assert_eq!(probers(&through_webhook(&InjectionConfig::default(), &p)), want);
+    }
+
+    #[test]
     fn app_containers_are_joined_with_empty_names_in_their_place() {
         // The shape checks let an empty container name through (the API server refuses it later); Istio's template
         // joins the names with commas whatever they are, and so do both paths here.

@@ -19,13 +19,12 @@ pub fn probers_json(probers: &Probers) -> String {
         if i > 0 {
             out.push(b',');
         }
-        // Writing JSON into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, path);
+        gojson::write_str(&mut out, path);
         out.push(b':');
         gojson::write(&mut out, prober, gojson::PROBER);
     }
     out.push(b'}');
-    // serde_json and the shape writer write UTF-8.
+    // The shape writer writes UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
 

@@ -11,12 +11,13 @@ pub fn shared_dir(var: &str, default: &str, marker: &str, what: &str) -> Option<
     let dir = std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
-    let found = dir.join(marker).exists().then_some(dir);
+    let found = dir.join(marker).exists();
     assert!(
-        found.is_some() || std::env::var_os("CI").is_none(),
-        "{what} not found ({var} or {default}) and CI is set"
+        found || std::env::var_os("CI").is_none(),
+        "{what} not found in {} ({var}, default {default}) and CI is set",
+        dir.display()
     );
-    found
+    found.then_some(dir)
 }
 
 /// Istio's sidecar-injection golden corpus (`MIZZEN_CONFORMANCE_DIR`, default `../shared/conformance/istio-inject`).
