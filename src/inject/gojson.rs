@@ -151,6 +151,38 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     plain(out, text);
 }
 
+/// A [`std::fmt::Write`] that passes JSON text on with Go's `json.Marshal` escapes (`<`, `>`, `&`, U+2028, U+2029,
+/// which in JSON text occur only inside strings).
+pub struct GoEscapes<'w, W: std::fmt::Write>(pub &'w mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for GoEscapes<'_, W> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let mut rest = text;
+        while let Some(i) = rest.find(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+            let (head, tail) = rest.split_at(i);
+            self.0.write_str(head)?;
+            let mut chars = tail.chars();
+            self.0.write_str(match chars.next() {
+                Some('<') => "\\u003c",
+                Some('>') => "\\u003e",
+                Some('&') => "\\u0026",
+                Some('\u{2028}') => "\\u2028",
+                _ => "\\u2029",
+            })?;
+            rest = chars.as_str();
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// A string as `json.Marshal` writes it.
+pub fn string(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    plain(&mut out, text);
+    // The writer writes UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Writes a plain value or a key as `json.Marshal` does (writing JSON into a Vec cannot fail).
 fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let start = out.len();
@@ -257,6 +289,15 @@ mod tests {
             to_string(&probe, PROBER),
             r#"{"httpGet":{"path":"/healthz?a=1\u0026b=2","port":8080}}"#
         );
+    }
+
+    #[test]
+    fn the_escaping_writer_escapes_as_the_byte_writer_does() {
+        use std::fmt::Write as _;
+        let v = json!({"path": "/h?a=1&b=<2>", "sep": "x\u{2028}y\u{2029}z", "other": "é€\u{2027}", "a&b": 1});
+        let mut text = String::new();
+        write!(GoEscapes(&mut text), "{v}").unwrap();
+        assert_eq!(text, to_string(&v, Plain));
     }
 
     #[test]

@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Number, Value, json};
 
+use super::gojson::GoEscapes;
+
 /// Output larger than this is refused (a runaway template must not exhaust the webhook's memory).
 pub const MAX_OUTPUT: usize = 4 << 20;
 /// Nested `template` calls deeper than this are refused (recursion).
@@ -1341,7 +1343,8 @@ impl<'a> Exec<'a> {
             "toJSON" | "toJson" | "structToJSON" | "protoToJSON" => {
                 let [v] = self.exactly(f, args)?;
                 let mut out = Built::default();
-                write!(out, "{}", v.get()).map_err(|_| self.too_big(f))?;
+                // Go's json.Marshal (and jsonpb, through it) escapes <, > and & in strings.
+                write!(GoEscapes(&mut out), "{}", v.get()).map_err(|_| self.too_big(f))?;
                 new(Value::String(out.text))
             }
             "fromJSON" | "fromJson" => {
@@ -1566,6 +1569,16 @@ mod tests {
         let data = json!({"Spec": {"containers": [{"name": "a"}, {"name": "istio-proxy"}, {"name": "b"}]}});
         let src = "x:\n{{- range $i, $c := .Spec.Containers }}\n{{- if not (eq $c.Name \"istio-proxy\") }}\n- {{ $i }}={{ $c.Name }}\n{{- end }}\n{{- end }}\n";
         assert_eq!(run(src, data), "x:\n- 0=a\n- 2=b\n");
+    }
+
+    #[test]
+    fn to_json_has_gos_escapes() {
+        // Go's json.Marshal, under toJSON, structToJSON and Sprig's toJson, escapes <, > and & in strings.
+        let data = json!({"ObjectMeta": {"annotations": {"q": "a=1&b=<2>"}}});
+        assert_eq!(
+            run("{{ toJSON .ObjectMeta.Annotations }}", data),
+            r#"{"q":"a=1\u0026b=\u003c2\u003e"}"#
+        );
     }
 
     #[test]

@@ -292,7 +292,7 @@ fn run<'c>(
         previous_probers,
     } = strip::previous_injection(metadata, spec)?;
     let fresh = submitted.is_none();
-    let (mut merged, status_port, stand_ins) = {
+    let (mut merged, status_port, stand_ins, probers_appended) = {
         let mut pod = fragment::Pod::read(injector, &metadata, spec, namespace_annotations)?;
         let (fragment, stand_ins) = fragment::render(injector, &pod, workload, &metadata, stand_ins && fresh)?;
         let mut merged = merge::fragment_under_pod(
@@ -303,7 +303,7 @@ fn run<'c>(
             original,
             injector.config().revision_label(),
         );
-        post::spec(
+        let probers_appended = post::spec(
             injector,
             &mut merged.spec,
             pod.annotations,
@@ -317,9 +317,9 @@ fn run<'c>(
             .get("statusPort")
             .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
             .unwrap_or_default();
-        (merged, status_port, stand_ins)
+        (merged, status_port, stand_ins, probers_appended)
     };
-    post::metadata(injector, &mut metadata, &mut merged, &status_port)?;
+    post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
     let injected = Injected {
         metadata,
         spec: merged.spec,
@@ -475,6 +475,46 @@ mod tests {
         let whole_pod = json!({"spec": whole.spec});
         assert_eq!(probers(&whole_pod), want);
         assert_eq!(probers(&through_webhook(&InjectionConfig::default(), &p)), want);
+    }
+
+    #[test]
+    fn metrics_merge_and_probe_rewrite_come_in_istios_order_and_reinjection_changes_nothing() {
+        // Istio's postProcessPod merges the metrics annotations (appending ISTIO_PROMETHEUS_ANNOTATIONS) before it
+        // rewrites the probes (appending ISTIO_KUBE_APP_PROBERS, or replacing it in place when there is one).
+        let mut p = pod();
+        p["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9090"});
+        p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 80}});
+        let env_names = |pod: &Value| -> Vec<String> {
+            let proxy = pod["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .chain(pod["spec"]["containers"].as_array())
+                .flatten()
+                .find(|c| c["name"] == PROXY_NAME)
+                .cloned()
+                .unwrap();
+            proxy["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["name"].as_str())
+                .filter(|n| n.starts_with("ISTIO_KUBE") || n.starts_with("ISTIO_PROM"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let config = InjectionConfig::default();
+        let once = through_webhook(&config, &p);
+        assert_eq!(
+            env_names(&once),
+            ["ISTIO_PROMETHEUS_ANNOTATIONS", "ISTIO_KUBE_APP_PROBERS"]
+        );
+        let whole = through_inject(&config, &p);
+        assert_eq!(env_names(&json!({"spec": whole.spec})), env_names(&once));
+        // Injecting the injected pod again: no patch, and the same pod from kube-inject.
+        let (patch, _) = webhook(&config, &once).unwrap().unwrap();
+        assert_eq!(patch, "[]");
+        let again = through_inject(&config, &json!({"metadata": whole.metadata, "spec": whole.spec}));
+        assert_eq!((&again.metadata, &again.spec), (&whole.metadata, &whole.spec));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use super::compile::Injector;
 use super::merge::Merged;
 use super::{InjectError, PROXY_NAME, at, probes, prometheus};
 
-/// Post-processes the spec: container order, TPROXY, probes.
+const PROBERS_ENV: &str = "ISTIO_KUBE_APP_PROBERS";
+
+/// Post-processes the spec: container order, TPROXY, probes. Returns whether the proxy's env gained
+/// `ISTIO_KUBE_APP_PROBERS` (for [`metadata`] to put the metrics entry before it, as Istio's order has them).
 pub fn spec(
     injector: &Injector,
     spec: &mut Value,
@@ -20,7 +23,7 @@ pub fn spec(
     tproxy: bool,
     rewrite_probes: bool,
     previous_probers: &probes::Probers,
-) {
+) -> bool {
     reorder(spec, hold_first);
     if tproxy
         && let Some(sc) = find_container_mut(spec, PROXY_NAME)
@@ -30,19 +33,19 @@ pub fn spec(
         // TPROXY needs the proxy to run as root whatever the pod asked for.
         sc.insert("runAsUser".into(), json!(0));
     }
-    if rewrite_probes {
-        probes_through_agent(injector, annotations, spec, previous_probers);
-    }
+    rewrite_probes && probes_through_agent(injector, annotations, spec, previous_probers)
 }
 
 /// Writes the metadata: the fragment's labels (where the pod has none) and annotations, metrics merging (which may
-/// give the proxy `ISTIO_PROMETHEUS_ANNOTATIONS`), and the bookkeeping annotations. `merged_port` is the agent's
-/// status port from the effective proxy configuration.
+/// give the proxy `ISTIO_PROMETHEUS_ANNOTATIONS`, before the `ISTIO_KUBE_APP_PROBERS` that [`spec`] appended when
+/// `probers_appended`, as Istio orders them), and the bookkeeping annotations. `merged_port` is the agent's status
+/// port from the effective proxy configuration.
 pub fn metadata(
     injector: &Injector,
     metadata: &mut Value,
     merged: &mut Merged,
     merged_port: &str,
+    probers_appended: bool,
 ) -> Result<(), InjectError> {
     let meta = metadata
         .as_object_mut()
@@ -70,7 +73,10 @@ pub fn metadata(
             .and_then(Value::as_array_mut)
     {
         list.retain(|e| at(e, "name") != prometheus::SCRAPE_CONFIG_ENV);
-        list.push(json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
+        // Istio merges the metrics before it rewrites the probes: the entry goes before the probers [`spec`] added.
+        let at_end =
+            list.len() - usize::from(probers_appended && list.last().is_some_and(|e| at(e, "name") == PROBERS_ENV));
+        list.insert(at_end, json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
     annotations_out.insert(ann::STATUS.into(), Value::String(std::mem::take(&mut merged.status)));
     if let Some(overrides) = merged.overrides.take() {
@@ -152,7 +158,7 @@ fn probes_through_agent(
     annotations: &Map<String, Value>,
     spec: &mut Value,
     previous: &probes::Probers,
-) {
+) -> bool {
     let config = injector.config();
     let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
     let status_port: i64 = annotations
@@ -161,7 +167,7 @@ fn probes_through_agent(
         .and_then(|p| p.parse().ok())
         .unwrap_or(config.proxy.status_port);
     if !enabled || status_port == 0 {
-        return;
+        return false;
     }
     let mut probers = probes::Probers::new();
     for field in ["initContainers", "containers"] {
@@ -173,17 +179,20 @@ fn probes_through_agent(
         }
     }
     if probers.is_empty() {
-        return;
+        return false;
     }
     let value = probes::probers_json(&probers);
+    let mut appended = false;
     for field in ["initContainers", "containers"] {
         for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
             if at(c, "name") == PROXY_NAME
                 && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
             {
-                env.retain(|e| at(e, "name") != "ISTIO_KUBE_APP_PROBERS");
-                env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": value}));
+                env.retain(|e| at(e, "name") != PROBERS_ENV);
+                env.push(json!({"name": PROBERS_ENV, "value": value}));
+                appended = true;
             }
         }
     }
+    appended
 }

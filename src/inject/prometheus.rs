@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::InjectError;
 use super::annotations as ann;
+use super::gojson;
 
 /// Env var of the proxy carrying the application's own scrape configuration.
 pub const SCRAPE_CONFIG_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
@@ -142,17 +143,23 @@ pub fn apply(
         }
     }
     let env = (!scrape.is_empty() || !path.is_empty() || !port.is_empty() || !targets.is_empty()).then(|| {
-        // Go's json.Marshal of the agent's PrometheusScrapeConfiguration: fields in declaration order.
+        // Go's json.Marshal of the agent's PrometheusScrapeConfiguration: fields in declaration order, Go's escapes.
         let mut text = format!(
             "{{\"scrape\":{},\"path\":{},\"port\":{}",
-            json!(scrape),
-            json!(path),
-            json!(port)
+            gojson::string(&scrape),
+            gojson::string(&path),
+            gojson::string(&port)
         );
         if !targets.is_empty() {
             let list: Vec<String> = targets
                 .iter()
-                .map(|(port, path)| format!("{{\"port\":{},\"path\":{}}}", json!(port), json!(path)))
+                .map(|(port, path)| {
+                    format!(
+                        "{{\"port\":{},\"path\":{}}}",
+                        gojson::string(port),
+                        gojson::string(path)
+                    )
+                })
                 .collect();
             text.push_str(&format!(",\"targets\":[{}]", list.join(",")));
         }
@@ -196,6 +203,17 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn the_scrape_configuration_has_gos_escapes() {
+        // Istio's applyPrometheusMerge writes the configuration with json.Marshal.
+        let mut a = annotations(&[("prometheus.io/port", "9090"), ("prometheus.io/path", "/m?a=1&b=<2>")]);
+        let merge = apply(&mut a, true, "15020").unwrap().unwrap();
+        assert_eq!(
+            merge.env.as_deref(),
+            Some(r#"{"scrape":"","path":"/m?a=1\u0026b=\u003c2\u003e","port":"9090"}"#)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::InjectError;
 use super::annotations as ann;
+use super::gojson;
 
 /// ProxyConfig fields in protobuf declaration order, which is the order protojson writes them in.
 const FIELD_ORDER: &[&str] = &[
@@ -429,9 +430,10 @@ pub fn to_env_json(effective: &Map<String, Value>, defaults: &Map<String, Value>
             out.push(',');
         }
         first = false;
-        out.push_str(&Value::String(k.to_owned()).to_string());
+        // jsonpb writes names and values through json.Marshal: Go's escapes.
+        out.push_str(&gojson::string(k));
         out.push(':');
-        out.push_str(&v.to_string());
+        out.push_str(&gojson::to_string(v, gojson::Shape::Plain));
     };
     let differs = |k: &str, v: &Value| defaults.get(k) != Some(v);
     for key in FIELD_ORDER {
@@ -467,6 +469,17 @@ mod tests {
             r#"{"discoveryAddress":"foo:123","concurrency":0,"proxyMetadata":{"FOO":"bar"}}"#
         );
         assert_eq!(to_env_json(&defaults, &defaults), "{}");
+    }
+
+    #[test]
+    fn strings_have_gos_escapes_as_jsonpb_writes_them() {
+        // Istio's protoToJSON is the legacy jsonpb Marshaler, which writes strings and map keys with json.Marshal.
+        let defaults = defaults("istiod.istio-system.svc:15012");
+        let annotation = parse_annotation("proxyMetadata: {\"A&B\": \"http://x/?a=1&b=<2>\"}\n").unwrap();
+        assert_eq!(
+            to_env_json(&merge(&defaults, &annotation), &defaults),
+            r#"{"proxyMetadata":{"A\u0026B":"http://x/?a=1\u0026b=\u003c2\u003e"}}"#
+        );
     }
 
     fn refused(text: &str) -> String {
