@@ -192,25 +192,15 @@ fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
         .get(start..)
         .is_some_and(|text| text.iter().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2)))
     {
-        let text = out.split_off(start);
-        escape_for_html(out, &text);
-    }
-}
-
-/// Appends JSON `text` with Go's HTML-safe escapes applied.
-fn escape_for_html(out: &mut Vec<u8>, text: &[u8]) {
-    let mut rest = text;
-    while let Some((&b, tail)) = rest.split_first() {
-        let (escape, skip): (&[u8], usize) = match (b, tail) {
-            (b'<', _) => (br"\u003c", 1),
-            (b'>', _) => (br"\u003e", 1),
-            (b'&', _) => (br"\u0026", 1),
-            (0xE2, [0x80, 0xA8, ..]) => (br"\u2028", 3),
-            (0xE2, [0x80, 0xA9, ..]) => (br"\u2029", 3),
-            _ => (std::slice::from_ref(&b), 1),
-        };
-        out.extend_from_slice(escape);
-        rest = rest.get(skip..).unwrap_or_default();
+        // serde_json writes UTF-8, so the text is always a string to escape.
+        match String::from_utf8(out.split_off(start)) {
+            Ok(text) => {
+                let mut escaped = String::with_capacity(text.len() + 16);
+                let _ = std::fmt::Write::write_str(&mut GoEscapes(&mut escaped), &text);
+                out.extend_from_slice(escaped.as_bytes());
+            }
+            Err(e) => out.extend_from_slice(&e.into_bytes()),
+        }
     }
 }
 

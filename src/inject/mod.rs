@@ -428,6 +428,19 @@ mod tests {
         .unwrap()
     }
 
+    /// The env of the pod's `istio-proxy` container, in `initContainers` or `containers`.
+    fn proxy_env(pod: &Value) -> Vec<Value> {
+        pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .chain(pod["spec"]["containers"].as_array())
+            .flatten()
+            .find(|c| c["name"] == PROXY_NAME)
+            .and_then(|c| c["env"].as_array())
+            .expect("an istio-proxy container with env")
+            .clone()
+    }
+
     fn pod() -> Value {
         json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -456,16 +469,10 @@ mod tests {
         let mut p = pod();
         p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready?a=1&b=<2>", "port": 80}});
         let probers = |pod: &Value| {
-            let proxy = pod["spec"]["initContainers"]
-                .as_array()
+            proxy_env(pod)
                 .into_iter()
-                .chain(pod["spec"]["containers"].as_array())
-                .flatten()
-                .find(|c| c["name"] == PROXY_NAME)
-                .cloned()
-                .unwrap();
-            let env = proxy["env"].as_array().unwrap().clone();
-            env.into_iter().find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS").unwrap()["value"]
+                .find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS")
+                .unwrap()["value"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -485,17 +492,7 @@ mod tests {
         p["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true", "prometheus.io/port": "9090"});
         p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 80}});
         let env_names = |pod: &Value| -> Vec<String> {
-            let proxy = pod["spec"]["initContainers"]
-                .as_array()
-                .into_iter()
-                .chain(pod["spec"]["containers"].as_array())
-                .flatten()
-                .find(|c| c["name"] == PROXY_NAME)
-                .cloned()
-                .unwrap();
-            proxy["env"]
-                .as_array()
-                .unwrap()
+            proxy_env(pod)
                 .iter()
                 .filter_map(|e| e["name"].as_str())
                 .filter(|n| n.starts_with("ISTIO_KUBE") || n.starts_with("ISTIO_PROM"))
@@ -524,13 +521,8 @@ mod tests {
         let mut p = pod();
         p["spec"]["containers"] = json!([{"name": ""}, {"name": "b"}, {"name": ""}]);
         let app_containers = |pod: &Value| {
-            pod["spec"]["initContainers"]
-                .as_array()
+            proxy_env(pod)
                 .into_iter()
-                .chain(pod["spec"]["containers"].as_array())
-                .flatten()
-                .filter(|c| c["name"] == PROXY_NAME)
-                .flat_map(|c| c["env"].as_array().unwrap())
                 .find(|e| e["name"] == "ISTIO_META_APP_CONTAINERS")
                 .map(|e| e["value"].clone())
         };
