@@ -349,6 +349,10 @@ pub fn inject_pod(
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
+    if depth == pod::Depth::Full {
+        // A template of the user's may read any of the metadata.
+        pod.parse_managed_fields()?;
+    }
     let spec = pod.spec(&depth)?;
     let metadata = pod.metadata();
     let decision = decide(injector.config(), metadata, &spec.value, namespace);
@@ -726,6 +730,49 @@ mod tests {
         );
         let twice = through_webhook(&config, &injected);
         assert_eq!(twice, injected);
+    }
+
+    /// The `managedFields` the API server writes on a pod a ReplicaSet creates (kube-controller-manager's entry,
+    /// as the kit's v1.36 API server wrote it for this pod).
+    fn managed_fields() -> Value {
+        json!([{
+            "apiVersion": "v1", "fieldsType": "FieldsV1", "manager": "kube-controller-manager", "operation": "Update",
+            "time": "2026-12-05T06:56:20Z",
+            "fieldsV1": {
+                "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
+                "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}, "f:name": {},
+                    "f:ports": {".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}
+            }
+        }])
+    }
+
+    #[test]
+    fn managed_fields_are_left_as_they_are_and_read_only_by_the_users_templates() {
+        let mut p = pod();
+        p["metadata"]["managedFields"] = managed_fields();
+        // The built-in template: the webhook leaves them out of its trees and out of the patch, and the patched pod
+        // is what kube-inject makes of the whole pod.
+        let (text, patched) = webhook(&InjectionConfig::default(), &p).unwrap().unwrap();
+        assert!(
+            !text.contains("managedFields") && !text.contains("f:metadata"),
+            "{text}"
+        );
+        assert_eq!(patched["metadata"]["managedFields"], managed_fields());
+        let whole = through_inject(&InjectionConfig::default(), &p);
+        assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
+        // A template of the user's sees them, on both paths.
+        let config = with_templates(&[(
+            "owner",
+            "metadata:\n  annotations:\n    managed-by: {{ (index .ObjectMeta.ManagedFields 0).Manager }}\n",
+        )]);
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,owner");
+        let injected = through_webhook(&config, &p);
+        assert_eq!(
+            injected["metadata"]["annotations"]["managed-by"],
+            "kube-controller-manager"
+        );
+        assert_eq!(injected["metadata"]["managedFields"], managed_fields());
+        assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
     }
 
     #[test]

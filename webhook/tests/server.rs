@@ -252,6 +252,7 @@ async fn injected_pods_match_kube_inject() {
     for name in [
         "create-enabled-namespace.json",
         "create-enabled-namespace.compact.json",
+        "create-enabled-namespace.apiserver.json",
         "pod-64k.json",
     ] {
         let body = fixture(name);
