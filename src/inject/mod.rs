@@ -349,10 +349,6 @@ pub fn inject_pod(
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
-    if depth == pod::Depth::Full {
-        // A template of the user's may read any of the metadata.
-        pod.parse_managed_fields()?;
-    }
     let spec = pod.spec(&depth)?;
     let metadata = pod.metadata();
     let decision = decide(injector.config(), metadata, &spec.value, namespace);
@@ -747,11 +743,11 @@ mod tests {
     }
 
     #[test]
-    fn managed_fields_are_left_as_they_are_and_read_only_by_the_users_templates() {
+    fn the_webhook_drops_managed_fields_as_istios_does_and_leaves_them_in_the_pod() {
         let mut p = pod();
         p["metadata"]["managedFields"] = managed_fields();
-        // The built-in template: the webhook leaves them out of its trees and out of the patch, and the patched pod
-        // is what kube-inject makes of the whole pod.
+        // The built-in template: the patch does not touch them, and the patched pod is what kube-inject makes of
+        // the whole pod.
         let (text, patched) = webhook(&InjectionConfig::default(), &p).unwrap().unwrap();
         assert!(
             !text.contains("managedFields") && !text.contains("f:metadata"),
@@ -760,19 +756,20 @@ mod tests {
         assert_eq!(patched["metadata"]["managedFields"], managed_fields());
         let whole = through_inject(&InjectionConfig::default(), &p);
         assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
-        // A template of the user's sees them, on both paths.
+        // A template of the user's does not see them through the webhook, as Istio's webhook sets
+        // `pod.ManagedFields = nil` before injecting; kube-inject (Istio's too) keeps them.
         let config = with_templates(&[(
-            "owner",
-            "metadata:\n  annotations:\n    managed-by: {{ (index .ObjectMeta.ManagedFields 0).Manager }}\n",
+            "count",
+            "metadata:\n  annotations:\n    managed-fields: \"{{ len .ObjectMeta.ManagedFields }}\"\n",
         )]);
-        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,owner");
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,count");
         let injected = through_webhook(&config, &p);
-        assert_eq!(
-            injected["metadata"]["annotations"]["managed-by"],
-            "kube-controller-manager"
-        );
+        assert_eq!(injected["metadata"]["annotations"]["managed-fields"], "0");
         assert_eq!(injected["metadata"]["managedFields"], managed_fields());
-        assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
+        assert_eq!(
+            through_inject(&config, &p).metadata["annotations"]["managed-fields"],
+            "1"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The submitted pod as the webhook reads it: only what the injector reads is parsed, in one pass over the request
-//! body. The metadata is parsed whole but for `managedFields` (text until a user's template may read it). Of the
+//! body. The metadata is parsed whole but for `managedFields`, which Istio's webhook drops too. Of the
 //! spec, the fields injection reads or merges into (containers, init containers, volumes, image pull secrets,
 //! security context, service account, host network); of a container only its name, ports, probes, lifecycle and
 //! restart policy; of a volume only its name. The rest stays text in the body ([`RawValue`]s) until the metadata
@@ -328,51 +328,36 @@ impl<'de> de::Deserialize<'de> for SpecMember<'de> {
 /// (taken by [`Submitted::spec`]).
 pub struct Submitted<'a> {
     metadata: Option<Value>,
-    /// `metadata.managedFields` as text: see [`MetadataDraft`].
-    managed_fields: Option<&'a RawValue>,
     spec: Option<SpecMember<'a>>,
 }
 
-/// The pod's `metadata`, parsed whole but for `managedFields`, which the injection never reads and whose items the
-/// API server writes on every pod it sends (a tree of some sixty objects for a one-container pod, the largest
-/// member of the metadata): it stays text, and is parsed only for a template other than the built-in ones
-/// ([`Submitted::parse_managed_fields`]), which may read the whole metadata.
-struct MetadataDraft<'a> {
-    value: Value,
-    managed_fields: Option<&'a RawValue>,
-}
+/// The pod's `metadata`, parsed whole but for `managedFields`, which are skipped: Istio's webhook drops them before
+/// it injects (`pod.ManagedFields = nil`: they can be large and change nothing in the output), so no template, not
+/// even a user's, sees them there, and the patch leaves them as they are. The API server writes them on every pod it
+/// sends (for a one-container pod a tree of some sixty objects, the largest member of the metadata).
+struct Metadata(Value);
 
-impl<'de> de::Deserialize<'de> for MetadataDraft<'de> {
+impl<'de> de::Deserialize<'de> for Metadata {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = MetadataDraft<'de>;
+            type Value = Metadata;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any value")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetadataDraft<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
                 let mut members = Map::new();
-                let mut managed_fields = None;
                 // A repeated name: the last one wins, as when parsing into a map.
                 while let Some(Key(key)) = map.next_key()? {
                     if key == "managedFields" {
-                        managed_fields = Some(map.next_value()?);
+                        map.next_value::<IgnoredAny>()?;
                     } else {
                         members.insert(key.into_owned(), map.next_value()?);
                     }
                 }
-                Ok(MetadataDraft {
-                    value: Value::Object(members),
-                    managed_fields,
-                })
+                Ok(Metadata(Value::Object(members)))
             }
-            visit_as_value!(
-                |value| MetadataDraft {
-                    value,
-                    managed_fields: None
-                },
-                seq
-            );
+            visit_as_value!(Metadata, seq);
         }
         d.deserialize_any(V)
     }
@@ -403,16 +388,11 @@ fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
                 let mut pod = Submitted {
                     metadata: None,
-                    managed_fields: None,
                     spec: None,
                 };
                 while let Some(Key(key)) = map.next_key()? {
                     match key.as_ref() {
-                        "metadata" => {
-                            let draft: MetadataDraft = map.next_value()?;
-                            pod.metadata = Some(draft.value);
-                            pod.managed_fields = draft.managed_fields;
-                        }
+                        "metadata" => pod.metadata = Some(map.next_value::<Metadata>()?.0),
                         "spec" => pod.spec = Some(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -617,19 +597,6 @@ impl<'a> Submitted<'a> {
         self.metadata.as_ref().unwrap_or(&Value::Null)
     }
 
-    /// Parses `metadata.managedFields` into the metadata, for a template that may read the whole metadata (the
-    /// built-in ones do not: see [`MetadataDraft`]).
-    pub fn parse_managed_fields(&mut self) -> Result<(), InjectError> {
-        let Some(text) = self.managed_fields.take() else {
-            return Ok(());
-        };
-        let value = parse_value(text)?;
-        if let Some(Value::Object(metadata)) = &mut self.metadata {
-            metadata.insert("managedFields".to_owned(), value);
-        }
-        Ok(())
-    }
-
     /// Whether the pod has a `metadata` field that is not null.
     pub fn has_metadata(&self) -> bool {
         self.metadata.as_ref().is_some_and(|m| !m.is_null())
@@ -774,21 +741,32 @@ mod tests {
     }
 
     #[test]
-    fn managed_fields_stay_text_until_asked_for_the_last_of_repeated_ones_winning() {
-        let text = r#"{"metadata":{"managedFields":[1],"name":"p","managedFields":[{"manager":"m"}]},"spec":{}}"#;
-        let mut submitted = Submitted::from_json(text).unwrap();
-        assert_eq!(submitted.metadata(), &json!({"name": "p"}));
-        submitted.parse_managed_fields().unwrap();
-        assert_eq!(
-            submitted.metadata(),
-            &json!({"name": "p", "managedFields": [{"manager": "m"}]})
-        );
-        // Metadata that is not an object is kept as it is, for the shape checks.
-        for metadata in [json!("x"), json!([1]), json!(null)] {
-            let text = json!({"metadata": metadata, "spec": {}}).to_string();
-            let mut submitted = Submitted::from_json(&text).unwrap();
-            submitted.parse_managed_fields().unwrap();
-            assert_eq!(submitted.metadata(), &metadata);
+    fn managed_fields_are_skipped_whatever_they_hold_and_however_often() {
+        for (text, want) in [
+            (
+                r#"{"metadata":{"managedFields":[1],"name":"p","managedFields":[{"manager":"m"}]},"spec":{}}"#,
+                json!({"name": "p"}),
+            ),
+            (
+                r#"{"metadata":{"managed\u0046ields":null,"name":"p"},"spec":{}}"#,
+                json!({"name": "p"}),
+            ),
+            // Checked for syntax only, as Go keeps fieldsV1 as bytes: a number Go would not read is still skipped.
+            (
+                r#"{"metadata":{"managedFields":[{"fieldsV1":{"f:x":1e400}}]},"spec":{}}"#,
+                json!({}),
+            ),
+            // The last metadata wins, as when parsing into a map.
+            (
+                r#"{"metadata":{"managedFields":[1]},"metadata":{"name":"q"},"spec":{}}"#,
+                json!({"name": "q"}),
+            ),
+            // Metadata that is not an object is kept as it is, for the shape checks.
+            (r#"{"metadata":"x","spec":{}}"#, json!("x")),
+            (r#"{"metadata":[1],"spec":{}}"#, json!([1])),
+        ] {
+            let submitted = Submitted::from_json(text).unwrap();
+            assert_eq!(submitted.metadata(), &want, "{text}");
         }
         // Text that is not JSON is still refused when the pod is read.
         assert!(Submitted::from_json(r#"{"metadata":{"managedFields":[1,]},"spec":{}}"#).is_err());
