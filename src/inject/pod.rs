@@ -751,7 +751,7 @@ mod tests {
                 r#"{"metadata":{"managed\u0046ields":null,"name":"p"},"spec":{}}"#,
                 json!({"name": "p"}),
             ),
-            // Checked for syntax only, as Go keeps fieldsV1 as bytes: a number Go would not read is still skipped.
+            // Checked for syntax only: a number serde_json could not hold as an f64 (Go keeps fieldsV1 as bytes).
             (
                 r#"{"metadata":{"managedFields":[{"fieldsV1":{"f:x":1e400}}]},"spec":{}}"#,
                 json!({}),
@@ -764,6 +764,7 @@ mod tests {
             // Metadata that is not an object is kept as it is, for the shape checks.
             (r#"{"metadata":"x","spec":{}}"#, json!("x")),
             (r#"{"metadata":[1],"spec":{}}"#, json!([1])),
+            (r#"{"metadata":null,"spec":{}}"#, Value::Null),
         ] {
             let submitted = Submitted::from_json(text).unwrap();
             assert_eq!(submitted.metadata(), &want, "{text}");
