@@ -5,7 +5,7 @@
 //! are known to the original, otherwise the patch's items come first.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value, json};
@@ -27,6 +27,8 @@ pub struct Merged {
     pub labels: Vec<(String, String)>,
     /// Annotations the fragment sets.
     pub annotations: Vec<(String, String)>,
+    /// Other metadata fields the fragment sets, to merge into the pod's metadata.
+    pub metadata_rest: Map<String, Value>,
 }
 
 fn names(items: &[Value]) -> impl Iterator<Item = &str> {
@@ -164,6 +166,7 @@ pub fn fragment_under_pod(
         image_pull_secrets,
         pod_security_context,
         spec_rest,
+        metadata_rest,
     } = fragment;
     let mut base = Map::new();
     base.insert("initContainers".into(), Value::Array(init_containers));
@@ -218,6 +221,7 @@ pub fn fragment_under_pod(
         overrides: recorded,
         labels,
         annotations,
+        metadata_rest,
     }
 }
 
@@ -236,6 +240,8 @@ fn merge_key(field: &str) -> Option<&'static str> {
             _ => "name",
         }),
         "ports" => Some("containerPort"),
+        // A pod's metadata, which a user template may set too.
+        "ownerReferences" => Some("uid"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         _ => None,
@@ -267,8 +273,25 @@ fn merge_value(base: &mut Value, patch: Value, field: &str) {
             let key = merge_key(field).unwrap_or("name");
             merge_list(b, p, key);
         }
+        (Value::Array(b), Value::Array(p)) if field == "finalizers" => union(b, p),
         (b, p) => *b = p,
     }
+}
+
+/// A list of scalars merged as a set, as Kubernetes merges `finalizers` (`patchStrategy: merge`): the items of
+/// both, the base's first, each once, in the order first seen.
+fn union(base: &mut Vec<Value>, patch: Vec<Value>) {
+    let keep: Vec<bool> = {
+        let mut seen = HashSet::new();
+        base.iter().chain(&patch).map(|v| seen.insert(KeyOf(v))).collect()
+    };
+    let mut keep = keep.into_iter();
+    let items: Vec<Value> = std::mem::take(base)
+        .into_iter()
+        .chain(patch)
+        .filter(|_| keep.next().unwrap_or(false))
+        .collect();
+    *base = items;
 }
 
 /// A merge key as a hash map key: equal exactly when the values are equal (`==`). Scalars hash by value; lists and
@@ -472,6 +495,30 @@ mod tests {
     }
 
     #[test]
+    fn finalizers_merge_as_a_set_and_owner_references_by_uid() {
+        let mut base = json!({"finalizers": ["a", "b", "a"], "ownerReferences": [{"uid": "1", "name": "x"}]});
+        strategic(
+            &mut base,
+            json!({"finalizers": ["c", "a"], "ownerReferences": [{"uid": "2"}, {"uid": "1", "controller": true}]}),
+        );
+        assert_eq!(
+            base,
+            json!({"finalizers": ["a", "b", "c"],
+                   "ownerReferences": [{"uid": "2"}, {"uid": "1", "name": "x", "controller": true}]})
+        );
+        // Each item once, however many: the pod's list can be as long as a review allows.
+        let many: Vec<Value> = (0..50_000).map(|i| json!(format!("f{}", i % 25_000))).collect();
+        let mut base = json!({"finalizers": many});
+        strategic(&mut base, json!({"finalizers": ["f1", "new"]}));
+        let merged = base["finalizers"].as_array().unwrap();
+        assert_eq!(merged.len(), 25_001);
+        assert_eq!(
+            (&merged[0], &merged[24_999], &merged[25_000]),
+            (&json!("f0"), &json!("f24999"), &json!("new"))
+        );
+    }
+
+    #[test]
     fn status_is_written_as_istio_marshals_it() {
         let named = |names: &[&str]| -> Vec<Value> { names.iter().map(|n| json!({"name": n})).collect() };
         let fragment = |init: &[&str], containers: &[&str], volumes: &[&str], secrets: &[&str]| Fragment {
@@ -483,6 +530,7 @@ mod tests {
             image_pull_secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
             pod_security_context: None,
             spec_rest: Map::new(),
+            metadata_rest: Map::new(),
         };
         let cases = [
             (fragment(&["istio-init", "istio-proxy"], &[], &["a", "b"], &[]), ""),

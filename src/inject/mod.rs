@@ -773,6 +773,42 @@ mod tests {
     }
 
     #[test]
+    fn a_user_templates_other_metadata_is_merged_as_istio_merges_it() {
+        // Istio merges a template into the whole pod strategically: metadata fields other than labels and
+        // annotations too (`finalizers` as a set, `ownerReferences` by uid, anything else replaced).
+        let config = with_templates(&[(
+            "meta",
+            "metadata:\n  finalizers: [example.com/cleanup, a]\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: keeper, uid: u2}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u1, controller: true}\n  generation: 3\n",
+        )]);
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta");
+        p["metadata"]["finalizers"] = json!(["a", "b", "a"]);
+        p["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1"}]);
+        let injected = through_webhook(&config, &p);
+        assert_eq!(
+            injected["metadata"]["finalizers"],
+            json!(["a", "b", "example.com/cleanup"])
+        );
+        assert_eq!(
+            injected["metadata"]["ownerReferences"],
+            json!([
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "u2"},
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}
+            ])
+        );
+        assert_eq!(injected["metadata"]["generation"], 3);
+        assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
+        // Injecting again changes nothing.
+        assert_eq!(through_webhook(&config, &injected), injected);
+        // Metadata that is not a map is the template's error.
+        let config = with_templates(&[("bad", "metadata: [x]\n")]);
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,bad");
+        let err = webhook(&config, &p).unwrap_err().to_string();
+        assert!(err.contains("\"bad\": metadata must be a map"), "{err}");
+    }
+
+    #[test]
     fn a_failing_user_template_refuses_the_pod_naming_the_template() {
         let config = with_templates(&[("bad", "spec: {{ nosuch .Spec }}"), ("broken", "{{ if .X }}")]);
         for (name, want) in [("bad", "nosuch"), ("broken", "end")] {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::annotations as ann;
 use super::compile::Injector;
-use super::merge::Merged;
+use super::merge::{self, Merged};
 use super::{InjectError, PROXY_NAME, at, probes, prometheus};
 
 const PROBERS_ENV: &str = "ISTIO_KUBE_APP_PROBERS";
@@ -47,6 +47,14 @@ pub fn metadata(
     merged_port: &str,
     probers_appended: bool,
 ) -> Result<(), InjectError> {
+    if !metadata.is_object() {
+        return Err(InjectError::InvalidPod("metadata must be an object".into()));
+    }
+    if !merged.metadata_rest.is_empty() {
+        // What a user template sets besides labels and annotations, merged as Istio merges the template into the
+        // pod (strategically: `finalizers` as a set, `ownerReferences` by uid).
+        merge::strategic(metadata, Value::Object(std::mem::take(&mut merged.metadata_rest)));
+    }
     let meta = metadata
         .as_object_mut()
         .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;

@@ -37,6 +37,9 @@ pub struct Fragment {
     pub pod_security_context: Option<Value>,
     /// Any other pod spec fields a user template sets (such as `dnsConfig`), merged into the pod's.
     pub spec_rest: Map<String, Value>,
+    /// Any metadata fields other than labels and annotations a user template sets (such as `finalizers`), merged
+    /// into the pod's metadata as Istio merges the template into the pod.
+    pub metadata_rest: Map<String, Value>,
 }
 
 impl Fragment {
@@ -69,6 +72,13 @@ impl Fragment {
         if !(pod.is_object() || pod.is_null()) {
             return Err(format!("template {name:?} must render a pod's metadata and spec"));
         }
+        let mut metadata_rest = match &pod["metadata"] {
+            Value::Null => Map::new(),
+            Value::Object(m) => m.clone(),
+            _ => return Err(format!("template {name:?}: metadata must be a map")),
+        };
+        metadata_rest.remove("labels");
+        metadata_rest.remove("annotations");
         let spec = &pod["spec"];
         let mut rest = spec.as_object().cloned().unwrap_or_default();
         for k in [
@@ -92,6 +102,7 @@ impl Fragment {
                 .collect(),
             pod_security_context: spec.get("securityContext").filter(|v| !v.is_null()).cloned(),
             spec_rest: rest,
+            metadata_rest,
         })
     }
 }
@@ -889,6 +900,7 @@ impl Static {
             image_pull_secrets: self.image_pull_secrets,
             pod_security_context: self.pod_security_context,
             spec_rest: Map::new(),
+            metadata_rest: Map::new(),
         }
     }
 
@@ -920,6 +932,7 @@ impl Static {
             image_pull_secrets: self.image_pull_secrets.clone(),
             pod_security_context: self.pod_security_context.clone(),
             spec_rest: Map::new(),
+            metadata_rest: Map::new(),
         }
     }
 
