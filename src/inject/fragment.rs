@@ -362,18 +362,14 @@ fn merge_fragment(into: &mut Fragment, f: Fragment) {
             None => into.pod_security_context = Some(sc),
         }
     }
-    for (into, rest) in [
-        (&mut into.spec_rest, f.spec_rest),
-        (&mut into.metadata_rest, f.metadata_rest),
-    ] {
-        if rest.is_empty() {
-            continue;
-        }
-        let mut merged = Value::Object(std::mem::take(into));
-        merge::strategic(&mut merged, Value::Object(rest));
-        if let Value::Object(m) = merged {
-            *into = m;
-        }
+    into.metadata_patches.extend(f.metadata_patches);
+    if f.spec_rest.is_empty() {
+        return;
+    }
+    let mut rest = Value::Object(std::mem::take(&mut into.spec_rest));
+    merge::strategic(&mut rest, Value::Object(f.spec_rest));
+    if let Value::Object(m) = rest {
+        into.spec_rest = m;
     }
 }
 

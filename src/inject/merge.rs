@@ -27,8 +27,8 @@ pub struct Merged {
     pub labels: Vec<(String, String)>,
     /// Annotations the fragment sets.
     pub annotations: Vec<(String, String)>,
-    /// Other metadata fields the fragment sets, to merge into the pod's metadata.
-    pub metadata_rest: Map<String, Value>,
+    /// Other metadata fields the templates set, one map per template, to merge into the pod's metadata in turn.
+    pub metadata_patches: Vec<Map<String, Value>>,
 }
 
 fn names(items: &[Value]) -> impl Iterator<Item = &str> {
@@ -166,7 +166,7 @@ pub fn fragment_under_pod(
         image_pull_secrets,
         pod_security_context,
         spec_rest,
-        metadata_rest,
+        metadata_patches,
     } = fragment;
     let mut base = Map::new();
     base.insert("initContainers".into(), Value::Array(init_containers));
@@ -221,7 +221,7 @@ pub fn fragment_under_pod(
         overrides: recorded,
         labels,
         annotations,
-        metadata_rest,
+        metadata_patches,
     }
 }
 
@@ -278,20 +278,56 @@ fn merge_value(base: &mut Value, patch: Value, field: &str) {
     }
 }
 
-/// A list of scalars merged as a set, as Kubernetes merges `finalizers` (`patchStrategy: merge`): the items of
-/// both, the base's first, each once, in the order first seen.
+/// A list of scalars merged as a set, as the API machinery merges `finalizers` (`patchStrategy: merge`): each item
+/// once; the patch's items in the patch's order, merged with the base's other items in the base's order as
+/// `normalizeElementOrder` does (a base item goes first only when it comes before the patch item in the base).
 fn union(base: &mut Vec<Value>, patch: Vec<Value>) {
-    let keep: Vec<bool> = {
-        let mut seen = HashSet::new();
-        base.iter().chain(&patch).map(|v| seen.insert(KeyOf(v))).collect()
+    let order: Vec<(bool, usize)> = {
+        let mut base_first: HashMap<KeyOf, usize> = HashMap::new();
+        for (i, v) in base.iter().enumerate() {
+            base_first.entry(KeyOf(v)).or_insert(i);
+        }
+        let mut in_patch = HashSet::new();
+        let patch_items: Vec<usize> = (0..patch.len())
+            .filter(|&j| patch.get(j).is_some_and(|v| in_patch.insert(KeyOf(v))))
+            .collect();
+        let base_only: Vec<usize> = base
+            .iter()
+            .enumerate()
+            .filter(|&(i, v)| base_first.get(&KeyOf(v)) == Some(&i) && !in_patch.contains(&KeyOf(v)))
+            .map(|(i, _)| i)
+            .collect();
+        let (mut l, mut r) = (0, 0);
+        let mut order = Vec::with_capacity(base_only.len() + patch_items.len());
+        loop {
+            let take_base = match (base_only.get(l), patch_items.get(r)) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(&i), Some(&j)) => patch
+                    .get(j)
+                    .and_then(|v| base_first.get(&KeyOf(v)))
+                    .is_some_and(|&at| i < at),
+            };
+            if take_base {
+                order.extend(base_only.get(l).map(|&i| (false, i)));
+                l += 1;
+            } else {
+                order.extend(patch_items.get(r).map(|&j| (true, j)));
+                r += 1;
+            }
+        }
+        order
     };
-    let mut keep = keep.into_iter();
-    let items: Vec<Value> = std::mem::take(base)
+    let mut from_base: Vec<Option<Value>> = std::mem::take(base).into_iter().map(Some).collect();
+    let mut from_patch: Vec<Option<Value>> = patch.into_iter().map(Some).collect();
+    *base = order
         .into_iter()
-        .chain(patch)
-        .filter(|_| keep.next().unwrap_or(false))
+        .filter_map(|(patched, i)| {
+            let items = if patched { &mut from_patch } else { &mut from_base };
+            items.get_mut(i).and_then(Option::take)
+        })
         .collect();
-    *base = items;
 }
 
 /// A merge key as a hash map key: equal exactly when the values are equal (`==`). Scalars hash by value; lists and
@@ -503,9 +539,24 @@ mod tests {
         );
         assert_eq!(
             base,
-            json!({"finalizers": ["a", "b", "c"],
+            json!({"finalizers": ["c", "a", "b"],
                    "ownerReferences": [{"uid": "2"}, {"uid": "1", "name": "x", "controller": true}]})
         );
+        // The API machinery's order (apimachinery's `mergeSlice` and `normalizeElementOrder`, worked by hand): a
+        // base item goes first only when it is before the patch item at hand in the base.
+        for (base, patch, want) in [
+            (json!(["a"]), json!(["x"]), json!(["x", "a"])),
+            (json!(["a", "b", "c"]), json!(["c", "a"]), json!(["b", "c", "a"])),
+            (json!(["a", "b"]), json!(["b", "x", "a"]), json!(["b", "x", "a"])),
+            (json!(["d", "e"]), json!(["c"]), json!(["c", "d", "e"])),
+            (json!(["a", "a"]), json!(["b", "b"]), json!(["b", "a"])),
+            (json!([]), json!(["a"]), json!(["a"])),
+            (json!(["a"]), json!([]), json!(["a"])),
+        ] {
+            let mut merged = json!({"finalizers": base.clone()});
+            strategic(&mut merged, json!({"finalizers": patch.clone()}));
+            assert_eq!(merged["finalizers"], want, "{base} + {patch}");
+        }
         // Each item once, however many: the pod's list can be as long as a review allows.
         let many: Vec<Value> = (0..50_000).map(|i| json!(format!("f{}", i % 25_000))).collect();
         let mut base = json!({"finalizers": many});
@@ -513,8 +564,14 @@ mod tests {
         let merged = base["finalizers"].as_array().unwrap();
         assert_eq!(merged.len(), 25_001);
         assert_eq!(
-            (&merged[0], &merged[24_999], &merged[25_000]),
-            (&json!("f0"), &json!("f24999"), &json!("new"))
+            (&merged[0], &merged[1], &merged[2], &merged[3], &merged[25_000]),
+            (
+                &json!("f0"),
+                &json!("f1"),
+                &json!("new"),
+                &json!("f2"),
+                &json!("f24999")
+            )
         );
     }
 
@@ -530,7 +587,7 @@ mod tests {
             image_pull_secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
             pod_security_context: None,
             spec_rest: Map::new(),
-            metadata_rest: Map::new(),
+            metadata_patches: Vec::new(),
         };
         let cases = [
             (fragment(&["istio-init", "istio-proxy"], &[], &["a", "b"], &[]), ""),

@@ -774,21 +774,31 @@ mod tests {
 
     #[test]
     fn a_user_templates_other_metadata_is_merged_as_istio_merges_it() {
-        // Istio merges a template into the whole pod strategically: metadata fields other than labels and
-        // annotations too (`finalizers` as a set, `ownerReferences` by uid, anything else replaced).
-        let config = with_templates(&[(
-            "meta",
-            "metadata:\n  finalizers: [example.com/cleanup, a]\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: keeper, uid: u2}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u1, controller: true}\n  generation: 3\n",
-        )]);
+        // Istio merges each template into the whole pod in turn, strategically: metadata fields other than labels
+        // and annotations too (`finalizers` as a set, `ownerReferences` by uid, anything else replaced, null
+        // removing). Expected orders worked by hand from apimachinery's `mergeSlice` and `normalizeElementOrder`.
+        let config = with_templates(&[
+            (
+                "meta",
+                "metadata:\n  finalizers: [example.com/cleanup, a]\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: keeper, uid: u2}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u1, controller: true}\n  generation: 3\n",
+            ),
+            // A second template, merged into the pod after the first: its finalizer goes first, as Istio's
+            // one-at-a-time merge puts it (merging the templates first would put it last).
+            (
+                "more",
+                "metadata:\n  finalizers: [example.com/more]\n  generation: null\n",
+            ),
+            ("nothing", "metadata: null\n"),
+        ]);
         let mut p = pod();
-        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta");
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta,more,nothing");
         p["metadata"]["finalizers"] = json!(["a", "b", "a"]);
         p["metadata"]["ownerReferences"] =
             json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1"}]);
         let injected = through_webhook(&config, &p);
         assert_eq!(
             injected["metadata"]["finalizers"],
-            json!(["a", "b", "example.com/cleanup"])
+            json!(["example.com/more", "example.com/cleanup", "a", "b"])
         );
         assert_eq!(
             injected["metadata"]["ownerReferences"],
@@ -797,15 +807,39 @@ mod tests {
                 {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}
             ])
         );
-        assert_eq!(injected["metadata"]["generation"], 3);
+        // The second template's null removes the field the first set.
+        assert!(
+            injected["metadata"].get("generation").is_none(),
+            "{}",
+            injected["metadata"]
+        );
         assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
         // Injecting again changes nothing.
         assert_eq!(through_webhook(&config, &injected), injected);
-        // Metadata that is not a map is the template's error.
-        let config = with_templates(&[("bad", "metadata: [x]\n")]);
-        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,bad");
+        // What the API machinery could not merge is refused, naming the field: from the template, or in the pod.
+        for (template, want) in [
+            ("metadata: [x]\n", "\"bad\": metadata must be a map"),
+            (
+                "metadata:\n  finalizers: [1]\n",
+                "\"bad\": metadata.finalizers must be a list of strings",
+            ),
+            (
+                "metadata:\n  ownerReferences: [{name: x}]\n",
+                "\"bad\": metadata.ownerReferences must be a list",
+            ),
+        ] {
+            let config = with_templates(&[("bad", template)]);
+            p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,bad");
+            let err = webhook(&config, &p).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta");
+        p["metadata"]["ownerReferences"] = json!([{"name": "web"}]);
         let err = webhook(&config, &p).unwrap_err().to_string();
-        assert!(err.contains("\"bad\": metadata must be a map"), "{err}");
+        assert!(err.contains("metadata.ownerReferences[0] has no uid"), "{err}");
+        p["metadata"]["finalizers"] = json!([{"a": 1}]);
+        let err = webhook(&config, &p).unwrap_err().to_string();
+        assert!(err.contains("metadata.finalizers must be a list of strings"), "{err}");
     }
 
     #[test]

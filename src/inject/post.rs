@@ -50,10 +50,26 @@ pub fn metadata(
     if !metadata.is_object() {
         return Err(InjectError::InvalidPod("metadata must be an object".into()));
     }
-    if !merged.metadata_rest.is_empty() {
-        // What a user template sets besides labels and annotations, merged as Istio merges the template into the
-        // pod (strategically: `finalizers` as a set, `ownerReferences` by uid).
-        merge::strategic(metadata, Value::Object(std::mem::take(&mut merged.metadata_rest)));
+    for patch in std::mem::take(&mut merged.metadata_patches) {
+        // What a user template sets besides labels and annotations, merged as Istio merges each template into the
+        // pod (strategically: `finalizers` as a set, `ownerReferences` by uid), which needs the pod's lists of the
+        // shape the API machinery merges.
+        let strings = |v: &Value| v.is_null() || v.as_array().is_some_and(|items| items.iter().all(Value::is_string));
+        if patch.get("finalizers").is_some_and(Value::is_array) && !strings(at(metadata, "finalizers")) {
+            return Err(InjectError::InvalidPod(
+                "metadata.finalizers must be a list of strings to merge a template's into".into(),
+            ));
+        }
+        if patch.get("ownerReferences").is_some_and(Value::is_array)
+            && let Some(i) = at(metadata, "ownerReferences")
+                .as_array()
+                .and_then(|items| items.iter().position(|o| !at(o, "uid").is_string()))
+        {
+            return Err(InjectError::InvalidPod(format!(
+                "metadata.ownerReferences[{i}] has no uid, which a template's ownerReferences are merged by"
+            )));
+        }
+        merge::strategic(metadata, Value::Object(patch));
     }
     let meta = metadata
         .as_object_mut()

@@ -37,9 +37,10 @@ pub struct Fragment {
     pub pod_security_context: Option<Value>,
     /// Any other pod spec fields a user template sets (such as `dnsConfig`), merged into the pod's.
     pub spec_rest: Map<String, Value>,
-    /// Any metadata fields other than labels and annotations a user template sets (such as `finalizers`), merged
-    /// into the pod's metadata as Istio merges the template into the pod.
-    pub metadata_rest: Map<String, Value>,
+    /// The metadata fields other than labels and annotations each user template sets (such as `finalizers`), one
+    /// map per template in the order they ran: each is merged into the pod's metadata in turn, as Istio merges
+    /// each template into the pod (so a template's `null` removes the pod's field).
+    pub metadata_patches: Vec<Map<String, Value>>,
 }
 
 impl Fragment {
@@ -79,6 +80,25 @@ impl Fragment {
         };
         metadata_rest.remove("labels");
         metadata_rest.remove("annotations");
+        // Checked as the API machinery's merge would find them: it cannot merge others into the pod's.
+        match metadata_rest.get("finalizers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
+            Some(_) => {
+                return Err(format!(
+                    "template {name:?}: metadata.finalizers must be a list of strings"
+                ));
+            }
+        }
+        match metadata_rest.get("ownerReferences") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if items.iter().all(|o| o["uid"].is_string()) => {}
+            Some(_) => {
+                return Err(format!(
+                    "template {name:?}: metadata.ownerReferences must be a list of references with a uid"
+                ));
+            }
+        }
         let spec = &pod["spec"];
         let mut rest = spec.as_object().cloned().unwrap_or_default();
         for k in [
@@ -102,7 +122,11 @@ impl Fragment {
                 .collect(),
             pod_security_context: spec.get("securityContext").filter(|v| !v.is_null()).cloned(),
             spec_rest: rest,
-            metadata_rest,
+            metadata_patches: if metadata_rest.is_empty() {
+                Vec::new()
+            } else {
+                vec![metadata_rest]
+            },
         })
     }
 }
@@ -900,7 +924,7 @@ impl Static {
             image_pull_secrets: self.image_pull_secrets,
             pod_security_context: self.pod_security_context,
             spec_rest: Map::new(),
-            metadata_rest: Map::new(),
+            metadata_patches: Vec::new(),
         }
     }
 
@@ -932,7 +956,7 @@ impl Static {
             image_pull_secrets: self.image_pull_secrets.clone(),
             pod_security_context: self.pod_security_context.clone(),
             spec_rest: Map::new(),
-            metadata_rest: Map::new(),
+            metadata_patches: Vec::new(),
         }
     }
 
