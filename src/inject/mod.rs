@@ -782,17 +782,19 @@ mod tests {
                 "meta",
                 "metadata:\n  finalizers: [example.com/cleanup, a]\n  ownerReferences:\n  - {apiVersion: v1, kind: ConfigMap, name: keeper, uid: u2}\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u1, controller: true}\n  generation: 3\n",
             ),
-            // A second template, merged into the pod after the first: its finalizer goes first, as Istio's
-            // one-at-a-time merge puts it (merging the templates first would put it last).
+            // A second template, merged into the pod after the first: its null removes the pod's field (merging the
+            // templates first would only remove the first template's).
             (
                 "more",
                 "metadata:\n  finalizers: [example.com/more]\n  generation: null\n",
             ),
+            // Not Istio's: a strategic merge would remove the whole metadata (README).
             ("nothing", "metadata: null\n"),
         ]);
         let mut p = pod();
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta,more,nothing");
-        p["metadata"]["finalizers"] = json!(["a", "b", "a"]);
+        p["metadata"]["finalizers"] = json!(["a", "b"]);
+        p["metadata"]["generation"] = json!(1);
         p["metadata"]["ownerReferences"] =
             json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1"}]);
         let injected = through_webhook(&config, &p);
@@ -807,7 +809,6 @@ mod tests {
                 {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u1", "controller": true}
             ])
         );
-        // The second template's null removes the field the first set.
         assert!(
             injected["metadata"].get("generation").is_none(),
             "{}",
@@ -816,6 +817,16 @@ mod tests {
         assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
         // Injecting again changes nothing.
         assert_eq!(through_webhook(&config, &injected), injected);
+        // Template by template, the order is Istio's: pod [a], then [x] gives [x, a], then [a] keeps it (merged
+        // first, the templates' [x, a] would go in as [a, x]).
+        let order = with_templates(&[
+            ("x", "metadata:\n  finalizers: [x]\n"),
+            ("a", "metadata:\n  finalizers: [a]\n"),
+        ]);
+        let mut q = pod();
+        q["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,x,a");
+        q["metadata"]["finalizers"] = json!(["a"]);
+        assert_eq!(through_webhook(&order, &q)["metadata"]["finalizers"], json!(["x", "a"]));
         // What the API machinery could not merge is refused, naming the field: from the template, or in the pod.
         for (template, want) in [
             ("metadata: [x]\n", "\"bad\": metadata must be a map"),
@@ -825,6 +836,10 @@ mod tests {
             ),
             (
                 "metadata:\n  ownerReferences: [{name: x}]\n",
+                "\"bad\": metadata.ownerReferences[0] has no uid",
+            ),
+            (
+                "metadata:\n  ownerReferences: {uid: x}\n",
                 "\"bad\": metadata.ownerReferences must be a list",
             ),
         ] {
@@ -836,7 +851,10 @@ mod tests {
         p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,meta");
         p["metadata"]["ownerReferences"] = json!([{"name": "web"}]);
         let err = webhook(&config, &p).unwrap_err().to_string();
-        assert!(err.contains("metadata.ownerReferences[0] has no uid"), "{err}");
+        assert!(
+            err.contains("metadata.ownerReferences[0] has no uid (a string)"),
+            "{err}"
+        );
         p["metadata"]["finalizers"] = json!([{"a": 1}]);
         let err = webhook(&config, &p).unwrap_err().to_string();
         assert!(err.contains("metadata.finalizers must be a list of strings"), "{err}");

@@ -66,7 +66,7 @@ pub fn metadata(
                 .and_then(|items| items.iter().position(|o| !at(o, "uid").is_string()))
         {
             return Err(InjectError::InvalidPod(format!(
-                "metadata.ownerReferences[{i}] has no uid, which a template's ownerReferences are merged by"
+                "metadata.ownerReferences[{i}] has no uid (a string), which a template's ownerReferences are merged by"
             )));
         }
         merge::strategic(metadata, Value::Object(patch));

@@ -92,12 +92,14 @@ impl Fragment {
         }
         match metadata_rest.get("ownerReferences") {
             None | Some(Value::Null) => {}
-            Some(Value::Array(items)) if items.iter().all(|o| o["uid"].is_string()) => {}
-            Some(_) => {
-                return Err(format!(
-                    "template {name:?}: metadata.ownerReferences must be a list of references with a uid"
-                ));
+            Some(Value::Array(items)) => {
+                if let Some(i) = items.iter().position(|o| !o["uid"].is_string()) {
+                    return Err(format!(
+                        "template {name:?}: metadata.ownerReferences[{i}] has no uid (a string) to merge it by"
+                    ));
+                }
             }
+            Some(_) => return Err(format!("template {name:?}: metadata.ownerReferences must be a list")),
         }
         let spec = &pod["spec"];
         let mut rest = spec.as_object().cloned().unwrap_or_default();
