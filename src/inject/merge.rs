@@ -563,8 +563,24 @@ mod tests {
             strategic(&mut merged, json!({"finalizers": patch.clone()}));
             assert_eq!(merged["finalizers"], want, "{base} + {patch}");
         }
-        // Each item once, however many: the pod's list can be as long as a review allows. (With repeated items in
-        // the base the order is not Go's; see `union`.)
+        // As long as a review allows, in the same order.
+        let many: Vec<Value> = (0..25_000).map(|i| json!(format!("f{i}"))).collect();
+        let mut base = json!({"finalizers": many});
+        strategic(&mut base, json!({"finalizers": ["f1", "new"]}));
+        let merged = base["finalizers"].as_array().unwrap();
+        assert_eq!(merged.len(), 25_001);
+        assert_eq!(
+            (&merged[0], &merged[1], &merged[2], &merged[3], &merged[25_000]),
+            (
+                &json!("f0"),
+                &json!("f1"),
+                &json!("new"),
+                &json!("f2"),
+                &json!("f24999")
+            )
+        );
+        // Each item once, however often repeated. (With repeated items in the base the order is not Go's; see
+        // `union`.)
         let many: Vec<Value> = (0..50_000).map(|i| json!(format!("f{}", i % 25_000))).collect();
         let mut base = json!({"finalizers": many});
         strategic(&mut base, json!({"finalizers": ["f1", "new"]}));

@@ -827,6 +827,17 @@ mod tests {
         q["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,x,a");
         q["metadata"]["finalizers"] = json!(["a"]);
         assert_eq!(through_webhook(&order, &q)["metadata"]["finalizers"], json!(["x", "a"]));
+        // An empty list a template sets on a pod without one is left out, as Istio's typed pod leaves it out.
+        let empty = with_templates(&[("e", "metadata:\n  finalizers: []\n  ownerReferences: []\n")]);
+        q["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,e");
+        q["metadata"].as_object_mut().unwrap().remove("finalizers");
+        let (text, injected) = webhook(&empty, &q).unwrap().unwrap();
+        assert!(
+            !text.contains("/metadata/finalizers") && !text.contains("/metadata/ownerReferences"),
+            "{text}"
+        );
+        assert_eq!(injected["metadata"], through_inject(&empty, &q).metadata);
+        assert!(injected["metadata"].get("finalizers").is_none());
         // What the API machinery could not merge is refused, naming the field: from the template, or in the pod.
         for (template, want) in [
             ("metadata: [x]\n", "\"bad\": metadata must be a map"),

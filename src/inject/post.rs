@@ -69,7 +69,19 @@ pub fn metadata(
                 "metadata.ownerReferences[{i}] has no uid (a string), which a template's ownerReferences are merged by"
             )));
         }
+        let lists: Vec<&str> = ["finalizers", "ownerReferences"]
+            .into_iter()
+            .filter(|k| patch.contains_key(*k))
+            .collect();
         merge::strategic(metadata, Value::Object(patch));
+        // An empty list a template leaves is left out, as Istio's typed pod leaves it out.
+        if let Some(m) = metadata.as_object_mut() {
+            for k in lists {
+                if m.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                    m.remove(k);
+                }
+            }
+        }
     }
     let meta = metadata
         .as_object_mut()
