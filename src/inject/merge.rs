@@ -282,6 +282,22 @@ fn merge_value(base: &mut Value, patch: Value, field: &str) {
     }
 }
 
+/// Why the API machinery could not merge `metadata`'s lists of these `fields` (`finalizers`, `ownerReferences`)
+/// with a template's, if it could not: a finalizer that is not a string, a reference without a string uid.
+pub fn unmergeable_metadata(metadata: &Map<String, Value>, fields: &[&str]) -> Option<String> {
+    fields.iter().find_map(|&field| match (field, metadata.get(field)) {
+        (_, None | Some(Value::Null)) => None,
+        ("finalizers", Some(Value::Array(items))) if items.iter().all(Value::is_string) => None,
+        ("finalizers", Some(_)) => Some("metadata.finalizers must be a list of strings".to_owned()),
+        ("ownerReferences", Some(Value::Array(items))) => items
+            .iter()
+            .position(|o| !at(o, "uid").is_string())
+            .map(|i| format!("metadata.ownerReferences[{i}] has no uid (a string)")),
+        ("ownerReferences", Some(_)) => Some("metadata.ownerReferences must be a list".to_owned()),
+        _ => None,
+    })
+}
+
 /// A list of scalars merged as a set, as the API machinery merges `finalizers` (`patchStrategy: merge`): each item
 /// once; the patch's items in the patch's order, merged with the base's other items in the base's order as
 /// `normalizeElementOrder` does (a base item goes first only when it comes before the patch item in the base).

@@ -36,8 +36,43 @@ pub fn spec(
     rewrite_probes && probes_through_agent(injector, annotations, spec, previous_probers)
 }
 
-/// Writes the metadata: the fragment's labels (where the pod has none) and annotations, metrics merging (which may
-/// give the proxy `ISTIO_PROMETHEUS_ANNOTATIONS`, before the `ISTIO_KUBE_APP_PROBERS` that [`spec`] appended when
+/// Merges what user templates set in the metadata besides labels and annotations, template by template, as Istio
+/// merges each template into the pod (strategically: `finalizers` as a set, `ownerReferences` by uid), which needs
+/// the pod's lists of the shape the API machinery merges.
+fn template_metadata(meta: &mut Map<String, Value>, patches: Vec<Map<String, Value>>) -> Result<(), InjectError> {
+    for patch in patches {
+        let lists: Vec<&str> = ["finalizers", "ownerReferences"]
+            .into_iter()
+            .filter(|k| patch.contains_key(*k))
+            .collect();
+        let merged_into: Vec<&str> = lists
+            .iter()
+            .copied()
+            .filter(|k| patch.get(*k).is_some_and(Value::is_array))
+            .collect();
+        if let Some(why) = merge::unmergeable_metadata(meta, &merged_into) {
+            return Err(InjectError::InvalidPod(format!(
+                "{why}, which a template's metadata is merged into"
+            )));
+        }
+        let mut whole = Value::Object(std::mem::take(meta));
+        merge::strategic(&mut whole, Value::Object(patch));
+        if let Value::Object(m) = whole {
+            *meta = m;
+        }
+        // An empty list a template leaves is left out, as Istio's typed pod leaves it out.
+        for k in lists {
+            if meta.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                meta.remove(k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the metadata: what user templates set besides labels and annotations ([`template_metadata`]), the
+/// fragment's labels (where the pod has none) and annotations, metrics merging (which may give the proxy
+/// `ISTIO_PROMETHEUS_ANNOTATIONS`, before the `ISTIO_KUBE_APP_PROBERS` that [`spec`] appended when
 /// `probers_appended`, as Istio orders them), and the bookkeeping annotations. `merged_port` is the agent's status
 /// port from the effective proxy configuration.
 pub fn metadata(
@@ -47,45 +82,10 @@ pub fn metadata(
     merged_port: &str,
     probers_appended: bool,
 ) -> Result<(), InjectError> {
-    if !metadata.is_object() {
-        return Err(InjectError::InvalidPod("metadata must be an object".into()));
-    }
-    for patch in std::mem::take(&mut merged.metadata_patches) {
-        // What a user template sets besides labels and annotations, merged as Istio merges each template into the
-        // pod (strategically: `finalizers` as a set, `ownerReferences` by uid), which needs the pod's lists of the
-        // shape the API machinery merges.
-        let strings = |v: &Value| v.is_null() || v.as_array().is_some_and(|items| items.iter().all(Value::is_string));
-        if patch.get("finalizers").is_some_and(Value::is_array) && !strings(at(metadata, "finalizers")) {
-            return Err(InjectError::InvalidPod(
-                "metadata.finalizers must be a list of strings to merge a template's into".into(),
-            ));
-        }
-        if patch.get("ownerReferences").is_some_and(Value::is_array)
-            && let Some(i) = at(metadata, "ownerReferences")
-                .as_array()
-                .and_then(|items| items.iter().position(|o| !at(o, "uid").is_string()))
-        {
-            return Err(InjectError::InvalidPod(format!(
-                "metadata.ownerReferences[{i}] has no uid (a string), which a template's ownerReferences are merged by"
-            )));
-        }
-        let lists: Vec<&str> = ["finalizers", "ownerReferences"]
-            .into_iter()
-            .filter(|k| patch.contains_key(*k))
-            .collect();
-        merge::strategic(metadata, Value::Object(patch));
-        // An empty list a template leaves is left out, as Istio's typed pod leaves it out.
-        if let Some(m) = metadata.as_object_mut() {
-            for k in lists {
-                if m.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty) {
-                    m.remove(k);
-                }
-            }
-        }
-    }
     let meta = metadata
         .as_object_mut()
         .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
+    template_metadata(meta, std::mem::take(&mut merged.metadata_patches))?;
     let labels_out = object_entry(meta, "labels")?;
     for (k, v) in merged.labels.drain(..) {
         if labels_out.get(&k).and_then(Value::as_str).is_none_or(str::is_empty) {

@@ -73,33 +73,18 @@ impl Fragment {
         if !(pod.is_object() || pod.is_null()) {
             return Err(format!("template {name:?} must render a pod's metadata and spec"));
         }
-        let mut metadata_rest = match &pod["metadata"] {
+        let metadata_rest: Map<String, Value> = match &pod["metadata"] {
             Value::Null => Map::new(),
-            Value::Object(m) => m.clone(),
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "labels" | "annotations"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             _ => return Err(format!("template {name:?}: metadata must be a map")),
         };
-        metadata_rest.remove("labels");
-        metadata_rest.remove("annotations");
         // Checked as the API machinery's merge would find them: it cannot merge others into the pod's.
-        match metadata_rest.get("finalizers") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
-            Some(_) => {
-                return Err(format!(
-                    "template {name:?}: metadata.finalizers must be a list of strings"
-                ));
-            }
-        }
-        match metadata_rest.get("ownerReferences") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                if let Some(i) = items.iter().position(|o| !o["uid"].is_string()) {
-                    return Err(format!(
-                        "template {name:?}: metadata.ownerReferences[{i}] has no uid (a string) to merge it by"
-                    ));
-                }
-            }
-            Some(_) => return Err(format!("template {name:?}: metadata.ownerReferences must be a list")),
+        if let Some(why) = super::merge::unmergeable_metadata(&metadata_rest, &["finalizers", "ownerReferences"]) {
+            return Err(format!("template {name:?}: {why}"));
         }
         let spec = &pod["spec"];
         let mut rest = spec.as_object().cloned().unwrap_or_default();
