@@ -84,8 +84,8 @@ impl Text {
 /// stage 5 needs to write them: the compiled text and the pod's entries of the proxy's per-pod env variables.
 pub struct StandIns<'c> {
     text: &'c Text,
-    /// The entries of the per-pod variables as JSON text, each with the index of its variable in `text.env`.
-    holes: Vec<(usize, Vec<u8>)>,
+    /// The entries of the per-pod variables as JSON text, by the index of their variable in `text.env`.
+    holes: template::EnvHoles,
 }
 
 /// What [`StandIns::write`] did with an item.
@@ -137,7 +137,7 @@ impl StandIns<'_> {
                         out.extend_from_slice(text.as_bytes());
                     }
                     None => {
-                        for (_, entry) in self.holes.iter().filter(|(j, _)| *j == i) {
+                        for entry in self.holes.of(i) {
                             sep(out);
                             out.extend_from_slice(entry);
                         }

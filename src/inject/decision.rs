@@ -2,6 +2,8 @@
 //! revision's webhook (the MutatingWebhookConfiguration selectors, labels only), and what the injector decides for
 //! a pod that arrives.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -81,6 +83,18 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// [`inject_value`] of a pod's JSON `metadata`: its `sidecar.istio.io/inject` label and annotation, read as
+/// [`string_map`] reads them (a value that is not a string as its JSON text), without copying the maps.
+fn pod_inject_value(metadata: &Value) -> InjectValue {
+    let read = |field: &str| {
+        metadata[field].get(ann::INJECT).map(|v| match v {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(other.to_string()),
+        })
+    };
+    inject_value(read("labels").as_deref(), read("annotations").as_deref())
+}
+
 /// Stage 2: what the injector decides for a pod (`metadata` and `spec` as JSON) in `namespace`. First match wins.
 pub fn decide(config: &InjectionConfig, metadata: &Value, spec: &Value, namespace: &str) -> Decision {
     let decided = |inject: bool, rule: Rule| Decision { inject, rule };
@@ -90,21 +104,22 @@ pub fn decide(config: &InjectionConfig, metadata: &Value, spec: &Value, namespac
     if IGNORED_NAMESPACES.contains(&namespace) {
         return decided(false, Rule::IgnoredNamespace(namespace.to_owned()));
     }
-    let labels = string_map(&metadata["labels"]);
-    let annotations = string_map(&metadata["annotations"]);
-    match inject_value(&labels, &annotations) {
+    match pod_inject_value(metadata) {
         InjectValue::Decides(inject, rule) => return decided(inject, rule),
         InjectValue::Unset | InjectValue::Unrecognised(_) => {}
     }
-    // Istio skips empty selectors (they would otherwise match every pod).
+    // Istio skips empty selectors (they would otherwise match every pod). The labels are read once, and only when a
+    // selector needs them.
     let usable = |s: &&LabelSelector| !selector_is_empty(s);
+    let labels = OnceCell::new();
+    let labels = || labels.get_or_init(|| string_map(&metadata["labels"]));
     for (i, selector) in config.never_inject_selector.iter().enumerate() {
-        if usable(&selector) && selector_matches(selector, &labels) {
+        if usable(&selector) && selector_matches(selector, labels()) {
             return decided(false, Rule::NeverInjectSelector(i));
         }
     }
     for (i, selector) in config.always_inject_selector.iter().enumerate() {
-        if usable(&selector) && selector_matches(selector, &labels) {
+        if usable(&selector) && selector_matches(selector, labels()) {
             return decided(true, Rule::AlwaysInjectSelector(i));
         }
     }
@@ -127,8 +142,8 @@ pub enum InjectValue {
 
 /// Reads the pod's opt-in/opt-out as Istio does. The one rule the webhook, `kube-inject`, `check-inject` and Events
 /// share.
-pub fn inject_value(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> InjectValue {
-    let (value, rule): (&str, fn(String) -> Rule) = match (labels.get(ann::INJECT), annotations.get(ann::INJECT)) {
+pub fn inject_value(label: Option<&str>, annotation: Option<&str>) -> InjectValue {
+    let (value, rule): (&str, fn(String) -> Rule) = match (label, annotation) {
         (Some(label), _) => (label, Rule::PodLabel),
         (None, Some(annotation)) => (annotation, Rule::PodAnnotation),
         (None, None) => return InjectValue::Unset,
@@ -152,7 +167,7 @@ pub fn unrecognised_inject_warning(value: &str) -> String {
 
 /// The warning for a pod's `sidecar.istio.io/inject` value, if Istio would log one.
 pub fn inject_warning(metadata: &Value) -> Option<String> {
-    match inject_value(&string_map(&metadata["labels"]), &string_map(&metadata["annotations"])) {
+    match pod_inject_value(metadata) {
         InjectValue::Unrecognised(v) => Some(unrecognised_inject_warning(&v)),
         _ => None,
     }
@@ -520,6 +535,44 @@ mod tests {
             "default",
         );
         assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
+    }
+
+    #[test]
+    fn inject_values_that_are_not_strings_are_read_as_their_json_text() {
+        // The decision runs before the shape checks refuse such a pod, so it reads them as it reads the selectors'
+        // labels: `true` as "true", `1` as "1".
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: false}), json!({})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(
+            d,
+            Decision {
+                inject: false,
+                rule: Rule::PodLabel("false".into())
+            }
+        );
+        let d = decide(
+            &config(),
+            &pod(json!({}), json!({ann::INJECT: 1})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
+        assert_eq!(
+            inject_warning(&pod(json!({}), json!({ann::INJECT: 1}))),
+            Some(unrecognised_inject_warning("1"))
+        );
+        // A label map that is not a map has no labels.
+        let d = decide(
+            &config(),
+            &json!({"labels": "x", "annotations": {ann::INJECT: "false"}}),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(d.rule, Rule::PodAnnotation("false".into()));
     }
 
     /// The decision table of Istio's `injectRequired` for the `sidecar.istio.io/inject` label and annotation:

@@ -471,30 +471,54 @@ fn fill_env(ctx: &Context, env: Vec<EnvVar>) -> Value {
     Value::Array(out)
 }
 
-/// This pod's entries of the per-pod variables of `env` as JSON text (what [`value_env`] makes, written), each
-/// with the index of its variable.
-pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> Vec<(usize, Vec<u8>)> {
-    let mut out = Vec::new();
+/// This pod's entries of the per-pod variables of an env (what [`value_env`] makes, written as JSON text), one
+/// after another in one buffer.
+#[derive(Debug, Default)]
+pub struct EnvHoles {
+    text: Vec<u8>,
+    /// Each entry's variable (its index in the env) and its bytes in `text`.
+    entries: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+impl EnvHoles {
+    /// The entries of the variable at `index`, in order.
+    pub fn of(&self, index: usize) -> impl Iterator<Item = &[u8]> {
+        self.entries
+            .iter()
+            .filter(move |(i, _)| *i == index)
+            .filter_map(|(_, range)| self.text.get(range.clone()))
+    }
+}
+
+/// This pod's entries of the per-pod variables of `env`.
+pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> EnvHoles {
+    let mut holes = EnvHoles {
+        text: Vec::with_capacity(512),
+        entries: Vec::with_capacity(4),
+    };
     let mut values = Vec::new();
     for (i, var) in env.iter().enumerate() {
         hole_values(ctx, var, &mut values);
-        out.extend(values.drain(..).map(|(name, value)| (i, env_entry_text(name, &value))));
+        for (name, value) in values.drain(..) {
+            let start = holes.text.len();
+            write_env_entry(&mut holes.text, name, &value);
+            holes.entries.push((i, start..holes.text.len()));
+        }
     }
-    out
+    holes
 }
 
-/// `{"name":…,"value":…}`, or `{"name":…}` for an empty value: [`value_env`]'s entry as serde_json writes it.
-fn env_entry_text(name: &str, value: &str) -> Vec<u8> {
-    let mut text = Vec::with_capacity(name.len() + value.len() + 24);
+/// Appends `{"name":…,"value":…}`, or `{"name":…}` for an empty value: [`value_env`]'s entry as serde_json writes
+/// it.
+fn write_env_entry(text: &mut Vec<u8>, name: &str, value: &str) {
     text.extend_from_slice(b"{\"name\":");
     // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut text, name);
+    let _ = serde_json::to_writer(&mut *text, name);
     if !value.is_empty() {
         text.extend_from_slice(b",\"value\":");
-        let _ = serde_json::to_writer(&mut text, value);
+        let _ = serde_json::to_writer(&mut *text, value);
     }
     text.push(b'}');
-    text
 }
 
 fn readiness_probe(ctx: &Settings) -> Value {
@@ -1488,9 +1512,11 @@ mod tests {
             ),
         ] {
             let want = serde_json::to_vec(&value_env(name, value)).unwrap();
+            let mut text = b"[".to_vec();
+            write_env_entry(&mut text, name, value);
             assert_eq!(
-                String::from_utf8(env_entry_text(name, value)).unwrap(),
-                String::from_utf8(want).unwrap()
+                String::from_utf8(text).unwrap(),
+                format!("[{}", String::from_utf8(want).unwrap())
             );
         }
     }
