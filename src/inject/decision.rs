@@ -111,8 +111,8 @@ pub fn decide(config: &InjectionConfig, metadata: &Value, spec: &Value, namespac
     // Istio skips empty selectors (they would otherwise match every pod). The labels are read once, and only when a
     // selector needs them.
     let usable = |s: &&LabelSelector| !selector_is_empty(s);
-    let labels = OnceCell::new();
-    let labels = || labels.get_or_init(|| string_map(&metadata["labels"]));
+    let labels_read = OnceCell::new();
+    let labels = || labels_read.get_or_init(|| string_map(&metadata["labels"]));
     for (i, selector) in config.never_inject_selector.iter().enumerate() {
         if usable(&selector) && selector_matches(selector, labels()) {
             return decided(false, Rule::NeverInjectSelector(i));
@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn inject_values_that_are_not_strings_are_read_as_their_json_text() {
         // The decision runs before the shape checks refuse such a pod, so it reads them as it reads the selectors'
-        // labels: `true` as "true", `1` as "1".
+        // labels: `false` as "false", `1` as "1", `null` as "null".
         let d = decide(
             &config(),
             &pod(json!({ann::INJECT: false}), json!({})),
@@ -564,6 +564,18 @@ mod tests {
         assert_eq!(
             inject_warning(&pod(json!({}), json!({ann::INJECT: 1}))),
             Some(unrecognised_inject_warning("1"))
+        );
+        // A label that is not a string still replaces the annotation.
+        let d = decide(
+            &config(),
+            &pod(json!({ann::INJECT: null}), json!({ann::INJECT: "false"})),
+            &json!({}),
+            "default",
+        );
+        assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
+        assert_eq!(
+            inject_warning(&pod(json!({ann::INJECT: null}), json!({}))),
+            Some(unrecognised_inject_warning("null"))
         );
         // A label map that is not a map has no labels.
         let d = decide(

@@ -476,7 +476,8 @@ fn fill_env(ctx: &Context, env: Vec<EnvVar>) -> Value {
 #[derive(Debug, Default)]
 pub struct EnvHoles {
     text: Vec<u8>,
-    /// Each entry's variable (its index in the env) and its bytes in `text`.
+    /// Each entry's variable (its index in the env) and its bytes in `text`. Only [`env_holes`] writes either
+    /// field, recording each range right after appending it, so every range is within `text`.
     entries: Vec<(usize, std::ops::Range<usize>)>,
 }
 
@@ -486,7 +487,10 @@ impl EnvHoles {
         self.entries
             .iter()
             .filter(move |(i, _)| *i == index)
-            .filter_map(|(_, range)| self.text.get(range.clone()))
+            .filter_map(|(_, range)| {
+                debug_assert!(range.end <= self.text.len(), "an env entry's range is within the text");
+                self.text.get(range.clone())
+            })
     }
 }
 
@@ -1496,6 +1500,25 @@ pub fn user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_holes_give_each_variable_its_entries_in_order() {
+        let mut holes = EnvHoles::default();
+        for (i, name, value) in [(1, "A", "a"), (1, "B", ""), (3, "C", "c")] {
+            let start = holes.text.len();
+            write_env_entry(&mut holes.text, name, value);
+            holes.entries.push((i, start..holes.text.len()));
+        }
+        let of = |i| {
+            holes
+                .of(i)
+                .map(|e| String::from_utf8(e.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(1), [r#"{"name":"A","value":"a"}"#, r#"{"name":"B"}"#]);
+        assert_eq!(of(3), [r#"{"name":"C","value":"c"}"#]);
+        assert!(of(0).is_empty() && of(2).is_empty() && of(99).is_empty());
+    }
 
     #[test]
     fn env_entries_are_written_as_their_values_serialise() {
