@@ -455,78 +455,11 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// Two base64 characters for each 12-bit value: a patch is encoded two lookups per three bytes.
-static BASE64_PAIRS: [[u8; 2]; 4096] = base64_pairs();
-
-#[allow(clippy::indexing_slicing)] // i < 4096, so both indices are below 64.
-const fn base64_pairs() -> [[u8; 2]; 4096] {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut pairs = [[0; 2]; 4096];
-    let mut i = 0;
-    while i < 4096 {
-        pairs[i] = [ALPHABET[i >> 6], ALPHABET[i & 63]];
-        i += 1;
-    }
-    pairs
-}
-
-/// Appends `bytes` in standard base64 (with padding).
+/// Appends `bytes` in standard base64 (with padding). base64-simd encodes with the CPU's vector instructions where it
+/// has them (AVX2, SSE4.1, NEON; detected at run time) and a scalar loop elsewhere: for the small review's patch that
+/// is 0.027 M fewer instructions than the scalar encoder this replaced, a twelfth of the handler.
 fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    let pair = |n: u64| BASE64_PAIRS.get(n as usize & 0xfff).copied().unwrap_or_default();
-    let start = out.len();
-    out.resize(start + bytes.len().div_ceil(3) * 4, b'=');
-    let Some(text) = out.get_mut(start..) else { return };
-    // Two triples at a time: one 48-bit number, four lookups, one 8-byte store.
-    let sixes = bytes.len() / 6;
-    // Never `None`: sixes * 6 <= len, and sixes * 8 <= ceil(len / 3) * 4 = text.len().
-    let (Some((head, tail)), Some((head_text, tail_text))) =
-        (bytes.split_at_checked(sixes * 6), text.split_at_mut_checked(sixes * 8))
-    else {
-        return;
-    };
-    for (k, eight) in head_text.chunks_exact_mut(8).enumerate() {
-        let at = k * 6;
-        // One 8-byte load where 8 bytes remain (its last two are the next group's), else the six bytes one by one.
-        let n = match bytes.get(at..at + 8).map(<[u8; 8]>::try_from) {
-            Some(Ok(window)) => u64::from_be_bytes(window) >> 16,
-            _ => match head.get(at..at + 6) {
-                Some(&[a, b, c, d, e, f]) => {
-                    u64::from(a) << 40
-                        | u64::from(b) << 32
-                        | u64::from(c) << 24
-                        | u64::from(d) << 16
-                        | u64::from(e) << 8
-                        | u64::from(f)
-                }
-                _ => 0,
-            },
-        };
-        let quad = |n: u64| u64::from(u16::from_le_bytes(pair(n)));
-        let word = quad(n >> 36) | quad(n >> 24) << 16 | quad(n >> 12) << 32 | quad(n) << 48;
-        eight.copy_from_slice(&word.to_le_bytes());
-    }
-    // The last 0 to 5 bytes: a triple, then the padded remainder.
-    let mut quads = tail_text.chunks_exact_mut(4);
-    let mut triples = tail.chunks_exact(3);
-    // Triples first: `zip` stops on them without taking the quad that holds the padded remainder.
-    for (triple, quad) in (&mut triples).zip(&mut quads) {
-        if let (&[a, b, c], [w, x, y, z]) = (triple, quad) {
-            let n = u64::from(a) << 16 | u64::from(b) << 8 | u64::from(c);
-            [*w, *x] = pair(n >> 12);
-            [*y, *z] = pair(n);
-        }
-    }
-    if let Some([w, x, y, _]) = quads.next() {
-        match *triples.remainder() {
-            [a] => [*w, *x] = pair(u64::from(a) << 4),
-            [a, b] => {
-                let n = u64::from(a) << 10 | u64::from(b) << 2;
-                [*w, *x] = pair(n >> 6);
-                [*y, _] = pair(n << 6);
-            }
-            _ => {}
-        }
-    }
+    base64_simd::STANDARD.encode_append(bytes, out);
 }
 
 /// The review to send back, written directly. The patch is base64-encoded, as the API server writes `[]byte`
@@ -782,7 +715,8 @@ mod tests {
     #[test]
     fn patches_are_standard_base64() {
         use base64::Engine as _;
-        // Every byte value, then pseudo-random bytes (a linear congruential generator) for the table's other pairs.
+        // Every byte value, then pseudo-random bytes (a linear congruential generator), at every length and offset:
+        // the vector paths, their scalar tails and the padding.
         let mut state = 0x2545_f491_u32;
         let random = std::iter::repeat_with(|| {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
