@@ -205,7 +205,7 @@ pub struct PodInput<'a> {
 /// The injected pod's `metadata` and `spec`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Injected {
-    /// New metadata.
+    /// New metadata (on the webhook's path possibly only its labels and annotations, see [`run`]).
     pub metadata: Value,
     /// New spec.
     pub spec: Value,
@@ -247,9 +247,9 @@ pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectE
         Cow::Borrowed(input.spec),
         &input.workload,
         input.namespace_annotations,
-        false,
+        Path::Whole,
     )
-    .map(|(injected, _)| injected)
+    .map(|(injected, ..)| injected)
 }
 
 /// [`inject`] for a caller that hands over the pod's `metadata` and `spec`, which saves copying them (`kube-inject`
@@ -267,26 +267,43 @@ pub fn inject_owned(
         Cow::Owned(spec),
         workload,
         namespace_annotations,
-        false,
+        Path::Whole,
     )
-    .map(|(injected, _)| injected)
+    .map(|(injected, ..)| injected)
 }
 
-/// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`; with `stand_ins`, compiled template items may be
-/// stand-ins for stage 5 to write (see [`compile::StandIns`]).
+/// What [`run`] is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The whole injected pod (`kube-inject`).
+    Whole,
+    /// A patch (the webhook's): the injected metadata may be only its labels and annotations, when injection changes
+    /// nothing else of it (no template sets other metadata), so the rest is not copied; compiled template items may
+    /// be stand-ins for stage 5 to write (see [`compile::StandIns`]) when `stand_ins`.
+    Patch {
+        /// Whether stand-ins may be used.
+        stand_ins: bool,
+    },
+}
+
+/// The injected metadata holds only the labels and annotations (see [`Path::Patch`]).
+type LabelsAndAnnotationsOnly = bool;
+
+/// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
 fn run<'c>(
     injector: &'c Injector,
     metadata: Cow<'_, Value>,
     spec: Cow<'_, Value>,
     workload: &Workload,
     namespace_annotations: Option<&BTreeMap<String, String>>,
-    stand_ins: bool,
-) -> Result<(Injected, Option<compile::StandIns<'c>>), InjectError> {
+    path: Path,
+) -> Result<(Injected, Option<compile::StandIns<'c>>, LabelsAndAnnotationsOnly), InjectError> {
+    let stand_ins = path == Path::Patch { stand_ins: true };
     shape::metadata(&metadata)?;
     shape::spec(&spec)?;
     let original = merge::OriginalLists::of(&spec);
     let strip::Stripped {
-        mut metadata,
+        metadata,
         spec,
         submitted,
         previous_probers,
@@ -319,12 +336,26 @@ fn run<'c>(
             .unwrap_or_default();
         (merged, status_port, stand_ins, probers_appended)
     };
+    // The webhook diffs the metadata against the pod's: when only labels and annotations change (no template sets
+    // other metadata), only they are copied to change.
+    let partial = matches!(path, Path::Patch { .. }) && merged.metadata_patches.is_empty();
+    let mut metadata = if partial {
+        let mut changed = serde_json::Map::new();
+        for key in ["labels", "annotations"] {
+            if let Some(value) = metadata.get(key) {
+                changed.insert(key.to_owned(), value.clone());
+            }
+        }
+        Value::Object(changed)
+    } else {
+        metadata.into_owned()
+    };
     post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
     let injected = Injected {
         metadata,
         spec: merged.spec,
     };
-    Ok((injected, stand_ins))
+    Ok((injected, stand_ins, partial))
 }
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
@@ -361,17 +392,22 @@ pub fn inject_pod(
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
     let attempt = |spec: &pod::Spec, stand_ins: bool| {
-        let (injected, stand_ins) = run(
+        let (injected, stand_ins, labels_and_annotations_only) = run(
             injector,
             Cow::Borrowed(metadata),
             Cow::Borrowed(&spec.value),
             &workload,
             namespace_annotations,
-            stand_ins,
+            Path::Patch { stand_ins },
         )?;
+        let new_metadata = if labels_and_annotations_only {
+            patch::NewMetadata::LabelsAndAnnotations(&injected.metadata)
+        } else {
+            patch::NewMetadata::Whole(&injected.metadata)
+        };
         Ok::<_, InjectError>(patch::build(
             old_metadata,
-            &injected.metadata,
+            new_metadata,
             spec,
             &injected.spec,
             stand_ins.as_ref(),

@@ -12,6 +12,15 @@ use serde_json::{Map, Value};
 use super::compile::{StandIns, Written};
 use super::pod::{SPEC_FIELDS, Spec};
 
+/// The injected pod's metadata as [`build`] gets it.
+#[derive(Clone, Copy, Debug)]
+pub enum NewMetadata<'a> {
+    /// All of it.
+    Whole(&'a Value),
+    /// Only its `labels` and `annotations`, the rest being the submitted pod's unchanged.
+    LabelsAndAnnotations(&'a Value),
+}
+
 /// Why no patch was written.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
@@ -266,7 +275,7 @@ fn item_fields(w: &mut Writer, old: &Value, new: &Value, parsed: Option<&[&str]>
 /// injected one, whose stand-ins for compiled items (if any) are written from `stand_ins`.
 pub fn build(
     old_metadata: Option<&Value>,
-    new_metadata: &Value,
+    new_metadata: NewMetadata,
     old_spec: &Spec,
     new_spec: &Value,
     stand_ins: Option<&StandIns>,
@@ -276,13 +285,20 @@ pub fn build(
         path: String::with_capacity(64),
         stand_ins,
     };
+    let (new_metadata, only_labels_and_annotations) = match new_metadata {
+        NewMetadata::Whole(m) => (m, false),
+        NewMetadata::LabelsAndAnnotations(m) => (m, true),
+    };
     w.at("metadata", |w| match (old_metadata, new_metadata) {
         (Some(Value::Object(o)), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
             w.at(key, |w| match key {
                 "labels" | "annotations" => map(w, o, n),
+                // Not in the injected metadata, which holds only the labels and annotations: unchanged.
+                _ if only_labels_and_annotations => Ok(()),
                 _ => replace(w, o, n),
             })
         }),
+        // The pod had no metadata: the injected metadata is all it has, whichever it is.
         _ => w.op("add", Some(new_metadata)),
     })?;
     let (Value::Object(old), Value::Object(new)) = (&old_spec.value, new_spec) else {
@@ -333,7 +349,7 @@ mod tests {
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
         let patch = build(
             old.get("metadata"),
-            &new["metadata"],
+            NewMetadata::Whole(&new["metadata"]),
             &spec(old["spec"].clone()),
             &new["spec"],
             None,
@@ -386,6 +402,56 @@ mod tests {
     }
 
     #[test]
+    fn metadata_of_only_labels_and_annotations_leaves_the_rest_of_the_pods_alone() {
+        let old = json!({"metadata": {"name": "web", "finalizers": ["f"], "labels": {"a": "1", "b": "2"},
+                                      "annotations": {"x": "1"}},
+                         "spec": {"containers": [{"name": "a"}]}});
+        let new_metadata = json!({"labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}});
+        let patch = build(
+            old.get("metadata"),
+            NewMetadata::LabelsAndAnnotations(&new_metadata),
+            &spec(old["spec"].clone()),
+            &old["spec"],
+            None,
+        )
+        .unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let mut pod = old.clone();
+        json_patch::patch(&mut pod, &ops).unwrap();
+        assert_eq!(
+            pod["metadata"],
+            json!({"name": "web", "finalizers": ["f"], "labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}})
+        );
+        // The same metadata taken whole removes what it does not hold.
+        let whole = build(
+            old.get("metadata"),
+            NewMetadata::Whole(&new_metadata),
+            &spec(old["spec"].clone()),
+            &old["spec"],
+            None,
+        )
+        .unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(&whole).unwrap();
+        let mut pod = old.clone();
+        json_patch::patch(&mut pod, &ops).unwrap();
+        assert_eq!(pod["metadata"], new_metadata);
+        // A pod without metadata gets it whole either way.
+        let bare = json!({"spec": {"containers": [{"name": "a"}]}});
+        let added = build(
+            None,
+            NewMetadata::LabelsAndAnnotations(&new_metadata),
+            &spec(bare["spec"].clone()),
+            &bare["spec"],
+            None,
+        )
+        .unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(&added).unwrap();
+        let mut pod = bare.clone();
+        json_patch::patch(&mut pod, &ops).unwrap();
+        assert_eq!(pod["metadata"], new_metadata);
+    }
+
+    #[test]
     fn reordered_items_are_moved_by_removing_and_adding_them() {
         let old = json!({"metadata": {}, "spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
         let new =
@@ -403,21 +469,21 @@ mod tests {
         );
         assert_eq!(shallow.shallow_items("containers"), &[true]);
         let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
-        assert!(build(None, &json!({}), &shallow, &probe, None).is_ok());
+        assert!(build(None, NewMetadata::Whole(&json!({})), &shallow, &probe, None).is_ok());
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &env, None),
+            build(None, NewMetadata::Whole(&json!({})), &shallow, &env, None),
             Err(PatchError::Fallback)
         ));
         let dropped = json!({"containers": [{"name": "other"}]});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &dropped, None),
+            build(None, NewMetadata::Whole(&json!({})), &shallow, &dropped, None),
             Err(PatchError::Fallback)
         ));
         let unparsed =
             json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
         assert!(matches!(
-            build(None, &json!({}), &shallow, &unparsed, None),
+            build(None, NewMetadata::Whole(&json!({})), &shallow, &unparsed, None),
             Err(PatchError::Fallback)
         ));
     }

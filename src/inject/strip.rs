@@ -12,9 +12,10 @@ use super::annotations as ann;
 use super::{InjectError, PROXY_NAME, annotation, at, probes};
 
 /// The pod with an earlier injection taken out.
-pub struct Stripped {
-    /// Metadata without the status and overrides annotations.
-    pub metadata: Value,
+pub struct Stripped<'m> {
+    /// Metadata without the status and overrides annotations: the pod's own, not copied, when it was not injected
+    /// before.
+    pub metadata: Cow<'m, Value>,
     /// The spec without the previously injected items, with the recorded overrides restored.
     pub spec: Value,
     /// The spec as submitted, when the pod was injected before: the template is merged under it, so earlier
@@ -74,11 +75,11 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
 }
 
 /// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
-pub fn previous_injection(metadata: Cow<'_, Value>, spec: Cow<'_, Value>) -> Result<Stripped, InjectError> {
-    let mut metadata = if metadata.is_object() {
-        metadata.into_owned()
+pub fn previous_injection<'m>(metadata: Cow<'m, Value>, spec: Cow<'_, Value>) -> Result<Stripped<'m>, InjectError> {
+    let metadata = if metadata.is_object() {
+        metadata
     } else {
-        json!({})
+        Cow::Owned(json!({}))
     };
     let mut spec = spec.into_owned();
     // A status annotation that does not read as one is ignored and the pod injected as if seen the first time, as
@@ -92,6 +93,7 @@ pub fn previous_injection(metadata: Cow<'_, Value>, spec: Cow<'_, Value>) -> Res
             previous_probers: probes::Probers::new(),
         });
     };
+    let mut metadata = metadata.into_owned();
     let submitted = Some(spec.clone());
     let previous_probers = remove_injected(&mut spec, &previous);
     if let Some(overrides) = annotation(&metadata, ann::OVERRIDES) {
@@ -102,7 +104,7 @@ pub fn previous_injection(metadata: Cow<'_, Value>, spec: Cow<'_, Value>) -> Res
         a.remove(ann::OVERRIDES);
     }
     Ok(Stripped {
-        metadata,
+        metadata: Cow::Owned(metadata),
         spec,
         submitted,
         previous_probers,
