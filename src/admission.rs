@@ -456,8 +456,9 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Appends `bytes` in standard base64 (with padding). base64-simd encodes with the CPU's vector instructions where it
-/// has them (AVX2, SSE4.1, NEON; detected at run time) and a scalar loop elsewhere: for the small review's patch that
-/// is 0.027 M fewer instructions than the scalar encoder this replaced, a twelfth of the handler.
+/// has them (AVX2, SSSE3, NEON; detected at run time) and a scalar loop elsewhere: for the small review's patch,
+/// writing the answer took 0.030 M fewer instructions than with the scalar encoder this replaced, a tenth of the
+/// handler.
 fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     base64_simd::STANDARD.encode_append(bytes, out);
 }

@@ -205,7 +205,7 @@ pub struct PodInput<'a> {
 /// The injected pod's `metadata` and `spec`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Injected {
-    /// New metadata (on the webhook's path possibly only its labels and annotations, see [`run`]).
+    /// New metadata.
     pub metadata: Value,
     /// New spec.
     pub spec: Value,
@@ -278,16 +278,15 @@ enum Path {
     /// The whole injected pod (`kube-inject`).
     Whole,
     /// A patch (the webhook's): the injected metadata may be only its labels and annotations, when injection changes
-    /// nothing else of it (no template sets other metadata), so the rest is not copied; compiled template items may
-    /// be stand-ins for stage 5 to write (see [`compile::StandIns`]) when `stand_ins`.
+    /// nothing else of it (no template sets other metadata: stages 2 and 3 read the whole metadata, and stage 4
+    /// writes only those two then), so the rest is not copied, and the patch refuses anything else it finds there
+    /// ([`patch::PatchError::MetadataOutOfScope`]); compiled template items may be stand-ins for stage 5 to write
+    /// (see [`compile::StandIns`]) when `stand_ins`.
     Patch {
         /// Whether stand-ins may be used.
         stand_ins: bool,
     },
 }
-
-/// The injected metadata holds only the labels and annotations (see [`Path::Patch`]).
-type LabelsAndAnnotationsOnly = bool;
 
 /// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
 fn run<'c>(
@@ -297,7 +296,7 @@ fn run<'c>(
     workload: &Workload,
     namespace_annotations: Option<&BTreeMap<String, String>>,
     path: Path,
-) -> Result<(Injected, Option<compile::StandIns<'c>>, LabelsAndAnnotationsOnly), InjectError> {
+) -> Result<(Injected, Option<compile::StandIns<'c>>, patch::MetadataScope), InjectError> {
     let stand_ins = path == Path::Patch { stand_ins: true };
     shape::metadata(&metadata)?;
     shape::spec(&spec)?;
@@ -337,25 +336,41 @@ fn run<'c>(
         (merged, status_port, stand_ins, probers_appended)
     };
     // The webhook diffs the metadata against the pod's: when only labels and annotations change (no template sets
-    // other metadata), only they are copied to change.
-    let partial = matches!(path, Path::Patch { .. }) && merged.metadata_patches.is_empty();
-    let mut metadata = if partial {
-        let mut changed = serde_json::Map::new();
-        for key in ["labels", "annotations"] {
-            if let Some(value) = metadata.get(key) {
-                changed.insert(key.to_owned(), value.clone());
-            }
-        }
-        Value::Object(changed)
+    // other metadata; `post::metadata` writes nothing else), only they are taken to change. (Stages 2 and 3 read the
+    // whole metadata, above.)
+    let scope = if matches!(path, Path::Patch { .. }) && merged.metadata_patches.is_empty() {
+        patch::MetadataScope::LabelsAndAnnotations
     } else {
-        metadata.into_owned()
+        patch::MetadataScope::Whole
+    };
+    let mut metadata = match (scope, metadata) {
+        (patch::MetadataScope::Whole, metadata) => metadata.into_owned(),
+        (patch::MetadataScope::LabelsAndAnnotations, Cow::Borrowed(metadata)) => {
+            let mut changed = serde_json::Map::new();
+            for key in ["labels", "annotations"] {
+                if let Some(value) = metadata.get(key) {
+                    changed.insert(key.to_owned(), value.clone());
+                }
+            }
+            Value::Object(changed)
+        }
+        (patch::MetadataScope::LabelsAndAnnotations, Cow::Owned(mut metadata)) => {
+            // Stripped of an earlier injection, so already a copy: its labels and annotations are moved.
+            let mut changed = serde_json::Map::new();
+            for key in ["labels", "annotations"] {
+                if let Some(value) = metadata.as_object_mut().and_then(|m| m.remove(key)) {
+                    changed.insert(key.to_owned(), value);
+                }
+            }
+            Value::Object(changed)
+        }
     };
     post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
     let injected = Injected {
         metadata,
         spec: merged.spec,
     };
-    Ok((injected, stand_ins, partial))
+    Ok((injected, stand_ins, scope))
 }
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
@@ -392,7 +407,7 @@ pub fn inject_pod(
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
     let attempt = |spec: &pod::Spec, stand_ins: bool| {
-        let (injected, stand_ins, labels_and_annotations_only) = run(
+        let (injected, stand_ins, scope) = run(
             injector,
             Cow::Borrowed(metadata),
             Cow::Borrowed(&spec.value),
@@ -400,14 +415,10 @@ pub fn inject_pod(
             namespace_annotations,
             Path::Patch { stand_ins },
         )?;
-        let new_metadata = if labels_and_annotations_only {
-            patch::NewMetadata::LabelsAndAnnotations(&injected.metadata)
-        } else {
-            patch::NewMetadata::Whole(&injected.metadata)
-        };
         Ok::<_, InjectError>(patch::build(
             old_metadata,
-            new_metadata,
+            &injected.metadata,
+            scope,
             spec,
             &injected.spec,
             stand_ins.as_ref(),
@@ -496,6 +507,86 @@ mod tests {
         let p = pod();
         let whole = through_inject(&InjectionConfig::default(), &p);
         assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
+    }
+
+    #[test]
+    fn the_webhook_patches_only_labels_and_annotations_of_the_metadata_and_agrees_with_kube_inject() {
+        // The webhook copies and diffs only the labels and annotations when no template sets other metadata; a
+        // template that does (finalizers) takes the whole metadata. Either way the patched pod is kube-inject's.
+        let with_template = |template: &str| {
+            let mut config = InjectionConfig::default();
+            config.user_templates = config::parse_templates(&BTreeMap::from([("fin".to_owned(), template.to_owned())]));
+            config
+        };
+        // A template that sets nothing, and one that sets finalizers.
+        let (without_finalizers, with_finalizers) = (
+            with_template("{}\n"),
+            with_template("metadata:\n  finalizers: [example.com/fin]\n"),
+        );
+        let others = json!({"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7",
+            "finalizers": ["keep"], "generateName": "web-",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "r-1",
+                                 "controller": true}],
+            "a/b~c": "x"});
+        let label_shapes = [None, Some(json!(null)), Some(json!({})), Some(json!({"app": "web"}))];
+        let annotation_shapes = [
+            None,
+            Some(json!(null)),
+            Some(json!({})),
+            Some(json!({"team": "a", "prometheus.io/scrape": "true"})),
+            Some(json!({"inject.istio.io/templates": "sidecar,fin"})),
+        ];
+        let mut cases = 0;
+        for (config, templated) in [(without_finalizers, false), (with_finalizers, true)] {
+            for metadata in [None, Some(json!(null)), Some(json!({})), Some(others.clone())] {
+                for labels in &label_shapes {
+                    for annotations in &annotation_shapes {
+                        let mut p = pod();
+                        match &metadata {
+                            None => {
+                                p.as_object_mut().unwrap().remove("metadata");
+                            }
+                            Some(m) => p["metadata"] = m.clone(),
+                        }
+                        if p["metadata"].is_object() {
+                            let m = p["metadata"].as_object_mut().unwrap();
+                            m.remove("labels");
+                            m.remove("annotations");
+                            if let Some(l) = labels {
+                                m.insert("labels".into(), l.clone());
+                            }
+                            if let Some(a) = annotations {
+                                m.insert("annotations".into(), a.clone());
+                            }
+                        }
+                        let (patch, patched) = webhook(&config, &p).unwrap().expect("injected");
+                        let whole = through_inject(&config, &p);
+                        assert_eq!(
+                            (&patched["metadata"], &patched["spec"]),
+                            (&whole.metadata, &whole.spec),
+                            "{p}"
+                        );
+                        let ops: Vec<Value> = serde_json::from_str(&patch).unwrap();
+                        for op in &ops {
+                            let path = op["path"].as_str().unwrap();
+                            let finalizers = templated && path == "/metadata/finalizers";
+                            assert!(
+                                !path.starts_with("/metadata/")
+                                    || path.starts_with("/metadata/labels")
+                                    || path.starts_with("/metadata/annotations")
+                                    || finalizers,
+                                "{path} in the patch of {p}"
+                            );
+                        }
+                        // Re-injecting the injected pod changes nothing.
+                        let (again, _) = webhook(&config, &patched).unwrap().expect("injected");
+                        assert_eq!(again, "[]", "{patched}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 4 * 4 * 5);
     }
 
     #[test]

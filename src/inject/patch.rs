@@ -12,13 +12,13 @@ use serde_json::{Map, Value};
 use super::compile::{StandIns, Written};
 use super::pod::{SPEC_FIELDS, Spec};
 
-/// The injected pod's metadata as [`build`] gets it.
-#[derive(Clone, Copy, Debug)]
-pub enum NewMetadata<'a> {
+/// How much of the injected pod's metadata [`build`] gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataScope {
     /// All of it.
-    Whole(&'a Value),
-    /// Only its `labels` and `annotations`, the rest being the submitted pod's unchanged.
-    LabelsAndAnnotations(&'a Value),
+    Whole,
+    /// Only its `labels` and `annotations`: the rest is the submitted pod's, unchanged.
+    LabelsAndAnnotations,
 }
 
 /// Why no patch was written.
@@ -32,6 +32,10 @@ pub enum PatchError {
     /// A value could not be written.
     #[error("cannot write the patch: {0}")]
     Write(#[from] serde_json::Error),
+    /// The injected metadata holds a field other than labels and annotations where it was to hold only those: the
+    /// injection changed what the patch would leave out (a defect of mizzen's, refused rather than lost).
+    #[error("internal error: the injection changed metadata.{0}, which the patch leaves as the pod has it")]
+    MetadataOutOfScope(String),
 }
 
 /// Lists whose items are matched by name.
@@ -275,7 +279,8 @@ fn item_fields(w: &mut Writer, old: &Value, new: &Value, parsed: Option<&[&str]>
 /// injected one, whose stand-ins for compiled items (if any) are written from `stand_ins`.
 pub fn build(
     old_metadata: Option<&Value>,
-    new_metadata: NewMetadata,
+    new_metadata: &Value,
+    scope: MetadataScope,
     old_spec: &Spec,
     new_spec: &Value,
     stand_ins: Option<&StandIns>,
@@ -285,16 +290,16 @@ pub fn build(
         path: String::with_capacity(64),
         stand_ins,
     };
-    let (new_metadata, only_labels_and_annotations) = match new_metadata {
-        NewMetadata::Whole(m) => (m, false),
-        NewMetadata::LabelsAndAnnotations(m) => (m, true),
-    };
+    let only_labels_and_annotations = scope == MetadataScope::LabelsAndAnnotations;
     w.at("metadata", |w| match (old_metadata, new_metadata) {
         (Some(Value::Object(o)), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
             w.at(key, |w| match key {
                 "labels" | "annotations" => map(w, o, n),
                 // Not in the injected metadata, which holds only the labels and annotations: unchanged.
-                _ if only_labels_and_annotations => Ok(()),
+                _ if only_labels_and_annotations => match n {
+                    None => Ok(()),
+                    Some(_) => Err(PatchError::MetadataOutOfScope(key.to_owned())),
+                },
                 _ => replace(w, o, n),
             })
         }),
@@ -349,7 +354,8 @@ mod tests {
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
         let patch = build(
             old.get("metadata"),
-            NewMetadata::Whole(&new["metadata"]),
+            &new["metadata"],
+            MetadataScope::Whole,
             &spec(old["spec"].clone()),
             &new["spec"],
             None,
@@ -409,7 +415,8 @@ mod tests {
         let new_metadata = json!({"labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}});
         let patch = build(
             old.get("metadata"),
-            NewMetadata::LabelsAndAnnotations(&new_metadata),
+            &new_metadata,
+            MetadataScope::LabelsAndAnnotations,
             &spec(old["spec"].clone()),
             &old["spec"],
             None,
@@ -425,7 +432,8 @@ mod tests {
         // The same metadata taken whole removes what it does not hold.
         let whole = build(
             old.get("metadata"),
-            NewMetadata::Whole(&new_metadata),
+            &new_metadata,
+            MetadataScope::Whole,
             &spec(old["spec"].clone()),
             &old["spec"],
             None,
@@ -435,11 +443,25 @@ mod tests {
         let mut pod = old.clone();
         json_patch::patch(&mut pod, &ops).unwrap();
         assert_eq!(pod["metadata"], new_metadata);
+        // A field other than labels and annotations where only those were to be: refused, not left out.
+        let stray = json!({"labels": {}, "finalizers": []});
+        assert!(matches!(
+            build(
+                old.get("metadata"),
+                &stray,
+                MetadataScope::LabelsAndAnnotations,
+                &spec(old["spec"].clone()),
+                &old["spec"],
+                None,
+            ),
+            Err(PatchError::MetadataOutOfScope(key)) if key == "finalizers"
+        ));
         // A pod without metadata gets it whole either way.
         let bare = json!({"spec": {"containers": [{"name": "a"}]}});
         let added = build(
             None,
-            NewMetadata::LabelsAndAnnotations(&new_metadata),
+            &new_metadata,
+            MetadataScope::LabelsAndAnnotations,
             &spec(bare["spec"].clone()),
             &bare["spec"],
             None,
@@ -469,21 +491,21 @@ mod tests {
         );
         assert_eq!(shallow.shallow_items("containers"), &[true]);
         let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
-        assert!(build(None, NewMetadata::Whole(&json!({})), &shallow, &probe, None).is_ok());
+        assert!(build(None, &json!({}), MetadataScope::Whole, &shallow, &probe, None).is_ok());
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
         assert!(matches!(
-            build(None, NewMetadata::Whole(&json!({})), &shallow, &env, None),
+            build(None, &json!({}), MetadataScope::Whole, &shallow, &env, None),
             Err(PatchError::Fallback)
         ));
         let dropped = json!({"containers": [{"name": "other"}]});
         assert!(matches!(
-            build(None, NewMetadata::Whole(&json!({})), &shallow, &dropped, None),
+            build(None, &json!({}), MetadataScope::Whole, &shallow, &dropped, None),
             Err(PatchError::Fallback)
         ));
         let unparsed =
             json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
         assert!(matches!(
-            build(None, NewMetadata::Whole(&json!({})), &shallow, &unparsed, None),
+            build(None, &json!({}), MetadataScope::Whole, &shallow, &unparsed, None),
             Err(PatchError::Fallback)
         ));
     }

@@ -13,8 +13,8 @@ use super::{InjectError, PROXY_NAME, annotation, at, probes};
 
 /// The pod with an earlier injection taken out.
 pub struct Stripped<'m> {
-    /// Metadata without the status and overrides annotations: the pod's own, not copied, when it was not injected
-    /// before.
+    /// Metadata without the status and overrides annotations: the pod's own, not copied, when it has no status
+    /// annotation that reads as one (a pod seen the first time).
     pub metadata: Cow<'m, Value>,
     /// The spec without the previously injected items, with the recorded overrides restored.
     pub spec: Value,
