@@ -362,6 +362,11 @@ mod tests {
         json!({"labels": labels, "annotations": annotations})
     }
 
+    /// The decision for a pod of these labels and annotations, with [`config`], in namespace `default`.
+    fn decide_pod(labels: Value, annotations: Value) -> Decision {
+        decide(&config(), &pod(labels, annotations), &json!({}), "default")
+    }
+
     fn selector(key: &str, value: &str) -> LabelSelector {
         LabelSelector {
             match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
@@ -401,12 +406,7 @@ mod tests {
 
     #[test]
     fn pod_label_decides_and_wins_over_the_annotation() {
-        let d = decide(
-            &config(),
-            &pod(json!({ann::INJECT: "false"}), json!({ann::INJECT: "true"})),
-            &json!({}),
-            "default",
-        );
+        let d = decide_pod(json!({ann::INJECT: "false"}), json!({ann::INJECT: "true"}));
         assert_eq!(
             d,
             Decision {
@@ -414,12 +414,7 @@ mod tests {
                 rule: Rule::PodLabel("false".into())
             }
         );
-        let d = decide(
-            &config(),
-            &pod(json!({ann::INJECT: "true"}), json!({ann::INJECT: "false"})),
-            &json!({}),
-            "default",
-        );
+        let d = decide_pod(json!({ann::INJECT: "true"}), json!({ann::INJECT: "false"}));
         assert_eq!(
             d,
             Decision {
@@ -541,12 +536,7 @@ mod tests {
     fn inject_values_that_are_not_strings_are_read_as_their_json_text() {
         // The decision runs before the shape checks refuse such a pod, so it reads them as it reads the selectors'
         // labels: `false` as "false", `1` as "1", `null` as "null".
-        let d = decide(
-            &config(),
-            &pod(json!({ann::INJECT: false}), json!({})),
-            &json!({}),
-            "default",
-        );
+        let d = decide_pod(json!({ann::INJECT: false}), json!({}));
         assert_eq!(
             d,
             Decision {
@@ -554,24 +544,14 @@ mod tests {
                 rule: Rule::PodLabel("false".into())
             }
         );
-        let d = decide(
-            &config(),
-            &pod(json!({}), json!({ann::INJECT: 1})),
-            &json!({}),
-            "default",
-        );
+        let d = decide_pod(json!({}), json!({ann::INJECT: 1}));
         assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
         assert_eq!(
             inject_warning(&pod(json!({}), json!({ann::INJECT: 1}))),
             Some(unrecognised_inject_warning("1"))
         );
         // A label that is not a string still replaces the annotation.
-        let d = decide(
-            &config(),
-            &pod(json!({ann::INJECT: null}), json!({ann::INJECT: "false"})),
-            &json!({}),
-            "default",
-        );
+        let d = decide_pod(json!({ann::INJECT: null}), json!({ann::INJECT: "false"}));
         assert_eq!(d.rule, Rule::Policy(InjectionPolicy::Enabled));
         assert_eq!(
             inject_warning(&pod(json!({ann::INJECT: null}), json!({}))),

@@ -345,20 +345,15 @@ fn run<'c>(
     };
     let mut metadata = match (scope, metadata) {
         (patch::MetadataScope::Whole, metadata) => metadata.into_owned(),
-        (patch::MetadataScope::LabelsAndAnnotations, Cow::Borrowed(metadata)) => {
+        (patch::MetadataScope::LabelsAndAnnotations, mut metadata) => {
             let mut changed = serde_json::Map::new();
             for key in ["labels", "annotations"] {
-                if let Some(value) = metadata.get(key) {
-                    changed.insert(key.to_owned(), value.clone());
-                }
-            }
-            Value::Object(changed)
-        }
-        (patch::MetadataScope::LabelsAndAnnotations, Cow::Owned(mut metadata)) => {
-            // Stripped of an earlier injection, so already a copy: its labels and annotations are moved.
-            let mut changed = serde_json::Map::new();
-            for key in ["labels", "annotations"] {
-                if let Some(value) = metadata.as_object_mut().and_then(|m| m.remove(key)) {
+                // Copied from the pod's own metadata; moved from one stripped of an earlier injection (a copy).
+                let value = match &mut metadata {
+                    Cow::Borrowed(m) => m.get(key).cloned(),
+                    Cow::Owned(m) => m.as_object_mut().and_then(|m| m.remove(key)),
+                };
+                if let Some(value) = value {
                     changed.insert(key.to_owned(), value);
                 }
             }

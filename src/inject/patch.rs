@@ -351,20 +351,30 @@ mod tests {
         pod.spec(&crate::inject::pod::Depth::Shallow(Vec::new())).unwrap()
     }
 
-    fn applied(old: &Value, new: &Value) -> (Value, Value) {
+    /// The patch from `old` to the injected `new_metadata` (of `scope`) and `new_spec`, applied to `old`; and the
+    /// patch.
+    fn applied_to(
+        old: &Value,
+        new_metadata: &Value,
+        scope: MetadataScope,
+        new_spec: &Value,
+    ) -> Result<(Value, Value), PatchError> {
         let patch = build(
             old.get("metadata"),
-            &new["metadata"],
-            MetadataScope::Whole,
+            new_metadata,
+            scope,
             &spec(old["spec"].clone()),
-            &new["spec"],
+            new_spec,
             None,
-        )
-        .unwrap();
+        )?;
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
         let mut pod = old.clone();
         json_patch::patch(&mut pod, &patch).unwrap();
-        (pod, serde_json::to_value(patch).unwrap())
+        Ok((pod, serde_json::to_value(patch).unwrap()))
+    }
+
+    fn applied(old: &Value, new: &Value) -> (Value, Value) {
+        applied_to(old, &new["metadata"], MetadataScope::Whole, &new["spec"]).unwrap()
     }
 
     #[test]
@@ -413,63 +423,23 @@ mod tests {
                                       "annotations": {"x": "1"}},
                          "spec": {"containers": [{"name": "a"}]}});
         let new_metadata = json!({"labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}});
-        let patch = build(
-            old.get("metadata"),
-            &new_metadata,
-            MetadataScope::LabelsAndAnnotations,
-            &spec(old["spec"].clone()),
-            &old["spec"],
-            None,
-        )
-        .unwrap();
-        let ops: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
-        let mut pod = old.clone();
-        json_patch::patch(&mut pod, &ops).unwrap();
+        let (pod, _) = applied_to(&old, &new_metadata, MetadataScope::LabelsAndAnnotations, &old["spec"]).unwrap();
         assert_eq!(
             pod["metadata"],
             json!({"name": "web", "finalizers": ["f"], "labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}})
         );
         // The same metadata taken whole removes what it does not hold.
-        let whole = build(
-            old.get("metadata"),
-            &new_metadata,
-            MetadataScope::Whole,
-            &spec(old["spec"].clone()),
-            &old["spec"],
-            None,
-        )
-        .unwrap();
-        let ops: json_patch::Patch = serde_json::from_slice(&whole).unwrap();
-        let mut pod = old.clone();
-        json_patch::patch(&mut pod, &ops).unwrap();
+        let (pod, _) = applied_to(&old, &new_metadata, MetadataScope::Whole, &old["spec"]).unwrap();
         assert_eq!(pod["metadata"], new_metadata);
         // A field other than labels and annotations where only those were to be: refused, not left out.
         let stray = json!({"labels": {}, "finalizers": []});
         assert!(matches!(
-            build(
-                old.get("metadata"),
-                &stray,
-                MetadataScope::LabelsAndAnnotations,
-                &spec(old["spec"].clone()),
-                &old["spec"],
-                None,
-            ),
+            applied_to(&old, &stray, MetadataScope::LabelsAndAnnotations, &old["spec"]),
             Err(PatchError::MetadataOutOfScope(key)) if key == "finalizers"
         ));
         // A pod without metadata gets it whole either way.
         let bare = json!({"spec": {"containers": [{"name": "a"}]}});
-        let added = build(
-            None,
-            &new_metadata,
-            MetadataScope::LabelsAndAnnotations,
-            &spec(bare["spec"].clone()),
-            &bare["spec"],
-            None,
-        )
-        .unwrap();
-        let ops: json_patch::Patch = serde_json::from_slice(&added).unwrap();
-        let mut pod = bare.clone();
-        json_patch::patch(&mut pod, &ops).unwrap();
+        let (pod, _) = applied_to(&bare, &new_metadata, MetadataScope::LabelsAndAnnotations, &bare["spec"]).unwrap();
         assert_eq!(pod["metadata"], new_metadata);
     }
 

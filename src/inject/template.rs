@@ -476,12 +476,19 @@ fn fill_env(ctx: &Context, env: Vec<EnvVar>) -> Value {
 #[derive(Debug, Default)]
 pub struct EnvHoles {
     text: Vec<u8>,
-    /// Each entry's variable (its index in the env) and its bytes in `text`. Only [`env_holes`] writes either
+    /// Each entry's variable (its index in the env) and its bytes in `text`. Only [`EnvHoles::push`] writes either
     /// field, recording each range right after appending it, so every range is within `text`.
     entries: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl EnvHoles {
+    /// Appends the entry `name`=`value` of the variable at `index`.
+    fn push(&mut self, index: usize, name: &str, value: &str) {
+        let start = self.text.len();
+        write_env_entry(&mut self.text, name, value);
+        self.entries.push((index, start..self.text.len()));
+    }
+
     /// The entries of the variable at `index`, in order.
     pub fn of(&self, index: usize) -> impl Iterator<Item = &[u8]> {
         self.entries
@@ -504,9 +511,7 @@ pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> EnvHoles {
     for (i, var) in env.iter().enumerate() {
         hole_values(ctx, var, &mut values);
         for (name, value) in values.drain(..) {
-            let start = holes.text.len();
-            write_env_entry(&mut holes.text, name, &value);
-            holes.entries.push((i, start..holes.text.len()));
+            holes.push(i, name, &value);
         }
     }
     holes
@@ -1505,9 +1510,7 @@ mod tests {
     fn env_holes_give_each_variable_its_entries_in_order() {
         let mut holes = EnvHoles::default();
         for (i, name, value) in [(1, "A", "a"), (1, "B", ""), (3, "C", "c")] {
-            let start = holes.text.len();
-            write_env_entry(&mut holes.text, name, value);
-            holes.entries.push((i, start..holes.text.len()));
+            holes.push(i, name, value);
         }
         let of = |i| {
             holes
