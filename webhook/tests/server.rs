@@ -71,13 +71,16 @@ fn client_config(ca_pems: &[&str]) -> Arc<rustls::ClientConfig> {
             .unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every connection makes a full handshake, as the API server's webhook client does. A resumed session
+    // reports the certificate of the handshake it resumes, so with resumption a connection made after a
+    // rotation could still show the old certificate (this made the rotation test flaky).
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
 }
 
 /// One keep-alive HTTPS connection; remembers the certificate the server presented.
