@@ -147,10 +147,14 @@ enum Verdict {
 }
 
 fn judge(activity: &Activity, limits: &Limits, under_pressure: bool) -> Verdict {
+    judge_at(activity, limits, under_pressure, activity.now())
+}
+
+/// [`judge`] at `now`, microseconds since the activity's epoch.
+fn judge_at(activity: &Activity, limits: &Limits, under_pressure: bool, now: u64) -> Verdict {
     if activity.in_flight.load(Ordering::Acquire) > 0 {
         return Verdict::Fine;
     }
-    let now = activity.now();
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let head_since = activity.head_since.load(Ordering::Acquire);
     if head_since != 0 {
@@ -425,36 +429,33 @@ mod tests {
         }
     }
 
-    /// Times in milliseconds; `head` is when a pending request's first byte came, if one is pending.
-    fn activity(now: u64, head: Option<u64>, done: u64, in_flight: usize) -> Activity {
+    /// Times in milliseconds; `head` is when a pending request's first byte came, if one is pending. Judged at
+    /// `now` (not the clock: a stalled test thread must not change the verdict).
+    fn judge_ms(now: u64, head: Option<u64>, done: u64, in_flight: usize, l: &Limits, under_pressure: bool) -> Verdict {
         let a = Activity::new();
         a.head_since.store(head.map_or(0, |h| h * 1000 + 1), Ordering::Release);
         a.last_done.store(done * 1000, Ordering::Release);
         a.in_flight.store(in_flight, Ordering::Release);
-        // Shift the epoch so that `now()` is about `now` milliseconds.
-        Activity {
-            epoch: Instant::now() - Duration::from_millis(now),
-            ..a
-        }
+        judge_at(&a, l, under_pressure, now * 1000)
     }
 
     #[test]
     fn the_watchdog_tells_idle_from_slow_headers() {
         let l = limits();
-        assert_eq!(judge(&activity(200, None, 0, 0), &l, false), Verdict::Fine);
-        assert_eq!(judge(&activity(400, None, 0, 0), &l, false), Verdict::Idle);
+        assert_eq!(judge_ms(200, None, 0, 0, &l, false), Verdict::Fine);
+        assert_eq!(judge_ms(400, None, 0, 0, &l, false), Verdict::Idle);
         assert_eq!(
-            judge(&activity(1000, None, 0, 1), &l, false),
+            judge_ms(1000, None, 0, 1, &l, false),
             Verdict::Fine,
             "a request in flight"
         );
         assert_eq!(
-            judge(&activity(1000, Some(950), 950, 0), &l, false),
+            judge_ms(1000, Some(950), 950, 0, &l, false),
             Verdict::Fine,
             "headers arriving"
         );
         assert_eq!(
-            judge(&activity(1000, Some(0), 0, 0), &l, false),
+            judge_ms(1000, Some(0), 0, 0, &l, false),
             Verdict::SlowHeaders,
             "headers trickling too long"
         );
@@ -463,15 +464,15 @@ mod tests {
     #[test]
     fn at_the_cap_only_connections_idle_for_a_while_give_way() {
         let l = limits();
-        assert_eq!(judge(&activity(200, None, 0, 0), &l, true), Verdict::Evicted);
+        assert_eq!(judge_ms(200, None, 0, 0, &l, true), Verdict::Evicted);
         assert_eq!(
-            judge(&activity(200, None, 150, 0), &l, true),
+            judge_ms(200, None, 150, 0, &l, true),
             Verdict::Fine,
             "just opened or just answered"
         );
-        assert_eq!(judge(&activity(200, None, 0, 1), &l, true), Verdict::Fine, "busy");
+        assert_eq!(judge_ms(200, None, 0, 1, &l, true), Verdict::Fine, "busy");
         assert_eq!(
-            judge(&activity(200, Some(150), 0, 0), &l, true),
+            judge_ms(200, Some(150), 0, 0, &l, true),
             Verdict::Fine,
             "headers arriving"
         );

@@ -607,7 +607,8 @@ async fn reviews_of_other_kinds_and_subresources_are_allowed_without_a_patch() {
 
 #[tokio::test]
 async fn on_shutdown_the_webhook_turns_unready_but_serves_through_the_delay() {
-    let h = Harness::start_with(|s| s.shutdown_delay = Duration::from_millis(800)).await;
+    // The delay leaves room for the readiness check and the review below on a loaded machine.
+    let h = Harness::start_with(|s| s.shutdown_delay = Duration::from_secs(3)).await;
     let mut conn = h.conn().await;
     let admission = h.running.admission_addr;
     let admin = h.running.admin_addr;
@@ -684,7 +685,9 @@ async fn large_reviews_sent_at_once_take_turns_and_all_succeed() {
     let mut review_body: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
     review_body["request"]["object"]["metadata"]["annotations"]["padding"] = Value::String("x".repeat(2_500_000));
     let body = serde_json::to_vec(&review_body).unwrap();
-    let h = Harness::start().await;
+    // They are read and answered one at a time, on the test's one thread, in a debug build: the last one's request
+    // timeout (8 s by default, from its headers) would measure the machine, not the turn-taking.
+    let h = Harness::start_with(|s| s.request_timeout = Duration::from_secs(60)).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let mut conn = h.conn().await;
