@@ -451,8 +451,7 @@ fn with_inject_warning(mut response: Response, metadata: &Value) -> Response {
 
 /// Appends `text` as a JSON string.
 fn json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    crate::json_text::write_str(out, text);
 }
 
 /// Appends `bytes` in standard base64 (with padding). base64-simd encodes with the CPU's vector instructions where it

@@ -16,6 +16,7 @@ pub mod crd;
 pub mod dataplane;
 pub mod inject;
 pub mod istio_crds;
+pub mod json_text;
 pub mod kubeinject;
 pub mod quantity;
 pub mod rbac;

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use crate::json_text;
+
 use super::config::InjectionConfig;
 use super::template::{self, EnvVar, Settings, Static};
 use super::{PROXY_NAME, fragment, prometheus, proxy_config};
@@ -111,17 +113,17 @@ impl StandIns<'_> {
     }
 
     /// Writes the injected pod's `item` of `list` from the compiled text when it is a stand-in.
-    pub fn write(&self, out: &mut Vec<u8>, list: &str, item: &Value) -> Result<Written, serde_json::Error> {
+    pub fn write(&self, out: &mut Vec<u8>, list: &str, item: &Value) -> Written {
         let Some((name, map)) = item
             .as_object()
             .and_then(|m| Some((m.get("name")?.as_str()?, m)))
             .filter(|(name, _)| self.names(list, name))
         else {
-            return Ok(Written::NotAStandIn);
+            return Written::NotAStandIn;
         };
         if name == PROXY_NAME {
             let Some(appended) = map.get("env").and_then(Value::as_array).filter(|_| map.len() == 2) else {
-                return Ok(Written::Changed);
+                return Written::Changed;
             };
             out.extend_from_slice(self.text.proxy_head.as_bytes());
             let mut first = true;
@@ -146,13 +148,13 @@ impl StandIns<'_> {
             }
             for v in appended {
                 sep(out);
-                serde_json::to_writer(&mut *out, v)?;
+                json_text::write_value(out, v);
             }
             out.extend_from_slice(self.text.proxy_tail.as_bytes());
-            return Ok(Written::Yes);
+            return Written::Yes;
         }
         if map.len() != 1 {
-            return Ok(Written::Changed);
+            return Written::Changed;
         }
         let texts = if list == "volumes" {
             &self.text.volumes
@@ -162,9 +164,9 @@ impl StandIns<'_> {
         match texts.iter().find(|(n, _)| n == name) {
             Some((_, text)) => {
                 out.extend_from_slice(text.as_bytes());
-                Ok(Written::Yes)
+                Written::Yes
             }
-            None => Ok(Written::Changed),
+            None => Written::Changed,
         }
     }
 }

@@ -9,6 +9,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::json_text;
+
 /// The shape of a Go type, enough to order its JSON.
 #[derive(Clone, Copy)]
 pub enum Shape {
@@ -148,7 +150,7 @@ pub fn to_string(value: &Value, shape: Shape) -> String {
 
 /// Appends a string as `json.Marshal` writes it.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
-    plain(out, text);
+    json_text::write_go_str(out, text);
 }
 
 /// A [`std::fmt::Write`] that passes JSON text on with Go's `json.Marshal` escapes (`<`, `>`, `&`, U+2028, U+2029,
@@ -178,30 +180,9 @@ impl<W: std::fmt::Write> std::fmt::Write for GoEscapes<'_, W> {
 /// A string as `json.Marshal` writes it.
 pub fn string(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len() + 2);
-    plain(&mut out, text);
+    json_text::write_go_str(&mut out, text);
     // The writer writes UTF-8.
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// Writes a plain value or a key as `json.Marshal` does (writing JSON into a Vec cannot fail).
-fn plain<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let start = out.len();
-    let _ = serde_json::to_writer(&mut *out, value);
-    // The characters Go escapes beyond serde_json occur only inside strings; U+2028 and U+2029 start with 0xE2.
-    if out
-        .get(start..)
-        .is_some_and(|text| text.iter().any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2)))
-    {
-        // serde_json writes UTF-8, so the text is always a string to escape.
-        match String::from_utf8(out.split_off(start)) {
-            Ok(text) => {
-                let mut escaped = String::with_capacity(text.len() + 16);
-                let _ = std::fmt::Write::write_str(&mut GoEscapes(&mut escaped), &text);
-                out.extend_from_slice(escaped.as_bytes());
-            }
-            Err(e) => out.extend_from_slice(&e.into_bytes()),
-        }
-    }
 }
 
 /// Appends `value` as compact JSON ordered by `shape`.
@@ -218,7 +199,7 @@ pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
             }
             out.push(b']');
         }
-        _ => plain(out, value),
+        _ => json_text::write_go_value(out, value),
     }
 }
 
@@ -230,7 +211,7 @@ fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Sh
             out.push(b',');
         }
         first = false;
-        plain(out, key);
+        json_text::write_go_str(out, key);
         out.push(b':');
         write(out, v, shape);
     };

@@ -9,6 +9,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::json_text;
+
 use super::compile::{StandIns, Written};
 use super::pod::{SPEC_FIELDS, Spec};
 
@@ -29,9 +31,6 @@ pub enum PatchError {
     /// as values.
     #[error("the injection changed a part of the pod that was not parsed or compiled")]
     Fallback,
-    /// A value could not be written.
-    #[error("cannot write the patch: {0}")]
-    Write(#[from] serde_json::Error),
     /// The injected metadata holds a field other than labels and annotations where it was to hold only those: the
     /// injection changed what the patch would leave out (a defect of mizzen's, refused rather than lost).
     #[error("internal error: the injection changed metadata.{0}, which the patch leaves as the pod has it")]
@@ -81,7 +80,8 @@ impl Writer<'_> {
         self.op_with(op, |w| match value {
             Some(value) => {
                 w.out.extend_from_slice(b",\"value\":");
-                Ok(serde_json::to_writer(&mut w.out, value)?)
+                json_text::write_value(&mut w.out, value);
+                Ok(())
             }
             None => Ok(()),
         })
@@ -93,7 +93,7 @@ impl Writer<'_> {
         self.out.extend_from_slice(b"{\"op\":\"");
         self.out.extend_from_slice(op.as_bytes());
         self.out.extend_from_slice(b"\",\"path\":");
-        serde_json::to_writer(&mut self.out, self.path.as_str())?;
+        json_text::write_str(&mut self.out, &self.path);
         value(self)?;
         self.out.push(b'}');
         Ok(())
@@ -102,13 +102,14 @@ impl Writer<'_> {
     /// An item of the injected pod's `list`: from the compiled text when it stands in for a compiled one.
     fn item(&mut self, list: &str, item: &Value) -> Result<(), PatchError> {
         if let Some(stand_ins) = self.stand_ins {
-            match stand_ins.write(&mut self.out, list, item)? {
+            match stand_ins.write(&mut self.out, list, item) {
                 Written::Yes => return Ok(()),
                 Written::Changed => return Err(PatchError::Fallback),
                 Written::NotAStandIn => {}
             }
         }
-        Ok(serde_json::to_writer(&mut self.out, item)?)
+        json_text::write_value(&mut self.out, item);
+        Ok(())
     }
 
     /// `add` of a whole item at the current path.

@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use crate::json_text;
+
 use super::annotations as ann;
 use super::config::InjectionConfig;
 use super::gojson;
@@ -521,11 +523,10 @@ pub fn env_holes(ctx: &Context, env: &[EnvVar]) -> EnvHoles {
 /// it.
 fn write_env_entry(text: &mut Vec<u8>, name: &str, value: &str) {
     text.extend_from_slice(b"{\"name\":");
-    // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *text, name);
+    json_text::write_str(text, name);
     if !value.is_empty() {
         text.extend_from_slice(b",\"value\":");
-        let _ = serde_json::to_writer(&mut *text, value);
+        json_text::write_str(text, value);
     }
     text.push(b'}');
 }

@@ -1,0 +1,288 @@
+//! Compact JSON text, byte for byte as `serde_json::to_writer` writes it, for the webhook's hot path.
+//!
+//! serde_json's string escaper looks each byte up in a table; the patch, the env entries and the annotations the
+//! injector writes are mostly long runs that need no escape. Here a run is checked eight bytes at a time (one
+//! `u64` word, bit tricks instead of a table), and only a word that holds a byte to escape is walked byte by byte.
+//! The escapes are serde_json's: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` (lower-case hex) for the
+//! other control characters. The Go flavour adds what Go's `json.Marshal` escapes beyond that: `<`, `>`, `&` as
+//! `\u003c`, `\u003e`, `\u0026`, and U+2028, U+2029 as `\u2028`, `\u2029`.
+//!
+//! The tests compare both with serde_json (and the Go flavour with serde_json plus those five) for every byte
+//! and character class at every position of a word.
+
+use serde_json::Value;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is below 0x20, `"` or `\\` (what serde_json escapes) may be set; the
+/// lowest bit set marks the first such byte exactly, and none is set when there is none. `(x - n·ONES) & !x & HIGH`
+/// flags the bytes of `x` below `n` (for `n` ≤ 0x80), and a byte equal to `c` is a zero byte of `x ^ c·ONES`,
+/// whose high bit is `x`'s for `c` < 0x80. A borrow only runs upwards from a flagged byte, so bits above the
+/// lowest may be wrong, never the lowest.
+#[inline]
+fn json_escapes(word: u64) -> u64 {
+    let control = word.wrapping_sub(ONES * 0x20);
+    let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+    let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    (control | quote | backslash) & !word & HIGH
+}
+
+/// [`json_escapes`], and the bytes `<`, `>`, `&` and 0xE2 (the first byte of U+2028 and U+2029): what Go escapes,
+/// with 0xE2 a candidate only.
+#[inline]
+fn go_escapes(word: u64) -> u64 {
+    let lt = (word ^ (ONES * u64::from(b'<'))).wrapping_sub(ONES);
+    let gt = (word ^ (ONES * u64::from(b'>'))).wrapping_sub(ONES);
+    let amp = (word ^ (ONES * u64::from(b'&'))).wrapping_sub(ONES);
+    let e2 = word ^ (ONES * 0xE2);
+    json_escapes(word) | ((lt | gt | amp) & !word & HIGH) | (e2.wrapping_sub(ONES) & !e2 & HIGH)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// How a byte is written.
+enum Escape {
+    /// As it is.
+    No,
+    /// A backslash and this character.
+    Short(u8),
+    /// These six bytes, replacing this many bytes of the text (3 for U+2028 and U+2029).
+    Long([u8; 6], usize),
+}
+
+/// The escape of `bytes[i]`.
+#[inline]
+fn escape_of(bytes: &[u8], i: usize, go: bool) -> Escape {
+    let b = bytes[i];
+    match b {
+        b'"' => Escape::Short(b'"'),
+        b'\\' => Escape::Short(b'\\'),
+        0x08 => Escape::Short(b'b'),
+        0x0C => Escape::Short(b'f'),
+        b'\n' => Escape::Short(b'n'),
+        b'\r' => Escape::Short(b'r'),
+        b'\t' => Escape::Short(b't'),
+        0x00..=0x1F => Escape::Long(
+            [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ],
+            1,
+        ),
+        b'<' if go => Escape::Long(*b"\\u003c", 1),
+        b'>' if go => Escape::Long(*b"\\u003e", 1),
+        b'&' if go => Escape::Long(*b"\\u0026", 1),
+        // U+2028 is E2 80 A8 and U+2029 is E2 80 A9.
+        0xE2 if go && bytes.get(i + 1) == Some(&0x80) => match bytes.get(i + 2) {
+            Some(0xA8) => Escape::Long(*b"\\u2028", 3),
+            Some(0xA9) => Escape::Long(*b"\\u2029", 3),
+            _ => Escape::No,
+        },
+        _ => Escape::No,
+    }
+}
+
+fn string(out: &mut Vec<u8>, text: &str, go: bool) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Bytes before `start` are written; bytes from `start` to `i` need no escape.
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        // Eight bytes, or the last few padded with `A`, which is never escaped.
+        let mut word = [b'A'; 8];
+        let n = match bytes.get(i..i + 8) {
+            Some(eight) => {
+                word.copy_from_slice(eight);
+                8
+            }
+            None => {
+                // At most seven bytes: a loop, not a call to memcpy.
+                let rest = &bytes[i..];
+                for (to, from) in word.iter_mut().zip(rest) {
+                    *to = *from;
+                }
+                rest.len()
+            }
+        };
+        let word = u64::from_le_bytes(word);
+        let flagged = if go { go_escapes(word) } else { json_escapes(word) };
+        if flagged == 0 {
+            i += n;
+            continue;
+        }
+        i += (flagged.trailing_zeros() / 8) as usize;
+        // Fixed-size writes of the escape itself, which compile to stores rather than calls.
+        match escape_of(bytes, i, go) {
+            Escape::Short(c) => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(&[b'\\', c]);
+                i += 1;
+                start = i;
+            }
+            Escape::Long(text, used) => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(&text);
+                i += used;
+                start = i;
+            }
+            // An 0xE2 that does not start U+2028 or U+2029.
+            Escape::No => i += 1,
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends `text` as a JSON string, as serde_json writes it.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    string(out, text, false);
+}
+
+/// Appends `text` as a JSON string, as Go's `json.Marshal` writes it.
+pub fn write_go_str(out: &mut Vec<u8>, text: &str) {
+    string(out, text, true);
+}
+
+fn value(out: &mut Vec<u8>, v: &Value, go: bool) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        // Writing a number into a Vec cannot fail; serde_json's own digits.
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => string(out, s, go),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                value(out, item, go);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, k, go);
+                out.push(b':');
+                value(out, item, go);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Appends `v` as compact JSON, as `serde_json::to_writer` writes it (members in the map's order).
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    value(out, v, false);
+}
+
+/// Appends `v` as compact JSON with Go's `json.Marshal` string escapes (members in the map's order).
+pub fn write_go_value(out: &mut Vec<u8>, v: &Value) {
+    value(out, v, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// serde_json's text, with Go's five extra escapes applied to it (they occur only inside strings).
+    fn go_reference(text: &str) -> String {
+        text.replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026")
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029")
+    }
+
+    fn check(text: &str) {
+        let want = serde_json::to_string(text).unwrap();
+        let mut out = b"prefix".to_vec();
+        write_str(&mut out, text);
+        assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), want, "{text:?}");
+        let mut out = Vec::new();
+        write_go_str(&mut out, text);
+        assert_eq!(String::from_utf8(out).unwrap(), go_reference(&want), "{text:?}");
+    }
+
+    #[test]
+    fn every_ascii_byte_and_the_special_characters_at_every_position_of_a_word() {
+        let mut specials: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        for c in [
+            '\u{2028}', '\u{2029}', '\u{2027}', '\u{202A}', 'é', '€', '\u{E000}', '😀', '\u{80}', '\u{7FF}',
+        ] {
+            specials.push(c.to_string());
+        }
+        for special in &specials {
+            for before in 0..17 {
+                for after in [0, 1, 7, 8, 9] {
+                    check(&format!("{}{special}{}", "a".repeat(before), "b".repeat(after)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_escapes_and_long_clean_text() {
+        check("");
+        check(&"x".repeat(1000));
+        check(&"\"\\\n<&>\u{2028}\u{2029}\u{0}\u{1F}".repeat(9));
+        check(&"abcdefg\"".repeat(20));
+        check("\u{E2}\u{2028}"); // 'â' (C3 A2) then E2 80 A8: the word holds both
+        check("\u{e2}\u{80}\u{a8}"); // three characters written as two-byte UTF-8, not U+2028
+    }
+
+    #[test]
+    fn random_mixes_of_special_and_plain_characters() {
+        let alphabet: Vec<char> =
+            "ab\"\\\n\t\u{0}\u{1F}\u{7F}<>&é€😀\u{2028}\u{2029}\u{2027}\u{2000}\u{E2}\u{A0}\u{100}\u{FFFF}"
+                .chars()
+                .collect();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = next() % 40;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            check(&text);
+        }
+    }
+
+    #[test]
+    fn values_are_written_as_serde_json_writes_them() {
+        let v = json!({
+            "z": [1, -2, 3.5, 1e300, 0.1, u64::MAX, i64::MIN, null, true, false],
+            "a": {"k\"ey": "v<a>l&ue\u{2028}", "": {}, "e": []},
+            "m": "line\nbreak\ttab\u{7f}",
+        });
+        let mut out = Vec::new();
+        write_value(&mut out, &v);
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        let mut out = Vec::new();
+        write_go_value(&mut out, &v);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            go_reference(&serde_json::to_string(&v).unwrap())
+        );
+    }
+}
