@@ -2,13 +2,15 @@
 //!
 //! serde_json's string escaper looks each byte up in a table; the patch, the env entries and the annotations the
 //! injector writes are mostly long runs that need no escape. Here a run is checked eight bytes at a time (one
-//! `u64` word, bit tricks instead of a table), and only a word that holds a byte to escape is walked byte by byte.
-//! The escapes are serde_json's: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` (lower-case hex) for the
-//! other control characters. The Go flavour adds what Go's `json.Marshal` escapes beyond that: `<`, `>`, `&` as
-//! `\u003c`, `\u003e`, `\u0026`, and U+2028, U+2029 as `\u2028`, `\u2029`.
+//! `u64` word, bit tricks instead of a table), and the bits of a word that holds a byte to escape say which byte
+//! comes first. The escapes are serde_json's: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` (lower-case
+//! hex) for the other control characters. The Go flavour adds the string escapes Go's `json.Marshal` has beyond
+//! those: `<`, `>`, `&` as `\u003c`, `\u003e`, `\u0026`, and U+2028, U+2029 as `\u2028`, `\u2029` (only strings:
+//! numbers are serde_json's text, which for some floats is not Go's, e.g. `3.0` for Go's `3`; the values Istio
+//! marshals hold integers).
 //!
 //! The tests compare both with serde_json (and the Go flavour with serde_json plus those five) for every byte
-//! and character class at every position of a word.
+//! and character class at every position of a word, and the bit tricks with a byte-by-byte check.
 
 use serde_json::Value;
 
@@ -242,14 +244,19 @@ mod tests {
         check(&"x".repeat(1000));
         check(&"\"\\\n<&>\u{2028}\u{2029}\u{0}\u{1F}".repeat(9));
         check(&"abcdefg\"".repeat(20));
-        check("\u{E2}\u{2028}"); // 'â' (C3 A2) then E2 80 A8: the word holds both
-        check("\u{e2}\u{80}\u{a8}"); // three characters written as two-byte UTF-8, not U+2028
+        // E2 80 80, E2 80 A7 and E2 82 AC start with 0xE2 but are not U+2028 or U+2029; E2 80 A8 is.
+        check("\u{2000}\u{2027}\u{20AC}\u{2028}");
+        check("\u{2000}\u{2027}\u{20AC}");
+        // U+00E2 U+0080 U+00A8 (C3 A2 C2 80 C2 A8): the code points of U+2028's bytes, not U+2028.
+        check("\u{e2}\u{80}\u{a8}");
     }
 
     #[test]
     fn random_mixes_of_special_and_plain_characters() {
         let alphabet: Vec<char> =
-            "ab\"\\\n\t\u{0}\u{1F}\u{7F}<>&é€😀\u{2028}\u{2029}\u{2027}\u{2000}\u{E2}\u{A0}\u{100}\u{FFFF}"
+            // With the bytes one above each escaped one (` # ] = ? '`, U+3000 is E3 80 80), which a borrow from an
+            // escaped byte below them can flag.
+            "ab\"\\\n\t\u{0}\u{1F}\u{7F}<>&é€😀\u{2028}\u{2029}\u{2027}\u{2000}\u{E2}\u{A0}\u{100}\u{FFFF} #]=?'\u{3000}"
                 .chars()
                 .collect();
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -265,6 +272,42 @@ mod tests {
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             check(&text);
+        }
+    }
+
+    /// The byte-by-byte truth of what the word tricks find.
+    fn needs_escape(b: u8, go: bool) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\' || (go && matches!(b, b'<' | b'>' | b'&' | 0xE2))
+    }
+
+    #[test]
+    fn the_word_tricks_find_the_first_byte_to_escape_and_miss_none() {
+        // Bytes at and next to every boundary the tricks test, and the bytes that carry a borrow.
+        let interesting = [
+            0x00, 0x01, 0x1E, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x25, 0x26, 0x27, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x41, 0x5B,
+            0x5C, 0x5D, 0x7F, 0x80, 0x81, 0xA0, 0xA2, 0xBC, 0xDC, 0xE1, 0xE2, 0xE3, 0xFE, 0xFF,
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..400_000 {
+            let r = next();
+            // Half the words from the interesting bytes, half fully random.
+            let bytes: [u8; 8] = if round % 2 == 0 {
+                std::array::from_fn(|k| interesting[((r >> (k * 5)) % interesting.len() as u64) as usize])
+            } else {
+                r.to_le_bytes()
+            };
+            let word = u64::from_le_bytes(bytes);
+            for (go, flagged) in [(false, json_escapes(word)), (true, go_escapes(word))] {
+                let first = bytes.iter().position(|b| needs_escape(*b, go));
+                let found = (flagged != 0).then(|| (flagged.trailing_zeros() / 8) as usize);
+                assert_eq!(found, first, "{bytes:02x?} go={go}");
+            }
         }
     }
 

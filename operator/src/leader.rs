@@ -265,11 +265,11 @@ impl Elector {
     async fn release(&mut self) {
         let result = async {
             let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-                return Ok(());
+                return Ok(false);
             };
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                return Ok(());
+                return Ok(false);
             }
             let now = MicroTime(Timestamp::now());
             spec.holder_identity = None;
@@ -279,11 +279,14 @@ impl Elector {
             self.api
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await
-                .map(|_| ())
+                .map(|_| true)
         }
         .await;
         match result {
-            Ok(()) => tracing::info!(identity = %self.identity, "released the leader Lease"),
+            Ok(true) => tracing::info!(identity = %self.identity, "released the leader Lease"),
+            Ok(false) => {
+                tracing::info!(identity = %self.identity, "the leader Lease was no longer held by this replica; nothing to release")
+            }
             Err(source) => tracing::warn!(error = %Error::Lease { source }, "could not release the leader Lease"),
         }
     }

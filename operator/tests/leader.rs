@@ -77,6 +77,17 @@ impl Replica {
             .map(|(t, _)| *t)
     }
 
+    /// The last line the replica logged containing `text`.
+    fn last_line(&self, text: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(_, l)| l.contains(text))
+            .map(|(_, l)| l.clone())
+    }
+
     /// When the replica first logged a line containing `text` at or after `since`.
     fn logged_since(&self, text: &str, since: Instant) -> Option<Instant> {
         self.lines
@@ -200,9 +211,14 @@ async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a
         released.duration_since(terminated).as_secs_f64(),
         c_leads.duration_since(terminated).as_secs_f64()
     );
+    // C took over a Lease without a holder, that is, after B's release; shown by C's own log line rather than by
+    // comparing when two processes' lines were read.
+    let took_over = c
+        .last_line("taking over the leader Lease")
+        .unwrap_or_else(|| panic!("C leads but never logged taking over the Lease:\n{}", c.dump()));
     assert!(
-        released <= c_leads,
-        "C led before B released:\n{}\n{}",
+        took_over.contains("previous=None"),
+        "C led before B released (its takeover: {took_over:?}):\n{}\n{}",
         b.dump(),
         c.dump()
     );
@@ -278,9 +294,11 @@ async fn a_killed_leader_is_replaced_after_its_lease_a_stopped_one_at_once_and_a
             );
         }
     };
-    within(&a, a_leads, Some(killed));
+    // A killed and C frozen may have logged a reconcile just as the signal came: each one's bound is its
+    // successor's takeover, which is what must never overlap. B's release follows its last reconcile in its own log.
+    within(&a, a_leads, Some(b_leads));
     within(&b, b_leads, Some(released));
-    within(&c, c_leads, Some(frozen));
+    within(&c, c_leads, Some(d_leads));
     assert!(
         d_reconciles.iter().all(|t| *t >= d_leads),
         "D reconciled before it led:\n{}",

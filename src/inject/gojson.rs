@@ -144,7 +144,7 @@ pub const CONTAINER: Shape = Struct(&[
 pub fn to_string(value: &Value, shape: Shape) -> String {
     let mut out = Vec::new();
     write(&mut out, value, shape);
-    // serde_json writes UTF-8, and so does everything else here.
+    // json_text writes UTF-8, and so does everything else here.
     String::from_utf8(out).unwrap_or_default()
 }
 

@@ -479,6 +479,18 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_exceeded_only_past_them() {
+        // Header timeout 100 ms, idle timeout 300 ms, evictable after 100 ms: each exactly at its limit is fine.
+        let l = limits();
+        assert_eq!(judge_ms(1100, Some(1000), 0, 0, &l, false), Verdict::Fine);
+        assert_eq!(judge_ms(1101, Some(1000), 0, 0, &l, false), Verdict::SlowHeaders);
+        assert_eq!(judge_ms(1300, None, 1000, 0, &l, false), Verdict::Fine);
+        assert_eq!(judge_ms(1301, None, 1000, 0, &l, false), Verdict::Idle);
+        assert_eq!(judge_ms(1100, None, 1000, 0, &l, true), Verdict::Fine);
+        assert_eq!(judge_ms(1101, None, 1000, 0, &l, true), Verdict::Evicted);
+    }
+
+    #[test]
     fn a_low_open_files_limit_lowers_the_connection_cap() {
         assert_eq!(effective_max_connections(1024, Some(256), 64), 192);
         assert_eq!(effective_max_connections(100, Some(256), 64), 100);

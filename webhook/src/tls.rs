@@ -172,6 +172,10 @@ impl Reloading {
     }
 
     /// A rustls server configuration (TLS 1.2 and 1.3, ring) serving this certificate, HTTP/1.1 only.
+    ///
+    /// Sessions are not resumed: every connection makes a full handshake with the certificate served at the time,
+    /// so after a rotation no new connection is authenticated by the old certificate (a resumed session would be,
+    /// and would report the old certificate). The API server's webhook client makes full handshakes anyway.
     pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -179,6 +183,8 @@ impl Reloading {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 }

@@ -64,6 +64,11 @@ fn issue(dir: &Path, common_name: &str) -> Pki {
 }
 
 fn client_config(ca_pems: &[&str]) -> Arc<rustls::ClientConfig> {
+    client_config_resuming(ca_pems, false)
+}
+
+/// A client that trusts `ca_pems`, and resumes sessions (as rustls clients do by default) if `resume`.
+fn client_config_resuming(ca_pems: &[&str], resume: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in ca_pems {
         roots
@@ -76,10 +81,11 @@ fn client_config(ca_pems: &[&str]) -> Arc<rustls::ClientConfig> {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // Every connection makes a full handshake, as the API server's webhook client does. A resumed session
-    // reports the certificate of the handshake it resumes, so with resumption a connection made after a
-    // rotation could still show the old certificate (this made the rotation test flaky).
-    config.resumption = rustls::client::Resumption::disabled();
+    // Every connection makes a full handshake, as the API server's webhook client does (the server does not resume
+    // sessions either; `sessions_are_not_resumed_across_a_rotation` checks that with a client that tries).
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Arc::new(config)
 }
 
@@ -418,6 +424,41 @@ async fn rotated_certificates_are_served_without_a_restart() {
 }
 
 #[tokio::test]
+async fn sessions_are_not_resumed_across_a_rotation() {
+    // A slow reload: the rotation is picked up at a known later tick, after a client that resumes sessions has
+    // connected, been answered (reading any session ticket the server sent) and disconnected.
+    let h = Harness::start_with(|s| s.cert_reload_interval = Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = issue(&h._dir.0, "second");
+    let want = CertificateDer::from_pem_slice(rotated.serving_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    let resuming = client_config_resuming(&[&h.pki.ca_pem, &rotated.ca_pem], true);
+    let mut before = connect(h.running.admission_addr, resuming.clone()).await;
+    assert_ne!(
+        before.peer_cert, want,
+        "the rotation was picked up before the next tick"
+    );
+    let response = review(&mut before, "/inject", fixture("create-enabled-namespace.json")).await;
+    assert_eq!(response["allowed"], true);
+    drop(before);
+    // A resumed session would report the old certificate on every later connection of this client.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let conn = connect(h.running.admission_addr, resuming.clone()).await;
+        if conn.peer_cert == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections after the rotation still showed the old certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn missing_or_bad_certificates_fail_at_startup_with_the_file_name() {
     let dir = TempDir::new("bad");
     let settings = |cert: &str, key: &str| mizzen_webhook::Settings {
@@ -695,7 +736,10 @@ async fn large_reviews_sent_at_once_take_turns_and_all_succeed() {
         tasks.push(tokio::spawn(async move { review(&mut conn, "/inject", body).await }));
     }
     for task in tasks {
-        assert_eq!(task.await.unwrap()["allowed"], true);
+        let answered = tokio::time::timeout(Duration::from_secs(90), task)
+            .await
+            .expect("a large review was not answered within 90 s: the reviews did not take turns");
+        assert_eq!(answered.unwrap()["allowed"], true);
     }
     h.running.shutdown().await;
 }
