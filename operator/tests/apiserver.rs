@@ -37,7 +37,19 @@ struct Scenario {
     metrics: Arc<Metrics>,
     /// Stands in for the webhook (out of cluster): the operator only checks that it accepts connections.
     webhook: Option<std::net::TcpListener>,
+    /// The webhook's port, bound but not listening (connections are refused) until the webhook comes up: held, so
+    /// nothing else can take it meanwhile.
+    reserved: Option<tokio::net::TcpSocket>,
     webhook_port: u16,
+}
+
+impl Scenario {
+    /// Starts listening on the reserved webhook port.
+    fn webhook_comes_up(&mut self) {
+        let socket = self.reserved.take().expect("the webhook's port is reserved");
+        let listener = socket.listen(64).expect("listening on the webhook's port");
+        self.webhook = Some(listener.into_std().expect("a std listener"));
+    }
 }
 
 /// A MeshInstall spec for a scenario: its own revision and namespace, one ClusterIP ingress gateway.
@@ -67,8 +79,11 @@ impl Scenario {
             settled_namespace(&client, &ns).await;
         }
         ensure_namespace(&client, &operator_ns).await;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the webhook stand-in");
-        let webhook_port = listener.local_addr().expect("addr").port();
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket for the webhook stand-in");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("a port for the webhook stand-in");
+        let webhook_port = socket.local_addr().expect("addr").port();
         let mut s = Self {
             cluster,
             client,
@@ -78,9 +93,13 @@ impl Scenario {
             operator_ns,
             stop: None,
             task: None,
-            webhook: webhook_up.then_some(listener),
+            webhook: None,
+            reserved: Some(socket),
             webhook_port,
         };
+        if webhook_up {
+            s.webhook_comes_up();
+        }
         s.create_mesh(name, spec).await;
         s.start_controller().await;
         Some(s)
@@ -964,7 +983,7 @@ async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
             .is_none(),
         "a webhook configuration before the webhook answers"
     );
-    s.webhook = Some(std::net::TcpListener::bind(("127.0.0.1", s.webhook_port)).expect("the webhook's port"));
+    s.webhook_comes_up();
     eventually(WAIT, "the webhook configuration once the webhook answers", || async {
         mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
             .await
