@@ -206,14 +206,16 @@ struct Header<'a> {
     kind: Option<Loose<'a>>,
 }
 
-fn loose_text(v: &Option<Loose>) -> String {
-    v.as_ref().and_then(|l| l.0.as_deref()).unwrap_or_default().to_owned()
+fn loose_text<'v>(v: &'v Option<Loose>) -> &'v str {
+    v.as_ref().and_then(|l| l.0.as_deref()).unwrap_or_default()
 }
 
 fn of_another_kind(api_version: &Option<Loose>, kind: &Option<Loose>) -> Option<ReviewError> {
     let (api_version, kind) = (loose_text(api_version), loose_text(kind));
-    (api_version != "admission.k8s.io/v1" || kind != "AdmissionReview")
-        .then_some(ReviewError::WrongKind { api_version, kind })
+    (api_version != "admission.k8s.io/v1" || kind != "AdmissionReview").then(|| ReviewError::WrongKind {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    })
 }
 
 /// A parsed review request. The pod is read lazily from the body it borrows: only what the injector reads is
