@@ -47,7 +47,7 @@ impl Scenario {
     /// Starts listening on the reserved webhook port.
     fn webhook_comes_up(&mut self) {
         let socket = self.reserved.take().expect("the webhook's port is reserved");
-        let listener = socket.listen(64).expect("listening on the webhook's port");
+        let listener = socket.listen(128).expect("listening on the webhook's port");
         self.webhook = Some(listener.into_std().expect("a std listener"));
     }
 }
