@@ -259,13 +259,7 @@ mod tests {
             "ab\"\\\n\t\u{0}\u{1F}\u{7F}<>&é€😀\u{2028}\u{2029}\u{2027}\u{2000}\u{E2}\u{A0}\u{100}\u{FFFF} #]=?'\u{3000}"
                 .chars()
                 .collect();
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_support::xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..20_000 {
             let len = next() % 40;
             let text: String = (0..len)
@@ -287,13 +281,7 @@ mod tests {
             0x00, 0x01, 0x1E, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x25, 0x26, 0x27, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x41, 0x5B,
             0x5C, 0x5D, 0x7F, 0x80, 0x81, 0xA0, 0xA2, 0xBC, 0xDC, 0xE1, 0xE2, 0xE3, 0xFE, 0xFF,
         ];
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_support::xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..400_000 {
             let r = next();
             // Half the words from the interesting bytes, half fully random.

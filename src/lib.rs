@@ -23,6 +23,8 @@ pub mod rbac;
 pub mod render;
 pub mod revisions;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod yaml;
 
 pub use api::{MeshInstall, MeshInstallSpec, MeshInstallStatus};

@@ -740,13 +740,8 @@ mod tests {
     fn list_merge_orders_as_the_reference_does() {
         // Lists of up to 6 items from 4 names, some repeated, some items without a name, each tagged so that
         // which one went where shows.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| random() % n;
         let mut all_new_cases = 0;
         for case in 0..5000 {
             let mut list = |tag: &str| -> Vec<Value> {
