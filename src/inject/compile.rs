@@ -14,6 +14,11 @@ use super::config::InjectionConfig;
 use super::template::{self, EnvVar, Settings, Static};
 use super::{PROXY_NAME, fragment, prometheus, proxy_config};
 
+/// The name of the one stand-in that takes the place of all the compiled volumes in a pod's fragment (not a valid
+/// volume name, and a pod that has a volume of this name anyway gets no stand-ins): one item to merge, carry and
+/// drop instead of one per volume. Stage 5 writes the compiled volumes in its place, in order.
+pub const COMPILED_VOLUMES: &str = "compiled volumes (mizzen)";
+
 /// The compiled parts as JSON text, for stage 5 to write a pod's stand-ins with.
 #[derive(Debug)]
 struct Text {
@@ -27,6 +32,8 @@ struct Text {
     proxy_tail: String,
     /// Volumes by name.
     volumes: Vec<(String, String)>,
+    /// The volumes' texts joined by commas, as they are written in a list.
+    volumes_joined: String,
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
 }
@@ -71,12 +78,19 @@ impl Text {
                 _ => None,
             });
         }
+        let volumes = named(parts.volumes())?;
+        let volumes_joined = volumes
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         Ok(Self {
             init_containers: named(parts.init_containers())?,
             proxy_head: head,
             env,
             proxy_tail: tail,
-            volumes: named(parts.volumes())?,
+            volumes,
+            volumes_joined,
             appendable,
         })
     }
@@ -107,9 +121,21 @@ impl StandIns<'_> {
         match list {
             "initContainers" => name == PROXY_NAME || self.text.init_containers.iter().any(|(n, _)| n == name),
             "containers" => name == PROXY_NAME,
-            "volumes" => self.text.volumes.iter().any(|(n, _)| n == name),
+            "volumes" => name == COMPILED_VOLUMES,
             _ => false,
         }
+    }
+
+    /// The compiled volumes' names, in order: what [`COMPILED_VOLUMES`] stands for.
+    pub fn volume_names(&self) -> impl Iterator<Item = &str> {
+        self.text.volumes.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// The compiled volumes' texts, in order, when `item` of `list` is the [`COMPILED_VOLUMES`] stand-in as made.
+    pub fn volume_block(&self, list: &str, item: &Value) -> Option<impl Iterator<Item = &str>> {
+        let map = item.as_object().filter(|m| list == "volumes" && m.len() == 1)?;
+        (map.get("name")?.as_str()? == COMPILED_VOLUMES)
+            .then(|| self.text.volumes.iter().map(|(_, text)| text.as_str()))
     }
 
     /// Writes the injected pod's `item` of `list` from the compiled text when it is a stand-in.
@@ -156,12 +182,13 @@ impl StandIns<'_> {
         if map.len() != 1 {
             return Written::Changed;
         }
-        let texts = if list == "volumes" {
-            &self.text.volumes
-        } else {
-            &self.text.init_containers
-        };
-        match texts.iter().find(|(n, _)| n == name) {
+        if list == "volumes" {
+            // The block of compiled volumes, written in place as the items of a list (see [`Self::volume_block`]
+            // for the items written one by one).
+            out.extend_from_slice(self.text.volumes_joined.as_bytes());
+            return Written::Yes;
+        }
+        match self.text.init_containers.iter().find(|(n, _)| n == name) {
             Some((_, text)) => {
                 out.extend_from_slice(text.as_bytes());
                 Written::Yes
@@ -312,7 +339,7 @@ impl Injector {
         let pod_volumes = ctx.spec.get("volumes").and_then(Value::as_array);
         if pod_volumes.into_iter().flatten().any(|v| {
             let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
-            name == "istio-certs" || text.volumes.iter().any(|(n, _)| n == name)
+            name == "istio-certs" || name == COMPILED_VOLUMES || text.volumes.iter().any(|(n, _)| n == name)
         }) {
             return None;
         }

@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value, json};
 
+use super::compile::{COMPILED_VOLUMES, StandIns};
 use super::fragment::take_overrides;
 use super::template::Fragment;
 use super::{TEMPLATE_CONTAINERS, at, gojson};
@@ -50,7 +51,7 @@ fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'stati
 
 /// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals: its fields in Go's order, an empty
 /// list as `null`.
-fn status(fragment: &Fragment, revision: &str) -> String {
+fn status(fragment: &Fragment, revision: &str, stand_ins: Option<&StandIns>) -> String {
     fn list<'a>(out: &mut Vec<u8>, field: &str, names: impl Iterator<Item = &'a str>) {
         out.extend_from_slice(field.as_bytes());
         let mut empty = true;
@@ -63,7 +64,14 @@ fn status(fragment: &Fragment, revision: &str) -> String {
     let mut out = Vec::with_capacity(256);
     list(&mut out, "{\"initContainers\":", names(&fragment.init_containers));
     list(&mut out, "\"containers\":", names(&fragment.containers));
-    list(&mut out, "\"volumes\":", names(&fragment.volumes));
+    // The stand-in for the compiled volumes is their names.
+    let volumes = names(&fragment.volumes).flat_map(|name| {
+        let block = stand_ins.filter(|_| name == COMPILED_VOLUMES);
+        let own = block.is_none().then_some(name);
+        own.into_iter()
+            .chain(block.into_iter().flat_map(StandIns::volume_names))
+    });
+    list(&mut out, "\"volumes\":", volumes);
     let secrets = fragment.image_pull_secrets.iter().map(String::as_str);
     list(&mut out, "\"imagePullSecrets\":", secrets);
     out.extend_from_slice(b"\"revision\":");
@@ -124,6 +132,7 @@ pub fn fragment_under_pod(
     submitted: Option<Value>,
     original: OriginalLists,
     revision: &str,
+    stand_ins: Option<&StandIns>,
 ) -> Merged {
     // The pod's own containers of any name a template uses are overrides too.
     let extra: Vec<String> = names(&fragment.init_containers)
@@ -137,7 +146,7 @@ pub fn fragment_under_pod(
         .chain(extra.iter().map(String::as_str))
         .collect();
     overrides.extend(take_overrides(&mut spec, &template_names));
-    let status = status(&fragment, revision);
+    let status = status(&fragment, revision, stand_ins);
     let recorded = recorded_overrides(&fragment, &overrides);
     let (mut pod, merged_overrides) = match submitted {
         Some(mut submitted) => {
@@ -636,10 +645,10 @@ mod tests {
             (fragment(&[], &[], &[], &[]), "rev\"q"),
         ];
         for (f, revision) in &cases {
-            assert_eq!(status(f, revision), reference_status(f, revision));
+            assert_eq!(status(f, revision, None), reference_status(f, revision));
         }
         assert_eq!(
-            status(&cases[0].0, ""),
+            status(&cases[0].0, "", None),
             r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["a","b"],"imagePullSecrets":null,"revision":""}"#
         );
     }

@@ -318,6 +318,7 @@ fn run<'c>(
             submitted,
             original,
             injector.config().revision_label(),
+            stand_ins.as_ref(),
         );
         let probers_appended = post::spec(
             injector,
@@ -389,6 +390,18 @@ pub fn inject_pod(
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<PodOutcome, InjectError> {
+    inject_pod_with(injector, pod, namespace, namespace_annotations, true)
+}
+
+/// [`inject_pod`], writing the patch of a pod that fits the compiled parts from their text (`stand_ins`) or, as
+/// for any other pod, from the injected values (the tests compare the two).
+fn inject_pod_with(
+    injector: &Injector,
+    pod: &mut Submitted,
+    namespace: &str,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
+    stand_ins: bool,
+) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
     let spec = pod.spec(&depth)?;
     let metadata = pod.metadata();
@@ -421,7 +434,7 @@ pub fn inject_pod(
     };
     // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
     // needed for Istio's corpus; see `patch::PatchError::Fallback`).
-    let patch = match attempt(&spec, true)? {
+    let patch = match attempt(&spec, stand_ins)? {
         Err(patch::PatchError::Fallback) => attempt(&spec.deepen()?, false)?,
         other => other,
     }
@@ -448,6 +461,76 @@ mod tests {
                 Ok(Some((String::from_utf8(patch).unwrap(), patched)))
             }
             PodOutcome::Skipped(_) => Ok(None),
+        }
+    }
+
+    /// The patch written from the compiled text (stand-ins) is, byte for byte, the one written from the injected
+    /// values, for pods that take the compiled parts and pods that do not, under configurations that change them.
+    #[test]
+    fn patches_written_from_the_compiled_text_are_those_written_from_the_values() {
+        let mut configs = vec![InjectionConfig::default()];
+        for (key, value) in [
+            ("components.cni.enabled", "true"),
+            ("values.global.mountMtlsCerts", "true"),
+            ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
+            ("env.ENABLE_NATIVE_SIDECARS", "false"),
+            ("values.global.proxy.enableCoreDump", "true"),
+            ("values.global.imagePullSecrets", "[\"reg\"]"),
+        ] {
+            let mut config = InjectionConfig::default();
+            config.apply_setting(key, value).unwrap();
+            configs.push(config);
+        }
+        let with = |patch: Value| {
+            let mut p = pod();
+            json_patch::merge(&mut p, &patch);
+            p
+        };
+        let probes = json!({"containers": [
+            {"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 80}],
+             "readinessProbe": {"httpGet": {"path": "/ready?a=1&b=2", "port": "http"}},
+             "livenessProbe": {"tcpSocket": {"port": 80}, "timeoutSeconds": 3},
+             "lifecycle": {"preStop": {"httpGet": {"path": "/stop", "port": 80}}}},
+            {"name": "worker", "image": "w", "startupProbe": {"grpc": {"port": 9000}}}]});
+        let mut pods = vec![
+            pod(),
+            with(
+                json!({"spec": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]}}),
+            ),
+            with(json!({"spec": {"volumes": [{"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}]}})),
+            with(json!({"spec": {"volumes": [{"name": compile::COMPILED_VOLUMES, "emptyDir": {}}]}})),
+            with(json!({"spec": {"volumes": [{"name": "istio-certs", "emptyDir": {}}]}})),
+            with(
+                json!({"spec": {"initContainers": [{"name": "setup", "image": "busybox", "restartPolicy": "Always"}]}}),
+            ),
+            with(json!({"spec": probes})),
+            with(json!({"metadata": {"annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}}})),
+            with(json!({"metadata": {"annotations": {"sidecar.istio.io/logLevel": "debug"}}})),
+            with(
+                json!({"metadata": {"annotations": {ann::TEMPLATES: "gateway"}, "labels": {"istio": "ingressgateway"}}}),
+            ),
+            with(json!({"spec": {"imagePullSecrets": [{"name": "own"}], "securityContext": {"fsGroup": 7}}})),
+        ];
+        let injected: Vec<Value> = pods
+            .iter()
+            .filter_map(|p| webhook(&InjectionConfig::default(), p).ok().flatten().map(|(_, p)| p))
+            .collect();
+        pods.extend(injected);
+        for config in &configs {
+            let injector = Injector::compile(config.clone());
+            for pod in &pods {
+                let text = pod.to_string();
+                let run = |stand_ins| {
+                    let mut submitted = Submitted::from_json(&text).unwrap();
+                    inject_pod_with(&injector, &mut submitted, "shop", None, stand_ins)
+                };
+                match (run(true), run(false)) {
+                    (Ok(PodOutcome::Injected { patch: a, .. }), Ok(PodOutcome::Injected { patch: b, .. })) => {
+                        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap(), "{pod}");
+                    }
+                    (a, b) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{pod}"),
+                }
+            }
         }
     }
 

@@ -120,6 +120,15 @@ impl Writer<'_> {
         })
     }
 
+    /// `add` of an item given as JSON text at the current path.
+    fn add_text(&mut self, text: &str) -> Result<(), PatchError> {
+        self.op_with("add", |w| {
+            w.out.extend_from_slice(b",\"value\":");
+            w.out.extend_from_slice(text.as_bytes());
+            Ok(())
+        })
+    }
+
     /// `add` of a whole list at the current path.
     fn add_list(&mut self, list: &str, items: &[Value]) -> Result<(), PatchError> {
         self.op_with("add", |w| {
@@ -244,7 +253,18 @@ fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool
             w.at_index(i, |w| w.op("remove", None))?;
         }
     }
-    for (j, (item, source)) in new.iter().zip(source).enumerate() {
+    // The index the next item is written at: the stand-in for the compiled volumes is as many items as they are.
+    let mut j = 0;
+    for (item, source) in new.iter().zip(source) {
+        if source.is_none()
+            && let Some(block) = w.stand_ins.and_then(|s| s.volume_block(key, item))
+        {
+            for text in block {
+                w.at_index(j, |w| w.add_text(text))?;
+                j += 1;
+            }
+            continue;
+        }
         match source.and_then(|i| old.get(i).map(|o| (i, o))) {
             Some((i, old_item)) => {
                 if let (Some(stand_ins), Some(n)) = (w.stand_ins, name(item))
@@ -258,6 +278,7 @@ fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool
             }
             None => w.at_index(j, |w| w.add_item(key, item))?,
         }
+        j += 1;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::json_text;
 
 use super::annotations as ann;
+use super::compile::COMPILED_VOLUMES;
 use super::config::InjectionConfig;
 use super::gojson;
 use super::{PROXY_NAME, Workload};
@@ -951,7 +952,7 @@ impl Static {
 
     /// The same fragment with stand-ins for the items of these parts, for a pod whose patch is written from their
     /// compiled text (see [`super::compile::StandIns`]): each is only its name, and the proxy also an empty `env`
-    /// that later stages may append to.
+    /// that later stages may append to; the volumes have one stand-in for them all.
     pub fn stand_in_fragment(&self, pod: PodParts) -> Fragment {
         let stand_in = |item: &Value| {
             let mut map = Map::new();
@@ -960,7 +961,13 @@ impl Static {
         };
         let mut annotations = self.annotations.clone();
         annotations.extend(pod.annotations);
-        let mut volumes: Vec<Value> = self.volumes.iter().map(|v| Value::Object(stand_in(v))).collect();
+        // One stand-in for all the compiled volumes (see [`COMPILED_VOLUMES`]).
+        let mut volumes = Vec::with_capacity(2);
+        if !self.volumes.is_empty() {
+            let mut block = Map::new();
+            block.insert("name".into(), Value::String(COMPILED_VOLUMES.to_owned()));
+            volumes.push(Value::Object(block));
+        }
         volumes.extend(pod.certs_volume);
         let mut proxy = stand_in(&self.proxy);
         proxy.insert("env".into(), Value::Array(Vec::new()));
