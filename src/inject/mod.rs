@@ -89,10 +89,10 @@ impl Workload {
     /// `<name>`.
     pub fn of_pod(metadata: &Value) -> Self {
         let namespace = metadata["namespace"].as_str().unwrap_or_default().to_owned();
-        let name = metadata["name"].as_str().unwrap_or_default().to_owned();
-        let pod = |name: String| Self {
-            name,
-            namespace: namespace.clone(),
+        let name = metadata["name"].as_str().unwrap_or_default();
+        let pod = |name: &str, namespace| Self {
+            name: name.to_owned(),
+            namespace,
             kind: "Pod".into(),
             api_version: "v1".into(),
         };
@@ -106,60 +106,53 @@ impl Workload {
             // A pod created by hand without a name of its own keeps its generateName's stem, for logs and Events.
             if name.is_empty() && generated {
                 let stem = metadata["generateName"].as_str().unwrap_or_default();
-                return pod(stem.trim_end_matches('-').to_owned());
+                return pod(stem.trim_end_matches('-'), namespace);
             }
-            return pod(name);
+            return pod(name, namespace);
         };
-        let mut workload = Self {
-            name: owner["name"].as_str().unwrap_or_default().to_owned(),
-            namespace: namespace.clone(),
-            kind: owner["kind"].as_str().unwrap_or_default().to_owned(),
-            api_version: owner["apiVersion"].as_str().unwrap_or_default().to_owned(),
-        };
+        let (name, kind, api_version) = (
+            owner["name"].as_str().unwrap_or_default(),
+            owner["kind"].as_str().unwrap_or_default(),
+            owner["apiVersion"].as_str().unwrap_or_default(),
+        );
         let label = |key: &str| {
             metadata
                 .get("labels")
                 .and_then(|l| l.get(key))
                 .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned)
         };
-        let trimmed = |hash: &str| {
-            workload
-                .name
-                .strip_suffix(hash)
-                .and_then(|n| n.strip_suffix('-'))
-                .map(str::to_owned)
-        };
-        if workload.kind == "ReplicaSet"
-            && let Some(deployment) = label("pod-template-hash").and_then(|h| trimmed(&h))
+        let trimmed = |hash: &str| name.strip_suffix(hash).and_then(|n| n.strip_suffix('-'));
+        let (name, kind, api_version) = if kind == "ReplicaSet"
+            && let Some(deployment) = label("pod-template-hash").and_then(trimmed)
         {
-            workload.name = deployment;
-            workload.kind = "Deployment".into();
-        } else if workload.kind == "ReplicaSet"
-            && let Some(rollout) = label("rollouts-pod-template-hash").and_then(|h| trimmed(&h))
+            (deployment, "Deployment", api_version)
+        } else if kind == "ReplicaSet"
+            && let Some(rollout) = label("rollouts-pod-template-hash").and_then(trimmed)
         {
             // Argo Rollouts (Istio's heuristic, apiVersion included).
-            workload.name = rollout;
-            workload.kind = "Rollout".into();
-            workload.api_version = "v1alpha1".into();
-        } else if workload.kind == "ReplicationController"
+            (rollout, "Rollout", "v1alpha1")
+        } else if kind == "ReplicationController"
             && let Some(config) = label("deploymentconfig")
         {
-            workload.name = config;
-            workload.kind = "DeploymentConfig".into();
-        } else if workload.kind == "Job"
-            && let Some((cronjob, stamp)) = workload.name.rsplit_once('-')
+            (config, "DeploymentConfig", api_version)
+        } else if kind == "Job"
+            && let Some((cronjob, stamp)) = name.rsplit_once('-')
             && !cronjob.is_empty()
             && (8..=10).contains(&stamp.len())
             && stamp.bytes().all(|b| b.is_ascii_digit())
         {
             // Jobs created by a CronJob are named <cronjob>-<scheduled time in minutes>.
-            workload.name = cronjob.to_owned();
-            workload.kind = "CronJob".into();
-            workload.api_version = "batch/v1".into();
+            (cronjob, "CronJob", "batch/v1")
+        } else {
+            (name, kind, api_version)
+        };
+        Self {
+            name: name.to_owned(),
+            namespace,
+            kind: kind.to_owned(),
+            api_version: api_version.to_owned(),
         }
-        workload
     }
 }
 

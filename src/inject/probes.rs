@@ -59,16 +59,21 @@ fn rewrite_handler(
     let mut prober = Map::new();
     // Handlers of another shape are left alone (the injector's shape checks refuse them before this).
     if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
+        // Members the handler has are replaced in place (no key allocated for them).
+        let set = |map: &mut Map<String, Value>, key: &str, value: Value| match map.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => {
+                map.insert(key.to_owned(), value);
+            }
+        };
         let mut original = get.clone();
-        original.insert(
-            "port".into(),
-            resolve_port(get.get("port").unwrap_or(&Value::Null), ports),
-        );
+        let port = resolve_port(get.get("port").unwrap_or(&Value::Null), ports);
+        set(&mut original, "port", port);
         prober.insert("httpGet".into(), Value::Object(original));
-        get.insert("path".into(), json!(path));
-        get.insert("port".into(), json!(status_port));
+        set(get, "path", Value::String(path.to_owned()));
+        set(get, "port", Value::from(status_port));
         if get.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-            get.insert("scheme".into(), json!("HTTP"));
+            set(get, "scheme", Value::String("HTTP".to_owned()));
         }
     } else if obj.get("tcpSocket").is_some_and(Value::is_object)
         && let Some(Value::Object(tcp)) = obj.remove("tcpSocket")

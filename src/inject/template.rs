@@ -338,24 +338,18 @@ fn value_env(name: &str, value: impl Into<String>) -> Value {
 
 /// `ISTIO_META_POD_PORTS`: every declared container port, as Istio lays it out.
 fn pod_ports(spec: &Value) -> String {
-    let ports: Vec<String> = containers(spec)
+    let ports = containers(spec)
         .iter()
-        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
-        .map(|p| gojson::to_string(p, gojson::CONTAINER_PORT))
-        .collect();
-    if ports.is_empty() {
-        return "[\n]".to_owned();
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten());
+    let mut out = Vec::with_capacity(128);
+    out.push(b'[');
+    for (i, p) in ports.enumerate() {
+        out.extend_from_slice(if i > 0 { b"\n    ," } else { b"\n    " });
+        gojson::write(&mut out, p, gojson::CONTAINER_PORT);
     }
-    let mut out = String::from("[");
-    for (i, p) in ports.iter().enumerate() {
-        out.push_str("\n    ");
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(p);
-    }
-    out.push_str("\n]");
-    out
+    out.extend_from_slice(b"\n]");
+    // gojson writes UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// An env var of the proxy: fixed by the [`Settings`], or filled in per pod.
@@ -633,17 +627,15 @@ fn canonical_labels(ctx: &Context) -> Vec<(String, String)> {
         .label(ann::CANONICAL_NAME)
         .or_else(|| ctx.label("app.kubernetes.io/name"))
         .or_else(|| ctx.label("app"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| ctx.workload.name.clone());
+        .unwrap_or(&ctx.workload.name);
     let revision = ctx
         .label(ann::CANONICAL_REVISION)
         .or_else(|| ctx.label("app.kubernetes.io/version"))
         .or_else(|| ctx.label("version"))
-        .unwrap_or("latest")
-        .to_owned();
+        .unwrap_or("latest");
     vec![
-        (ann::CANONICAL_NAME.to_owned(), truncate_label(&name)),
-        (ann::CANONICAL_REVISION.to_owned(), truncate_label(&revision)),
+        (ann::CANONICAL_NAME.to_owned(), truncate_label(name)),
+        (ann::CANONICAL_REVISION.to_owned(), truncate_label(revision)),
     ]
 }
 
@@ -1513,6 +1505,24 @@ pub fn user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_ports_are_laid_out_as_istios_template_lays_them_out() {
+        assert_eq!(pod_ports(&json!({"containers": [{"name": "a"}]})), "[\n]");
+        let spec = json!({"containers": [
+            {"name": "a", "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}]},
+            {"name": "b"},
+            {"name": "c", "ports": [{"containerPort": 9090, "hostIP": "a&b"}, {"containerPort": 1}]},
+        ]});
+        assert_eq!(
+            pod_ports(&spec),
+            concat!(
+                "[\n    {\"name\":\"http\",\"containerPort\":80,\"protocol\":\"TCP\"}",
+                "\n    ,{\"containerPort\":9090,\"hostIP\":\"a\\u0026b\"}",
+                "\n    ,{\"containerPort\":1}\n]"
+            )
+        );
+    }
 
     #[test]
     fn env_holes_give_each_variable_its_entries_in_order() {
