@@ -376,6 +376,38 @@ fn webhook(
     Ok(patched)
 }
 
+/// The webhook's patch for `pod` written from the compiled text where it fits (as the webhook writes it) is, byte
+/// for byte, the one written from the injected values.
+fn compiled_text_is_value_text(
+    injector: &Injector,
+    pod: &Value,
+    namespace: &str,
+    ns_annotations: Option<&BTreeMap<String, String>>,
+) -> Result<(), String> {
+    let text = pod.to_string();
+    let run = |compiled| {
+        let mut submitted = mizzen::inject::pod::Submitted::from_json(&text)?;
+        mizzen::inject::inject_pod_with(injector, &mut submitted, namespace, ns_annotations, compiled)
+            .map_err(|e| e.to_string())
+    };
+    let (a, b) = (run(true), run(false));
+    if a != b {
+        return Err(format!(
+            "webhook: the patch written from the compiled text differs from the one written from values:\n{}\n{}",
+            show(&a),
+            show(&b)
+        ));
+    }
+    Ok(())
+}
+
+fn show(outcome: &Result<mizzen::inject::PodOutcome, String>) -> String {
+    match outcome {
+        Ok(mizzen::inject::PodOutcome::Injected { patch, .. }) => String::from_utf8_lossy(patch).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn run_webhook(injector: &Injector, input: &str, want: &str) -> Result<(), String> {
     let split = |t: &str| -> Vec<Value> {
         t.split("\n---")
@@ -401,6 +433,8 @@ fn run_webhook(injector: &Injector, input: &str, want: &str) -> Result<(), Strin
         .collect();
         let ns_annotations = (namespace == "test-ns").then_some(&test_ns);
         let produced = webhook(injector, pod, namespace, ns_annotations)?;
+        compiled_text_is_value_text(injector, pod, namespace, ns_annotations)?;
+        compiled_text_is_value_text(injector, &produced, namespace, ns_annotations)?;
         // Idempotence: the webhook given its own output changes nothing.
         let again = webhook(injector, &produced, namespace, ns_annotations).map_err(|e| format!("re-inject: {e}"))?;
         if let Some(d) = first_difference(&again, &produced, "") {

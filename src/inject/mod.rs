@@ -386,9 +386,10 @@ pub fn inject_pod(
     inject_pod_with(injector, pod, namespace, namespace_annotations, true)
 }
 
-/// [`inject_pod`], writing the patch of a pod that fits the compiled parts from their text (`stand_ins`) or, as
-/// for any other pod, from the injected values (the tests compare the two).
-fn inject_pod_with(
+/// [`inject_pod`], writing the patch of a pod that fits the compiled parts from their text (`stand_ins`, as
+/// [`inject_pod`] does) or, as for any other pod, from the injected values: the same bytes either way, which the
+/// tests check.
+pub fn inject_pod_with(
     injector: &Injector,
     pod: &mut Submitted,
     namespace: &str,
