@@ -215,14 +215,19 @@ fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Sh
         out.push(b':');
         write(out, v, shape);
     };
+    let mut known = 0;
     for (name, shape) in fields {
         if let Some(v) = map.get(*name) {
             emit(out, name, v, *shape);
+            known += 1;
         }
     }
-    for (k, v) in map {
-        if !fields.iter().any(|(name, _)| name == k) {
-            emit(out, k, v, Plain);
+    // Members the struct does not declare, in key order (none, usually: then the map is not walked again).
+    if known < map.len() {
+        for (k, v) in map {
+            if !fields.iter().any(|(name, _)| name == k) {
+                emit(out, k, v, Plain);
+            }
         }
     }
     out.push(b'}');
@@ -242,6 +247,36 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// `write_struct` counts the declared fields a map has to skip the walk for undeclared ones: a shape must not
+    /// declare a field twice.
+    #[test]
+    fn no_shape_declares_a_field_twice() {
+        fn check(shape: Shape, seen: &mut usize) {
+            match shape {
+                Plain => {}
+                List(item) => check(*item, seen),
+                Struct(fields) => {
+                    *seen += 1;
+                    for (i, (name, inner)) in fields.iter().enumerate() {
+                        assert!(!fields[..i].iter().any(|(n, _)| n == name), "{name} twice");
+                        check(*inner, seen);
+                    }
+                }
+            }
+        }
+        let mut seen = 0;
+        for shape in [CONTAINER, PROBER, LIFECYCLE_HANDLER, CONTAINER_PORT, PROBE] {
+            check(shape, &mut seen);
+        }
+        assert!(seen > 20, "{seen} structs checked");
+        // An undeclared member still follows the declared ones, and one missing declared field does not hide it.
+        let v = json!({"z": 1, "containerPort": 80, "a": 2, "protocol": "TCP"});
+        assert_eq!(
+            to_string(&v, CONTAINER_PORT),
+            r#"{"containerPort":80,"protocol":"TCP","a":2,"z":1}"#
+        );
+    }
 
     #[test]
     fn strings_are_escaped_for_html_as_go_marshals_them() {

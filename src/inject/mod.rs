@@ -73,12 +73,18 @@ impl Workload {
         } else {
             &self.namespace
         };
-        format!(
-            "kubernetes://apis/{}/namespaces/{ns}/{}s/{}",
-            self.api_version,
-            self.kind.to_ascii_lowercase(),
-            self.name
-        )
+        // kubernetes://apis/{apiVersion}/namespaces/{ns}/{kind, lower case}s/{name}, written in one buffer.
+        let parts = [self.api_version.as_str(), ns, &self.kind, &self.name];
+        let mut uri = String::with_capacity(36 + parts.iter().map(|p| p.len()).sum::<usize>());
+        uri.push_str("kubernetes://apis/");
+        uri.push_str(&self.api_version);
+        uri.push_str("/namespaces/");
+        uri.push_str(ns);
+        uri.push('/');
+        uri.extend(self.kind.chars().map(|c| c.to_ascii_lowercase()));
+        uri.push_str("s/");
+        uri.push_str(&self.name);
+        uri
     }
 
     /// The workload of a pod, as Istio's `GetDeployMetaFromPod` derives it: the pod itself, unless its name is
