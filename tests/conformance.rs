@@ -433,8 +433,8 @@ fn run_webhook(injector: &Injector, input: &str, want: &str) -> Result<(), Strin
         .collect();
         let ns_annotations = (namespace == "test-ns").then_some(&test_ns);
         let produced = webhook(injector, pod, namespace, ns_annotations)?;
+        // (Only a pod not injected before can take the compiled text.)
         compiled_text_is_value_text(injector, pod, namespace, ns_annotations)?;
-        compiled_text_is_value_text(injector, &produced, namespace, ns_annotations)?;
         // Idempotence: the webhook given its own output changes nothing.
         let again = webhook(injector, &produced, namespace, ns_annotations).map_err(|e| format!("re-inject: {e}"))?;
         if let Some(d) = first_difference(&again, &produced, "") {

@@ -266,6 +266,7 @@ mod tests {
             }
         }
         let mut seen = 0;
+        // Every public shape, and through them every private one (a private shape nothing reaches is dead code).
         for shape in [CONTAINER, PROBER, LIFECYCLE_HANDLER, CONTAINER_PORT, PROBE] {
             check(shape, &mut seen);
         }

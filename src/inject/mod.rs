@@ -128,7 +128,12 @@ impl Workload {
                 .and_then(Value::as_str)
                 .filter(|v| !v.is_empty())
         };
-        let trimmed = |hash: &str| name.strip_suffix(hash).and_then(|n| n.strip_suffix('-'));
+        // Istio's `HasSuffix(name, hash)`, then `TrimSuffix(name, "-"+hash)`: a name that ends in the hash without
+        // the dash is the Deployment's (or Rollout's) name whole.
+        let trimmed = |hash: &str| {
+            name.strip_suffix(hash)
+                .map(|rest| rest.strip_suffix('-').unwrap_or(name))
+        };
         let (name, kind, api_version) = if kind == "ReplicaSet"
             && let Some(deployment) = label("pod-template-hash").and_then(trimmed)
         {
@@ -394,7 +399,8 @@ pub fn inject_pod(
 
 /// [`inject_pod`], writing the patch of a pod that fits the compiled parts from their text (`stand_ins`, as
 /// [`inject_pod`] does) or, as for any other pod, from the injected values: the same bytes either way, which the
-/// tests check.
+/// tests check. Public for the conformance tests.
+#[doc(hidden)]
 pub fn inject_pod_with(
     injector: &Injector,
     pod: &mut Submitted,
@@ -492,7 +498,7 @@ mod tests {
              "livenessProbe": {"tcpSocket": {"port": 80}, "timeoutSeconds": 3},
              "lifecycle": {"preStop": {"httpGet": {"path": "/stop", "port": 80}}}},
             {"name": "worker", "image": "w", "startupProbe": {"grpc": {"port": 9000}}}]});
-        let mut pods = vec![
+        let pods = [
             pod(),
             with(
                 json!({"spec": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]}}),
@@ -511,13 +517,20 @@ mod tests {
             ),
             with(json!({"spec": {"imagePullSecrets": [{"name": "own"}], "securityContext": {"fsGroup": 7}}})),
         ];
-        let injected: Vec<Value> = pods
-            .iter()
-            .filter_map(|p| webhook(&InjectionConfig::default(), p).ok().flatten().map(|(_, p)| p))
-            .collect();
-        pods.extend(injected);
         for config in &configs {
             let injector = Injector::compile(config.clone());
+            // The comparison is not of the values path with itself: the plain pod takes the compiled text.
+            let plain = pod();
+            let (_, stand_ins, _) = run(
+                &injector,
+                Cow::Borrowed(&plain["metadata"]),
+                Cow::Borrowed(&plain["spec"]),
+                &Workload::of_pod(&plain["metadata"]),
+                None,
+                Path::Patch { stand_ins: true },
+            )
+            .unwrap();
+            assert!(stand_ins.is_some(), "the plain pod takes the compiled text");
             for pod in &pods {
                 let text = pod.to_string();
                 let run = |stand_ins| {
@@ -1116,6 +1129,23 @@ mod tests {
         assert_eq!(
             of(owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "7d4b9"}))),
             t("Deployment", "web", "apps/v1")
+        );
+        // Istio tests the hash as a suffix and trims it with the dash: without the dash, the name stays whole.
+        assert_eq!(
+            of(owned("ReplicaSet", "webabc", json!({"pod-template-hash": "abc"}))),
+            t("Deployment", "webabc", "apps/v1")
+        );
+        assert_eq!(
+            of(owned(
+                "ReplicaSet",
+                "canaryabc",
+                json!({"rollouts-pod-template-hash": "abc"})
+            )),
+            t("Rollout", "canaryabc", "v1alpha1")
+        );
+        assert_eq!(
+            of(owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "other"}))),
+            t("ReplicaSet", "web-7d4b9", "apps/v1")
         );
         assert_eq!(
             of(owned(
