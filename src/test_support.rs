@@ -10,3 +10,15 @@ pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
         seed
     }
 }
+
+/// The default injection configuration, then one configuration per setting (`key`, `value` as
+/// [`crate::inject::InjectionConfig::apply_setting`] takes them), each the default with that one setting.
+pub fn configs_with(settings: &[(&str, &str)]) -> Vec<crate::inject::InjectionConfig> {
+    let mut out = vec![crate::inject::InjectionConfig::default()];
+    for (key, value) in settings {
+        let mut config = crate::inject::InjectionConfig::default();
+        config.apply_setting(key, value).unwrap();
+        out.push(config);
+    }
+    out
+}

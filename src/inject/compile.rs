@@ -32,8 +32,6 @@ struct Text {
     proxy_tail: String,
     /// Volumes by name.
     volumes: Vec<(String, String)>,
-    /// The volumes' texts joined by commas, as they are written in a list.
-    volumes_joined: String,
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
 }
@@ -78,19 +76,12 @@ impl Text {
                 _ => None,
             });
         }
-        let volumes = named(parts.volumes())?;
-        let volumes_joined = volumes
-            .iter()
-            .map(|(_, text)| text.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
         Ok(Self {
             init_containers: named(parts.init_containers())?,
             proxy_head: head,
             env,
             proxy_tail: tail,
-            volumes,
-            volumes_joined,
+            volumes: named(parts.volumes())?,
             appendable,
         })
     }
@@ -185,7 +176,12 @@ impl StandIns<'_> {
         if list == "volumes" {
             // The block of compiled volumes, written in place as the items of a list (see [`Self::volume_block`]
             // for the items written one by one).
-            out.extend_from_slice(self.text.volumes_joined.as_bytes());
+            for (i, (_, text)) in self.text.volumes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(text.as_bytes());
+            }
             return Written::Yes;
         }
         match self.text.init_containers.iter().find(|(n, _)| n == name) {
@@ -394,8 +390,7 @@ mod tests {
     }
 
     fn configs() -> Vec<InjectionConfig> {
-        let mut out = vec![InjectionConfig::default()];
-        for (key, value) in [
+        crate::test_support::configs_with(&[
             ("components.cni.enabled", "true"),
             ("values.global.mountMtlsCerts", "true"),
             ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
@@ -404,12 +399,7 @@ mod tests {
             ("meshConfig.defaultConfig.proxyMetadata.FOO", "bar"),
             ("values.global.proxy.enableCoreDump", "true"),
             ("values.global.network", "net1"),
-        ] {
-            let mut config = InjectionConfig::default();
-            config.apply_setting(key, value).unwrap();
-            out.push(config);
-        }
-        out
+        ])
     }
 
     /// Values that make each annotation differ from its default (and some that are plain text).

@@ -474,19 +474,15 @@ mod tests {
     /// values, for pods that take the compiled parts and pods that do not, under configurations that change them.
     #[test]
     fn patches_written_from_the_compiled_text_are_those_written_from_the_values() {
-        let mut configs = vec![InjectionConfig::default()];
-        for (key, value) in [
+        // TPROXY is left out: it never takes the compiled text.
+        let configs = crate::test_support::configs_with(&[
             ("components.cni.enabled", "true"),
             ("values.global.mountMtlsCerts", "true"),
             ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
             ("env.ENABLE_NATIVE_SIDECARS", "false"),
             ("values.global.proxy.enableCoreDump", "true"),
             ("values.global.imagePullSecrets", "[\"reg\"]"),
-        ] {
-            let mut config = InjectionConfig::default();
-            config.apply_setting(key, value).unwrap();
-            configs.push(config);
-        }
+        ]);
         let with = |patch: Value| {
             let mut p = pod();
             json_patch::merge(&mut p, &patch);
