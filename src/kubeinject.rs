@@ -202,7 +202,13 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
         }
     };
     let empty = Value::Object(Default::default());
-    let metadata = taken_metadata.as_ref().filter(|m| m.is_object()).unwrap_or(&empty);
+    // Read (and injected) as Go's types decode it; the metadata as written is what a skipped object keeps.
+    let decoded = taken_metadata.as_ref().and_then(nulls_as_empty_strings);
+    let metadata = decoded
+        .as_ref()
+        .or(taken_metadata.as_ref())
+        .filter(|m| m.is_object())
+        .unwrap_or(&empty);
     let Some(spec) = taken_spec.as_ref().filter(|s| s.is_object()) else {
         restore(object, taken_metadata, taken_spec);
         return Err(err(InjectError::InvalidPod(format!(
@@ -222,7 +228,7 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
     // Handed over, not copied: on an injection error the caller drops the object (the stream is refused).
     let injected = inject::inject_owned(
         injector,
-        taken_metadata.filter(Value::is_object).unwrap_or(empty),
+        decoded.or(taken_metadata).filter(Value::is_object).unwrap_or(empty),
         taken_spec.unwrap_or_default(),
         &workload,
         None,
@@ -231,6 +237,31 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
     set_pointer(object, meta_ptr, injected.metadata);
     set_pointer(object, spec_ptr, injected.spec);
     Ok(true)
+}
+
+/// A copy of a manifest's pod `metadata` with its labels and annotations of null value (`sidecar.istio.io/inject:`
+/// with nothing after it) as empty strings, which is how Go decodes them (`istioctl kube-inject`, and the API server
+/// when the manifest is applied); `None` when there is none.
+pub fn nulls_as_empty_strings(metadata: &Value) -> Option<Value> {
+    const MAPS: [&str; 2] = ["labels", "annotations"];
+    let has_null = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.values().any(Value::is_null))
+    };
+    if !MAPS.iter().any(|key| has_null(key)) {
+        return None;
+    }
+    let mut decoded = metadata.clone();
+    for key in MAPS {
+        if let Some(map) = decoded.get_mut(key).and_then(Value::as_object_mut) {
+            for value in map.values_mut().filter(|v| v.is_null()) {
+                *value = Value::String(String::new());
+            }
+        }
+    }
+    Some(decoded)
 }
 
 /// Sets the value at a JSON pointer, creating missing parent objects.
@@ -304,6 +335,45 @@ mod tests {
             assert!(!matches!(result, Ok(true)), "{text}");
             assert_eq!(object, original, "{text}");
         }
+    }
+
+    #[test]
+    fn null_labels_and_annotations_read_as_empty_strings_as_go_decodes_them() {
+        let injector = Injector::compile(InjectionConfig::default());
+        let manifest = |inject_label: &str, version: &str| {
+            format!(
+                "kind: Deployment\nmetadata: {{name: d}}\nspec:\n  template:\n    metadata:\n      labels:\n        app: web\n\
+                 {inject_label}        version:{version}\n      annotations:\n        sidecar.istio.io/inject: \"false\"\n\
+                 \x20       note:{version}\n    spec: {{containers: [{{name: c, image: i}}]}}\n"
+            )
+        };
+        // The label, present even empty, replaces the annotation: the pod is injected by the default policy.
+        let with_nulls = manifest("        sidecar.istio.io/inject:\n", "");
+        let with_empty = manifest("        sidecar.istio.io/inject: \"\"\n", " \"\"");
+        let out = inject_stream(&injector, &with_nulls).unwrap();
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        assert_eq!(out.text, inject_stream(&injector, &with_empty).unwrap().text);
+        let injected = crate::yaml::parse_document(out.text.trim_end_matches("---\n")).unwrap();
+        let meta = &injected["spec"]["template"]["metadata"];
+        assert_eq!(meta["labels"]["version"], "");
+        assert_eq!(meta["labels"]["sidecar.istio.io/inject"], "");
+        assert_eq!(meta["annotations"]["note"], "");
+        // check-inject reads them alike: no warning about an unrecognised value.
+        let checks = crate::cli::check_inject(injector.config(), &with_nulls, "default", &Default::default()).unwrap();
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].inject && checks[0].warning.is_none(), "{:?}", checks[0]);
+        // A skipped object keeps its nulls as written.
+        let skipped = manifest("", "").replace("app: web", "sidecar.istio.io/inject: \"false\"");
+        let out = inject_stream(&injector, &skipped).unwrap();
+        assert_eq!(out.text, format!("{skipped}---\n"));
+        assert_eq!(out.skipped.len(), 1);
+        // Other values that are not strings are still refused, naming the field.
+        let number = manifest("        sidecar.istio.io/inject: \"\"\n", " 1");
+        let error = inject_stream(&injector, &number).unwrap_err().to_string();
+        assert!(
+            error.contains("metadata.labels[\"version\"] must be a string, not a number"),
+            "{error}"
+        );
     }
 
     #[test]
