@@ -98,7 +98,7 @@ pub fn check_inject(
     }
     let mut checks = Vec::new();
     for (workload, meta, spec, ns) in templates {
-        let meta = crate::kubeinject::nulls_as_empty_strings(&meta).unwrap_or(meta);
+        let meta = crate::kubeinject::labels_as_go_decodes(&meta).unwrap_or(meta);
         let namespace = if ns.is_empty() {
             default_namespace.to_owned()
         } else {

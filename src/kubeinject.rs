@@ -203,7 +203,7 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
     };
     let empty = Value::Object(Default::default());
     // Read (and injected) as Go's types decode it; the metadata as written is what a skipped object keeps.
-    let decoded = taken_metadata.as_ref().and_then(nulls_as_empty_strings);
+    let decoded = taken_metadata.as_ref().and_then(labels_as_go_decodes);
     let metadata = decoded
         .as_ref()
         .or(taken_metadata.as_ref())
@@ -239,29 +239,100 @@ pub fn inject_object(injector: &Injector, object: &mut Value, skipped: &mut Vec<
     Ok(true)
 }
 
-/// A copy of a manifest's pod `metadata` with its labels and annotations of null value (`sidecar.istio.io/inject:`
-/// with nothing after it) as empty strings, which is how Go decodes them (`istioctl kube-inject`, and the API server
-/// when the manifest is applied); `None` when there is none.
-pub fn nulls_as_empty_strings(metadata: &Value) -> Option<Value> {
+/// A copy of a manifest's pod `metadata` with its labels and annotations as Go decodes them into its
+/// `map[string]string` (`istioctl kube-inject` reads manifests with `sigs.k8s.io/yaml` into Kubernetes' types, which
+/// turns a scalar into the text of the string it is decoded into): null (`sidecar.istio.io/inject:` with nothing
+/// after it) as `""`, a boolean as `true` or `false`, an integer in decimal, a float as Go's
+/// `strconv.FormatFloat(f, 'g', -1, 32)`; `None` when every value is a string already (or not a scalar, which the
+/// injection refuses, naming it).
+pub fn labels_as_go_decodes(metadata: &Value) -> Option<Value> {
     const MAPS: [&str; 2] = ["labels", "annotations"];
-    let has_null = |key: &str| {
+    let coerced = |v: &Value| match v {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(go_float32),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let any = |key: &str| {
         metadata
             .get(key)
             .and_then(Value::as_object)
-            .is_some_and(|m| m.values().any(Value::is_null))
+            .is_some_and(|m| m.values().any(|v| coerced(v).is_some()))
     };
-    if !MAPS.iter().any(|key| has_null(key)) {
+    if !MAPS.iter().any(|key| any(key)) {
         return None;
     }
     let mut decoded = metadata.clone();
     for key in MAPS {
         if let Some(map) = decoded.get_mut(key).and_then(Value::as_object_mut) {
-            for value in map.values_mut().filter(|v| v.is_null()) {
-                *value = Value::String(String::new());
+            for value in map.values_mut() {
+                if let Some(text) = coerced(value) {
+                    *value = Value::String(text);
+                }
             }
         }
     }
     Some(decoded)
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 32)`: the shortest digits that read back as the same float32, with an
+/// exponent (`1.5e+07`, at least two digits) when the decimal exponent is below -4 or at least 6, else without
+/// (`0.0001`, `123456`, `1`).
+fn go_float32(f: f64) -> String {
+    // The float32 nearest to f, as Go rounds it.
+    let x = f as f32;
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "NaN"
+        } else if x > 0.0 {
+            "+Inf"
+        } else {
+            "-Inf"
+        }
+        .to_owned();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.to_owned();
+    }
+    // Rust's exponent form has the shortest digits that round-trip: `-1.2345e-7`.
+    let text = format!("{x:e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let exp: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut out = String::with_capacity(digits.len() + 8);
+    if mantissa.starts_with('-') {
+        out.push('-');
+    }
+    // The point goes after `dp` digits.
+    let dp = exp + 1;
+    let nd = digits.len() as i32;
+    if !(-4..6).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push_str(if exp < 0 { "e-" } else { "e+" });
+        if exp.abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(&exp.abs().to_string());
+    } else if dp <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-dp) as usize));
+        out.push_str(&digits);
+    } else if nd <= dp {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (dp - nd) as usize));
+    } else {
+        let (int, frac) = digits.split_at(dp as usize);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
 }
 
 /// Sets the value at a JSON pointer, creating missing parent objects.
@@ -367,13 +438,88 @@ mod tests {
         let out = inject_stream(&injector, &skipped).unwrap();
         assert_eq!(out.text, format!("{skipped}---\n"));
         assert_eq!(out.skipped.len(), 1);
-        // Other values that are not strings are still refused, naming the field.
-        let number = manifest("        sidecar.istio.io/inject: \"\"\n", " 1");
-        let error = inject_stream(&injector, &number).unwrap_err().to_string();
+        // A null among the annotations only; a Pod; a List of an injected and a skipped pod.
+        let pod = |name: &str, labels: &str| {
+            format!(
+                "{{kind: Pod, metadata: {{name: {name}, labels: {labels}, annotations: {{note: null}}}}, \
+                     spec: {{containers: [{{name: c, image: i}}]}}}}"
+            )
+        };
+        let pod_text = format!("{}\n", pod("p", "{app: web}"));
+        let out = inject_stream(&injector, &pod_text).unwrap();
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let injected = crate::yaml::parse_document(out.text.trim_end_matches("---\n")).unwrap();
+        assert_eq!(injected["metadata"]["annotations"]["note"], "");
+        let list = format!(
+            "{{kind: List, items: [{}, {}]}}\n",
+            pod("a", "{app: a, sidecar.istio.io/inject: null}"),
+            pod("b", "{app: b, sidecar.istio.io/inject: \"false\"}")
+        );
+        let out = inject_stream(&injector, &list).unwrap();
+        let injected = crate::yaml::parse_document(out.text.trim_end_matches("---\n")).unwrap();
+        let items = injected["items"].as_array().unwrap();
+        assert_eq!(items[0]["metadata"]["labels"]["sidecar.istio.io/inject"], "");
+        assert!(items[0]["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
+        assert_eq!(items[1]["metadata"]["annotations"]["note"], Value::Null);
+        assert_eq!(out.skipped.len(), 1, "{:?}", out.skipped);
+    }
+
+    #[test]
+    fn scalar_labels_and_annotations_read_as_the_text_go_decodes_them_to() {
+        let injector = Injector::compile(InjectionConfig::default());
+        // Unquoted, as people write them: a boolean opt-in, a numeric version, an integer annotation.
+        let text = "kind: Pod\nmetadata:\n  name: p\n  labels: {sidecar.istio.io/inject: true, version: 1.0, build: 42}\n\
+                    \x20 annotations: {sidecar.istio.io/inject: false, ratio: 1.5e-5, big: 1234567.0}\n\
+                    spec: {containers: [{name: c, image: i}]}\n";
+        let out = inject_stream(&injector, text).unwrap();
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let injected = crate::yaml::parse_document(out.text.trim_end_matches("---\n")).unwrap();
+        let meta = &injected["metadata"];
+        assert_eq!(meta["labels"]["sidecar.istio.io/inject"], "true");
+        assert_eq!(meta["labels"]["version"], "1");
+        assert_eq!(meta["labels"]["build"], "42");
+        assert_eq!(meta["annotations"]["ratio"], "1.5e-05");
+        assert_eq!(meta["annotations"]["big"], "1.234567e+06");
+        // `false` unquoted opts out as "false" does.
+        let out = inject_stream(&injector, &text.replace("inject: true", "inject: false")).unwrap();
+        assert_eq!(out.skipped.len(), 1);
+        // A list or a map is no string in Go either: refused, naming the field.
+        let error = inject_stream(&injector, &text.replace("build: 42", "build: [4, 2]"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains("metadata.labels[\"version\"] must be a string, not a number"),
+            error.contains("metadata.labels[\"build\"] must be a string, not a list"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn floats_are_written_as_gos_format_float_g_32_writes_them() {
+        // strconv.FormatFloat(f, 'g', -1, 32): shortest float32 digits; an exponent of two digits or more when the
+        // decimal exponent is below -4 or at least 6.
+        for (f, go) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1.1, "1.1"),
+            (100.0, "100"),
+            (123456.0, "123456"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (16777217.0, "1.6777216e+07"),
+            (1e21, "1e+21"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-5, "1.5e-05"),
+            (2.71875, "2.71875"),
+            (1e-45, "1e-45"),
+            (1e39, "+Inf"),
+        ] {
+            assert_eq!(go_float32(f), go, "{f}");
+        }
     }
 
     #[test]

@@ -535,7 +535,9 @@ mod tests {
     #[test]
     fn inject_values_that_are_not_strings_are_read_as_their_json_text() {
         // The decision runs before the shape checks refuse such a pod, so it reads them as it reads the selectors'
-        // labels: `false` as "false", `1` as "1", `null` as "null".
+        // labels: `false` as "false", `1` as "1", `null` as "null". (Only a hand-made review can hold them: the API
+        // server sends strings, and kube-inject and check-inject turn a manifest's scalars into the text Go decodes
+        // them to first, `kubeinject::labels_as_go_decodes`.)
         let d = decide_pod(json!({ann::INJECT: false}), json!({}));
         assert_eq!(
             d,
