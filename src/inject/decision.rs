@@ -294,9 +294,11 @@ fn why_sent(hook: &str, namespace_labels: &BTreeMap<String, String>, pod_labels:
 /// [`webhook_selectors`] for the default revision and for any revision the namespace or pod names.
 pub fn webhook_route(namespace_labels: &BTreeMap<String, String>, pod_labels: &BTreeMap<String, String>) -> Route {
     let mut revisions = vec!["default"];
+    // No revision is named "": an empty label names none (and, being there, still fails `DoesNotExist`).
     for rev in [namespace_labels.get(ann::REVISION), pod_labels.get(ann::REVISION)]
         .into_iter()
         .flatten()
+        .filter(|rev| !rev.is_empty())
     {
         if !revisions.contains(&rev.as_str()) {
             revisions.push(rev);
@@ -762,6 +764,25 @@ mod tests {
                 &labels(&[("istio.io/rev", "default")])
             )),
             Some("canary".into())
+        );
+        // An empty revision label names no webhook, and is there for the selectors that want none.
+        assert_eq!(
+            sent(webhook_route(&labels(&[]), &labels(&[("istio.io/rev", "")]))),
+            None
+        );
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio.io/rev", "")]),
+                &labels(&[(ann::INJECT, "true")])
+            )),
+            None
+        );
+        assert_eq!(
+            sent(webhook_route(
+                &labels(&[("istio-injection", "enabled")]),
+                &labels(&[("istio.io/rev", "")])
+            )),
+            Some("default".into())
         );
         // A pod with inject=true and its own revision goes to that revision only.
         assert_eq!(
