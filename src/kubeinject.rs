@@ -483,6 +483,14 @@ mod tests {
         // `false` unquoted opts out as "false" does.
         let out = inject_stream(&injector, &text.replace("inject: true", "inject: false")).unwrap();
         assert_eq!(out.skipped.len(), 1);
+        // check-inject reads them alike: `true` opts in with no warning; an empty (or null) revision label names no
+        // revision.
+        let checks = crate::cli::check_inject(injector.config(), text, "default", &Default::default()).unwrap();
+        assert!(checks[0].inject && checks[0].warning.is_none(), "{:?}", checks[0]);
+        assert_eq!(checks[0].webhook.as_deref(), Some("default"), "{:?}", checks[0]);
+        let with_rev = text.replace("build: 42", "istio.io/rev: null");
+        let checks = crate::cli::check_inject(injector.config(), &with_rev, "default", &Default::default()).unwrap();
+        assert_eq!(checks[0].webhook, None, "{:?}", checks[0]);
         // A list or a map is no string in Go either: refused, naming the field.
         let error = inject_stream(&injector, &text.replace("build: 42", "build: [4, 2]"))
             .unwrap_err()
@@ -516,7 +524,9 @@ mod tests {
             (1.5e-5, "1.5e-05"),
             (2.71875, "2.71875"),
             (1e-45, "1e-45"),
+            (-1.5e-7, "-1.5e-07"),
             (1e39, "+Inf"),
+            (-1e39, "-Inf"),
         ] {
             assert_eq!(go_float32(f), go, "{f}");
         }
