@@ -295,7 +295,8 @@ fn go_float32(f: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0" } else { "0" }.to_owned();
     }
-    // Rust's exponent form has the shortest digits that round-trip: `-1.2345e-7`.
+    // Rust's exponent form has the shortest digits that round-trip, as Go's (`-1.2345e-7`; the tests pin it to Go's
+    // output).
     let text = format!("{x:e}");
     let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
     let exp: i32 = exponent.parse().unwrap_or(0);
