@@ -1122,56 +1122,52 @@ mod tests {
                  "kind": kind, "name": name, "controller": true}]})
         };
         let t = |k: &str, n: &str, a: &str| (k.to_owned(), n.to_owned(), a.to_owned());
-        assert_eq!(
-            of(owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "7d4b9"}))),
-            t("Deployment", "web", "apps/v1")
-        );
-        // Istio tests the hash as a suffix and trims it with the dash: without the dash, the name stays whole.
-        assert_eq!(
-            of(owned("ReplicaSet", "webabc", json!({"pod-template-hash": "abc"}))),
-            t("Deployment", "webabc", "apps/v1")
-        );
-        assert_eq!(
-            of(owned(
-                "ReplicaSet",
-                "canaryabc",
-                json!({"rollouts-pod-template-hash": "abc"})
-            )),
-            t("Rollout", "canaryabc", "v1alpha1")
-        );
-        assert_eq!(
-            of(owned("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "other"}))),
-            t("ReplicaSet", "web-7d4b9", "apps/v1")
-        );
-        assert_eq!(
-            of(owned(
-                "ReplicaSet",
-                "canary-6f7c9d",
-                json!({"rollouts-pod-template-hash": "6f7c9d"})
-            )),
-            t("Rollout", "canary", "v1alpha1")
-        );
-        assert_eq!(
-            of(owned(
-                "ReplicationController",
-                "frontend-1",
-                json!({"deploymentconfig": "frontend"})
-            )),
-            t("DeploymentConfig", "frontend", "v1")
-        );
-        assert_eq!(
-            of(owned("Job", "backup-28930560", json!({}))),
-            t("CronJob", "backup", "batch/v1")
-        );
-        assert_eq!(
-            of(owned("Job", "backup-28930560123", json!({}))),
-            t("Job", "backup-28930560123", "batch/v1"),
-            "8 to 10 digits"
-        );
-        assert_eq!(
-            of(owned("StatefulSet", "db", json!({}))),
-            t("StatefulSet", "db", "apps/v1")
-        );
+        // (owner kind, owner name, pod labels) → (workload kind, name, apiVersion).
+        let cases = [
+            (
+                ("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "7d4b9"})),
+                ("Deployment", "web", "apps/v1"),
+            ),
+            // Istio tests the hash as a suffix and trims it with the dash: without the dash, the name stays whole.
+            (
+                ("ReplicaSet", "webabc", json!({"pod-template-hash": "abc"})),
+                ("Deployment", "webabc", "apps/v1"),
+            ),
+            (
+                ("ReplicaSet", "canaryabc", json!({"rollouts-pod-template-hash": "abc"})),
+                ("Rollout", "canaryabc", "v1alpha1"),
+            ),
+            (
+                ("ReplicaSet", "web-7d4b9", json!({"pod-template-hash": "other"})),
+                ("ReplicaSet", "web-7d4b9", "apps/v1"),
+            ),
+            (
+                (
+                    "ReplicaSet",
+                    "canary-6f7c9d",
+                    json!({"rollouts-pod-template-hash": "6f7c9d"}),
+                ),
+                ("Rollout", "canary", "v1alpha1"),
+            ),
+            (
+                (
+                    "ReplicationController",
+                    "frontend-1",
+                    json!({"deploymentconfig": "frontend"}),
+                ),
+                ("DeploymentConfig", "frontend", "v1"),
+            ),
+            (("Job", "backup-28930560", json!({})), ("CronJob", "backup", "batch/v1")),
+            // A CronJob's Jobs end in 8 to 10 digits.
+            (
+                ("Job", "backup-28930560123", json!({})),
+                ("Job", "backup-28930560123", "batch/v1"),
+            ),
+            (("StatefulSet", "db", json!({})), ("StatefulSet", "db", "apps/v1")),
+        ];
+        for ((kind, name, labels), (k, n, a)) in cases {
+            assert_eq!(of(owned(kind, name, labels)), t(k, n, a), "{kind} {name}");
+        }
         // Only a controller counts, and only for a pod whose name is generated.
         let mut node_owned = owned("Node", "node1", json!({}));
         node_owned["ownerReferences"][0]["controller"] = json!(false);
