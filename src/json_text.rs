@@ -3,11 +3,12 @@
 //! serde_json's string escaper looks each byte up in a table; the patch, the env entries and the annotations the
 //! injector writes are mostly long runs that need no escape. Here a run is checked eight bytes at a time (one
 //! `u64` word, bit tricks instead of a table), and the bits of a word that holds a byte to escape say which byte
-//! comes first. The escapes are serde_json's: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` (lower-case
-//! hex) for the other control characters. The Go flavour adds the string escapes Go's `json.Marshal` has beyond
-//! those: `<`, `>`, `&` as `\u003c`, `\u003e`, `\u0026`, and U+2028, U+2029 as `\u2028`, `\u2029` (only strings:
-//! numbers are serde_json's text, which for some floats is not Go's, e.g. `3.0` for Go's `3`; the values Istio
-//! marshals hold integers).
+//! comes first; a text of up to 16 bytes that needs no escape (most member names and many values) is written as
+//! its one or two words and a truncation, without a call to `memcpy`. The escapes are serde_json's: `\"`, `\\`,
+//! `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00XX` (lower-case hex) for the other control characters. The Go flavour
+//! adds the string escapes Go's `json.Marshal` has beyond those: `<`, `>`, `&` as `\u003c`, `\u003e`, `\u0026`, and
+//! U+2028, U+2029 as `\u2028`, `\u2029` (only strings: numbers are serde_json's text, which for some floats is not
+//! Go's, e.g. `3.0` for Go's `3`; the values Istio marshals hold integers).
 //!
 //! The tests compare both with serde_json (and the Go flavour with serde_json plus those five) for every byte
 //! and character class at every position of a word, and the bit tricks with a byte-by-byte check.
@@ -89,30 +90,72 @@ fn escape_of(bytes: &[u8], i: usize, go: bool) -> Escape {
     }
 }
 
+/// The bytes of `short` (at most eight are read) as a little-endian word, padded with `A` (never escaped) past
+/// its end: two overlapping loads of four or two bytes, or one byte, rather than a call to `memcpy`.
+#[inline]
+fn short_word(short: &[u8]) -> u64 {
+    let n = short.len();
+    if let Some(eight) = short.first_chunk::<8>() {
+        return u64::from_le_bytes(*eight);
+    }
+    // The bytes past the end: shifting by 8·n < 64 leaves them `A`.
+    let pad = (ONES * u64::from(b'A')) << (8 * n);
+    // The two loads overlap when n is not 4 or 2; a byte ORed with itself is unchanged.
+    let body = match (short.first_chunk::<4>(), short.last_chunk::<4>()) {
+        (Some(lo), Some(hi)) => {
+            u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4))
+        }
+        _ => match (short.first_chunk::<2>(), short.last_chunk::<2>()) {
+            (Some(lo), Some(hi)) => {
+                u64::from(u16::from_le_bytes(*lo)) | u64::from(u16::from_le_bytes(*hi)) << (8 * (n - 2))
+            }
+            _ => short.first().map_or(0, |b| u64::from(*b)),
+        },
+    };
+    body | pad
+}
+
+/// The text of up to 16 bytes that need no escape, written as two fixed-size stores of its words and a
+/// truncation, not copied a byte count at a time; `false` (nothing written) for any other text.
+#[inline]
+fn short_clean(out: &mut Vec<u8>, bytes: &[u8], go: bool) -> bool {
+    let n = bytes.len();
+    let escapes = |word: u64| if go { go_escapes(word) } else { json_escapes(word) };
+    let (head, tail) = match bytes.split_first_chunk::<8>() {
+        None => (short_word(bytes), None),
+        Some((head, rest)) if rest.len() <= 8 => (u64::from_le_bytes(*head), Some(short_word(rest))),
+        Some(_) => return false,
+    };
+    if escapes(head) | tail.map_or(0, escapes) != 0 {
+        return false;
+    }
+    out.reserve(18);
+    let start = out.len();
+    out.push(b'"');
+    out.extend_from_slice(&head.to_le_bytes());
+    if let Some(tail) = tail {
+        out.extend_from_slice(&tail.to_le_bytes());
+    }
+    // Drops the padding after the text.
+    out.truncate(start + 1 + n);
+    out.push(b'"');
+    true
+}
+
 fn string(out: &mut Vec<u8>, text: &str, go: bool) {
     let bytes = text.as_bytes();
+    if short_clean(out, bytes, go) {
+        return;
+    }
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // Bytes before `start` are written; bytes from `start` to `i` need no escape.
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
         // Eight bytes, or the last few padded with `A`, which is never escaped.
-        let mut word = [b'A'; 8];
-        let n = match bytes.get(i..i + 8) {
-            Some(eight) => {
-                word.copy_from_slice(eight);
-                8
-            }
-            None => {
-                // At most seven bytes: a loop, not a call to memcpy.
-                let rest = &bytes[i..];
-                for (to, from) in word.iter_mut().zip(rest) {
-                    *to = *from;
-                }
-                rest.len()
-            }
-        };
-        let word = u64::from_le_bytes(word);
+        let rest = &bytes[i..];
+        let n = rest.len().min(8);
+        let word = short_word(rest);
         let flagged = if go { go_escapes(word) } else { json_escapes(word) };
         if flagged == 0 {
             i += n;
@@ -266,6 +309,23 @@ mod tests {
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             check(&text);
+        }
+    }
+
+    /// A text's last bytes are read exactly (a wrong load would only send clean text down the slow path, which
+    /// the comparisons with serde_json cannot see).
+    #[test]
+    fn short_words_are_the_bytes_padded_with_a() {
+        let text: Vec<u8> = (0u8..=255).collect();
+        for start in 0..240 {
+            for n in 0..=12 {
+                let short = &text[start..start + n];
+                let mut want = [b'A'; 8];
+                for (to, from) in want.iter_mut().zip(short) {
+                    *to = *from;
+                }
+                assert_eq!(short_word(short), u64::from_le_bytes(want), "{short:02x?}");
+            }
         }
     }
 
