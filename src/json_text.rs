@@ -259,9 +259,9 @@ mod tests {
         let mut out = b"prefix".to_vec();
         write_str(&mut out, text);
         assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), want, "{text:?}");
-        let mut out = Vec::new();
+        let mut out = b"prefix".to_vec();
         write_go_str(&mut out, text);
-        assert_eq!(String::from_utf8(out).unwrap(), go_reference(&want), "{text:?}");
+        assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), go_reference(&want), "{text:?}");
     }
 
     #[test]
@@ -312,8 +312,8 @@ mod tests {
         }
     }
 
-    /// A text's last bytes are read exactly (a wrong load would only send clean text down the slow path, which
-    /// the comparisons with serde_json cannot see).
+    /// A text's last bytes are read exactly: a wrong load that makes a byte look escapable, or a wrong padding
+    /// byte, only sends clean text down the slow path, which the comparisons with serde_json cannot see.
     #[test]
     fn short_words_are_the_bytes_padded_with_a() {
         let text: Vec<u8> = (0u8..=255).collect();
@@ -325,6 +325,46 @@ mod tests {
                     *to = *from;
                 }
                 assert_eq!(short_word(short), u64::from_le_bytes(want), "{short:02x?}");
+            }
+        }
+    }
+
+    /// Every clean text of up to 16 bytes takes the fast path and is written exactly after what `out` held; a
+    /// 17-byte text, or one with a byte to escape (in Go also any 0xE2, e.g. of U+2027), does not, and writes nothing.
+    #[test]
+    fn short_clean_takes_every_clean_text_of_up_to_16_bytes_and_nothing_else() {
+        for filler in ["a", "é", "\u{2027}", "😀"] {
+            for len in 0..=17usize {
+                let mut text = "a".repeat(len % filler.len());
+                text.push_str(&filler.repeat(len / filler.len()));
+                for go in [false, true] {
+                    let mut out = b"prefix".to_vec();
+                    let taken = short_clean(&mut out, text.as_bytes(), go);
+                    let clean = len <= 16 && !(go && text.contains('\u{2027}'));
+                    assert_eq!(taken, clean, "{text:?} go={go}");
+                    let want = if taken {
+                        format!("prefix\"{text}\"")
+                    } else {
+                        "prefix".to_owned()
+                    };
+                    assert_eq!(out, want.into_bytes(), "{text:?} go={go}");
+                }
+            }
+        }
+        for len in 1..=16 {
+            for at in 0..len {
+                for b in [b'"', b'\\', 0, 0x1F, b'<', b'>', b'&'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    for go in [false, true] {
+                        let mut out = b"prefix".to_vec();
+                        let special = go || !matches!(b, b'<' | b'>' | b'&');
+                        assert_eq!(short_clean(&mut out, &bytes, go), !special, "{bytes:02x?} go={go}");
+                        if special {
+                            assert_eq!(out, b"prefix");
+                        }
+                    }
+                }
             }
         }
     }
