@@ -255,13 +255,23 @@ mod tests {
     }
 
     fn check(text: &str) {
+        check_after(b"prefix", text);
+    }
+
+    /// Both flavours write `text` after `prefix`, which they leave as it was.
+    fn check_after(prefix: &[u8], text: &str) {
         let want = serde_json::to_string(text).unwrap();
-        let mut out = b"prefix".to_vec();
-        write_str(&mut out, text);
-        assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), want, "{text:?}");
-        let mut out = b"prefix".to_vec();
-        write_go_str(&mut out, text);
-        assert_eq!(std::str::from_utf8(&out[6..]).unwrap(), go_reference(&want), "{text:?}");
+        for (go, want) in [(false, want.clone()), (true, go_reference(&want))] {
+            let mut out = prefix.to_vec();
+            if go {
+                write_go_str(&mut out, text);
+            } else {
+                write_str(&mut out, text);
+            }
+            let (before, written) = out.split_at(prefix.len());
+            assert_eq!(before, prefix, "{text:?} go={go}");
+            assert_eq!(std::str::from_utf8(written).unwrap(), want, "{text:?} go={go}");
+        }
     }
 
     #[test]
@@ -302,13 +312,18 @@ mod tests {
             "ab\"\\\n\t\u{0}\u{1F}\u{7F}<>&é€😀\u{2028}\u{2029}\u{2027}\u{2000}\u{E2}\u{A0}\u{100}\u{FFFF} #]=?'\u{3000}"
                 .chars()
                 .collect();
+        // Half the texts short and mostly clean, for the short path; after prefixes of 0 to 17 bytes.
+        let clean: Vec<char> = "abzAZ09-_./:é😀".chars().collect();
+        let prefix = b"0123456789abcdefg";
         let mut next = crate::test_support::xorshift(0x2545_F491_4F6C_DD1D);
-        for _ in 0..20_000 {
-            let len = next() % 40;
-            let text: String = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
-            check(&text);
+        for round in 0..40_000 {
+            let (len, from) = if round % 2 == 0 {
+                (next() % 40, &alphabet)
+            } else {
+                (next() % 20, &clean)
+            };
+            let text: String = (0..len).map(|_| from[(next() % from.len() as u64) as usize]).collect();
+            check_after(&prefix[..(next() % 18) as usize], &text);
         }
     }
 
