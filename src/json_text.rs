@@ -43,6 +43,12 @@ fn go_escapes(word: u64) -> u64 {
     json_escapes(word) | ((lt | gt | amp) & !word & HIGH) | (e2.wrapping_sub(ONES) & !e2 & HIGH)
 }
 
+/// The flagged bytes of `word` for the flavour: [`go_escapes`] or [`json_escapes`].
+#[inline]
+fn escapes(word: u64, go: bool) -> u64 {
+    if go { go_escapes(word) } else { json_escapes(word) }
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// How a byte is written.
@@ -121,13 +127,12 @@ fn short_word(short: &[u8]) -> u64 {
 #[inline]
 fn short_clean(out: &mut Vec<u8>, bytes: &[u8], go: bool) -> bool {
     let n = bytes.len();
-    let escapes = |word: u64| if go { go_escapes(word) } else { json_escapes(word) };
     let (head, tail) = match bytes.split_first_chunk::<8>() {
         None => (short_word(bytes), None),
         Some((head, rest)) if rest.len() <= 8 => (u64::from_le_bytes(*head), Some(short_word(rest))),
         Some(_) => return false,
     };
-    if escapes(head) | tail.map_or(0, escapes) != 0 {
+    if escapes(head, go) | tail.map_or(0, |tail| escapes(tail, go)) != 0 {
         return false;
     }
     out.reserve(18);
@@ -157,7 +162,7 @@ fn string(out: &mut Vec<u8>, text: &str, go: bool) {
         let rest = &bytes[i..];
         let n = rest.len().min(8);
         let word = short_word(rest);
-        let flagged = if go { go_escapes(word) } else { json_escapes(word) };
+        let flagged = escapes(word, go);
         if flagged == 0 {
             i += n;
             continue;
