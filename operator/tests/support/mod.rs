@@ -34,6 +34,8 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceCell<Option<Arc<Cluster>>> = OnceCell::const_new();
+/// The kit's start lock (see `kit_up`), held for the life of the test binary.
+static KIT_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 /// Held for the life of the test binary.
 static RUN_LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 /// envtest processes; kept for the life of the test binary.
@@ -157,6 +159,17 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
             .stderr(Stdio::inherit());
         cmd
     };
+    // The kit's `up` and `down` take no lock: two test processes (cargo-nextest runs one per test) starting the same
+    // state at once both start etcd and kube-apiserver, the second fails on the ports and overwrites the first's pid
+    // files, and a `down` after a failed `up` stops what another process is testing against. A process holds this
+    // lock (beside the state directory, which `down --purge` removes) from before its `up` until it exits, so no
+    // other starts or stops the control plane meanwhile; `cluster` then takes the per-binary lock as for any cluster.
+    if let Some(parent) = state.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let starting = std::fs::File::create(state.with_extension("up.lock"))
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|e| format!("locking {}: {e}", state.with_extension("up.lock").display()))?;
     let up = || kit_cmd("up").output().map_err(|e| format!("{}/up: {e}", kit.display()));
     // A state directory left by a hard stop has once kept a component from starting: `down` and try again
     // with the same state, then from a fresh one (`down --purge`).
@@ -177,6 +190,7 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
     if !out.status.success() {
         return Err(format!("{}/up failed three times ({})", kit.display(), out.status));
     }
+    let _ = KIT_LOCK.set(starting);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let kubeconfig = stdout
         .trim()
