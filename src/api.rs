@@ -183,7 +183,7 @@ pub struct MeshConfig {
     pub default_config: Option<ProxyConfig>,
 
     /// Any other MeshConfig field, passed through unchanged (for example `outboundTrafficPolicy`,
-    /// `extensionProviders`).
+    /// `extensionProviders`; the injector reads an OpenTelemetry provider's `serviceAttributeEnrichment`).
     #[serde(flatten)]
     #[schemars(skip)]
     pub rest: BTreeMap<String, serde_json::Value>,

@@ -82,6 +82,27 @@ pub struct MeshValues {
     pub inbound_localhost: bool,
     /// Merge application metrics into the agent's (prometheus annotations).
     pub enable_prometheus_merge: bool,
+    /// `extensionProviders`, as given: an OpenTelemetry provider that asks for `serviceAttributeEnrichment:
+    /// OTEL_SEMANTIC_CONVENTIONS` gives the sidecar `OTEL_RESOURCE_ATTRIBUTES`; templates see them as
+    /// `.MeshConfig.extensionProviders`.
+    pub extension_providers: Vec<Value>,
+}
+
+impl MeshValues {
+    /// Whether a provider asks for OpenTelemetry's semantic conventions (see [`otel_semantic_conventions`]).
+    pub fn otel_semantic_conventions(&self) -> bool {
+        self.extension_providers.iter().any(otel_semantic_conventions)
+    }
+}
+
+/// Whether an entry of `meshConfig.extensionProviders` is an OpenTelemetry provider with
+/// `serviceAttributeEnrichment: OTEL_SEMANTIC_CONVENTIONS`.
+pub fn otel_semantic_conventions(provider: &Value) -> bool {
+    provider
+        .get("opentelemetry")
+        .and_then(|otel| otel.get("serviceAttributeEnrichment"))
+        .and_then(Value::as_str)
+        == Some("OTEL_SEMANTIC_CONVENTIONS")
 }
 
 /// Everything injection depends on.
@@ -231,6 +252,7 @@ impl Default for InjectionConfig {
                 trust_domain: "cluster.local".into(),
                 inbound_localhost: false,
                 enable_prometheus_merge: true,
+                extension_providers: Vec::new(),
             },
             policy: InjectionPolicy::Enabled,
             never_inject_selector: Vec::new(),
@@ -334,6 +356,9 @@ impl InjectionConfig {
         if let Some(tracing) = crate::render::addons::proxy_tracing(spec) {
             config.mesh.default_config.insert("tracing".into(), tracing);
         }
+        if let Some(Value::Array(providers)) = mc.rest.get("extensionProviders") {
+            config.mesh.extension_providers = providers.clone();
+        }
         if mc
             .rest
             .get("inboundTrafficPolicy")
@@ -427,8 +452,11 @@ impl InjectionConfig {
             "inboundTrafficPolicy.mode" => self.mesh.inbound_localhost = raw == "LOCALHOST",
             "trustDomain" => self.mesh.trust_domain = raw.to_owned(),
             "enablePrometheusMerge" => self.mesh.enable_prometheus_merge = parse_bool(key, raw)?,
-            // Extension providers only affect telemetry features mizzen does not inject.
-            "extensionProviders+" => {}
+            // One provider appended to the list; only OpenTelemetry's service attribute enrichment is injected.
+            "extensionProviders+" => {
+                let provider: Value = serde_json::from_str(raw).map_err(|e| SettingError::new(key, e.to_string()))?;
+                self.mesh.extension_providers.push(provider);
+            }
             _ => return Err(SettingError::new(key, "unsupported meshConfig setting")),
         }
         Ok(())
@@ -683,6 +711,35 @@ mod tests {
         assert!(!config.native_sidecars_by_default());
         config.apply_setting("env.ENABLE_NATIVE_SIDECARS", "true").unwrap();
         assert!(config.native_sidecars_by_default());
+    }
+
+    #[test]
+    fn otel_semantic_conventions_come_from_any_opentelemetry_provider_that_asks_for_them() {
+        let spec = |providers: Value| -> MeshInstallSpec {
+            serde_json::from_value(json!({"meshConfig": {"extensionProviders": providers}})).unwrap()
+        };
+        let otel = |enrichment: &str| json!({"name": "otel", "opentelemetry": {"service": "c", "port": 4317, "serviceAttributeEnrichment": enrichment}});
+        let zipkin = json!({"name": "zipkin", "zipkin": {"service": "z", "port": 9411}});
+        let on = |providers| {
+            InjectionConfig::from_mesh_install(&spec(providers))
+                .mesh
+                .otel_semantic_conventions()
+        };
+        assert!(on(json!([zipkin, otel("OTEL_SEMANTIC_CONVENTIONS")])));
+        assert!(!on(json!([zipkin, otel("ISTIO_CANONICAL")])));
+        assert!(!on(json!([])));
+        let none: MeshInstallSpec = serde_json::from_value(json!({})).unwrap();
+        assert!(
+            !InjectionConfig::from_mesh_install(&none)
+                .mesh
+                .otel_semantic_conventions()
+        );
+        // The corpus's setting appends one provider, which must be JSON.
+        let mut config = InjectionConfig::default();
+        let err = config
+            .apply_setting("meshConfig.extensionProviders+", "{nope")
+            .unwrap_err();
+        assert_eq!(err.key, "meshConfig.extensionProviders+");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! Supported: text with `{{ }}` actions and `{{-`/`-}}` trimming, comments, pipelines with `|`, parenthesised
 //! sub-pipelines, variables (`$x := …`, `$x = …`, `$`), field chains on `.` and variables, `if`/`else if`/`else`,
 //! `range` (with `$i, $v :=` and `else`), `with`/`else`, `define`/`template`, and the functions Istio's templates
-//! use (Go's builtins, Istio's own such as `annotation`, `isset`, `valueOrDefault`, `toJSON`, and the Sprig ones
-//! such as `default`, `quote`, `toYaml`, `indent`, `contains`, `join`, `list`, `append`). Anything else is an error
-//! naming the template and the function. Data is JSON: a field `.Name` is found as the key `Name`, else `name`,
-//! else case-insensitively (`APIVersion` finds `apiVersion`), so Kubernetes objects read as Go structs do; a
-//! missing field is empty (where Go would print `<no value>` for a missing map key).
+//! use (Go's builtins, Istio's own such as `annotation`, `isset`, `valueOrDefault`, `toJSON`, `otelResourceAttributes`,
+//! and the Sprig ones such as `default`, `quote`, `toYaml`, `indent`, `contains`, `join`, `list`, `append`). Anything
+//! else is an error naming the template and the function. Data is JSON: a field `.Name` is found as the key `Name`,
+//! else `name`, else case-insensitively (`APIVersion` finds `apiVersion`), so Kubernetes objects read as Go structs
+//! do; a missing field is empty (where Go would print `<no value>` for a missing map key).
 //!
 //! The template comes from the MeshInstall but the data from the pod under admission, and both run inside the
 //! webhook, so malformed input is an error, never a panic (the text and every list are read with checked
@@ -1367,6 +1367,32 @@ impl<'a> Exec<'a> {
                     });
                 }
                 new(Value::String(out.text.trim_end_matches('\n').to_owned()))
+            }
+            "otelResourceAttributes" => {
+                // Istio's: `otelResourceAttributes .MeshConfig .ObjectMeta.Annotations .ObjectMeta.Labels
+                // .DeploymentMeta.Namespace .Spec.Containers`, empty unless a provider asks for the attributes.
+                let [mesh, annotations, labels, namespace, containers] = self.exactly(f, args)?;
+                let enabled = mesh
+                    .get()
+                    .get("extensionProviders")
+                    .and_then(Value::as_array)
+                    .is_some_and(|providers| providers.iter().any(super::config::otel_semantic_conventions));
+                let text = if enabled {
+                    super::template::otel_resource_attributes(
+                        annotations.get().as_object(),
+                        labels.get().as_object(),
+                        &s(&namespace),
+                        containers.get().as_array().map(Vec::as_slice).unwrap_or_default(),
+                    )
+                } else {
+                    String::new()
+                };
+                // Built from values already charged, at most a few times their size: refused past the limit of one
+                // built value as what `build` makes is.
+                if text.len() > MAX_VALUE {
+                    return Err(self.too_big(f));
+                }
+                new(Value::String(text))
             }
             "env" => {
                 // istiod's environment: mizzen's webhook has none of Istio's, so the default applies.

@@ -66,13 +66,19 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// `kubernetes://apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`, as `ISTIO_META_OWNER`.
-    pub fn owner_uri(&self) -> String {
-        let ns = if self.namespace.is_empty() {
+    /// The namespace, `default` when it names none (kube-inject of a manifest without one): Istio's
+    /// `.DeploymentMeta.Namespace` as templates and `ISTIO_META_OWNER` see it.
+    pub fn namespace_or_default(&self) -> &str {
+        if self.namespace.is_empty() {
             "default"
         } else {
             &self.namespace
-        };
+        }
+    }
+
+    /// `kubernetes://apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`, as `ISTIO_META_OWNER`.
+    pub fn owner_uri(&self) -> String {
+        let ns = self.namespace_or_default();
         // kubernetes://apis/{apiVersion}/namespaces/{ns}/{kind, lower case}s/{name}, written in one buffer.
         let parts = [self.api_version.as_str(), ns, &self.kind, &self.name];
         let mut uri = String::with_capacity(36 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -482,6 +488,7 @@ mod tests {
             ("env.ENABLE_NATIVE_SIDECARS", "false"),
             ("values.global.proxy.enableCoreDump", "true"),
             ("values.global.imagePullSecrets", "[\"reg\"]"),
+            ("meshConfig.extensionProviders+", OTEL_PROVIDER),
         ]);
         let with = |patch: Value| {
             let mut p = pod();
@@ -573,6 +580,14 @@ mod tests {
             .and_then(|c| c["env"].as_array())
             .expect("an istio-proxy container with env")
             .clone()
+    }
+
+    /// The value of the proxy's env var `name`, if it has one.
+    fn env_value(pod: &Value, name: &str) -> Option<Value> {
+        proxy_env(pod)
+            .into_iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
     }
 
     fn pod() -> Value {
@@ -683,10 +698,8 @@ mod tests {
         let mut p = pod();
         p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready?a=1&b=<2>", "port": 80}});
         let probers = |pod: &Value| {
-            proxy_env(pod)
-                .into_iter()
-                .find(|e| e["name"] == "ISTIO_KUBE_APP_PROBERS")
-                .unwrap()["value"]
+            env_value(pod, "ISTIO_KUBE_APP_PROBERS")
+                .unwrap()
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -728,18 +741,159 @@ mod tests {
         assert_eq!((&again.metadata, &again.spec), (&whole.metadata, &whole.spec));
     }
 
+    const OTEL_PROVIDER: &str = r#"{"name":"otel","opentelemetry":{"service":"collector.obs.svc","port":4317,"serviceAttributeEnrichment":"OTEL_SEMANTIC_CONVENTIONS"}}"#;
+
+    #[test]
+    fn otel_resource_attributes_follow_the_pod_on_both_paths() {
+        let with_provider = |provider: &str| {
+            let mut config = InjectionConfig::default();
+            config
+                .apply_setting("meshConfig.extensionProviders+", provider)
+                .unwrap();
+            config
+        };
+        let semconv = with_provider(OTEL_PROVIDER);
+        // The value on the webhook's path and kube-inject's, which must agree, and the env names around it.
+        let attributes = |config: &InjectionConfig, pod: &Value| {
+            let names = |env: &[Value]| -> Vec<String> {
+                env.iter()
+                    .filter_map(|e| e["name"].as_str())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let patched = proxy_env(&through_webhook(config, pod));
+            let whole = proxy_env(&json!({"spec": through_inject(config, pod).spec}));
+            assert_eq!(patched, whole, "the webhook's env is kube-inject's");
+            let at = names(&patched).iter().position(|n| n == "OTEL_RESOURCE_ATTRIBUTES");
+            if let Some(at) = at {
+                assert_eq!(
+                    names(&patched)[at - 1],
+                    "TRUST_DOMAIN",
+                    "after TRUST_DOMAIN, as Istio's template has it"
+                );
+            }
+            at.map(|at| patched[at]["value"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            attributes(&semconv, &pod()).as_deref(),
+            Some("service.namespace=shop,service.instance.id=shop.$(POD_NAME).web")
+        );
+        // The version from the label; the first container stands for the pod.
+        let mut p = pod();
+        p["metadata"]["labels"]["app.kubernetes.io/version"] = json!("v2");
+        p["spec"]["containers"] = json!([{"name": "first", "image": "a"}, {"name": "second", "image": "b"}]);
+        assert_eq!(
+            attributes(&semconv, &p).as_deref(),
+            Some("service.namespace=shop,service.version=v2,service.instance.id=shop.$(POD_NAME).first")
+        );
+        // The pod's annotations win over the namespace, the label and the container; an empty one counts as unset.
+        p["metadata"]["annotations"] = json!({
+            "resource.opentelemetry.io/service.namespace": "custom-ns",
+            "resource.opentelemetry.io/service.version": "v2.0",
+            "resource.opentelemetry.io/service.instance.id": "custom-id",
+        });
+        assert_eq!(
+            attributes(&semconv, &p).as_deref(),
+            Some("service.namespace=custom-ns,service.version=v2.0,service.instance.id=custom-id")
+        );
+        p["metadata"]["annotations"]["resource.opentelemetry.io/service.version"] = json!("");
+        assert_eq!(
+            attributes(&semconv, &p).as_deref(),
+            Some("service.namespace=custom-ns,service.version=v2,service.instance.id=custom-id")
+        );
+        // Re-injecting changes nothing.
+        let once = through_webhook(&semconv, &p);
+        assert_eq!(webhook(&semconv, &once).unwrap().unwrap().0, "[]");
+        // A manifest that names no namespace: no service.namespace (as in Istio's unit test), and the instance id from
+        // the namespace kubelet knows.
+        let mut bare = pod();
+        bare["metadata"].as_object_mut().unwrap().remove("namespace");
+        let whole = through_inject(&semconv, &bare);
+        assert_eq!(
+            env_value(&json!({"spec": whole.spec}), "OTEL_RESOURCE_ATTRIBUTES"),
+            Some(json!("service.instance.id=$(POD_NAMESPACE).$(POD_NAME).web"))
+        );
+        // Before the proxy metadata, as Istio's template writes them.
+        let mut with_metadata = semconv.clone();
+        with_metadata
+            .apply_setting("meshConfig.defaultConfig.proxyMetadata.FOO", "bar")
+            .unwrap();
+        let names: Vec<String> = proxy_env(&through_webhook(&with_metadata, &pod()))
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect();
+        let at = |name: &str| names.iter().position(|n| n == name).unwrap();
+        assert_eq!(at("OTEL_RESOURCE_ATTRIBUTES") + 1, at("FOO"), "{names:?}");
+        // One compiled injector, pods one after another: each gets its own values.
+        let injector = Injector::compile(semconv.clone());
+        for (name, version) in [("a", "1"), ("b", "2"), ("a", "1")] {
+            let mut q = pod();
+            q["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
+            q["spec"]["containers"][0]["name"] = json!(name);
+            let text = q.to_string();
+            let mut submitted = Submitted::from_json(&text).unwrap();
+            let PodOutcome::Injected { patch, .. } = inject_pod(&injector, &mut submitted, "shop", None).unwrap()
+            else {
+                panic!("not injected")
+            };
+            let want =
+                format!("service.namespace=shop,service.version={version},service.instance.id=shop.$(POD_NAME).{name}");
+            assert!(String::from_utf8(patch).unwrap().contains(&want), "{want}");
+        }
+        // Gateways do not get them: Istio's gateway template does not call the function.
+        let mut gateway = pod();
+        gateway["metadata"]["annotations"][ann::TEMPLATES] = json!("gateway");
+        let env = proxy_env(&through_webhook(&semconv, &gateway));
+        assert!(
+            env.iter().any(|e| e["name"] == "TRUST_DOMAIN"),
+            "a gateway's proxy env: {env:?}"
+        );
+        assert!(!env.iter().any(|e| e["name"] == "OTEL_RESOURCE_ATTRIBUTES"), "{env:?}");
+        // Not without the provider's enrichment, nor with Istio's canonical enrichment.
+        assert_eq!(attributes(&InjectionConfig::default(), &pod()), None);
+        let canonical = with_provider(&OTEL_PROVIDER.replace("OTEL_SEMANTIC_CONVENTIONS", "ISTIO_CANONICAL"));
+        assert_eq!(attributes(&canonical, &pod()), None);
+        assert!(!canonical.mesh.otel_semantic_conventions());
+    }
+
+    #[test]
+    fn user_templates_call_otel_resource_attributes_as_istios_template_does() {
+        // The call in Istio's sidecar template, in a template of one's own: the built-in env var's value, or empty.
+        let template = "metadata:\n  annotations:\n    otel: \"{{ otelResourceAttributes .MeshConfig \
+                        .ObjectMeta.Annotations .ObjectMeta.Labels .DeploymentMeta.Namespace .Spec.Containers }}\"\n";
+        let mut p = pod();
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,otel");
+        p["metadata"]["labels"]["app.kubernetes.io/version"] = json!("v3");
+        for provider in [Some(OTEL_PROVIDER), None] {
+            let mut config = InjectionConfig::default();
+            if let Some(provider) = provider {
+                config
+                    .apply_setting("meshConfig.extensionProviders+", provider)
+                    .unwrap();
+            }
+            config.user_templates =
+                config::parse_templates(&BTreeMap::from([("otel".to_owned(), template.to_owned())]));
+            let injected = through_webhook(&config, &p);
+            let built_in = env_value(&injected, "OTEL_RESOURCE_ATTRIBUTES").unwrap_or(json!(""));
+            assert_eq!(injected["metadata"]["annotations"]["otel"], built_in);
+            assert_eq!(
+                built_in,
+                json!(if provider.is_some() {
+                    "service.namespace=shop,service.version=v3,service.instance.id=shop.$(POD_NAME).web"
+                } else {
+                    ""
+                })
+            );
+        }
+    }
+
     #[test]
     fn app_containers_are_joined_with_empty_names_in_their_place() {
         // The shape checks let an empty container name through (the API server refuses it later); Istio's template
         // joins the names with commas whatever they are, and so do both paths here.
         let mut p = pod();
         p["spec"]["containers"] = json!([{"name": ""}, {"name": "b"}, {"name": ""}]);
-        let app_containers = |pod: &Value| {
-            proxy_env(pod)
-                .into_iter()
-                .find(|e| e["name"] == "ISTIO_META_APP_CONTAINERS")
-                .map(|e| e["value"].clone())
-        };
+        let app_containers = |pod: &Value| env_value(pod, "ISTIO_META_APP_CONTAINERS");
         let patched = through_webhook(&InjectionConfig::default(), &p);
         assert_eq!(app_containers(&patched), Some(json!(",b,")));
         let whole = through_inject(&InjectionConfig::default(), &p);

@@ -363,6 +363,9 @@ pub enum EnvVar {
     AppContainers,
     /// `ISTIO_META_WORKLOAD_NAME` and `ISTIO_META_OWNER`: the pod's workload, when it has one.
     Workload,
+    /// `OTEL_RESOURCE_ATTRIBUTES`: the pod's OpenTelemetry service attributes (with
+    /// `serviceAttributeEnrichment: OTEL_SEMANTIC_CONVENTIONS`).
+    OtelResourceAttributes,
 }
 
 /// The environment shared by the sidecar and gateway proxies, up to and including `TRUST_DOMAIN`.
@@ -421,6 +424,9 @@ fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
     if !ctx.trust_domain().is_empty() {
         env.push(Fixed(value_env("TRUST_DOMAIN", ctx.trust_domain())));
     }
+    if !gateway && config.mesh.otel_semantic_conventions() {
+        env.push(EnvVar::OtelResourceAttributes);
+    }
     if let Some(network) = &config.network {
         env.push(Fixed(value_env("ISTIO_META_NETWORK", network)));
     }
@@ -428,6 +434,59 @@ fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
         env.push(Fixed(value_env(&k, v)));
     }
     env
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` for a pod (Istio's `otelResourceAttributes` template function, with the
+/// `.DeploymentMeta.Namespace` and `.Spec.Containers` it is given): `service.namespace`, `service.version` and
+/// `service.instance.id`, in that order, each from the pod's `resource.opentelemetry.io/<attribute>` annotation when it
+/// has a value, else the namespace, the `app.kubernetes.io/version` label and `<namespace>.$(POD_NAME).<container>`
+/// (kubelet expands `$(POD_NAME)` from the proxy's own `POD_NAME`). An attribute with no value is left out (so no
+/// `service.namespace` without a namespace, as in Istio's unit test; the instance id then has `$(POD_NAMESPACE)`);
+/// values are written as they are (no percent-encoding). The container is the first one but `istio-proxy`: the
+/// corpus's one case has one container, and for several this is mizzen's choice (see README, "Conformance with
+/// Istio").
+pub fn otel_resource_attributes(
+    annotations: Option<&Map<String, Value>>,
+    labels: Option<&Map<String, Value>>,
+    namespace: &str,
+    containers: &[Value],
+) -> String {
+    fn text<'m>(map: Option<&'m Map<String, Value>>, key: &str) -> Option<&'m str> {
+        map.and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    }
+    let annotation = |attribute: &str| text(annotations, &format!("resource.opentelemetry.io/{attribute}"));
+    let container = containers
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .find(|name| *name != PROXY_NAME);
+    // Without a namespace (a manifest given to kube-inject that names none), kubelet's: the proxy's `POD_NAMESPACE`.
+    let instance = match annotation("service.instance.id") {
+        Some(id) => Some(id.to_owned()),
+        None if namespace.is_empty() => container.map(|c| format!("$(POD_NAMESPACE).$(POD_NAME).{c}")),
+        None => container.map(|c| format!("{namespace}.$(POD_NAME).{c}")),
+    };
+    let attributes = [
+        ("service.namespace", annotation("service.namespace").or(Some(namespace))),
+        (
+            "service.version",
+            annotation("service.version").or(text(labels, "app.kubernetes.io/version")),
+        ),
+        ("service.instance.id", instance.as_deref()),
+    ];
+    let mut out = String::new();
+    for (key, value) in attributes {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(key);
+            out.push('=');
+            out.push_str(value);
+        }
+    }
+    out
 }
 
 /// This pod's entries of a per-pod variable, as names and values (none for a fixed one).
@@ -449,6 +508,18 @@ fn hole_values(ctx: &Context, var: &EnvVar, out: &mut Vec<(&'static str, String)
             }
         }
         EnvVar::Workload => {}
+        EnvVar::OtelResourceAttributes => {
+            // Read from the pod: per-pod values are never part of what compiled parts depend on.
+            let attributes = otel_resource_attributes(
+                Some(ctx.annotations),
+                Some(ctx.labels),
+                &ctx.workload.namespace,
+                containers(ctx.spec),
+            );
+            if !attributes.is_empty() {
+                out.push(("OTEL_RESOURCE_ATTRIBUTES", attributes));
+            }
+        }
     }
 }
 
@@ -1464,18 +1535,18 @@ fn values_tree(ctx: &Context) -> Value {
 /// them: `global.hub`, `global.tag`, `global.proxy.*`, …), `.Revision`, `.ProxyImage`, `.NativeSidecars`,
 /// `.ProxyUID`, `.ProxyGID`.
 pub fn template_data(ctx: &Context, metadata: &Value) -> Value {
-    let namespace = if ctx.workload.namespace.is_empty() {
-        "default"
-    } else {
-        &ctx.workload.namespace
-    };
+    let namespace = ctx.workload.namespace_or_default();
     json!({
         "TypeMeta": {"kind": ctx.workload.kind, "apiVersion": ctx.workload.api_version},
         "DeploymentMeta": {"name": ctx.workload.name, "namespace": namespace},
         "ObjectMeta": metadata,
         "Spec": ctx.full_spec,
         "ProxyConfig": ctx.proxy_config,
-        "MeshConfig": {"trustDomain": ctx.trust_domain(), "defaultConfig": ctx.config.mesh.default_config},
+        "MeshConfig": {
+            "trustDomain": ctx.trust_domain(),
+            "defaultConfig": ctx.config.mesh.default_config,
+            "extensionProviders": ctx.config.mesh.extension_providers,
+        },
         "Values": values_tree(ctx),
         "Revision": ctx.config.revision_label(),
         "ProxyImage": ctx.proxy_image(),
