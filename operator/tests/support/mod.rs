@@ -66,16 +66,16 @@ pub async fn cluster() -> Option<Arc<Cluster>> {
         .get_or_init(|| async {
             let cluster = find().await?;
             // One test binary at a time per API server: scenarios of two runs would share names.
-            let lock = cluster.kubeconfig.with_extension("mizzen-tests.lock");
-            let held = tokio::task::spawn_blocking(move || {
-                let file = std::fs::File::create(&lock)?;
-                file.lock()?;
-                Ok::<_, std::io::Error>(file)
-            })
-            .await
-            .expect("lock task")
-            .expect("locking the test API server");
-            let _ = RUN_LOCK.set(held);
+            // Taken once: after a failed first try (a panic below leaves the cell empty for the next test to try
+            // again), this process holds it already, and locking it through a second open file would wait forever.
+            if RUN_LOCK.get().is_none() {
+                let lock = cluster.kubeconfig.with_extension("mizzen-tests.lock");
+                let held = tokio::task::spawn_blocking(move || lock_file(&lock))
+                    .await
+                    .expect("lock task")
+                    .expect("locking the test API server");
+                let _ = RUN_LOCK.set(held);
+            }
             install_crd(&cluster).await;
             Some(Arc::new(cluster))
         })
@@ -141,6 +141,21 @@ async fn find() -> Option<Cluster> {
     }
 }
 
+/// Opens and locks `path` (an advisory lock held as long as the file stays open), saying so when another process
+/// holds it, so a wait is never silent.
+fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::create(path)?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("waiting for {}: another test process holds it", path.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    file.lock()?;
+    Ok(file)
+}
+
 /// `up` (no node) with its own state and ports, so it can run beside the end-to-end cluster.
 fn kit_up(kit: &Path) -> Result<Cluster, String> {
     let tmp = std::env::var_os("TMPDIR")
@@ -167,9 +182,16 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
     if let Some(parent) = state.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let starting = std::fs::File::create(state.with_extension("up.lock"))
-        .and_then(|file| file.lock().map(|()| file))
-        .map_err(|e| format!("locking {}: {e}", state.with_extension("up.lock").display()))?;
+    // Taken once per process, as `RUN_LOCK` is (a second open file of this process would wait for the first).
+    let starting = match KIT_LOCK.get() {
+        Some(_) => None,
+        None => {
+            let mut lock = state.clone().into_os_string();
+            lock.push(".up.lock");
+            let lock = PathBuf::from(lock);
+            Some(lock_file(&lock).map_err(|e| format!("locking {}: {e}", lock.display()))?)
+        }
+    };
     let up = || kit_cmd("up").output().map_err(|e| format!("{}/up: {e}", kit.display()));
     // A state directory left by a hard stop has once kept a component from starting: `down` and try again
     // with the same state, then from a fresh one (`down --purge`).
@@ -190,7 +212,9 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
     if !out.status.success() {
         return Err(format!("{}/up failed three times ({})", kit.display(), out.status));
     }
-    let _ = KIT_LOCK.set(starting);
+    if let Some(starting) = starting {
+        let _ = KIT_LOCK.set(starting);
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let kubeconfig = stdout
         .trim()
