@@ -66,8 +66,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The namespace, `default` when it names none (kube-inject of a manifest without one): Istio's
-    /// `.DeploymentMeta.Namespace` as templates and `ISTIO_META_OWNER` see it.
+    /// The namespace, `default` when it names none (kube-inject of a manifest without one), as Istio's template
+    /// writes `ISTIO_META_OWNER` (`valueOrDefault .DeploymentMeta.Namespace "default"`).
     pub fn namespace_or_default(&self) -> &str {
         if self.namespace.is_empty() {
             "default"
@@ -801,6 +801,35 @@ mod tests {
             attributes(&semconv, &p).as_deref(),
             Some("service.namespace=custom-ns,service.version=v2,service.instance.id=custom-id")
         );
+        // A pod of one container without the label: its image's version, whatever a proxy container of the pod's own
+        // declares; with two, none. The container is the first but `istio-proxy`.
+        let mut one = pod();
+        one["spec"]["containers"] = json!([
+            {"name": "istio-proxy", "image": "auto"},
+            {"name": "app", "image": "registry:5000/team/app:1.25@sha256:0123456789abcdef0123456789abcdef"}]);
+        assert_eq!(
+            attributes(&semconv, &one).as_deref(),
+            Some(
+                "service.namespace=shop,service.version=1.25@sha256:0123456789abcdef0123456789abcdef,\
+                 service.instance.id=shop.$(POD_NAME).app"
+            )
+        );
+        one["spec"]["containers"][1]["image"] = json!("registry:5000/team/app:v7");
+        assert_eq!(
+            attributes(&semconv, &one).as_deref(),
+            Some("service.namespace=shop,service.version=v7,service.instance.id=shop.$(POD_NAME).app")
+        );
+        one["metadata"]["labels"]["app.kubernetes.io/version"] = json!("label");
+        assert_eq!(
+            attributes(&semconv, &one).as_deref(),
+            Some("service.namespace=shop,service.version=label,service.instance.id=shop.$(POD_NAME).app")
+        );
+        let mut two = pod();
+        two["spec"]["containers"] = json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}]);
+        assert_eq!(
+            attributes(&semconv, &two).as_deref(),
+            Some("service.namespace=shop,service.instance.id=shop.$(POD_NAME).a")
+        );
         // Re-injecting changes nothing.
         let once = through_webhook(&semconv, &p);
         assert_eq!(webhook(&semconv, &once).unwrap().unwrap().0, "[]");
@@ -824,6 +853,15 @@ mod tests {
             .collect();
         let at = |name: &str| names.iter().position(|n| n == name).unwrap();
         assert_eq!(at("OTEL_RESOURCE_ATTRIBUTES") + 1, at("FOO"), "{names:?}");
+        // Before the network, which Istio moves to the end of the env after rendering its template.
+        let mut with_network = semconv.clone();
+        with_network.apply_setting("values.global.network", "net1").unwrap();
+        let names: Vec<String> = proxy_env(&through_webhook(&with_network, &pod()))
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect();
+        let at = |name: &str| names.iter().position(|n| n == name).unwrap();
+        assert!(at("OTEL_RESOURCE_ATTRIBUTES") < at("ISTIO_META_NETWORK"), "{names:?}");
         // One compiled injector, pods one after another: each gets its own values.
         let injector = Injector::compile(semconv.clone());
         for (name, version) in [("a", "1"), ("b", "2"), ("a", "1")] {
@@ -849,6 +887,16 @@ mod tests {
             "a gateway's proxy env: {env:?}"
         );
         assert!(!env.iter().any(|e| e["name"] == "OTEL_RESOURCE_ATTRIBUTES"), "{env:?}");
+        // Nor proxyless gRPC pods, whose templates do not call it either.
+        for template in ["grpc-agent", "grpc-simple"] {
+            let mut grpc = pod();
+            grpc["metadata"]["annotations"][ann::TEMPLATES] = json!(template);
+            let injected = through_webhook(&semconv, &grpc);
+            assert!(
+                !injected.to_string().contains("OTEL_RESOURCE_ATTRIBUTES"),
+                "{template}: {injected}"
+            );
+        }
         // Not without the provider's enrichment, nor with Istio's canonical enrichment.
         assert_eq!(attributes(&InjectionConfig::default(), &pod()), None);
         let canonical = with_provider(&OTEL_PROVIDER.replace("OTEL_SEMANTIC_CONVENTIONS", "ISTIO_CANONICAL"));
@@ -883,6 +931,46 @@ mod tests {
                 } else {
                     ""
                 })
+            );
+            // A manifest that names no namespace (kube-inject): the template is given it empty, as the built-in one.
+            let mut bare = p.clone();
+            bare["metadata"].as_object_mut().unwrap().remove("namespace");
+            let whole = through_inject(&config, &bare);
+            let built_in = env_value(&json!({"spec": whole.spec}), "OTEL_RESOURCE_ATTRIBUTES").unwrap_or(json!(""));
+            assert_eq!(whole.metadata["annotations"]["otel"], built_in);
+            if provider.is_some() {
+                assert_eq!(
+                    built_in,
+                    json!("service.version=v3,service.instance.id=$(POD_NAMESPACE).$(POD_NAME).web")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn image_versions_are_tags_digests_or_both() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for (image, version) in [
+            ("nginx:1.25", Some("1.25".to_owned())),
+            ("docker.io/library/nginx:1.25-alpine", Some("1.25-alpine".to_owned())),
+            ("registry:5000/team/app:v7", Some("v7".to_owned())),
+            (&format!("app@{digest}"), Some(digest.to_owned())),
+            (&format!("registry:5000/app:v7@{digest}"), Some(format!("v7@{digest}"))),
+            ("nginx", None),
+            ("registry:5000/team/app", None),
+            ("", None),
+            (":1.0", None),
+            ("app:", None),
+            ("app:-bad", None),
+            ("app:a/b", None),
+            (&format!("app:{}", "x".repeat(129)), None),
+            ("app@sha256:abc", None),
+            ("app@:0123456789abcdef0123456789abcdef", None),
+        ] {
+            assert_eq!(
+                template::image_version(image).map(|v| v.into_owned()),
+                version,
+                "{image}"
             );
         }
     }

@@ -370,7 +370,11 @@ mod tests {
     fn shallow(value: Value) -> Spec<'static> {
         let text = serde_json::to_string(&json!({ "spec": value })).unwrap();
         let mut pod = crate::inject::Submitted::from_json(Box::leak(text.into_boxed_str())).unwrap();
-        pod.spec(&crate::inject::pod::Depth::Shallow(Vec::new())).unwrap()
+        pod.spec(&crate::inject::pod::Depth::Shallow {
+            earlier: Vec::new(),
+            images: false,
+        })
+        .unwrap()
     }
 
     /// The patch from `old` to the injected `new_metadata` (of `scope`) and `new_spec`, applied to `old`; and the

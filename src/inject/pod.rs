@@ -417,15 +417,23 @@ pub enum Depth {
     /// Everything.
     Full,
     /// What the built-in `sidecar` and `gateway` templates read; containers and volumes of the templates' names
-    /// ([`TEMPLATE_CONTAINERS`], [`TEMPLATE_VOLUMES`]) and of these (what an earlier injection added) whole. The
-    /// template names are always parsed whole: `Shallow(vec![])` is the depth of a pod never injected.
-    Shallow(Vec<String>),
+    /// ([`TEMPLATE_CONTAINERS`], [`TEMPLATE_VOLUMES`]) and of `earlier` (what an earlier injection added) whole. The
+    /// template names are always parsed whole: `earlier` is empty for a pod never injected.
+    Shallow {
+        /// The names an earlier injection recorded.
+        earlier: Vec<String>,
+        /// Whether the containers' `image` is read too (for OpenTelemetry's `service.version`, only when a provider
+        /// asks for it: parsing it costs every review about 2% more).
+        images: bool,
+    },
 }
 
 /// The names of the items a shallow parse parses whole.
 struct Relevant<'r> {
     /// A set: the names an earlier injection recorded can be as many as the pod's items.
     earlier: HashSet<&'r str>,
+    /// Fields of the containers parsed besides [`CONTAINER_FIELDS`].
+    container_fields: &'static [&'static str],
 }
 
 impl Relevant<'_> {
@@ -535,8 +543,8 @@ fn shape_ok(field: &str, raw: &RawValue) -> bool {
 }
 
 /// A list item: whole when `whole`, else what was parsed at once (and, for a container, any wrongly shaped checked
-/// field, for the shape checks to name). Returns the value and what was left out of it.
-fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
+/// field, for the shape checks to name), and those named in `extra`. Returns the value and what was left out of it.
+fn item<'a>(item: Item<'a>, whole: bool, extra: &[&str]) -> Result<(Value, Texts<'a>), InjectError> {
     let draft = match item {
         Item::Value(v) => return Ok((v, Vec::new())),
         Item::Draft(d) => d,
@@ -544,7 +552,7 @@ fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
     let mut map = draft.parsed;
     let mut left_out = Vec::new();
     for (key, text) in draft.texts {
-        if whole || !shape_ok(&key, text) {
+        if whole || extra.contains(&key.as_ref()) || !shape_ok(&key, text) {
             map.insert(key.into_owned(), parse_value(text)?);
         } else {
             left_out.push((key, text));
@@ -553,11 +561,12 @@ fn item(item: Item, whole: bool) -> Result<(Value, Texts), InjectError> {
     Ok((Value::Object(map), left_out))
 }
 
-/// A list, its items parsed whole when named in `relevant` (all of them when `None`); records per item whether it
-/// is partial and what was left out of it.
+/// A list, its items parsed whole when named in `relevant` (all of them when `None`), else with the fields named in
+/// `extra` besides those parsed at once; records per item whether it is partial and what was left out of it.
 fn list<'a>(
     draft: ListDraft<'a>,
     relevant: Option<&Relevant>,
+    extra: &[&str],
     flags: &mut Vec<bool>,
     left_out: &mut Vec<Texts<'a>>,
 ) -> Result<Value, InjectError> {
@@ -575,7 +584,7 @@ fn list<'a>(
                 .is_some_and(|n| relevant.contains(n)),
             _ => true,
         };
-        let (value, texts) = item(i, whole)?;
+        let (value, texts) = item(i, whole, extra)?;
         out.push(value);
         flags.push(!texts.is_empty());
         left_out.push(texts);
@@ -626,7 +635,10 @@ impl<'a> Submitted<'a> {
                 Err(_) => return Depth::Full,
             }
         }
-        Depth::Shallow(relevant)
+        Depth::Shallow {
+            earlier: relevant,
+            images: injector.config().mesh.otel_semantic_conventions(),
+        }
     }
 
     /// The pod's spec, parsed to `depth`; an error when the pod has no spec object. The pod's spec is taken: a
@@ -637,8 +649,9 @@ impl<'a> Submitted<'a> {
         };
         let relevant = match depth {
             Depth::Full => None,
-            Depth::Shallow(earlier) => Some(Relevant {
+            Depth::Shallow { earlier, images } => Some(Relevant {
                 earlier: earlier.iter().map(String::as_str).collect(),
+                container_fields: if *images { &["image"] } else { &[] },
             }),
         };
         let relevant = relevant.as_ref();
@@ -652,7 +665,11 @@ impl<'a> Submitted<'a> {
             .zip(shallow_items.iter_mut().zip(left_out.iter_mut()))
         {
             if let Some(d) = slot {
-                map.insert((*name).to_owned(), list(d, relevant, flags, left_out)?);
+                let extra = match relevant {
+                    Some(r) if *name != "volumes" => r.container_fields,
+                    _ => &[],
+                };
+                map.insert((*name).to_owned(), list(d, relevant, extra, flags, left_out)?);
             }
         }
         let rest = match relevant {
@@ -711,6 +728,23 @@ mod tests {
         let full = spec.deepen().unwrap();
         assert_eq!(full.value, serde_json::from_str::<Value>(&text).unwrap()["spec"]);
         assert!(submitted.spec(&Depth::Full).is_err(), "the spec was taken");
+        // With an OpenTelemetry provider that asks for the service attributes, the containers' images too (not the
+        // volumes'), the rest still left out.
+        let mut otel = InjectionConfig::default();
+        otel.apply_setting(
+            "meshConfig.extensionProviders+",
+            r#"{"name":"otel","opentelemetry":{"service":"c","port":4317,"serviceAttributeEnrichment":"OTEL_SEMANTIC_CONVENTIONS"}}"#,
+        )
+        .unwrap();
+        let text = text.replace(r#""emptyDir":{}"#, r#""emptyDir":{},"image":"v""#);
+        let mut submitted = Submitted::from_json(&text).unwrap();
+        let depth = submitted.depth(&Injector::compile(otel));
+        assert!(matches!(depth, Depth::Shallow { images: true, .. }), "{depth:?}");
+        let spec = submitted.spec(&depth).unwrap();
+        assert_eq!(spec.value["containers"][0]["image"], "nginx");
+        assert_eq!(spec.value["containers"][0].get("env"), None);
+        assert_eq!(spec.value["volumes"][0], json!({"name": "data"}));
+        assert_eq!(spec.shallow_items("containers"), &[true, false]);
     }
 
     #[test]
@@ -811,7 +845,7 @@ mod tests {
         }
         let text =
             pod(&json!({"metadata": {"annotations": {"sidecar.istio.io/status": "{\"containers\":[\"app\"]}"}}}));
-        let Depth::Shallow(relevant) = Submitted::from_json(&text).unwrap().depth(&injector) else {
+        let Depth::Shallow { earlier: relevant, .. } = Submitted::from_json(&text).unwrap().depth(&injector) else {
             panic!("expected a shallow parse")
         };
         assert!(relevant.contains(&"app".to_owned()));

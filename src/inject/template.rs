@@ -8,6 +8,7 @@
 // Indexing here writes only into JSON this module built itself (reads of the pod with `[]` yield Null, never panic).
 #![allow(clippy::indexing_slicing)]
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
@@ -439,12 +440,13 @@ fn proxy_env(ctx: &Settings, gateway: bool) -> Vec<EnvVar> {
 /// `OTEL_RESOURCE_ATTRIBUTES` for a pod (Istio's `otelResourceAttributes` template function, with the
 /// `.DeploymentMeta.Namespace` and `.Spec.Containers` it is given): `service.namespace`, `service.version` and
 /// `service.instance.id`, in that order, each from the pod's `resource.opentelemetry.io/<attribute>` annotation when it
-/// has a value, else the namespace, the `app.kubernetes.io/version` label and `<namespace>.$(POD_NAME).<container>`
-/// (kubelet expands `$(POD_NAME)` from the proxy's own `POD_NAME`). An attribute with no value is left out (so no
-/// `service.namespace` without a namespace, as in Istio's unit test; the instance id then has `$(POD_NAMESPACE)`);
-/// values are written as they are (no percent-encoding). The container is the first one but `istio-proxy`: the
-/// corpus's one case has one container, and for several this is mizzen's choice (see README, "Conformance with
-/// Istio").
+/// has a value, else the namespace; the `app.kubernetes.io/version` label, else, for a pod of one container, its
+/// image's version ([`image_version`]); and `<namespace>.$(POD_NAME).<container>` (kubelet expands `$(POD_NAME)` from
+/// the proxy's own `POD_NAME`). An attribute with no value is left out (so no `service.namespace` without a namespace,
+/// as in Istio's unit test; the instance id then has `$(POD_NAMESPACE)`); values are written as they are (no
+/// percent-encoding). The container is the first one but `istio-proxy`, and "one container" counts those but
+/// `istio-proxy`: the corpus's one case has one container and the version label, and the rest is mizzen's reading of
+/// Istio's change that added the function and of OpenTelemetry's rules (see README, "Conformance with Istio").
 pub fn otel_resource_attributes(
     annotations: Option<&Map<String, Value>>,
     labels: Option<&Map<String, Value>>,
@@ -457,22 +459,29 @@ pub fn otel_resource_attributes(
             .filter(|v| !v.is_empty())
     }
     let annotation = |attribute: &str| text(annotations, &format!("resource.opentelemetry.io/{attribute}"));
-    let container = containers
+    let mut apps = containers
         .iter()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .find(|name| *name != PROXY_NAME);
+        .filter(|c| c.get("name").and_then(Value::as_str) != Some(PROXY_NAME));
+    let first = apps.next();
+    let only = first.filter(|_| apps.next().is_none());
+    let container = first.map(|c| c.get("name").and_then(Value::as_str).unwrap_or_default());
     // Without a namespace (a manifest given to kube-inject that names none), kubelet's: the proxy's `POD_NAMESPACE`.
     let instance = match annotation("service.instance.id") {
         Some(id) => Some(id.to_owned()),
         None if namespace.is_empty() => container.map(|c| format!("$(POD_NAMESPACE).$(POD_NAME).{c}")),
         None => container.map(|c| format!("{namespace}.$(POD_NAME).{c}")),
     };
+    let version = annotation("service.version")
+        .or(text(labels, "app.kubernetes.io/version"))
+        .map(Cow::Borrowed)
+        .or_else(|| {
+            only.and_then(|c| c.get("image"))
+                .and_then(Value::as_str)
+                .and_then(image_version)
+        });
     let attributes = [
         ("service.namespace", annotation("service.namespace").or(Some(namespace))),
-        (
-            "service.version",
-            annotation("service.version").or(text(labels, "app.kubernetes.io/version")),
-        ),
+        ("service.version", version.as_deref()),
         ("service.instance.id", instance.as_deref()),
     ];
     let mut out = String::new();
@@ -487,6 +496,48 @@ pub fn otel_resource_attributes(
         }
     }
     out
+}
+
+/// The version an image reference names, as OpenTelemetry's rules for `service.version` take it: its tag, its digest,
+/// or `<tag>@<digest>` when it has both; none for a reference with neither (`nginx`, `registry:5000/app`) or with a tag
+/// or digest that is not one (Docker's grammar: a tag is a word character then up to 127 of `[A-Za-z0-9_.-]`; a
+/// digest is `<algorithm>:<at least 32 hex digits>`).
+pub fn image_version(image: &str) -> Option<Cow<'_, str>> {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or_default();
+    let tag = match last.split_once(':') {
+        Some((repository, tag)) if !repository.is_empty() => Some(tag),
+        Some(_) => return None,
+        None => None,
+    };
+    let tag_ok = |t: &str| {
+        t.len() <= 128
+            && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    let digest_ok = |d: &str| {
+        d.split_once(':').is_some_and(|(algorithm, hex)| {
+            algorithm.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && algorithm
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'.'))
+                && hex.len() >= 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    };
+    if name.is_empty() || tag.is_some_and(|t| !tag_ok(t)) || digest.is_some_and(|d| !digest_ok(d)) {
+        return None;
+    }
+    match (tag, digest) {
+        (Some(tag), Some(digest)) => Some(Cow::Owned(format!("{tag}@{digest}"))),
+        (Some(tag), None) => Some(Cow::Borrowed(tag)),
+        (None, Some(digest)) => Some(Cow::Borrowed(digest)),
+        (None, None) => None,
+    }
 }
 
 /// This pod's entries of a per-pod variable, as names and values (none for a fixed one).
@@ -1535,7 +1586,10 @@ fn values_tree(ctx: &Context) -> Value {
 /// them: `global.hub`, `global.tag`, `global.proxy.*`, …), `.Revision`, `.ProxyImage`, `.NativeSidecars`,
 /// `.ProxyUID`, `.ProxyGID`.
 pub fn template_data(ctx: &Context, metadata: &Value) -> Value {
-    let namespace = ctx.workload.namespace_or_default();
+    // Empty for a manifest given to kube-inject that names no namespace, as Istio's: its own template writes
+    // `valueOrDefault .DeploymentMeta.Namespace "default"` where it needs one, and `otelResourceAttributes` is given it
+    // as it is (so a template of one's own gets the value the built-in one writes).
+    let namespace = &ctx.workload.namespace;
     json!({
         "TypeMeta": {"kind": ctx.workload.kind, "apiVersion": ctx.workload.api_version},
         "DeploymentMeta": {"name": ctx.workload.name, "namespace": namespace},
