@@ -96,13 +96,15 @@ impl MeshValues {
 }
 
 /// Whether an entry of `meshConfig.extensionProviders` is an OpenTelemetry provider with
-/// `serviceAttributeEnrichment: OTEL_SEMANTIC_CONVENTIONS`.
+/// `serviceAttributeEnrichment: OTEL_SEMANTIC_CONVENTIONS` (or `service_attribute_enrichment`, the proto field name,
+/// which istiod's protojson reading of the mesh config accepts as well).
 pub fn otel_semantic_conventions(provider: &Value) -> bool {
-    provider
-        .get("opentelemetry")
-        .and_then(|otel| otel.get("serviceAttributeEnrichment"))
-        .and_then(Value::as_str)
-        == Some("OTEL_SEMANTIC_CONVENTIONS")
+    let Some(otel) = provider.get("opentelemetry") else {
+        return false;
+    };
+    ["serviceAttributeEnrichment", "service_attribute_enrichment"]
+        .iter()
+        .any(|field| otel.get(field).and_then(Value::as_str) == Some("OTEL_SEMANTIC_CONVENTIONS"))
 }
 
 /// Everything injection depends on.
@@ -727,6 +729,9 @@ mod tests {
         };
         assert!(on(json!([zipkin, otel("OTEL_SEMANTIC_CONVENTIONS")])));
         assert!(!on(json!([zipkin, otel("ISTIO_CANONICAL")])));
+        let snake = json!({"name": "otel", "opentelemetry": {"service": "c", "port": 4317,
+                                                             "service_attribute_enrichment": "OTEL_SEMANTIC_CONVENTIONS"}});
+        assert!(on(json!([snake])));
         assert!(!on(json!([])));
         let none: MeshInstallSpec = serde_json::from_value(json!({})).unwrap();
         assert!(
