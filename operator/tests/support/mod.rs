@@ -45,11 +45,18 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Writes a line to the process's standard error: libtest's capture (which `eprintln!` goes through, on the test's
+/// thread and the threads it spawns) would hide it unless the test fails.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn unavailable(reason: &str) -> Option<Cluster> {
     if std::env::var_os("CI").is_some() {
         panic!("no API server for the operator tests and CI is set: {reason}");
     }
-    eprintln!("skipped: operator tests against a real API server ({reason})");
+    say(&format!("skipped: operator tests against a real API server ({reason})"));
     None
 }
 
@@ -147,9 +154,10 @@ fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
     let file = std::fs::File::create(path)?;
     match file.try_lock() {
         Ok(()) => return Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!("waiting for {}: another test process holds it", path.display())
-        }
+        Err(std::fs::TryLockError::WouldBlock) => say(&format!(
+            "waiting for {}: another test process holds it",
+            path.display()
+        )),
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     file.lock()?;
@@ -158,10 +166,13 @@ fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// `up` (no node) with its own state and ports, so it can run beside the end-to-end cluster.
 fn kit_up(kit: &Path) -> Result<Cluster, String> {
+    // As the shell's `${TMPDIR:-/tmp}` (`.ci/run`, the README): an empty value counts as unset.
     let tmp = std::env::var_os("TMPDIR")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| "/tmp".into());
     let state = std::env::var_os("MIZZEN_TEST_KUBE_STATE")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.join("mizzen-kube-optest"));
     let kit_cmd = |script: &str| {
@@ -200,12 +211,12 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
         if out.status.success() {
             break;
         }
-        eprintln!(
+        say(&format!(
             "{}/up failed ({}); running down {} and trying again",
             kit.display(),
             out.status,
             down_args.join(" ")
-        );
+        ));
         let _ = kit_cmd("down").args(down_args).stdout(Stdio::null()).status();
         out = up()?;
     }
