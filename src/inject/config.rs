@@ -358,7 +358,12 @@ impl InjectionConfig {
         if let Some(tracing) = crate::render::addons::proxy_tracing(spec) {
             config.mesh.default_config.insert("tracing".into(), tracing);
         }
-        if let Some(Value::Array(providers)) = mc.rest.get("extensionProviders") {
+        // Either spelling, as istiod's protojson reading of the mesh config takes either.
+        let providers = mc
+            .rest
+            .get("extensionProviders")
+            .or_else(|| mc.rest.get("extension_providers"));
+        if let Some(Value::Array(providers)) = providers {
             config.mesh.extension_providers = providers.clone();
         }
         if mc
@@ -732,6 +737,14 @@ mod tests {
         let snake = json!({"name": "otel", "opentelemetry": {"service": "c", "port": 4317,
                                                              "service_attribute_enrichment": "OTEL_SEMANTIC_CONVENTIONS"}});
         assert!(on(json!([snake])));
+        let snake_list: MeshInstallSpec =
+            serde_json::from_value(json!({"meshConfig": {"extension_providers": [otel("OTEL_SEMANTIC_CONVENTIONS")]}}))
+                .unwrap();
+        assert!(
+            InjectionConfig::from_mesh_install(&snake_list)
+                .mesh
+                .otel_semantic_conventions()
+        );
         assert!(!on(json!([])));
         let none: MeshInstallSpec = serde_json::from_value(json!({})).unwrap();
         assert!(

@@ -803,16 +803,16 @@ mod tests {
         );
         // A pod of one container without the label: its image's version, whatever a proxy container of the pod's own
         // declares; with two, none. The container is the first but `istio-proxy`.
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
         let mut one = pod();
         one["spec"]["containers"] = json!([
             {"name": "istio-proxy", "image": "auto"},
-            {"name": "app", "image": "registry:5000/team/app:1.25@sha256:0123456789abcdef0123456789abcdef"}]);
+            {"name": "app", "image": format!("registry:5000/team/app:1.25@{digest}")}]);
         assert_eq!(
-            attributes(&semconv, &one).as_deref(),
-            Some(
-                "service.namespace=shop,service.version=1.25@sha256:0123456789abcdef0123456789abcdef,\
-                 service.instance.id=shop.$(POD_NAME).app"
-            )
+            attributes(&semconv, &one),
+            Some(format!(
+                "service.namespace=shop,service.version=1.25@{digest},service.instance.id=shop.$(POD_NAME).app"
+            ))
         );
         one["spec"]["containers"][1]["image"] = json!("registry:5000/team/app:v7");
         assert_eq!(
@@ -829,6 +829,13 @@ mod tests {
         assert_eq!(
             attributes(&semconv, &two).as_deref(),
             Some("service.namespace=shop,service.instance.id=shop.$(POD_NAME).a")
+        );
+        // A container without a name: no instance id (the API server refuses the pod after admission).
+        let mut nameless = pod();
+        nameless["spec"]["containers"] = json!([{"name": "", "image": "a:1"}]);
+        assert_eq!(
+            attributes(&semconv, &nameless).as_deref(),
+            Some("service.namespace=shop,service.version=1")
         );
         // Re-injecting changes nothing.
         let once = through_webhook(&semconv, &p);
@@ -932,6 +939,24 @@ mod tests {
                     ""
                 })
             );
+            // A pod that declares its own istio-proxy first and has no version label: the template, given the whole
+            // spec, skips the proxy for the container and the image as the built-in value does.
+            let mut own = p.clone();
+            own["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove("app.kubernetes.io/version");
+            own["spec"]["containers"] =
+                json!([{"name": "istio-proxy", "image": "auto"}, {"name": "app", "image": "app:1.25"}]);
+            let injected = through_webhook(&config, &own);
+            let built_in = env_value(&injected, "OTEL_RESOURCE_ATTRIBUTES").unwrap_or(json!(""));
+            assert_eq!(injected["metadata"]["annotations"]["otel"], built_in);
+            if provider.is_some() {
+                assert_eq!(
+                    built_in,
+                    json!("service.namespace=shop,service.version=1.25,service.instance.id=shop.$(POD_NAME).app")
+                );
+            }
             // A manifest that names no namespace (kube-inject): the template is given it empty, as the built-in one.
             let mut bare = p.clone();
             bare["metadata"].as_object_mut().unwrap().remove("namespace");
@@ -949,22 +974,45 @@ mod tests {
 
     #[test]
     fn image_versions_are_tags_digests_or_both() {
-        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let long = "x".repeat(250);
         for (image, version) in [
             ("nginx:1.25", Some("1.25".to_owned())),
             ("docker.io/library/nginx:1.25-alpine", Some("1.25-alpine".to_owned())),
             ("registry:5000/team/app:v7", Some("v7".to_owned())),
-            (&format!("app@{digest}"), Some(digest.to_owned())),
+            ("Registry.Example-1.com:5000/a.b__c--d/e_f:v7", Some("v7".to_owned())),
+            ("registry:5000", Some("5000".to_owned())),
+            (&format!("app@{digest}"), Some(digest.clone())),
             (&format!("registry:5000/app:v7@{digest}"), Some(format!("v7@{digest}"))),
+            (
+                &format!("app@sha512:{}", "ab".repeat(64)),
+                Some(format!("sha512:{}", "ab".repeat(64))),
+            ),
             ("nginx", None),
             ("registry:5000/team/app", None),
             ("", None),
             (":1.0", None),
             ("app:", None),
             ("app:-bad", None),
-            ("app:a/b", None),
+            ("app:a b", None),
             (&format!("app:{}", "x".repeat(129)), None),
+            // Not a name: uppercase or other characters in a path component, empty components, a leading or doubled
+            // separator, longer than 255.
+            ("MyApp:1.0", None),
+            ("my app:1", None),
+            ("/app:1", None),
+            ("a//b:1", None),
+            ("-app:1", None),
+            ("app.:1", None),
+            ("a___b:1", None),
+            ("ü:v1", None),
+            ("-registry/app:1", None),
+            (&format!("r/{long}/{long}:1"), None),
+            // Not a digest: the wrong length, uppercase, an unknown algorithm.
             ("app@sha256:abc", None),
+            (&format!("app@sha256:{}", "0123456789abcdef".repeat(2)), None),
+            (&format!("app@sha256:{}", "0123456789ABCDEF".repeat(4)), None),
+            (&format!("app@md5:{}", "0123456789abcdef".repeat(2)), None),
             ("app@:0123456789abcdef0123456789abcdef", None),
         ] {
             assert_eq!(

@@ -432,7 +432,7 @@ pub enum Depth {
 struct Relevant<'r> {
     /// A set: the names an earlier injection recorded can be as many as the pod's items.
     earlier: HashSet<&'r str>,
-    /// Fields of the containers parsed besides [`CONTAINER_FIELDS`].
+    /// Fields of `containers` (not `initContainers`) parsed besides [`CONTAINER_FIELDS`].
     container_fields: &'static [&'static str],
 }
 
@@ -666,7 +666,7 @@ impl<'a> Submitted<'a> {
         {
             if let Some(d) = slot {
                 let extra = match relevant {
-                    Some(r) if *name != "volumes" => r.container_fields,
+                    Some(r) if *name == "containers" => r.container_fields,
                     _ => &[],
                 };
                 map.insert((*name).to_owned(), list(d, relevant, extra, flags, left_out)?);

@@ -464,7 +464,11 @@ pub fn otel_resource_attributes(
         .filter(|c| c.get("name").and_then(Value::as_str) != Some(PROXY_NAME));
     let first = apps.next();
     let only = first.filter(|_| apps.next().is_none());
-    let container = first.map(|c| c.get("name").and_then(Value::as_str).unwrap_or_default());
+    // A container without a name (the API server refuses it after admission) gives no instance id, as in
+    // OpenTelemetry's operator.
+    let container = first
+        .and_then(|c| c.get("name").and_then(Value::as_str))
+        .filter(|name| !name.is_empty());
     // Without a namespace (a manifest given to kube-inject that names none), kubelet's: the proxy's `POD_NAMESPACE`.
     let instance = match annotation("service.instance.id") {
         Some(id) => Some(id.to_owned()),
@@ -498,21 +502,76 @@ pub fn otel_resource_attributes(
     out
 }
 
-/// The version an image reference names, as OpenTelemetry's rules for `service.version` take it: its tag, its digest,
-/// or `<tag>@<digest>` when it has both; none for a reference with neither (`nginx`, `registry:5000/app`) or with a tag
-/// or digest that is not one (Docker's grammar: a tag is a word character then up to 127 of `[A-Za-z0-9_.-]`; a
-/// digest is `<algorithm>:<at least 32 hex digits>`).
+/// The version an image reference names, as OpenTelemetry's operator reads it for `service.version`: its tag, its
+/// digest, or `<tag>@<digest>` when it has both; none for a reference with neither (`nginx`, `registry:5000/app`) or
+/// that is not one by Docker's grammar (`distribution/reference`): a name of at most 255 characters of path
+/// components (`[a-z0-9]+` joined by `.`, `_`, `__` or dashes) after an optional domain (`host[:port]`); a tag of a
+/// word character then up to 127 of `[A-Za-z0-9_.-]`; a digest `sha256`, `sha384` or `sha512` with 64, 96 or 128
+/// lowercase hex digits. (An IPv6 registry address is not read: no version.)
 pub fn image_version(image: &str) -> Option<Cow<'_, str>> {
-    let (name, digest) = match image.split_once('@') {
-        Some((name, digest)) => (name, Some(digest)),
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
         None => (image, None),
     };
-    let last = name.rsplit('/').next().unwrap_or_default();
-    let tag = match last.split_once(':') {
-        Some((repository, tag)) if !repository.is_empty() => Some(tag),
-        Some(_) => return None,
-        None => None,
+    // A tag is after a `:` in the last path component (a `:` before the last `/` is a registry's port).
+    let last_start = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest.get(last_start..).and_then(|last| last.rfind(':')) {
+        Some(i) => (
+            rest.get(..last_start + i).unwrap_or_default(),
+            rest.get(last_start + i + 1..),
+        ),
+        None => (rest, None),
     };
+    let path_component = |c: &str| {
+        // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
+        let b = c.as_bytes();
+        let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+        let (mut i, mut ok) = (0, !b.is_empty());
+        while ok && i < b.len() {
+            let start = i;
+            while b.get(i).is_some_and(alnum) {
+                i += 1;
+            }
+            if i == start {
+                ok = false;
+            } else if i < b.len() {
+                let sep = i;
+                while b.get(i).is_some_and(|x| *x == b'-') {
+                    i += 1;
+                }
+                if i == sep {
+                    match (b.get(i), b.get(i + 1)) {
+                        (Some(b'_'), Some(b'_')) => i += 2,
+                        (Some(b'.' | b'_'), _) => i += 1,
+                        _ => ok = false,
+                    }
+                }
+                ok = ok && i < b.len();
+            }
+        }
+        ok
+    };
+    let domain = |d: &str| {
+        let (host, port) = match d.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (d, None),
+        };
+        let label = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|x| x.is_ascii_alphanumeric() || x == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        host.split('.').all(label) && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|x| x.is_ascii_digit()))
+    };
+    let mut components = name.split('/');
+    let first = components.next().unwrap_or_default();
+    let name_ok = name.len() <= 255
+        && if name.contains('/') {
+            (path_component(first) || domain(first)) && components.all(path_component)
+        } else {
+            path_component(name)
+        };
     let tag_ok = |t: &str| {
         t.len() <= 128
             && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -520,16 +579,15 @@ pub fn image_version(image: &str) -> Option<Cow<'_, str>> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     };
     let digest_ok = |d: &str| {
-        d.split_once(':').is_some_and(|(algorithm, hex)| {
-            algorithm.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-                && algorithm
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'.'))
-                && hex.len() >= 32
-                && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+        let hex_len = match d.split_once(':') {
+            Some(("sha256", hex)) => (hex.len() == 64).then_some(hex),
+            Some(("sha384", hex)) => (hex.len() == 96).then_some(hex),
+            Some(("sha512", hex)) => (hex.len() == 128).then_some(hex),
+            _ => None,
+        };
+        hex_len.is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     };
-    if name.is_empty() || tag.is_some_and(|t| !tag_ok(t)) || digest.is_some_and(|d| !digest_ok(d)) {
+    if !name_ok || tag.is_some_and(|t| !tag_ok(t)) || digest.is_some_and(|d| !digest_ok(d)) {
         return None;
     }
     match (tag, digest) {
