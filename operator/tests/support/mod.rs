@@ -49,7 +49,8 @@ fn workspace_root() -> PathBuf {
 /// thread and the threads it spawns) would hide it unless the test fails.
 fn say(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    // One write, so that lines of processes running beside it (cargo-nextest's) do not interleave.
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }
 
 fn unavailable(reason: &str) -> Option<Cluster> {
@@ -171,9 +172,10 @@ fn kit_up(kit: &Path) -> Result<Cluster, String> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| "/tmp".into());
+    // A relative one is the repository root's (cargo runs the tests from `operator/`; `.ci/run` from the root).
     let state = std::env::var_os("MIZZEN_TEST_KUBE_STATE")
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+        .map(|v| workspace_root().join(v))
         .unwrap_or_else(|| tmp.join("mizzen-kube-optest"));
     let kit_cmd = |script: &str| {
         let mut cmd = Command::new(kit.join(script));
