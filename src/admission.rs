@@ -14,8 +14,10 @@ use crate::inject::pod::Object;
 use crate::inject::{self, InjectError, Injector, PodOutcome, Rule, Submitted, Workload};
 use crate::json_text;
 
-/// Audit annotation carrying the decision and its reason (`kubectl get --raw` audit logs, Events).
-pub const AUDIT_ANNOTATION: &str = "mizzen.io/injection";
+/// Audit annotation carrying the decision and its reason. The API server records it under the webhook's name
+/// (`rev.namespace.sidecar-injector.mizzen.io/injection`): it prefixes each key with the name and a `/` and drops a
+/// key that then holds two, so the key itself has none.
+pub const AUDIT_ANNOTATION: &str = "injection";
 
 /// Why a body is not a usable AdmissionReview: the server answers HTTP 400 with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -359,7 +361,7 @@ pub struct Response {
     pub message: String,
     /// The JSON patch to apply, as JSON text.
     pub patch: Option<Vec<u8>>,
-    /// The `mizzen.io/injection` audit annotation.
+    /// The `injection` audit annotation ([`AUDIT_ANNOTATION`]).
     pub audit: Option<String>,
     /// Warnings for the client (`kubectl` prints them).
     pub warnings: Vec<String>,
@@ -551,6 +553,27 @@ mod tests {
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         assert!(body["response"]["patch"].is_string(), "the patch must be base64 text");
         assert_eq!(body["response"]["uid"], "0df28fbd-5f5f-11e8-bc74-36e6bb280816");
+    }
+
+    #[test]
+    fn the_audit_annotation_key_is_valid_once_the_api_server_prefixes_the_webhooks_name() {
+        // The API server records `<webhook name>/<key>` and drops a key that is not a qualified name with one `/`.
+        for webhook in [
+            "rev.namespace.sidecar-injector.mizzen.io",
+            "object.sidecar-injector.mizzen.io",
+        ] {
+            let recorded = format!("{webhook}/{AUDIT_ANNOTATION}");
+            let parts: Vec<&str> = recorded.split('/').collect();
+            assert_eq!(parts.len(), 2, "{recorded}");
+            let name = parts[1];
+            assert!(!name.is_empty() && name.len() <= 63, "{recorded}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "{recorded}"
+            );
+            assert!(name.starts_with(|c: char| c.is_ascii_alphanumeric()), "{recorded}");
+            assert!(name.ends_with(|c: char| c.is_ascii_alphanumeric()), "{recorded}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ use tower::ServiceExt as _;
 
 use crate::server::stopped;
 
+/// The largest request head read, and the read buffer's size (hyper's minimum is 8 KiB).
+pub const MAX_HEAD: usize = 16 * 1024;
+
 /// Under pressure, a connection idle this long closes to make room. Long enough for a client that was just
 /// accepted to send its request (it usually has already), short enough that clients in the backlog wait little.
 pub const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
@@ -345,7 +348,11 @@ impl Connection {
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own header timer (which also runs between requests) only as a backstop behind the watchdog.
+        // A request head (the API server's is under 1 KiB) is buffered up to MAX_HEAD bytes: beyond, hyper answers
+        // 431 and closes. Its default, about 400 KiB, would let each of `max_connections` clients hold that much in
+        // an unfinished head, which no body budget counts: 512 of them, 200 MiB.
         builder
+            .max_buf_size(MAX_HEAD)
             .keep_alive(true)
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout + limits.idle_timeout + Duration::from_secs(1));

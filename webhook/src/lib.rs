@@ -99,7 +99,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// A TLS handshake, or a request's headers once begun, must complete within this.
     pub header_read_timeout: Duration,
-    /// Keep-alive connections idle this long are closed.
+    /// Keep-alive connections idle this long are closed. Longer than the 90 s the API server keeps an idle one:
+    /// a client that closes first never sends a review on a connection the server is closing (Go does not resend
+    /// a POST that met the close, so the pod would be refused with EOF).
     pub idle_timeout: Duration,
     /// A request body must arrive within this.
     pub body_read_timeout: Duration,
@@ -124,7 +126,7 @@ impl Default for Settings {
             shutdown_delay: Duration::from_secs(5),
             max_connections: 512,
             header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             body_read_timeout: Duration::from_secs(5),
             max_body_bytes_in_flight: 4 * 1024 * 1024,
         }

@@ -46,8 +46,9 @@ struct Args {
     /// A TLS handshake, or a request's headers once their first byte arrived, must complete within this (ms).
     #[arg(long, default_value_t = 5000)]
     header_read_timeout_ms: u64,
-    /// Keep-alive connections with no request for this long are closed cleanly (ms).
-    #[arg(long, default_value_t = 10000)]
+    /// Keep-alive connections with no request for this long are closed cleanly (ms). Above the API server's 90 s,
+    /// so that it closes its idle connections first.
+    #[arg(long, default_value_t = 120_000)]
     idle_timeout_ms: u64,
     /// A request body must arrive within this (ms); a slower one gets 408.
     #[arg(long, default_value_t = 5000)]

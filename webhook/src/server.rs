@@ -286,15 +286,17 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
     let work = tokio::task::spawn_blocking(move || {
         // The permit and the body's budget are held until the review is answered.
         let _held = (permit, budget);
-        review(&work_state, &revision, &bytes, started)
+        // Not started once its deadline passed while it waited for a thread: the client was answered 504 then, and
+        // the review would count a result and publish an Event for a pod that was not admitted.
+        (started.elapsed() < work_state.timeout).then(|| review(&work_state, &revision, &bytes, started))
     });
     match tokio::time::timeout_at(deadline, work).await {
-        Ok(Ok(response)) => response,
+        Ok(Ok(Some(response))) => response,
         Ok(Err(error)) => {
             tracing::error!(%error, "admission review task failed");
             internal_error(&state)
         }
-        Err(_) => {
+        Ok(Ok(None)) | Err(_) => {
             state.metrics.request("timeout");
             state.metrics.failure("timeout");
             plain(StatusCode::GATEWAY_TIMEOUT, "mizzen webhook timed out".into())
@@ -338,11 +340,22 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
     );
     let elapsed = started.elapsed();
     state.metrics.observe(elapsed);
+    if config.is_none()
+        && let Outcome::Denied(message) = &outcome
+    {
+        // No MeshInstall serves the revision (deleted while its webhook configuration is not yet, or not yet seen):
+        // the webhook cannot serve the pod, as when it is unreachable, which says nothing of the pod. An HTTP error
+        // leaves the decision to the configuration's failurePolicy: Fail refuses the pod with this message, Ignore
+        // creates it without a sidecar.
+        state.metrics.request("unknown_revision");
+        state.metrics.failure("unknown_revision");
+        tracing::warn!(%revision, namespace = request.namespace(), "no MeshInstall serves this revision");
+        return plain(StatusCode::SERVICE_UNAVAILABLE, message.clone());
+    }
     state.metrics.request(outcome.result());
     match &outcome {
         Outcome::Injected(_) => state.metrics.injection(revision),
         Outcome::Skipped(_) => state.metrics.skip(outcome.reason_label()),
-        Outcome::Denied(_) if config.is_none() => state.metrics.failure("unknown_revision"),
         Outcome::Denied(_) => state.metrics.failure("invalid_pod"),
         Outcome::Ignored(_) => {}
     }

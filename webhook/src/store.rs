@@ -56,6 +56,10 @@ pub struct Store {
     namespaces_synced: AtomicBool,
     nodes_synced: AtomicBool,
     certificate_loaded: AtomicBool,
+    /// Held through a rebuild, from reading the MeshInstalls and nodes to storing what was compiled from them: the
+    /// MeshInstall and node watches rebuild from their own tasks, and without it a rebuild that read the nodes
+    /// before the other task changed them could store its older result last, to stay until the next change.
+    rebuilding: std::sync::Mutex<()>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -189,6 +193,7 @@ impl Store {
     /// Recomputes (and compiles) the per-revision configurations. When two MeshInstalls claim one revision, the older
     /// (by creation, then name) serves it, as the operator decides.
     fn rebuild(&self) {
+        let _rebuilding = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
         let versions: Vec<String> = read(&self.nodes).values().cloned().collect();
         let mut configs = HashMap::new();
         let meshes = read(&self.meshes);

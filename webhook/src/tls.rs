@@ -58,11 +58,6 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Loads and checks a certificate chain and its key from files.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    parse(&read(cert_path)?, &read(key_path)?, cert_path, key_path)
-}
-
 /// Checks a PEM certificate chain and its key; `cert_label` and `key_label` name where they came from.
 pub fn parse(cert_pem: &[u8], key_pem: &[u8], cert_label: &Path, key_label: &Path) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
@@ -106,14 +101,16 @@ pub struct Reloading {
 }
 
 impl Reloading {
-    /// Loads the files; fails when they are missing or unusable.
+    /// Loads the files; fails when they are missing or unusable. What is served is what is remembered as loaded:
+    /// the files are read once, so a rotation landing meanwhile is seen as a change on the next check.
     pub fn new(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
-        let key = load(cert_path, key_path)?;
+        let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+        let key = parse(&cert_pem, &key_pem, cert_path, key_path)?;
         Ok(Arc::new(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(Some(Arc::new(key))),
-            loaded: RwLock::new((read(cert_path)?, read(key_path)?)),
+            loaded: RwLock::new((cert_pem, key_pem)),
         }))
     }
 
@@ -150,7 +147,8 @@ impl Reloading {
         if *self.loaded.read().unwrap_or_else(|e| e.into_inner()) == now {
             return Ok(false);
         }
-        let key = load(&self.cert_path, &self.key_path)?;
+        // The bytes just compared, not a second read: what is served is what is remembered.
+        let key = parse(&now.0, &now.1, &self.cert_path, &self.key_path)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(key));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)

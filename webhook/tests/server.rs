@@ -271,7 +271,7 @@ async fn injected_pods_match_kube_inject() {
         let patched = apply(&body, &response);
         assert_eq!(patched, kube_inject(&body), "{name}: webhook and kube-inject disagree");
         assert!(
-            response["auditAnnotations"]["mizzen.io/injection"]
+            response["auditAnnotations"]["injection"]
                 .as_str()
                 .unwrap()
                 .starts_with("injected")
@@ -293,7 +293,7 @@ async fn skipped_pods_are_allowed_without_a_patch_and_say_why() {
         let response = review(&mut conn, "/inject", fixture(name)).await;
         assert_eq!(response["allowed"], true, "{name}");
         assert!(response.get("patch").is_none_or(Value::is_null), "{name} got a patch");
-        let audit = response["auditAnnotations"]["mizzen.io/injection"].as_str().unwrap();
+        let audit = response["auditAnnotations"]["injection"].as_str().unwrap();
         assert!(audit.starts_with("skipped: ") && audit.contains(why), "{name}: {audit}");
     }
     h.running.shutdown().await;
@@ -330,12 +330,24 @@ async fn bad_annotations_are_refused_naming_the_annotation() {
 }
 
 #[tokio::test]
-async fn unknown_revisions_are_refused_clearly() {
+async fn unknown_revisions_get_an_http_error_for_the_failure_policy_to_decide() {
     let h = Harness::start().await;
     let mut conn = h.conn().await;
-    let response = review(&mut conn, "/inject/canary", fixture("create-enabled-namespace.json")).await;
-    assert_eq!(response["allowed"], false);
-    assert!(response["status"]["message"].as_str().unwrap().contains("\"canary\""));
+    // Not a review of the pod but a failure of the webhook's: `failurePolicy` decides (an answer would override it).
+    let (status, body) = conn
+        .send("POST", "/inject/canary", fixture("create-enabled-namespace.json"))
+        .await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("no MeshInstall serves injection revision \"canary\""),
+        "{text}"
+    );
+    // What needs no injector is still answered: a review of another kind is allowed.
+    let mut other: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
+    other["request"]["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Secret"});
+    let response = review(&mut conn, "/inject/canary", serde_json::to_vec(&other).unwrap()).await;
+    assert_eq!(response["allowed"], true);
     h.running.shutdown().await;
 }
 
@@ -542,6 +554,39 @@ async fn a_content_length_over_the_limit_gets_413_before_any_body() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("over the limit of 3145728 bytes"), "{text}");
     assert!(closed, "the connection with an unread body is closed");
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_gets_431_and_the_connection_is_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = Harness::start().await;
+    let mut tls = h.raw().await;
+    // A header that never ends: the server stops reading at the limit rather than buffering what comes.
+    tls.write_all(b"POST /inject HTTP/1.1\r\nhost: x\r\nx-a: ")
+        .await
+        .unwrap();
+    let filler = vec![b'a'; 4096];
+    for _ in 0..(mizzen_webhook::conn::MAX_HEAD / filler.len() + 2) {
+        if tls.write_all(&filler).await.is_err() {
+            break;
+        }
+    }
+    let (text, closed) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(closed, "the connection with an oversized head is closed");
+    // A head of 12 KiB is read.
+    let mut tls = h.raw().await;
+    let body = fixture("host-network.json");
+    let head = format!(
+        "POST /inject HTTP/1.1\r\nhost: x\r\nx-b: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "b".repeat(12 * 1024),
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    let (text, _) = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     h.running.shutdown().await;
 }
 
