@@ -12,16 +12,25 @@ pub const RECONCILED: &str = "Reconciled";
 pub const READY: &str = "Ready";
 
 /// Ready and desired replicas of a Deployment (as JSON). Replicas count as ready only once the Deployment's
-/// controller has seen the current spec (`observedGeneration == generation`) and they run the current template.
+/// controller has seen the current spec (`observedGeneration == generation`) and they run the current template and
+/// are available. `availableReplicas` counts the old template's pods too, and while a rollout surges (istiod's and the
+/// gateways' `maxSurge: 100%` make the new ReplicaSet full at once) every old pod may still be available: so the
+/// pods of the old template (`replicas − updatedReplicas`) are taken to be among the available ones, as
+/// `kubectl rollout status` waits for them to go before it says the rollout is done.
 pub fn deployment_readiness(deployment: &Value) -> ReplicaStatus {
     let desired = deployment["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
     let generation = deployment["metadata"]["generation"].as_i64();
     let observed = deployment["status"]["observedGeneration"].as_i64();
-    let updated = deployment["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-    let available = deployment["status"]["availableReplicas"].as_i64().unwrap_or(0);
+    let count = |field: &str| deployment["status"][field].as_i64().unwrap_or(0).max(0);
+    let (replicas, updated, available) = (count("replicas"), count("updatedReplicas"), count("availableReplicas"));
+    let old = (replicas - updated).max(0);
     let rolled_out = generation.is_some() && observed >= generation;
     ReplicaStatus {
-        ready: if rolled_out { updated.min(available) as i32 } else { 0 },
+        ready: if rolled_out {
+            updated.min((available - old).max(0)) as i32
+        } else {
+            0
+        },
         desired,
     }
 }
@@ -388,6 +397,25 @@ mod tests {
         let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2},
                        "status": {"observedGeneration": 3, "updatedReplicas": 1, "availableReplicas": 2}});
         assert_eq!(deployment_readiness(&d), ReplicaStatus { ready: 1, desired: 2 });
+    }
+
+    #[test]
+    fn during_a_surge_the_old_templates_available_pods_do_not_count() {
+        let status = |replicas: i64, updated: i64, available: i64| {
+            json!({"metadata": {"generation": 4}, "spec": {"replicas": 2},
+                   "status": {"observedGeneration": 4, "replicas": replicas, "updatedReplicas": updated,
+                              "availableReplicas": available}})
+        };
+        // maxSurge 100%: the new ReplicaSet is full at once while both old pods still serve.
+        assert_eq!(deployment_readiness(&status(4, 2, 2)), ReplicaStatus { ready: 0, desired: 2 });
+        // One new pod available.
+        assert_eq!(deployment_readiness(&status(4, 2, 3)), ReplicaStatus { ready: 1, desired: 2 });
+        // Both new pods available, the old ones not gone yet.
+        assert_eq!(deployment_readiness(&status(4, 2, 4)), ReplicaStatus { ready: 2, desired: 2 });
+        // Rolled out.
+        assert_eq!(deployment_readiness(&status(2, 2, 2)), ReplicaStatus { ready: 2, desired: 2 });
+        // An old pod terminating and no longer counted, one new pod not yet available.
+        assert_eq!(deployment_readiness(&status(3, 2, 2)), ReplicaStatus { ready: 1, desired: 2 });
     }
 
     #[test]
