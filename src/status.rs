@@ -407,15 +407,30 @@ mod tests {
                               "availableReplicas": available}})
         };
         // maxSurge 100%: the new ReplicaSet is full at once while both old pods still serve.
-        assert_eq!(deployment_readiness(&status(4, 2, 2)), ReplicaStatus { ready: 0, desired: 2 });
+        assert_eq!(
+            deployment_readiness(&status(4, 2, 2)),
+            ReplicaStatus { ready: 0, desired: 2 }
+        );
         // One new pod available.
-        assert_eq!(deployment_readiness(&status(4, 2, 3)), ReplicaStatus { ready: 1, desired: 2 });
+        assert_eq!(
+            deployment_readiness(&status(4, 2, 3)),
+            ReplicaStatus { ready: 1, desired: 2 }
+        );
         // Both new pods available, the old ones not gone yet.
-        assert_eq!(deployment_readiness(&status(4, 2, 4)), ReplicaStatus { ready: 2, desired: 2 });
+        assert_eq!(
+            deployment_readiness(&status(4, 2, 4)),
+            ReplicaStatus { ready: 2, desired: 2 }
+        );
         // Rolled out.
-        assert_eq!(deployment_readiness(&status(2, 2, 2)), ReplicaStatus { ready: 2, desired: 2 });
+        assert_eq!(
+            deployment_readiness(&status(2, 2, 2)),
+            ReplicaStatus { ready: 2, desired: 2 }
+        );
         // An old pod terminating and no longer counted, one new pod not yet available.
-        assert_eq!(deployment_readiness(&status(3, 2, 2)), ReplicaStatus { ready: 1, desired: 2 });
+        assert_eq!(
+            deployment_readiness(&status(3, 2, 2)),
+            ReplicaStatus { ready: 1, desired: 2 }
+        );
     }
 
     #[test]

@@ -1071,14 +1071,25 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             skip.insert(key);
         }
     }
-    // Install order: a new webhook configuration only once the webhook can answer.
+    // Install order: a new webhook configuration (the revision's or a tag's) only once the webhook can answer.
     let mut waiting_for_webhook = false;
-    if let Some(mwc) = desired.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration") {
+    let mut ready: Option<bool> = None;
+    for mwc in desired.iter().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
         let key = key_of(mwc);
+        if skip.contains(&key) {
+            continue;
+        }
         let exists = kinds::lookup("admissionregistration.k8s.io/v1", &key.0)
             .and_then(|k| ctx.caches.get(k, None, &key.2))
             .is_some();
-        if !exists && !webhook_ready(ctx).await {
+        if exists {
+            continue;
+        }
+        let webhook_up = match ready {
+            Some(up) => up,
+            None => *ready.insert(webhook_ready(ctx).await),
+        };
+        if !webhook_up {
             waiting_for_webhook = true;
             skip.insert(key);
         }

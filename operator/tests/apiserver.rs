@@ -964,7 +964,11 @@ async fn a_persistent_failure_backs_off() {
 #[tokio::test]
 async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
     let name = "sc-order";
-    let Some(mut s) = Scenario::start_with_webhook(name, spec(name), false).await else {
+    // A revision tag's configuration waits too.
+    let tag_config = "mizzen-revision-tag-sc-order-tag";
+    let mut with_tag = spec(name);
+    with_tag["revisionTags"] = json!(["sc-order-tag"]);
+    let Some(mut s) = Scenario::start_with_webhook(name, with_tag, false).await else {
         return;
     };
     let message = s.condition(name, "Ready", "False", "WebhookNotReady").await;
@@ -983,14 +987,17 @@ async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
             .is_none(),
         "a webhook configuration before the webhook answers"
     );
+    assert!(
+        mwc.get_opt(tag_config).await.expect("get").is_none(),
+        "a revision tag's webhook configuration before the webhook answers"
+    );
     s.webhook_comes_up();
-    eventually(WAIT, "the webhook configuration once the webhook answers", || async {
-        mwc.get_opt(&format!("mizzen-sidecar-injector-{name}"))
-            .await
-            .expect("get")
-            .map(|_| ())
-    })
-    .await;
+    for config in [format!("mizzen-sidecar-injector-{name}"), tag_config.to_owned()] {
+        eventually(WAIT, "the webhook configurations once the webhook answers", || async {
+            mwc.get_opt(&config).await.expect("get").map(|_| ())
+        })
+        .await;
+    }
     s.condition(name, "Reconciled", "True", "Applied").await;
     s.finish().await;
 }
