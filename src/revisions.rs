@@ -107,8 +107,8 @@ fn older(a: &MeshInstall, b: &MeshInstall) -> std::cmp::Ordering {
 /// paused, with a spec that renders): one that cannot must not take a name from one that serves it.
 ///
 /// A revision is its install's own name and wins over a tag of that name (namespaces labelled with it would otherwise
-/// be injected twice), except that a new install (not reconciled yet) never takes a name another install holds as a
-/// tag today (`status.revisionTags`): that install's revision is the conflict then. Among tags, the oldest install
+/// be injected twice), except that an install never takes a name an older install holds as a tag today
+/// (`status.revisionTags`): that install's revision is the conflict then, for as long as the tag is held. Among tags, the oldest install
 /// listing one holds it. `default` goes to the oldest install listing the tag `default`, else to the default revision
 /// (an explicit `default` tag takes it whatever their ages, as `istioctl tag set default` does).
 pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignment {
@@ -125,14 +125,17 @@ pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignme
             continue;
         }
         let rev = &mi.spec.revision;
-        let new = mi.status.as_ref().and_then(|s| s.observed_generation).is_none();
+        // Held as a tag today by an older install: it keeps the tag for as long as it holds it, not only until this
+        // install's first status (which a conflict writes too). A younger holder cannot have taken a name that was
+        // an install's revision, so it lost the tag to a revision changed later.
         let held_as_tag = live.iter().find(|other| {
             other.name_any() != mi.name_any()
+                && older(other, mi).is_lt()
                 && other.spec.revision_tags.contains(rev)
                 && other.status.as_ref().is_some_and(|s| s.revision_tags.contains(rev))
         });
         let entry = holdings.entry(mi.name_any()).or_default();
-        if let (true, Some(holder)) = (new, held_as_tag) {
+        if let Some(holder) = held_as_tag {
             entry.revision_blocked = true;
             entry.conflicts.push(format!(
                 "spec.revision: {rev} is a revision tag MeshInstall {} holds (namespaces labelled istio.io/rev={rev} would be injected twice)",
@@ -341,12 +344,25 @@ mod tests {
             n.conflicts[0].contains("spec.revision: prod is a revision tag MeshInstall holder holds"),
             "{n:?}"
         );
-        // Once the newcomer has been reconciled (the tag was added after it), its revision wins.
-        let mut settled = newcomer.clone();
-        settled.status = Some(serde_json::from_value(json!({"observedGeneration": 1})).unwrap());
-        let a = assign([&holder, &settled]);
+        // Not only until the newcomer's first status, which the conflict writes: while the tag is held.
+        let mut reported = newcomer.clone();
+        reported.status = Some(serde_json::from_value(json!({"observedGeneration": 1})).unwrap());
+        let a = assign([&holder, &reported]);
+        assert_eq!(a.serving["prod"], "holder");
+        assert!(a.of("newcomer").revision_blocked);
+        // A tag added after the revision was served is never held: the revision wins.
+        let mut later = holder.clone();
+        later.status = Some(serde_json::from_value(json!({"observedGeneration": 2, "revisionTags": []})).unwrap());
+        let a = assign([&later, &reported]);
         assert_eq!(a.serving["prod"], "newcomer");
         assert!(a.of("holder").conflicts[0].contains("names the revision of MeshInstall newcomer"));
+        // A younger install holding the tag loses it to a revision changed later.
+        let mut young_holder = mi("young", 0, json!({"revision": "b", "revisionTags": ["prod"]}));
+        young_holder.status =
+            Some(serde_json::from_value(json!({"observedGeneration": 1, "revisionTags": ["prod"]})).unwrap());
+        let a = assign([&young_holder, &reported]);
+        assert_eq!(a.serving["prod"], "newcomer");
+        assert!(!a.of("newcomer").revision_blocked);
     }
 
     #[test]
