@@ -98,6 +98,15 @@ pub enum Error {
         /// Why.
         source: rcgen::Error,
     },
+    /// The CA Secret holds a CA that cannot sign (a key that is not PKCS#8, a certificate that does not parse): it is
+    /// reported, never replaced, since it may be someone's own CA.
+    #[error("Secret {secret}: {message}")]
+    UnusableCa {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// Writing the webhook's certificate files (`--webhook-tls-dir`) failed.
     #[error("writing {path}: {source}")]
     TlsDir {
@@ -107,8 +116,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The webhook certificate is not there yet (the TLS keeper has not written it).
-    #[error("the webhook's CA is not available yet")]
-    TlsNotReady,
+    #[error("the webhook's CA is not available yet{}", .0.as_deref().map(|why| format!(": {why}")).unwrap_or_default())]
+    TlsNotReady(Option<String>),
     /// The watch caches did not fill in time.
     #[error("the watch caches did not sync: {0}")]
     CacheSync(String),
@@ -169,9 +178,13 @@ impl Error {
             | Error::PatchStatus { source, .. }
             | Error::Lease { source } => api(source),
             Error::Many(errors) => errors.iter().all(Error::is_persistent),
-            Error::UnknownKind { .. } | Error::Rendered { .. } | Error::Certificate { .. } | Error::IstioCrd(_) => true,
+            Error::UnknownKind { .. }
+            | Error::Rendered { .. }
+            | Error::Certificate { .. }
+            | Error::UnusableCa { .. }
+            | Error::IstioCrd(_) => true,
             Error::TlsDir { .. }
-            | Error::TlsNotReady
+            | Error::TlsNotReady(_)
             | Error::CacheSync(_)
             | Error::LeadershipLost
             | Error::ControllerStopped

@@ -62,12 +62,12 @@ fn certificate_error(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
 
 /// The CA bundle for the MutatingWebhookConfigurations, as the keeper publishes it.
 #[derive(Clone)]
-pub struct CaBundle(watch::Receiver<Option<String>>);
+pub struct CaBundle(watch::Receiver<Option<String>>, Arc<std::sync::Mutex<Option<String>>>);
 
 impl CaBundle {
     /// A fixed bundle (tests, `mizzenctl render`).
     pub fn fixed(pem: &str) -> Self {
-        Self(watch::channel(Some(pem.to_owned())).1)
+        Self(watch::channel(Some(pem.to_owned())).1, Arc::default())
     }
 
     /// The bundle, waiting for the keeper's first one.
@@ -75,7 +75,10 @@ impl CaBundle {
         let mut rx = self.0.clone();
         match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
             Ok(Ok(v)) => Ok(v.clone().unwrap_or_default()),
-            _ => Err(Error::TlsNotReady),
+            // Why the keeper has none yet, when it failed (a CA Secret it cannot use says what to fix).
+            _ => Err(Error::TlsNotReady(
+                self.1.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            )),
         }
     }
 
@@ -146,8 +149,8 @@ pub fn issue(namespace: &str, ca: Option<(&str, &str)>, hosts: Vec<String>) -> R
         None => new_ca()?,
     };
     let ca_pair = KeyPair::from_pem(&ca_key).map_err(certificate_error("CA key"))?;
-    // Signing needs the CA's name and key; rebuilding the parameters keeps renewals under the same CA.
-    let issuer = Issuer::new(ca_params()?, ca_pair);
+    // Signing needs the CA's name (as its certificate has it, also when the CA is someone's own) and key.
+    let issuer = Issuer::from_ca_cert_pem(&ca_crt, ca_pair).map_err(certificate_error("CA certificate"))?;
     let mut params = CertificateParams::new(hosts).map_err(certificate_error("serving certificate"))?;
     params
         .distinguished_name
@@ -166,6 +169,33 @@ pub fn issue(namespace: &str, ca: Option<(&str, &str)>, hosts: Vec<String>) -> R
         tls_key: key.serialize_pem(),
         not_after: expiry.as_second(),
     })
+}
+
+/// The CA of a CA Secret the operator did not find in its cache, as (certificate, key) PEM; why it cannot sign
+/// otherwise. A Secret with neither member has no CA (one is minted into it); one that has either must hold a
+/// usable pair, since it may be someone's own CA, which is never replaced.
+fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
+    match (decode(secret, "ca.crt"), decode(secret, "ca.key")) {
+        (Some(crt), Some(key)) => {
+            let pair = KeyPair::from_pem(&key).map_err(|e| {
+                format!(
+                    "ca.key is not a usable private key ({e}): it must be PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`; \
+                     `openssl pkcs8 -topk8 -nocrypt -in ca.key` converts an RSA or EC key); the operator does not \
+                     replace a CA it cannot use"
+                )
+            })?;
+            Issuer::from_ca_cert_pem(&crt, pair).map_err(|e| {
+                format!("ca.crt is not a PEM certificate ({e}); the operator does not replace a CA it cannot use")
+            })?;
+            Ok(Some((crt, key)))
+        }
+        (None, None) => Ok(None),
+        (crt, _) => Err(format!(
+            "has {} but not {}; the operator does not replace a CA it cannot use",
+            if crt.is_some() { "ca.crt" } else { "ca.key" },
+            if crt.is_some() { "ca.key" } else { "ca.crt" },
+        )),
+    }
 }
 
 fn decode(secret: &Secret, key: &str) -> Option<String> {
@@ -219,6 +249,8 @@ pub struct Keeper {
     secrets: Store<Secret>,
     writer: Option<reflector::store::Writer<Secret>>,
     tx: watch::Sender<Option<String>>,
+    /// The last pass's error, if it failed: a reconcile waiting for the bundle reports it.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     fence: std::sync::Arc<crate::leader::Fence>,
     /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
     trusted_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
@@ -245,6 +277,7 @@ impl Keeper {
         caches: Caches,
     ) -> (Self, CaBundle) {
         let (tx, rx) = watch::channel(None);
+        let failure = Arc::<std::sync::Mutex<Option<String>>>::default();
         let writer = reflector::store::Writer::<Secret>::default();
         let keeper = Self {
             client,
@@ -255,6 +288,7 @@ impl Keeper {
             secrets: writer.as_reader(),
             writer: Some(writer),
             tx,
+            failure: failure.clone(),
             fence: std::sync::Arc::default(),
             trusted_since: std::sync::Mutex::default(),
             webhook: match webhook_url.and_then(crate::reconcile::url_authority) {
@@ -265,7 +299,7 @@ impl Keeper {
                 },
             },
         };
-        (keeper, CaBundle(rx))
+        (keeper, CaBundle(rx, failure))
     }
 
     /// Writes only while leader election allows them (see [`crate::leader::Fence`]).
@@ -301,7 +335,9 @@ impl Keeper {
         }
         loop {
             tracing::debug!("checking the webhook's CA and certificate");
-            let wait = match self.pass().await {
+            let result = self.pass().await;
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
+            let wait = match result {
                 Ok(Pass::Settled) => Duration::from_secs(60),
                 Ok(Pass::Transition) => Duration::from_secs(1),
                 Err(error) => {
@@ -354,20 +390,16 @@ impl Keeper {
         Ok(())
     }
 
-    /// Whether the CA Secret exists with a usable key, read from the API server rather than the cache.
-    async fn live_ca_exists(&self) -> Result<bool, Error> {
-        let live = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+    /// The CA Secret as the API server has it, rather than the cache.
+    async fn live_ca_secret(&self) -> Result<Option<Secret>, Error> {
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
             .get_opt(CA_SECRET)
             .await
             .map_err(|source| Error::Get {
                 kind: "Secret",
                 name: format!("{}/{CA_SECRET}", self.namespace),
                 source,
-            })?;
-        Ok(live
-            .as_ref()
-            .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
-            .is_some_and(|(_, key)| KeyPair::from_pem(&key).is_ok()))
+            })
     }
 
     /// CA bundles of the MutatingWebhookConfigurations the operator manages.
@@ -411,10 +443,17 @@ impl Keeper {
         let ca_secret = self.secret(CA_SECRET);
         let tls_secret = self.secret(SECRET);
         let served_ca = tls_secret.as_deref().and_then(|s| decode(s, "ca.crt"));
-        let existing_ca = ca_secret
+        let unusable = |message| Error::UnusableCa {
+            secret: format!("{}/{CA_SECRET}", self.namespace),
+            message,
+        };
+        let cached_ca = ca_secret
             .as_deref()
-            .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
-            .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
+            .map(usable_ca)
+            .transpose()
+            .map_err(unusable)?
+            .flatten();
+        let existing_ca = cached_ca
             // Before the CA had its own Secret, it lived in the serving Secret: keep it.
             .or_else(|| {
                 tls_secret
@@ -422,20 +461,29 @@ impl Keeper {
                     .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
                     .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
             });
+        let mut ca_secret = ca_secret;
         let (ca_crt, ca_key) = match existing_ca {
             Some(pair) => pair,
             None => {
-                // The cache may not hold the last write yet (a slow or reconnecting watch): a CA minted now would
-                // replace one already published. Ask the API server before minting.
-                if self.live_ca_exists().await? {
-                    tracing::debug!(
-                        secret = CA_SECRET,
-                        "the CA exists but is not cached yet; looking again soon"
-                    );
-                    return Ok(Pass::Transition);
+                // The cache may not hold the last write yet (a slow or reconnecting watch), or the Secret lacks the
+                // label the watch selects (made by hand): a CA minted now would replace it. Ask the API server
+                // before minting, and use what it has.
+                let live = self.live_ca_secret().await?;
+                let found = match &live {
+                    Some(secret) => usable_ca(secret).map_err(unusable)?,
+                    None => None,
+                };
+                match found {
+                    Some(pair) => {
+                        tracing::debug!(secret = CA_SECRET, "the CA is not in the cache; using the API server's");
+                        ca_secret = live.map(Arc::new);
+                        pair
+                    }
+                    None => {
+                        tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
+                        new_ca()?
+                    }
                 }
-                tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
-                new_ca()?
             }
         };
         let mut previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
@@ -606,6 +654,84 @@ mod tests {
         assert_eq!(first.ca_crt, second.ca_crt);
         assert_ne!(first.tls_crt, second.tls_crt);
         assert!(second.not_after > Timestamp::now().as_second() + 300 * 24 * 3600);
+    }
+
+    /// Whether a client trusting only `ca_pem` accepts `bundle`'s serving certificate for the Service's name.
+    fn accepted(ca_pem: &str, bundle: &Bundle) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let leaf = CertificateDer::from_pem_slice(bundle.tls_crt.as_bytes()).unwrap();
+        let name = ServerName::try_from("mizzen-webhook.mizzen-system.svc").unwrap();
+        verifier
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn certificates_chain_to_the_ca_that_signed_them_whatever_its_name() {
+        let own = issue("mizzen-system", None, hosts("mizzen-system", None)).unwrap();
+        accepted(&own.ca_crt, &own).unwrap();
+        // Someone's own CA, named otherwise than mizzen's: the issuer is its subject, or clients find no parent.
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::OrganizationName, "Example Corp");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Example Corp Root CA");
+        let key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&key).unwrap();
+        let (ca_crt, ca_key) = (ca.pem(), key.serialize_pem());
+        let theirs = issue("mizzen-system", Some((&ca_crt, &ca_key)), hosts("mizzen-system", None)).unwrap();
+        assert_eq!(theirs.ca_crt, ca_crt);
+        accepted(&ca_crt, &theirs).unwrap();
+        assert!(
+            accepted(&own.ca_crt, &theirs).is_err(),
+            "another CA's certificate is not accepted"
+        );
+    }
+
+    #[test]
+    fn a_ca_secret_that_cannot_sign_is_reported_and_never_replaced() {
+        let secret = |members: &[(&str, &str)]| Secret {
+            data: Some(
+                members
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let (crt, key) = new_ca().unwrap();
+        assert_eq!(
+            usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", &key)])),
+            Ok(Some((crt.clone(), key.clone())))
+        );
+        assert_eq!(usable_ca(&secret(&[])), Ok(None), "no CA: one is minted");
+        assert_eq!(usable_ca(&Secret::default()), Ok(None));
+        // An EC key in SEC1 form (`openssl ecparam -genkey`), which the signer cannot read.
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\n\
+            MHcCAQEEICIpYx/PA01sJrnssrlrKgHOGAL/ldtQ4Uq8PIh1Av39oAoGCCqGSM49\n\
+            AwEHoUQDQgAEDjEsrFoNGoVKrLCkE9UCofa6YkGDHYwpTwqQP9LuzllWS5qEuydF\n\
+            0f9wc0TWFPe/EX9kCkMd+OPfoQLWgXKuwQ==\n\
+            -----END EC PRIVATE KEY-----\n";
+        let err = usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", sec1)])).unwrap_err();
+        assert!(err.contains("PKCS#8") && err.contains("openssl pkcs8 -topk8"), "{err}");
+        let err = usable_ca(&secret(&[("ca.crt", "junk"), ("ca.key", &key)])).unwrap_err();
+        assert!(err.contains("ca.crt is not a PEM certificate"), "{err}");
+        let err = usable_ca(&secret(&[("ca.crt", &crt)])).unwrap_err();
+        assert!(err.contains("has ca.crt but not ca.key"), "{err}");
+        let err = usable_ca(&secret(&[("ca.key", &key)])).unwrap_err();
+        assert!(err.contains("has ca.key but not ca.crt"), "{err}");
     }
 
     #[test]
