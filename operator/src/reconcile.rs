@@ -1026,7 +1026,18 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
     ctx.caches.wait_ready(CACHE_SYNC).await?;
-    let ca_bundle = ctx.ca_bundle.wait(Duration::from_secs(30)).await?;
+    let ca_bundle = match ctx.ca_bundle.wait(Duration::from_secs(30)).await {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            // Said in the status: the keeper's failure, such as a CA Secret it cannot use, is for the user to fix.
+            if let Err(status_error) =
+                write_status(ctx, mi, &Outcome::Failed(error.to_string()), Extras::default()).await
+            {
+                tracing::warn!(error = %status_error, "could not report the failure in the status");
+            }
+            return Err(error);
+        }
+    };
     tracing::debug!(meshinstall = %name, "caches listed, webhook CA known");
     let base = RenderOptions {
         operator_namespace: ctx.options.namespace.clone(),

@@ -961,6 +961,80 @@ async fn a_persistent_failure_backs_off() {
     s.finish().await;
 }
 
+/// A CA of someone's own, named otherwise than mizzen's: (certificate, PKCS#8 key) PEM.
+fn own_ca() -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Corp Root CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_ca_secret_that_cannot_sign_is_reported_never_replaced_and_once_fixed_used() {
+    let name = "sc-ownca";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    let client = cluster.client().await;
+    let operator_ns = format!("{name}-op");
+    ensure_namespace(&client, &operator_ns).await;
+    // Made by hand, without the label the operator's Secret watch selects, with an EC key in SEC1 form.
+    let (crt, _) = own_ca();
+    let sec1 = "-----BEGIN EC PRIVATE KEY-----\n\
+        MHcCAQEEICIpYx/PA01sJrnssrlrKgHOGAL/ldtQ4Uq8PIh1Av39oAoGCCqGSM49\n\
+        AwEHoUQDQgAEDjEsrFoNGoVKrLCkE9UCofa6YkGDHYwpTwqQP9LuzllWS5qEuydF\n\
+        0f9wc0TWFPe/EX9kCkMd+OPfoQLWgXKuwQ==\n\
+        -----END EC PRIVATE KEY-----\n";
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &operator_ns);
+    let secret = |crt: &str, key: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(json!({
+            "metadata": {"name": "mizzen-webhook-ca"},
+            "stringData": {"ca.crt": crt, "ca.key": key},
+        }))
+        .unwrap()
+    };
+    let _ = secrets.delete("mizzen-webhook-ca", &DeleteParams::default()).await;
+    secrets
+        .create(&PostParams::default(), &secret(&crt, sec1))
+        .await
+        .expect("creating the CA Secret");
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    let message = s.condition(name, "Reconciled", "False", "ApplyFailed").await;
+    assert!(
+        message.contains("mizzen-webhook-ca") && message.contains("PKCS#8"),
+        "{message}"
+    );
+    let kept = secrets.get("mizzen-webhook-ca").await.expect("the CA Secret");
+    let key_now = kept.data.as_ref().and_then(|d| d.get("ca.key")).map(|b| b.0.clone());
+    assert_eq!(key_now.as_deref(), Some(sec1.as_bytes()), "the CA Secret was replaced");
+    // Fixed (still without the label): the operator uses it, and the webhook configuration trusts it.
+    let (crt, key) = own_ca();
+    secrets
+        .replace("mizzen-webhook-ca", &PostParams::default(), &secret(&crt, &key))
+        .await
+        .expect("replacing the CA Secret");
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let mwc = webhook_configs(&s.client)
+        .get(&format!("mizzen-sidecar-injector-{name}"))
+        .await
+        .expect("the webhook configuration");
+    let bundle = mwc.webhooks.unwrap_or_default()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("a CA bundle");
+    let bundle = String::from_utf8(bundle.0).unwrap();
+    assert!(bundle.contains(crt.trim()), "{bundle}");
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn the_webhook_configuration_waits_for_a_webhook_that_answers() {
     let name = "sc-order";
