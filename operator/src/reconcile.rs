@@ -252,8 +252,11 @@ fn render_others(ctx: &Context, mi: &MeshInstall, base: &RenderOptions, assignme
 fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> BTreeMap<Key, String> {
     let mut claims = BTreeMap::new();
     // MeshInstalls that keep everything they control, rendered or not: being deleted, paused (pausing must not
-    // hand its objects to another) or with a spec that does not render (it became invalid).
-    let mut keeping: BTreeMap<String, String> = BTreeMap::new();
+    // hand its objects to another) or with a spec that does not render (it became invalid). One being deleted keeps
+    // all but its webhook configurations: a name it served (`default`, a tag) is another's now, which takes the
+    // configuration over in place before the garbage collector would delete it (pods created meanwhile in the
+    // namespaces it selects would get no sidecar).
+    let mut keeping: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for other in ctx.meshes.state() {
         if other.uid() == mi.uid() || !older(&other, mi) {
             continue;
@@ -279,7 +282,7 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> B
                     claims.entry(key_of(o)).or_insert_with(|| other.name_any());
                 }
                 if let Some(uid) = other.uid() {
-                    keeping.insert(uid, other.name_any());
+                    keeping.insert(uid, (other.name_any(), other.metadata.deletion_timestamp.is_some()));
                 }
             }
         }
@@ -293,7 +296,9 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> B
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true))
-            .and_then(|o| older_uids.get(&o.uid));
+            .and_then(|o| older_uids.get(&o.uid))
+            .filter(|(_, deleting)| !(*deleting && kind.kind == "MutatingWebhookConfiguration"))
+            .map(|(name, _)| name);
         if let Some(owner) = owner {
             let key = (
                 kind.kind.to_owned(),
@@ -568,17 +573,40 @@ async fn apply(ctx: &Context, mi: &MeshInstall, desired: &[Value]) -> Applied {
             // mizzen's by label, but controlled by something that is no MeshInstall this operator knows (a user's
             // copy with mizzen's labels, another operator's or another shard's install): not taken unless asked.
             let uid = mi.uid().unwrap_or_default();
-            let foreign_owner = live
+            let foreign = live
                 .owner_references()
                 .iter()
                 .find(|o| o.controller == Some(true))
                 .filter(|o| o.uid != uid)
-                .is_some_and(|o| {
+                .filter(|o| {
                     !ctx.meshes
                         .state()
                         .iter()
                         .any(|m| m.uid().as_deref() == Some(o.uid.as_str()))
-                });
+                })
+                .cloned();
+            let mut foreign_owner = foreign.is_some();
+            // A webhook configuration whose MeshInstall is gone (deleted in the background, its configuration not
+            // yet collected) is taken over in place by the one rendering it now: the name it serves is this one's.
+            if let Some(owner) = &foreign
+                && kind.kind == "MutatingWebhookConfiguration"
+                && owner.kind == "MeshInstall"
+                && owner.api_version.starts_with("mizzen.io/")
+            {
+                match Api::<MeshInstall>::all(ctx.client.clone()).get_opt(&owner.name).await {
+                    Ok(found) => {
+                        foreign_owner = found.is_some_and(|m| m.uid().as_deref() == Some(owner.uid.as_str()));
+                    }
+                    Err(source) => {
+                        done.errors.push(Error::Get {
+                            kind: "MeshInstall",
+                            name: owner.name.clone(),
+                            source,
+                        });
+                        continue;
+                    }
+                }
+            }
             if foreign_owner && !may_adopt(mi) {
                 done.not_ours.push(format!("{} {shown}", kind.kind));
                 continue;

@@ -1197,6 +1197,89 @@ async fn revision_tags_move_between_installs_in_place_and_are_never_fought_over(
 }
 
 #[tokio::test]
+async fn a_tag_of_an_install_being_deleted_is_taken_over_in_place_by_its_successor() {
+    let name = "sc-handover";
+    let tag = "sc-handover-prod";
+    let config = format!("mizzen-revision-tag-{tag}");
+    let mut a = spec(name);
+    a["revisionTags"] = json!([tag]);
+    // An interrupted run's install, held by the test's finalizer, would never go.
+    if let Some(cluster) = support::cluster().await {
+        let meshes: Api<MeshInstall> = Api::all(cluster.client().await);
+        let _ = meshes
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    let Some(s) = Scenario::start(name, a).await else {
+        return;
+    };
+    let mut b = spec("sc-handover-b");
+    b["namespace"] = json!("sc-handover-b-mesh");
+    b["gateways"] = json!([]);
+    b["revisionTags"] = json!([tag]);
+    s.create_mesh("sc-handover-b", b).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let message = s.condition("sc-handover-b", "Reconciled", "False", "Conflict").await;
+    assert!(message.contains("is held by the older MeshInstall"), "{message}");
+    let a_uid = s.mesh(name).await.uid().expect("uid");
+    let b_uid = s.mesh("sc-handover-b").await.uid().expect("uid");
+    let configs = webhook_configs(&s.client);
+    let held = eventually(WAIT, "the tag's configuration, the older install's", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == a_uid).then_some(c)
+    })
+    .await;
+    // The older install is deleted, and held in deletion by a finalizer of the test's: while it is being deleted its
+    // successor takes the configuration over, before the garbage collector could delete it with its owner.
+    let meshes: Api<MeshInstall> = Api::all(s.client.clone());
+    let finalizer = |list: Value| json!({"metadata": {"finalizers": list}});
+    meshes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(finalizer(json!(["mizzen.io/test-hold"]))),
+        )
+        .await
+        .expect("adding the test's finalizer");
+    meshes
+        .delete(name, &DeleteParams::background())
+        .await
+        .expect("deleting the older install");
+    let moved = eventually(WAIT, "the tag's configuration moves to the successor", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == b_uid).then_some(c)
+    })
+    .await;
+    assert_eq!(moved.uid(), held.uid(), "replaced instead of taken over");
+    assert!(
+        meshes.get_opt(name).await.expect("get").is_some(),
+        "taken over only once the older install was gone"
+    );
+    s.condition("sc-handover-b", "Reconciled", "True", "Applied").await;
+    // The older install goes: the configuration, no longer its, stays.
+    meshes
+        .patch(name, &PatchParams::default(), &Patch::Merge(finalizer(json!(null))))
+        .await
+        .expect("removing the test's finalizer");
+    eventually(WAIT, "the older install is gone", || async {
+        meshes.get_opt(name).await.expect("get").is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = configs.get(&config).await.expect("the tag's configuration stays");
+    assert_eq!(kept.uid(), held.uid());
+    assert_eq!(
+        s.mesh("sc-handover-b").await.status.expect("status").revision_tags,
+        vec![tag]
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
     let name = "sc-version";
     let Some(s) = Scenario::start(name, spec(name)).await else {
