@@ -1044,6 +1044,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         tracing::debug!(meshinstall = %name, "being deleted; nothing to do");
         return Ok(Action::await_change());
     }
+    // Before any status: readiness is read from the caches, and empty ones (a restart, a new leader) would flip a
+    // paused install's Ready to False and back.
+    ctx.caches.wait_ready(CACHE_SYNC).await?;
     if paused(mi) {
         let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref).filter(|m| !paused(m)));
         let extras = Extras {
@@ -1053,7 +1056,6 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         write_status(ctx, mi, &Outcome::Paused, extras).await?;
         return Ok(Action::await_change());
     }
-    ctx.caches.wait_ready(CACHE_SYNC).await?;
     let ca_bundle = match ctx.ca_bundle.wait(Duration::from_secs(30)).await {
         Ok(bundle) => bundle,
         Err(error) => {
