@@ -5,7 +5,7 @@
 # vary with the machine's load, so changes are judged by them. Prints numbers; asserts nothing.
 #   hack/bench-instructions.sh [--no-round-trip] [N]
 # Each count is (run of N reviews − run of 0) / N, N = 1000 unless given. Needs valgrind (apt-get install valgrind).
-# About two minutes after the build with the round trips, under one without.
+# About three minutes after the build with the round trips, under one without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,7 +5,10 @@
 //! The rules, as Istio's `istioctl tag` has them:
 //! - a revision is served by the MeshInstall of that revision (the oldest, when two claim it);
 //! - a tag is held by the oldest MeshInstall that lists it in `spec.revisionTags`; a younger one reports a conflict,
-//!   and so does a tag that names an existing revision (namespaces labelled with it would be injected twice);
+//!   and so does a tag that names an existing revision (namespaces labelled with it would be injected twice), except
+//!   that a revision does not take a name an older MeshInstall holds as a tag today: that revision is the conflict,
+//!   for as long as the tag is held (also by an install that is paused or whose spec does not render, which keeps
+//!   its webhook configurations);
 //! - the name `default` (namespaces labelled `istio-injection=enabled` or `istio.io/rev=default`) is held by the
 //!   oldest MeshInstall that lists the tag `default`, else by the default revision (`spec.revision: ""`).
 
@@ -112,6 +115,21 @@ fn older(a: &MeshInstall, b: &MeshInstall) -> std::cmp::Ordering {
 /// listing one holds it. `default` goes to the oldest install listing the tag `default`, else to the default revision
 /// (an explicit `default` tag takes it whatever their ages, as `istioctl tag set default` does).
 pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignment {
+    let meshes: Vec<&MeshInstall> = meshes.into_iter().collect();
+    assign_among(meshes.iter().copied(), meshes.iter().copied())
+}
+
+/// [`assign`], where a tag keeps a revision from taking its name while any of `holders` holds it, even one that
+/// cannot serve (paused, or with a spec that does not render): such an install keeps its webhook configurations,
+/// the tag's too, so a revision of that name would have its namespaces injected twice.
+pub fn assign_among<'a>(
+    meshes: impl IntoIterator<Item = &'a MeshInstall>,
+    holders: impl IntoIterator<Item = &'a MeshInstall>,
+) -> Assignment {
+    let holders: Vec<&MeshInstall> = holders
+        .into_iter()
+        .filter(|m| m.metadata.deletion_timestamp.is_none())
+        .collect();
     let mut live: Vec<&MeshInstall> = meshes
         .into_iter()
         .filter(|m| m.metadata.deletion_timestamp.is_none())
@@ -128,7 +146,7 @@ pub fn assign<'a>(meshes: impl IntoIterator<Item = &'a MeshInstall>) -> Assignme
         // Held as a tag today by an older install: it keeps the tag for as long as it holds it, not only until this
         // install's first status (which a conflict writes too). A younger holder cannot have taken a name that was
         // an install's revision, so it lost the tag to a revision changed later.
-        let held_as_tag = live.iter().find(|other| {
+        let held_as_tag = holders.iter().find(|other| {
             other.name_any() != mi.name_any()
                 && older(other, mi).is_lt()
                 && other.spec.revision_tags.contains(rev)
@@ -356,6 +374,16 @@ mod tests {
         let a = assign([&later, &reported]);
         assert_eq!(a.serving["prod"], "newcomer");
         assert!(a.of("holder").conflicts[0].contains("names the revision of MeshInstall newcomer"));
+        // A holder that cannot serve (paused) keeps its configurations, the tag's too: the name stays blocked.
+        let mut paused = holder.clone();
+        paused
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("mizzen.io/paused".into(), "true".into());
+        let a = assign_among([&reported], [&paused, &reported]);
+        assert!(a.of("newcomer").revision_blocked);
+        assert!(!a.serving.contains_key("prod"));
         // A younger install holding the tag loses it to a revision changed later.
         let mut young_holder = mi("young", 0, json!({"revision": "b", "revisionTags": ["prod"]}));
         young_holder.status =

@@ -1045,8 +1045,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
     // Before any status: readiness is read from the caches, and empty ones (a restart, a new leader) would flip a
-    // paused install's Ready to False and back.
-    ctx.caches.wait_ready(CACHE_SYNC).await?;
+    // paused install's Ready to False and back. A paused install still records that it is paused when they do not
+    // fill (lost permissions are a reason to pause).
+    let synced = ctx.caches.wait_ready(CACHE_SYNC).await;
     if paused(mi) {
         let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref).filter(|m| !paused(m)));
         let extras = Extras {
@@ -1056,6 +1057,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         write_status(ctx, mi, &Outcome::Paused, extras).await?;
         return Ok(Action::await_change());
     }
+    synced?;
     let ca_bundle = match ctx.ca_bundle.wait(Duration::from_secs(30)).await {
         Ok(bundle) => bundle,
         Err(error) => {
@@ -1069,6 +1071,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         }
     };
     tracing::debug!(meshinstall = %name, "caches listed, webhook CA known");
+    // The keeper keeps the bundle it published when a pass fails, such as on a CA Secret it cannot use: say why on
+    // every MeshInstall, whose webhook configurations trust that CA.
+    if let Some(failure) = ctx.ca_bundle.failure() {
+        ctx.publish(mi, EventType::Warning, "WebhookCertificate", failure).await;
+    }
     let base = RenderOptions {
         operator_namespace: ctx.options.namespace.clone(),
         webhook_url: ctx.options.webhook_url.clone(),
@@ -1076,7 +1083,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         skip_istio_crds: true,
         holdings: None,
     };
-    let assignment = revisions::assign(eligible(ctx, &base).iter().map(AsRef::as_ref));
+    let all = ctx.meshes.state();
+    let assignment = revisions::assign_among(
+        eligible(ctx, &base).iter().map(AsRef::as_ref),
+        all.iter().map(AsRef::as_ref),
+    );
     let holdings = assignment.of(&name);
     let options = options_for(&base, &assignment, mi);
     let desired = match render(mi, &options) {

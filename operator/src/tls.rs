@@ -82,6 +82,11 @@ impl CaBundle {
         }
     }
 
+    /// Why the keeper's last pass failed, if it did (the bundle published before stays in use meanwhile).
+    pub fn failure(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Yields whenever the bundle changes.
     pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         futures::stream::unfold(self.0.clone(), |mut rx| async move {
@@ -185,7 +190,20 @@ fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
                 )
             })?;
             Issuer::from_ca_cert_pem(&crt, pair).map_err(|e| {
-                format!("ca.crt is not a PEM certificate ({e}); the operator does not replace a CA it cannot use")
+                format!("ca.crt is not a PEM certificate rcgen can read ({e}); the operator does not replace a CA it cannot use")
+            })?;
+            is_a_ca(&crt).map_err(|e| format!("{e}; the operator does not replace a CA it cannot use"))?;
+            // What counts is what clients check: a certificate issued with them is accepted by a client trusting
+            // ca.crt (the key is the certificate's, its name written back as it reads).
+            let host = "mizzen-webhook.mizzen-system.svc";
+            let trial = issue("mizzen-system", Some((&crt, &key)), vec![host.to_owned()]).map_err(|e| e.to_string())?;
+            chains_to(&crt, &trial.tls_crt, host).map_err(|e| {
+                format!(
+                    "a certificate issued with ca.key is not accepted by a client trusting ca.crt ({e}): ca.key must \
+                     be the key of ca.crt's first certificate, a CA's (basicConstraints CA:TRUE, keyCertSign), valid \
+                     now, whose subject has one value per attribute type; the operator does not replace a CA it \
+                     cannot use"
+                )
             })?;
             Ok(Some((crt, key)))
         }
@@ -196,6 +214,53 @@ fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
             if crt.is_some() { "ca.key" } else { "ca.crt" },
         )),
     }
+}
+
+/// Whether the first certificate of `ca_pem` (the one certificates are issued under) may sign others as Go's
+/// verifier, the API server's, requires of a parent: basic constraints saying CA, and a key usage, if any, with
+/// keyCertSign. (rustls' verifier asks nothing of a trust anchor.)
+fn is_a_ca(ca_pem: &str) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| format!("ca.crt: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("ca.crt: {e}"))?;
+    let ca = cert
+        .basic_constraints()
+        .map_err(|e| format!("ca.crt: {e}"))?
+        .is_some_and(|b| b.value.ca);
+    if !ca {
+        return Err("ca.crt's first certificate is not a CA's (no basicConstraints CA:TRUE)".into());
+    }
+    let signs = cert
+        .key_usage()
+        .map_err(|e| format!("ca.crt: {e}"))?
+        .is_none_or(|k| k.value.key_cert_sign());
+    if !signs {
+        return Err("ca.crt's first certificate's key usage lacks keyCertSign".into());
+    }
+    Ok(())
+}
+
+/// Whether a client trusting the certificates of `ca_pem` (as a webhook configuration's `caBundle`) accepts the
+/// serving certificate `leaf_pem` for `host`, as of now.
+pub fn chains_to(ca_pem: &str, leaf_pem: &str, host: &str) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let leaf = CertificateDer::from_pem_slice(leaf_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn decode(secret: &Secret, key: &str) -> Option<String> {
@@ -453,36 +518,38 @@ impl Keeper {
             .transpose()
             .map_err(unusable)?
             .flatten();
-        let existing_ca = cached_ca
-            // Before the CA had its own Secret, it lived in the serving Secret: keep it.
-            .or_else(|| {
-                tls_secret
-                    .as_deref()
-                    .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
-                    .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
-            });
         let mut ca_secret = ca_secret;
-        let (ca_crt, ca_key) = match existing_ca {
+        let (ca_crt, ca_key) = match cached_ca {
             Some(pair) => pair,
             None => {
                 // The cache may not hold the last write yet (a slow or reconnecting watch), or the Secret lacks the
-                // label the watch selects (made by hand): a CA minted now would replace it. Ask the API server
-                // before minting, and use what it has.
+                // label the watch selects (made by hand): a CA minted now, or an older one taken, would replace it.
+                // Ask the API server first, and use what it has.
                 let live = self.live_ca_secret().await?;
                 let found = match &live {
                     Some(secret) => usable_ca(secret).map_err(unusable)?,
                     None => None,
                 };
-                match found {
-                    Some(pair) => {
+                // Before the CA had its own Secret, it lived in the serving Secret: keep it.
+                let legacy = || {
+                    tls_secret
+                        .as_deref()
+                        .and_then(|s| Some((decode(s, "ca.crt")?, decode(s, "ca.key")?)))
+                        .filter(|(_, key)| KeyPair::from_pem(key).is_ok())
+                };
+                match (found, live) {
+                    (Some(pair), live) => {
                         tracing::debug!(secret = CA_SECRET, "the CA is not in the cache; using the API server's");
                         ca_secret = live.map(Arc::new);
                         pair
                     }
-                    None => {
-                        tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
-                        new_ca()?
-                    }
+                    (None, _) => match legacy() {
+                        Some(pair) => pair,
+                        None => {
+                            tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
+                            new_ca()?
+                        }
+                    },
                 }
             }
         };
@@ -657,24 +724,16 @@ mod tests {
     }
 
     /// Whether a client trusting only `ca_pem` accepts `bundle`'s serving certificate for the Service's name.
-    fn accepted(ca_pem: &str, bundle: &Bundle) -> Result<(), rustls::Error> {
-        use rustls::client::danger::ServerCertVerifier as _;
-        use rustls_pki_types::pem::PemObject as _;
-        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .unwrap();
-        let leaf = CertificateDer::from_pem_slice(bundle.tls_crt.as_bytes()).unwrap();
-        let name = ServerName::try_from("mizzen-webhook.mizzen-system.svc").unwrap();
-        verifier
-            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
-            .map(|_| ())
+    fn accepted(ca_pem: &str, bundle: &Bundle) -> Result<(), String> {
+        chains_to(ca_pem, &bundle.tls_crt, "mizzen-webhook.mizzen-system.svc")
     }
+
+    /// A CA whose subject repeats an attribute type (`/DC=example/DC=corp/CN=Corp Issuing CA`, as Active Directory
+    /// CAs name themselves), which rcgen cannot write back as it reads: made with `openssl req -x509 -newkey ec
+    /// -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500 -subj ... -addext basicConstraints=critical,CA:TRUE
+    /// -addext keyUsage=critical,keyCertSign,cRLSign`.
+    const DC_CA_CRT: &str = include_str!("testdata/dc-ca.crt");
+    const DC_CA_KEY: &str = include_str!("testdata/dc-ca.key");
 
     #[test]
     fn certificates_chain_to_the_ca_that_signed_them_whatever_its_name() {
@@ -727,7 +786,17 @@ mod tests {
         let err = usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", sec1)])).unwrap_err();
         assert!(err.contains("PKCS#8") && err.contains("openssl pkcs8 -topk8"), "{err}");
         let err = usable_ca(&secret(&[("ca.crt", "junk"), ("ca.key", &key)])).unwrap_err();
-        assert!(err.contains("ca.crt is not a PEM certificate"), "{err}");
+        assert!(err.contains("ca.crt is not a PEM certificate rcgen can read"), "{err}");
+        // A CA that signs certificates clients do not accept: a subject rcgen writes back otherwise; the key of
+        // another CA; a certificate that is not a CA's.
+        let err = usable_ca(&secret(&[("ca.crt", DC_CA_CRT), ("ca.key", DC_CA_KEY)])).unwrap_err();
+        assert!(err.contains("not accepted by a client trusting ca.crt"), "{err}");
+        let (_, other_key) = new_ca().unwrap();
+        let err = usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", &other_key)])).unwrap_err();
+        assert!(err.contains("not accepted by a client trusting ca.crt"), "{err}");
+        let leaf = issue("mizzen-system", Some((&crt, &key)), hosts("mizzen-system", None)).unwrap();
+        let err = usable_ca(&secret(&[("ca.crt", &leaf.tls_crt), ("ca.key", &leaf.tls_key)])).unwrap_err();
+        assert!(err.contains("not a CA's"), "{err}");
         let err = usable_ca(&secret(&[("ca.crt", &crt)])).unwrap_err();
         assert!(err.contains("has ca.crt but not ca.key"), "{err}");
         let err = usable_ca(&secret(&[("ca.key", &key)])).unwrap_err();

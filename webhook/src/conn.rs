@@ -26,7 +26,7 @@ use tower::ServiceExt as _;
 
 use crate::server::stopped;
 
-/// The largest request head read, and the read buffer's size (hyper's minimum is 8 KiB).
+/// The largest request head read.
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Under pressure, a connection idle this long closes to make room. Long enough for a client that was just
@@ -348,11 +348,12 @@ impl Connection {
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own header timer (which also runs between requests) only as a backstop behind the watchdog.
-        // A request head (the API server's is under 1 KiB) is buffered up to MAX_HEAD bytes: beyond, hyper answers
-        // 431 and closes. Its default, about 400 KiB, would let each of `max_connections` clients hold that much in
-        // an unfinished head, which no body budget counts: 512 of them, 200 MiB.
+        // A request head (the API server's is under 1 KiB) of over MAX_HEAD bytes gets 431 and the connection is
+        // closed; an unfinished one is read to at most one read past it. Without the limit hyper buffers up to its
+        // read buffer's maximum, about 400 KiB, which each of `max_connections` clients could hold in an unfinished
+        // head that no body budget counts: 512 of them, 200 MiB. Bodies are read as before.
         builder
-            .max_buf_size(MAX_HEAD)
+            .max_header_size(MAX_HEAD)
             .keep_alive(true)
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout + limits.idle_timeout + Duration::from_secs(1));

@@ -123,6 +123,18 @@ fn plain(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// An error as the API server reads one: a `metav1.Status` (JSON), whose message the API server's client keeps in
+/// the error it reports (for a text body it reports only a generic one for some codes, such as 503's).
+fn status_error(status: StatusCode, reason: &str, message: &str) -> Response {
+    let mut body = Vec::with_capacity(128 + message.len());
+    body.extend_from_slice(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"#);
+    mizzen::json_text::write_str(&mut body, message);
+    body.extend_from_slice(br#","reason":"#);
+    mizzen::json_text::write_str(&mut body, reason);
+    body.extend_from_slice(format!(r#","code":{}}}"#, status.as_u16()).as_bytes());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A request refused before its review: status, metrics label and message.
 struct Refusal(StatusCode, &'static str, String);
 
@@ -345,12 +357,13 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
     {
         // No MeshInstall serves the revision (deleted while its webhook configuration is not yet, or not yet seen):
         // the webhook cannot serve the pod, as when it is unreachable, which says nothing of the pod. An HTTP error
-        // leaves the decision to the configuration's failurePolicy: Fail refuses the pod with this message, Ignore
-        // creates it without a sidecar.
+        // leaves the decision to the configuration's failurePolicy: Fail refuses the pod with this message (the API
+        // server's error quotes it: a Status it decodes, of a 500, whose generic text quotes the body otherwise),
+        // Ignore creates it without a sidecar.
         state.metrics.request("unknown_revision");
         state.metrics.failure("unknown_revision");
         tracing::warn!(%revision, namespace = request.namespace(), "no MeshInstall serves this revision");
-        return plain(StatusCode::SERVICE_UNAVAILABLE, message.clone());
+        return status_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message);
     }
     state.metrics.request(outcome.result());
     match &outcome {

@@ -330,7 +330,7 @@ async fn bad_annotations_are_refused_naming_the_annotation() {
 }
 
 #[tokio::test]
-async fn unknown_revisions_get_an_http_error_for_the_failure_policy_to_decide() {
+async fn unknown_revisions_get_a_status_error_for_the_failure_policy_to_decide() {
     let h = Harness::start().await;
     let mut conn = h.conn().await;
     // Not a review of the pod but a failure of the webhook's: `failurePolicy` decides (an answer would override it).
@@ -338,10 +338,17 @@ async fn unknown_revisions_get_an_http_error_for_the_failure_policy_to_decide() 
         .send("POST", "/inject/canary", fixture("create-enabled-namespace.json"))
         .await;
     let text = String::from_utf8_lossy(&body);
-    assert_eq!(status, 503, "{text}");
+    assert_eq!(status, 500, "{text}");
+    // A metav1.Status, which the API server's client decodes and whose message its error keeps.
+    let status: Value = serde_json::from_slice(&body).expect("a JSON Status");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["apiVersion"], "v1");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["code"], 500);
+    let message = status["message"].as_str().unwrap();
     assert!(
-        text.contains("no MeshInstall serves injection revision \"canary\""),
-        "{text}"
+        message.contains("no MeshInstall serves injection revision \"canary\""),
+        "{message}"
     );
     // What needs no injector is still answered: a review of another kind is allowed.
     let mut other: Value = serde_json::from_slice(&fixture("create-enabled-namespace.json")).unwrap();
