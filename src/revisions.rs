@@ -146,10 +146,12 @@ pub fn assign_among<'a>(
         // Held as a tag today by an older install: it keeps the tag for as long as it holds it, not only until this
         // install's first status (which a conflict writes too). A younger holder cannot have taken a name that was
         // an install's revision, so it lost the tag to a revision changed later.
+        // A holder that cannot serve (not among `live`) keeps what it holds whatever its spec says now: it keeps
+        // its webhook configurations until it serves again.
         let held_as_tag = holders.iter().find(|other| {
             other.name_any() != mi.name_any()
                 && older(other, mi).is_lt()
-                && other.spec.revision_tags.contains(rev)
+                && (other.spec.revision_tags.contains(rev) || !live.iter().any(|m| m.name_any() == other.name_any()))
                 && other.status.as_ref().is_some_and(|s| s.revision_tags.contains(rev))
         });
         let entry = holdings.entry(mi.name_any()).or_default();
@@ -384,6 +386,10 @@ mod tests {
         let a = assign_among([&reported], [&paused, &reported]);
         assert!(a.of("newcomer").revision_blocked);
         assert!(!a.serving.contains_key("prod"));
+        // Even when its spec no longer lists the tag: its configuration stays until it serves again.
+        paused.spec.revision_tags.clear();
+        let a = assign_among([&reported], [&paused, &reported]);
+        assert!(a.of("newcomer").revision_blocked);
         // A younger install holding the tag loses it to a revision changed later.
         let mut young_holder = mi("young", 0, json!({"revision": "b", "revisionTags": ["prod"]}));
         young_holder.status =

@@ -1045,9 +1045,8 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
     // Before any status: readiness is read from the caches, and empty ones (a restart, a new leader) would flip a
-    // paused install's Ready to False and back. A paused install still records that it is paused when they do not
-    // fill (lost permissions are a reason to pause).
-    let synced = ctx.caches.wait_ready(CACHE_SYNC).await;
+    // paused install's Ready to False and back; when they do not fill, the reconcile fails and is retried.
+    ctx.caches.wait_ready(CACHE_SYNC).await?;
     if paused(mi) {
         let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref).filter(|m| !paused(m)));
         let extras = Extras {
@@ -1057,7 +1056,6 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         write_status(ctx, mi, &Outcome::Paused, extras).await?;
         return Ok(Action::await_change());
     }
-    synced?;
     let ca_bundle = match ctx.ca_bundle.wait(Duration::from_secs(30)).await {
         Ok(bundle) => bundle,
         Err(error) => {

@@ -82,7 +82,8 @@ impl CaBundle {
         }
     }
 
-    /// Why the keeper's last pass failed, if it did (the bundle published before stays in use meanwhile).
+    /// Why the keeper's last pass could not use the CA Secret, if it could not (the bundle published before stays in
+    /// use meanwhile).
     pub fn failure(&self) -> Option<String> {
         self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -179,7 +180,7 @@ pub fn issue(namespace: &str, ca: Option<(&str, &str)>, hosts: Vec<String>) -> R
 /// The CA of a CA Secret the operator did not find in its cache, as (certificate, key) PEM; why it cannot sign
 /// otherwise. A Secret with neither member has no CA (one is minted into it); one that has either must hold a
 /// usable pair, since it may be someone's own CA, which is never replaced.
-fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
+fn usable_ca(secret: &Secret, namespace: &str, hosts: &[String]) -> Result<Option<(String, String)>, String> {
     match (decode(secret, "ca.crt"), decode(secret, "ca.key")) {
         (Some(crt), Some(key)) => {
             let pair = KeyPair::from_pem(&key).map_err(|e| {
@@ -195,9 +196,10 @@ fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
             is_a_ca(&crt).map_err(|e| format!("{e}; the operator does not replace a CA it cannot use"))?;
             // What counts is what clients check: a certificate issued with them is accepted by a client trusting
             // ca.crt (the key is the certificate's, its name written back as it reads).
-            let host = "mizzen-webhook.mizzen-system.svc";
-            let trial = issue("mizzen-system", Some((&crt, &key)), vec![host.to_owned()]).map_err(|e| e.to_string())?;
-            chains_to(&crt, &trial.tls_crt, host).map_err(|e| {
+            let trial = issue(namespace, Some((&crt, &key)), hosts.to_vec()).map_err(|e| e.to_string())?;
+            // Every name the serving certificate carries (a CA's name constraints may allow some only).
+            let check = |host: &String| chains_to(&crt, &trial.tls_crt, host);
+            hosts.iter().try_for_each(check).map_err(|e| {
                 format!(
                     "a certificate issued with ca.key is not accepted by a client trusting ca.crt ({e}): ca.key must \
                      be the key of ca.crt's first certificate, a CA's (basicConstraints CA:TRUE, keyCertSign), valid \
@@ -216,20 +218,36 @@ fn usable_ca(secret: &Secret) -> Result<Option<(String, String)>, String> {
     }
 }
 
-/// Whether the first certificate of `ca_pem` (the one certificates are issued under) may sign others as Go's
-/// verifier, the API server's, requires of a parent: basic constraints saying CA, and a key usage, if any, with
-/// keyCertSign. (rustls' verifier asks nothing of a trust anchor.)
+/// Whether the first certificate of `ca_pem` (the one certificates are issued under) may sign serving certificates
+/// as Go's verifier, the API server's, requires of a root, which rustls' asks nothing of: valid now; of version 1, or
+/// with basic constraints saying CA; a key usage, if any, with keyCertSign; extended key usages, if any, allowing
+/// server authentication.
 fn is_a_ca(ca_pem: &str) -> Result<(), String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| format!("ca.crt: {e}"))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("ca.crt: {e}"))?;
-    let ca = cert
-        .basic_constraints()
-        .map_err(|e| format!("ca.crt: {e}"))?
-        .is_some_and(|b| b.value.ca);
+    if !cert.validity().is_valid() {
+        return Err(format!(
+            "ca.crt's first certificate is not valid now (from {} to {})",
+            cert.validity().not_before,
+            cert.validity().not_after
+        ));
+    }
+    let ca = cert.version().0 == 0
+        || cert
+            .basic_constraints()
+            .map_err(|e| format!("ca.crt: {e}"))?
+            .is_some_and(|b| b.value.ca);
     if !ca {
         return Err("ca.crt's first certificate is not a CA's (no basicConstraints CA:TRUE)".into());
+    }
+    let server_auth = cert
+        .extended_key_usage()
+        .map_err(|e| format!("ca.crt: {e}"))?
+        .is_none_or(|k| k.value.any || k.value.server_auth);
+    if !server_auth {
+        return Err("ca.crt's first certificate's extended key usage does not allow server authentication".into());
     }
     let signs = cert
         .key_usage()
@@ -401,7 +419,11 @@ impl Keeper {
         loop {
             tracing::debug!("checking the webhook's CA and certificate");
             let result = self.pass().await;
-            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
+            // Only what the user must fix is reported on the MeshInstalls, not a passing API error.
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
+                Err(error @ Error::UnusableCa { .. }) => Some(error.to_string()),
+                _ => None,
+            };
             let wait = match result {
                 Ok(Pass::Settled) => Duration::from_secs(60),
                 Ok(Pass::Transition) => Duration::from_secs(1),
@@ -514,7 +536,7 @@ impl Keeper {
         };
         let cached_ca = ca_secret
             .as_deref()
-            .map(usable_ca)
+            .map(|s| usable_ca(s, &self.namespace, &self.hosts))
             .transpose()
             .map_err(unusable)?
             .flatten();
@@ -527,7 +549,7 @@ impl Keeper {
                 // Ask the API server first, and use what it has.
                 let live = self.live_ca_secret().await?;
                 let found = match &live {
-                    Some(secret) => usable_ca(secret).map_err(unusable)?,
+                    Some(secret) => usable_ca(secret, &self.namespace, &self.hosts).map_err(unusable)?,
                     None => None,
                 };
                 // Before the CA had its own Secret, it lived in the serving Secret: keep it.
@@ -761,6 +783,7 @@ mod tests {
 
     #[test]
     fn a_ca_secret_that_cannot_sign_is_reported_and_never_replaced() {
+        let usable_ca_here = |s: &Secret| usable_ca(s, "mizzen-system", &hosts("mizzen-system", Some("127.0.0.1")));
         let secret = |members: &[(&str, &str)]| Secret {
             data: Some(
                 members
@@ -772,34 +795,52 @@ mod tests {
         };
         let (crt, key) = new_ca().unwrap();
         assert_eq!(
-            usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", &key)])),
+            usable_ca_here(&secret(&[("ca.crt", &crt), ("ca.key", &key)])),
             Ok(Some((crt.clone(), key.clone())))
         );
-        assert_eq!(usable_ca(&secret(&[])), Ok(None), "no CA: one is minted");
-        assert_eq!(usable_ca(&Secret::default()), Ok(None));
+        assert_eq!(usable_ca_here(&secret(&[])), Ok(None), "no CA: one is minted");
+        assert_eq!(usable_ca_here(&Secret::default()), Ok(None));
         // An EC key in SEC1 form (`openssl ecparam -genkey`), which the signer cannot read.
         let sec1 = "-----BEGIN EC PRIVATE KEY-----\n\
             MHcCAQEEICIpYx/PA01sJrnssrlrKgHOGAL/ldtQ4Uq8PIh1Av39oAoGCCqGSM49\n\
             AwEHoUQDQgAEDjEsrFoNGoVKrLCkE9UCofa6YkGDHYwpTwqQP9LuzllWS5qEuydF\n\
             0f9wc0TWFPe/EX9kCkMd+OPfoQLWgXKuwQ==\n\
             -----END EC PRIVATE KEY-----\n";
-        let err = usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", sec1)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.crt", &crt), ("ca.key", sec1)])).unwrap_err();
         assert!(err.contains("PKCS#8") && err.contains("openssl pkcs8 -topk8"), "{err}");
-        let err = usable_ca(&secret(&[("ca.crt", "junk"), ("ca.key", &key)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.crt", "junk"), ("ca.key", &key)])).unwrap_err();
         assert!(err.contains("ca.crt is not a PEM certificate rcgen can read"), "{err}");
         // A CA that signs certificates clients do not accept: a subject rcgen writes back otherwise; the key of
         // another CA; a certificate that is not a CA's.
-        let err = usable_ca(&secret(&[("ca.crt", DC_CA_CRT), ("ca.key", DC_CA_KEY)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.crt", DC_CA_CRT), ("ca.key", DC_CA_KEY)])).unwrap_err();
         assert!(err.contains("not accepted by a client trusting ca.crt"), "{err}");
         let (_, other_key) = new_ca().unwrap();
-        let err = usable_ca(&secret(&[("ca.crt", &crt), ("ca.key", &other_key)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.crt", &crt), ("ca.key", &other_key)])).unwrap_err();
         assert!(err.contains("not accepted by a client trusting ca.crt"), "{err}");
         let leaf = issue("mizzen-system", Some((&crt, &key)), hosts("mizzen-system", None)).unwrap();
-        let err = usable_ca(&secret(&[("ca.crt", &leaf.tls_crt), ("ca.key", &leaf.tls_key)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.crt", &leaf.tls_crt), ("ca.key", &leaf.tls_key)])).unwrap_err();
         assert!(err.contains("not a CA's"), "{err}");
-        let err = usable_ca(&secret(&[("ca.crt", &crt)])).unwrap_err();
+        // Roots Go refuses and rustls would not: expired, or for client authentication only.
+        let own_ca = |expired: bool, client_only: bool| {
+            let mut params = ca_params().unwrap();
+            if expired {
+                params.not_after = date_time_ymd(2020, 1, 1);
+            }
+            if client_only {
+                params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            }
+            let key = KeyPair::generate().unwrap();
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        let (old_crt, old_key) = own_ca(true, false);
+        let err = usable_ca_here(&secret(&[("ca.crt", &old_crt), ("ca.key", &old_key)])).unwrap_err();
+        assert!(err.contains("not valid now"), "{err}");
+        let (client_crt, client_key) = own_ca(false, true);
+        let err = usable_ca_here(&secret(&[("ca.crt", &client_crt), ("ca.key", &client_key)])).unwrap_err();
+        assert!(err.contains("does not allow server authentication"), "{err}");
+        let err = usable_ca_here(&secret(&[("ca.crt", &crt)])).unwrap_err();
         assert!(err.contains("has ca.crt but not ca.key"), "{err}");
-        let err = usable_ca(&secret(&[("ca.key", &key)])).unwrap_err();
+        let err = usable_ca_here(&secret(&[("ca.key", &key)])).unwrap_err();
         assert!(err.contains("has ca.key but not ca.crt"), "{err}");
     }
 
