@@ -332,7 +332,7 @@ pub struct Keeper {
     secrets: Store<Secret>,
     writer: Option<reflector::store::Writer<Secret>>,
     tx: watch::Sender<Option<String>>,
-    /// The last pass's error, if it failed: a reconcile waiting for the bundle reports it.
+    /// Why the last pass could not use the CA Secret, if it could not: reconciles report it.
     failure: Arc<std::sync::Mutex<Option<String>>>,
     fence: std::sync::Arc<crate::leader::Fence>,
     /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
