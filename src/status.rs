@@ -406,31 +406,32 @@ mod tests {
                    "status": {"observedGeneration": 4, "replicas": replicas, "updatedReplicas": updated,
                               "availableReplicas": available}})
         };
-        // maxSurge 100%: the new ReplicaSet is full at once while both old pods still serve.
-        assert_eq!(
-            deployment_readiness(&status(4, 2, 2)),
-            ReplicaStatus { ready: 0, desired: 2 }
-        );
-        // One new pod available.
-        assert_eq!(
-            deployment_readiness(&status(4, 2, 3)),
-            ReplicaStatus { ready: 1, desired: 2 }
-        );
-        // Both new pods available, the old ones not gone yet.
-        assert_eq!(
-            deployment_readiness(&status(4, 2, 4)),
-            ReplicaStatus { ready: 2, desired: 2 }
-        );
-        // Rolled out.
-        assert_eq!(
-            deployment_readiness(&status(2, 2, 2)),
-            ReplicaStatus { ready: 2, desired: 2 }
-        );
-        // An old pod terminating and no longer counted, one new pod not yet available.
-        assert_eq!(
-            deployment_readiness(&status(3, 2, 2)),
-            ReplicaStatus { ready: 1, desired: 2 }
-        );
+        // (replicas, updated, available) → ready of 2.
+        for (replicas, updated, available, ready, case) in [
+            (
+                4,
+                2,
+                2,
+                0,
+                "maxSurge 100%: the new ReplicaSet is full at once while both old pods still serve",
+            ),
+            (4, 2, 3, 1, "one new pod available"),
+            (4, 2, 4, 2, "both new pods available, the old ones not gone yet"),
+            (2, 2, 2, 2, "rolled out"),
+            (
+                3,
+                2,
+                2,
+                1,
+                "an old pod terminating and no longer counted, one new pod not yet available",
+            ),
+        ] {
+            assert_eq!(
+                deployment_readiness(&status(replicas, updated, available)),
+                ReplicaStatus { ready, desired: 2 },
+                "{case}"
+            );
+        }
     }
 
     #[test]

@@ -801,11 +801,7 @@ mod tests {
         assert_eq!(usable_ca_here(&secret(&[])), Ok(None), "no CA: one is minted");
         assert_eq!(usable_ca_here(&Secret::default()), Ok(None));
         // An EC key in SEC1 form (`openssl ecparam -genkey`), which the signer cannot read.
-        let sec1 = "-----BEGIN EC PRIVATE KEY-----\n\
-            MHcCAQEEICIpYx/PA01sJrnssrlrKgHOGAL/ldtQ4Uq8PIh1Av39oAoGCCqGSM49\n\
-            AwEHoUQDQgAEDjEsrFoNGoVKrLCkE9UCofa6YkGDHYwpTwqQP9LuzllWS5qEuydF\n\
-            0f9wc0TWFPe/EX9kCkMd+OPfoQLWgXKuwQ==\n\
-            -----END EC PRIVATE KEY-----\n";
+        let sec1 = include_str!("testdata/sec1-ec.key");
         let err = usable_ca_here(&secret(&[("ca.crt", &crt), ("ca.key", sec1)])).unwrap_err();
         assert!(err.contains("PKCS#8") && err.contains("openssl pkcs8 -topk8"), "{err}");
         let err = usable_ca_here(&secret(&[("ca.crt", "junk"), ("ca.key", &key)])).unwrap_err();

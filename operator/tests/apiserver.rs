@@ -985,11 +985,7 @@ async fn a_ca_secret_that_cannot_sign_is_reported_never_replaced_and_once_fixed_
     ensure_namespace(&client, &operator_ns).await;
     // Made by hand, without the label the operator's Secret watch selects, with an EC key in SEC1 form.
     let (crt, _) = own_ca();
-    let sec1 = "-----BEGIN EC PRIVATE KEY-----\n\
-        MHcCAQEEICIpYx/PA01sJrnssrlrKgHOGAL/ldtQ4Uq8PIh1Av39oAoGCCqGSM49\n\
-        AwEHoUQDQgAEDjEsrFoNGoVKrLCkE9UCofa6YkGDHYwpTwqQP9LuzllWS5qEuydF\n\
-        0f9wc0TWFPe/EX9kCkMd+OPfoQLWgXKuwQ==\n\
-        -----END EC PRIVATE KEY-----\n";
+    let sec1 = include_str!("../src/testdata/sec1-ec.key");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &operator_ns);
     let secret = |crt: &str, key: &str| {
         serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(json!({
