@@ -100,7 +100,7 @@ pub enum Error {
     },
     /// The CA Secret holds a CA that cannot sign (a key that is not PKCS#8, a certificate that does not parse): it is
     /// reported, never replaced, since it may be someone's own CA.
-    #[error("Secret {secret}: {message}")]
+    #[error("Secret {secret}: {message}; the operator does not replace a CA it cannot use")]
     UnusableCa {
         /// `namespace/name`.
         secret: String,

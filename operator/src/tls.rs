@@ -179,21 +179,19 @@ pub fn issue(namespace: &str, ca: Option<(&str, &str)>, hosts: Vec<String>) -> R
 
 /// The CA of a CA Secret the operator did not find in its cache, as (certificate, key) PEM; why it cannot sign
 /// otherwise. A Secret with neither member has no CA (one is minted into it); one that has either must hold a
-/// usable pair, since it may be someone's own CA, which is never replaced.
+/// usable pair, since it may be someone's own CA, which is never replaced (the error says so: [`Error::UnusableCa`]).
 fn usable_ca(secret: &Secret, namespace: &str, hosts: &[String]) -> Result<Option<(String, String)>, String> {
     match (decode(secret, "ca.crt"), decode(secret, "ca.key")) {
         (Some(crt), Some(key)) => {
             let pair = KeyPair::from_pem(&key).map_err(|e| {
                 format!(
                     "ca.key is not a usable private key ({e}): it must be PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`; \
-                     `openssl pkcs8 -topk8 -nocrypt -in ca.key` converts an RSA or EC key); the operator does not \
-                     replace a CA it cannot use"
+                     `openssl pkcs8 -topk8 -nocrypt -in ca.key` converts an RSA or EC key)"
                 )
             })?;
-            Issuer::from_ca_cert_pem(&crt, pair).map_err(|e| {
-                format!("ca.crt is not a PEM certificate rcgen can read ({e}); the operator does not replace a CA it cannot use")
-            })?;
-            is_a_ca(&crt).map_err(|e| format!("{e}; the operator does not replace a CA it cannot use"))?;
+            Issuer::from_ca_cert_pem(&crt, pair)
+                .map_err(|e| format!("ca.crt is not a PEM certificate rcgen can read ({e})"))?;
+            is_a_ca(&crt)?;
             // What counts is what clients check: a certificate issued with them is accepted by a client trusting
             // ca.crt (the key is the certificate's, its name written back as it reads).
             let trial = issue(namespace, Some((&crt, &key)), hosts.to_vec()).map_err(|e| e.to_string())?;
@@ -203,15 +201,14 @@ fn usable_ca(secret: &Secret, namespace: &str, hosts: &[String]) -> Result<Optio
                 format!(
                     "a certificate issued with ca.key is not accepted by a client trusting ca.crt ({e}): ca.key must \
                      be the key of ca.crt's first certificate, a CA's (basicConstraints CA:TRUE, keyCertSign), valid \
-                     now, whose subject has one value per attribute type; the operator does not replace a CA it \
-                     cannot use"
+                     now, whose subject has one value per attribute type"
                 )
             })?;
             Ok(Some((crt, key)))
         }
         (None, None) => Ok(None),
         (crt, _) => Err(format!(
-            "has {} but not {}; the operator does not replace a CA it cannot use",
+            "has {} but not {}",
             if crt.is_some() { "ca.crt" } else { "ca.key" },
             if crt.is_some() { "ca.key" } else { "ca.crt" },
         )),
