@@ -102,6 +102,29 @@ fn owner_reference(mi: &MeshInstall) -> Value {
     })
 }
 
+/// Gives each webhook configuration among `objects` named in `heirs` an owner reference to its heir (see
+/// [`crate::revisions::heirs`]) after its controller reference: not a controller, and not blocking the heir's
+/// deletion, it only keeps the garbage collector from deleting the configuration with its holder.
+pub fn add_heirs(objects: &mut [Value], heirs: &BTreeMap<String, &MeshInstall>) {
+    for o in objects
+        .iter_mut()
+        .filter(|o| o["kind"] == "MutatingWebhookConfiguration")
+    {
+        let Some(heir) = o["metadata"]["name"].as_str().and_then(|n| heirs.get(n)) else {
+            continue;
+        };
+        let reference = json!({
+            "apiVersion": "mizzen.io/v1alpha1",
+            "kind": "MeshInstall",
+            "name": heir.metadata.name.clone().unwrap_or_default(),
+            "uid": heir.metadata.uid.clone().unwrap_or_default(),
+        });
+        if let Some(references) = o["metadata"]["ownerReferences"].as_array_mut() {
+            references.push(reference);
+        }
+    }
+}
+
 fn quantity_map(map: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> Value {
     Value::Object(
         map.iter()
@@ -884,6 +907,35 @@ mod tests {
             .iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("{kind}/{name} not rendered"))
+    }
+
+    #[test]
+    fn a_webhook_configuration_with_an_heir_is_owned_by_it_too_but_not_controlled() {
+        let mut objects = render(&mesh(json!({"revisionTags": ["prod"]})), &RenderOptions::default()).unwrap();
+        let mut heir = mesh(json!({"revision": "canary"}));
+        heir.metadata.name = Some("canary".into());
+        heir.metadata.uid = Some("5678".into());
+        add_heirs(
+            &mut objects,
+            &BTreeMap::from([("mizzen-revision-tag-prod".to_owned(), &heir)]),
+        );
+        let tag = find(&objects, "MutatingWebhookConfiguration", "mizzen-revision-tag-prod");
+        assert_eq!(
+            tag["metadata"]["ownerReferences"],
+            json!([
+                {"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall", "name": "default", "uid": "1234",
+                 "controller": true, "blockOwnerDeletion": true},
+                {"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall", "name": "canary", "uid": "5678"},
+            ])
+        );
+        // Nothing else is.
+        for o in objects
+            .iter()
+            .filter(|o| o["metadata"]["name"] != "mizzen-revision-tag-prod")
+        {
+            let references = o["metadata"]["ownerReferences"].as_array().map_or(0, Vec::len);
+            assert!(references <= 1, "{}", o["metadata"]["name"]);
+        }
     }
 
     #[test]

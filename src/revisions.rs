@@ -246,6 +246,46 @@ impl Assignment {
     }
 }
 
+/// The webhook configurations `holder` serves names through that another MeshInstall would take over in place if
+/// `holder` were gone, each with that install's name: its heir. The operator gives the configuration an owner
+/// reference to the heir besides its controller reference, so that deleting the holder does not delete the
+/// configuration (the garbage collector deletes an object only once none of its owners is left), and the heir
+/// rewrites it for itself when it sees the holder go. Without that reference the heir races the garbage collector,
+/// and a pod created between the deletion and the heir's new configuration gets no sidecar.
+///
+/// `meshes` and `holders` as for [`assign_among`]; a name whose heir would serve it through another configuration
+/// (a tag becoming a revision of that name) has no heir here: that configuration is new.
+pub fn heirs<'a>(
+    meshes: impl IntoIterator<Item = &'a MeshInstall>,
+    holders: impl IntoIterator<Item = &'a MeshInstall>,
+    holder: &MeshInstall,
+) -> BTreeMap<String, String> {
+    let meshes: Vec<&MeshInstall> = meshes.into_iter().collect();
+    let holders: Vec<&MeshInstall> = holders.into_iter().collect();
+    let name = holder.name_any();
+    let now = assign_among(meshes.iter().copied(), holders.iter().copied());
+    let others = |m: &&&MeshInstall| m.name_any() != name;
+    let without = assign_among(
+        meshes.iter().filter(others).copied(),
+        holders.iter().filter(others).copied(),
+    );
+    let mut heirs = BTreeMap::new();
+    for (served, _) in now.serving.iter().filter(|(_, by)| **by == name) {
+        let Some(heir) = without
+            .serving
+            .get(served)
+            .and_then(|h| meshes.iter().find(|m| m.name_any() == *h))
+        else {
+            continue;
+        };
+        let config = webhook_config_for(&holder.spec, served);
+        if webhook_config_for(&heir.spec, served) == config {
+            heirs.insert(config, heir.name_any());
+        }
+    }
+    heirs
+}
+
 /// The injection name (`default`, a revision, a tag) a webhook configuration of mizzen's serves, from its name.
 pub fn webhook_config_serves(config_name: &str) -> Option<String> {
     if config_name == "mizzen-sidecar-injector" {
@@ -418,6 +458,63 @@ mod tests {
             "default moves in place"
         );
         assert_eq!(webhook_config_serves("istio-sidecar-injector"), None);
+    }
+
+    #[test]
+    fn the_next_holder_of_a_name_is_the_heir_of_its_configuration() {
+        let old = mi("old", 10, json!({"revisionTags": ["prod", "qa"]}));
+        let canary = mi("canary", 5, json!({"revision": "canary", "revisionTags": ["prod"]}));
+        let young = mi("young", 1, json!({"revision": "young", "revisionTags": ["qa", "prod"]}));
+        let all = [&old, &canary, &young];
+        let heirs = heirs(all, all, &old);
+        // `default` has no heir (no other default revision, no `default` tag); each tag goes to the next oldest
+        // listing it, through the same configuration.
+        assert_eq!(
+            heirs,
+            BTreeMap::from([
+                ("mizzen-revision-tag-prod".to_owned(), "canary".to_owned()),
+                ("mizzen-revision-tag-qa".to_owned(), "young".to_owned()),
+            ])
+        );
+        // An install that holds nothing is nobody's holder; the canary's revision has no heir.
+        assert!(super::heirs(all, all, &young).is_empty());
+        assert!(super::heirs(all, all, &canary).is_empty());
+        // One that cannot serve (paused, invalid: not among `meshes`) is no heir.
+        let serving = [&old, &young];
+        assert_eq!(
+            super::heirs(serving, all, &old)
+                .get("mizzen-revision-tag-prod")
+                .map(String::as_str),
+            Some("young")
+        );
+    }
+
+    #[test]
+    fn default_and_revisions_pass_in_place_only() {
+        // A second default revision takes `default` (and the default revision's configuration) when the first goes.
+        let first = mi("first", 10, json!({}));
+        let second = mi("second", 1, json!({}));
+        let all = [&first, &second];
+        assert_eq!(
+            heirs(all, all, &first),
+            BTreeMap::from([("mizzen-sidecar-injector".to_owned(), "second".to_owned())])
+        );
+        // An explicit `default` tag held by a canary passes to the default revision, in place.
+        let canary = mi("canary", 10, json!({"revision": "canary", "revisionTags": ["default"]}));
+        let stable = mi("stable", 1, json!({}));
+        let all = [&canary, &stable];
+        assert_eq!(
+            heirs(all, all, &canary),
+            BTreeMap::from([("mizzen-sidecar-injector".to_owned(), "stable".to_owned())])
+        );
+        // A tag whose next holder is a revision of that name: the revision's configuration is another one.
+        let tagged = mi("tagged", 10, json!({"revision": "a", "revisionTags": ["b"]}));
+        let b = mi("b", 1, json!({"revision": "b"}));
+        let mut held = tagged.clone();
+        held.status = Some(serde_json::from_value(json!({"revisionTags": ["b"]})).unwrap());
+        let all = [&held, &b];
+        assert_eq!(assign(all).serving["b"], "tagged");
+        assert!(heirs(all, all, &held).is_empty());
     }
 
     #[test]

@@ -254,8 +254,7 @@ fn claimed_by_older(ctx: &Context, mi: &MeshInstall, others: &OtherRenders) -> B
     // MeshInstalls that keep everything they control, rendered or not: being deleted, paused (pausing must not
     // hand its objects to another) or with a spec that does not render (it became invalid). One being deleted keeps
     // all but its webhook configurations: a name it served (`default`, a tag) is another's now, which takes the
-    // configuration over in place before the garbage collector would delete it (pods created meanwhile in the
-    // namespaces it selects would get no sidecar).
+    // configuration over in place (its owner reference as the heir kept the garbage collector from deleting it).
     let mut keeping: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for other in ctx.meshes.state() {
         if other.uid() == mi.uid() || !older(&other, mi) {
@@ -1082,13 +1081,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         holdings: None,
     };
     let all = ctx.meshes.state();
-    let assignment = revisions::assign_among(
-        eligible(ctx, &base).iter().map(AsRef::as_ref),
-        all.iter().map(AsRef::as_ref),
-    );
+    let serving = eligible(ctx, &base);
+    let assignment = revisions::assign_among(serving.iter().map(AsRef::as_ref), all.iter().map(AsRef::as_ref));
     let holdings = assignment.of(&name);
     let options = options_for(&base, &assignment, mi);
-    let desired = match render(mi, &options) {
+    let mut desired = match render(mi, &options) {
         Ok(d) => d,
         Err(invalid) => {
             let message = invalid.to_string();
@@ -1103,6 +1100,17 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             return Ok(Action::await_change());
         }
     };
+    // The webhook configurations another install would take over if this one went are owned by it too, so that the
+    // garbage collector keeps them until it has.
+    let heirs: BTreeMap<String, &MeshInstall> =
+        revisions::heirs(serving.iter().map(AsRef::as_ref), all.iter().map(AsRef::as_ref), mi)
+            .into_iter()
+            .filter_map(|(config, heir)| {
+                let heir = all.iter().find(|m| m.name_any() == heir)?;
+                Some((config, heir.as_ref()))
+            })
+            .collect();
+    mizzen::render::add_heirs(&mut desired, &heirs);
     let others = render_others(ctx, mi, &base, &assignment);
     let claims = claimed_by_older(ctx, mi, &others);
     let mut skip = BTreeSet::new();

@@ -1272,6 +1272,92 @@ async fn a_tag_of_an_install_being_deleted_is_taken_over_in_place_by_its_success
 }
 
 #[tokio::test]
+async fn a_tags_configuration_outlives_its_deleted_holder_until_the_heir_takes_it_over() {
+    let name = "sc-heir";
+    let tag = "sc-heir-prod";
+    let config = format!("mizzen-revision-tag-{tag}");
+    let mut a = spec(name);
+    a["revisionTags"] = json!([tag]);
+    let Some(mut s) = Scenario::start(name, a).await else {
+        return;
+    };
+    if !s.cluster.has_gc {
+        eprintln!("skipped: needs a garbage collector ({})", s.cluster.source);
+        s.finish().await;
+        return;
+    }
+    let heir = "sc-heir-b";
+    let mut b = spec(heir);
+    b["namespace"] = json!("sc-heir-b-mesh");
+    b["gateways"] = json!([]);
+    b["revisionTags"] = json!([tag]);
+    s.create_mesh(heir, b).await;
+    s.condition(heir, "Reconciled", "False", "Conflict").await;
+    let a_uid = s.mesh(name).await.uid().expect("uid");
+    let b_uid = s.mesh(heir).await.uid().expect("uid");
+    let configs = webhook_configs(&s.client);
+    // (controller?, uid) of each owner reference.
+    let owners = |c: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration| {
+        c.owner_references()
+            .iter()
+            .map(|o| (o.controller == Some(true), o.uid.clone()))
+            .collect::<Vec<_>>()
+    };
+    let held = eventually(WAIT, "the tag's configuration, owned by its heir too", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        (owners(&c) == [(true, a_uid.clone()), (false, b_uid.clone())]).then_some(c)
+    })
+    .await;
+    // An heir that cannot serve (paused) is none: its reference goes, and comes back when it is resumed.
+    s.annotate(heir, "mizzen.io/paused", Some("true")).await;
+    eventually(WAIT, "the paused heir's reference is dropped", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        (owners(&c) == [(true, a_uid.clone())]).then_some(())
+    })
+    .await;
+    s.annotate(heir, "mizzen.io/paused", None).await;
+    eventually(WAIT, "the resumed heir's reference is back", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        (owners(&c) == [(true, a_uid.clone()), (false, b_uid.clone())]).then_some(())
+    })
+    .await;
+    // The holder is deleted while no operator runs: the garbage collector alone keeps the configuration (it drops
+    // the deleted owner's reference), where it used to delete it, leaving the tag's namespaces without injection
+    // until the heir made a new one.
+    s.stop_controller().await;
+    let meshes: Api<MeshInstall> = Api::all(s.client.clone());
+    meshes
+        .delete(name, &DeleteParams::background())
+        .await
+        .expect("deleting the holder");
+    let kept = eventually(WAIT, "the garbage collector has handled the configuration", || async {
+        let Some(c) = configs.get_opt(&config).await.expect("get") else {
+            panic!("the garbage collector deleted {config} with its holder");
+        };
+        (owners(&c) == [(false, b_uid.clone())]).then_some(c)
+    })
+    .await;
+    assert_eq!(kept.uid(), held.uid());
+    // The heir takes it over in place.
+    s.start_controller().await;
+    let moved = eventually(WAIT, "the heir controls the configuration", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        (owners(&c) == [(true, b_uid.clone())]).then_some(c)
+    })
+    .await;
+    assert_eq!(moved.uid(), held.uid(), "replaced instead of taken over");
+    let path = moved.webhooks.as_deref().unwrap_or_default()[0]
+        .client_config
+        .url
+        .clone()
+        .unwrap_or_default();
+    assert!(path.ends_with(&format!("/inject/{heir}")), "{path}");
+    s.condition(heir, "Reconciled", "True", "Applied").await;
+    assert_eq!(s.mesh(heir).await.status.expect("status").revision_tags, vec![tag]);
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
     let name = "sc-version";
     let Some(s) = Scenario::start(name, spec(name)).await else {
