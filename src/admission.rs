@@ -49,16 +49,21 @@ pub enum Outcome {
     Denied(String),
     /// Nothing to do (not a CREATE, not a Pod, or a subresource such as `status` or `exec`).
     Ignored(String),
+    /// No MeshInstall serves the revision the review was sent to (deleted before its webhook configuration, or not
+    /// yet seen): the webhook's failure, not a verdict on the pod. The server answers it with an HTTP error, so that
+    /// the configuration's `failurePolicy` decides.
+    Unserved(String),
 }
 
 impl Outcome {
-    /// A short label for metrics: `injected`, `skipped`, `denied`, `ignored`.
+    /// A short label for metrics: `injected`, `skipped`, `denied`, `ignored`, `unknown_revision`.
     pub fn result(&self) -> &'static str {
         match self {
             Outcome::Injected(_) => "injected",
             Outcome::Skipped(_) => "skipped",
             Outcome::Denied(_) => "denied",
             Outcome::Ignored(_) => "ignored",
+            Outcome::Unserved(_) => "unknown_revision",
         }
     }
 
@@ -66,7 +71,7 @@ impl Outcome {
     pub fn reason(&self) -> String {
         match self {
             Outcome::Injected(rule) | Outcome::Skipped(rule) => rule.to_string(),
-            Outcome::Denied(message) | Outcome::Ignored(message) => message.clone(),
+            Outcome::Denied(message) | Outcome::Ignored(message) | Outcome::Unserved(message) => message.clone(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Outcome {
             },
             Outcome::Denied(_) => "invalid_pod",
             Outcome::Ignored(_) => "not_create",
+            Outcome::Unserved(_) => "unknown_revision",
         }
     }
 }
@@ -386,8 +392,9 @@ impl Response {
     }
 }
 
-/// Answers a parsed request with the revision's compiled configuration (`None` when no MeshInstall serves the
-/// revision).
+/// Answers a parsed request with the revision's compiled configuration. `None` when no MeshInstall serves the
+/// revision: the response is a denial naming it, with [`Outcome::Unserved`], which the webhook answers with an HTTP
+/// error instead.
 pub fn respond(
     request: &mut Request,
     injector: Option<&Injector>,
@@ -407,7 +414,7 @@ pub fn respond(
             "mizzen: no MeshInstall serves injection revision {revision:?}; create one, or fix the namespace's \
              istio.io/rev label"
         );
-        return (response.deny(message.clone()), Outcome::Denied(message));
+        return (response.deny(message.clone()), Outcome::Unserved(message));
     };
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let Some(pod) = &mut request.pod else {
@@ -637,9 +644,10 @@ mod tests {
     fn unknown_revisions_are_denied_clearly() {
         let body = review(pod(json!({})), "shop");
         let mut req = parse(&body).unwrap();
-        let (response, _) = respond(&mut req, None, "canary", None);
+        let (response, outcome) = respond(&mut req, None, "canary", None);
         assert!(!response.allowed);
         assert!(response.message.contains("\"canary\""));
+        assert_eq!(outcome, Outcome::Unserved(response.message));
     }
 
     fn review_of(kind: Value, sub_resource: Option<&str>, object: Value) -> Vec<u8> {

@@ -143,7 +143,7 @@ async fn publish(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Deci
             Outcome::Injected(_) => (EventType::Normal, "Injected"),
             Outcome::Skipped(_) => (EventType::Normal, "InjectionSkipped"),
             Outcome::Denied(_) => (EventType::Warning, "InjectionRefused"),
-            Outcome::Ignored(_) => continue,
+            Outcome::Ignored(_) | Outcome::Unserved(_) => continue,
         };
         let key = (
             format!("{}/{}/{}", d.workload.namespace, d.workload.kind, d.workload.name),

@@ -352,9 +352,7 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
     );
     let elapsed = started.elapsed();
     state.metrics.observe(elapsed);
-    if config.is_none()
-        && let Outcome::Denied(message) = &outcome
-    {
+    if let Outcome::Unserved(message) = &outcome {
         // No MeshInstall serves the revision (deleted while its webhook configuration is not yet, or not yet seen):
         // the webhook cannot serve the pod, as when it is unreachable, which says nothing of the pod. An HTTP error
         // leaves the decision to the configuration's failurePolicy: Fail refuses the pod with this message (the API
@@ -370,7 +368,7 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         Outcome::Injected(_) => state.metrics.injection(revision),
         Outcome::Skipped(_) => state.metrics.skip(outcome.reason_label()),
         Outcome::Denied(_) => state.metrics.failure("invalid_pod"),
-        Outcome::Ignored(_) => {}
+        Outcome::Ignored(_) | Outcome::Unserved(_) => {}
     }
     let body = admission::to_body(&response);
     drop(response);
