@@ -62,12 +62,12 @@ fn certificate_error(what: &'static str) -> impl Fn(rcgen::Error) -> Error {
 
 /// The CA bundle for the MutatingWebhookConfigurations, as the keeper publishes it.
 #[derive(Clone)]
-pub struct CaBundle(watch::Receiver<Option<String>>, Arc<std::sync::Mutex<Option<String>>>);
+pub struct CaBundle(watch::Receiver<Option<String>>, watch::Receiver<Option<String>>);
 
 impl CaBundle {
     /// A fixed bundle (tests, `mizzenctl render`).
     pub fn fixed(pem: &str) -> Self {
-        Self(watch::channel(Some(pem.to_owned())).1, Arc::default())
+        Self(watch::channel(Some(pem.to_owned())).1, watch::channel(None).1)
     }
 
     /// The bundle, waiting for the keeper's first one.
@@ -76,24 +76,26 @@ impl CaBundle {
         match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
             Ok(Ok(v)) => Ok(v.clone().unwrap_or_default()),
             // Why the keeper has none yet, when it failed (a CA Secret it cannot use says what to fix).
-            _ => Err(Error::TlsNotReady(
-                self.1.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            )),
+            _ => Err(Error::TlsNotReady(self.failure())),
         }
     }
 
     /// Why the keeper's last pass could not use the CA Secret, if it could not (the bundle published before stays in
     /// use meanwhile).
     pub fn failure(&self) -> Option<String> {
-        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.1.borrow().clone()
     }
 
-    /// Yields whenever the bundle changes.
+    /// Yields whenever the bundle changes, and whenever the keeper's failure does (it appears, changes or goes), so
+    /// that every MeshInstall reports it at once.
     pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
-        futures::stream::unfold(self.0.clone(), |mut rx| async move {
-            rx.changed().await.ok()?;
-            Some(((), rx))
-        })
+        let each = |rx: watch::Receiver<Option<String>>| {
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.changed().await.ok()?;
+                Some(((), rx))
+            })
+        };
+        futures::stream::select(each(self.0.clone()), each(self.1.clone()))
     }
 }
 
@@ -330,7 +332,7 @@ pub struct Keeper {
     writer: Option<reflector::store::Writer<Secret>>,
     tx: watch::Sender<Option<String>>,
     /// Why the last pass could not use the CA Secret, if it could not: reconciles report it.
-    failure: Arc<std::sync::Mutex<Option<String>>>,
+    failure: watch::Sender<Option<String>>,
     fence: std::sync::Arc<crate::leader::Fence>,
     /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
     trusted_since: std::sync::Mutex<Option<(String, std::time::Instant)>>,
@@ -357,7 +359,7 @@ impl Keeper {
         caches: Caches,
     ) -> (Self, CaBundle) {
         let (tx, rx) = watch::channel(None);
-        let failure = Arc::<std::sync::Mutex<Option<String>>>::default();
+        let (failure, failed) = watch::channel(None);
         let writer = reflector::store::Writer::<Secret>::default();
         let keeper = Self {
             client,
@@ -368,7 +370,7 @@ impl Keeper {
             secrets: writer.as_reader(),
             writer: Some(writer),
             tx,
-            failure: failure.clone(),
+            failure,
             fence: std::sync::Arc::default(),
             trusted_since: std::sync::Mutex::default(),
             webhook: match webhook_url.and_then(crate::reconcile::url_authority) {
@@ -379,7 +381,7 @@ impl Keeper {
                 },
             },
         };
-        (keeper, CaBundle(rx, failure))
+        (keeper, CaBundle(rx, failed))
     }
 
     /// Writes only while leader election allows them (see [`crate::leader::Fence`]).
@@ -417,10 +419,16 @@ impl Keeper {
             tracing::debug!("checking the webhook's CA and certificate");
             let result = self.pass().await;
             // Only what the user must fix is reported on the MeshInstalls, not a passing API error.
-            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
+            let failure = match &result {
                 Err(error @ Error::UnusableCa { .. }) => Some(error.to_string()),
                 _ => None,
             };
+            // Receivers are woken only by a change, not by every pass.
+            self.failure.send_if_modified(|f| {
+                let changed = *f != failure;
+                *f = failure;
+                changed
+            });
             let wait = match result {
                 Ok(Pass::Settled) => Duration::from_secs(60),
                 Ok(Pass::Transition) => Duration::from_secs(1),
@@ -727,6 +735,28 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failure_of_the_keeper_wakes_the_reconciles_like_a_new_bundle() {
+        use futures::StreamExt;
+        let (bundle_tx, bundle_rx) = watch::channel(None);
+        let (failure_tx, failure_rx) = watch::channel(None);
+        let bundle = CaBundle(bundle_rx, failure_rx);
+        let changes = bundle.changes();
+        let woken = |changes: &mut (dyn futures::Stream<Item = ()> + Unpin)| {
+            futures::FutureExt::now_or_never(changes.next()).is_some()
+        };
+        let mut changes = std::pin::pin!(changes);
+        assert!(!woken(&mut changes), "nothing changed yet");
+        failure_tx.send_replace(Some("ca.key is not a usable private key".into()));
+        assert!(woken(&mut changes), "a failure that appears");
+        assert_eq!(bundle.failure().as_deref(), Some("ca.key is not a usable private key"));
+        failure_tx.send_replace(None);
+        assert!(woken(&mut changes), "a failure that goes");
+        bundle_tx.send_replace(Some("PEM".into()));
+        assert!(woken(&mut changes), "a new bundle");
+        assert!(!woken(&mut changes));
+    }
 
     #[test]
     fn renewals_keep_the_ca() {

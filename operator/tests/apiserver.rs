@@ -1028,6 +1028,33 @@ async fn a_ca_secret_that_cannot_sign_is_reported_never_replaced_and_once_fixed_
         .expect("a CA bundle");
     let bundle = String::from_utf8(bundle.0).unwrap();
     assert!(bundle.contains(crt.trim()), "{bundle}");
+    // Broken after use (the key of another CA): a Warning Event says so, and the CA in use stays, and so does the
+    // Secret. (That the keeper's failure wakes the reconciles, which a healthy install would otherwise do only every
+    // 300 s, is a unit test's: here the install is never healthy, without a node, and reconciled every few seconds.)
+    let (_, other_key) = own_ca();
+    secrets
+        .replace("mizzen-webhook-ca", &PostParams::default(), &secret(&crt, &other_key))
+        .await
+        .expect("replacing the CA Secret");
+    let note = eventually(
+        Duration::from_secs(150),
+        "a Warning Event about the broken CA Secret",
+        || async {
+            s.events("WebhookCertificate")
+                .await
+                .into_iter()
+                .find(|n| n.contains("is not accepted by a client trusting ca.crt"))
+        },
+    )
+    .await;
+    assert!(note.contains("mizzen-webhook-ca"), "{note}");
+    let kept = secrets.get("mizzen-webhook-ca").await.expect("the CA Secret");
+    let key_now = kept.data.as_ref().and_then(|d| d.get("ca.key")).map(|b| b.0.clone());
+    assert_eq!(
+        key_now.as_deref(),
+        Some(other_key.as_bytes()),
+        "the CA Secret was replaced"
+    );
     s.finish().await;
 }
 
