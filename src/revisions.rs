@@ -286,6 +286,30 @@ pub fn heirs<'a>(
     heirs
 }
 
+/// Where the API server sends new pods now, as an [`Assignment`] with `serving` only: each of mizzen's live webhook
+/// configurations (its name and the UID of its controller), by the name it serves, to the MeshInstall among `meshes`
+/// that controls it. This is who injects a pod created now, which [`assign`] (who should hold each name) is not
+/// always: a paused holder keeps its configurations, a new holder's configuration waits for its webhook, and one of a
+/// deleted install stays until its successor takes it over.
+pub fn routing<'a>(
+    configs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    meshes: &[&MeshInstall],
+) -> Assignment {
+    let serving = configs
+        .into_iter()
+        .filter_map(|(config, controller)| {
+            let served = webhook_config_serves(config)?;
+            let controller = controller?;
+            let mesh = meshes.iter().find(|m| m.metadata.uid.as_deref() == Some(controller))?;
+            Some((served, mesh.name_any()))
+        })
+        .collect();
+    Assignment {
+        holdings: BTreeMap::new(),
+        serving,
+    }
+}
+
 /// The injection name (`default`, a revision, a tag) a webhook configuration of mizzen's serves, from its name.
 pub fn webhook_config_serves(config_name: &str) -> Option<String> {
     if config_name == "mizzen-sidecar-injector" {
@@ -515,6 +539,36 @@ mod tests {
         let all = [&held, &b];
         assert_eq!(assign(all).serving["b"], "tagged");
         assert!(heirs(all, all, &held).is_empty());
+    }
+
+    #[test]
+    fn pods_are_routed_by_the_live_webhook_configurations() {
+        let mut paused = mi("paused", 10, json!({"revision": "a", "revisionTags": ["prod"]}));
+        paused.metadata.uid = Some("uid-paused".into());
+        let mut young = mi("young", 1, json!({"revision": "b", "revisionTags": ["prod"]}));
+        young.metadata.uid = Some("uid-young".into());
+        let routing = routing(
+            [
+                ("mizzen-revision-tag-prod", Some("uid-paused")),
+                ("mizzen-sidecar-injector-a", Some("uid-paused")),
+                ("mizzen-sidecar-injector-b", Some("uid-young")),
+                // Of an install that is gone, of none, and not mizzen's.
+                ("mizzen-revision-tag-qa", Some("uid-gone")),
+                ("mizzen-revision-tag-dev", None),
+                ("istio-sidecar-injector", Some("uid-young")),
+            ],
+            &[&paused, &young],
+        );
+        assert_eq!(
+            routing.serving,
+            BTreeMap::from([
+                ("a".to_owned(), "paused".to_owned()),
+                ("b".to_owned(), "young".to_owned()),
+                ("prod".to_owned(), "paused".to_owned()),
+            ])
+        );
+        let labels = BTreeMap::from([("istio.io/rev".to_owned(), "prod".to_owned())]);
+        assert_eq!(routing.injector_of(&labels, &BTreeMap::new()), Some("paused"));
     }
 
     #[test]

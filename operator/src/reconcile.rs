@@ -876,13 +876,11 @@ fn components_ready(components: &ComponentsStatus) -> bool {
 }
 
 /// The data plane this MeshInstall serves, from the pod cache (`None` until it listed), with one step of the
-/// automatic rollout when `rollout` (else the restarts in flight are kept as they were).
-async fn data_plane(
-    ctx: &Context,
-    mi: &MeshInstall,
-    assignment: &Assignment,
-    rollout: bool,
-) -> Option<DataPlaneStatus> {
+/// automatic rollout when `rollout` (else the restarts in flight are kept as they were). Both go by where the API
+/// server sends new pods now (the live webhook configurations, [`revisions::routing`]), not by who should hold each
+/// name: a restart must not hand pods to a webhook that injects them with another install, as a paused holder's
+/// configuration or a new holder's that is not live yet would.
+async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: bool) -> Option<DataPlaneStatus> {
     // Each install as the webhook serves it: while its spec.version is unsupported, the version rolled out.
     let meshes: Vec<MeshInstall> = ctx
         .meshes
@@ -897,6 +895,19 @@ async fn data_plane(
         })
         .collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
+    let configs = kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
+        .map(|k| ctx.caches.list(k))
+        .unwrap_or_default();
+    let assignment = &revisions::routing(
+        configs.iter().map(|c| {
+            let controller = c.owner_references().iter().find(|o| o.controller == Some(true));
+            (
+                c.metadata.name.as_deref().unwrap_or_default(),
+                controller.map(|o| o.uid.as_str()),
+            )
+        }),
+        &refs,
+    );
     let report = ctx
         .data_plane
         .report(&refs, assignment)?
@@ -1047,9 +1058,8 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // paused install's Ready to False and back; when they do not fill, the reconcile fails and is retried.
     ctx.caches.wait_ready(CACHE_SYNC).await?;
     if paused(mi) {
-        let assignment = revisions::assign(ctx.meshes.state().iter().map(AsRef::as_ref).filter(|m| !paused(m)));
         let extras = Extras {
-            data_plane: data_plane(ctx, mi, &assignment, false).await,
+            data_plane: data_plane(ctx, mi, false).await,
             ..Extras::default()
         };
         write_status(ctx, mi, &Outcome::Paused, extras).await?;
@@ -1092,7 +1102,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             ctx.publish(mi, EventType::Warning, "InvalidSpec", message.clone())
                 .await;
             let extras = Extras {
-                data_plane: data_plane(ctx, mi, &assignment, false).await,
+                data_plane: data_plane(ctx, mi, false).await,
                 ..Extras::default()
             };
             write_status(ctx, mi, &Outcome::InvalidSpec(message), extras).await?;
@@ -1208,7 +1218,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             .await;
         let extras = Extras {
             tags: Some(holdings.tags.clone()),
-            data_plane: data_plane(ctx, mi, &assignment, false).await,
+            data_plane: data_plane(ctx, mi, false).await,
         };
         if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string()), extras).await {
             tracing::warn!(error = %status_error, "could not report the failure in the status");
@@ -1233,7 +1243,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     let applied = done.written;
     // Proxies are restarted only into a control plane that runs: everything applied and available.
     let rollout = outcome == Outcome::Applied && applied.is_empty() && components_ready(&readiness(ctx, mi));
-    let dp = data_plane(ctx, mi, &assignment, rollout).await;
+    let dp = data_plane(ctx, mi, rollout).await;
     let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
     let extras = Extras {
         tags: Some(holdings.tags.clone()),
