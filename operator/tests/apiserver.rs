@@ -1534,6 +1534,77 @@ async fn the_data_plane_report_counts_outdated_proxies() {
 }
 
 #[tokio::test]
+async fn a_paused_holders_pods_stay_its_own_in_the_data_plane_report() {
+    let name = "sc-route";
+    let tag = "sc-route-prod";
+    let quiet = |mut mesh: Value| {
+        mesh["controlPlane"] = json!({"replicas": 0});
+        mesh["gateways"] = json!([]);
+        mesh["revisionTags"] = json!([tag]);
+        mesh
+    };
+    let Some(s) = Scenario::start(name, quiet(spec(name))).await else {
+        return;
+    };
+    let apps = format!("{name}-apps");
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    ensure_namespace(&s.client, &apps).await;
+    let label = |value: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"istio.io/rev": value}}}));
+    // An interrupted run's label and pod go first.
+    namespaces
+        .patch(&apps, &PatchParams::default(), &label(None))
+        .await
+        .expect("unlabelling the namespace");
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &apps);
+    let _ = pods.delete("web-1", &DeleteParams::default().grace_period(0)).await;
+    eventually(WAIT, "no leftover pod", || async {
+        pods.get_opt("web-1").await.expect("get").is_none().then_some(())
+    })
+    .await;
+    // The pod as the webhook left it (the scenario's stand-in injects nothing), then its namespace labelled for the
+    // tag.
+    pods.create(
+        &PostParams::default(),
+        &injected_pod("web-1", name, "docker.io/istio/proxyv2:1.28.0"),
+    )
+    .await
+    .expect("creating an injected pod");
+    namespaces
+        .patch(&apps, &PatchParams::default(), &label(Some(tag)))
+        .await
+        .expect("labelling the namespace");
+    let heir = "sc-route-b";
+    let mut b = quiet(spec(heir));
+    b["namespace"] = json!("sc-route-b-mesh");
+    s.create_mesh(heir, b).await;
+    s.condition(heir, "Reconciled", "False", "Conflict").await;
+    let proxies = |mi: MeshInstall| mi.status.and_then(|s| s.proxies);
+    eventually(WAIT, "the holder counts its pod", || async {
+        (proxies(s.mesh(name).await).as_deref() == Some("1/1")).then_some(())
+    })
+    .await;
+    // Paused, the holder keeps its webhook configurations, so new pods in the tag's namespace still go to it: the
+    // pod stays its own, and is not the younger install's outdated pod (whose automatic rollout would restart it
+    // into the same webhook, over and over).
+    s.annotate(name, "mizzen.io/paused", Some("true")).await;
+    s.condition(name, "Reconciled", "False", "Paused").await;
+    s.condition(heir, "Reconciled", "False", "Conflict").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(proxies(s.mesh(name).await).as_deref(), Some("1/1"));
+    let b_status = s.mesh(heir).await.status.expect("status");
+    assert_eq!(
+        b_status.data_plane.as_ref().map_or(0, |d| d.total),
+        0,
+        "{:?}",
+        b_status.data_plane
+    );
+    s.annotate(name, "mizzen.io/paused", None).await;
+    let _ = pods.delete("web-1", &DeleteParams::default().grace_period(0)).await;
+    let _ = namespaces.delete(&apps, &DeleteParams::background()).await;
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn someone_elses_namespace_and_objects_are_used_or_reported_never_rewritten() {
     let name = "sc-foreign";
     let Some(cluster) = support::cluster().await else {
