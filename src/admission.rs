@@ -393,8 +393,8 @@ impl Response {
 }
 
 /// Answers a parsed request with the revision's compiled configuration. `None` when no MeshInstall serves the
-/// revision: the response is a denial naming it, with [`Outcome::Unserved`], which the webhook answers with an HTTP
-/// error instead.
+/// revision: [`Outcome::Unserved`], which the webhook answers with an HTTP error instead of the response (a denial
+/// naming the revision, for a caller that can only answer with a review).
 pub fn respond(
     request: &mut Request,
     injector: Option<&Injector>,

@@ -419,16 +419,20 @@ impl Keeper {
             tracing::debug!("checking the webhook's CA and certificate");
             let result = self.pass().await;
             // Only what the user must fix is reported on the MeshInstalls, not a passing API error.
+            // Receivers are woken only by a change, not by every pass; a pass that failed otherwise (an API error)
+            // says nothing of the CA Secret, so the last word on it stands.
             let failure = match &result {
-                Err(error @ Error::UnusableCa { .. }) => Some(error.to_string()),
-                _ => None,
+                Err(error @ Error::UnusableCa { .. }) => Some(Some(error.to_string())),
+                Err(_) => None,
+                Ok(_) => Some(None),
             };
-            // Receivers are woken only by a change, not by every pass.
-            self.failure.send_if_modified(|f| {
-                let changed = *f != failure;
-                *f = failure;
-                changed
-            });
+            if let Some(failure) = failure {
+                self.failure.send_if_modified(|f| {
+                    let changed = *f != failure;
+                    *f = failure;
+                    changed
+                });
+            }
             let wait = match result {
                 Ok(Pass::Settled) => Duration::from_secs(60),
                 Ok(Pass::Transition) => Duration::from_secs(1),
