@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::api::{MeshInstall, MeshInstallSpec};
@@ -286,27 +287,44 @@ pub fn heirs<'a>(
     heirs
 }
 
-/// Where the API server sends new pods now, as an [`Assignment`] with `serving` only: each of mizzen's live webhook
-/// configurations (its name and the UID of its controller), by the name it serves, to the MeshInstall among `meshes`
-/// that controls it. This is who injects a pod created now, which [`assign`] (who should hold each name) is not
-/// always: a paused holder keeps its configurations, a new holder's configuration waits for its webhook, and one of a
-/// deleted install stays until its successor takes it over.
-pub fn routing<'a>(
-    configs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-    meshes: &[&MeshInstall],
-) -> Assignment {
-    let serving = configs
-        .into_iter()
-        .filter_map(|(config, controller)| {
-            let served = webhook_config_serves(config)?;
-            let controller = controller?;
-            let mesh = meshes.iter().find(|m| m.metadata.uid.as_deref() == Some(controller))?;
-            Some((served, mesh.name_any()))
-        })
-        .collect();
+/// Where the API server sends new pods now, as an [`Assignment`] with `serving` only (its `holdings` are empty: what
+/// each install holds is [`assign`]'s): each of mizzen's live webhook configurations (`configs`, their metadata), by
+/// the name it serves, to the MeshInstall among `meshes` that controls it. This is who injects a pod
+/// created now, which [`assign`] (who should hold each name) is not always: a paused holder keeps its
+/// configurations, a new holder's configuration waits for its webhook, and one of a deleted install stays until its
+/// successor takes it over. A name two live configurations of different installs serve (a tag becoming a revision
+/// of that name, for a moment) is routed to neither: a pod would be injected twice.
+pub fn routing<'a>(configs: impl IntoIterator<Item = &'a ObjectMeta>, meshes: &[&MeshInstall]) -> Assignment {
+    let mut routes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for config in configs {
+        let Some(served) = webhook_config_serves(config.name.as_deref().unwrap_or_default()) else {
+            continue;
+        };
+        let controller = config
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.as_str());
+        let Some(mesh) = meshes
+            .iter()
+            .find(|m| controller.is_some() && m.metadata.uid.as_deref() == controller)
+        else {
+            continue;
+        };
+        let name = mesh.name_any();
+        routes
+            .entry(served)
+            .and_modify(|r| {
+                if r.as_ref() != Some(&name) {
+                    *r = None;
+                }
+            })
+            .or_insert(Some(name));
+    }
     Assignment {
         holdings: BTreeMap::new(),
-        serving,
+        serving: routes.into_iter().filter_map(|(n, r)| Some((n, r?))).collect(),
     }
 }
 
@@ -547,18 +565,35 @@ mod tests {
         paused.metadata.uid = Some("uid-paused".into());
         let mut young = mi("young", 1, json!({"revision": "b", "revisionTags": ["prod"]}));
         young.metadata.uid = Some("uid-young".into());
-        let routing = routing(
-            [
-                ("mizzen-revision-tag-prod", Some("uid-paused")),
-                ("mizzen-sidecar-injector-a", Some("uid-paused")),
-                ("mizzen-sidecar-injector-b", Some("uid-young")),
-                // Of an install that is gone, of none, and not mizzen's.
-                ("mizzen-revision-tag-qa", Some("uid-gone")),
-                ("mizzen-revision-tag-dev", None),
-                ("istio-sidecar-injector", Some("uid-young")),
-            ],
-            &[&paused, &young],
-        );
+        // A configuration's metadata: its name, and its owners' UIDs, the controller's first.
+        let config = |name: &str, controller: Option<&str>, others: &[&str]| -> ObjectMeta {
+            let owner = |uid: &str, controller: bool| {
+                serde_json::from_value(json!({"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+                    "name": "x", "uid": uid, "controller": controller}))
+                .unwrap()
+            };
+            ObjectMeta {
+                name: Some(name.into()),
+                owner_references: Some(
+                    controller
+                        .map(|c| owner(c, true))
+                        .into_iter()
+                        .chain(others.iter().map(|o| owner(o, false)))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            }
+        };
+        let configs = [
+            config("mizzen-revision-tag-prod", Some("uid-paused"), &["uid-young"]),
+            config("mizzen-sidecar-injector-a", Some("uid-paused"), &[]),
+            config("mizzen-sidecar-injector-b", Some("uid-young"), &[]),
+            // Of an install that is gone, of none (only an heir's reference is left), and not mizzen's.
+            config("mizzen-revision-tag-qa", Some("uid-gone"), &[]),
+            config("mizzen-revision-tag-dev", None, &["uid-young"]),
+            config("istio-sidecar-injector", Some("uid-young"), &[]),
+        ];
+        let routing = routing(&configs, &[&paused, &young]);
         assert_eq!(
             routing.serving,
             BTreeMap::from([
@@ -569,6 +604,13 @@ mod tests {
         );
         let labels = BTreeMap::from([("istio.io/rev".to_owned(), "prod".to_owned())]);
         assert_eq!(routing.injector_of(&labels, &BTreeMap::new()), Some("paused"));
+        // A name two installs' configurations serve goes to neither.
+        let configs = [
+            config("mizzen-revision-tag-b", Some("uid-paused"), &[]),
+            config("mizzen-sidecar-injector-b", Some("uid-young"), &[]),
+        ];
+        let both = super::routing(&configs, &[&paused, &young]);
+        assert!(both.serving.is_empty(), "{:?}", both.serving);
     }
 
     #[test]

@@ -371,13 +371,15 @@ fn held(w: &Workload, reason: String) -> HeldWorkload {
 }
 
 /// Why the automatic rollout must not restart this workload now, if it must not: opted out, an update strategy under
-/// which a template change restarts nothing, or new pods that this install's webhook would not inject (restarting
-/// would strip their sidecars or hand them to another install).
+/// which a template change restarts nothing, or new pods that this install's webhook would not inject by any of
+/// `assignments` (restarting would strip their sidecars or hand them to another install): where the live webhook
+/// configurations send them, and who should hold their name (the cache of configurations may lag this install's own
+/// writes, such as a tag's configuration it just deleted).
 fn not_restartable(
     w: &Workload,
     live: &Value,
     mi: &MeshInstall,
-    assignment: &Assignment,
+    assignments: &[&Assignment],
     namespace_labels: &BTreeMap<String, String>,
 ) -> Option<String> {
     let annotations = &live["metadata"]["annotations"];
@@ -403,15 +405,19 @@ fn not_restartable(
     let labels: BTreeMap<String, String> =
         serde_json::from_value(spec["template"]["metadata"]["labels"].clone()).unwrap_or_default();
     let me = mi.name_any();
-    match assignment.injector_of(namespace_labels, &mizzen::dataplane::routing_labels(Some(&labels))) {
-        Some(injector) if injector == me => None,
-        Some(other) => Some(format!(
-            "its new pods would be injected by MeshInstall {other}, not this one"
-        )),
-        None => Some(
-            "its new pods would get no sidecar (no webhook selects its namespace's or its template's labels)".into(),
-        ),
-    }
+    let routing_labels = mizzen::dataplane::routing_labels(Some(&labels));
+    assignments.iter().find_map(
+        |assignment| match assignment.injector_of(namespace_labels, &routing_labels) {
+            Some(injector) if injector == me => None,
+            Some(other) => Some(format!(
+                "its new pods would be injected by MeshInstall {other}, not this one"
+            )),
+            None => Some(
+                "its new pods would get no sidecar (no webhook selects its namespace's or its template's labels)"
+                    .into(),
+            ),
+        },
+    )
 }
 
 /// One step of the automatic rollout for a MeshInstall: follow the restarts in flight, then restart the next
@@ -419,10 +425,11 @@ fn not_restartable(
 ///
 /// The restarts in flight are the status's and this process's own record of them (the status read from the cache
 /// may not show the last write yet), so `maxConcurrent` holds even when reconciles come faster than the cache.
+/// A workload is restarted only when each of `assignments` has this install inject its new pods.
 pub async fn step(
     ctx: &Context,
     mi: &MeshInstall,
-    assignment: &Assignment,
+    assignments: &[&Assignment],
     report: &Report,
     previous: Option<&DataPlaneStatus>,
 ) -> Step {
@@ -531,7 +538,7 @@ pub async fn step(
             }
         };
         let namespace_labels = ctx.data_plane.namespace_labels(&w.namespace);
-        if let Some(reason) = not_restartable(w, &live, mi, assignment, &namespace_labels) {
+        if let Some(reason) = not_restartable(w, &live, mi, assignments, &namespace_labels) {
             ctx.data_plane.hold(&uid, w, &reason);
             step.held.push(held(w, reason));
             continue;

@@ -714,6 +714,16 @@ fn waits_for_successor(ctx: &Context, mi: &MeshInstall, object: &DynamicObject, 
         .is_none_or(|live| !controlled_by(&live, &other.uid().unwrap_or_default()))
 }
 
+/// Whether `object` is a webhook configuration whose controller is gone and whose owners left include this
+/// MeshInstall, as its heir: the garbage collector kept it for this install to take over. When this install does not
+/// render it (it no longer lists the name, or lost it to another since its holder last wrote the reference, say while
+/// paused), it is this install's to delete, as nobody else would, and it would call a revision no webhook serves.
+fn orphaned_heir_of(kind: &ManagedKind, object: &DynamicObject, uid: &str) -> bool {
+    kind.kind == "MutatingWebhookConfiguration"
+        && object.owner_references().iter().all(|o| o.controller != Some(true))
+        && object.owner_references().iter().any(|o| o.uid == uid)
+}
+
 /// The field manager that keeps `spec.replicas` when autoscaling takes it over.
 const REPLICAS_HANDOVER: &str = "mizzen-operator-replicas-handover";
 
@@ -754,7 +764,7 @@ async fn prune(
         .collect();
     let mut pruned = Pruned::default();
     for (kind, object) in ctx.caches.all() {
-        if !kind.pruned || !controlled_by(&object, &uid) {
+        if !kind.pruned || !(controlled_by(&object, &uid) || orphaned_heir_of(kind, &object, &uid)) {
             continue;
         }
         let key = (
@@ -876,11 +886,12 @@ fn components_ready(components: &ComponentsStatus) -> bool {
 }
 
 /// The data plane this MeshInstall serves, from the pod cache (`None` until it listed), with one step of the
-/// automatic rollout when `rollout` (else the restarts in flight are kept as they were). Both go by where the API
-/// server sends new pods now (the live webhook configurations, [`revisions::routing`]), not by who should hold each
-/// name: a restart must not hand pods to a webhook that injects them with another install, as a paused holder's
-/// configuration or a new holder's that is not live yet would.
-async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: bool) -> Option<DataPlaneStatus> {
+/// automatic rollout when `rollout` gives who should hold each name (else the restarts in flight are kept as they
+/// were). The report goes by where the API server sends new pods now (the live webhook configurations,
+/// [`revisions::routing`]), not by who should hold each name: a paused holder keeps its configurations, and a new
+/// holder's is not live at once. A restart needs both to name this install: it must not hand pods to a webhook that
+/// injects them with another install, nor trust a cache of configurations that lags this install's own writes.
+async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: Option<&Assignment>) -> Option<DataPlaneStatus> {
     // Each install as the webhook serves it: while its spec.version is unsupported, the version rolled out.
     let meshes: Vec<MeshInstall> = ctx
         .meshes
@@ -898,16 +909,7 @@ async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: bool) -> Option<Da
     let configs = kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
         .map(|k| ctx.caches.list(k))
         .unwrap_or_default();
-    let assignment = &revisions::routing(
-        configs.iter().map(|c| {
-            let controller = c.owner_references().iter().find(|o| o.controller == Some(true));
-            (
-                c.metadata.name.as_deref().unwrap_or_default(),
-                controller.map(|o| o.uid.as_str()),
-            )
-        }),
-        &refs,
-    );
+    let assignment = &revisions::routing(configs.iter().map(|c| &c.metadata), &refs);
     let report = ctx
         .data_plane
         .report(&refs, assignment)?
@@ -915,8 +917,8 @@ async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: bool) -> Option<Da
         .unwrap_or_default();
     let previous = mi.status.as_ref().and_then(|s| s.data_plane.as_ref());
     let mut status = report.status.clone();
-    if rollout {
-        let step = crate::dataplane::step(ctx, mi, assignment, &report, previous).await;
+    if let Some(holding) = rollout {
+        let step = crate::dataplane::step(ctx, mi, &[assignment, holding], &report, previous).await;
         status.restarting = step.restarting;
         status.stalled = step.stalled;
         status.held = step.held;
@@ -1059,7 +1061,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     ctx.caches.wait_ready(CACHE_SYNC).await?;
     if paused(mi) {
         let extras = Extras {
-            data_plane: data_plane(ctx, mi, false).await,
+            data_plane: data_plane(ctx, mi, None).await,
             ..Extras::default()
         };
         write_status(ctx, mi, &Outcome::Paused, extras).await?;
@@ -1102,7 +1104,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             ctx.publish(mi, EventType::Warning, "InvalidSpec", message.clone())
                 .await;
             let extras = Extras {
-                data_plane: data_plane(ctx, mi, false).await,
+                data_plane: data_plane(ctx, mi, None).await,
                 ..Extras::default()
             };
             write_status(ctx, mi, &Outcome::InvalidSpec(message), extras).await?;
@@ -1218,7 +1220,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
             .await;
         let extras = Extras {
             tags: Some(holdings.tags.clone()),
-            data_plane: data_plane(ctx, mi, false).await,
+            data_plane: data_plane(ctx, mi, None).await,
         };
         if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string()), extras).await {
             tracing::warn!(error = %status_error, "could not report the failure in the status");
@@ -1241,9 +1243,11 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         Outcome::Conflict(message)
     };
     let applied = done.written;
-    // Proxies are restarted only into a control plane that runs: everything applied and available.
-    let rollout = outcome == Outcome::Applied && applied.is_empty() && components_ready(&readiness(ctx, mi));
-    let dp = data_plane(ctx, mi, rollout).await;
+    // Proxies are restarted only into a control plane that runs: everything applied and available, nothing just
+    // deleted or waiting (the caches would not show it yet).
+    let settled = applied.is_empty() && pruned.is_empty() && !deferred;
+    let rollout = outcome == Outcome::Applied && settled && components_ready(&readiness(ctx, mi));
+    let dp = data_plane(ctx, mi, rollout.then_some(&assignment)).await;
     let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
     let extras = Extras {
         tags: Some(holdings.tags.clone()),

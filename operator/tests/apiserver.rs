@@ -1125,7 +1125,10 @@ async fn revision_tags_move_between_installs_in_place_and_are_never_fought_over(
     let configs = webhook_configs(&s.client);
     let held = eventually(WAIT, "the tag's webhook configuration, the older install's", || async {
         let c = configs.get_opt(&config).await.expect("get")?;
-        c.owner_references().iter().any(|o| o.uid == a_uid).then_some(c)
+        c.owner_references()
+            .iter()
+            .any(|o| o.uid == a_uid && o.controller == Some(true))
+            .then_some(c)
     })
     .await;
     let hooks = held.webhooks.clone().unwrap_or_default();
@@ -1148,7 +1151,10 @@ async fn revision_tags_move_between_installs_in_place_and_are_never_fought_over(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = configs.get(&config).await.expect("the tag's configuration");
     assert!(
-        still.owner_references().iter().any(|o| o.uid == a_uid),
+        still
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == a_uid && o.controller == Some(true)),
         "the tag was fought over"
     );
 
@@ -1173,7 +1179,10 @@ async fn revision_tags_move_between_installs_in_place_and_are_never_fought_over(
         "the tag's webhook configuration moves to the younger install",
         || async {
             let c = configs.get_opt(&config).await.expect("get")?;
-            c.owner_references().iter().any(|o| o.uid == b_uid).then_some(c)
+            c.owner_references()
+                .iter()
+                .any(|o| o.uid == b_uid && o.controller == Some(true))
+                .then_some(c)
         },
     )
     .await;
@@ -1253,7 +1262,10 @@ async fn a_tag_of_an_install_being_deleted_is_taken_over_in_place_by_its_success
     let configs = webhook_configs(&s.client);
     let held = eventually(WAIT, "the tag's configuration, the older install's", || async {
         let c = configs.get_opt(&config).await.expect("get")?;
-        c.owner_references().iter().any(|o| o.uid == a_uid).then_some(c)
+        c.owner_references()
+            .iter()
+            .any(|o| o.uid == a_uid && o.controller == Some(true))
+            .then_some(c)
     })
     .await;
     // The older install is deleted, and held in deletion by a finalizer of the test's: while it is being deleted its
@@ -1274,7 +1286,10 @@ async fn a_tag_of_an_install_being_deleted_is_taken_over_in_place_by_its_success
         .expect("deleting the older install");
     let moved = eventually(WAIT, "the tag's configuration moves to the successor", || async {
         let c = configs.get_opt(&config).await.expect("get")?;
-        c.owner_references().iter().any(|o| o.uid == b_uid).then_some(c)
+        c.owner_references()
+            .iter()
+            .any(|o| o.uid == b_uid && o.controller == Some(true))
+            .then_some(c)
     })
     .await;
     assert_eq!(moved.uid(), held.uid(), "replaced instead of taken over");
@@ -1381,6 +1396,58 @@ async fn a_tags_configuration_outlives_its_deleted_holder_until_the_heir_takes_i
     assert!(path.ends_with(&format!("/inject/{heir}")), "{path}");
     s.condition(heir, "Reconciled", "True", "Applied").await;
     assert_eq!(s.mesh(heir).await.status.expect("status").revision_tags, vec![tag]);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_heir_deletes_a_kept_configuration_it_no_longer_serves() {
+    let name = "sc-orphan";
+    let tag = "sc-orphan-prod";
+    let config = format!("mizzen-revision-tag-{tag}");
+    let mut a = spec(name);
+    a["revisionTags"] = json!([tag]);
+    let Some(mut s) = Scenario::start(name, a).await else {
+        return;
+    };
+    if !s.cluster.has_gc {
+        eprintln!("skipped: needs a garbage collector ({})", s.cluster.source);
+        s.finish().await;
+        return;
+    }
+    let heir = "sc-orphan-b";
+    let mut b = spec(heir);
+    b["namespace"] = json!("sc-orphan-b-mesh");
+    b["gateways"] = json!([]);
+    b["revisionTags"] = json!([tag]);
+    s.create_mesh(heir, b).await;
+    let b_uid = s.mesh(heir).await.uid().expect("uid");
+    let configs = webhook_configs(&s.client);
+    eventually(WAIT, "the tag's configuration, owned by its heir too", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        c.owner_references().iter().any(|o| o.uid == b_uid).then_some(())
+    })
+    .await;
+    // While no operator runs (so the holder cannot drop its heir's reference), the heir stops listing the tag and
+    // the holder is deleted: the garbage collector keeps the configuration for the heir, which no longer serves it.
+    s.stop_controller().await;
+    s.patch_spec(heir, json!({"revisionTags": []})).await;
+    Api::<MeshInstall>::all(s.client.clone())
+        .delete(name, &DeleteParams::background())
+        .await
+        .expect("deleting the holder");
+    eventually(WAIT, "the configuration left to the heir alone", || async {
+        let c = configs.get_opt(&config).await.expect("get")?;
+        let owners: Vec<&str> = c.owner_references().iter().map(|o| o.uid.as_str()).collect();
+        (owners == [b_uid.as_str()]).then_some(())
+    })
+    .await;
+    // It would call a revision no webhook serves: the heir deletes it.
+    s.start_controller().await;
+    eventually(WAIT, "the heir deletes the configuration", || async {
+        configs.get_opt(&config).await.expect("get").is_none().then_some(())
+    })
+    .await;
+    s.condition(heir, "Reconciled", "True", "Applied").await;
     s.finish().await;
 }
 
@@ -1710,7 +1777,10 @@ async fn the_default_tag_moves_to_another_revision_in_place_and_back() {
     };
     let before = eventually(WAIT, "mizzen-sidecar-injector is the default revision's", || async {
         let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
-        c.owner_references().iter().any(|o| o.uid == default_uid).then_some(c)
+        c.owner_references()
+            .iter()
+            .any(|o| o.uid == default_uid && o.controller == Some(true))
+            .then_some(c)
     })
     .await;
     assert_eq!(before.webhooks.clone().unwrap_or_default().len(), 4);
@@ -1721,7 +1791,10 @@ async fn the_default_tag_moves_to_another_revision_in_place_and_back() {
     s.patch_spec("sc-default-b", json!({"revisionTags": ["default"]})).await;
     let moved = eventually(WAIT, "mizzen-sidecar-injector moves to the canary", || async {
         let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
-        c.owner_references().iter().any(|o| o.uid == canary_uid).then_some(c)
+        c.owner_references()
+            .iter()
+            .any(|o| o.uid == canary_uid && o.controller == Some(true))
+            .then_some(c)
     })
     .await;
     assert_eq!(moved.uid(), before.uid(), "replaced instead of taken over");
@@ -1744,7 +1817,10 @@ async fn the_default_tag_moves_to_another_revision_in_place_and_back() {
         "mizzen-sidecar-injector returns to the default revision",
         || async {
             let c = configs.get_opt("mizzen-sidecar-injector").await.expect("get")?;
-            c.owner_references().iter().any(|o| o.uid == default_uid).then_some(c)
+            c.owner_references()
+                .iter()
+                .any(|o| o.uid == default_uid && o.controller == Some(true))
+                .then_some(c)
         },
     )
     .await;

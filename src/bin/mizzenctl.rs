@@ -239,6 +239,7 @@ async fn proxy_status(
     namespace: Option<String>,
     output: Format,
 ) -> Result<String, CliError> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Api, ListParams};
     use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -277,6 +278,14 @@ async fn proxy_status(
             )
         })
         .collect();
+    // Where new pods go: mizzen's live webhook configurations, as the operator's report routes them.
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .list_metadata(
+            &ListParams::default().labels(&format!("app.kubernetes.io/managed-by={}", mizzen::render::MANAGED_BY)),
+        )
+        .await
+        .map_err(|e| CliError(format!("listing MutatingWebhookConfigurations: {e}")))?
+        .items;
     let pods_api: Api<Pod> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -289,9 +298,21 @@ async fn proxy_status(
         .iter()
         .filter_map(mizzen::dataplane::injected_pod)
         .collect();
+    // Each install as the webhook serves it (while spec.version is unsupported, the version rolled out), as the
+    // operator reports it.
+    let meshes: Vec<MeshInstall> = meshes
+        .into_iter()
+        .map(|mut m| {
+            if let Some(spec) = mizzen::revisions::serving_spec(&m) {
+                m.spec = spec;
+            }
+            m
+        })
+        .collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
     let assignment = mizzen::revisions::assign(refs.iter().copied());
-    let rows = mizzen::dataplane::rows(&refs, &assignment, &namespaces, &pods);
+    let routing = mizzen::revisions::routing(configs.iter().map(|c| &c.metadata), &refs);
+    let rows = mizzen::dataplane::rows(&refs, &routing, &namespaces, &pods);
     match output {
         Format::Table => Ok(mizzen::cli::proxy_status_table(&refs, &assignment, &rows)),
         Format::Json => {
