@@ -655,3 +655,43 @@ async fn restart(ctx: &Context, mi: &MeshInstall, w: &Workload, live: &Value, ta
 async fn publish(ctx: &Context, mi: &MeshInstall, type_: EventType, reason: &str, note: String) {
     ctx.publish(mi, type_, reason, note).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_restart_needs_every_assignment_to_name_this_install() {
+        let mesh = |name: &str| -> MeshInstall {
+            serde_json::from_value(json!({"apiVersion": "mizzen.io/v1alpha1", "kind": "MeshInstall",
+                "metadata": {"name": name}, "spec": {"revision": name}}))
+            .unwrap()
+        };
+        let me = mesh("canary");
+        let serving = |holder: Option<&str>| Assignment {
+            serving: holder.map(|h| ("prod".to_owned(), h.to_owned())).into_iter().collect(),
+            ..Assignment::default()
+        };
+        let w = Workload {
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+        };
+        let live = json!({"spec": {"template": {"metadata": {"labels": {"app": "web"}}}}});
+        let labels = BTreeMap::from([("istio.io/rev".to_owned(), "prod".to_owned())]);
+        let (mine, other, none) = (serving(Some("canary")), serving(Some("stable")), serving(None));
+        assert_eq!(not_restartable(&w, &live, &me, &[&mine, &mine], &labels), None);
+        // The live configurations still route to it (a cache behind its own prune), but the name is no one's now;
+        // or the name is its own now, but the configuration is still another's.
+        for (routing, holding) in [(&mine, &none), (&other, &mine), (&mine, &other), (&none, &mine)] {
+            let reason = not_restartable(&w, &live, &me, &[routing, holding], &labels);
+            assert!(reason.is_some(), "{:?} / {:?}", routing.serving, holding.serving);
+        }
+        assert_eq!(
+            not_restartable(&w, &live, &me, &[&other, &mine], &labels).as_deref(),
+            Some("its new pods would be injected by MeshInstall stable, not this one")
+        );
+    }
+}

@@ -767,6 +767,11 @@ async fn prune(
         if !kind.pruned || !(controlled_by(&object, &uid) || orphaned_heir_of(kind, &object, &uid)) {
             continue;
         }
+        // Already being deleted (held by a finalizer, such as a load balancer's cleanup): deleting it again would
+        // change nothing, and would count as pruned on every reconcile.
+        if object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         let key = (
             kind.kind.to_owned(),
             object.namespace().unwrap_or_default(),
@@ -1243,10 +1248,10 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         Outcome::Conflict(message)
     };
     let applied = done.written;
-    // Proxies are restarted only into a control plane that runs: everything applied and available, nothing just
-    // deleted or waiting (the caches would not show it yet).
-    let settled = applied.is_empty() && pruned.is_empty() && !deferred;
-    let rollout = outcome == Outcome::Applied && settled && components_ready(&readiness(ctx, mi));
+    // Proxies are restarted only into a control plane that runs: everything applied and available. (A webhook
+    // configuration just deleted, or one waiting for a successor, may still route pods here in the caches: a
+    // restart also needs the should-hold assignment to name this install.)
+    let rollout = outcome == Outcome::Applied && applied.is_empty() && components_ready(&readiness(ctx, mi));
     let dp = data_plane(ctx, mi, rollout.then_some(&assignment)).await;
     let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
     let extras = Extras {
