@@ -74,6 +74,15 @@ pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     Some(spec)
 }
 
+/// The MeshInstall as the webhook serves it, for reports of what it injects: its spec replaced by [`serving_spec`]'s
+/// (unchanged when nothing was ever rolled out).
+pub fn as_served(mut mi: MeshInstall) -> MeshInstall {
+    if let Some(spec) = serving_spec(&mi) {
+        mi.spec = spec;
+    }
+    mi
+}
+
 /// What one MeshInstall holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holdings {

@@ -902,13 +902,7 @@ async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: Option<&Assignment
         .meshes
         .state()
         .iter()
-        .map(|m| {
-            let mut m = m.as_ref().clone();
-            if let Some(spec) = revisions::serving_spec(&m) {
-                m.spec = spec;
-            }
-            m
-        })
+        .map(|m| revisions::as_served(m.as_ref().clone()))
         .collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
     let configs = kinds::lookup("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")

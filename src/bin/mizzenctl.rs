@@ -311,15 +311,7 @@ async fn proxy_status(
         .collect();
     // Each install as the webhook serves it (while spec.version is unsupported, the version rolled out), as the
     // operator reports it.
-    let meshes: Vec<MeshInstall> = meshes
-        .into_iter()
-        .map(|mut m| {
-            if let Some(spec) = mizzen::revisions::serving_spec(&m) {
-                m.spec = spec;
-            }
-            m
-        })
-        .collect();
+    let meshes: Vec<MeshInstall> = meshes.into_iter().map(mizzen::revisions::as_served).collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
     let assignment = mizzen::revisions::assign(refs.iter().copied());
     let routing = match &configs {
