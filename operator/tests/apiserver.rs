@@ -1313,27 +1313,55 @@ async fn a_tag_of_an_install_being_deleted_is_taken_over_in_place_by_its_success
     s.finish().await;
 }
 
+/// A scenario's install `name` holding the tag `<name>-prod`, and a younger one, `<name>-b`, listing it too: the tag's
+/// heir. `None` (skipped) without an API server or without a garbage collector, which these scenarios are about.
+struct HolderAndHeir {
+    s: Scenario,
+    tag: String,
+    /// The tag's webhook configuration.
+    config: String,
+    heir: String,
+}
+
+impl HolderAndHeir {
+    async fn start(name: &str) -> Option<Self> {
+        let tag = format!("{name}-prod");
+        let mut a = spec(name);
+        a["revisionTags"] = json!([tag]);
+        let s = Scenario::start(name, a).await?;
+        if !s.cluster.has_gc {
+            eprintln!("skipped: needs a garbage collector ({})", s.cluster.source);
+            s.finish().await;
+            return None;
+        }
+        let heir = format!("{name}-b");
+        let mut b = spec(&heir);
+        b["namespace"] = json!(format!("{heir}-mesh"));
+        b["gateways"] = json!([]);
+        b["revisionTags"] = json!([tag]);
+        s.create_mesh(&heir, b).await;
+        Some(Self {
+            s,
+            config: format!("mizzen-revision-tag-{tag}"),
+            tag,
+            heir,
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_tags_configuration_outlives_its_deleted_holder_until_the_heir_takes_it_over() {
     let name = "sc-heir";
-    let tag = "sc-heir-prod";
-    let config = format!("mizzen-revision-tag-{tag}");
-    let mut a = spec(name);
-    a["revisionTags"] = json!([tag]);
-    let Some(mut s) = Scenario::start(name, a).await else {
+    let Some(HolderAndHeir {
+        mut s,
+        tag,
+        config,
+        heir,
+    }) = HolderAndHeir::start(name).await
+    else {
         return;
     };
-    if !s.cluster.has_gc {
-        eprintln!("skipped: needs a garbage collector ({})", s.cluster.source);
-        s.finish().await;
-        return;
-    }
-    let heir = "sc-heir-b";
-    let mut b = spec(heir);
-    b["namespace"] = json!("sc-heir-b-mesh");
-    b["gateways"] = json!([]);
-    b["revisionTags"] = json!([tag]);
-    s.create_mesh(heir, b).await;
+    let (tag, heir) = (tag.as_str(), heir.as_str());
     s.condition(heir, "Reconciled", "False", "Conflict").await;
     let a_uid = s.mesh(name).await.uid().expect("uid");
     let b_uid = s.mesh(heir).await.uid().expect("uid");
@@ -1402,24 +1430,13 @@ async fn a_tags_configuration_outlives_its_deleted_holder_until_the_heir_takes_i
 #[tokio::test]
 async fn an_heir_deletes_a_kept_configuration_it_no_longer_serves() {
     let name = "sc-orphan";
-    let tag = "sc-orphan-prod";
-    let config = format!("mizzen-revision-tag-{tag}");
-    let mut a = spec(name);
-    a["revisionTags"] = json!([tag]);
-    let Some(mut s) = Scenario::start(name, a).await else {
+    let Some(HolderAndHeir {
+        mut s, config, heir, ..
+    }) = HolderAndHeir::start(name).await
+    else {
         return;
     };
-    if !s.cluster.has_gc {
-        eprintln!("skipped: needs a garbage collector ({})", s.cluster.source);
-        s.finish().await;
-        return;
-    }
-    let heir = "sc-orphan-b";
-    let mut b = spec(heir);
-    b["namespace"] = json!("sc-orphan-b-mesh");
-    b["gateways"] = json!([]);
-    b["revisionTags"] = json!([tag]);
-    s.create_mesh(heir, b).await;
+    let heir = heir.as_str();
     let b_uid = s.mesh(heir).await.uid().expect("uid");
     let configs = webhook_configs(&s.client);
     eventually(WAIT, "the tag's configuration, owned by its heir too", || async {
