@@ -14,6 +14,7 @@ pub mod cli;
 pub mod convert;
 pub mod crd;
 pub mod dataplane;
+pub mod events;
 pub mod inject;
 pub mod istio_crds;
 pub mod json_text;

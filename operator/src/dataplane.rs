@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
@@ -622,19 +622,15 @@ async fn restart(ctx: &Context, mi: &MeshInstall, w: &Workload, live: &Value, ta
                 uid: live["metadata"]["uid"].as_str().map(str::to_owned),
                 ..Default::default()
             };
-            let event = Event {
-                type_: EventType::Normal,
+            let occurrence = mizzen::events::Occurrence {
+                warning: false,
                 reason: "ProxyUpgrade".into(),
-                note: Some(format!(
-                    "restarted by MeshInstall {} so its pods run {target}",
-                    mi.name_any()
-                )),
+                note: format!("restarted by MeshInstall {} so its pods run {target}", mi.name_any()),
                 action: "Restart".into(),
-                secondary: Some(mi.object_ref(&())),
+                regarding: reference,
+                related: Some(mi.object_ref(&())),
             };
-            if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-                tracing::debug!(%error, "could not publish an event");
-            }
+            ctx.send_event(&occurrence).await;
             true
         }
         Err(error) => {

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
 use mizzen::api::{AddonStatus, ComponentsStatus, DataPlaneStatus, GatewayStatus, ReplicaStatus};
+use mizzen::events::{Occurrence, Publish, Reporter, Series};
 use mizzen::render::{RenderOptions, render};
 use mizzen::revisions::{self, Assignment};
 use mizzen::status::{self, Outcome};
@@ -60,8 +61,8 @@ pub struct Context {
     pub options: Options,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Event reporter.
-    pub recorder: Recorder,
+    /// Event reporter: the recent events, counted in series.
+    pub recorder: Mutex<Series>,
     /// Watch caches of the children.
     pub caches: Caches,
     /// Every MeshInstall (the controller's own cache), to find overlapping installs.
@@ -111,7 +112,7 @@ impl Context {
             instance: options.identity.clone(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Mutex::new(Series::new(reporter)),
             client,
             options,
             metrics,
@@ -157,15 +158,42 @@ impl Context {
             warned.retain(|_, t| t.elapsed() < WARNING_EVERY);
             warned.insert(key, Instant::now());
         }
-        let event = Event {
-            type_,
+        let occurrence = Occurrence {
+            warning: type_ == EventType::Warning,
             reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
+            note,
             action: "Reconcile".into(),
-            secondary: None,
+            regarding: mi.object_ref(&()),
+            related: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &mi.object_ref(&())).await {
-            tracing::debug!(%error, "could not publish an event");
+        self.send_event(&occurrence).await;
+    }
+
+    /// Publishes an Event, counted in the series of an identical recent one (see [`mizzen::events`]).
+    pub(crate) async fn send_event(&self, occurrence: &Occurrence) {
+        // A second attempt when the event to count in is gone (the API server expires events): a new one.
+        for _ in 0..2 {
+            let publish = lock(&self.recorder).next(occurrence, k8s_openapi::jiff::Timestamp::now());
+            let event = publish.event();
+            let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+            let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), namespace);
+            let sent = match &publish {
+                Publish::Patch(event) => {
+                    let name = event.metadata.name.as_deref().unwrap_or_default();
+                    let series = json!({"series": event.series});
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(&series))
+                        .await
+                        .map(drop)
+                }
+                Publish::Create(event) => api.create(&PostParams::default(), event).await.map(drop),
+            };
+            match sent {
+                Ok(()) => return lock(&self.recorder).sent(occurrence, publish),
+                Err(kube::Error::Api(e)) if e.code == 404 && matches!(publish, Publish::Patch(_)) => {
+                    lock(&self.recorder).forget(occurrence);
+                }
+                Err(error) => return tracing::debug!(%error, "could not publish an event"),
+            }
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The webhook's TLS, kept by one task (so two MeshInstalls can never mint two CAs):
 //!
-//! - Secret `mizzen-webhook-ca`: the CA (ten years) and its key. Only the operator reads it.
+//! - Secret `mizzen-webhook-ca`: the CA (ten years) and its key. Only the operator reads it. A CA the operator
+//!   minted (annotation [`MINTED`]) is replaced by a new one two years before it expires, as a deleted one is; of
+//!   any other CA, the operator warns from 90 days before its expiry.
 //! - Secret `mizzen-webhook-tls`: the serving certificate (one year, renewed 30 days before expiry), its key and
 //!   the CA certificate. The webhook reads this one through the API and serves it as soon as it changes.
 //!
 //! Both are watched: a deleted or damaged Secret is rewritten at once. When the CA has to change (its Secret was
-//! deleted), the MutatingWebhookConfigurations trust the old and the new CA for a while: the new serving
+//! deleted, or a minted CA is renewed), the MutatingWebhookConfigurations trust the old and the new CA for a while: the new serving
 //! certificate is written only once every configuration carries the new CA, and the old CA is dropped only after
 //! webhook pods had time to pick up the new certificate. No admission call fails on the way.
 
@@ -40,7 +42,14 @@ pub const NOT_AFTER: &str = "mizzen.io/not-after";
 pub const HOSTS: &str = "mizzen.io/hosts";
 /// Annotation on the CA Secret: until when (Unix seconds) the previous CA stays trusted.
 pub const PREVIOUS_UNTIL: &str = "mizzen.io/previous-ca-until";
+/// Annotation on the CA Secret: `"true"` when the operator minted the CA in it, which it then renews.
+pub const MINTED: &str = "mizzen.io/ca-minted";
 const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// How long before its expiry a CA the operator minted is replaced by a new one (a fifth of its ten years, as
+/// istiod renews its own root): well before a serving certificate issued under it (one year) could outlive it.
+const RENEW_CA_BEFORE: SignedDuration = SignedDuration::from_hours(2 * 365 * 24);
+/// How long before its expiry a CA the operator did not mint is warned about (it is never replaced).
+const WARN_CA_BEFORE: SignedDuration = SignedDuration::from_hours(90 * 24);
 /// How long the previous CA stays in the caBundle at least after the new serving certificate was written; after
 /// that, until every webhook endpoint presents the new certificate (see [`crate::probe`]).
 const TRUST_PREVIOUS_FOR: SignedDuration = SignedDuration::from_secs(15);
@@ -81,7 +90,7 @@ impl CaBundle {
     }
 
     /// Why the keeper's last pass could not use the CA Secret, if it could not (the bundle published before stays in
-    /// use meanwhile).
+    /// use meanwhile), or that the CA, someone's own, nears its end.
     pub fn failure(&self) -> Option<String> {
         self.1.borrow().clone()
     }
@@ -258,6 +267,46 @@ fn is_a_ca(ca_pem: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// When the first certificate of `ca_pem` expires (Unix seconds), if it parses.
+fn ca_not_after(ca_pem: &str) -> Option<i64> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// What the keeper does about the expiry (Unix seconds) of the CA it uses, as of `now`.
+#[derive(Debug, PartialEq, Eq)]
+enum CaEnd {
+    /// Nothing yet.
+    Far,
+    /// Mint a new CA and move to it (a CA the operator minted).
+    Renew,
+    /// Warn: the CA is someone's own, which the operator never replaces.
+    Warn(String),
+}
+
+fn ca_end(minted: bool, not_after: i64, now: i64, secret: &str) -> CaEnd {
+    if minted {
+        return if not_after - now < RENEW_CA_BEFORE.as_secs() {
+            CaEnd::Renew
+        } else {
+            CaEnd::Far
+        };
+    }
+    if not_after - now >= WARN_CA_BEFORE.as_secs() {
+        return CaEnd::Far;
+    }
+    let when = Timestamp::from_second(not_after).map_or_else(|_| not_after.to_string(), |t| t.to_string());
+    CaEnd::Warn(format!(
+        "the CA in {secret} expires at {when}, after which the API server refuses the webhook's certificate and \
+         every admission call to it fails; the operator renews only a CA it minted (annotation {MINTED}: \"true\"): \
+         put a renewed CA into the Secret, or delete the Secret to have the operator mint one and move every webhook \
+         configuration to it without a failed admission"
+    ))
+}
+
 /// Whether a client trusting the certificates of `ca_pem` (as a webhook configuration's `caBundle`) accepts the
 /// serving certificate `leaf_pem` for `host`, as of now.
 pub fn chains_to(ca_pem: &str, leaf_pem: &str, host: &str) -> Result<(), String> {
@@ -331,7 +380,8 @@ pub struct Keeper {
     secrets: Store<Secret>,
     writer: Option<reflector::store::Writer<Secret>>,
     tx: watch::Sender<Option<String>>,
-    /// Why the last pass could not use the CA Secret, if it could not: reconciles report it.
+    /// Why the last pass could not use the CA Secret, if it could not, or that its CA nears its end: reconciles
+    /// report it.
     failure: watch::Sender<Option<String>>,
     fence: std::sync::Arc<crate::leader::Fence>,
     /// Since when every webhook configuration has trusted this CA (PEM), as seen here.
@@ -424,7 +474,7 @@ impl Keeper {
             let failure = match &result {
                 Err(error @ Error::UnusableCa { .. }) => Some(Some(error.to_string())),
                 Err(_) => None,
-                Ok(_) => Some(None),
+                Ok((_, warning)) => Some(warning.clone()),
             };
             if let Some(failure) = failure {
                 self.failure.send_if_modified(|f| {
@@ -434,8 +484,8 @@ impl Keeper {
                 });
             }
             let wait = match result {
-                Ok(Pass::Settled) => Duration::from_secs(60),
-                Ok(Pass::Transition) => Duration::from_secs(1),
+                Ok((Pass::Settled, _)) => Duration::from_secs(60),
+                Ok((Pass::Transition, _)) => Duration::from_secs(1),
                 Err(error) => {
                     tracing::warn!(%error, "keeping the webhook certificate failed; retrying");
                     Duration::from_secs(5)
@@ -512,11 +562,18 @@ impl Keeper {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    // This operator's webhook only (its Service, or a URL), not another operator's.
+                    // This operator's webhook only (its Service, or a URL: with `--webhook-url`, that URL's
+                    // host and port), not another operator's.
                     .filter(|w| {
                         let client = &w["clientConfig"];
+                        let url = client["url"].as_str();
                         client["service"]["namespace"].as_str() == Some(self.namespace.as_str())
-                            || client["url"].is_string()
+                            || match &self.webhook {
+                                crate::probe::Webhook::Url(ours) => {
+                                    url.and_then(crate::reconcile::url_authority).as_deref() == Some(ours.as_str())
+                                }
+                                crate::probe::Webhook::Service { .. } => url.is_some(),
+                            }
                     })
                     .filter_map(|w| w["clientConfig"]["caBundle"].as_str())
                     .filter_map(|b| b64.decode(b).ok())
@@ -534,7 +591,8 @@ impl Keeper {
     /// new CA; from then on the old ones stay trusted for [`TRUST_PREVIOUS_FOR`] (webhook pods load the new
     /// certificate from the API within seconds). Each step is recorded in the Secrets, so a restart at any point
     /// resumes it.
-    pub async fn pass(&self) -> Result<Pass, Error> {
+    /// One look at the Secrets; with the pass, a warning about the CA for the MeshInstalls, if any.
+    pub async fn pass(&self) -> Result<(Pass, Option<String>), Error> {
         let now = Timestamp::now().as_second();
         let ca_secret = self.secret(CA_SECRET);
         let tls_secret = self.secret(SECRET);
@@ -550,7 +608,9 @@ impl Keeper {
             .map_err(unusable)?
             .flatten();
         let mut ca_secret = ca_secret;
-        let (ca_crt, ca_key) = match cached_ca {
+        // Whether the operator minted the CA: just now, or as the CA Secret records it of its CA.
+        let mut minted_now = false;
+        let (mut ca_crt, mut ca_key) = match cached_ca {
             Some(pair) => pair,
             None => {
                 // The cache may not hold the last write yet (a slow or reconnecting watch), or the Secret lacks the
@@ -578,13 +638,37 @@ impl Keeper {
                         Some(pair) => pair,
                         None => {
                             tracing::info!(secret = CA_SECRET, "minting a new webhook CA");
+                            minted_now = true;
                             new_ca()?
                         }
                     },
                 }
             }
         };
-        let mut previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
+        let mut minted = minted_now
+            || ca_secret.as_deref().is_some_and(|s| {
+                annotation(s, MINTED).as_deref() == Some("true") && decode(s, "ca.crt").as_deref() == Some(&ca_crt)
+            });
+        let recorded_previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
+        // A CA near its end: one the operator minted is replaced by a new one (once no CA change is under way), which
+        // the configurations move to as from a deleted one; of someone's own, the user is warned.
+        let mut warning = None;
+        let settled = recorded_previous.is_none() && served_ca.as_deref() == Some(ca_crt.as_str());
+        let secret_name = format!("{}/{CA_SECRET}", self.namespace);
+        match ca_not_after(&ca_crt).map(|end| (end, ca_end(minted, end, now, &secret_name))) {
+            Some((end, CaEnd::Renew)) if settled => {
+                tracing::info!(
+                    secret = CA_SECRET,
+                    not_after = end,
+                    "the webhook CA nears its end; minting its successor"
+                );
+                (ca_crt, ca_key) = new_ca()?;
+                minted = true;
+            }
+            Some((_, CaEnd::Warn(message))) => warning = Some(message),
+            _ => {}
+        }
+        let mut previous = recorded_previous.clone();
         let mut until = ca_secret
             .as_deref()
             .and_then(|s| annotation(s, PREVIOUS_UNTIL))
@@ -603,14 +687,16 @@ impl Keeper {
             }
         }
         // Record the CA (and the transition) before anything depends on it.
-        let recorded_previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
         let recorded_until = ca_secret.as_deref().and_then(|s| annotation(s, PREVIOUS_UNTIL));
         let recorded_ca = ca_secret.as_deref().and_then(|s| decode(s, "ca.crt"));
+        let recorded_minted = ca_secret.as_deref().and_then(|s| annotation(s, MINTED));
         if recorded_ca.as_deref() != Some(ca_crt.as_str())
             || recorded_previous != previous
             || recorded_until != until.map(|u| u.to_string())
+            || (recorded_minted.as_deref() == Some("true")) != minted
         {
-            self.write_ca(&ca_crt, &ca_key, previous.as_deref(), until).await?;
+            self.write_ca(&ca_crt, &ca_key, minted, previous.as_deref(), until)
+                .await?;
         }
         let bundle = match &previous {
             Some(p) => format!("{ca_crt}{p}"),
@@ -646,15 +732,15 @@ impl Keeper {
                     if published.iter().any(|b| !b.contains(ca_crt.trim())) {
                         // Not every configuration trusts the new CA yet: the reconciles are applying it.
                         *since = None;
-                        return Ok(Pass::Transition);
+                        return Ok((Pass::Transition, warning));
                     }
                     // Every configuration trusts it here; give every API server's informer time to see it too.
                     match since.as_ref() {
                         Some((ca, at)) if *ca == ca_crt && at.elapsed() >= TRUST_SETTLE => {}
-                        Some((ca, _)) if *ca == ca_crt => return Ok(Pass::Transition),
+                        Some((ca, _)) if *ca == ca_crt => return Ok((Pass::Transition, warning)),
                         _ => {
                             *since = Some((ca_crt.clone(), std::time::Instant::now()));
-                            return Ok(Pass::Transition);
+                            return Ok((Pass::Transition, warning));
                         }
                     }
                 }
@@ -680,13 +766,13 @@ impl Keeper {
         match (previous.as_deref(), until) {
             (Some(p), Some(0) | None) => {
                 let deadline = (Timestamp::now() + TRUST_PREVIOUS_FOR).as_second();
-                self.write_ca(&ca_crt, &ca_key, Some(p), Some(deadline)).await?;
+                self.write_ca(&ca_crt, &ca_key, minted, Some(p), Some(deadline)).await?;
                 pass = Pass::Transition;
             }
             (Some(_), Some(u)) if u > now => pass = Pass::Transition,
             (Some(_), Some(u)) => match crate::probe::every_endpoint_serves(&self.client, &self.webhook, &crt).await {
                 Ok(()) => {
-                    self.write_ca(&ca_crt, &ca_key, None, None).await?;
+                    self.write_ca(&ca_crt, &ca_key, minted, None, None).await?;
                     tracing::info!(
                         "every webhook endpoint serves the new certificate: the previous CA is no longer trusted"
                     );
@@ -695,7 +781,7 @@ impl Keeper {
                 // for ever: after an hour without evidence, it goes anyway, with a warning.
                 Err(waiting) if now - u > GIVE_UP_PROBING.as_secs() => {
                     tracing::warn!(%waiting, "no evidence after an hour that every webhook endpoint serves the new certificate; no longer trusting the previous CA");
-                    self.write_ca(&ca_crt, &ca_key, None, None).await?;
+                    self.write_ca(&ca_crt, &ca_key, minted, None, None).await?;
                 }
                 Err(waiting) => {
                     tracing::debug!(%waiting, "keeping the previous webhook CA trusted until every webhook endpoint serves the new certificate");
@@ -704,12 +790,22 @@ impl Keeper {
             },
             (None, _) => {}
         }
-        Ok(pass)
+        Ok((pass, warning))
     }
 
-    async fn write_ca(&self, crt: &str, key: &str, previous: Option<&str>, until: Option<i64>) -> Result<(), Error> {
+    async fn write_ca(
+        &self,
+        crt: &str,
+        key: &str,
+        minted: bool,
+        previous: Option<&str>,
+        until: Option<i64>,
+    ) -> Result<(), Error> {
         let mut data = BTreeMap::from([("ca.crt", crt), ("ca.key", key)]);
         let mut annotations = BTreeMap::new();
+        if minted {
+            annotations.insert(MINTED, "true".to_owned());
+        }
         if let Some(p) = previous {
             data.insert("previous.crt", p);
             annotations.insert(PREVIOUS_UNTIL, until.unwrap_or(0).to_string());
@@ -760,6 +856,30 @@ mod tests {
         bundle_tx.send_replace(Some("PEM".into()));
         assert!(woken(&mut changes), "a new bundle");
         assert!(!woken(&mut changes));
+    }
+
+    #[test]
+    fn a_minted_ca_is_renewed_two_years_before_its_end_and_an_own_one_warned_about_90_days_before() {
+        let day = 24 * 3600;
+        let now = 1_800_000_000;
+        let secret = "mizzen-system/mizzen-webhook-ca";
+        assert_eq!(ca_end(true, now + 731 * day, now, secret), CaEnd::Far);
+        assert_eq!(ca_end(true, now + 729 * day, now, secret), CaEnd::Renew);
+        assert_eq!(ca_end(true, now - day, now, secret), CaEnd::Renew);
+        assert_eq!(ca_end(false, now + 729 * day, now, secret), CaEnd::Far);
+        assert_eq!(ca_end(false, now + 91 * day, now, secret), CaEnd::Far);
+        let CaEnd::Warn(message) = ca_end(false, now + 89 * day, now, secret) else {
+            panic!("no warning 89 days before the end");
+        };
+        assert!(message.contains(secret), "{message}");
+        assert!(message.contains("2027-04-14T08:00:00Z"), "{message}");
+        // A CA minted now lasts ten years: nothing to do about it for eight.
+        let (crt, _) = new_ca().unwrap();
+        let end = ca_not_after(&crt).expect("the minted CA's expiry");
+        let years = (end - Timestamp::now().as_second()) as f64 / (365.25 * day as f64);
+        assert!((9.9..10.1).contains(&years), "{years} years");
+        assert_eq!(ca_end(true, end, Timestamp::now().as_second(), secret), CaEnd::Far);
+        assert_eq!(ca_not_after("not a certificate"), None);
     }
 
     #[test]

@@ -203,13 +203,15 @@ impl Scenario {
             .expect("annotating");
     }
 
-    /// Events about MeshInstall `name` with `reason`, as their notes.
+    /// Events about this run's MeshInstall `name` (not an earlier run's of that name) with `reason`, as their notes.
     async fn events(&self, reason: &str) -> Vec<String> {
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
         let list = events.list(&Default::default()).await.expect("events");
+        let uid = self.mesh(&self.name).await.metadata.uid;
         list.items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name.as_str()))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid)
             .filter(|e| e.reason.as_deref() == Some(reason))
             .filter_map(|e| e.note)
             .collect()
@@ -963,7 +965,19 @@ async fn a_persistent_failure_backs_off() {
 
 /// A CA of someone's own, named otherwise than mizzen's: (certificate, PKCS#8 key) PEM.
 fn own_ca() -> (String, String) {
+    ca_for_days(None)
+}
+
+/// [`own_ca`], valid for `days` from today when given (rcgen's default otherwise).
+fn ca_for_days(days: Option<i64>) -> (String, String) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    if let Some(days) = days {
+        use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
+        let end = (Timestamp::now() + SignedDuration::from_hours(days * 24))
+            .to_zoned(TimeZone::UTC)
+            .date();
+        params.not_after = rcgen::date_time_ymd(i32::from(end.year()), end.month() as u8, end.day() as u8);
+    }
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     params
@@ -1055,6 +1069,139 @@ async fn a_ca_secret_that_cannot_sign_is_reported_never_replaced_and_once_fixed_
         Some(other_key.as_bytes()),
         "the CA Secret was replaced"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
+    let name = "sc-caend";
+    let Some(cluster) = support::cluster().await else {
+        return;
+    };
+    let client = cluster.client().await;
+    let operator_ns = format!("{name}-op");
+    ensure_namespace(&client, &operator_ns).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &operator_ns);
+    let secret = |crt: &str, key: &str, annotations: Value| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(json!({
+            "metadata": {"name": "mizzen-webhook-ca", "annotations": annotations},
+            "stringData": {"ca.crt": crt, "ca.key": key},
+        }))
+        .unwrap()
+    };
+    let data = |s: &k8s_openapi::api::core::v1::Secret, key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    for leftover in ["mizzen-webhook-ca", "mizzen-webhook-tls"] {
+        let _ = secrets.delete(leftover, &DeleteParams::default()).await;
+    }
+    let bundle_of = |client: Client| async move {
+        let mwc = webhook_configs(&client)
+            .get(&format!("mizzen-sidecar-injector-{name}"))
+            .await
+            .ok()?;
+        let bundle = mwc.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        String::from_utf8(bundle.0).ok()
+    };
+    // A CA with a year left, not the operator's: used as it is (warnings start 90 days before its end).
+    let (old_crt, old_key) = ca_for_days(Some(365));
+    secrets
+        .create(&PostParams::default(), &secret(&old_crt, &old_key, json!({})))
+        .await
+        .expect("creating the CA Secret");
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    eventually(
+        WAIT,
+        "the configuration trusting the CA, the webhook serving under it",
+        || async {
+            let tls = secrets.get("mizzen-webhook-tls").await.ok()?;
+            (data(&tls, "ca.crt")?.trim() == old_crt.trim()).then_some(())?;
+            (bundle_of(s.client.clone()).await?.trim() == old_crt.trim()).then_some(())
+        },
+    )
+    .await;
+    // Marked as minted by the operator: renewed as a deleted one is replaced, with the configuration trusting it.
+    secrets
+        .patch(
+            "mizzen-webhook-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"mizzen.io/ca-minted": "true"}}})),
+        )
+        .await
+        .expect("annotating the CA Secret");
+    let renewed = eventually(Duration::from_secs(120), "a renewed CA", || async {
+        let ca = secrets.get("mizzen-webhook-ca").await.ok()?;
+        let crt = data(&ca, "ca.crt")?;
+        (crt.trim() != old_crt.trim()).then_some((ca, crt))
+    })
+    .await;
+    let (ca, new_crt) = renewed;
+    assert_eq!(
+        ca.annotations().get("mizzen.io/ca-minted").map(String::as_str),
+        Some("true"),
+        "the successor is marked minted"
+    );
+    // The old CA stays trusted while the configurations and the webhook move over.
+    let previous = data(&ca, "previous.crt").unwrap_or_default();
+    assert!(previous.contains(old_crt.trim()), "previous.crt: {previous}");
+    // The serving certificate moves to the new CA once every configuration trusts both.
+    eventually(
+        Duration::from_secs(120),
+        "a serving certificate under the new CA, trusted with the old by the configuration",
+        || async {
+            let tls = secrets.get("mizzen-webhook-tls").await.ok()?;
+            (data(&tls, "ca.crt")?.trim() == new_crt.trim()).then_some(())?;
+            let bundle = bundle_of(s.client.clone()).await?;
+            (bundle.contains(new_crt.trim()) && bundle.contains(old_crt.trim())).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        s.events("WebhookCertificate").await.is_empty(),
+        "a CA a year from its end is not warned about, and a minted one is renewed"
+    );
+    // Someone's own CA with 30 days left: kept, and a Warning Event says when it ends and what to do.
+    let (own_crt, own_key) = ca_for_days(Some(30));
+    secrets
+        .replace(
+            "mizzen-webhook-ca",
+            &PostParams::default(),
+            &secret(&own_crt, &own_key, json!({})),
+        )
+        .await
+        .expect("replacing the CA Secret");
+    let note = eventually(
+        Duration::from_secs(150),
+        "a Warning Event about the CA's end",
+        || async {
+            s.events("WebhookCertificate")
+                .await
+                .into_iter()
+                .find(|n| n.contains("expires at"))
+        },
+    )
+    .await;
+    assert!(
+        note.contains("mizzen-webhook-ca") && note.contains("delete the Secret"),
+        "{note}"
+    );
+    let kept = secrets.get("mizzen-webhook-ca").await.expect("the CA Secret");
+    assert_eq!(
+        data(&kept, "ca.crt").as_deref(),
+        Some(own_crt.as_str()),
+        "an own CA was replaced"
+    );
+    assert_eq!(
+        data(&kept, "ca.key").as_deref(),
+        Some(own_key.as_str()),
+        "an own CA was replaced"
+    );
+    assert_eq!(kept.annotations().get("mizzen.io/ca-minted"), None);
     s.finish().await;
 }
 

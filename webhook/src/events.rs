@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use mizzen::admission::Outcome;
+use mizzen::events::{Occurrence, Publish, Reporter, Series};
 use mizzen::inject::Workload;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -136,13 +137,13 @@ async fn reference(client: &Client, d: &Decision) -> Option<ObjectReference> {
 }
 
 async fn publish(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Decision>) {
-    let recorder = Recorder::new(client.clone(), reporter);
+    let mut recorder = Series::new(reporter);
     let mut last: HashMap<(String, String), Instant> = HashMap::new();
     while let Some(d) = rx.recv().await {
-        let (type_, reason) = match &d.outcome {
-            Outcome::Injected(_) => (EventType::Normal, "Injected"),
-            Outcome::Skipped(_) => (EventType::Normal, "InjectionSkipped"),
-            Outcome::Denied(_) => (EventType::Warning, "InjectionRefused"),
+        let (refused, reason) = match &d.outcome {
+            Outcome::Injected(_) => (false, "Injected"),
+            Outcome::Skipped(_) => (false, "InjectionSkipped"),
+            Outcome::Denied(_) => (true, "InjectionRefused"),
             Outcome::Ignored(_) | Outcome::Unserved(_) => continue,
         };
         let key = (
@@ -165,15 +166,42 @@ async fn publish(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<Deci
             .chars()
             .take(1000)
             .collect();
-        let event = Event {
-            type_,
+        let occurrence = Occurrence {
+            warning: refused,
             reason: reason.into(),
-            note: Some(note),
+            note,
             action: "InjectSidecar".into(),
-            secondary: None,
+            regarding: reference,
+            related: None,
         };
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "could not publish an injection event");
+        send(&client, &mut recorder, &occurrence).await;
+    }
+}
+
+/// Publishes an Event, counted in the series of an identical recent one (see [`mizzen::events`]).
+async fn send(client: &Client, recorder: &mut Series, occurrence: &Occurrence) {
+    // A second attempt when the event to count in is gone (the API server expires events): a new one.
+    for _ in 0..2 {
+        let publish = recorder.next(occurrence, k8s_openapi::jiff::Timestamp::now());
+        let event = publish.event();
+        let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+        let sent = match &publish {
+            Publish::Patch(event) => {
+                let name = event.metadata.name.as_deref().unwrap_or_default();
+                let series = serde_json::json!({"series": event.series});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&series))
+                    .await
+                    .map(drop)
+            }
+            Publish::Create(event) => api.create(&PostParams::default(), event).await.map(drop),
+        };
+        match sent {
+            Ok(()) => return recorder.sent(occurrence, publish),
+            Err(kube::Error::Api(e)) if e.code == 404 && matches!(publish, Publish::Patch(_)) => {
+                recorder.forget(occurrence);
+            }
+            Err(error) => return tracing::debug!(%error, "could not publish an injection event"),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kube::runtime::events::Reporter;
+use mizzen::events::Reporter;
 use tokio::sync::{Semaphore, watch as signal};
 use tokio::task::JoinHandle;
 
