@@ -36,7 +36,7 @@ pub struct Occurrence {
     pub warning: bool,
     /// Machine-readable, in CamelCase.
     pub reason: String,
-    /// The human-readable message (kept to its first 1,000 characters, the API's limit being 1 kB).
+    /// The human-readable message (cut to the API's limit of 1,024 bytes, at a character's end).
     pub note: String,
     /// What was done or failed, in CamelCase.
     pub action: String,
@@ -84,7 +84,7 @@ impl Series {
     pub fn next(&mut self, occurrence: &Occurrence, now: Timestamp) -> Publish {
         self.recent
             .retain(|_, e| last_seen(e).is_some_and(|t| t + SERIES_TTL > now));
-        let note: String = occurrence.note.chars().take(1000).collect();
+        let note = cut(&occurrence.note).to_owned();
         match self.recent.get(&key(occurrence, &note)) {
             Some(event) => {
                 let mut event = event.clone();
@@ -105,7 +105,8 @@ impl Series {
             Publish::Create(e) | Publish::Patch(e) => e,
         };
         let note = event.note.clone().unwrap_or_default();
-        if self.recent.len() >= KEPT {
+        let key = key(occurrence, &note);
+        if self.recent.len() >= KEPT && !self.recent.contains_key(&key) {
             let oldest = self
                 .recent
                 .iter()
@@ -115,13 +116,12 @@ impl Series {
                 self.recent.remove(&oldest);
             }
         }
-        self.recent.insert(key(occurrence, &note), event);
+        self.recent.insert(key, event);
     }
 
     /// Forgets the event `occurrence` would be counted in (gone from the API server): the next one is new.
     pub fn forget(&mut self, occurrence: &Occurrence) {
-        let note: String = occurrence.note.chars().take(1000).collect();
-        self.recent.remove(&key(occurrence, &note));
+        self.recent.remove(&key(occurrence, cut(&occurrence.note)));
     }
 
     fn event(&self, o: &Occurrence, note: String, now: Timestamp) -> Event {
@@ -154,6 +154,18 @@ impl Series {
             ..Default::default()
         }
     }
+}
+
+/// The API server refuses a note of more than this many bytes.
+const NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`NOTE_BYTES`] at a character's end.
+fn cut(note: &str) -> &str {
+    let mut end = note.len().min(NOTE_BYTES);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    &note[..end]
 }
 
 fn last_seen(event: &Event) -> Option<Timestamp> {
@@ -299,13 +311,20 @@ mod tests {
     }
 
     #[test]
-    fn long_notes_are_cut_to_1000_characters_and_still_counted() {
+    fn long_notes_are_cut_to_1024_bytes_at_a_characters_end_and_still_counted() {
         let mut s = series();
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
-        let long = occurrence(&"é".repeat(1500));
+        // Two-byte characters after one ASCII byte: byte 1024 falls inside a character.
+        let long = occurrence(&format!("x{}", "é".repeat(1500)));
         let p = s.next(&long, t0);
-        assert_eq!(p.event().note.as_ref().map(|n| n.chars().count()), Some(1000));
+        let note = p.event().note.clone().unwrap();
+        assert_eq!(note.len(), 1023);
+        assert!(long.note.starts_with(&note));
         s.sent(&long, p);
         assert!(matches!(s.next(&long, t0), Publish::Patch(_)));
+        let ascii = occurrence(&"y".repeat(2000));
+        assert_eq!(s.next(&ascii, t0).event().note.as_ref().map(String::len), Some(1024));
+        let short = occurrence("short");
+        assert_eq!(s.next(&short, t0).event().note.as_deref(), Some("short"));
     }
 }

@@ -42,7 +42,8 @@ pub const NOT_AFTER: &str = "mizzen.io/not-after";
 pub const HOSTS: &str = "mizzen.io/hosts";
 /// Annotation on the CA Secret: until when (Unix seconds) the previous CA stays trusted.
 pub const PREVIOUS_UNTIL: &str = "mizzen.io/previous-ca-until";
-/// Annotation on the CA Secret: `"true"` when the operator minted the CA in it, which it then renews.
+/// Annotation on the CA Secret when the operator minted the CA in it, which it then renews: the SHA-256 fingerprint
+/// of that CA's certificate (hex), so that a CA put in its place later, keeping the annotation, is not taken for one.
 pub const MINTED: &str = "mizzen.io/ca-minted";
 const RENEW_BEFORE: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// How long before its expiry a CA the operator minted is replaced by a new one (a fifth of its ten years, as
@@ -267,6 +268,20 @@ fn is_a_ca(ca_pem: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The SHA-256 fingerprint (lower-case hex) of the first certificate of `ca_pem`, if there is one.
+fn fingerprint(ca_pem: &str) -> Option<String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether the CA Secret says its CA `ca_pem` is one the operator minted.
+fn marked_minted(secret: &Secret, ca_pem: &str) -> bool {
+    annotation(secret, MINTED).is_some_and(|m| Some(m) == fingerprint(ca_pem))
+}
+
 /// When the first certificate of `ca_pem` expires (Unix seconds), if it parses.
 fn ca_not_after(ca_pem: &str) -> Option<i64> {
     use rustls_pki_types::CertificateDer;
@@ -301,8 +316,8 @@ fn ca_end(minted: bool, not_after: i64, now: i64, secret: &str) -> CaEnd {
     let when = Timestamp::from_second(not_after).map_or_else(|_| not_after.to_string(), |t| t.to_string());
     CaEnd::Warn(format!(
         "the CA in {secret} expires at {when}, after which the API server refuses the webhook's certificate and \
-         every admission call to it fails; the operator renews only a CA it minted (annotation {MINTED}: \"true\"): \
-         put a renewed CA into the Secret, or delete the Secret to have the operator mint one and move every webhook \
+         every admission call to it fails; the operator renews only a CA it minted and marked (annotation {MINTED}; CAs minted before \
+         December 2026 carry no mark): put a renewed CA into the Secret, or delete the Secret to have the operator mint one and move every webhook \
          configuration to it without a failed admission"
     ))
 }
@@ -536,6 +551,15 @@ impl Keeper {
         Ok(())
     }
 
+    /// Whether the API server's CA Secret still holds `ca_pem`, marked minted, with no CA change recorded.
+    async fn live_ca_unchanged(&self, ca_pem: &str) -> Result<bool, Error> {
+        Ok(self.live_ca_secret().await?.is_some_and(|s| {
+            decode(&s, "ca.crt").as_deref() == Some(ca_pem)
+                && marked_minted(&s, ca_pem)
+                && decode(&s, "previous.crt").is_none()
+        }))
+    }
+
     /// The CA Secret as the API server has it, rather than the cache.
     async fn live_ca_secret(&self) -> Result<Option<Secret>, Error> {
         Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
@@ -586,12 +610,13 @@ impl Keeper {
     /// One pass: CA, then the serving certificate, then the end of a CA transition.
     ///
     /// A transition starts whenever the serving certificate is not signed by the current CA (the CA Secret was
-    /// deleted, or replaced by someone's own CA): the CAs trusted so far are kept as `previous.crt` and published
+    /// deleted, replaced by someone's own CA, or a minted CA renewed): the CAs trusted so far are kept as `previous.crt` and published
     /// with the new one; the new serving certificate is written only once every webhook configuration trusts the
     /// new CA; from then on the old ones stay trusted for [`TRUST_PREVIOUS_FOR`] (webhook pods load the new
     /// certificate from the API within seconds). Each step is recorded in the Secrets, so a restart at any point
     /// resumes it.
-    /// One look at the Secrets; with the pass, a warning about the CA for the MeshInstalls, if any.
+    ///
+    /// Returns, with the pass, a warning about the CA for the MeshInstalls, if any (someone's own CA near its end).
     pub async fn pass(&self) -> Result<(Pass, Option<String>), Error> {
         let now = Timestamp::now().as_second();
         let ca_secret = self.secret(CA_SECRET);
@@ -645,10 +670,7 @@ impl Keeper {
                 }
             }
         };
-        let mut minted = minted_now
-            || ca_secret.as_deref().is_some_and(|s| {
-                annotation(s, MINTED).as_deref() == Some("true") && decode(s, "ca.crt").as_deref() == Some(&ca_crt)
-            });
+        let mut minted = minted_now || ca_secret.as_deref().is_some_and(|s| marked_minted(s, &ca_crt));
         let recorded_previous = ca_secret.as_deref().and_then(|s| decode(s, "previous.crt"));
         // A CA near its end: one the operator minted is replaced by a new one (once no CA change is under way), which
         // the configurations move to as from a deleted one; of someone's own, the user is warned.
@@ -656,7 +678,9 @@ impl Keeper {
         let settled = recorded_previous.is_none() && served_ca.as_deref() == Some(ca_crt.as_str());
         let secret_name = format!("{}/{CA_SECRET}", self.namespace);
         match ca_not_after(&ca_crt).map(|end| (end, ca_end(minted, end, now, &secret_name))) {
-            Some((end, CaEnd::Renew)) if settled => {
+            // Decided on the API server's copy, not only the cache's, which may lag (a CA replaced a moment ago
+            // by the user or by an earlier pass must not be written over).
+            Some((end, CaEnd::Renew)) if settled && self.live_ca_unchanged(&ca_crt).await? => {
                 tracing::info!(
                     secret = CA_SECRET,
                     not_after = end,
@@ -689,11 +713,11 @@ impl Keeper {
         // Record the CA (and the transition) before anything depends on it.
         let recorded_until = ca_secret.as_deref().and_then(|s| annotation(s, PREVIOUS_UNTIL));
         let recorded_ca = ca_secret.as_deref().and_then(|s| decode(s, "ca.crt"));
-        let recorded_minted = ca_secret.as_deref().and_then(|s| annotation(s, MINTED));
+        let recorded_minted = ca_secret.as_deref().is_some_and(|s| marked_minted(s, &ca_crt));
         if recorded_ca.as_deref() != Some(ca_crt.as_str())
             || recorded_previous != previous
             || recorded_until != until.map(|u| u.to_string())
-            || (recorded_minted.as_deref() == Some("true")) != minted
+            || recorded_minted != minted
         {
             self.write_ca(&ca_crt, &ca_key, minted, previous.as_deref(), until)
                 .await?;
@@ -803,8 +827,8 @@ impl Keeper {
     ) -> Result<(), Error> {
         let mut data = BTreeMap::from([("ca.crt", crt), ("ca.key", key)]);
         let mut annotations = BTreeMap::new();
-        if minted {
-            annotations.insert(MINTED, "true".to_owned());
+        if let Some(mark) = fingerprint(crt).filter(|_| minted) {
+            annotations.insert(MINTED, mark);
         }
         if let Some(p) = previous {
             data.insert("previous.crt", p);
@@ -880,6 +904,27 @@ mod tests {
         assert!((9.9..10.1).contains(&years), "{years} years");
         assert_eq!(ca_end(true, end, Timestamp::now().as_second(), secret), CaEnd::Far);
         assert_eq!(ca_not_after("not a certificate"), None);
+    }
+
+    #[test]
+    fn a_ca_is_marked_minted_by_its_own_fingerprint_only() {
+        let (crt, _) = new_ca().unwrap();
+        let (other, _) = new_ca().unwrap();
+        let secret = |mark: Option<String>| {
+            let mut s = Secret::default();
+            if let Some(mark) = mark {
+                s.metadata.annotations = Some(BTreeMap::from([(MINTED.to_owned(), mark)]));
+            }
+            s
+        };
+        let mark = fingerprint(&crt).unwrap();
+        assert_eq!(mark.len(), 64);
+        assert!(marked_minted(&secret(Some(mark.clone())), &crt));
+        // A CA put in its place that keeps the annotation, an old-style mark, or none: not minted.
+        assert!(!marked_minted(&secret(Some(mark)), &other));
+        assert!(!marked_minted(&secret(Some("true".into())), &crt));
+        assert!(!marked_minted(&secret(None), &crt));
+        assert_eq!(fingerprint("no certificate"), None);
     }
 
     #[test]

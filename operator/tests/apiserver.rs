@@ -1125,12 +1125,19 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
         },
     )
     .await;
-    // Marked as minted by the operator: renewed as a deleted one is replaced, with the configuration trusting it.
+    // Marked as minted by the operator (the mark is the CA's fingerprint; a mark of another CA, or of none, is no
+    // mark): renewed as a deleted one is replaced, with the configuration trusting it.
+    let mark = |crt: &str| {
+        use rustls_pki_types::pem::PemObject as _;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(crt.as_bytes()).unwrap();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
     secrets
         .patch(
             "mizzen-webhook-ca",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"mizzen.io/ca-minted": "true"}}})),
+            &Patch::Merge(json!({"metadata": {"annotations": {"mizzen.io/ca-minted": mark(&old_crt)}}})),
         )
         .await
         .expect("annotating the CA Secret");
@@ -1142,8 +1149,8 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
     .await;
     let (ca, new_crt) = renewed;
     assert_eq!(
-        ca.annotations().get("mizzen.io/ca-minted").map(String::as_str),
-        Some("true"),
+        ca.annotations().get("mizzen.io/ca-minted"),
+        Some(&mark(&new_crt)),
         "the successor is marked minted"
     );
     // The old CA stays trusted while the configurations and the webhook move over.
@@ -1165,16 +1172,18 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
         s.events("WebhookCertificate").await.is_empty(),
         "a CA a year from its end is not warned about, and a minted one is renewed"
     );
-    // Someone's own CA with 30 days left: kept, and a Warning Event says when it ends and what to do.
+    // Someone's own CA with 30 days left, merged into the Secret (which keeps the mark of the CA it replaces): kept,
+    // and a Warning Event says when it ends and what to do.
     let (own_crt, own_key) = ca_for_days(Some(30));
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
     secrets
-        .replace(
+        .patch(
             "mizzen-webhook-ca",
-            &PostParams::default(),
-            &secret(&own_crt, &own_key, json!({})),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"ca.crt": b64(&own_crt), "ca.key": b64(&own_key), "previous.crt": null}})),
         )
         .await
-        .expect("replacing the CA Secret");
+        .expect("patching the CA Secret");
     let note = eventually(
         Duration::from_secs(150),
         "a Warning Event about the CA's end",
@@ -1201,7 +1210,7 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
         Some(own_key.as_str()),
         "an own CA was replaced"
     );
-    assert_eq!(kept.annotations().get("mizzen.io/ca-minted"), None);
+    assert_ne!(kept.annotations().get("mizzen.io/ca-minted"), Some(&mark(&own_crt)));
     s.finish().await;
 }
 
