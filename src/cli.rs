@@ -194,12 +194,12 @@ fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// What `mizzenctl proxy-status` prints: each MeshInstall (revision, tags, proxies up to date, rollout), then every
-/// workload with injected pods, sorted by namespace, with the MeshInstall serving it and whether its proxies are
-/// up to date.
+/// What `mizzenctl proxy-status` prints: each MeshInstall (revision, the tags `routing` gives it, proxies up to date,
+/// rollout), then every workload with injected pods, sorted by namespace, with the MeshInstall serving it and whether
+/// its proxies are up to date.
 pub fn proxy_status_table(
     meshes: &[&MeshInstall],
-    assignment: &crate::revisions::Assignment,
+    routing: &crate::revisions::Assignment,
     rows: &[crate::dataplane::Row],
 ) -> String {
     let mut summary = vec![vec![
@@ -218,7 +218,7 @@ pub fn proxy_status_table(
             .iter()
             .filter(|r| r.mesh_install.as_deref() == Some(name.as_str()))
             .fold((0, 0), |(u, t), r| (u + r.up_to_date, t + r.up_to_date + r.outdated));
-        let tags = assignment.of(&name).tags;
+        let tags = routing.of(&name).tags;
         summary.push(vec![
             name,
             mi.spec.revision_label().to_owned(),

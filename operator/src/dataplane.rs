@@ -413,7 +413,9 @@ fn not_restartable(
                 "its new pods would be injected by MeshInstall {other}, not this one"
             )),
             None => Some(
-                "its new pods would get no sidecar (no webhook selects its namespace's or its template's labels)"
+                "its new pods would not be injected by this MeshInstall (no live webhook configuration routes its \
+                 namespace's or its template's labels to exactly one MeshInstall: none selects them, or two \
+                 configurations serve the same name)"
                     .into(),
             ),
         },

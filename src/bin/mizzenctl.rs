@@ -313,14 +313,15 @@ async fn proxy_status(
     // operator reports it.
     let meshes: Vec<MeshInstall> = meshes.into_iter().map(mizzen::revisions::as_served).collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
-    let assignment = mizzen::revisions::assign(refs.iter().copied());
     let routing = match &configs {
         Some(configs) => mizzen::revisions::routing(configs.iter().map(|c| &c.metadata), &refs),
-        None => assignment.clone(),
+        None => mizzen::revisions::assign(refs.iter().copied()),
     };
     let rows = mizzen::dataplane::rows(&refs, &routing, &namespaces, &pods);
     match output {
-        Format::Table => Ok(mizzen::cli::proxy_status_table(&refs, &assignment, &rows)),
+        // The tags as the live configurations route them (what each install's status.revisionTags says once
+        // reconciled), like the pods.
+        Format::Table => Ok(mizzen::cli::proxy_status_table(&refs, &routing, &rows)),
         Format::Json => {
             let installs: Vec<serde_json::Value> = refs
                 .iter()
@@ -331,7 +332,7 @@ async fn proxy_status(
                     serde_json::json!({
                         "name": name,
                         "revision": mi.spec.revision_label(),
-                        "tags": assignment.of(&name).tags,
+                        "tags": routing.of(&name).tags,
                         "proxyImage": mi.spec.proxy_image(),
                         "upToDate": up,
                         "total": total,
