@@ -373,6 +373,15 @@ pub struct Response {
     pub warnings: Vec<String>,
 }
 
+impl Drop for Response {
+    /// The patch's buffer is kept for the next review on this thread.
+    fn drop(&mut self) {
+        if let Some(patch) = self.patch.take() {
+            inject::patch::give_back(patch);
+        }
+    }
+}
+
 impl Response {
     fn allow(uid: &str) -> Self {
         Self {
@@ -647,7 +656,7 @@ mod tests {
         let (response, outcome) = respond(&mut req, None, "canary", None);
         assert!(!response.allowed);
         assert!(response.message.contains("\"canary\""));
-        assert_eq!(outcome, Outcome::Unserved(response.message));
+        assert_eq!(outcome, Outcome::Unserved(response.message.clone()));
     }
 
     fn review_of(kind: Value, sub_resource: Option<&str>, object: Value) -> Vec<u8> {

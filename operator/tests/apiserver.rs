@@ -1084,7 +1084,12 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &operator_ns);
     let secret = |crt: &str, key: &str, annotations: Value| {
         serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(json!({
-            "metadata": {"name": "mizzen-webhook-ca", "annotations": annotations},
+            // With the label the operator's Secret watch selects: it sees each change at once.
+            "metadata": {
+                "name": "mizzen-webhook-ca",
+                "annotations": annotations,
+                "labels": {"app.kubernetes.io/name": "mizzen-webhook"},
+            },
             "stringData": {"ca.crt": crt, "ca.key": key},
         }))
         .unwrap()
