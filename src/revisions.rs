@@ -296,7 +296,8 @@ pub fn heirs<'a>(
     heirs
 }
 
-/// Where the API server sends new pods now, as an [`Assignment`] with `serving` only (its `holdings` are empty: what
+/// Where the API server sends new pods now, as an [`Assignment`] whose `holdings` have only their `tags` (the names
+/// other than its own revision, `default` included, that each install's live configurations serve; the rest of what
 /// each install holds is [`assign`]'s): each of mizzen's live webhook configurations (`configs`, their metadata), by
 /// the name it serves, to the MeshInstall among `meshes` that controls it. This is who injects a pod
 /// created now, which [`assign`] (who should hold each name) is not always: a paused holder keeps its
@@ -331,10 +332,27 @@ pub fn routing<'a>(configs: impl IntoIterator<Item = &'a ObjectMeta>, meshes: &[
             })
             .or_insert(Some(name));
     }
-    Assignment {
-        holdings: BTreeMap::new(),
-        serving: routes.into_iter().filter_map(|(n, r)| Some((n, r?))).collect(),
-    }
+    let serving: BTreeMap<String, String> = routes.into_iter().filter_map(|(n, r)| Some((n, r?))).collect();
+    let holdings = meshes
+        .iter()
+        .map(|m| {
+            let name = m.name_any();
+            let own = m.spec.revision_label();
+            let tags = serving
+                .iter()
+                .filter(|(served, by)| **by == name && (*served == "default" || *served != own))
+                .map(|(served, _)| served.clone())
+                .collect();
+            (
+                name,
+                Holdings {
+                    tags,
+                    ..Holdings::default()
+                },
+            )
+        })
+        .collect();
+    Assignment { holdings, serving }
 }
 
 /// The injection name (`default`, a revision, a tag) a webhook configuration of mizzen's serves, from its name.
@@ -613,6 +631,20 @@ mod tests {
         );
         let labels = BTreeMap::from([("istio.io/rev".to_owned(), "prod".to_owned())]);
         assert_eq!(routing.injector_of(&labels, &BTreeMap::new()), Some("paused"));
+        // The tags each install's live configurations serve, not its own revision (mizzenctl proxy-status's TAGS).
+        assert_eq!(routing.of("paused").tags, ["prod"]);
+        assert!(routing.of("young").tags.is_empty());
+        // `default` is a tag also of the default revision, whose own configuration serves it.
+        let mut default = mi("default", 20, json!({"revisionTags": ["qa"]}));
+        default.metadata.uid = Some("uid-default".into());
+        let configs = [
+            config("mizzen-sidecar-injector", Some("uid-default"), &[]),
+            config("mizzen-revision-tag-qa", Some("uid-default"), &[]),
+        ];
+        assert_eq!(
+            super::routing(&configs, &[&default]).of("default").tags,
+            ["default", "qa"]
+        );
         // A name two installs' configurations serve goes to neither.
         let configs = [
             config("mizzen-revision-tag-b", Some("uid-paused"), &[]),

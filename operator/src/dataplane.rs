@@ -372,8 +372,8 @@ fn held(w: &Workload, reason: String) -> HeldWorkload {
 
 /// Why the automatic rollout must not restart this workload now, if it must not: opted out, an update strategy under
 /// which a template change restarts nothing, or new pods that this install's webhook would not inject by any of
-/// `assignments` (restarting would strip their sidecars or hand them to another install): where the live webhook
-/// configurations send them, and who should hold their name (the cache of configurations may lag this install's own
+/// `assignments` (restarting would strip their sidecars or hand them to another install): first where the live
+/// webhook configurations send them, then who should hold their name (the cache of configurations may lag this install's own
 /// writes, such as a tag's configuration it just deleted).
 fn not_restartable(
     w: &Workload,
@@ -406,20 +406,26 @@ fn not_restartable(
         serde_json::from_value(spec["template"]["metadata"]["labels"].clone()).unwrap_or_default();
     let me = mi.name_any();
     let routing_labels = mizzen::dataplane::routing_labels(Some(&labels));
-    assignments.iter().find_map(
-        |assignment| match assignment.injector_of(namespace_labels, &routing_labels) {
+    assignments.iter().enumerate().find_map(|(i, assignment)| {
+        match assignment.injector_of(namespace_labels, &routing_labels) {
             Some(injector) if injector == me => None,
             Some(other) => Some(format!(
                 "its new pods would be injected by MeshInstall {other}, not this one"
             )),
-            None => Some(
+            // The first assignment is the live configurations' routing, the others who should hold each name.
+            None if i == 0 => Some(
                 "its new pods would not be injected by this MeshInstall (no live webhook configuration routes its \
                  namespace's or its template's labels to exactly one MeshInstall: none selects them, or two \
                  configurations serve the same name)"
                     .into(),
             ),
-        },
-    )
+            None => Some(
+                "its new pods would get no sidecar (no MeshInstall holds the name its namespace's or its template's \
+                 labels select)"
+                    .into(),
+            ),
+        }
+    })
 }
 
 /// One step of the automatic rollout for a MeshInstall: follow the restarts in flight, then restart the next
@@ -690,6 +696,17 @@ mod tests {
         assert_eq!(
             not_restartable(&w, &live, &me, &[&other, &mine], &labels).as_deref(),
             Some("its new pods would be injected by MeshInstall stable, not this one")
+        );
+        // Each refusal names what refused: the live configurations, or who should hold the name.
+        let live_refusal = not_restartable(&w, &live, &me, &[&none, &mine], &labels).unwrap();
+        assert!(
+            live_refusal.contains("no live webhook configuration routes"),
+            "{live_refusal}"
+        );
+        let holding_refusal = not_restartable(&w, &live, &me, &[&mine, &none], &labels).unwrap();
+        assert!(
+            holding_refusal.contains("no MeshInstall holds the name"),
+            "{holding_refusal}"
         );
     }
 }

@@ -268,13 +268,18 @@ fn is_a_ca(ca_pem: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The SHA-256 fingerprint (lower-case hex) of the first certificate of `ca_pem`, if there is one.
+/// The SHA-256 fingerprint (lower-case hex) of the certificate in `ca_pem`; of their DER one after the other when
+/// there are several (a certificate added to a minted CA's unmarks it). `None` without a certificate.
 fn fingerprint(ca_pem: &str) -> Option<String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
-    let der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
-    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut any = false;
+    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        context.update(&der.ok()?);
+        any = true;
+    }
+    any.then(|| context.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whether the CA Secret says its CA `ca_pem` is one the operator minted.
@@ -517,18 +522,20 @@ impl Keeper {
         }
     }
 
+    /// Applies the Secret `name`; with `resource_version`, only over that version of it (else a conflict).
     async fn write(
         &self,
         name: &str,
         data: BTreeMap<&str, &str>,
         annotations: BTreeMap<&str, String>,
+        resource_version: Option<&str>,
     ) -> Result<(), Error> {
         if !self.fence.allows_writes() {
             return Err(Error::LeadershipLost);
         }
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let data: BTreeMap<&str, String> = data.into_iter().map(|(k, v)| (k, b64(v))).collect();
-        let secret = json!({
+        let mut secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
@@ -540,6 +547,9 @@ impl Keeper {
             "type": if name == SECRET { "kubernetes.io/tls" } else { "Opaque" },
             "data": data,
         });
+        if let Some(version) = resource_version {
+            secret["metadata"]["resourceVersion"] = json!(version);
+        }
         Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
             .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
             .await
@@ -551,12 +561,14 @@ impl Keeper {
         Ok(())
     }
 
-    /// Whether the API server's CA Secret still holds `ca_pem`, marked minted, with no CA change recorded.
-    async fn live_ca_unchanged(&self, ca_pem: &str) -> Result<bool, Error> {
-        Ok(self.live_ca_secret().await?.is_some_and(|s| {
-            decode(&s, "ca.crt").as_deref() == Some(ca_pem)
+    /// The version of the API server's CA Secret if it still holds `ca_pem`, marked minted, with no CA change
+    /// recorded.
+    async fn live_ca_unchanged(&self, ca_pem: &str) -> Result<Option<String>, Error> {
+        Ok(self.live_ca_secret().await?.and_then(|s| {
+            let unchanged = decode(&s, "ca.crt").as_deref() == Some(ca_pem)
                 && marked_minted(&s, ca_pem)
-                && decode(&s, "previous.crt").is_none()
+                && decode(&s, "previous.crt").is_none();
+            s.metadata.resource_version.filter(|_| unchanged)
         }))
     }
 
@@ -675,20 +687,26 @@ impl Keeper {
         // A CA near its end: one the operator minted is replaced by a new one (once no CA change is under way), which
         // the configurations move to as from a deleted one; of someone's own, the user is warned.
         let mut warning = None;
+        // The version of the CA Secret a renewal was decided on: its first write goes over that version only.
+        let mut renewing_over = None;
         let settled = recorded_previous.is_none() && served_ca.as_deref() == Some(ca_crt.as_str());
         let secret_name = format!("{}/{CA_SECRET}", self.namespace);
         match ca_not_after(&ca_crt).map(|end| (end, ca_end(minted, end, now, &secret_name))) {
             // Decided on the API server's copy, not only the cache's, which may lag (a CA replaced a moment ago
             // by the user or by an earlier pass must not be written over).
-            Some((end, CaEnd::Renew)) if settled && self.live_ca_unchanged(&ca_crt).await? => {
-                tracing::info!(
-                    secret = CA_SECRET,
-                    not_after = end,
-                    "the webhook CA nears its end; minting its successor"
-                );
-                (ca_crt, ca_key) = new_ca()?;
-                minted = true;
-            }
+            Some((end, CaEnd::Renew)) if settled => match self.live_ca_unchanged(&ca_crt).await? {
+                Some(version) => {
+                    tracing::info!(
+                        secret = CA_SECRET,
+                        not_after = end,
+                        "the webhook CA nears its end; minting its successor"
+                    );
+                    (ca_crt, ca_key) = new_ca()?;
+                    minted = true;
+                    renewing_over = Some(version);
+                }
+                None => tracing::debug!("the CA Secret changed since the cache saw it; renewal decided next pass"),
+            },
             Some((_, CaEnd::Warn(message))) => warning = Some(message),
             _ => {}
         }
@@ -719,8 +737,15 @@ impl Keeper {
             || recorded_until != until.map(|u| u.to_string())
             || recorded_minted != minted
         {
-            self.write_ca(&ca_crt, &ca_key, minted, previous.as_deref(), until)
-                .await?;
+            self.write_ca(
+                &ca_crt,
+                &ca_key,
+                minted,
+                previous.as_deref(),
+                until,
+                renewing_over.as_deref(),
+            )
+            .await?;
         }
         let bundle = match &previous {
             Some(p) => format!("{ca_crt}{p}"),
@@ -777,6 +802,7 @@ impl Keeper {
                         ("tls.key", issued.tls_key.as_str()),
                     ]),
                     BTreeMap::from([(NOT_AFTER, issued.not_after.to_string()), (HOSTS, wanted_hosts)]),
+                    None,
                 )
                 .await?;
                 tracing::info!(secret = SECRET, namespace = %self.namespace, not_after = issued.not_after, "issued the webhook's serving certificate");
@@ -790,13 +816,14 @@ impl Keeper {
         match (previous.as_deref(), until) {
             (Some(p), Some(0) | None) => {
                 let deadline = (Timestamp::now() + TRUST_PREVIOUS_FOR).as_second();
-                self.write_ca(&ca_crt, &ca_key, minted, Some(p), Some(deadline)).await?;
+                self.write_ca(&ca_crt, &ca_key, minted, Some(p), Some(deadline), None)
+                    .await?;
                 pass = Pass::Transition;
             }
             (Some(_), Some(u)) if u > now => pass = Pass::Transition,
             (Some(_), Some(u)) => match crate::probe::every_endpoint_serves(&self.client, &self.webhook, &crt).await {
                 Ok(()) => {
-                    self.write_ca(&ca_crt, &ca_key, minted, None, None).await?;
+                    self.write_ca(&ca_crt, &ca_key, minted, None, None, None).await?;
                     tracing::info!(
                         "every webhook endpoint serves the new certificate: the previous CA is no longer trusted"
                     );
@@ -805,7 +832,7 @@ impl Keeper {
                 // for ever: after an hour without evidence, it goes anyway, with a warning.
                 Err(waiting) if now - u > GIVE_UP_PROBING.as_secs() => {
                     tracing::warn!(%waiting, "no evidence after an hour that every webhook endpoint serves the new certificate; no longer trusting the previous CA");
-                    self.write_ca(&ca_crt, &ca_key, minted, None, None).await?;
+                    self.write_ca(&ca_crt, &ca_key, minted, None, None, None).await?;
                 }
                 Err(waiting) => {
                     tracing::debug!(%waiting, "keeping the previous webhook CA trusted until every webhook endpoint serves the new certificate");
@@ -824,6 +851,7 @@ impl Keeper {
         minted: bool,
         previous: Option<&str>,
         until: Option<i64>,
+        over_version: Option<&str>,
     ) -> Result<(), Error> {
         let mut data = BTreeMap::from([("ca.crt", crt), ("ca.key", key)]);
         let mut annotations = BTreeMap::new();
@@ -834,7 +862,7 @@ impl Keeper {
             data.insert("previous.crt", p);
             annotations.insert(PREVIOUS_UNTIL, until.unwrap_or(0).to_string());
         }
-        self.write(CA_SECRET, data, annotations).await
+        self.write(CA_SECRET, data, annotations, over_version).await
     }
 
     /// With `--webhook-tls-dir`, keeps `ca.crt`, `tls.crt`, `tls.key` there for a webhook run outside the cluster.
@@ -925,6 +953,9 @@ mod tests {
         assert!(!marked_minted(&secret(Some("true".into())), &crt));
         assert!(!marked_minted(&secret(None), &crt));
         assert_eq!(fingerprint("no certificate"), None);
+        // A certificate added to the minted one: no longer the CA the mark names.
+        let mark = fingerprint(&crt).unwrap();
+        assert!(!marked_minted(&secret(Some(mark)), &format!("{crt}{other}")));
     }
 
     #[test]

@@ -1130,6 +1130,22 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
         },
     )
     .await;
+    // Unmarked, it stays through the keeper's passes (a change to the Secret, which it watches, makes one).
+    secrets
+        .patch(
+            "mizzen-webhook-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "1"}}})),
+        )
+        .await
+        .expect("touching the CA Secret");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kept = secrets.get("mizzen-webhook-ca").await.expect("the CA Secret");
+    assert_eq!(
+        data(&kept, "ca.crt").as_deref(),
+        Some(old_crt.as_str()),
+        "an unmarked CA was renewed"
+    );
     // Marked as minted by the operator (the mark is the CA's fingerprint; a mark of another CA, or of none, is no
     // mark): renewed as a deleted one is replaced, with the configuration trusting it.
     let mark = |crt: &str| {
@@ -1204,6 +1220,17 @@ async fn a_minted_ca_near_its_end_is_renewed_and_an_own_one_warned_about() {
         note.contains("mizzen-webhook-ca") && note.contains("delete the Secret"),
         "{note}"
     );
+    // Settled on it (the webhook serves under it), it is still the CA: a renewal would come no earlier.
+    eventually(
+        Duration::from_secs(120),
+        "a serving certificate under the own CA",
+        || async {
+            let tls = secrets.get("mizzen-webhook-tls").await.ok()?;
+            (data(&tls, "ca.crt")?.trim() == own_crt.trim()).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let kept = secrets.get("mizzen-webhook-ca").await.expect("the CA Secret");
     assert_eq!(
         data(&kept, "ca.crt").as_deref(),

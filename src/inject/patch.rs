@@ -319,7 +319,8 @@ fn buffer() -> Vec<u8> {
 /// Gives a patch's buffer back for the next patch written on this thread (dropped when larger than 64 KiB).
 pub fn give_back(patch: Vec<u8>) {
     if patch.capacity() <= KEEP_UP_TO {
-        SPARE.set(patch);
+        // A thread being torn down keeps nothing.
+        let _ = SPARE.try_with(|spare| spare.set(patch));
     }
 }
 
@@ -427,6 +428,42 @@ mod tests {
 
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
         applied_to(old, &new["metadata"], MetadataScope::Whole, &new["spec"]).unwrap()
+    }
+
+    #[test]
+    fn a_buffer_given_back_is_reused_empty_and_a_large_one_is_not_kept() {
+        let old = json!({"spec": {"containers": [{"name": "a"}]}});
+        let new = json!({"containers": [{"name": "a", "image": "i"}]});
+        let first = build(
+            None,
+            &json!({}),
+            MetadataScope::Whole,
+            &spec(old["spec"].clone()),
+            &new,
+            None,
+        )
+        .unwrap();
+        // Given back dirty, with more bytes than the next patch has: the next patch is the same bytes.
+        let mut dirty = first.clone();
+        dirty.extend_from_slice(&[b'x'; 4096]);
+        let reused = dirty.as_ptr();
+        give_back(dirty);
+        let second = build(
+            None,
+            &json!({}),
+            MetadataScope::Whole,
+            &spec(old["spec"].clone()),
+            &new,
+            None,
+        )
+        .unwrap();
+        assert_eq!(second, first);
+        assert_eq!(second.as_ptr(), reused, "the buffer given back was not reused");
+        // One grown beyond 64 KiB is dropped: the next buffer is a new one of 8 KiB.
+        give_back(Vec::with_capacity(KEEP_UP_TO + 1));
+        let fresh = buffer();
+        assert!(fresh.is_empty());
+        assert_eq!(fresh.capacity(), 8 * 1024);
     }
 
     #[test]
