@@ -409,10 +409,13 @@ fn not_restartable(
     assignments.iter().enumerate().find_map(|(i, assignment)| {
         match assignment.injector_of(namespace_labels, &routing_labels) {
             Some(injector) if injector == me => None,
-            Some(other) => Some(format!(
+            // The first assignment is the live configurations' routing, the others who should hold each name.
+            Some(other) if i == 0 => Some(format!(
                 "its new pods would be injected by MeshInstall {other}, not this one"
             )),
-            // The first assignment is the live configurations' routing, the others who should hold each name.
+            Some(other) => Some(format!(
+                "MeshInstall {other}, not this one, should hold the name its new pods would be sent to"
+            )),
             None if i == 0 => Some(
                 "its new pods would not be injected by this MeshInstall (no live webhook configuration routes its \
                  namespace's or its template's labels to exactly one MeshInstall: none selects them, or two \
@@ -707,6 +710,10 @@ mod tests {
         assert!(
             holding_refusal.contains("no MeshInstall holds the name"),
             "{holding_refusal}"
+        );
+        assert_eq!(
+            not_restartable(&w, &live, &me, &[&mine, &other], &labels).as_deref(),
+            Some("MeshInstall stable, not this one, should hold the name its new pods would be sent to")
         );
     }
 }

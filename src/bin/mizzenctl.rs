@@ -319,8 +319,8 @@ async fn proxy_status(
     };
     let rows = mizzen::dataplane::rows(&refs, &routing, &namespaces, &pods);
     match output {
-        // The tags as the live configurations route them (what each install's status.revisionTags says once
-        // reconciled), like the pods.
+        // The tags as the live configurations route them, like the pods (status.revisionTags says who holds each:
+        // the two differ while a paused holder keeps its configurations or a new holder's is not live yet).
         Format::Table => Ok(mizzen::cli::proxy_status_table(&refs, &routing, &rows)),
         Format::Json => {
             let installs: Vec<serde_json::Value> = refs
