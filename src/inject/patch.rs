@@ -434,29 +434,24 @@ mod tests {
     fn a_buffer_given_back_is_reused_empty_and_a_large_one_is_not_kept() {
         let old = json!({"spec": {"containers": [{"name": "a"}]}});
         let new = json!({"containers": [{"name": "a", "image": "i"}]});
-        let first = build(
-            None,
-            &json!({}),
-            MetadataScope::Whole,
-            &spec(old["spec"].clone()),
-            &new,
-            None,
-        )
-        .unwrap();
+        let write = || {
+            build(
+                None,
+                &json!({}),
+                MetadataScope::Whole,
+                &spec(old["spec"].clone()),
+                &new,
+                None,
+            )
+            .unwrap()
+        };
+        let first = write();
         // Given back dirty, with more bytes than the next patch has: the next patch is the same bytes.
         let mut dirty = first.clone();
         dirty.extend_from_slice(&[b'x'; 4096]);
         let reused = dirty.as_ptr();
         give_back(dirty);
-        let second = build(
-            None,
-            &json!({}),
-            MetadataScope::Whole,
-            &spec(old["spec"].clone()),
-            &new,
-            None,
-        )
-        .unwrap();
+        let second = write();
         assert_eq!(second, first);
         assert_eq!(second.as_ptr(), reused, "the buffer given back was not reused");
         // One grown beyond 64 KiB is dropped: the next buffer is a new one of 8 KiB.
