@@ -575,6 +575,7 @@ fn default_target_cpu() -> i32 {
 /// An ingress or egress gateway (an Envoy proxy Deployment and its Service).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.service) || !has(self.service.ports) || self.service.ports.all(p, !has(p.nodePort)) || (has(self.service.type) ? self.service.type != 'ClusterIP' : (!has(self.kind) || self.kind != 'egress'))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer (an egress gateway's Service is ClusterIP unless service.type says otherwise)"))]
 pub struct GatewaySpec {
     /// Name of the gateway's Deployment and Service, such as `istio-ingressgateway`; also its `istio` label value
     /// with the `istio-` prefix removed (`istio: ingressgateway`), which Gateway resources select.
@@ -604,6 +605,16 @@ pub struct GatewaySpec {
     pub service: GatewayServiceSpec,
 }
 
+impl GatewaySpec {
+    /// The Service type: `service.type`, else by kind (`LoadBalancer` for ingress, `ClusterIP` for egress).
+    pub fn service_type(&self) -> ServiceType {
+        self.service.type_.unwrap_or(match self.kind {
+            GatewayKind::Ingress => ServiceType::LoadBalancer,
+            GatewayKind::Egress => ServiceType::ClusterIp,
+        })
+    }
+}
+
 /// Direction of a gateway.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GatewayKind {
@@ -617,13 +628,13 @@ pub enum GatewayKind {
 }
 
 /// The Service in front of a gateway.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.type == 'NodePort' || self.type == 'LoadBalancer' || !has(self.ports) || self.ports.all(p, !has(p.nodePort))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer"))]
 pub struct GatewayServiceSpec {
-    /// Service type: `ClusterIP`, `NodePort` or `LoadBalancer`.
-    #[serde(default, rename = "type")]
-    pub type_: ServiceType,
+    /// Service type: `ClusterIP`, `NodePort` or `LoadBalancer`. Default: `LoadBalancer` for an ingress gateway,
+    /// `ClusterIP` for an egress gateway (as Istio's profiles: an egress gateway is reached from inside the mesh).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
 
     /// Ports the gateway listens on. Default for an ingress gateway: status-port 15021, http2 80→8080, https
     /// 443→8443; for an egress gateway: http2 80→8080, https 443→8443.
@@ -644,27 +655,16 @@ pub struct GatewayServiceSpec {
     pub external_traffic_policy: Option<ExternalTrafficPolicy>,
 }
 
-impl Default for GatewayServiceSpec {
-    fn default() -> Self {
-        Self {
-            type_: ServiceType::LoadBalancer,
-            ports: Vec::new(),
-            annotations: BTreeMap::new(),
-            external_traffic_policy: None,
-        }
-    }
-}
-
-/// Kubernetes Service type.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Service type: `ClusterIP`, `NodePort` or `LoadBalancer`. Default: `LoadBalancer` for an ingress gateway,
+/// `ClusterIP` for an egress gateway.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceType {
     /// Reachable inside the cluster only.
     #[serde(rename = "ClusterIP")]
     ClusterIp,
     /// Also on a port of every node.
     NodePort,
-    /// Also through a cloud load balancer (the default).
-    #[default]
+    /// Also through a cloud load balancer (the default for an ingress gateway).
     LoadBalancer,
 }
 

@@ -131,6 +131,33 @@ mod tests {
         assert!(!ids.iter().any(|id| id.starts_with("MutatingWebhookConfiguration/")));
     }
 
+    /// With `failurePolicy: Fail`, both webhook replicas on one node would block pod creation when that node goes:
+    /// they are spread over nodes, by a selector that matches their own pods (a mismatch spreads nothing).
+    #[test]
+    fn the_webhook_replicas_are_spread_over_nodes() {
+        let objects = bundle_objects().unwrap();
+        let webhook = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "mizzen-webhook")
+            .unwrap();
+        assert!(webhook["spec"]["replicas"].as_i64().unwrap() > 1);
+        let pod_labels = webhook["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+        let constraints = webhook["spec"]["template"]["spec"]["topologySpreadConstraints"]
+            .as_array()
+            .unwrap();
+        let by_host = constraints
+            .iter()
+            .find(|c| c["topologyKey"] == "kubernetes.io/hostname")
+            .unwrap();
+        // Not DoNotSchedule: a single-node cluster must still run both.
+        assert_eq!(by_host["whenUnsatisfiable"], "ScheduleAnyway");
+        for c in constraints {
+            for (key, value) in c["labelSelector"]["matchLabels"].as_object().unwrap() {
+                assert_eq!(pod_labels.get(key), Some(value), "{c}");
+            }
+        }
+    }
+
     #[test]
     fn every_namespaced_object_lives_in_mizzen_system() {
         for object in bundle_objects().unwrap() {

@@ -154,7 +154,7 @@ mod tests {
         let spec: &MeshInstallSpec = &parsed.spec;
         assert!(spec.proxy.hold_application_until_proxy_starts);
         assert_eq!(spec.mesh_config.access_log_file.as_deref(), Some("/dev/stdout"));
-        assert_eq!(spec.gateways[0].service.type_, ServiceType::NodePort);
+        assert_eq!(spec.gateways[0].service.type_, Some(ServiceType::NodePort));
         let http2 = spec.gateways[0]
             .service
             .ports
@@ -314,6 +314,42 @@ mod tests {
                 .any(|e| e.contains("nodePort needs service.type NodePort")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn an_egress_gateway_takes_a_node_port_only_with_a_service_type_that_has_one() {
+        let egress = |service: Value| {
+            let spec = with(
+                sample(),
+                "/spec/gateways",
+                json!([{"name": "istio-egressgateway", "kind": "egress", "service": service}]),
+            );
+            cel_errors(&spec, None)
+        };
+        let ports = json!([{"name": "http2", "port": 80, "nodePort": 30080}]);
+        // ClusterIP by default for an egress gateway: no node port.
+        let errors = egress(json!({"ports": ports}));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("egress gateway's Service is ClusterIP")),
+            "{errors:?}"
+        );
+        assert_eq!(
+            egress(json!({"type": "NodePort", "ports": ports})),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            egress(json!({"ports": [{"name": "http2", "port": 80}]})),
+            Vec::<String>::new()
+        );
+        // An ingress gateway is LoadBalancer by default: a node port is fine.
+        let ingress = with(
+            sample(),
+            "/spec/gateways",
+            json!([{"name": "istio-ingressgateway", "service": {"ports": ports}}]),
+        );
+        assert_eq!(cel_errors(&ingress, None), Vec::<String>::new());
     }
 
     #[test]

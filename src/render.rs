@@ -272,7 +272,7 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
         let mut seen = BTreeMap::new();
         for (j, p) in g.service.ports.iter().enumerate() {
             // Default ports have no nodePort, so only declared ports can break this.
-            if p.node_port.is_some() && g.service.type_ == ServiceType::ClusterIp {
+            if p.node_port.is_some() && g.service_type() == ServiceType::ClusterIp {
                 return Err(invalid(
                     format!("spec.gateways[{i}].service.ports[{j}].nodePort"),
                     "needs service.type NodePort or LoadBalancer",
@@ -469,9 +469,15 @@ fn control_plane(ctx: &Ctx) -> Vec<Value> {
             "selector": istiod_selector(ctx, true),
         }}),
     ));
-    if let Some(a) = &spec.control_plane.autoscale {
-        out.extend(autoscaling(ctx, &istiod, ns, &labels, a, &istiod_selector(ctx, true)));
-    }
+    out.extend(scaling(
+        ctx,
+        &istiod,
+        ns,
+        &labels,
+        spec.control_plane.autoscale.as_ref(),
+        spec.control_plane.replicas,
+        &istiod_selector(ctx, true),
+    ));
     out
 }
 
@@ -490,27 +496,44 @@ fn istiod_selector(ctx: &Ctx, with_app: bool) -> Value {
     }
 }
 
-fn autoscaling(
+fn autoscaling(ctx: &Ctx, name: &str, ns: &str, labels: &[(&str, &str)], a: &crate::api::AutoscaleSpec) -> Value {
+    ctx.object("autoscaling/v2", "HorizontalPodAutoscaler", ctx.meta(name, Some(ns), labels), json!({"spec": {
+        "maxReplicas": a.max,
+        "minReplicas": a.min,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+    }}))
+}
+
+/// The HPA when autoscaling is on, and the PodDisruptionBudget when there may be more than one pod: with
+/// autoscaling (as before), or more than one replica without it, as Istio's charts render one (`replicaCount` > 1);
+/// a single fixed replica gets none.
+fn scaling(
     ctx: &Ctx,
     name: &str,
     ns: &str,
     labels: &[(&str, &str)],
-    a: &crate::api::AutoscaleSpec,
+    autoscale: Option<&crate::api::AutoscaleSpec>,
+    replicas: i32,
     selector: &Value,
 ) -> Vec<Value> {
-    vec![
-        ctx.object("autoscaling/v2", "HorizontalPodAutoscaler", ctx.meta(name, Some(ns), labels), json!({"spec": {
-            "maxReplicas": a.max,
-            "minReplicas": a.min,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-        }})),
-        ctx.object("policy/v1", "PodDisruptionBudget", ctx.meta(name, Some(ns), labels), json!({"spec": {
-            // Istio's: one pod may be down, so a drain never blocks on a single replica.
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": selector},
-        }})),
-    ]
+    let mut out = Vec::new();
+    if let Some(a) = autoscale {
+        out.push(autoscaling(ctx, name, ns, labels, a));
+    }
+    if autoscale.is_some() || replicas > 1 {
+        out.push(ctx.object(
+            "policy/v1",
+            "PodDisruptionBudget",
+            ctx.meta(name, Some(ns), labels),
+            json!({"spec": {
+                // Istio's: one pod may be down, so a drain never blocks on a single replica.
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": selector},
+            }}),
+        ));
+    }
+    out
 }
 
 fn field(name: &str, path: &str) -> Value {
@@ -763,7 +786,7 @@ fn gateway(ctx: &Ctx, g: &crate::api::GatewaySpec) -> Vec<Value> {
             sp
         })
         .collect();
-    let type_ = match g.service.type_ {
+    let type_ = match g.service_type() {
         ServiceType::ClusterIp => "ClusterIP",
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
@@ -777,16 +800,15 @@ fn gateway(ctx: &Ctx, g: &crate::api::GatewaySpec) -> Vec<Value> {
         service_spec["externalTrafficPolicy"] = serde_json::to_value(p).unwrap_or(Value::Null);
     }
     out.push(ctx.object("v1", "Service", service_meta, json!({"spec": service_spec})));
-    if let Some(a) = &g.autoscale {
-        out.extend(autoscaling(
-            ctx,
-            name,
-            ns,
-            &labels,
-            a,
-            &json!({"app": name, "istio": selector}),
-        ));
-    }
+    out.extend(scaling(
+        ctx,
+        name,
+        ns,
+        &labels,
+        g.autoscale.as_ref(),
+        g.replicas,
+        &json!({"app": name, "istio": selector}),
+    ));
     out
 }
 
@@ -1161,6 +1183,61 @@ mod tests {
             json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "istiod", "istio": "pilot"}}})
         );
         assert!(find(&objects, "Deployment", "istiod")["spec"]["replicas"].is_null());
+    }
+
+    /// An egress gateway's Service is ClusterIP unless `service.type` says otherwise (Istio's profiles: it is reached
+    /// from inside the mesh); an ingress gateway's is LoadBalancer.
+    #[test]
+    fn gateway_service_types_default_by_kind() {
+        let objects = render(
+            &mesh(json!({"gateways": [
+                {"name": "istio-ingressgateway"},
+                {"name": "istio-egressgateway", "kind": "egress"},
+                {"name": "egress-public", "kind": "egress", "service": {"type": "LoadBalancer"}},
+            ]})),
+            &RenderOptions::default(),
+        )
+        .unwrap();
+        let type_of = |name: &str| find(&objects, "Service", name)["spec"]["type"].clone();
+        assert_eq!(type_of("istio-ingressgateway"), "LoadBalancer");
+        assert_eq!(type_of("istio-egressgateway"), "ClusterIP");
+        assert_eq!(type_of("egress-public"), "LoadBalancer");
+        let node_port = mesh(json!({"gateways": [{"name": "istio-egressgateway", "kind": "egress",
+            "service": {"ports": [{"name": "http2", "port": 80, "nodePort": 30080}]}}]}));
+        let error = render(&node_port, &RenderOptions::default()).unwrap_err();
+        assert_eq!(error.field, "spec.gateways[0].service.ports[0].nodePort");
+    }
+
+    /// Istio's charts render a PodDisruptionBudget for a fixed replica count above one (`replicaCount` > 1), so a
+    /// node drain cannot evict every istiod or gateway pod at once; one replica gets none (it would only ever allow
+    /// the drain anyway).
+    #[test]
+    fn several_fixed_replicas_get_a_disruption_budget_and_one_gets_none() {
+        let pdbs = |spec: Value| {
+            render(&mesh(spec), &RenderOptions::default())
+                .unwrap()
+                .into_iter()
+                .filter(|o| o["kind"] == "PodDisruptionBudget")
+                .map(|o| (o["metadata"]["name"].as_str().unwrap().to_owned(), o["spec"].clone()))
+                .collect::<Vec<_>>()
+        };
+        let gateway = |replicas: i32| json!({"name": "istio-ingressgateway", "replicas": replicas});
+        assert_eq!(pdbs(json!({"gateways": [gateway(1)]})), vec![]);
+        assert_eq!(
+            pdbs(
+                json!({"controlPlane": {"replicas": 3}, "gateways": [gateway(2), {"name": "istio-egressgateway", "kind": "egress"}]})
+            ),
+            vec![
+                (
+                    "istiod".to_owned(),
+                    json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "istiod", "istio": "pilot"}}})
+                ),
+                (
+                    "istio-ingressgateway".to_owned(),
+                    json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "istio-ingressgateway", "istio": "ingressgateway"}}})
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn a_demo_profile_install_keeps_both_gateways_and_the_demo_settings() {
     let names: Vec<(&str, GatewayKind, ServiceType)> = spec
         .gateways
         .iter()
-        .map(|g| (g.name.as_str(), g.kind, g.service.type_))
+        .map(|g| (g.name.as_str(), g.kind, g.service_type()))
         .collect();
     assert_eq!(
         names,
@@ -275,7 +275,7 @@ fn a_two_gateway_operator_keeps_each_gateways_scaling_resources_and_service() {
         (r.requests["cpu"].0.as_str(), r.limits["memory"].0.as_str()),
         ("500m", "2Gi")
     );
-    assert_eq!(public.service.type_, ServiceType::NodePort);
+    assert_eq!(public.service_type(), ServiceType::NodePort);
     assert_eq!(
         public.service.external_traffic_policy,
         Some(ExternalTrafficPolicy::Local)
@@ -296,7 +296,7 @@ fn a_two_gateway_operator_keeps_each_gateways_scaling_resources_and_service() {
         (r.requests["cpu"].0.as_str(), r.limits["cpu"].0.as_str()),
         ("200m", "2")
     );
-    assert_eq!(internal.service.type_, ServiceType::LoadBalancer);
+    assert_eq!(internal.service_type(), ServiceType::LoadBalancer);
     assert_eq!(
         internal.service.annotations["service.beta.kubernetes.io/aws-load-balancer-internal"],
         "true"
@@ -434,7 +434,7 @@ fn flags_and_files_merge_in_istioctls_order_and_only_real_differences_are_report
         1,
         "the default profile's ingress gateway, and no egress gateway"
     );
-    assert_eq!(spec.gateways[0].service.type_, ServiceType::NodePort);
+    assert_eq!(spec.gateways[0].service_type(), ServiceType::NodePort);
     let http2 = &spec.gateways[0].service.ports[1];
     assert_eq!((http2.name.as_str(), http2.node_port), ("http2", Some(30080)));
     // Components first, then the values in key order.

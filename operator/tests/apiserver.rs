@@ -491,6 +491,16 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
         .get("istio-egressgateway")
         .await
         .expect("egress gateway exists");
+    // An egress gateway's Service is ClusterIP by default; three fixed istiod replicas get a disruption budget.
+    let services: Api<Service> = s.api();
+    let egress = services.get("istio-egressgateway").await.expect("egress Service");
+    assert_eq!(egress.spec.and_then(|s| s.type_).as_deref(), Some("ClusterIP"));
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = s.api();
+    let pdb = pdbs.get("istiod-sc-prune").await.expect("istiod's PodDisruptionBudget");
+    assert_eq!(
+        pdb.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
 
     // Drop the egress gateway and the Service annotation; turn on autoscaling (replicas are then the HPA's).
     s.patch_spec(
@@ -510,7 +520,6 @@ async fn what_the_spec_no_longer_asks_for_disappears() {
         gone.then_some(())
     })
     .await;
-    let services: Api<Service> = s.api();
     eventually(WAIT, "the removed Service annotation is gone", || async {
         let svc = services.get("istio-ingressgateway").await.expect("svc");
         (!svc.annotations().contains_key("example.com/lb")).then_some(())

@@ -233,7 +233,7 @@ impl Mapper<'_> {
             resources: (!default_resources).then_some(resources),
             autoscale,
             service: GatewayServiceSpec {
-                type_,
+                type_: Some(type_),
                 ports,
                 annotations,
                 external_traffic_policy,

@@ -271,7 +271,10 @@ async fn next_data(
 
 async fn handle(state: AppState, revision: String, request: Request) -> Response {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started + state.timeout);
+    // The API server gives up after the configuration's timeoutSeconds, which it sends as `?timeout=`: a review it
+    // no longer waits for is not worked on (nor does it publish an Event for a pod that was not admitted).
+    let timeout = client_timeout(request.uri().query()).map_or(state.timeout, |t| t.min(state.timeout));
+    let deadline = tokio::time::Instant::from_std(started + timeout);
     let declared = match declared_length(request.headers()) {
         Ok(n) => n,
         Err(refusal) => return refusal.respond(&state, &revision),
@@ -300,7 +303,7 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
         let _held = (permit, budget);
         // Not started once its deadline passed while it waited for a thread: the client was answered 504 then, and
         // the review would count a result and publish an Event for a pod that was not admitted.
-        (started.elapsed() < work_state.timeout).then(|| review(&work_state, &revision, &bytes, started))
+        (started.elapsed() < timeout).then(|| review(&work_state, &revision, &bytes, started))
     });
     match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(Some(response))) => response,
@@ -314,6 +317,53 @@ async fn handle(state: AppState, revision: String, request: Request) -> Response
             plain(StatusCode::GATEWAY_TIMEOUT, "mizzen webhook timed out".into())
         }
     }
+}
+
+/// The `timeout` query parameter the API server adds to a webhook call (Go's `time.Duration` text, such as `10s`,
+/// `2.5s` or `1m30s`); `None` when absent, malformed or not positive, and the webhook's own deadline applies.
+fn client_timeout(query: Option<&str>) -> Option<Duration> {
+    let value = query?.split('&').find_map(|pair| pair.strip_prefix("timeout="))?;
+    go_duration(value).filter(|d| !d.is_zero())
+}
+
+/// Go's `time.ParseDuration` for non-negative durations: decimal numbers, each with a unit (`ns`, `us`, `µs`,
+/// `ms`, `s`, `m`, `h`), such as `1h2m3.5s`.
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * nanos_per;
+        rest = next;
+    }
+    // Beyond Go's range (about 292 years) it is not a duration Go would send.
+    (total.is_finite() && total < 9.3e18).then(|| Duration::from_nanos(total as u64))
 }
 
 fn internal_error(state: &AppState) -> Response {
@@ -417,4 +467,38 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, crate::Er
         addr,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_servers_timeout_parameter_is_read_as_go_writes_durations() {
+        let ms = Duration::from_millis;
+        for (query, want) in [
+            (Some("timeout=10s"), Some(ms(10_000))),
+            (Some("timeout=3s"), Some(ms(3_000))),
+            (Some("a=b&timeout=2.5s"), Some(ms(2_500))),
+            (Some("timeout=1m30s"), Some(ms(90_000))),
+            (Some("timeout=500ms"), Some(ms(500))),
+            (Some("timeout=1h0m0s"), Some(ms(3_600_000))),
+            (Some("timeout=1500us"), Some(ms(1) + Duration::from_micros(500))),
+            (Some("timeout=2\u{b5}s"), Some(Duration::from_micros(2))),
+            // Not positive, malformed or absent: the webhook's own deadline.
+            (Some("timeout=0s"), None),
+            (Some("timeout=0"), None),
+            (Some("timeout="), None),
+            (Some("timeout=10"), None),
+            (Some("timeout=-1s"), None),
+            (Some("timeout=1.2.3s"), None),
+            (Some("timeout=s"), None),
+            (Some("timeout=10x"), None),
+            (Some("timeouts=10s"), None),
+            (Some("x=1"), None),
+            (None, None),
+        ] {
+            assert_eq!(client_timeout(query), want, "{query:?}");
+        }
+    }
 }

@@ -627,6 +627,36 @@ async fn bodies_shorter_than_declared_or_too_slow_get_a_clean_4xx() {
 }
 
 #[tokio::test]
+async fn a_review_is_not_worked_on_past_the_api_servers_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    // Body read timeout 5 s, request deadline 8 s: the API server's `?timeout=1s` (the configuration's
+    // timeoutSeconds) ends the wait for the body after one second instead.
+    let h = Harness::start().await;
+    let mut tls = h.raw().await;
+    tls.write_all(b"POST /inject?timeout=1s HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"apiVersi")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (text, _) = read_until_closed(&mut tls, Duration::from_secs(4)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3_500),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // A review sent whole is answered as ever under the parameter.
+    let mut conn = h.conn().await;
+    let response = review(
+        &mut conn,
+        "/inject?timeout=10s",
+        fixture("create-enabled-namespace.json"),
+    )
+    .await;
+    assert_eq!(response["allowed"], true);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn stalled_headers_and_idle_keep_alive_connections_are_closed() {
     use tokio::io::AsyncWriteExt as _;
     let h = Harness::start_with(quick_limits).await;
