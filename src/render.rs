@@ -316,6 +316,20 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
             ));
         }
     }
+    let as_field = |e: crate::inject::InjectError| match e {
+        crate::inject::InjectError::InvalidAnnotation { annotation, message } => invalid(annotation, message),
+        other => invalid("spec", other.to_string()),
+    };
+    crate::inject::validate::mesh_install(spec).map_err(as_field)?;
+    if let Some(r) = &spec.control_plane.resources {
+        crate::inject::validate::container_resources("spec.controlPlane.resources", r).map_err(as_field)?;
+    }
+    for (i, g) in spec.gateways.iter().enumerate() {
+        if let Some(r) = &g.resources {
+            crate::inject::validate::container_resources(&format!("spec.gateways[{i}].resources"), r)
+                .map_err(as_field)?;
+        }
+    }
     addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
@@ -1283,5 +1297,79 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "spec.injection.templates[\"spire\"]");
+    }
+
+    /// Proxy settings every injected pod would fail on (istio-init or the proxy refusing them, or the API server
+    /// refusing a request above its limit) are refused naming the field, as the per-pod annotations are.
+    #[test]
+    fn proxy_settings_that_would_break_every_pod_are_reported_by_field() {
+        for (proxy, field, says) in [
+            (
+                json!({"includeIpRanges": "10.0.0.0/8,"}),
+                "spec.proxy.includeIpRanges",
+                "failed parsing cidr ''",
+            ),
+            (
+                json!({"excludeIpRanges": "10.0.0.0/33"}),
+                "spec.proxy.excludeIpRanges",
+                "bad bits after slash",
+            ),
+            (
+                json!({"excludeIpRanges": "*"}),
+                "spec.proxy.excludeIpRanges",
+                "failed parsing cidr '*'",
+            ),
+            (
+                json!({"includeInboundPorts": "80,http"}),
+                "spec.proxy.includeInboundPorts",
+                "failed parsing port 'http'",
+            ),
+            (
+                json!({"excludeInboundPorts": "70000"}),
+                "spec.proxy.excludeInboundPorts",
+                "value out of range",
+            ),
+            (
+                json!({"excludeOutboundPorts": "1,,2"}),
+                "spec.proxy.excludeOutboundPorts",
+                "failed parsing port ''",
+            ),
+            (
+                json!({"componentLogLevel": "misc:loud"}),
+                "spec.proxy.componentLogLevel",
+                "\"misc:loud\" is not a component:level",
+            ),
+            (
+                json!({"resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}}),
+                "spec.proxy.resources.requests.cpu",
+                "\"3\" is more than the limit \"2\"",
+            ),
+            (
+                json!({"resources": {"limits": {"memory": "-1Gi"}}}),
+                "spec.proxy.resources.limits.memory",
+                "must not be negative",
+            ),
+        ] {
+            let err = render(&mesh(json!({"proxy": proxy})), &RenderOptions::default()).unwrap_err();
+            assert_eq!(err.field, field, "{proxy}");
+            assert!(err.message.contains(says), "{proxy}: {}", err.message);
+        }
+        let err = render(
+            &mesh(json!({"gateways": [{"name": "gw", "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}]})),
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "spec.gateways[0].resources.requests.memory");
+        let err = render(
+            &mesh(json!({"controlPlane": {"resources": {"requests": {"cpu": "x"}}}})),
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "spec.controlPlane.resources.requests.cpu");
+        // Istio's own forms pass: `*` where it is allowed, lists, IPv6, empty.
+        let fine = json!({"includeIpRanges": "*", "excludeIpRanges": "10.0.0.0/8,fd00::/8", "includeInboundPorts": "*",
+            "excludeInboundPorts": "15020, 15021", "excludeOutboundPorts": "", "componentLogLevel": "misc:error,upstream:debug",
+            "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}});
+        render(&mesh(json!({"proxy": fine})), &RenderOptions::default()).unwrap();
     }
 }

@@ -307,6 +307,78 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<Checked, InjectEr
     Ok(Checked { proxy_config })
 }
 
+/// The mesh-wide proxy settings of a MeshInstall (`spec.proxy`), checked as the annotations that override them per
+/// pod are: a value istio-init or the proxy would refuse at start would break every injected pod, so it is refused
+/// naming the field (the error's `annotation` is the field, such as `spec.proxy.excludeIpRanges`). Also requests
+/// above their limits and negative quantities, which the API server would refuse in every injected pod.
+pub fn mesh_install(spec: &crate::api::MeshInstallSpec) -> Result<(), InjectError> {
+    let p = &spec.proxy;
+    cidr_list(
+        "spec.proxy.includeIpRanges",
+        "includeIPRanges",
+        &p.include_ip_ranges,
+        true,
+    )?;
+    cidr_list(
+        "spec.proxy.excludeIpRanges",
+        "excludeIPRanges",
+        &p.exclude_ip_ranges,
+        false,
+    )?;
+    port_list(
+        "spec.proxy.includeInboundPorts",
+        "includeInboundPorts",
+        &p.include_inbound_ports,
+        true,
+    )?;
+    port_list(
+        "spec.proxy.excludeInboundPorts",
+        "excludeInboundPorts",
+        &p.exclude_inbound_ports,
+        false,
+    )?;
+    port_list(
+        "spec.proxy.excludeOutboundPorts",
+        "excludeOutboundPorts",
+        &p.exclude_outbound_ports,
+        false,
+    )?;
+    scoped_levels(
+        "spec.proxy.componentLogLevel",
+        &p.component_log_level,
+        ENVOY_LEVELS,
+        false,
+    )?;
+    container_resources("spec.proxy.resources", &p.resources)
+}
+
+/// Requests and limits of a container: quantities that are not negative, each request no larger than its limit.
+pub fn container_resources(field: &str, r: &crate::api::Resources) -> Result<(), InjectError> {
+    let parse = |kind: &str, name: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        let at = format!("{field}.{kind}.{name}");
+        let parsed = Quantity::parse(&q.0).map_err(|e| invalid(&at, e.to_string()))?;
+        if parsed.milli_value() < 0 {
+            return Err(invalid(&at, format!("{:?} must not be negative", q.0)));
+        }
+        Ok(parsed)
+    };
+    for (name, q) in &r.limits {
+        parse("limits", name, q)?;
+    }
+    for (name, q) in &r.requests {
+        let request = parse("requests", name, q)?;
+        if let Some(limit) = r.limits.get(name)
+            && request.milli_value() > parse("limits", name, limit)?.milli_value()
+        {
+            return Err(invalid(
+                &format!("{field}.requests.{name}"),
+                format!("{:?} is more than the limit {:?}", q.0, limit.0),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `userVolume` / `userVolumeMount`: a JSON object whose every value is an object (a Volume or VolumeMount
 /// without its name, which is the key).
 fn json_object_of_objects(annotation: &str, text: &str) -> Result<Map<String, Value>, InjectError> {
