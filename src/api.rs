@@ -980,6 +980,13 @@ pub struct ComponentsStatus {
     /// Each enabled addon's Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<AddonStatus>,
+
+    /// The mizzen-webhook Deployment every MeshInstall's injection goes through: its ready replicas (of any
+    /// revision: each ready pod answers) and desired replicas. Absent when the webhook runs outside the cluster
+    /// (`--webhook-url`). Not counted in READY; with no ready replica the MeshInstall is not Ready
+    /// (`WebhookUnavailable`) and the automatic proxy rollout waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<ReplicaStatus>,
 }
 
 /// Ready and desired replicas of a Deployment.

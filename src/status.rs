@@ -93,7 +93,32 @@ pub fn next(
     let total = 1 + others().count();
     let ready_count = usize::from(control_plane.is_some_and(|c| c.ready >= c.desired && c.desired > 0))
         + others().filter(|(r, d)| r >= d).count();
+    // The shared webhook in the cluster with no ready pod: pods of injected namespaces are refused or created
+    // without a sidecar, whatever this MeshInstall's own components say.
+    let webhook_down = components.webhook.as_ref().is_some_and(|w| w.ready == 0);
     let (reconciled, ready, state) = match outcome {
+        Outcome::Applied if components_ready && webhook_down => (
+            condition(
+                RECONCILED,
+                true,
+                "Applied",
+                "every object is applied".into(),
+                generation,
+                now,
+            ),
+            condition(
+                READY,
+                false,
+                "WebhookUnavailable",
+                "every component is available, but no mizzen-webhook pod is ready: pods of injected namespaces are \
+                 refused (failurePolicy Fail) or created without a sidecar (Ignore); see the mizzen-webhook \
+                 Deployment"
+                    .into(),
+                generation,
+                now,
+            ),
+            MeshState::Progressing,
+        ),
         Outcome::Applied => (
             condition(
                 RECONCILED,
@@ -457,6 +482,47 @@ mod tests {
         assert!(differs(Some(&s2), &s3));
     }
 
+    /// The shared webhook with no ready pod makes a rolled-out MeshInstall not Ready (its pods would be refused or
+    /// left without a sidecar), without counting in READY; outside the cluster (no webhook status) nothing changes.
+    #[test]
+    fn a_webhook_with_no_ready_pod_is_not_ready_but_not_counted() {
+        let with = |webhook: Option<ReplicaStatus>| ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready: 1, desired: 1 }),
+            webhook,
+            ..Default::default()
+        };
+        let down = next(
+            None,
+            Some(1),
+            &Outcome::Applied,
+            with(Some(ReplicaStatus { ready: 0, desired: 2 })),
+            &at(100),
+        );
+        assert_eq!(down.state, Some(MeshState::Progressing));
+        assert_eq!(down.ready.as_deref(), Some("1/1"));
+        assert_eq!(down.conditions[0].status, "True", "applied");
+        assert_eq!(
+            (down.conditions[1].status.as_str(), down.conditions[1].reason.as_str()),
+            ("False", "WebhookUnavailable")
+        );
+        for webhook in [Some(ReplicaStatus { ready: 1, desired: 2 }), None] {
+            let up = next(Some(&down), Some(1), &Outcome::Applied, with(webhook), &at(200));
+            assert_eq!(up.state, Some(MeshState::Healthy));
+            assert_eq!(
+                (up.conditions[1].status.as_str(), up.conditions[1].reason.as_str()),
+                ("True", "RolledOut")
+            );
+        }
+        // A component still rolling out says so first.
+        let rolling = ComponentsStatus {
+            control_plane: Some(ReplicaStatus { ready: 0, desired: 1 }),
+            webhook: Some(ReplicaStatus { ready: 0, desired: 2 }),
+            ..Default::default()
+        };
+        let s = next(None, Some(1), &Outcome::Applied, rolling, &at(100));
+        assert_eq!(s.conditions[1].reason, "RollingOut");
+    }
+
     #[test]
     fn addons_count_in_ready_like_gateways() {
         let components = |prometheus: i32| ComponentsStatus {
@@ -478,6 +544,7 @@ mod tests {
                     desired: 1,
                 },
             ],
+            webhook: None,
         };
         let s = next(None, Some(1), &Outcome::Applied, components(0), &at(1));
         assert_eq!(s.ready.as_deref(), Some("3/4"));

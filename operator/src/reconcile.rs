@@ -895,10 +895,21 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
             }
         })
         .collect();
+    // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders.
+    let webhook = ctx.options.webhook_url.is_none().then(|| {
+        let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
+        ctx.webhook
+            .get(&key)
+            .map_or(ReplicaStatus { ready: 0, desired: 0 }, |d| ReplicaStatus {
+                ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+                desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            })
+    });
     ComponentsStatus {
         control_plane: Some(control_plane),
         gateways,
         addons,
+        webhook,
     }
 }
 
@@ -911,9 +922,11 @@ struct Extras {
     data_plane: Option<DataPlaneStatus>,
 }
 
-/// Whether every component is available (the automatic rollout waits for a ready control plane).
+/// Whether every component is available (the automatic rollout waits for a ready control plane, and for a webhook
+/// that answers: the pods it restarts are created through it).
 fn components_ready(components: &ComponentsStatus) -> bool {
-    components.control_plane.as_ref().is_none_or(|c| c.ready >= c.desired)
+    components.webhook.as_ref().is_none_or(|w| w.ready > 0)
+        && components.control_plane.as_ref().is_none_or(|c| c.ready >= c.desired)
         && components.gateways.iter().all(|g| g.ready >= g.desired)
         && components.addons.iter().all(|a| a.ready >= a.desired)
 }
