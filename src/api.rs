@@ -575,7 +575,10 @@ fn default_target_cpu() -> i32 {
 /// An ingress or egress gateway (an Envoy proxy Deployment and its Service).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.service) || !has(self.service.ports) || self.service.ports.all(p, !has(p.nodePort)) || (has(self.service.type) ? self.service.type != 'ClusterIP' : (!has(self.kind) || self.kind != 'egress'))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer (an egress gateway's Service is ClusterIP unless service.type says otherwise)"))]
+#[x_kube(
+    validation = Rule::new("!has(self.service) || !has(self.service.ports) || self.service.ports.all(p, !has(p.nodePort)) || (has(self.service.type) ? self.service.type != 'ClusterIP' : (!has(self.kind) || self.kind != 'egress'))").message("service.ports[].nodePort needs service.type NodePort or LoadBalancer (an egress gateway's Service is ClusterIP unless service.type says otherwise)"),
+    validation = Rule::new("!has(self.service) || !has(self.service.externalTrafficPolicy) || (has(self.service.type) ? self.service.type != 'ClusterIP' : (!has(self.kind) || self.kind != 'egress'))").message("service.externalTrafficPolicy needs service.type NodePort or LoadBalancer (an egress gateway's Service is ClusterIP unless service.type says otherwise)")
+)]
 pub struct GatewaySpec {
     /// Name of the gateway's Deployment and Service, such as `istio-ingressgateway`; also its `istio` label value
     /// with the `istio-` prefix removed (`istio: ingressgateway`), which Gateway resources select.
@@ -981,12 +984,22 @@ pub struct ComponentsStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<AddonStatus>,
 
-    /// The mizzen-webhook Deployment every MeshInstall's injection goes through: its ready replicas (of any
-    /// revision: each ready pod answers) and desired replicas. Absent when the webhook runs outside the cluster
-    /// (`--webhook-url`). Not counted in READY; with no ready replica the MeshInstall is not Ready
-    /// (`WebhookUnavailable`) and the automatic proxy rollout waits.
+    /// The mizzen-webhook Deployment every MeshInstall's injection goes through. Absent when the webhook runs
+    /// outside the cluster (`--webhook-url`). Not counted in READY.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<ReplicaStatus>,
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// Readiness of the shared webhook.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// Pods of the mizzen-webhook Deployment that are ready, of any revision (each one answers reviews). With none,
+    /// a MeshInstall whose own components are available is not Ready (reason `WebhookUnavailable`), and its
+    /// automatic proxy rollout waits.
+    pub ready: i32,
+    /// Replicas the Deployment asks for (0 when it does not exist).
+    pub desired: i32,
 }
 
 /// Ready and desired replicas of a Deployment.

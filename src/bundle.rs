@@ -152,7 +152,9 @@ mod tests {
         // Not DoNotSchedule: a single-node cluster must still run both.
         assert_eq!(by_host["whenUnsatisfiable"], "ScheduleAnyway");
         for c in constraints {
-            for (key, value) in c["labelSelector"]["matchLabels"].as_object().unwrap() {
+            let selects = c["labelSelector"]["matchLabels"].as_object().unwrap();
+            assert!(!selects.is_empty(), "{c}");
+            for (key, value) in selects {
                 assert_eq!(pod_labels.get(key), Some(value), "{c}");
             }
         }

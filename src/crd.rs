@@ -350,6 +350,18 @@ mod tests {
             json!([{"name": "istio-ingressgateway", "service": {"ports": ports}}]),
         );
         assert_eq!(cel_errors(&ingress, None), Vec::<String>::new());
+        // Kubernetes refuses an external traffic policy on a ClusterIP Service.
+        let errors = egress(json!({"externalTrafficPolicy": "Local"}));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("externalTrafficPolicy needs service.type")),
+            "{errors:?}"
+        );
+        assert_eq!(
+            egress(json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"})),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -408,7 +408,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::api::{AddonStatus, GatewayStatus};
+    use crate::api::{AddonStatus, GatewayStatus, WebhookStatus};
 
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
@@ -486,7 +486,7 @@ mod tests {
     /// left without a sidecar), without counting in READY; outside the cluster (no webhook status) nothing changes.
     #[test]
     fn a_webhook_with_no_ready_pod_is_not_ready_but_not_counted() {
-        let with = |webhook: Option<ReplicaStatus>| ComponentsStatus {
+        let with = |webhook: Option<WebhookStatus>| ComponentsStatus {
             control_plane: Some(ReplicaStatus { ready: 1, desired: 1 }),
             webhook,
             ..Default::default()
@@ -495,7 +495,7 @@ mod tests {
             None,
             Some(1),
             &Outcome::Applied,
-            with(Some(ReplicaStatus { ready: 0, desired: 2 })),
+            with(Some(WebhookStatus { ready: 0, desired: 2 })),
             &at(100),
         );
         assert_eq!(down.state, Some(MeshState::Progressing));
@@ -505,7 +505,7 @@ mod tests {
             (down.conditions[1].status.as_str(), down.conditions[1].reason.as_str()),
             ("False", "WebhookUnavailable")
         );
-        for webhook in [Some(ReplicaStatus { ready: 1, desired: 2 }), None] {
+        for webhook in [Some(WebhookStatus { ready: 1, desired: 2 }), None] {
             let up = next(Some(&down), Some(1), &Outcome::Applied, with(webhook), &at(200));
             assert_eq!(up.state, Some(MeshState::Healthy));
             assert_eq!(
@@ -516,7 +516,7 @@ mod tests {
         // A component still rolling out says so first.
         let rolling = ComponentsStatus {
             control_plane: Some(ReplicaStatus { ready: 0, desired: 1 }),
-            webhook: Some(ReplicaStatus { ready: 0, desired: 2 }),
+            webhook: Some(WebhookStatus { ready: 0, desired: 2 }),
             ..Default::default()
         };
         let s = next(None, Some(1), &Outcome::Applied, rolling, &at(100));

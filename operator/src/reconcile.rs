@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use mizzen::MeshInstall;
-use mizzen::api::{AddonStatus, ComponentsStatus, DataPlaneStatus, GatewayStatus, ReplicaStatus};
+use mizzen::api::{AddonStatus, ComponentsStatus, DataPlaneStatus, GatewayStatus, ReplicaStatus, WebhookStatus};
 use mizzen::events::{Occurrence, Publish, Reporter, Series};
 use mizzen::render::{RenderOptions, render};
 use mizzen::revisions::{self, Assignment};
@@ -895,12 +895,14 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
             }
         })
         .collect();
-    // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders.
-    let webhook = ctx.options.webhook_url.is_none().then(|| {
+    // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders. Not
+    // reported before its cache has listed (an empty cache would read as no webhook, and flip Ready after a restart).
+    let listed = futures::FutureExt::now_or_never(ctx.webhook.wait_until_ready()).is_some_and(|r| r.is_ok());
+    let webhook = (ctx.options.webhook_url.is_none() && listed).then(|| {
         let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
         ctx.webhook
             .get(&key)
-            .map_or(ReplicaStatus { ready: 0, desired: 0 }, |d| ReplicaStatus {
+            .map_or(WebhookStatus { ready: 0, desired: 0 }, |d| WebhookStatus {
                 ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
                 desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
             })

@@ -163,9 +163,6 @@ pub struct InjectionConfig {
     /// The user's injection templates by name (`spec.injection.templates`, Istio's
     /// `sidecarInjectorWebhook.templates`), parsed; one that does not parse fails the pods that select it.
     pub user_templates: BTreeMap<String, UserTemplate>,
-    /// Why the MeshInstall's mesh-wide proxy settings cannot be injected (`spec.proxy.excludeIpRanges: …`), if
-    /// they cannot: every pod to inject is then refused with it, rather than injected with a value that breaks it.
-    pub invalid_spec: Option<String>,
 }
 
 /// A user template as parsed, or why it does not parse.
@@ -268,7 +265,6 @@ impl Default for InjectionConfig {
             openshift: false,
             compliance_policy: None,
             user_templates: BTreeMap::new(),
-            invalid_spec: None,
         }
     }
 }
@@ -307,10 +303,6 @@ impl InjectionConfig {
             native_sidecar: spec.proxy.native_sidecar,
             image_pull_secrets: spec.proxy.image_pull_secrets.clone(),
             user_templates: parse_templates(&spec.injection.templates),
-            invalid_spec: super::validate::mesh_install(spec).err().map(|e| match e {
-                super::InjectError::InvalidAnnotation { annotation, message } => format!("{annotation}: {message}"),
-                other => other.to_string(),
-            }),
             image_pull_policy: spec.proxy.image_pull_policy.map(|p| {
                 serde_json::to_value(p)
                     .ok()

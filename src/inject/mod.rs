@@ -197,9 +197,6 @@ pub enum InjectError {
     /// The pod itself is malformed.
     #[error("invalid pod: {0}")]
     InvalidPod(String),
-    /// The MeshInstall's own settings cannot be injected (the operator reports the same field).
-    #[error("the MeshInstall's {0}; fix the MeshInstall")]
-    InvalidMeshInstall(String),
 }
 
 /// A pod to inject.
@@ -310,9 +307,6 @@ fn run<'c>(
     namespace_annotations: Option<&BTreeMap<String, String>>,
     path: Path,
 ) -> Result<(Injected, Option<compile::StandIns<'c>>, patch::MetadataScope), InjectError> {
-    if let Some(invalid) = &injector.config().invalid_spec {
-        return Err(InjectError::InvalidMeshInstall(invalid.clone()));
-    }
     let stand_ins = path == Path::Patch { stand_ins: true };
     shape::metadata(&metadata)?;
     shape::spec(&spec)?;

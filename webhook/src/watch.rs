@@ -55,19 +55,12 @@ async fn meshes(client: Client, store: Arc<Store>) {
     }
 }
 
-/// What to serve for a MeshInstall: its spec; while its spec.version is unsupported or its proxy settings cannot be
-/// injected, what was served before, whole (the operator applies nothing of that spec either), or, after a restart,
-/// its spec (with the version last rolled out, `status.version`; with proxy settings it cannot inject, the injector
-/// refuses each pod naming the field).
+/// What to serve for a MeshInstall: its spec; while its spec.version is unsupported, what was served before, whole
+/// (a hub changed in the same edit does not apply either), or, after a restart, its spec with the version last rolled
+/// out (`status.version`).
 fn served(store: &Store, mi: &MeshInstall) -> Option<MeshEntry> {
-    let invalid = mizzen::inject::validate::mesh_install(&mi.spec).err();
-    if let Some(error) = &invalid {
-        tracing::warn!(meshinstall = %mi.name_any(), %error, "the MeshInstall's proxy settings cannot be injected; serving what was served before");
-    }
-    if mizzen::revisions::check_version(&mi.spec.version).is_err() || invalid.is_some() {
-        if invalid.is_none() {
-            unsupported(mi);
-        }
+    if mizzen::revisions::check_version(&mi.spec.version).is_err() {
+        unsupported(mi);
         if let Some(before) = store.mesh_entry(&mi.name_any()) {
             return Some(before);
         }
@@ -182,50 +175,4 @@ pub fn spawn_certificate(client: Client, namespace: &str, name: &str, certificat
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn install(proxy: serde_json::Value) -> MeshInstall {
-        MeshInstall::new(
-            "default",
-            serde_json::from_value(serde_json::json!({"proxy": proxy})).unwrap(),
-        )
-    }
-
-    /// A proxy setting every injected pod would fail on is not served: what was served before stays (the operator
-    /// applies nothing of that spec either); with nothing served before (a restart), pods are refused naming the
-    /// field rather than injected with it.
-    #[test]
-    fn proxy_settings_that_cannot_be_injected_are_not_served() {
-        let good = install(serde_json::json!({"excludeIpRanges": "10.0.0.0/8"}));
-        let bad = install(serde_json::json!({"excludeIpRanges": "10.0.0.0/33"}));
-        let store = Store::from_specs([]);
-        store.apply_mesh("default", served(&store, &good).unwrap());
-        store.apply_mesh("default", served(&store, &bad).unwrap());
-        assert_eq!(
-            store.config("default").unwrap().config().proxy.exclude_ip_ranges,
-            "10.0.0.0/8"
-        );
-        assert_eq!(store.config("default").unwrap().config().invalid_spec, None);
-
-        let restarted = Store::from_specs([]);
-        restarted.apply_mesh("default", served(&restarted, &bad).unwrap());
-        let injector = restarted.config("default").unwrap();
-        let pod =
-            serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "a"}]}});
-        let input = mizzen::inject::PodInput {
-            metadata: &pod["metadata"],
-            spec: &pod["spec"],
-            workload: mizzen::inject::Workload::default(),
-            namespace_annotations: None,
-        };
-        let error = mizzen::inject::inject(&injector, &input).unwrap_err().to_string();
-        assert!(
-            error.contains("spec.proxy.excludeIpRanges") && error.contains("bad bits after slash"),
-            "{error}"
-        );
-    }
 }
