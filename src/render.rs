@@ -337,30 +337,6 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
                 .map_err(as_field)?;
         }
     }
-    for (list, selectors) in [
-        ("neverInjectSelector", &spec.injection.never_inject_selector),
-        ("alwaysInjectSelector", &spec.injection.always_inject_selector),
-    ] {
-        for (i, selector) in selectors.iter().enumerate() {
-            for (j, e) in selector.match_expressions.iter().flatten().enumerate() {
-                let field = format!("spec.injection.{list}[{i}].matchExpressions[{j}]");
-                let values = e.values.as_deref().unwrap_or_default();
-                // As Kubernetes' LabelSelectorAsSelector: a selector it refuses is one Istio's injector skips.
-                let why = match e.operator.as_str() {
-                    "In" | "NotIn" if values.is_empty() => "operator In and NotIn need at least one value",
-                    "Exists" | "DoesNotExist" if !values.is_empty() => {
-                        "operator Exists and DoesNotExist take no values"
-                    }
-                    "In" | "NotIn" | "Exists" | "DoesNotExist" => continue,
-                    _ => "the operator must be In, NotIn, Exists or DoesNotExist",
-                };
-                return Err(invalid(
-                    field,
-                    format!("{why} (got {:?} with {} values)", e.operator, values.len()),
-                ));
-            }
-        }
-    }
     addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
@@ -1336,42 +1312,6 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "spec.injection.templates[\"spire\"]");
-    }
-
-    /// A selector Kubernetes would refuse (and Istio's injector then skip, logging a warning) is refused by field.
-    #[test]
-    fn injection_selectors_kubernetes_would_refuse_are_reported_by_field() {
-        for (expression, field, says) in [
-            (
-                json!({"key": "a", "operator": "Equals", "values": ["x"]}),
-                "neverInjectSelector[0]",
-                "must be In, NotIn",
-            ),
-            (
-                json!({"key": "a", "operator": "NotIn"}),
-                "neverInjectSelector[0]",
-                "need at least one value",
-            ),
-            (
-                json!({"key": "a", "operator": "Exists", "values": ["x"]}),
-                "neverInjectSelector[0]",
-                "take no values",
-            ),
-        ] {
-            let spec = json!({"injection": {"neverInjectSelector": [{"matchExpressions": [expression]}]}});
-            let err = render(&mesh(spec), &RenderOptions::default()).unwrap_err();
-            assert_eq!(err.field, format!("spec.injection.{field}.matchExpressions[0]"));
-            assert!(err.message.contains(says), "{}", err.message);
-        }
-        let fine = json!({"injection": {
-            "neverInjectSelector": [{"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}]}],
-            "alwaysInjectSelector": [{"matchLabels": {"b": "c"}},
-                {"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}, {"key": "c", "operator": "Exists", "values": []}]}]}});
-        render(&mesh(fine), &RenderOptions::default()).unwrap();
-        let bad_always = json!({"injection": {"alwaysInjectSelector": [{"matchLabels": {"b": "c"}},
-            {"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}, {"key": "a", "operator": "in", "values": ["x"]}]}]}});
-        let err = render(&mesh(bad_always), &RenderOptions::default()).unwrap_err();
-        assert_eq!(err.field, "spec.injection.alwaysInjectSelector[1].matchExpressions[1]");
     }
 
     /// Proxy settings every injected pod would fail on (Envoy refusing a log level, the API server a request above
