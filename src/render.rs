@@ -269,13 +269,6 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
                 format!("{:?} is istiod's name", g.name),
             ));
         }
-        if g.service.external_traffic_policy.is_some() && g.service_type() == ServiceType::ClusterIp {
-            // Kubernetes refuses it on a ClusterIP Service ("may only be set for externally-accessible services").
-            return Err(invalid(
-                format!("spec.gateways[{i}].service.externalTrafficPolicy"),
-                "needs service.type NodePort or LoadBalancer",
-            ));
-        }
         let mut seen = BTreeMap::new();
         for (j, p) in g.service.ports.iter().enumerate() {
             // Default ports have no nodePort, so only declared ports can break this.
@@ -327,16 +320,10 @@ fn validate(spec: &MeshInstallSpec, options: &RenderOptions) -> Result<(), Inval
         crate::inject::InjectError::InvalidAnnotation { annotation, message } => invalid(annotation, message),
         other => invalid("spec", other.to_string()),
     };
+    // Only what breaks every injected pod (and gateway): a spec refused here stops reconciling and gives up the
+    // names it holds, so a fault of one object (istiod's or a gateway's resources, a Service field) stays that
+    // object's apply error instead.
     crate::inject::validate::mesh_install(spec).map_err(as_field)?;
-    if let Some(r) = &spec.control_plane.resources {
-        crate::inject::validate::container_resources("spec.controlPlane.resources", r).map_err(as_field)?;
-    }
-    for (i, g) in spec.gateways.iter().enumerate() {
-        if let Some(r) = &g.resources {
-            crate::inject::validate::container_resources(&format!("spec.gateways[{i}].resources"), r)
-                .map_err(as_field)?;
-        }
-    }
     addons::validate(spec)?;
     for key in spec.control_plane.env.keys() {
         if key.is_empty() || key.contains('=') {
@@ -1227,14 +1214,6 @@ mod tests {
             "service": {"ports": [{"name": "http2", "port": 80, "nodePort": 30080}]}}]}));
         let error = render(&node_port, &RenderOptions::default()).unwrap_err();
         assert_eq!(error.field, "spec.gateways[0].service.ports[0].nodePort");
-        let policy = mesh(json!({"gateways": [{"name": "istio-egressgateway", "kind": "egress",
-            "service": {"externalTrafficPolicy": "Local"}}]}));
-        let error = render(&policy, &RenderOptions::default()).unwrap_err();
-        assert_eq!(error.field, "spec.gateways[0].service.externalTrafficPolicy");
-        let policy = mesh(
-            json!({"gateways": [{"name": "istio-ingressgateway", "service": {"externalTrafficPolicy": "Local"}}]}),
-        );
-        render(&policy, &RenderOptions::default()).unwrap();
     }
 
     /// Istio's charts render a PodDisruptionBudget for a fixed replica count above one (`replicaCount` > 1), so a
@@ -1331,6 +1310,16 @@ mod tests {
                 "\"\" is not a component:level",
             ),
             (
+                json!({"componentLogLevel": "misc:error, upstream:debug"}),
+                "spec.proxy.componentLogLevel",
+                "\" upstream:debug\" is not",
+            ),
+            (
+                json!({"componentLogLevel": "misc:ERROR"}),
+                "spec.proxy.componentLogLevel",
+                "\"misc:ERROR\" is not",
+            ),
+            (
                 json!({"resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}}),
                 "spec.proxy.resources.requests.cpu",
                 "\"3\" is more than the limit \"2\"",
@@ -1350,18 +1339,11 @@ mod tests {
             assert_eq!(err.field, field, "{proxy}");
             assert!(err.message.contains(says), "{proxy}: {}", err.message);
         }
-        let err = render(
-            &mesh(json!({"gateways": [{"name": "gw", "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}]})),
-            &RenderOptions::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.field, "spec.gateways[0].resources.requests.memory");
-        let err = render(
-            &mesh(json!({"controlPlane": {"resources": {"requests": {"cpu": "-1"}}}})),
-            &RenderOptions::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.field, "spec.controlPlane.resources.requests.cpu");
+        // A fault of one object (istiod's or a gateway's resources) is that object's apply error, not a spec that
+        // stops reconciling.
+        let one_object = json!({"controlPlane": {"resources": {"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}},
+            "gateways": [{"name": "gw", "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}]});
+        render(&mesh(one_object), &RenderOptions::default()).unwrap();
         // What works today keeps working: CIDR items istio-init skips, a trailing comma, a request equal to its
         // limit, quantities finer than mizzen's parser reads (left to the API server), an empty level list.
         for fine in [

@@ -895,10 +895,9 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
             }
         })
         .collect();
-    // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders. Not
-    // reported before its cache has listed (an empty cache would read as no webhook, and flip Ready after a restart).
-    let listed = futures::FutureExt::now_or_never(ctx.webhook.wait_until_ready()).is_some_and(|r| r.is_ok());
-    let webhook = (ctx.options.webhook_url.is_none() && listed).then(|| {
+    // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders. The
+    // reconcile waited for its cache to list, so an empty cache never reads as no webhook.
+    let webhook = ctx.options.webhook_url.is_none().then(|| {
         let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
         ctx.webhook
             .get(&key)
@@ -925,7 +924,7 @@ struct Extras {
 }
 
 /// Whether every component is available (the automatic rollout waits for a ready control plane, and for a webhook
-/// that answers: the pods it restarts are created through it).
+/// that answers: the pods it restarts are created through it; `webhook` is absent only with `--webhook-url`).
 fn components_ready(components: &ComponentsStatus) -> bool {
     components.webhook.as_ref().is_none_or(|w| w.ready > 0)
         && components.control_plane.as_ref().is_none_or(|c| c.ready >= c.desired)
@@ -1101,6 +1100,19 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // Before any status: readiness is read from the caches, and empty ones (a restart, a new leader) would flip a
     // paused install's Ready to False and back; when they do not fill, the reconcile fails and is retried.
     ctx.caches.wait_ready(CACHE_SYNC).await?;
+    // The webhook Deployment's cache too: its readiness is part of the status and gates the automatic rollout.
+    if ctx.options.webhook_url.is_none() {
+        match tokio::time::timeout(CACHE_SYNC, ctx.webhook.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::CacheSync(e.to_string())),
+            Err(_) => {
+                return Err(Error::CacheSync(format!(
+                    "the webhook Deployment's watch did not list within {}s",
+                    CACHE_SYNC.as_secs()
+                )));
+            }
+        }
+    }
     if paused(mi) {
         let extras = Extras {
             data_plane: data_plane(ctx, mi, None).await,

@@ -308,26 +308,50 @@ pub fn annotations(annotations: &Map<String, Value>) -> Result<Checked, InjectEr
 }
 
 /// The mesh-wide proxy settings of a MeshInstall (`spec.proxy`) that would break every injected pod: a
-/// `componentLogLevel` Envoy refuses at start (it exits on a level it does not know or an item without one), and
+/// `componentLogLevel` Envoy refuses at start (it exits on a level it does not know or a malformed item), and
 /// proxy resources the API server refuses in a pod (a request above its limit, a negative quantity). The error's
 /// `annotation` is the field (`spec.proxy.componentLogLevel`). CIDR and port lists are not checked here: istio-init
 /// skips a CIDR it cannot parse (for compatibility with its old shell script), so such a list works today, and
 /// refusing it would stop an install that runs.
 pub fn mesh_install(spec: &crate::api::MeshInstallSpec) -> Result<(), InjectError> {
     let p = &spec.proxy;
-    scoped_levels(
-        "spec.proxy.componentLogLevel",
-        &p.component_log_level,
-        ENVOY_LEVELS,
-        false,
-    )?;
+    envoy_component_levels("spec.proxy.componentLogLevel", &p.component_log_level)?;
     container_resources("spec.proxy.resources", &p.resources)
+}
+
+/// Envoy's `--component-log-level` as Envoy reads it (`OptionsImpl::parseComponentLogLevels`): `name:level` items
+/// separated by commas, nothing trimmed, each level one Envoy knows. The names are checked for shape only (lower-case
+/// letters, digits, `_`): Envoy also exits on a name it has no logger for, which depends on its build.
+fn envoy_component_levels(field: &str, value: &str) -> Result<(), InjectError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    for item in value.split(',') {
+        let ok = item.split_once(':').is_some_and(|(name, level)| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && ENVOY_LEVELS.contains(&level)
+        });
+        if !ok {
+            return Err(invalid(
+                field,
+                format!(
+                    "{item:?} is not a component:level item Envoy reads (component: lower-case letters, digits and \
+                     '_'; level: {}; items separated by commas, no spaces)",
+                    ENVOY_LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Requests and limits of a container that the API server refuses in a pod: a negative quantity, a request above
 /// its limit. A quantity mizzen's parser does not take (beyond its precision, which Kubernetes rounds) is left to
 /// the API server rather than refused here.
-pub fn container_resources(field: &str, r: &crate::api::Resources) -> Result<(), InjectError> {
+fn container_resources(field: &str, r: &crate::api::Resources) -> Result<(), InjectError> {
     let parse = |kind: &str, name: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
         let parsed = Quantity::parse(&q.0).ok()?;
         Some(if parsed.milli_value() < 0 {
