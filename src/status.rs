@@ -97,28 +97,6 @@ pub fn next(
     // without a sidecar, whatever this MeshInstall's own components say.
     let webhook_down = components.webhook.as_ref().is_some_and(|w| w.ready == 0);
     let (reconciled, ready, state) = match outcome {
-        Outcome::Applied if components_ready && webhook_down => (
-            condition(
-                RECONCILED,
-                true,
-                "Applied",
-                "every object is applied".into(),
-                generation,
-                now,
-            ),
-            condition(
-                READY,
-                false,
-                "WebhookUnavailable",
-                "every component is available, but no mizzen-webhook pod is ready: pods of injected namespaces are \
-                 refused (failurePolicy Fail) or created without a sidecar (Ignore); see the mizzen-webhook \
-                 Deployment"
-                    .into(),
-                generation,
-                now,
-            ),
-            MeshState::Progressing,
-        ),
         Outcome::Applied => (
             condition(
                 RECONCILED,
@@ -128,26 +106,36 @@ pub fn next(
                 generation,
                 now,
             ),
-            if components_ready {
-                condition(
+            match (components_ready, webhook_down) {
+                (true, false) => condition(
                     READY,
                     true,
                     "RolledOut",
                     "every component is available".into(),
                     generation,
                     now,
-                )
-            } else {
-                condition(
+                ),
+                (true, true) => condition(
+                    READY,
+                    false,
+                    "WebhookUnavailable",
+                    "every component is available, but no mizzen-webhook pod is ready: pods of injected namespaces \
+                     are refused (failurePolicy Fail) or created without a sidecar (Ignore); see the mizzen-webhook \
+                     Deployment"
+                        .into(),
+                    generation,
+                    now,
+                ),
+                (false, _) => condition(
                     READY,
                     false,
                     "RollingOut",
                     format!("{ready_count}/{total} components available"),
                     generation,
                     now,
-                )
+                ),
             },
-            if components_ready {
+            if components_ready && !webhook_down {
                 MeshState::Healthy
             } else {
                 MeshState::Progressing

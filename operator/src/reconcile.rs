@@ -898,13 +898,10 @@ fn readiness(ctx: &Context, mi: &MeshInstall) -> ComponentsStatus {
     // The webhook in the cluster: ready pods of any revision (each answers), whatever this MeshInstall renders. The
     // reconcile waited for its cache to list, so an empty cache never reads as no webhook.
     let webhook = ctx.options.webhook_url.is_none().then(|| {
-        let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
-        ctx.webhook
-            .get(&key)
-            .map_or(WebhookStatus { ready: 0, desired: 0 }, |d| WebhookStatus {
-                ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-                desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            })
+        webhook_deployment(ctx).map_or(WebhookStatus { ready: 0, desired: 0 }, |d| WebhookStatus {
+            ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+            desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        })
     });
     ComponentsStatus {
         control_plane: Some(control_plane),
@@ -1038,11 +1035,15 @@ async fn webhook_ready(ctx: &Context) -> bool {
         let connect = tokio::net::TcpStream::connect(addr);
         return matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)));
     }
-    let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
-    ctx.webhook
-        .get(&key)
+    webhook_deployment(ctx)
         .and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas))
         .is_some_and(|n| n > 0)
+}
+
+/// The webhook's Deployment in the operator's namespace, from its watch cache.
+fn webhook_deployment(ctx: &Context) -> Option<Arc<Deployment>> {
+    let key = kube::runtime::reflector::ObjectRef::new(WEBHOOK_DEPLOYMENT).within(&ctx.options.namespace);
+    ctx.webhook.get(&key)
 }
 
 /// `host:port` of an https URL (port 443 when absent).
