@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
+use serde::Deserialize;
+
 use crate::api::{MeshInstall, MeshInstallSpec};
 
 /// Istio minor releases this mizzen release installs and injects: the current one and the one before.
@@ -60,10 +62,17 @@ pub fn check_version(version: &str) -> Result<(), String> {
     }
 }
 
-/// The spec the injector serves for a MeshInstall: its own, or, while `spec.version` names an unsupported release,
-/// the same with the version last rolled out (`status.version`); `None` when no supported version was ever rolled
-/// out (the operator has changed nothing, so the webhook serves nothing for it either).
+/// The spec the injector serves for a MeshInstall: the one the operator last applied (`status.appliedSpec`), so
+/// that a spec it refuses, has not applied yet or does not reconcile (paused) reaches no pod before istiod and the
+/// gateways. Before the first apply (or from an operator that did not record it): its own spec, or, while
+/// `spec.version` names an unsupported release, the same with the version last rolled out (`status.version`);
+/// `None` when no supported version was ever rolled out (the operator has changed nothing, so the webhook serves
+/// nothing for it either). A recorded spec this release cannot read or whose version it does not support is
+/// passed over the same way.
 pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
+    if let Some(spec) = applied_spec(mi) {
+        return Some(spec);
+    }
     if check_version(&mi.spec.version).is_ok() {
         return Some(mi.spec.clone());
     }
@@ -72,6 +81,15 @@ pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     let mut spec = mi.spec.clone();
     spec.version = applied.clone();
     Some(spec)
+}
+
+/// The spec the operator last applied (`status.appliedSpec`), when this release can read it and supports its
+/// version.
+pub fn applied_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
+    let applied = mi.status.as_ref()?.applied_spec.as_ref()?;
+    MeshInstallSpec::deserialize(applied)
+        .ok()
+        .filter(|spec| check_version(&spec.version).is_ok())
 }
 
 /// The MeshInstall as the webhook serves it, for reports of what it injects: its spec replaced by [`serving_spec`]'s
@@ -414,6 +432,28 @@ mod tests {
         assert_eq!(serving_spec(&m).unwrap().version, "1.28.0");
         m.spec.version = "1.28.1".into();
         assert_eq!(serving_spec(&m).unwrap().version, "1.28.1");
+    }
+
+    #[test]
+    fn the_spec_last_applied_is_served_until_the_next_apply() {
+        let mut m = mi("default", 1, json!({"proxy": {"logLevel": "debug"}}));
+        assert_eq!(
+            serving_spec(&m).unwrap(),
+            m.spec,
+            "nothing applied yet: the spec itself"
+        );
+        let applied = mi("default", 1, json!({"proxy": {"logLevel": "info"}})).spec;
+        m.status = Some(serde_json::from_value(json!({"appliedSpec": applied, "version": "1.28.0"})).unwrap());
+        // A spec the operator refused, or has not applied (paused, not reconciled yet), is not served.
+        assert_eq!(serving_spec(&m).unwrap(), applied);
+        m.spec.version = "1.29.0".into();
+        assert_eq!(serving_spec(&m).unwrap(), applied);
+        // A recorded spec this release cannot read or does not support: as without one.
+        m.spec.version = "1.28.1".into();
+        for unreadable in [json!({"version": 7}), json!({"version": "1.30.0"})] {
+            m.status.as_mut().unwrap().applied_spec = Some(unreadable);
+            assert_eq!(serving_spec(&m).unwrap(), m.spec);
+        }
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! the last one (conditions keep their `lastTransitionTime` unless their status flips).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{ComponentsStatus, DataPlaneStatus, MeshInstallStatus, MeshState, ReplicaStatus, RolloutMode};
+use crate::api::{
+    ComponentsStatus, DataPlaneStatus, MeshInstallSpec, MeshInstallStatus, MeshState, ReplicaStatus, RolloutMode,
+};
 
 /// Condition type: every desired object was applied.
 pub const RECONCILED: &str = "Reconciled";
@@ -228,9 +231,42 @@ pub fn next(
         state: Some(state),
         // Kept until the operator knows better (see `with_data_plane`, `with_rolled_out`).
         version: previous.and_then(|p| p.version.clone()),
+        applied_spec: previous.and_then(|p| p.applied_spec.clone()),
         revision_tags: previous.map(|p| p.revision_tags.clone()).unwrap_or_default(),
         proxies: previous.and_then(|p| p.proxies.clone()),
         data_plane: previous.and_then(|p| p.data_plane.clone()),
+    }
+}
+
+/// Records `spec` as the spec last applied (`status.appliedSpec`, what the webhook injects with), as JSON without
+/// null members (a merge patch of the status could not write them). A recorded spec that reads as the same spec is
+/// kept as it is: the API server writes numbers its own way (`1.0` comes back as `1`), and a copy that differed only
+/// so would be written again at every reconcile.
+pub fn with_applied_spec(status: &mut MeshInstallStatus, spec: &MeshInstallSpec) {
+    let Ok(mut value) = serde_json::to_value(spec) else {
+        return;
+    };
+    drop_nulls(&mut value);
+    let read = |v: &Value| MeshInstallSpec::deserialize(v).ok();
+    let same = status
+        .applied_spec
+        .as_ref()
+        .and_then(read)
+        .is_some_and(|old| read(&value) == Some(old));
+    if !same {
+        status.applied_spec = Some(value);
+    }
+}
+
+/// Removes the null members of every object in `value`.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 
@@ -396,6 +432,34 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_applied_spec_is_recorded_once_per_change() {
+        let spec = |v: Value| serde_json::from_value::<MeshInstallSpec>(v).unwrap();
+        let mut status = MeshInstallStatus::default();
+        let first = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 1.0}}, "meshConfig": {"x": null}}));
+        with_applied_spec(&mut status, &first);
+        let recorded = status.applied_spec.clone().unwrap();
+        assert_eq!(recorded["addons"]["jaeger"]["sampling"], json!(1.0));
+        assert!(recorded["meshConfig"].get("x").is_none(), "a null member: {recorded}");
+        // As the API server gives it back (1.0 as 1): the same spec, kept as it was read.
+        let mut stored = recorded.clone();
+        stored["addons"]["jaeger"]["sampling"] = json!(1);
+        status.applied_spec = Some(stored.clone());
+        with_applied_spec(&mut status, &first);
+        assert_eq!(status.applied_spec.as_ref(), Some(&stored));
+        // A changed spec replaces it.
+        let second = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 2.5}}}));
+        with_applied_spec(&mut status, &second);
+        assert_eq!(
+            status.applied_spec.as_ref().unwrap()["addons"]["jaeger"]["sampling"],
+            json!(2.5)
+        );
+        assert_eq!(
+            MeshInstallSpec::deserialize(status.applied_spec.as_ref().unwrap()).unwrap(),
+            second
+        );
+    }
     use crate::api::{AddonStatus, GatewayStatus, WebhookStatus};
 
     fn at(secs: i64) -> Time {

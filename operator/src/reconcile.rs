@@ -985,13 +985,15 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
-    // The version the webhook falls back to while spec.version is unsupported: the last one rolled out.
+    // What the webhook injects with (`revisions::serving_spec`): the spec last applied, and the version last rolled
+    // out, which it falls back to while spec.version is unsupported (a status written before `appliedSpec`).
     if matches!(
         outcome,
         Outcome::Applied | Outcome::WaitingForWebhook | Outcome::Conflict(_)
     ) && revisions::check_version(&mi.spec.version).is_ok()
     {
         next.version = Some(mi.spec.version.clone());
+        status::with_applied_spec(&mut next, &mi.spec);
     }
     if let Some(tags) = extras.tags {
         next.revision_tags = tags;

@@ -759,11 +759,21 @@ async fn paused_mesh_installs_are_left_alone() {
         deployments.get_opt("istiod-sc-paused").await.expect("get").is_none(),
         "a paused MeshInstall was reconciled"
     );
+    // A spec changed while paused is not injected either: the webhook serves the one applied.
+    let before = s.mesh("sc-paused").await.spec;
+    s.patch_spec("sc-paused", json!({"proxy": {"logLevel": "debug"}})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paused = s.mesh("sc-paused").await;
+    assert_eq!(paused.spec.proxy.log_level, "debug");
+    assert_eq!(mizzen::revisions::serving_spec(&paused), Some(before));
     s.annotate("sc-paused", mizzen_operator::PAUSED_ANNOTATION, None).await;
     eventually(WAIT, "istiod is back once unpaused", || async {
         deployments.get_opt("istiod-sc-paused").await.expect("get").map(|_| ())
     })
     .await;
+    s.condition("sc-paused", "Reconciled", "True", "Applied").await;
+    let resumed = s.mesh("sc-paused").await;
+    assert_eq!(mizzen::revisions::serving_spec(&resumed), Some(resumed.spec));
     s.finish().await;
 }
 
@@ -1683,7 +1693,16 @@ async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
     let istiod = format!("istiod-{name}");
     let before = deployments.get(&istiod).await.expect("istiod");
     assert_eq!(image(before.clone()), "docker.io/istio/pilot:1.28.0");
-    s.patch_spec(name, json!({"version": "1.26.3"})).await;
+    // What the webhook injects with: the spec applied (status.appliedSpec).
+    let served = |mi: MeshInstall| mizzen::revisions::serving_spec(&mi).expect("served");
+    let applied = s.mesh(name).await;
+    assert!(
+        applied.status.as_ref().and_then(|s| s.applied_spec.as_ref()).is_some(),
+        "no appliedSpec"
+    );
+    assert_eq!(served(applied.clone()), applied.spec);
+    s.patch_spec(name, json!({"version": "1.26.3", "proxy": {"logLevel": "debug"}}))
+        .await;
     let message = s.condition(name, "Reconciled", "False", "InvalidSpec").await;
     assert!(
         message.contains("spec.version") && message.contains("1.26.3") && message.contains("1.27.x to 1.28.x"),
@@ -1697,9 +1716,18 @@ async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
         Some("1.28.0"),
         "the version rolled out (what the webhook keeps injecting)"
     );
-    // A supported one rolls istiod.
+    let refused = s.mesh(name).await;
+    assert_eq!(refused.spec.proxy.log_level, "debug");
+    assert_eq!(served(refused), applied.spec, "the refused spec would reach new pods");
+    // A supported one rolls istiod, and the webhook injects with it.
     s.patch_spec(name, json!({"version": "1.28.1"})).await;
     s.condition(name, "Reconciled", "True", "Applied").await;
+    let now = s.mesh(name).await;
+    assert_eq!(
+        (now.spec.version.as_str(), now.spec.proxy.log_level.as_str()),
+        ("1.28.1", "debug")
+    );
+    assert_eq!(served(now.clone()), now.spec);
     eventually(WAIT, "istiod runs 1.28.1", || async {
         (image(deployments.get(&istiod).await.ok()?) == "docker.io/istio/pilot:1.28.1").then_some(())
     })

@@ -55,11 +55,12 @@ async fn meshes(client: Client, store: Arc<Store>) {
     }
 }
 
-/// What to serve for a MeshInstall: its spec; while its spec.version is unsupported, what was served before, whole
-/// (a hub changed in the same edit does not apply either), or, after a restart, its spec with the version last rolled
-/// out (`status.version`).
+/// What to serve for a MeshInstall: the spec the operator last applied (`status.appliedSpec`); without one (before
+/// the first apply, or a status an older operator wrote), its spec, or, while its spec.version is unsupported, what
+/// was served before, whole (a hub changed in the same edit does not apply either), or, after a restart, its spec
+/// with the version last rolled out (`status.version`).
 fn served(store: &Store, mi: &MeshInstall) -> Option<MeshEntry> {
-    if mizzen::revisions::check_version(&mi.spec.version).is_err() {
+    if mizzen::revisions::check_version(&mi.spec.version).is_err() && mizzen::revisions::applied_spec(mi).is_none() {
         unsupported(mi);
         if let Some(before) = store.mesh_entry(&mi.name_any()) {
             return Some(before);
@@ -175,4 +176,42 @@ pub fn spawn_certificate(client: Client, namespace: &str, name: &str, certificat
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn mesh(spec: serde_json::Value, status: serde_json::Value) -> MeshInstall {
+        let mut mi = MeshInstall::new("default", serde_json::from_value(spec).unwrap());
+        mi.status = Some(serde_json::from_value(status).unwrap());
+        mi
+    }
+
+    #[test]
+    fn the_spec_last_applied_is_served_whatever_the_spec_says() {
+        let store = Store::from_specs([]);
+        let applied = json!({"version": "1.28.0", "proxy": {"logLevel": "info"}});
+        let mi = mesh(
+            json!({"version": "1.28.1", "proxy": {"logLevel": "debug"}}),
+            json!({"appliedSpec": applied}),
+        );
+        let served_spec = served(&store, &mi).unwrap().spec;
+        assert_eq!(
+            (served_spec.version.as_str(), served_spec.proxy.log_level.as_str()),
+            ("1.28.0", "info")
+        );
+        // An unsupported spec.version: still the applied spec, not what was served before.
+        store.apply_mesh(
+            "default",
+            serde_json::from_value::<mizzen::MeshInstallSpec>(json!({"proxy": {"logLevel": "error"}})).unwrap(),
+        );
+        let mi = mesh(json!({"version": "1.30.0"}), json!({"appliedSpec": applied}));
+        assert_eq!(served(&store, &mi).unwrap().spec.proxy.log_level, "info");
+        // Without an applied spec (an older operator's status): what was served before.
+        let mi = mesh(json!({"version": "1.30.0"}), json!({"version": "1.27.0"}));
+        assert_eq!(served(&store, &mi).unwrap().spec.proxy.log_level, "error");
+    }
 }
