@@ -41,6 +41,9 @@ struct Scenario {
     /// nothing else can take it meanwhile.
     reserved: Option<tokio::net::TcpSocket>,
     webhook_port: u16,
+    /// The operator manages an in-cluster webhook (no `--webhook-url`): it reads the webhook's readiness from the
+    /// `mizzen-webhook` Deployment in its namespace.
+    in_cluster: bool,
 }
 
 impl Scenario {
@@ -71,6 +74,15 @@ impl Scenario {
 
     /// Like [`Scenario::start`]; without a webhook listening when `webhook_up` is false.
     async fn start_with_webhook(name: &str, spec: Value, webhook_up: bool) -> Option<Self> {
+        Self::start_as(name, spec, webhook_up, false).await
+    }
+
+    /// Like [`Scenario::start`], with the operator managing an in-cluster webhook (see `Scenario::in_cluster`).
+    async fn start_in_cluster(name: &str, spec: Value) -> Option<Self> {
+        Self::start_as(name, spec, false, true).await
+    }
+
+    async fn start_as(name: &str, spec: Value, webhook_up: bool, in_cluster: bool) -> Option<Self> {
         let cluster = support::cluster().await?;
         let client = cluster.client().await;
         let operator_ns = format!("{name}-op");
@@ -96,6 +108,7 @@ impl Scenario {
             webhook: None,
             reserved: Some(socket),
             webhook_port,
+            in_cluster,
         };
         if webhook_up {
             s.webhook_comes_up();
@@ -137,7 +150,7 @@ impl Scenario {
             namespace: self.operator_ns.clone(),
             identity: Some(format!("test-{}", self.name)),
             meshinstall_selector: Some(format!("mizzen.io/test={}", self.name)),
-            webhook_url: Some(format!("https://127.0.0.1:{}/inject", self.webhook_port)),
+            webhook_url: (!self.in_cluster).then(|| format!("https://127.0.0.1:{}/inject", self.webhook_port)),
             ..Options::default()
         };
         self.task = Some(tokio::spawn(run(client, options, self.metrics.clone(), async {
@@ -737,6 +750,59 @@ async fn invalid_spec_is_reported_by_field() {
         deployments.get_opt("istiod-sc-invalid").await.expect("get").is_none(),
         "nothing applied"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_in_cluster_webhook_without_ready_pods_is_in_the_status() {
+    let name = "sc-webhook-pods";
+    let Some(s) = Scenario::start_in_cluster(name, spec(name)).await else {
+        return;
+    };
+    let webhook = |mi: MeshInstall| {
+        let w = mi.status?.components?.webhook?;
+        Some((w.ready, w.desired))
+    };
+    // No webhook Deployment yet: none of its pods can be ready.
+    s.condition(name, "Ready", "False", "WebhookNotReady").await;
+    assert_eq!(webhook(s.mesh(name).await), Some((0, 0)));
+    // Its Deployment, whose pods cannot run (no node): two desired, none ready, the configuration still waits.
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.operator_ns);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": mizzen_operator::reconcile::WEBHOOK_DEPLOYMENT},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "webhook-stand-in"}},
+            "template": {
+                "metadata": {"labels": {"app": "webhook-stand-in"}},
+                "spec": {"containers": [{"name": "webhook", "image": "example.invalid/webhook:0"}]},
+            },
+        },
+    });
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(deployment).expect("Deployment"),
+        )
+        .await
+        .expect("creating the webhook Deployment");
+    eventually(WAIT, "status.components.webhook is 0 of 2", || async {
+        (webhook(s.mesh(name).await) == Some((0, 2))).then_some(())
+    })
+    .await;
+    s.condition(name, "Ready", "False", "WebhookNotReady").await;
+    let configs: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(s.client.clone());
+    let mine = configs
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|c| c.owner_references().iter().any(|o| o.name == name))
+        .count();
+    assert_eq!(mine, 0, "a webhook configuration before a webhook pod is ready");
     s.finish().await;
 }
 
