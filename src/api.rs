@@ -388,15 +388,6 @@ impl Resources {
     }
 }
 
-/// An object the API server keeps as written (a copy of the spec in the status: its own schema's defaults and rules
-/// would apply to the copy otherwise, and a rule added later could refuse a status that carries an older spec).
-fn opaque_object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    })
-}
-
 fn quantity_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
@@ -876,13 +867,19 @@ pub struct MeshInstallStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 
-    /// The spec the operator last applied (every object, or all but a MutatingWebhookConfiguration waiting for a
-    /// ready webhook or one another install holds): what the webhook injects with. A spec the operator refuses
-    /// (`InvalidSpec`), cannot apply yet or does not reconcile (`mizzen.io/paused`) does not reach new pods before
-    /// it reaches istiod and the gateways. Absent until the first apply (the webhook then injects with the spec).
+    /// The spec the operator last applied, as JSON text (a string, which a status write replaces whole): what the
+    /// webhook injects with. Written when every object was applied (but a webhook configuration waiting for a ready webhook,
+    /// or one whose name another install holds); a spec the operator refuses (`InvalidSpec`), fails to apply,
+    /// cannot apply for an object another install or nobody of mizzen's owns, or does not reconcile
+    /// (`mizzen.io/paused`) reaches no new pod. Absent before the first apply and for a spec over 512 KiB (the
+    /// webhook then injects with the spec itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "opaque_object_schema")]
-    pub applied_spec: Option<serde_json::Value>,
+    #[schemars(length(max = 524288))]
+    pub applied_spec: Option<String>,
+
+    /// The `metadata.generation` of `appliedSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
 
     /// The revision tags this install holds (including `default` when it serves `istio-injection=enabled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

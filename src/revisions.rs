@@ -17,8 +17,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use serde::Deserialize;
-
 use crate::api::{MeshInstall, MeshInstallSpec};
 
 /// Istio minor releases this mizzen release installs and injects: the current one and the one before.
@@ -62,13 +60,11 @@ pub fn check_version(version: &str) -> Result<(), String> {
     }
 }
 
-/// The spec the injector serves for a MeshInstall: the one the operator last applied (`status.appliedSpec`), so
-/// that a spec it refuses, has not applied yet or does not reconcile (paused) reaches no pod before istiod and the
-/// gateways. Before the first apply (or from an operator that did not record it): its own spec, or, while
-/// `spec.version` names an unsupported release, the same with the version last rolled out (`status.version`);
-/// `None` when no supported version was ever rolled out (the operator has changed nothing, so the webhook serves
-/// nothing for it either). A recorded spec this release cannot read or whose version it does not support is
-/// passed over the same way.
+/// The spec the injector serves for a MeshInstall: the one the operator last applied ([`applied_spec`]), so that a
+/// spec it refuses, fails to apply or does not reconcile (paused) reaches no new pod. Without one (before the first
+/// apply, a spec too long to record, a status an older operator wrote): its own spec, or, while `spec.version` names
+/// an unsupported release, the same with the version last rolled out (`status.version`); `None` when no supported
+/// version was ever rolled out (the operator has changed nothing, so the webhook serves nothing for it either).
 pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     if let Some(spec) = applied_spec(mi) {
         return Some(spec);
@@ -83,17 +79,32 @@ pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     Some(spec)
 }
 
-/// The spec the operator last applied (`status.appliedSpec`), when this release can read it and supports its
-/// version.
+/// The spec the operator last applied (`status.appliedSpec`), when it can be trusted to be that: of a generation no
+/// later `Reconciled=True` condition passed (an operator that does not record it, after a downgrade, may have applied
+/// newer ones since), readable by this release, of a supported version, with the spec's own (immutable) revision and
+/// namespace, and injection settings the operator accepts. A status is written by whoever may write
+/// `meshinstalls/status`; past these checks, that permission decides what is injected as the spec's does.
 pub fn applied_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
-    let applied = mi.status.as_ref()?.applied_spec.as_ref()?;
-    MeshInstallSpec::deserialize(applied)
-        .ok()
-        .filter(|spec| check_version(&spec.version).is_ok())
+    let status = mi.status.as_ref()?;
+    let generation = status.applied_generation?;
+    let passed = status.conditions.iter().any(|c| {
+        c.type_ == crate::status::RECONCILED
+            && c.status == "True"
+            && c.observed_generation.is_some_and(|g| g > generation)
+    });
+    if passed {
+        return None;
+    }
+    let spec: MeshInstallSpec = serde_json::from_str(status.applied_spec.as_ref()?).ok()?;
+    let trusted = spec.revision == mi.spec.revision
+        && spec.namespace == mi.spec.namespace
+        && check_version(&spec.version).is_ok()
+        && crate::inject::validate::mesh_install(&spec).is_ok();
+    trusted.then_some(spec)
 }
 
 /// The MeshInstall as the webhook serves it, for reports of what it injects: its spec replaced by [`serving_spec`]'s
-/// (unchanged when nothing was ever rolled out).
+/// (unchanged when it serves nothing).
 pub fn as_served(mut mi: MeshInstall) -> MeshInstall {
     if let Some(spec) = serving_spec(&mi) {
         mi.spec = spec;
@@ -443,17 +454,50 @@ mod tests {
             "nothing applied yet: the spec itself"
         );
         let applied = mi("default", 1, json!({"proxy": {"logLevel": "info"}})).spec;
-        m.status = Some(serde_json::from_value(json!({"appliedSpec": applied, "version": "1.28.0"})).unwrap());
+        let status = |generation: i64, reconciled: i64| {
+            serde_json::from_value::<crate::api::MeshInstallStatus>(json!({
+                "appliedSpec": serde_json::to_string(&applied).unwrap(),
+                "appliedGeneration": generation,
+                "version": "1.28.0",
+                "conditions": [{"type": "Reconciled", "status": "True", "reason": "Applied", "message": "",
+                                "lastTransitionTime": "2026-12-06T00:00:00Z", "observedGeneration": reconciled}],
+            }))
+            .unwrap()
+        };
+        m.status = Some(status(2, 2));
         // A spec the operator refused, or has not applied (paused, not reconciled yet), is not served.
         assert_eq!(serving_spec(&m).unwrap(), applied);
         m.spec.version = "1.29.0".into();
         assert_eq!(serving_spec(&m).unwrap(), applied);
-        // A recorded spec this release cannot read or does not support: as without one.
         m.spec.version = "1.28.1".into();
-        for unreadable in [json!({"version": 7}), json!({"version": "1.30.0"})] {
-            m.status.as_mut().unwrap().applied_spec = Some(unreadable);
-            assert_eq!(serving_spec(&m).unwrap(), m.spec);
+        // A later generation applied by an operator that did not record it: the spec, as before.
+        m.status = Some(status(2, 3));
+        assert_eq!(serving_spec(&m).unwrap(), m.spec);
+        // A recorded spec this release cannot trust: as without one.
+        let recorded = |m: &mut MeshInstall, text: String| {
+            let mut s = status(2, 2);
+            s.applied_spec = Some(text);
+            m.status = Some(s);
+        };
+        let bad = [
+            "{\"version\": 7}".to_owned(),
+            "not json".to_owned(),
+            serde_json::to_string(&json!({"version": "1.30.0"})).unwrap(),
+            serde_json::to_string(&json!({"revision": "canary"})).unwrap(),
+            serde_json::to_string(&json!({"namespace": "elsewhere"})).unwrap(),
+            serde_json::to_string(&json!({"proxy": {"componentLogLevel": "misc:loud"}})).unwrap(),
+        ];
+        for text in bad {
+            recorded(&mut m, text.clone());
+            assert_eq!(serving_spec(&m).unwrap(), m.spec, "{text}");
         }
+        recorded(
+            &mut m,
+            serde_json::to_string(&json!({"proxy": {"componentLogLevel": "upstream:debug"}})).unwrap(),
+        );
+        let served = serving_spec(&m).unwrap();
+        assert_eq!(served.proxy.component_log_level, "upstream:debug");
+        assert_ne!(served.proxy.log_level, m.spec.proxy.log_level);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! the last one (conditions keep their `lastTransitionTime` unless their status flips).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{
@@ -232,42 +231,26 @@ pub fn next(
         // Kept until the operator knows better (see `with_data_plane`, `with_rolled_out`).
         version: previous.and_then(|p| p.version.clone()),
         applied_spec: previous.and_then(|p| p.applied_spec.clone()),
+        applied_generation: previous.and_then(|p| p.applied_generation),
         revision_tags: previous.map(|p| p.revision_tags.clone()).unwrap_or_default(),
         proxies: previous.and_then(|p| p.proxies.clone()),
         data_plane: previous.and_then(|p| p.data_plane.clone()),
     }
 }
 
-/// Records `spec` as the spec last applied (`status.appliedSpec`, what the webhook injects with), as JSON without
-/// null members (a merge patch of the status could not write them). A recorded spec that reads as the same spec is
-/// kept as it is: the API server writes numbers its own way (`1.0` comes back as `1`), and a copy that differed only
-/// so would be written again at every reconcile.
-pub fn with_applied_spec(status: &mut MeshInstallStatus, spec: &MeshInstallSpec) {
-    let Ok(mut value) = serde_json::to_value(spec) else {
-        return;
-    };
-    drop_nulls(&mut value);
-    let read = |v: &Value| MeshInstallSpec::deserialize(v).ok();
-    let same = status
-        .applied_spec
-        .as_ref()
-        .and_then(read)
-        .is_some_and(|old| read(&value) == Some(old));
-    if !same {
-        status.applied_spec = Some(value);
-    }
-}
+/// A spec longer than this (as JSON text) is not recorded in the status: the object would hold it twice, and an
+/// object has a size limit (etcd's, about 1.5 MiB) past which every status write fails.
+pub const APPLIED_SPEC_LIMIT: usize = 512 * 1024;
 
-/// Removes the null members of every object in `value`.
-fn drop_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(drop_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
-        _ => {}
-    }
+/// Records `spec`, of `generation`, as the spec last applied (`status.appliedSpec`, what the webhook injects with),
+/// or nothing when it is longer than [`APPLIED_SPEC_LIMIT`]. JSON text, so that a status merge patch replaces it
+/// whole (a merge of two objects could leave members of an older one in a newer one) and it reads back as written.
+pub fn with_applied_spec(status: &mut MeshInstallStatus, spec: &MeshInstallSpec, generation: Option<i64>) {
+    let text = serde_json::to_string(spec)
+        .ok()
+        .filter(|t| t.len() <= APPLIED_SPEC_LIMIT);
+    status.applied_generation = text.as_ref().and(generation);
+    status.applied_spec = text;
 }
 
 /// Condition type: every injected pod the install serves runs its proxy image and revision.
@@ -432,35 +415,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::api::{AddonStatus, GatewayStatus, WebhookStatus};
 
     #[test]
-    fn the_applied_spec_is_recorded_once_per_change() {
+    fn the_applied_spec_is_recorded_whole_up_to_a_limit() {
         let spec = |v: Value| serde_json::from_value::<MeshInstallSpec>(v).unwrap();
         let mut status = MeshInstallStatus::default();
         let first = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 1.0}}, "meshConfig": {"x": null}}));
-        with_applied_spec(&mut status, &first);
-        let recorded = status.applied_spec.clone().unwrap();
-        assert_eq!(recorded["addons"]["jaeger"]["sampling"], json!(1.0));
-        assert!(recorded["meshConfig"].get("x").is_none(), "a null member: {recorded}");
-        // As the API server gives it back (1.0 as 1): the same spec, kept as it was read.
-        let mut stored = recorded.clone();
-        stored["addons"]["jaeger"]["sampling"] = json!(1);
-        status.applied_spec = Some(stored.clone());
-        with_applied_spec(&mut status, &first);
-        assert_eq!(status.applied_spec.as_ref(), Some(&stored));
-        // A changed spec replaces it.
-        let second = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 2.5}}}));
-        with_applied_spec(&mut status, &second);
+        with_applied_spec(&mut status, &first, Some(3));
+        let text = status.applied_spec.clone().unwrap();
+        assert_eq!(serde_json::from_str::<MeshInstallSpec>(&text).unwrap(), first, "{text}");
+        assert_eq!(status.applied_generation, Some(3));
+        // Too long to keep twice: nothing recorded, generation included.
+        let mut big = first.clone();
+        big.injection
+            .templates
+            .insert("big".into(), "x".repeat(APPLIED_SPEC_LIMIT));
+        with_applied_spec(&mut status, &big, Some(4));
         assert_eq!(
-            status.applied_spec.as_ref().unwrap()["addons"]["jaeger"]["sampling"],
-            json!(2.5)
-        );
-        assert_eq!(
-            MeshInstallSpec::deserialize(status.applied_spec.as_ref().unwrap()).unwrap(),
-            second
+            (status.applied_spec.as_deref(), status.applied_generation),
+            (None, None)
         );
     }
-    use crate::api::{AddonStatus, GatewayStatus, WebhookStatus};
 
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())

@@ -918,6 +918,9 @@ struct Extras {
     tags: Option<Vec<String>>,
     /// The data plane report with the rollout's state.
     data_plane: Option<DataPlaneStatus>,
+    /// Every object was applied, or all but webhook configurations (waiting for a ready webhook, or of names other
+    /// installs hold): the spec is recorded as the one the webhook injects with.
+    applied: bool,
 }
 
 /// Whether every component is available (the automatic rollout waits for a ready control plane, and for a webhook
@@ -936,7 +939,7 @@ fn components_ready(components: &ComponentsStatus) -> bool {
 /// holder's is not live at once. A restart needs both to name this install: it must not hand pods to a webhook that
 /// injects them with another install, nor trust a cache of configurations that lags this install's own writes.
 async fn data_plane(ctx: &Context, mi: &MeshInstall, rollout: Option<&Assignment>) -> Option<DataPlaneStatus> {
-    // Each install as the webhook serves it: while its spec.version is unsupported, the version rolled out.
+    // Each install as the webhook serves it: the spec last applied (`revisions::serving_spec`).
     let meshes: Vec<MeshInstall> = ctx
         .meshes
         .state()
@@ -985,15 +988,11 @@ async fn write_status(ctx: &Context, mi: &MeshInstall, outcome: &Outcome, extras
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut next = status::next(mi.status.as_ref(), mi.metadata.generation, outcome, components, &now);
-    // What the webhook injects with (`revisions::serving_spec`): the spec last applied, and the version last rolled
-    // out, which it falls back to while spec.version is unsupported (a status written before `appliedSpec`).
-    if matches!(
-        outcome,
-        Outcome::Applied | Outcome::WaitingForWebhook | Outcome::Conflict(_)
-    ) && revisions::check_version(&mi.spec.version).is_ok()
-    {
+    // What the webhook injects with (`revisions::serving_spec`): the spec applied, and the version rolled out, which
+    // it falls back to while spec.version is unsupported (a status without `appliedSpec`).
+    if extras.applied && revisions::check_version(&mi.spec.version).is_ok() {
         next.version = Some(mi.spec.version.clone());
-        status::with_applied_spec(&mut next, &mi.spec);
+        status::with_applied_spec(&mut next, &mi.spec, mi.metadata.generation);
     }
     if let Some(tags) = extras.tags {
         next.revision_tags = tags;
@@ -1278,6 +1277,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         let extras = Extras {
             tags: Some(holdings.tags.clone()),
             data_plane: data_plane(ctx, mi, None).await,
+            applied: false,
         };
         if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string()), extras).await {
             tracing::warn!(error = %status_error, "could not report the failure in the status");
@@ -1287,6 +1287,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     conflicts.extend(done.not_ours.iter().map(|o| {
         format!("{o} exists and is not mizzen's (annotate the MeshInstall {ADOPT_ANNOTATION}=true to take it over)")
     }));
+    // Objects left to another install or to nobody of mizzen's (istiod's, a gateway's) keep the last applied spec
+    // for the webhook; names held elsewhere (a tag, a blocked revision) skip only webhook configurations.
+    let applied_whole = conflicts.is_empty();
     conflicts.extend(holdings.conflicts.iter().cloned());
     let outcome = if conflicts.is_empty() {
         if waiting_for_webhook {
@@ -1303,12 +1306,16 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // Proxies are restarted only into a control plane that runs: everything applied and available. (A webhook
     // configuration just deleted, or one waiting for a successor, may still route pods here in the caches: a
     // restart also needs the should-hold assignment to name this install.)
-    let rollout = outcome == Outcome::Applied && applied.is_empty() && components_ready(&readiness(ctx, mi));
+    // And only once the status the webhook reads says this spec (written by an earlier reconcile): the report judges
+    // pods by the spec served, the restarts name this one.
+    let served = revisions::serving_spec(mi).is_some_and(|s| s == mi.spec);
+    let rollout = outcome == Outcome::Applied && applied.is_empty() && served && components_ready(&readiness(ctx, mi));
     let dp = data_plane(ctx, mi, rollout.then_some(&assignment)).await;
     let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
     let extras = Extras {
         tags: Some(holdings.tags.clone()),
         data_plane: dp,
+        applied: applied_whole,
     };
     let healthy = write_status(ctx, mi, &outcome, extras).await?;
     if (waiting_for_webhook && ctx.options.webhook_url.is_some()) || deferred {
@@ -1316,13 +1323,16 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         // from another reconcile: look again soon.
         return Ok(Action::requeue(WEBHOOK_POLL));
     }
-    Ok(Action::requeue(if rolling {
-        ROLLOUT_POLL
-    } else if healthy && applied.is_empty() {
-        STEADY_REQUEUE
-    } else {
-        PROGRESS_REQUEUE
-    }))
+    Ok(Action::requeue(
+        if rolling || (outcome == Outcome::Applied && !served) {
+            // (A status write wakes no reconcile: the rollout looks again once the spec it wrote is the one served.)
+            ROLLOUT_POLL
+        } else if healthy && applied.is_empty() {
+            STEADY_REQUEUE
+        } else {
+            PROGRESS_REQUEUE
+        },
+    ))
 }
 
 /// The wait before retrying a MeshInstall that failed `failures` times in a row.

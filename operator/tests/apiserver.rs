@@ -754,6 +754,51 @@ async fn invalid_spec_is_reported_by_field() {
 }
 
 #[tokio::test]
+async fn a_spec_refused_or_failing_to_apply_is_not_injected() {
+    let name = "sc-served";
+    let Some(s) = Scenario::start(name, spec(name)).await else {
+        return;
+    };
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let served = |mi: &MeshInstall| mizzen::revisions::serving_spec(mi).expect("served");
+    let first = s.mesh(name).await;
+    assert_eq!(served(&first), first.spec);
+    assert_eq!(
+        first.status.as_ref().and_then(|s| s.applied_generation),
+        first.metadata.generation
+    );
+    // Refused (Envoy would not start with this level): new pods keep the spec applied.
+    s.patch_spec(
+        name,
+        json!({"proxy": {"componentLogLevel": "misc:loud", "logLevel": "debug"}}),
+    )
+    .await;
+    s.condition(name, "Reconciled", "False", "InvalidSpec").await;
+    assert_eq!(served(&s.mesh(name).await), first.spec, "a refused spec is served");
+    // Valid, but an object fails to apply (the API server refuses istiod's request above its limit).
+    s.patch_spec(
+        name,
+        json!({"proxy": {"componentLogLevel": "misc:error"},
+               "controlPlane": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}}),
+    )
+    .await;
+    let message = s.condition(name, "Reconciled", "False", "ApplyFailed").await;
+    assert!(message.contains("istiod"), "{message}");
+    assert_eq!(
+        served(&s.mesh(name).await),
+        first.spec,
+        "a spec that failed to apply is served"
+    );
+    // Fixed: applied, and served.
+    s.patch_spec(name, json!({"controlPlane": {"resources": null}})).await;
+    s.condition(name, "Reconciled", "True", "Applied").await;
+    let now = s.mesh(name).await;
+    assert_eq!(now.spec.proxy.log_level, "debug");
+    assert_eq!(served(&now), now.spec);
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn an_in_cluster_webhook_without_ready_pods_is_in_the_status() {
     let name = "sc-webhook-pods";
     let Some(s) = Scenario::start_in_cluster(name, spec(name)).await else {

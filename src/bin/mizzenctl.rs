@@ -196,7 +196,8 @@ fn config(settings: &Settings) -> Result<InjectionConfig, CliError> {
     let mut config = match &settings.meshinstall {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{path}: {e}")))?;
-            InjectionConfig::from_mesh_install(&mesh_install_from_yaml(path, &text)?.spec)
+            // As the webhook serves it: a MeshInstall read back from a cluster carries the spec last applied.
+            InjectionConfig::from_mesh_install(&mizzen::revisions::as_served(mesh_install_from_yaml(path, &text)?).spec)
         }
         None => InjectionConfig::default(),
     };
@@ -309,8 +310,7 @@ async fn proxy_status(
         .iter()
         .filter_map(mizzen::dataplane::injected_pod)
         .collect();
-    // Each install as the webhook serves it (while spec.version is unsupported, the version rolled out), as the
-    // operator reports it.
+    // Each install as the webhook serves it (the spec last applied), as the operator reports it.
     let meshes: Vec<MeshInstall> = meshes.into_iter().map(mizzen::revisions::as_served).collect();
     let refs: Vec<&MeshInstall> = meshes.iter().collect();
     let routing = match &configs {

@@ -30,12 +30,12 @@ async fn meshes(client: Client, store: Arc<Store>) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(mi)) => match served(&store, &mi) {
-                Some(entry) => {
+            Ok(Event::InitApply(mi)) => {
+                // None: an unsupported version never rolled out (`served` says so).
+                if let Some(entry) = served(&store, &mi) {
                     buffer.insert(mi.name_any(), entry);
                 }
-                None => unsupported(&mi),
-            },
+            }
             Ok(Event::InitDone) => {
                 store.replace_meshes(std::mem::take(&mut buffer));
                 store.mark_synced(Cache::Meshes);
@@ -43,9 +43,8 @@ async fn meshes(client: Client, store: Arc<Store>) {
             }
             Ok(Event::Apply(mi)) => {
                 let name = mi.name_any();
-                match served(&store, &mi) {
-                    Some(entry) => store.apply_mesh(&name, entry),
-                    None => unsupported(&mi),
+                if let Some(entry) = served(&store, &mi) {
+                    store.apply_mesh(&name, entry);
                 }
                 tracing::info!(meshinstall = %name, revisions = ?store.revisions(), "MeshInstall updated");
             }
@@ -60,22 +59,26 @@ async fn meshes(client: Client, store: Arc<Store>) {
 /// was served before, whole (a hub changed in the same edit does not apply either), or, after a restart, its spec
 /// with the version last rolled out (`status.version`).
 fn served(store: &Store, mi: &MeshInstall) -> Option<MeshEntry> {
-    if mizzen::revisions::check_version(&mi.spec.version).is_err() && mizzen::revisions::applied_spec(mi).is_none() {
+    let unsupported_version = mizzen::revisions::check_version(&mi.spec.version).is_err();
+    if unsupported_version {
         unsupported(mi);
-        if let Some(before) = store.mesh_entry(&mi.name_any()) {
-            return Some(before);
-        }
+    }
+    if unsupported_version
+        && mizzen::revisions::applied_spec(mi).is_none()
+        && let Some(before) = store.mesh_entry(&mi.name_any())
+    {
+        return Some(before);
     }
     MeshEntry::of(mi)
 }
 
-/// A MeshInstall whose version is not supported: the webhook keeps serving what it served before (the operator
-/// changes nothing either), or, after a restart, its spec with the version last rolled out.
+/// A MeshInstall whose version is not supported: the webhook keeps serving the spec last applied, else what it
+/// served before, or, after a restart, its spec with the version last rolled out.
 fn unsupported(mi: &MeshInstall) {
     tracing::warn!(
         meshinstall = %mi.name_any(),
         version = %mi.spec.version,
-        "spec.version is not a supported Istio release; serving what was served before"
+        "spec.version is not a supported Istio release; serving the spec last applied"
     );
 }
 
@@ -196,7 +199,7 @@ mod tests {
         let applied = json!({"version": "1.28.0", "proxy": {"logLevel": "info"}});
         let mi = mesh(
             json!({"version": "1.28.1", "proxy": {"logLevel": "debug"}}),
-            json!({"appliedSpec": applied}),
+            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1}),
         );
         let served_spec = served(&store, &mi).unwrap().spec;
         assert_eq!(
@@ -208,7 +211,10 @@ mod tests {
             "default",
             serde_json::from_value::<mizzen::MeshInstallSpec>(json!({"proxy": {"logLevel": "error"}})).unwrap(),
         );
-        let mi = mesh(json!({"version": "1.30.0"}), json!({"appliedSpec": applied}));
+        let mi = mesh(
+            json!({"version": "1.30.0"}),
+            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1}),
+        );
         assert_eq!(served(&store, &mi).unwrap().spec.proxy.log_level, "info");
         // Without an applied spec (an older operator's status): what was served before.
         let mi = mesh(json!({"version": "1.30.0"}), json!({"version": "1.27.0"}));
