@@ -863,7 +863,8 @@ pub struct MeshInstallStatus {
     pub state: Option<MeshState>,
 
     /// The Istio version last rolled out (`spec.version` once applied). While `spec.version` names an
-    /// unsupported release, nothing changes and the webhook keeps injecting this version's proxy.
+    /// unsupported release nothing changes, and a webhook without `appliedSpec` to go by injects this version's
+    /// proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 
@@ -871,15 +872,21 @@ pub struct MeshInstallStatus {
     /// webhook injects with. Written when every object was applied (but a webhook configuration waiting for a ready webhook,
     /// or one whose name another install holds); a spec the operator refuses (`InvalidSpec`), fails to apply,
     /// cannot apply for an object another install or nobody of mizzen's owns, or does not reconcile
-    /// (`mizzen.io/paused`) reaches no new pod. Absent before the first apply and for a spec over 512 KiB (the
+    /// (`mizzen.io/paused`) reaches no new pod. Absent before the first apply and for a spec over 256 KiB (the
     /// webhook then injects with the spec itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 524288))]
+    #[schemars(length(max = 262144))]
     pub applied_spec: Option<String>,
 
     /// The `metadata.generation` of `appliedSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_generation: Option<i64>,
+
+    /// The `observedGeneration` of the last status this operator wrote. When `observedGeneration` differs, another
+    /// writer (an operator of an earlier release, which does not know `appliedSpec`) has written the status since,
+    /// and may have applied other specs: `appliedSpec` is then ignored, and dropped at the next write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_spec_observed_generation: Option<i64>,
 
     /// The revision tags this install holds (including `default` when it serves `istio-injection=enabled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -79,20 +79,14 @@ pub fn serving_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     Some(spec)
 }
 
-/// The spec the operator last applied (`status.appliedSpec`), when it can be trusted to be that: of a generation no
-/// later `Reconciled=True` condition passed (an operator that does not record it, after a downgrade, may have applied
-/// newer ones since), readable by this release, of a supported version, with the spec's own (immutable) revision and
-/// namespace, and injection settings the operator accepts. A status is written by whoever may write
-/// `meshinstalls/status`; past these checks, that permission decides what is injected as the spec's does.
+/// The spec the operator last applied (`status.appliedSpec`), when it can be trusted to be that: written by this
+/// operator's last status write (an operator of an earlier release, after a downgrade, does not record it and may
+/// have applied other specs since), readable by this release, of a supported version, with the spec's own
+/// (immutable) revision and namespace, and injection settings the operator accepts. A status is written by whoever
+/// may write `meshinstalls/status`; past these checks, that permission decides what is injected as the spec's does.
 pub fn applied_spec(mi: &MeshInstall) -> Option<MeshInstallSpec> {
     let status = mi.status.as_ref()?;
-    let generation = status.applied_generation?;
-    let passed = status.conditions.iter().any(|c| {
-        c.type_ == crate::status::RECONCILED
-            && c.status == "True"
-            && c.observed_generation.is_some_and(|g| g > generation)
-    });
-    if passed {
+    if !crate::status::wrote_last(status) || status.applied_generation.is_none() {
         return None;
     }
     let spec: MeshInstallSpec = serde_json::from_str(status.applied_spec.as_ref()?).ok()?;
@@ -454,28 +448,35 @@ mod tests {
             "nothing applied yet: the spec itself"
         );
         let applied = mi("default", 1, json!({"proxy": {"logLevel": "info"}})).spec;
-        let status = |generation: i64, reconciled: i64| {
+        // A status with the spec applied at generation 2, written last at `observed` by this operator (`marker`
+        // the same) or by one that does not record it (an earlier marker).
+        let status = |observed: i64, marker: i64| {
             serde_json::from_value::<crate::api::MeshInstallStatus>(json!({
                 "appliedSpec": serde_json::to_string(&applied).unwrap(),
-                "appliedGeneration": generation,
+                "appliedGeneration": 2,
+                "appliedSpecObservedGeneration": marker,
+                "observedGeneration": observed,
                 "version": "1.28.0",
-                "conditions": [{"type": "Reconciled", "status": "True", "reason": "Applied", "message": "",
-                                "lastTransitionTime": "2026-12-06T00:00:00Z", "observedGeneration": reconciled}],
             }))
             .unwrap()
         };
         m.status = Some(status(2, 2));
-        // A spec the operator refused, or has not applied (paused, not reconciled yet), is not served.
+        assert_eq!(serving_spec(&m).unwrap(), applied);
+        // A spec the operator refused, or has not applied (paused), at a later generation: not served.
+        m.status = Some(status(3, 3));
         assert_eq!(serving_spec(&m).unwrap(), applied);
         m.spec.version = "1.29.0".into();
         assert_eq!(serving_spec(&m).unwrap(), applied);
         m.spec.version = "1.28.1".into();
-        // A later generation applied by an operator that did not record it: the spec, as before.
-        m.status = Some(status(2, 3));
-        assert_eq!(serving_spec(&m).unwrap(), m.spec);
+        // Written since by an operator that does not record it (after a downgrade), whatever it said: the spec, as
+        // before this field.
+        for observed in [3, 4] {
+            m.status = Some(status(observed, 2));
+            assert_eq!(serving_spec(&m).unwrap(), m.spec);
+        }
         // A recorded spec this release cannot trust: as without one.
         let recorded = |m: &mut MeshInstall, text: String| {
-            let mut s = status(2, 2);
+            let mut s = status(3, 3);
             s.applied_spec = Some(text);
             m.status = Some(s);
         };

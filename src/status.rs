@@ -230,27 +230,53 @@ pub fn next(
         state: Some(state),
         // Kept until the operator knows better (see `with_data_plane`, `with_rolled_out`).
         version: previous.and_then(|p| p.version.clone()),
-        applied_spec: previous.and_then(|p| p.applied_spec.clone()),
-        applied_generation: previous.and_then(|p| p.applied_generation),
+        // Kept while this operator wrote the last status (see `MeshInstallStatus::applied_spec_observed_generation`).
+        applied_spec: previous.filter(|p| wrote_last(p)).and_then(|p| p.applied_spec.clone()),
+        applied_generation: previous.filter(|p| wrote_last(p)).and_then(|p| p.applied_generation),
+        applied_spec_observed_generation: generation,
         revision_tags: previous.map(|p| p.revision_tags.clone()).unwrap_or_default(),
         proxies: previous.and_then(|p| p.proxies.clone()),
         data_plane: previous.and_then(|p| p.data_plane.clone()),
     }
 }
 
-/// A spec longer than this (as JSON text) is not recorded in the status: the object would hold it twice, and an
-/// object has a size limit (etcd's, about 1.5 MiB) past which every status write fails.
-pub const APPLIED_SPEC_LIMIT: usize = 512 * 1024;
+/// A spec longer than this, as the status stores it (JSON text in a JSON string), is not recorded: the object would
+/// hold it twice, and an object has a size limit (etcd's, about 1.5 MiB) past which every status write fails.
+pub const APPLIED_SPEC_LIMIT: usize = 256 * 1024;
+
+/// Whether the last status write was this operator's: `status.appliedSpec` is what it applied, not stale.
+pub fn wrote_last(status: &MeshInstallStatus) -> bool {
+    status.applied_spec_observed_generation.is_some()
+        && status.applied_spec_observed_generation == status.observed_generation
+}
+
+/// `spec` as `status.appliedSpec` records it, or `None` when it is over [`APPLIED_SPEC_LIMIT`].
+fn applied_text(spec: &MeshInstallSpec) -> Option<String> {
+    let text = serde_json::to_string(spec).ok()?;
+    // Stored as a JSON string, escaped (the API server also writes `<`, `>` and `&` as six-byte escapes).
+    let stored = serde_json::to_string(&text).ok()?.len() + 5 * text.matches(['<', '>', '&']).count();
+    (stored <= APPLIED_SPEC_LIMIT).then_some(text)
+}
 
 /// Records `spec`, of `generation`, as the spec last applied (`status.appliedSpec`, what the webhook injects with),
-/// or nothing when it is longer than [`APPLIED_SPEC_LIMIT`]. JSON text, so that a status merge patch replaces it
+/// or nothing when it is too long ([`APPLIED_SPEC_LIMIT`]). JSON text, so that a status merge patch replaces it
 /// whole (a merge of two objects could leave members of an older one in a newer one) and it reads back as written.
 pub fn with_applied_spec(status: &mut MeshInstallStatus, spec: &MeshInstallSpec, generation: Option<i64>) {
-    let text = serde_json::to_string(spec)
-        .ok()
-        .filter(|t| t.len() <= APPLIED_SPEC_LIMIT);
+    let text = applied_text(spec);
     status.applied_generation = text.as_ref().and(generation);
     status.applied_spec = text;
+}
+
+/// Whether the webhook serves `spec`, of `generation`, as `status` says: recorded as applied by this operator's last
+/// write, or too long to record (it then serves the spec itself). Compared as text, which a float does not always
+/// survive a round trip through.
+pub fn serves(status: Option<&MeshInstallStatus>, spec: &MeshInstallSpec, generation: Option<i64>) -> bool {
+    let Some(text) = applied_text(spec) else {
+        return true;
+    };
+    status.is_some_and(|s| {
+        wrote_last(s) && s.applied_generation == generation && s.applied_spec.as_deref() == Some(text.as_str())
+    })
 }
 
 /// Condition type: every injected pod the install serves runs its proxy image and revision.
@@ -421,21 +447,59 @@ mod tests {
     fn the_applied_spec_is_recorded_whole_up_to_a_limit() {
         let spec = |v: Value| serde_json::from_value::<MeshInstallSpec>(v).unwrap();
         let mut status = MeshInstallStatus::default();
-        let first = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 1.0}}, "meshConfig": {"x": null}}));
+        // A float whose text may not read back as the same number: compared as text.
+        let first = spec(
+            json!({"addons": {"jaeger": {"enabled": true, "sampling": 0.30000000000000004}},
+                                "meshConfig": {"x": null, "ratio": 2.2250738585072014e-308}}),
+        );
         with_applied_spec(&mut status, &first, Some(3));
         let text = status.applied_spec.clone().unwrap();
-        assert_eq!(serde_json::from_str::<MeshInstallSpec>(&text).unwrap(), first, "{text}");
+        assert_eq!(text, serde_json::to_string(&first).unwrap());
         assert_eq!(status.applied_generation, Some(3));
-        // Too long to keep twice: nothing recorded, generation included.
+        assert!(!serves(Some(&status), &first, Some(3)), "not this operator's write yet");
+        status.observed_generation = Some(3);
+        status.applied_spec_observed_generation = Some(3);
+        assert!(serves(Some(&status), &first, Some(3)));
+        assert!(!serves(Some(&status), &first, Some(4)), "a later generation");
+        let second = spec(json!({"addons": {"jaeger": {"enabled": true, "sampling": 2.5}}}));
+        assert!(!serves(Some(&status), &second, Some(3)));
+        // Too long to keep twice: nothing recorded, generation included, and served as it is.
         let mut big = first.clone();
         big.injection
             .templates
-            .insert("big".into(), "x".repeat(APPLIED_SPEC_LIMIT));
+            .insert("big".into(), "<".repeat(APPLIED_SPEC_LIMIT / 6));
         with_applied_spec(&mut status, &big, Some(4));
         assert_eq!(
             (status.applied_spec.as_deref(), status.applied_generation),
             (None, None)
         );
+        assert!(serves(Some(&status), &big, Some(4)));
+        assert!(serves(None, &big, Some(4)));
+    }
+
+    #[test]
+    fn the_applied_spec_is_carried_only_from_this_operators_own_writes() {
+        let spec = serde_json::from_value::<MeshInstallSpec>(json!({})).unwrap();
+        let mut mine = MeshInstallStatus::default();
+        with_applied_spec(&mut mine, &spec, Some(2));
+        mine.observed_generation = Some(2);
+        mine.applied_spec_observed_generation = Some(2);
+        let next = |previous: &MeshInstallStatus| {
+            let outcome = Outcome::InvalidSpec("no".into());
+            super::next(Some(previous), Some(3), &outcome, ComponentsStatus::default(), &at(0))
+        };
+        let kept = next(&mine);
+        assert_eq!(
+            (kept.applied_generation, kept.applied_spec_observed_generation),
+            (Some(2), Some(3))
+        );
+        assert_eq!(kept.applied_spec, mine.applied_spec);
+        // Another writer since (observedGeneration moved, the marker did not): dropped.
+        let mut theirs = mine.clone();
+        theirs.observed_generation = Some(3);
+        let dropped = next(&theirs);
+        assert_eq!((dropped.applied_spec, dropped.applied_generation), (None, None));
+        assert_eq!(dropped.applied_spec_observed_generation, Some(3));
     }
 
     fn at(secs: i64) -> Time {

@@ -1249,6 +1249,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     if prune_errors.iter().any(|e| matches!(e, Error::LeadershipLost)) {
         return Err(Error::LeadershipLost);
     }
+    // What the webhook injects with follows once every object took the spec (a stale object that could not be
+    // deleted does not hold it back).
+    let applied_whole = done.errors.is_empty() && done.not_ours.is_empty() && conflicts.is_empty();
     done.errors.extend(prune_errors);
     ctx.metrics.objects_applied(done.written.len());
     ctx.metrics.objects_pruned(pruned.len());
@@ -1277,7 +1280,7 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         let extras = Extras {
             tags: Some(holdings.tags.clone()),
             data_plane: data_plane(ctx, mi, None).await,
-            applied: false,
+            applied: applied_whole,
         };
         if let Err(status_error) = write_status(ctx, mi, &Outcome::Failed(error.to_string()), extras).await {
             tracing::warn!(error = %status_error, "could not report the failure in the status");
@@ -1288,8 +1291,8 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         format!("{o} exists and is not mizzen's (annotate the MeshInstall {ADOPT_ANNOTATION}=true to take it over)")
     }));
     // Objects left to another install or to nobody of mizzen's (istiod's, a gateway's) keep the last applied spec
-    // for the webhook; names held elsewhere (a tag, a blocked revision) skip only webhook configurations.
-    let applied_whole = conflicts.is_empty();
+    // for the webhook (`applied_whole`); names held elsewhere (a tag, a blocked revision) skip only webhook
+    // configurations.
     conflicts.extend(holdings.conflicts.iter().cloned());
     let outcome = if conflicts.is_empty() {
         if waiting_for_webhook {
@@ -1306,9 +1309,9 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
     // Proxies are restarted only into a control plane that runs: everything applied and available. (A webhook
     // configuration just deleted, or one waiting for a successor, may still route pods here in the caches: a
     // restart also needs the should-hold assignment to name this install.)
-    // And only once the status the webhook reads says this spec (written by an earlier reconcile): the report judges
-    // pods by the spec served, the restarts name this one.
-    let served = revisions::serving_spec(mi).is_some_and(|s| s == mi.spec);
+    // And only once the status the webhook reads says this spec (written by an earlier reconcile, whose write wakes
+    // the next): the report judges pods by the spec served, the restarts name this one.
+    let served = status::serves(mi.status.as_ref(), &mi.spec, mi.metadata.generation);
     let rollout = outcome == Outcome::Applied && applied.is_empty() && served && components_ready(&readiness(ctx, mi));
     let dp = data_plane(ctx, mi, rollout.then_some(&assignment)).await;
     let rolling = dp.as_ref().is_some_and(|d| !d.restarting.is_empty());
@@ -1323,16 +1326,13 @@ async fn reconcile_inner(mi: &MeshInstall, ctx: &Context) -> Result<Action, Erro
         // from another reconcile: look again soon.
         return Ok(Action::requeue(WEBHOOK_POLL));
     }
-    Ok(Action::requeue(
-        if rolling || (outcome == Outcome::Applied && !served) {
-            // (A status write wakes no reconcile: the rollout looks again once the spec it wrote is the one served.)
-            ROLLOUT_POLL
-        } else if healthy && applied.is_empty() {
-            STEADY_REQUEUE
-        } else {
-            PROGRESS_REQUEUE
-        },
-    ))
+    Ok(Action::requeue(if rolling {
+        ROLLOUT_POLL
+    } else if healthy && applied.is_empty() {
+        STEADY_REQUEUE
+    } else {
+        PROGRESS_REQUEUE
+    }))
 }
 
 /// The wait before retrying a MeshInstall that failed `failures` times in a row.

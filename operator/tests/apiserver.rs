@@ -794,6 +794,10 @@ async fn a_spec_refused_or_failing_to_apply_is_not_injected() {
     s.condition(name, "Reconciled", "True", "Applied").await;
     let now = s.mesh(name).await;
     assert_eq!(now.spec.proxy.log_level, "debug");
+    assert_eq!(
+        now.status.as_ref().and_then(|s| s.applied_generation),
+        now.metadata.generation
+    );
     assert_eq!(served(&now), now.spec);
     s.finish().await;
 }
@@ -873,7 +877,8 @@ async fn paused_mesh_installs_are_left_alone() {
     // A spec changed while paused is not injected either: the webhook serves the one applied.
     let before = s.mesh("sc-paused").await.spec;
     s.patch_spec("sc-paused", json!({"proxy": {"logLevel": "debug"}})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The paused status of the new generation (written by a reconcile that saw it).
+    s.condition("sc-paused", "Reconciled", "False", "Paused").await;
     let paused = s.mesh("sc-paused").await;
     assert_eq!(paused.spec.proxy.log_level, "debug");
     assert_eq!(mizzen::revisions::serving_spec(&paused), Some(before));
@@ -884,6 +889,11 @@ async fn paused_mesh_installs_are_left_alone() {
     .await;
     s.condition("sc-paused", "Reconciled", "True", "Applied").await;
     let resumed = s.mesh("sc-paused").await;
+    let recorded = resumed.status.as_ref().and_then(|s| s.applied_generation);
+    assert_eq!(
+        recorded, resumed.metadata.generation,
+        "the resumed spec is not recorded"
+    );
     assert_eq!(mizzen::revisions::serving_spec(&resumed), Some(resumed.spec));
     s.finish().await;
 }
@@ -1837,6 +1847,10 @@ async fn an_unsupported_version_is_refused_by_field_and_changes_nothing() {
     assert_eq!(
         (now.spec.version.as_str(), now.spec.proxy.log_level.as_str()),
         ("1.28.1", "debug")
+    );
+    assert_eq!(
+        now.status.as_ref().and_then(|s| s.applied_generation),
+        now.metadata.generation
     );
     assert_eq!(served(now.clone()), now.spec);
     eventually(WAIT, "istiod runs 1.28.1", || async {

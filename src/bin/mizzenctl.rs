@@ -196,8 +196,7 @@ fn config(settings: &Settings) -> Result<InjectionConfig, CliError> {
     let mut config = match &settings.meshinstall {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{path}: {e}")))?;
-            // As the webhook serves it: a MeshInstall read back from a cluster carries the spec last applied.
-            InjectionConfig::from_mesh_install(&mizzen::revisions::as_served(mesh_install_from_yaml(path, &text)?).spec)
+            InjectionConfig::from_mesh_install(&mesh_install_from_yaml(path, &text)?.spec)
         }
         None => InjectionConfig::default(),
     };

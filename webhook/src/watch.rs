@@ -78,7 +78,8 @@ fn unsupported(mi: &MeshInstall) {
     tracing::warn!(
         meshinstall = %mi.name_any(),
         version = %mi.spec.version,
-        "spec.version is not a supported Istio release; serving the spec last applied"
+        "spec.version is not a supported Istio release; serving the spec last applied (status.appliedSpec), else what \
+         was served before, else its spec with the version last rolled out (status.version), if any"
     );
 }
 
@@ -199,7 +200,7 @@ mod tests {
         let applied = json!({"version": "1.28.0", "proxy": {"logLevel": "info"}});
         let mi = mesh(
             json!({"version": "1.28.1", "proxy": {"logLevel": "debug"}}),
-            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1}),
+            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1, "appliedSpecObservedGeneration": 1, "observedGeneration": 1}),
         );
         let served_spec = served(&store, &mi).unwrap().spec;
         assert_eq!(
@@ -213,7 +214,7 @@ mod tests {
         );
         let mi = mesh(
             json!({"version": "1.30.0"}),
-            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1}),
+            json!({"appliedSpec": applied.to_string(), "appliedGeneration": 1, "appliedSpecObservedGeneration": 1, "observedGeneration": 1}),
         );
         assert_eq!(served(&store, &mi).unwrap().spec.proxy.log_level, "info");
         // Without an applied spec (an older operator's status): what was served before.
