@@ -869,11 +869,11 @@ pub struct MeshInstallStatus {
     pub version: Option<String>,
 
     /// The spec the operator last applied, as JSON text (a string, which a status write replaces whole): what the
-    /// webhook injects with. Written when every object was applied (but a webhook configuration waiting for a ready webhook,
-    /// or one whose name another install holds); a spec the operator refuses (`InvalidSpec`), fails to apply,
+    /// webhook injects with. Written when every object took it (webhook configurations waiting for a ready webhook
+    /// or for a name another install holds aside); a spec the operator refuses (`InvalidSpec`), fails to apply,
     /// cannot apply for an object another install or nobody of mizzen's owns, or does not reconcile
-    /// (`mizzen.io/paused`) reaches no new pod. Absent before the first apply and for a spec over 256 KiB (the
-    /// webhook then injects with the spec itself).
+    /// (`mizzen.io/paused`) reaches no new pod. Absent before the first apply and for a spec over 256 KiB as stored
+    /// (the webhook then injects with the spec itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 262144))]
     pub applied_spec: Option<String>,
