@@ -108,6 +108,7 @@ stages = [
     ("  render the pod-dependent fragment", "mizzen::inject::fragment::render"),
     ("  merge it under the pod", "mizzen::inject::merge::fragment_under_pod"),
     ("  post-process the spec (probes, order)", "mizzen::inject::post::spec"),
+    ("  rewrite the probes (a pod taking the lists)", "mizzen::inject::post::pod_probes_through_agent"),
     ("  post-process the metadata", "mizzen::inject::post::metadata"),
     ("  write the JSON patch", "mizzen::inject::patch::build"),
     ("write the answer (base64 of the patch)", "mizzen::admission::to_body"),

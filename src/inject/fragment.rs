@@ -64,8 +64,9 @@ pub struct Pod<'a> {
     pub sidecar: bool,
     /// The proxy is a native sidecar.
     pub native: bool,
-    /// The spec without the pod's own declarations of template containers.
-    pub spec: Value,
+    /// The spec without the pod's own declarations of template containers: the pod's own, not copied, when it
+    /// declares none.
+    pub spec: Cow<'a, Value>,
     /// The spec with them: what Istio's templates range over; `None` when the pod declares none (then it is
     /// `spec`).
     pub full_spec: Option<Value>,
@@ -162,7 +163,7 @@ impl<'a> Pod<'a> {
     pub fn read(
         injector: &'a Injector,
         metadata: &'a Value,
-        mut spec: Value,
+        mut spec: Cow<'a, Value>,
         namespace_annotations: Option<&BTreeMap<String, String>>,
     ) -> Result<Self, InjectError> {
         let annotations = string_map(metadata, "annotations");
@@ -192,8 +193,12 @@ impl<'a> Pod<'a> {
                     .any(|i| at(i, "name").as_str().is_some_and(|n| TEMPLATE_CONTAINERS.contains(&n)))
             })
         });
-        let full_spec = declares_template_containers.then(|| spec.clone());
-        let mut overrides = take_overrides(&mut spec, TEMPLATE_CONTAINERS);
+        let full_spec = declares_template_containers.then(|| spec.as_ref().clone());
+        let mut overrides = if declares_template_containers {
+            take_overrides(spec.to_mut(), TEMPLATE_CONTAINERS)
+        } else {
+            Vec::new()
+        };
         let openshift_uid = openshift_uid(injector, namespace_annotations);
         if openshift_uid.is_some() {
             // On OpenShift the proxy runs as the top of the namespace's UID range: a UID the pod sets on its own
@@ -266,7 +271,7 @@ pub fn render<'c>(
         },
         labels: pod.labels,
         spec: &pod.spec,
-        full_spec: pod.full_spec.as_ref().unwrap_or(&pod.spec),
+        full_spec: pod.full_spec.as_ref().unwrap_or(pod.spec.as_ref()),
         workload,
     };
     let mergeable = stand_ins

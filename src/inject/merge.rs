@@ -51,7 +51,7 @@ fn placement(init: &[Value], containers: &[Value], item: &Value, origin: &'stati
 
 /// `sidecar.istio.io/status`, as Istio's `SidecarInjectionStatus` marshals: its fields in Go's order, an empty
 /// list as `null`.
-fn status(fragment: &Fragment, revision: &str, stand_ins: Option<&StandIns>) -> String {
+pub fn status(fragment: &Fragment, revision: &str, stand_ins: Option<&StandIns>) -> String {
     fn list<'a>(out: &mut Vec<u8>, field: &str, names: impl Iterator<Item = &'a str>) {
         out.extend_from_slice(field.as_bytes());
         let mut empty = true;

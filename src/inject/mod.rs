@@ -258,8 +258,8 @@ pub fn inject(injector: &Injector, input: &PodInput) -> Result<Injected, InjectE
         &input.workload,
         input.namespace_annotations,
         Path::Whole,
-    )
-    .map(|(injected, ..)| injected)
+    )?
+    .injected()
 }
 
 /// [`inject`] for a caller that hands over the pod's `metadata` and `spec`, which saves copying them (`kube-inject`
@@ -278,8 +278,8 @@ pub fn inject_owned(
         workload,
         namespace_annotations,
         Path::Whole,
-    )
-    .map(|(injected, ..)| injected)
+    )?
+    .injected()
 }
 
 /// What [`run`] is for.
@@ -298,6 +298,40 @@ enum Path {
     },
 }
 
+/// What [`run`] gives: the injected metadata (whole, or only its labels and annotations: `scope`) and spec, and the
+/// stand-ins for the compiled items in them, if any.
+struct Ran<'c> {
+    metadata: Value,
+    spec: NewSpec,
+    stand_ins: Option<compile::StandIns<'c>>,
+    scope: patch::MetadataScope,
+}
+
+/// The injected spec as [`run`] gives it.
+enum NewSpec {
+    /// The whole spec.
+    Whole(Value),
+    /// Only what injection changes in the lists of a pod seen the first time that takes the compiled parts whole
+    /// ([`patch::Lists`]): the patch is written from it and the pod as parsed, with no merged pod, no copy of the
+    /// spec and no diff of it.
+    Lists(patch::Lists),
+}
+
+impl Ran<'_> {
+    /// The injected pod (of [`Path::Whole`], which never gives [`NewSpec::Lists`]).
+    fn injected(self) -> Result<Injected, InjectError> {
+        match self.spec {
+            NewSpec::Whole(spec) => Ok(Injected {
+                metadata: self.metadata,
+                spec,
+            }),
+            NewSpec::Lists(_) => Err(InjectError::InvalidPod(
+                "internal error: a whole pod was asked for and only its lists were injected".into(),
+            )),
+        }
+    }
+}
+
 /// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
 fn run<'c>(
     injector: &'c Injector,
@@ -306,7 +340,7 @@ fn run<'c>(
     workload: &Workload,
     namespace_annotations: Option<&BTreeMap<String, String>>,
     path: Path,
-) -> Result<(Injected, Option<compile::StandIns<'c>>, patch::MetadataScope), InjectError> {
+) -> Result<Ran<'c>, InjectError> {
     let stand_ins = path == Path::Patch { stand_ins: true };
     shape::metadata(&metadata)?;
     shape::spec(&spec)?;
@@ -318,33 +352,81 @@ fn run<'c>(
         previous_probers,
     } = strip::previous_injection(metadata, spec)?;
     let fresh = submitted.is_none();
-    let (mut merged, status_port, stand_ins, probers_appended) = {
+    let (mut merged, status_port, stand_ins, probers_appended, lists) = {
         let mut pod = fragment::Pod::read(injector, &metadata, spec, namespace_annotations)?;
         let (fragment, stand_ins) = fragment::render(injector, &pod, workload, &metadata, stand_ins && fresh)?;
-        let mut merged = merge::fragment_under_pod(
-            fragment,
-            std::mem::take(&mut pod.spec),
-            std::mem::take(&mut pod.overrides),
-            submitted,
-            original,
-            injector.config().revision_label(),
-            stand_ins.as_ref(),
-        );
-        let probers_appended = post::spec(
-            injector,
-            &mut merged.spec,
-            pod.annotations,
-            pod.hold && pod.sidecar,
-            pod.interception_mode == "TPROXY",
-            pod.sidecar,
-            &previous_probers,
-        );
         let status_port = pod
             .proxy_config
             .get("statusPort")
             .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
             .unwrap_or_default();
-        (merged, status_port, stand_ins, probers_appended)
+        let hold_first = pod.hold && pod.sidecar;
+        // A pod seen the first time that takes the compiled parts whole (stand-ins only then) and declares none of
+        // the templates' items: the lists only.
+        if let Some(s) = stand_ins.as_ref()
+            && pod.overrides.is_empty()
+            && patch::Lists::fit(&fragment, &pod.spec)
+        {
+            let status = merge::status(&fragment, injector.config().revision_label(), Some(s));
+            let template::Fragment {
+                labels,
+                annotations,
+                init_containers,
+                containers,
+                volumes,
+                ..
+            } = fragment;
+            let mut items = serde_json::Map::new();
+            if !init_containers.is_empty() {
+                items.insert("initContainers".into(), Value::Array(init_containers));
+            }
+            if !containers.is_empty() {
+                items.insert("containers".into(), Value::Array(containers));
+            }
+            let mut items = Value::Object(items);
+            post::reorder(&mut items, hold_first);
+            let (rewritten, probers_appended) = if pod.sidecar {
+                post::pod_probes_through_agent(injector, pod.annotations, &pod.spec, &mut items)
+            } else {
+                (Vec::new(), false)
+            };
+            let merged = merge::Merged {
+                spec: items,
+                status,
+                overrides: None,
+                labels,
+                annotations,
+                metadata_patches: Vec::new(),
+            };
+            let volumes = volumes.into_iter().next();
+            (
+                merged,
+                status_port,
+                stand_ins,
+                probers_appended,
+                Some((rewritten, volumes, hold_first)),
+            )
+        } else {
+            let mut merged = merge::fragment_under_pod(
+                fragment,
+                std::mem::take(&mut pod.spec).into_owned(),
+                std::mem::take(&mut pod.overrides),
+                submitted,
+                original,
+                injector.config().revision_label(),
+                stand_ins.as_ref(),
+            );
+            let probers_appended = post::spec(
+                injector,
+                &mut merged.spec,
+                pod.annotations,
+                hold_first,
+                pod.interception_mode == "TPROXY",
+                pod.sidecar,
+                &previous_probers,
+            );
+            (merged, status_port, stand_ins, probers_appended, None)
+        }
     };
     // The webhook diffs the metadata against the pod's: when only labels and annotations change (no template sets
     // other metadata; `post::metadata` writes nothing else), only they are taken to change. (Stages 2 and 3 read the
@@ -372,11 +454,21 @@ fn run<'c>(
         }
     };
     post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
-    let injected = Injected {
-        metadata,
-        spec: merged.spec,
+    let spec = match lists {
+        Some((rewritten, volumes, proxy_first)) => NewSpec::Lists(patch::Lists {
+            items: merged.spec,
+            rewritten,
+            volumes,
+            proxy_first,
+        }),
+        None => NewSpec::Whole(merged.spec),
     };
-    Ok((injected, stand_ins, scope))
+    Ok(Ran {
+        metadata,
+        spec,
+        stand_ins,
+        scope,
+    })
 }
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
@@ -427,7 +519,7 @@ pub fn inject_pod_with(
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
     let attempt = |spec: &pod::Spec, stand_ins: bool| {
-        let (injected, stand_ins, scope) = run(
+        let ran = run(
             injector,
             Cow::Borrowed(metadata),
             Cow::Borrowed(&spec.value),
@@ -435,13 +527,17 @@ pub fn inject_pod_with(
             namespace_annotations,
             Path::Patch { stand_ins },
         )?;
+        let new_spec = match &ran.spec {
+            NewSpec::Whole(v) => patch::NewSpec::Whole(v),
+            NewSpec::Lists(lists) => patch::NewSpec::Lists(lists),
+        };
         Ok::<_, InjectError>(patch::build(
             old_metadata,
-            &injected.metadata,
-            scope,
+            &ran.metadata,
+            ran.scope,
             spec,
-            &injected.spec,
-            stand_ins.as_ref(),
+            new_spec,
+            ran.stand_ins.as_ref(),
         ))
     };
     // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
@@ -519,12 +615,25 @@ mod tests {
                 json!({"metadata": {"annotations": {ann::TEMPLATES: "gateway"}, "labels": {"istio": "ingressgateway"}}}),
             ),
             with(json!({"spec": {"imagePullSecrets": [{"name": "own"}], "securityContext": {"fsGroup": 7}}})),
+            // Lists the strategic merge does more with than placing the template's items around the pod's.
+            with(json!({"spec": {"initContainers": []}})),
+            with(json!({"spec": {"volumes": []}})),
+            with(
+                json!({"spec": {"containers": [{"name": "web", "image": "a"}, {"name": "web", "image": "b",
+                "readinessProbe": {"httpGet": {"port": 80}}}]}}),
+            ),
+            with(
+                json!({"spec": {"containers": [{"image": "a", "readinessProbe": {"httpGet": {"port": 80}}},
+                {"name": "web"}]}}),
+            ),
+            with(json!({"spec": {"containers": [], "volumes": [{"name": "a"}, {"name": "a", "emptyDir": {}}]}})),
+            with(json!({"spec": {"volumes": [{"emptyDir": {}}]}})),
         ];
         for config in &configs {
             let injector = Injector::compile(config.clone());
             // The comparison is not of the values path with itself: the plain pod takes the compiled text.
             let plain = pod();
-            let (_, stand_ins, _) = run(
+            let Ran { stand_ins, spec, .. } = run(
                 &injector,
                 Cow::Borrowed(&plain["metadata"]),
                 Cow::Borrowed(&plain["spec"]),
@@ -534,6 +643,13 @@ mod tests {
             )
             .unwrap();
             assert!(stand_ins.is_some(), "the plain pod takes the compiled text");
+            // Its patch is written from the lists alone unless the template adds image pull secrets or a volume
+            // of its own for the pod (`istio-certs`).
+            assert_eq!(
+                matches!(spec, NewSpec::Lists(_)),
+                config.image_pull_secrets.is_empty() && !config.mount_mtls_certs,
+                "{config:?}"
+            );
             for pod in &pods {
                 let text = pod.to_string();
                 let run = |stand_ins| {
@@ -548,6 +664,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The same over the admission-review fuzzer's seeds (a thousand reviews, many of them damaged or odd), under
+    /// configurations that change which pods take the compiled text and how the proxy is placed: whatever the pod,
+    /// the patch (or error) written the webhook's way is the one written from the values.
+    #[test]
+    fn fuzz_seeds_get_the_same_patch_written_either_way() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/admission_review");
+        let configs = crate::test_support::configs_with(&[
+            ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
+            ("env.ENABLE_NATIVE_SIDECARS", "false"),
+        ]);
+        let injectors: Vec<Injector> = configs.into_iter().map(Injector::compile).collect();
+        let mut pods = 0;
+        let mut injected = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Ok(review) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            let Some(object) = review.get("request").and_then(|r| r.get("object")) else {
+                continue;
+            };
+            let text = object.to_string();
+            pods += 1;
+            for injector in &injectors {
+                let run = |stand_ins| {
+                    let mut submitted = Submitted::from_json(&text).map_err(InjectError::InvalidPod)?;
+                    inject_pod_with(injector, &mut submitted, "shop", None, stand_ins)
+                };
+                let (a, b) = (run(true), run(false));
+                injected += usize::from(matches!(a, Ok(PodOutcome::Injected { .. })));
+                let show = |o: &Result<PodOutcome, InjectError>| match o {
+                    Ok(PodOutcome::Injected { patch, .. }) => String::from_utf8_lossy(patch).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                assert_eq!(show(&a), show(&b), "{text}");
+            }
+        }
+        // The seeds are there and most of them are pods that get injected.
+        assert!(pods > 500 && injected > pods, "{pods} pods, {injected} injections");
     }
 
     /// The injected pod, through the webhook's path.

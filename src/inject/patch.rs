@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::json_text;
 
-use super::compile::{StandIns, Written};
+use super::compile::{COMPILED_VOLUMES, StandIns, Written};
 use super::pod::{SPEC_FIELDS, Spec};
+use super::template::Fragment;
 
 /// How much of the injected pod's metadata [`build`] gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,81 @@ pub enum PatchError {
     /// injection changed what the patch would leave out (a defect of mizzen's, refused rather than lost).
     #[error("internal error: the injection changed metadata.{0}, which the patch leaves as the pod has it")]
     MetadataOutOfScope(String),
+}
+
+/// The injected spec as [`build`] takes it.
+pub enum NewSpec<'s> {
+    /// The whole spec.
+    Whole(&'s Value),
+    /// Only what injection changes in the lists (see [`Lists`]).
+    Lists(&'s Lists),
+}
+
+/// What injection changes in the lists of a pod seen the first time that takes the compiled parts whole and
+/// declares none of the templates' items ([`Lists::fit`]): the template's items (stand-ins), the pod's containers
+/// whose handlers were rewritten, and the stand-in for the compiled volumes. Everything else of the spec is the
+/// pod's, unchanged, so the patch is written from these and the pod as parsed: no merged pod, no copy of the spec,
+/// no diff of it. It is the patch [`build`] writes from the whole injected spec, byte for byte (the conformance
+/// tests and `inject::tests` compare the two).
+pub struct Lists {
+    /// `initContainers` (the pod has none) and `containers` of the template's items only, in their final order.
+    pub items: Value,
+    /// Per container of the pod, by index: its probes and hooks that were rewritten, in key order (none past the
+    /// end).
+    pub rewritten: Vec<Vec<(&'static str, Value)>>,
+    /// The stand-in for the compiled volumes, placed before the pod's own (as the strategic merge places them).
+    pub volumes: Option<Value>,
+    /// Whether the proxy, when a container, goes before the pod's containers (holding the application), not after.
+    pub proxy_first: bool,
+}
+
+/// Whether each of a list's items is an object with a name of its own: no two alike, none a template container's.
+fn distinct_names(list: &[Value]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    list.iter().all(|item| {
+        item.as_object()
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| !super::TEMPLATE_CONTAINERS.contains(&n) && seen.insert(n))
+    })
+}
+
+impl Lists {
+    /// Whether the lists are all that injecting this pod changes in its spec: the fragment is the compiled
+    /// template's stand-ins with nothing else (no image pull secrets, pod security context, other spec or
+    /// metadata fields, or volume besides the compiled ones), and the pod has no init containers and lists of
+    /// containers and volumes whose items have distinct names of their own, so that the strategic merge only
+    /// places the template's items around them.
+    pub fn fit(fragment: &Fragment, spec: &Value) -> bool {
+        let Some(spec) = spec.as_object() else {
+            return false;
+        };
+        let stand_in = |item: &Value| {
+            item.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| super::TEMPLATE_CONTAINERS.contains(&n))
+        };
+        let block = |item: &Value| {
+            item.as_object()
+                .is_some_and(|m| m.len() == 1 && m.get("name").and_then(Value::as_str) == Some(COMPILED_VOLUMES))
+        };
+        fragment.image_pull_secrets.is_empty()
+            && fragment.pod_security_context.is_none()
+            && fragment.spec_rest.is_empty()
+            && fragment.metadata_patches.is_empty()
+            && fragment.init_containers.iter().all(stand_in)
+            && fragment.containers.iter().all(stand_in)
+            && fragment.volumes.len() <= 1
+            && fragment.volumes.iter().all(block)
+            && !spec.contains_key("initContainers")
+            && spec
+                .get("containers")
+                .and_then(Value::as_array)
+                .is_some_and(|c| distinct_names(c))
+            && spec
+                .get("volumes")
+                .is_none_or(|v| v.as_array().is_some_and(|v| distinct_names(v)))
+    }
 }
 
 /// Lists whose items are matched by name.
@@ -331,7 +407,7 @@ pub fn build(
     new_metadata: &Value,
     scope: MetadataScope,
     old_spec: &Spec,
-    new_spec: &Value,
+    new_spec: NewSpec,
     stand_ins: Option<&StandIns>,
 ) -> Result<Vec<u8>, PatchError> {
     let mut w = Writer {
@@ -355,6 +431,13 @@ pub fn build(
         // The pod had no metadata: the injected metadata is all it has, whichever it is.
         _ => w.op("add", Some(new_metadata)),
     })?;
+    let new_spec = match new_spec {
+        NewSpec::Whole(spec) => spec,
+        NewSpec::Lists(lists) => {
+            w.at("spec", |w| lists_ops(w, old_spec, lists))?;
+            return Ok(w.finish());
+        }
+    };
     let (Value::Object(old), Value::Object(new)) = (&old_spec.value, new_spec) else {
         return w
             .at("spec", |w| replace(w, Some(&old_spec.value), Some(new_spec)))
@@ -380,6 +463,60 @@ pub fn build(
         })
     })?;
     Ok(w.finish())
+}
+
+/// The operations of [`Lists`] on the pod's spec, in the order [`build`] writes those of the whole injected spec
+/// (its keys in order: `containers`, `initContainers`, `volumes`; no other key changes): [`list`]'s, knowing that
+/// every item of the pod is kept in place (distinct names, none a template item's) and the template's are added
+/// around them.
+fn lists_ops(w: &mut Writer, old_spec: &Spec, lists: &Lists) -> Result<(), PatchError> {
+    let template = |key: &str| lists.items.get(key).and_then(Value::as_array).map(Vec::as_slice);
+    let containers = old_spec.value.get("containers").and_then(Value::as_array);
+    let containers = containers.map(Vec::as_slice).unwrap_or_default();
+    let proxy = template("containers").unwrap_or_default();
+    w.at("containers", |w| {
+        let mut j = 0;
+        if lists.proxy_first {
+            for item in proxy {
+                w.at_index(j, |w| w.add_item("containers", item))?;
+                j += 1;
+            }
+        }
+        for i in 0..containers.len() {
+            // What `item_fields` writes for the container: a `replace` of each changed field (handlers are parsed
+            // fields, and are never removed).
+            for (field, new) in lists.rewritten.get(i).into_iter().flatten() {
+                w.at_index(j, |w| w.at(field, |w| w.op("replace", Some(new))))?;
+            }
+            j += 1;
+        }
+        if !lists.proxy_first {
+            for item in proxy {
+                w.at_index(j, |w| w.add_item("containers", item))?;
+                j += 1;
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(init) = template("initContainers").filter(|i| !i.is_empty()) {
+        w.at("initContainers", |w| w.add_list("initContainers", init))?;
+    }
+    let Some(block) = &lists.volumes else {
+        return Ok(());
+    };
+    w.at("volumes", |w| match old_spec.value.get("volumes") {
+        None => w.add_list("volumes", std::slice::from_ref(block)),
+        Some(_) => {
+            let texts = w.stand_ins.and_then(|s| s.volume_block("volumes", block));
+            let Some(texts) = texts else {
+                return Err(PatchError::Fallback);
+            };
+            for (j, text) in texts.enumerate() {
+                w.at_index(j, |w| w.add_text(text))?;
+            }
+            Ok(())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -417,7 +554,7 @@ mod tests {
             new_metadata,
             scope,
             &spec(old["spec"].clone()),
-            new_spec,
+            NewSpec::Whole(new_spec),
             None,
         )?;
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
@@ -440,7 +577,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &spec(old["spec"].clone()),
-                &new,
+                NewSpec::Whole(&new),
                 None,
             )
             .unwrap()
@@ -545,21 +682,52 @@ mod tests {
         );
         assert_eq!(shallow.shallow_items("containers"), &[true]);
         let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
-        assert!(build(None, &json!({}), MetadataScope::Whole, &shallow, &probe, None).is_ok());
+        assert!(
+            build(
+                None,
+                &json!({}),
+                MetadataScope::Whole,
+                &shallow,
+                NewSpec::Whole(&probe),
+                None
+            )
+            .is_ok()
+        );
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
         assert!(matches!(
-            build(None, &json!({}), MetadataScope::Whole, &shallow, &env, None),
+            build(
+                None,
+                &json!({}),
+                MetadataScope::Whole,
+                &shallow,
+                NewSpec::Whole(&env),
+                None
+            ),
             Err(PatchError::Fallback)
         ));
         let dropped = json!({"containers": [{"name": "other"}]});
         assert!(matches!(
-            build(None, &json!({}), MetadataScope::Whole, &shallow, &dropped, None),
+            build(
+                None,
+                &json!({}),
+                MetadataScope::Whole,
+                &shallow,
+                NewSpec::Whole(&dropped),
+                None
+            ),
             Err(PatchError::Fallback)
         ));
         let unparsed =
             json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
         assert!(matches!(
-            build(None, &json!({}), MetadataScope::Whole, &shallow, &unparsed, None),
+            build(
+                None,
+                &json!({}),
+                MetadataScope::Whole,
+                &shallow,
+                NewSpec::Whole(&unparsed),
+                None
+            ),
             Err(PatchError::Fallback)
         ));
     }

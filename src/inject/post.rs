@@ -163,7 +163,7 @@ fn move_container(list: &mut Vec<Value>, name: &str, first: bool) {
 /// the first when it must start before the application. With a native sidecar, init containers run
 /// `istio-init`/`istio-validation`, then the proxy, then the pod's own, so those are in the mesh; otherwise the
 /// iptables setup runs last, so it does not cut off the pod's own init containers.
-fn reorder(spec: &mut Value, hold: bool) {
+pub fn reorder(spec: &mut Value, hold: bool) {
     if let Some(list) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         move_container(list, PROXY_NAME, hold);
     }
@@ -188,13 +188,9 @@ fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> 
     }
 }
 
-/// Rewrites application probes through the agent and hands the originals to the proxy.
-fn probes_through_agent(
-    injector: &Injector,
-    annotations: &Map<String, Value>,
-    spec: &mut Value,
-    previous: &probes::Probers,
-) -> bool {
+/// The agent's status port for rewritten probes, `None` when probes are not rewritten (turned off for the mesh or
+/// the pod, or a status port of 0).
+fn probe_port(injector: &Injector, annotations: &Map<String, Value>) -> Option<i64> {
     let config = injector.config();
     let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
     let status_port: i64 = annotations
@@ -202,9 +198,19 @@ fn probes_through_agent(
         .and_then(Value::as_str)
         .and_then(|p| p.parse().ok())
         .unwrap_or(config.proxy.status_port);
-    if !enabled || status_port == 0 {
+    (enabled && status_port != 0).then_some(status_port)
+}
+
+/// Rewrites application probes through the agent and hands the originals to the proxy.
+fn probes_through_agent(
+    injector: &Injector,
+    annotations: &Map<String, Value>,
+    spec: &mut Value,
+    previous: &probes::Probers,
+) -> bool {
+    let Some(status_port) = probe_port(injector, annotations) else {
         return false;
-    }
+    };
     let mut probers = probes::Probers::new();
     for field in ["initContainers", "containers"] {
         for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
@@ -214,10 +220,70 @@ fn probes_through_agent(
             }
         }
     }
+    give_probers(spec, &probers)
+}
+
+/// The fields of a container whose handlers [`probes::rewrite_container`] rewrites, in key order.
+const HANDLER_FIELDS: [&str; 4] = ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"];
+
+/// [`spec`]'s probes for a pod seen the first time whose own containers are not in `items`, the injected lists
+/// (see `patch::Lists`): the handlers of the pod's containers (all of them applications; it has no init
+/// containers) are rewritten in copies of the handlers alone; the proxy in `items` gets the probers. Returns, by the
+/// containers' index, the handlers that changed, in key order, and whether the proxy's env gained
+/// `ISTIO_KUBE_APP_PROBERS`.
+pub fn pod_probes_through_agent(
+    injector: &Injector,
+    annotations: &Map<String, Value>,
+    spec: &Value,
+    items: &mut Value,
+) -> (Vec<Vec<(&'static str, Value)>>, bool) {
+    let Some(status_port) = probe_port(injector, annotations) else {
+        return (Vec::new(), false);
+    };
+    let (previous, mut probers) = (probes::Probers::new(), probes::Probers::new());
+    let mut rewritten = Vec::new();
+    for (i, c) in spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = c.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if !HANDLER_FIELDS.iter().any(|f| c.get(f).is_some()) {
+            continue;
+        }
+        let mut handlers = Map::new();
+        for field in HANDLER_FIELDS {
+            if let Some(h) = c.get(field) {
+                handlers.insert(field.to_owned(), h.clone());
+            }
+        }
+        let ports = c.get("ports").unwrap_or(&Value::Null);
+        probes::rewrite_handlers(name, ports, &mut handlers, status_port, &previous, &mut probers);
+        let changed: Vec<(&'static str, Value)> = HANDLER_FIELDS
+            .into_iter()
+            .filter_map(|field| Some((field, handlers.remove(field)?)))
+            .filter(|(field, new)| c.get(*field) != Some(new))
+            .collect();
+        if !changed.is_empty() {
+            rewritten.resize_with(i + 1, Vec::new);
+            if let Some(slot) = rewritten.get_mut(i) {
+                *slot = changed;
+            }
+        }
+    }
+    (rewritten, give_probers(items, &probers))
+}
+
+/// Gives the proxy in `spec` the probers as `ISTIO_KUBE_APP_PROBERS` (last in its env); whether it did.
+fn give_probers(spec: &mut Value, probers: &probes::Probers) -> bool {
     if probers.is_empty() {
         return false;
     }
-    let value = probes::probers_json(&probers);
+    let value = probes::probers_json(probers);
     let mut appended = false;
     for field in ["initContainers", "containers"] {
         for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {

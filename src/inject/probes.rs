@@ -110,6 +110,22 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     };
     let ports = fields.remove_entry("ports");
     let snapshot = ports.as_ref().map_or(&Value::Null, |(_, p)| p);
+    rewrite_handlers(&name, snapshot, fields, status_port, previous, probers);
+    if let Some((key, ports)) = ports {
+        fields.insert(key, ports);
+    }
+}
+
+/// [`rewrite_container`] of the container `name` with `ports`, on `fields`: the container's members, or only its
+/// handlers (`livenessProbe`, `readinessProbe`, `startupProbe`, `lifecycle`), which are all it changes.
+pub fn rewrite_handlers(
+    name: &str,
+    ports: &Value,
+    fields: &mut Map<String, Value>,
+    status_port: i64,
+    previous: &Probers,
+    probers: &mut Probers,
+) {
     for (field, suffix) in [
         ("livenessProbe", "livez"),
         ("readinessProbe", "readyz"),
@@ -117,7 +133,7 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     ] {
         if let Some(probe) = fields.get_mut(field) {
             let path = format!("/app-health/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(probe, snapshot, &path, status_port, previous, false) {
+            if let Some(p) = rewrite_handler(probe, ports, &path, status_port, previous, false) {
                 probers.insert(path, p);
             }
         }
@@ -125,13 +141,10 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
         if let Some(hook) = fields.get_mut("lifecycle").and_then(|l| l.get_mut(field)) {
             let path = format!("/app-lifecycle/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(hook, snapshot, &path, status_port, previous, true) {
+            if let Some(p) = rewrite_handler(hook, ports, &path, status_port, previous, true) {
                 probers.insert(path, p);
             }
         }
-    }
-    if let Some((key, ports)) = ports {
-        fields.insert(key, ports);
     }
 }
 

@@ -12,12 +12,13 @@ use super::annotations as ann;
 use super::{InjectError, PROXY_NAME, annotation, at, probes};
 
 /// The pod with an earlier injection taken out.
-pub struct Stripped<'m> {
+pub struct Stripped<'m, 's> {
     /// Metadata without the status and overrides annotations: the pod's own, not copied, when it has no status
     /// annotation that reads as one (a pod seen the first time).
     pub metadata: Cow<'m, Value>,
-    /// The spec without the previously injected items, with the recorded overrides restored.
-    pub spec: Value,
+    /// The spec without the previously injected items, with the recorded overrides restored: the pod's own, not
+    /// copied, for a pod seen the first time.
+    pub spec: Cow<'s, Value>,
     /// The spec as submitted, when the pod was injected before: the template is merged under it, so earlier
     /// injected containers act as the user's overrides (as Istio does). `None` for a pod seen the first time.
     pub submitted: Option<Value>,
@@ -75,13 +76,15 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
 }
 
 /// Takes an earlier injection out of the pod (`metadata` must be an object or null, `spec` an object).
-pub fn previous_injection<'m>(metadata: Cow<'m, Value>, spec: Cow<'_, Value>) -> Result<Stripped<'m>, InjectError> {
+pub fn previous_injection<'m, 's>(
+    metadata: Cow<'m, Value>,
+    spec: Cow<'s, Value>,
+) -> Result<Stripped<'m, 's>, InjectError> {
     let metadata = if metadata.is_object() {
         metadata
     } else {
         Cow::Owned(json!({}))
     };
-    let mut spec = spec.into_owned();
     // A status annotation that does not read as one is ignored and the pod injected as if seen the first time, as
     // Istio does (its `injectionStatus` returns nil on an unmarshalling error).
     let previous = annotation(&metadata, ann::STATUS).and_then(|status| PreviousInjection::parse(status).ok());
@@ -94,6 +97,7 @@ pub fn previous_injection<'m>(metadata: Cow<'m, Value>, spec: Cow<'_, Value>) ->
         });
     };
     let mut metadata = metadata.into_owned();
+    let mut spec = spec.into_owned();
     let submitted = Some(spec.clone());
     let previous_probers = remove_injected(&mut spec, &previous);
     if let Some(overrides) = annotation(&metadata, ann::OVERRIDES) {
@@ -105,7 +109,7 @@ pub fn previous_injection<'m>(metadata: Cow<'m, Value>, spec: Cow<'_, Value>) ->
     }
     Ok(Stripped {
         metadata: Cow::Owned(metadata),
-        spec,
+        spec: Cow::Owned(spec),
         submitted,
         previous_probers,
     })
