@@ -34,6 +34,26 @@ struct Text {
     volumes: Vec<(String, String)>,
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
+    /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]):
+    /// the compiled items' names only, so the same for every such pod; set once the text is made.
+    status: Option<Known>,
+}
+
+/// A text and its JSON string, written once.
+#[derive(Debug)]
+pub struct Known {
+    /// The text.
+    pub text: String,
+    /// It as a JSON string (quoted and escaped).
+    pub json: Vec<u8>,
+}
+
+impl Known {
+    fn of(text: String) -> Self {
+        let mut json = Vec::with_capacity(text.len() + 64);
+        json_text::write_str(&mut json, &text);
+        Self { text, json }
+    }
 }
 
 impl Text {
@@ -83,6 +103,7 @@ impl Text {
             proxy_tail: tail,
             volumes: named(parts.volumes())?,
             appendable,
+            status: None,
         })
     }
 }
@@ -107,6 +128,11 @@ pub enum Written {
 }
 
 impl StandIns<'_> {
+    /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]).
+    pub fn lists_status(&self) -> Option<&Known> {
+        self.text.status.as_ref()
+    }
+
     /// Whether `name` in `list` is a stand-in's.
     pub fn names(&self, list: &str, name: &str) -> bool {
         match list {
@@ -210,6 +236,7 @@ struct Compiled {
 impl Compiled {
     fn render(settings: Settings, render: fn(&Settings) -> Static) -> Self {
         let reads = RefCell::new(BTreeSet::new());
+        let revision = settings.config.revision_label().to_owned();
         let (parts, interception_mode, native, hold) = {
             let settings = Settings {
                 reads: Some(&reads),
@@ -222,8 +249,33 @@ impl Compiled {
                 settings.hold,
             )
         };
+        let mut text = Text::of(&parts).ok();
+        if let Some(text) = &mut text {
+            // The fragment of a pod that takes the lists: the stand-ins, with no volume of the pod's own (no
+            // `istio-certs`), the proxy an init container when native (as `fragment::render` places it).
+            let mut fragment = parts.stand_in_fragment(template::PodParts {
+                labels: Vec::new(),
+                annotations: Vec::new(),
+                certs_volume: None,
+            });
+            if native
+                && let Some(pos) = fragment
+                    .containers
+                    .iter()
+                    .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_NAME))
+            {
+                let proxy = fragment.containers.remove(pos);
+                fragment.init_containers.push(proxy);
+            }
+            let stand_ins = StandIns {
+                text,
+                holes: template::EnvHoles::default(),
+            };
+            let status = super::merge::status(&fragment, &revision, Some(&stand_ins));
+            text.status = Some(Known::of(status));
+        }
         Self {
-            text: Text::of(&parts).ok(),
+            text,
             parts,
             reads: reads.into_inner(),
             interception_mode,

@@ -367,7 +367,10 @@ fn run<'c>(
             && pod.overrides.is_empty()
             && patch::Lists::fit(&fragment, &pod.spec)
         {
-            let status = merge::status(&fragment, injector.config().revision_label(), Some(s));
+            let status = match s.lists_status() {
+                Some(known) => known.text.clone(),
+                None => merge::status(&fragment, injector.config().revision_label(), Some(s)),
+            };
             let template::Fragment {
                 labels,
                 annotations,

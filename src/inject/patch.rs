@@ -156,11 +156,39 @@ impl Writer<'_> {
         self.op_with(op, |w| match value {
             Some(value) => {
                 w.out.extend_from_slice(b",\"value\":");
-                json_text::write_value(&mut w.out, value);
+                w.value(value);
                 Ok(())
             }
             None => Ok(()),
         })
+    }
+
+    /// Writes `v`, as [`json_text::write_value`] does; the status annotation of a pod that takes the lists (a
+    /// string, or a member of the annotations written whole) from the JSON the stand-ins keep of it.
+    fn value(&mut self, v: &Value) {
+        let Some(known) = self.stand_ins.and_then(StandIns::lists_status) else {
+            json_text::write_value(&mut self.out, v);
+            return;
+        };
+        let member = |out: &mut Vec<u8>, v: &Value| match v {
+            Value::String(s) if *s == known.text => out.extend_from_slice(&known.json),
+            v => json_text::write_value(out, v),
+        };
+        match v {
+            Value::Object(map) => {
+                self.out.push(b'{');
+                for (i, (k, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    json_text::write_str(&mut self.out, k);
+                    self.out.push(b':');
+                    member(&mut self.out, item);
+                }
+                self.out.push(b'}');
+            }
+            v => member(&mut self.out, v),
+        }
     }
 
     /// An operation whose `value` member (if any) `value` writes.
