@@ -223,9 +223,6 @@ fn probes_through_agent(
     give_probers(spec, &probers)
 }
 
-/// The fields of a container whose handlers [`probes::rewrite_container`] rewrites, in key order.
-const HANDLER_FIELDS: [&str; 4] = ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"];
-
 /// [`spec`]'s probes for a pod seen the first time whose own containers are not in `items`, the injected lists
 /// (see `patch::Lists`): the handlers of the pod's containers (all of them applications; it has no init
 /// containers) are rewritten in copies of the handlers alone; the proxy in `items` gets the probers. Returns, by the
@@ -252,20 +249,17 @@ pub fn pod_probes_through_agent(
         let Some(name) = c.get("name").and_then(Value::as_str) else {
             continue;
         };
-        if !HANDLER_FIELDS.iter().any(|f| c.get(f).is_some()) {
+        let mut copies: [Option<Value>; 4] = probes::HANDLER_FIELDS.map(|f| c.get(f).cloned());
+        if copies.iter().all(Option::is_none) {
             continue;
         }
-        let mut handlers = Map::new();
-        for field in HANDLER_FIELDS {
-            if let Some(h) = c.get(field) {
-                handlers.insert(field.to_owned(), h.clone());
-            }
-        }
+        let handlers = probes::Handlers(copies.each_mut().map(Option::as_mut));
         let ports = c.get("ports").unwrap_or(&Value::Null);
-        probes::rewrite_handlers(name, ports, &mut handlers, status_port, &previous, &mut probers);
-        let changed: Vec<(&'static str, Value)> = HANDLER_FIELDS
+        probes::rewrite_handlers(name, ports, handlers, status_port, &previous, &mut probers);
+        let changed: Vec<(&'static str, Value)> = probes::HANDLER_FIELDS
             .into_iter()
-            .filter_map(|field| Some((field, handlers.remove(field)?)))
+            .zip(copies)
+            .filter_map(|(field, new)| Some((field, new?)))
             .filter(|(field, new)| c.get(*field) != Some(new))
             .collect();
         if !changed.is_empty() {

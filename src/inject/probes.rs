@@ -110,39 +110,58 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
     };
     let ports = fields.remove_entry("ports");
     let snapshot = ports.as_ref().map_or(&Value::Null, |(_, p)| p);
-    rewrite_handlers(&name, snapshot, fields, status_port, previous, probers);
+    let mut handlers = Handlers::default();
+    for (key, value) in fields.iter_mut() {
+        if let Some(slot) = handlers.slot(key) {
+            *slot = Some(value);
+        }
+    }
+    rewrite_handlers(&name, snapshot, handlers, status_port, previous, probers);
     if let Some((key, ports)) = ports {
         fields.insert(key, ports);
     }
 }
 
-/// [`rewrite_container`] of the container `name` with `ports`, on `fields`: the container's members, or only its
-/// handlers (`livenessProbe`, `readinessProbe`, `startupProbe`, `lifecycle`), which are all it changes.
+/// A container's handlers that [`rewrite_handlers`] rewrites, by the fields they are in: [`HANDLER_FIELDS`].
+#[derive(Default)]
+pub struct Handlers<'a>(pub [Option<&'a mut Value>; 4]);
+
+/// The fields of a container that hold handlers, in key order.
+pub const HANDLER_FIELDS: [&str; 4] = ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"];
+
+impl<'a> Handlers<'a> {
+    /// The slot of a container's field, if it holds handlers.
+    pub fn slot(&mut self, field: &str) -> Option<&mut Option<&'a mut Value>> {
+        let i = HANDLER_FIELDS.iter().position(|f| *f == field)?;
+        self.0.get_mut(i)
+    }
+}
+
+/// [`rewrite_container`] of the container `name` with `ports`, on its `handlers`, which are all it changes.
 pub fn rewrite_handlers(
     name: &str,
     ports: &Value,
-    fields: &mut Map<String, Value>,
+    handlers: Handlers,
     status_port: i64,
     previous: &Probers,
     probers: &mut Probers,
 ) {
-    for (field, suffix) in [
-        ("livenessProbe", "livez"),
-        ("readinessProbe", "readyz"),
-        ("startupProbe", "startupz"),
-    ] {
-        if let Some(probe) = fields.get_mut(field) {
+    let [lifecycle, probes @ ..] = handlers.0;
+    for (probe, suffix) in probes.into_iter().zip(["livez", "readyz", "startupz"]) {
+        if let Some(probe) = probe {
             let path = format!("/app-health/{name}/{suffix}");
             if let Some(p) = rewrite_handler(probe, ports, &path, status_port, previous, false) {
                 probers.insert(path, p);
             }
         }
     }
-    for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
-        if let Some(hook) = fields.get_mut("lifecycle").and_then(|l| l.get_mut(field)) {
-            let path = format!("/app-lifecycle/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(hook, ports, &path, status_port, previous, true) {
-                probers.insert(path, p);
+    if let Some(lifecycle) = lifecycle {
+        for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
+            if let Some(hook) = lifecycle.get_mut(field) {
+                let path = format!("/app-lifecycle/{name}/{suffix}");
+                if let Some(p) = rewrite_handler(hook, ports, &path, status_port, previous, true) {
+                    probers.insert(path, p);
+                }
             }
         }
     }
