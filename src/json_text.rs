@@ -200,7 +200,26 @@ pub fn write_go_str(out: &mut Vec<u8>, text: &str) {
     string(out, text, true);
 }
 
-fn value(out: &mut Vec<u8>, v: &Value, go: bool) {
+/// A string whose JSON is already written: wherever a value writer meets a string equal to `text`, it appends
+/// `json` (which must be what it would write for it) instead of escaping it again.
+#[derive(Debug)]
+pub struct Known {
+    /// The string.
+    pub text: String,
+    /// Its JSON, as [`write_str`] writes it.
+    pub json: Vec<u8>,
+}
+
+impl Known {
+    /// `text` with its JSON.
+    pub fn new(text: String) -> Self {
+        let mut json = Vec::with_capacity(text.len() + 64);
+        string(&mut json, &text, false);
+        Self { text, json }
+    }
+}
+
+fn value(out: &mut Vec<u8>, v: &Value, go: bool, known: Option<&Known>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -209,14 +228,17 @@ fn value(out: &mut Vec<u8>, v: &Value, go: bool) {
         Value::Number(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
-        Value::String(s) => string(out, s, go),
+        Value::String(s) => match known {
+            Some(k) if *s == k.text => out.extend_from_slice(&k.json),
+            _ => string(out, s, go),
+        },
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                value(out, item, go);
+                value(out, item, go, known);
             }
             out.push(b']');
         }
@@ -228,7 +250,7 @@ fn value(out: &mut Vec<u8>, v: &Value, go: bool) {
                 }
                 string(out, k, go);
                 out.push(b':');
-                value(out, item, go);
+                value(out, item, go, known);
             }
             out.push(b'}');
         }
@@ -237,12 +259,17 @@ fn value(out: &mut Vec<u8>, v: &Value, go: bool) {
 
 /// Appends `v` as compact JSON, as `serde_json::to_writer` writes it (members in the map's order).
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
-    value(out, v, false);
+    value(out, v, false, None);
+}
+
+/// [`write_value`], writing strings equal to `known`'s text from its JSON.
+pub fn write_value_knowing(out: &mut Vec<u8>, v: &Value, known: &Known) {
+    value(out, v, false, Some(known));
 }
 
 /// Appends `v` as compact JSON with Go's `json.Marshal` string escapes (members in the map's order).
 pub fn write_go_value(out: &mut Vec<u8>, v: &Value) {
-    value(out, v, true);
+    value(out, v, true, None);
 }
 
 #[cfg(test)]
@@ -435,6 +462,28 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             go_reference(&serde_json::to_string(&v).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_known_string_is_written_from_its_json_wherever_it_is_and_as_it_would_be() {
+        let status = r#"{"initContainers":["a<b"],"containers":null}"#;
+        let v = json!({"a": status, "b": [status, {"c": status}], "d": "other", status: status});
+        let known = Known::new(status.to_owned());
+        let mut out = Vec::new();
+        write_value_knowing(&mut out, &v, &known);
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        // It is the kept JSON that is written (keys are not values: written as they are).
+        let marked = Known {
+            text: status.to_owned(),
+            json: b"0".to_vec(),
+        };
+        let mut out = Vec::new();
+        write_value_knowing(&mut out, &v, &marked);
+        let key = serde_json::to_string(status).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(r#"{{"a":0,"b":[0,{{"c":0}}],"d":"other",{key}:0}}"#)
         );
     }
 }

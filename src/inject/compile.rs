@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use crate::json_text;
+use crate::json_text::{self, Known};
 
 use super::config::InjectionConfig;
 use super::template::{self, EnvVar, Settings, Static};
@@ -35,25 +35,8 @@ struct Text {
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
     /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]):
-    /// the compiled items' names only, so the same for every such pod; set once the text is made.
-    status: Option<Known>,
-}
-
-/// A text and its JSON string, written once.
-#[derive(Debug)]
-pub struct Known {
-    /// The text.
-    pub text: String,
-    /// It as a JSON string (quoted and escaped).
-    pub json: Vec<u8>,
-}
-
-impl Known {
-    fn of(text: String) -> Self {
-        let mut json = Vec::with_capacity(text.len() + 64);
-        json_text::write_str(&mut json, &text);
-        Self { text, json }
-    }
+    /// the compiled items' names only, so the same for every such pod (set by [`Compiled::render`]).
+    status: Known,
 }
 
 impl Text {
@@ -103,7 +86,7 @@ impl Text {
             proxy_tail: tail,
             volumes: named(parts.volumes())?,
             appendable,
-            status: None,
+            status: Known::new(String::new()),
         })
     }
 }
@@ -129,8 +112,8 @@ pub enum Written {
 
 impl StandIns<'_> {
     /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]).
-    pub fn lists_status(&self) -> Option<&Known> {
-        self.text.status.as_ref()
+    pub fn lists_status(&self) -> &Known {
+        &self.text.status
     }
 
     /// Whether `name` in `list` is a stand-in's.
@@ -258,21 +241,15 @@ impl Compiled {
                 annotations: Vec::new(),
                 certs_volume: None,
             });
-            if native
-                && let Some(pos) = fragment
-                    .containers
-                    .iter()
-                    .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_NAME))
-            {
-                let proxy = fragment.containers.remove(pos);
-                fragment.init_containers.push(proxy);
+            if native {
+                fragment.proxy_to_init_containers();
             }
             let stand_ins = StandIns {
                 text,
                 holes: template::EnvHoles::default(),
             };
             let status = super::merge::status(&fragment, &revision, Some(&stand_ins));
-            text.status = Some(Known::of(status));
+            text.status = Known::new(status);
         }
         Self {
             text,

@@ -285,11 +285,8 @@ pub fn render<'c>(
         let builtin = matches!(kind, TemplateKind::Sidecar | TemplateKind::Gateway);
         if builtin && let Some((mut f, s)) = injector.stand_ins(&ctx, *kind == TemplateKind::Gateway, mergeable) {
             stand_ins = Some(s);
-            if pod.native
-                && let Some(pos) = f.containers.iter().position(|c| at(c, "name") == PROXY_NAME)
-            {
-                let proxy = f.containers.remove(pos);
-                f.init_containers.push(proxy);
+            if pod.native {
+                f.proxy_to_init_containers();
             }
             merge_fragment(&mut fragment, f);
             continue;
@@ -300,11 +297,8 @@ pub fn render<'c>(
                 add_user_volumes(&ctx, &mut f)?;
                 // A native sidecar is an init container in the template itself, so a later template that names
                 // `istio-proxy` under containers adds a container of that name, as Istio's does.
-                if pod.native
-                    && let Some(pos) = f.containers.iter().position(|c| at(c, "name") == PROXY_NAME)
-                {
-                    let proxy = f.containers.remove(pos);
-                    f.init_containers.push(proxy);
+                if pod.native {
+                    f.proxy_to_init_containers();
                 }
                 f
             }

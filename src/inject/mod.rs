@@ -14,7 +14,11 @@
 //! 5. [`patch`] (the webhook's): the JSON patch from the submitted pod to the injected one, written directly.
 //!
 //! [`inject`] runs stages 1–4 on a whole pod (`kube-inject`); [`inject_pod`] decides and runs all five on a submitted
-//! pod of which only what the injector reads was parsed ([`pod`]).
+//! pod of which only what the injector reads was parsed ([`pod`]). A pod seen the first time that takes the compiled
+//! parts whole and declares none of the templates' items skips the merge: stages 3 and 4 give only what changes in
+//! its lists ([`patch::Lists`]: the template's items, the pod's rewritten probes), and stage 5 writes the patch from
+//! those and the pod as parsed, with no merged pod, no copy of the spec and no diff of it. The tests compare that
+//! patch byte for byte with the one written from the whole injected pod.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod annotations;
@@ -302,13 +306,13 @@ enum Path {
 /// stand-ins for the compiled items in them, if any.
 struct Ran<'c> {
     metadata: Value,
-    spec: NewSpec,
+    spec: InjectedSpec,
     stand_ins: Option<compile::StandIns<'c>>,
     scope: patch::MetadataScope,
 }
 
 /// The injected spec as [`run`] gives it.
-enum NewSpec {
+enum InjectedSpec {
     /// The whole spec.
     Whole(Value),
     /// Only what injection changes in the lists of a pod seen the first time that takes the compiled parts whole
@@ -318,18 +322,24 @@ enum NewSpec {
 }
 
 impl Ran<'_> {
-    /// The injected pod (of [`Path::Whole`], which never gives [`NewSpec::Lists`]).
+    /// The injected pod (of [`Path::Whole`], which never gives [`InjectedSpec::Lists`]).
     fn injected(self) -> Result<Injected, InjectError> {
         match self.spec {
-            NewSpec::Whole(spec) => Ok(Injected {
+            InjectedSpec::Whole(spec) => Ok(Injected {
                 metadata: self.metadata,
                 spec,
             }),
-            NewSpec::Lists(_) => Err(InjectError::InvalidPod(
+            InjectedSpec::Lists(_) => Err(InjectError::InvalidPod(
                 "internal error: a whole pod was asked for and only its lists were injected".into(),
             )),
         }
     }
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Pods whose patch was written from the lists on this thread, for the tests to see that path taken.
+    static LISTS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
@@ -367,10 +377,9 @@ fn run<'c>(
             && pod.overrides.is_empty()
             && patch::Lists::fit(&fragment, &pod.spec)
         {
-            let status = match s.lists_status() {
-                Some(known) => known.text.clone(),
-                None => merge::status(&fragment, injector.config().revision_label(), Some(s)),
-            };
+            #[cfg(test)]
+            LISTS_TAKEN.with(|n| n.set(n.get() + 1));
+            let status = s.lists_status().text.clone();
             let template::Fragment {
                 labels,
                 annotations,
@@ -393,6 +402,7 @@ fn run<'c>(
             } else {
                 (Vec::new(), false)
             };
+            // What stage 4's metadata writing reads of the merged pod: the proxy (for the metrics env), in `items`.
             let merged = merge::Merged {
                 spec: items,
                 status,
@@ -401,6 +411,10 @@ fn run<'c>(
                 annotations,
                 metadata_patches: Vec::new(),
             };
+            debug_assert!(
+                volumes.len() <= 1,
+                "`Lists::fit` allows the compiled volumes' stand-in only"
+            );
             let volumes = volumes.into_iter().next();
             (
                 merged,
@@ -458,13 +472,13 @@ fn run<'c>(
     };
     post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
     let spec = match lists {
-        Some((rewritten, volumes, proxy_first)) => NewSpec::Lists(patch::Lists {
+        Some((rewritten, volumes, proxy_first)) => InjectedSpec::Lists(patch::Lists {
             items: merged.spec,
             rewritten,
             volumes,
             proxy_first,
         }),
-        None => NewSpec::Whole(merged.spec),
+        None => InjectedSpec::Whole(merged.spec),
     };
     Ok(Ran {
         metadata,
@@ -531,8 +545,8 @@ pub fn inject_pod_with(
             Path::Patch { stand_ins },
         )?;
         let new_spec = match &ran.spec {
-            NewSpec::Whole(v) => patch::NewSpec::Whole(v),
-            NewSpec::Lists(lists) => patch::NewSpec::Lists(lists),
+            InjectedSpec::Whole(v) => patch::SpecChange::Whole(v),
+            InjectedSpec::Lists(lists) => patch::SpecChange::Lists(lists),
         };
         Ok::<_, InjectError>(patch::build(
             old_metadata,
@@ -580,7 +594,7 @@ mod tests {
     #[test]
     fn patches_written_from_the_compiled_text_are_those_written_from_the_values() {
         // TPROXY is left out: it never takes the compiled text.
-        let configs = crate::test_support::configs_with(&[
+        let mut configs = crate::test_support::configs_with(&[
             ("components.cni.enabled", "true"),
             ("values.global.mountMtlsCerts", "true"),
             ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
@@ -589,6 +603,7 @@ mod tests {
             ("values.global.imagePullSecrets", "[\"reg\"]"),
             ("meshConfig.extensionProviders+", OTEL_PROVIDER),
         ]);
+        configs.push(holding_classic());
         let with = |patch: Value| {
             let mut p = pod();
             json_patch::merge(&mut p, &patch);
@@ -632,7 +647,8 @@ mod tests {
             with(json!({"spec": {"containers": [], "volumes": [{"name": "a"}, {"name": "a", "emptyDir": {}}]}})),
             with(json!({"spec": {"volumes": [{"emptyDir": {}}]}})),
         ];
-        for config in &configs {
+        let mut lists_taken = Vec::new();
+        for (configs_seen, config) in configs.iter().enumerate() {
             let injector = Injector::compile(config.clone());
             // The comparison is not of the values path with itself: the plain pod takes the compiled text.
             let plain = pod();
@@ -649,17 +665,22 @@ mod tests {
             // Its patch is written from the lists alone unless the template adds image pull secrets or a volume
             // of its own for the pod (`istio-certs`).
             assert_eq!(
-                matches!(spec, NewSpec::Lists(_)),
+                matches!(spec, InjectedSpec::Lists(_)),
                 config.image_pull_secrets.is_empty() && !config.mount_mtls_certs,
                 "{config:?}"
             );
-            for pod in &pods {
+            for (i, pod) in pods.iter().enumerate() {
                 let text = pod.to_string();
                 let run = |stand_ins| {
                     let mut submitted = Submitted::from_json(&text).unwrap();
                     inject_pod_with(&injector, &mut submitted, "shop", None, stand_ins)
                 };
-                match (run(true), run(false)) {
+                let before = LISTS_TAKEN.get();
+                let compiled = run(true);
+                if LISTS_TAKEN.get() > before {
+                    lists_taken.push((configs_seen, i));
+                }
+                match (compiled, run(false)) {
                     (Ok(PodOutcome::Injected { patch: a, .. }), Ok(PodOutcome::Injected { patch: b, .. })) => {
                         assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap(), "{pod}");
                     }
@@ -667,6 +688,28 @@ mod tests {
                 }
             }
         }
+        // The pods written from the lists, under each configuration that allows it: the plain one, with volumes of
+        // its own, with probes and a hook, with metrics annotations, with image pull secrets and a security context
+        // of its own, with an empty list of volumes. (Not: a template volume or init container of its own, another
+        // log level, the gateway template, lists the merge does more with.)
+        let pods_taking_lists = [0, 1, 6, 7, 10, 12];
+        let want: Vec<(usize, usize)> = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.image_pull_secrets.is_empty() && !c.mount_mtls_certs)
+            .flat_map(|(i, _)| pods_taking_lists.map(|p| (i, p)))
+            .collect();
+        assert_eq!(lists_taken, want);
+    }
+
+    /// Holding the application until the proxy is ready, with the proxy a classic container (so it goes first).
+    fn holding_classic() -> InjectionConfig {
+        let mut config = InjectionConfig::default();
+        config
+            .apply_setting("values.global.proxy.holdApplicationUntilProxyStarts", "true")
+            .unwrap();
+        config.apply_setting("env.ENABLE_NATIVE_SIDECARS", "false").unwrap();
+        config
     }
 
     /// The same over the admission-review fuzzer's seeds (a thousand reviews, many of them damaged or odd), under
@@ -675,11 +718,13 @@ mod tests {
     #[test]
     fn fuzz_seeds_get_the_same_patch_written_either_way() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/admission_review");
-        let configs = crate::test_support::configs_with(&[
+        let mut configs = crate::test_support::configs_with(&[
             ("values.global.proxy.holdApplicationUntilProxyStarts", "true"),
             ("env.ENABLE_NATIVE_SIDECARS", "false"),
         ]);
+        configs.push(holding_classic());
         let injectors: Vec<Injector> = configs.into_iter().map(Injector::compile).collect();
+        let lists_before = LISTS_TAKEN.get();
         let mut pods = 0;
         let mut injected = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -706,8 +751,13 @@ mod tests {
                 assert_eq!(show(&a), show(&b), "{text}");
             }
         }
-        // The seeds are there and most of them are pods that get injected.
-        assert!(pods > 500 && injected > pods, "{pods} pods, {injected} injections");
+        // The seeds are there, many of them pods that get injected, and many of those written from the lists.
+        let lists = LISTS_TAKEN.get() - lists_before;
+        eprintln!("{pods} pods, {injected} injections, {lists} from the lists");
+        assert!(
+            pods > 500 && injected > pods && lists > 300,
+            "{pods} pods, {injected} injections, {lists} from the lists"
+        );
     }
 
     /// The injected pod, through the webhook's path.

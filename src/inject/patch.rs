@@ -39,7 +39,7 @@ pub enum PatchError {
 }
 
 /// The injected spec as [`build`] takes it.
-pub enum NewSpec<'s> {
+pub enum SpecChange<'s> {
     /// The whole spec.
     Whole(&'s Value),
     /// Only what injection changes in the lists (see [`Lists`]).
@@ -64,23 +64,24 @@ pub struct Lists {
     pub proxy_first: bool,
 }
 
-/// Whether each of a list's items is an object with a name of its own: no two alike, none a template container's.
-fn distinct_names(list: &[Value]) -> bool {
+/// Whether each of a list's items is an object with a name of its own: a string, no two alike, none `reserved`.
+fn named_apart(list: &[Value], reserved: &[&str]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(list.len());
     list.iter().all(|item| {
         item.as_object()
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
-            .is_some_and(|n| !super::TEMPLATE_CONTAINERS.contains(&n) && seen.insert(n))
+            .is_some_and(|n| !reserved.contains(&n) && seen.insert(n))
     })
 }
 
 impl Lists {
     /// Whether the lists are all that injecting this pod changes in its spec: the fragment is the compiled
-    /// template's stand-ins with nothing else (no image pull secrets, pod security context, other spec or
-    /// metadata fields, or volume besides the compiled ones), and the pod has no init containers and lists of
-    /// containers and volumes whose items have distinct names of their own, so that the strategic merge only
-    /// places the template's items around them.
+    /// template's stand-ins with nothing else (at most one container, the proxy; no image pull secrets, pod
+    /// security context, other spec or metadata fields, or volume besides the compiled ones), and the pod has no
+    /// init containers and lists of containers and volumes whose items have distinct names of their own (of
+    /// containers, none a template container's), so that the strategic merge only places the template's items
+    /// before them (`merge::fragment_under_pod`) and the post-processing moves only the proxy.
     pub fn fit(fragment: &Fragment, spec: &Value) -> bool {
         let Some(spec) = spec.as_object() else {
             return false;
@@ -99,6 +100,7 @@ impl Lists {
             && fragment.spec_rest.is_empty()
             && fragment.metadata_patches.is_empty()
             && fragment.init_containers.iter().all(stand_in)
+            && fragment.containers.len() <= 1
             && fragment.containers.iter().all(stand_in)
             && fragment.volumes.len() <= 1
             && fragment.volumes.iter().all(block)
@@ -106,10 +108,10 @@ impl Lists {
             && spec
                 .get("containers")
                 .and_then(Value::as_array)
-                .is_some_and(|c| distinct_names(c))
+                .is_some_and(|c| named_apart(c, super::TEMPLATE_CONTAINERS))
             && spec
                 .get("volumes")
-                .is_none_or(|v| v.as_array().is_some_and(|v| distinct_names(v)))
+                .is_none_or(|v| v.as_array().is_some_and(|v| named_apart(v, &[])))
     }
 }
 
@@ -163,31 +165,13 @@ impl Writer<'_> {
         })
     }
 
-    /// Writes `v`, as [`json_text::write_value`] does; the status annotation of a pod that takes the lists (a
-    /// string, or a member of the annotations written whole) from the JSON the stand-ins keep of it.
+    /// Writes `v` as [`json_text::write_value`] does. With stand-ins, a string equal to the status annotation of a
+    /// pod that takes the lists (the annotation's value, alone or in the annotations added whole) is written from
+    /// the JSON they keep of it: the same bytes, not escaped again per pod.
     fn value(&mut self, v: &Value) {
-        let Some(known) = self.stand_ins.and_then(StandIns::lists_status) else {
-            json_text::write_value(&mut self.out, v);
-            return;
-        };
-        let member = |out: &mut Vec<u8>, v: &Value| match v {
-            Value::String(s) if *s == known.text => out.extend_from_slice(&known.json),
-            v => json_text::write_value(out, v),
-        };
-        match v {
-            Value::Object(map) => {
-                self.out.push(b'{');
-                for (i, (k, item)) in map.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    json_text::write_str(&mut self.out, k);
-                    self.out.push(b':');
-                    member(&mut self.out, item);
-                }
-                self.out.push(b'}');
-            }
-            v => member(&mut self.out, v),
+        match self.stand_ins {
+            Some(s) => json_text::write_value_knowing(&mut self.out, v, s.lists_status()),
+            None => json_text::write_value(&mut self.out, v),
         }
     }
 
@@ -435,7 +419,7 @@ pub fn build(
     new_metadata: &Value,
     scope: MetadataScope,
     old_spec: &Spec,
-    new_spec: NewSpec,
+    new_spec: SpecChange,
     stand_ins: Option<&StandIns>,
 ) -> Result<Vec<u8>, PatchError> {
     let mut w = Writer {
@@ -460,8 +444,8 @@ pub fn build(
         _ => w.op("add", Some(new_metadata)),
     })?;
     let new_spec = match new_spec {
-        NewSpec::Whole(spec) => spec,
-        NewSpec::Lists(lists) => {
+        SpecChange::Whole(spec) => spec,
+        SpecChange::Lists(lists) => {
             w.at("spec", |w| lists_ops(w, old_spec, lists))?;
             return Ok(w.finish());
         }
@@ -501,6 +485,7 @@ fn lists_ops(w: &mut Writer, old_spec: &Spec, lists: &Lists) -> Result<(), Patch
     let template = |key: &str| lists.items.get(key).and_then(Value::as_array).map(Vec::as_slice);
     let containers = old_spec.value.get("containers").and_then(Value::as_array);
     let containers = containers.map(Vec::as_slice).unwrap_or_default();
+    // The proxy, unless it is an init container (`fit` allows no other template container).
     let proxy = template("containers").unwrap_or_default();
     w.at("containers", |w| {
         let mut j = 0;
@@ -582,7 +567,7 @@ mod tests {
             new_metadata,
             scope,
             &spec(old["spec"].clone()),
-            NewSpec::Whole(new_spec),
+            SpecChange::Whole(new_spec),
             None,
         )?;
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
@@ -605,7 +590,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &spec(old["spec"].clone()),
-                NewSpec::Whole(&new),
+                SpecChange::Whole(&new),
                 None,
             )
             .unwrap()
@@ -716,7 +701,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &shallow,
-                NewSpec::Whole(&probe),
+                SpecChange::Whole(&probe),
                 None
             )
             .is_ok()
@@ -728,7 +713,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &shallow,
-                NewSpec::Whole(&env),
+                SpecChange::Whole(&env),
                 None
             ),
             Err(PatchError::Fallback)
@@ -740,7 +725,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &shallow,
-                NewSpec::Whole(&dropped),
+                SpecChange::Whole(&dropped),
                 None
             ),
             Err(PatchError::Fallback)
@@ -753,7 +738,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &shallow,
-                NewSpec::Whole(&unparsed),
+                SpecChange::Whole(&unparsed),
                 None
             ),
             Err(PatchError::Fallback)

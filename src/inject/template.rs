@@ -48,6 +48,18 @@ pub struct Fragment {
 }
 
 impl Fragment {
+    /// Moves the proxy container, if any, to the end of the init containers: a native sidecar.
+    pub fn proxy_to_init_containers(&mut self) {
+        if let Some(pos) = self
+            .containers
+            .iter()
+            .position(|c| c.get("name").and_then(Value::as_str) == Some(super::PROXY_NAME))
+        {
+            let proxy = self.containers.remove(pos);
+            self.init_containers.push(proxy);
+        }
+    }
+
     /// The fragment a user template rendered (a pod's `metadata` and `spec`, as YAML).
     pub fn from_pod(name: &str, pod: &Value) -> Result<Self, String> {
         let string_pairs = |v: &Value, what: &str| -> Result<Vec<(String, String)>, String> {
