@@ -200,14 +200,13 @@ pub fn write_go_str(out: &mut Vec<u8>, text: &str) {
     string(out, text, true);
 }
 
-/// A string whose JSON is already written: wherever a value writer meets a string equal to `text`, it appends
-/// `json` (which must be what it would write for it) instead of escaping it again.
+/// A string with its JSON written once: [`write_value_knowing`] appends that JSON for any string value equal to it
+/// instead of escaping it again.
 #[derive(Debug)]
 pub struct Known {
-    /// The string.
-    pub text: String,
-    /// Its JSON, as [`write_str`] writes it.
-    pub json: Vec<u8>,
+    text: String,
+    /// Its JSON, as [`write_str`] writes it (only [`Known::new`] makes one outside the tests).
+    json: Vec<u8>,
 }
 
 impl Known {
@@ -216,6 +215,11 @@ impl Known {
         let mut json = Vec::with_capacity(text.len() + 64);
         string(&mut json, &text, false);
         Self { text, json }
+    }
+
+    /// The string.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 }
 

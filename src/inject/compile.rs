@@ -35,7 +35,8 @@ struct Text {
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
     /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]):
-    /// the compiled items' names only, so the same for every such pod (set by [`Compiled::render`]).
+    /// the compiled items' names only, so the same for every such pod. [`Text::of`] leaves it empty and
+    /// [`Compiled::render`], which alone makes a `Text`, sets it before any stand-ins use it.
     status: Known,
 }
 

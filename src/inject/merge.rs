@@ -17,7 +17,8 @@ use super::{TEMPLATE_CONTAINERS, at, gojson};
 
 /// The spec with the fragment merged in, and what the metadata stage records about it.
 pub struct Merged {
-    /// The injected pod's spec (before post-processing).
+    /// The injected pod's spec (before post-processing); for a pod whose patch is written from the lists (see
+    /// `patch::Lists`), only the template's items, post-processed.
     pub spec: Value,
     /// `sidecar.istio.io/status`: the names of what the templates injected.
     pub status: String,

@@ -14,11 +14,11 @@
 //! 5. [`patch`] (the webhook's): the JSON patch from the submitted pod to the injected one, written directly.
 //!
 //! [`inject`] runs stages 1–4 on a whole pod (`kube-inject`); [`inject_pod`] decides and runs all five on a submitted
-//! pod of which only what the injector reads was parsed ([`pod`]). A pod seen the first time that takes the compiled
-//! parts whole and declares none of the templates' items skips the merge: stages 3 and 4 give only what changes in
-//! its lists ([`patch::Lists`]: the template's items, the pod's rewritten probes), and stage 5 writes the patch from
-//! those and the pod as parsed, with no merged pod, no copy of the spec and no diff of it. The tests compare that
-//! patch byte for byte with the one written from the whole injected pod.
+//! pod of which only what the injector reads was parsed ([`pod`]). For a pod seen the first time that takes the
+//! compiled parts whole and whose lists the merge would only place the template's items around, stage 3 is skipped:
+//! stage 4 gives only what changes in its lists ([`patch::Lists`]: the template's items, the pod's rewritten probes),
+//! and stage 5 writes the patch from those and the pod as parsed, with no merged pod, no copy of the spec and no diff
+//! of it. The tests compare that patch byte for byte with the one written from the whole injected pod.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod annotations;
@@ -336,10 +336,16 @@ impl Ran<'_> {
     }
 }
 
-#[cfg(test)]
 std::thread_local! {
-    /// Pods whose patch was written from the lists on this thread, for the tests to see that path taken.
+    /// Patches written from the lists on this thread ([`patches_from_lists`]).
     static LISTS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many patches were written from the lists ([`patch::Lists`]) on this thread: for the tests to see that the
+/// comparisons of the two ways of writing a patch compare two ways.
+#[doc(hidden)]
+pub fn patches_from_lists() -> usize {
+    LISTS_TAKEN.get()
 }
 
 /// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
@@ -377,9 +383,7 @@ fn run<'c>(
             && pod.overrides.is_empty()
             && patch::Lists::fit(&fragment, &pod.spec)
         {
-            #[cfg(test)]
-            LISTS_TAKEN.with(|n| n.set(n.get() + 1));
-            let status = s.lists_status().text.clone();
+            let status = s.lists_status().text().to_owned();
             let template::Fragment {
                 labels,
                 annotations,
@@ -548,14 +552,18 @@ pub fn inject_pod_with(
             InjectedSpec::Whole(v) => patch::SpecChange::Whole(v),
             InjectedSpec::Lists(lists) => patch::SpecChange::Lists(lists),
         };
-        Ok::<_, InjectError>(patch::build(
+        let patch = patch::build(
             old_metadata,
             &ran.metadata,
             ran.scope,
             spec,
             new_spec,
             ran.stand_ins.as_ref(),
-        ))
+        );
+        if patch.is_ok() && matches!(ran.spec, InjectedSpec::Lists(_)) {
+            LISTS_TAKEN.set(LISTS_TAKEN.get() + 1);
+        }
+        Ok::<_, InjectError>(patch)
     };
     // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
     // needed for Istio's corpus; see `patch::PatchError::Fallback`).
@@ -646,9 +654,11 @@ mod tests {
             ),
             with(json!({"spec": {"containers": [], "volumes": [{"name": "a"}, {"name": "a", "emptyDir": {}}]}})),
             with(json!({"spec": {"volumes": [{"emptyDir": {}}]}})),
+            // A volume may share a container's name.
+            with(json!({"spec": {"volumes": [{"name": "istio-proxy", "emptyDir": {}}]}})),
         ];
         let mut lists_taken = Vec::new();
-        for (configs_seen, config) in configs.iter().enumerate() {
+        for (config_index, config) in configs.iter().enumerate() {
             let injector = Injector::compile(config.clone());
             // The comparison is not of the values path with itself: the plain pod takes the compiled text.
             let plain = pod();
@@ -678,7 +688,7 @@ mod tests {
                 let before = LISTS_TAKEN.get();
                 let compiled = run(true);
                 if LISTS_TAKEN.get() > before {
-                    lists_taken.push((configs_seen, i));
+                    lists_taken.push((config_index, i));
                 }
                 match (compiled, run(false)) {
                     (Ok(PodOutcome::Injected { patch: a, .. }), Ok(PodOutcome::Injected { patch: b, .. })) => {
@@ -690,9 +700,9 @@ mod tests {
         }
         // The pods written from the lists, under each configuration that allows it: the plain one, with volumes of
         // its own, with probes and a hook, with metrics annotations, with image pull secrets and a security context
-        // of its own, with an empty list of volumes. (Not: a template volume or init container of its own, another
-        // log level, the gateway template, lists the merge does more with.)
-        let pods_taking_lists = [0, 1, 6, 7, 10, 12];
+        // of its own, with an empty list of volumes, with a volume named like the proxy. (Not: a template volume or
+        // init container of its own, another log level, the gateway template, lists the merge does more with.)
+        let pods_taking_lists = [0, 1, 6, 7, 10, 12, 17];
         let want: Vec<(usize, usize)> = configs
             .iter()
             .enumerate()

@@ -4,7 +4,8 @@
 //! already had is patched only in the fields that changed (a rewritten probe) and the new ones are added where
 //! they go; other spec fields are replaced when they changed. Nothing else of the pod appears in the patch, and
 //! nothing is copied to produce it. Paths escape `~` and `/` (`sidecar.istio.io~1status`); a parent is added before
-//! its children.
+//! its children. For a pod whose injection changes only its lists ([`Lists`]), the spec's operations are written
+//! from those changes and the pod as parsed ([`SpecChange::Lists`]), the same operations in the same order.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use serde_json::{Map, Value};
@@ -101,7 +102,10 @@ impl Lists {
             && fragment.metadata_patches.is_empty()
             && fragment.init_containers.iter().all(stand_in)
             && fragment.containers.len() <= 1
-            && fragment.containers.iter().all(stand_in)
+            && fragment
+                .containers
+                .iter()
+                .all(|c| c.get("name").and_then(Value::as_str) == Some(super::PROXY_NAME))
             && fragment.volumes.len() <= 1
             && fragment.volumes.iter().all(block)
             && !spec.contains_key("initContainers")
@@ -165,9 +169,9 @@ impl Writer<'_> {
         })
     }
 
-    /// Writes `v` as [`json_text::write_value`] does. With stand-ins, a string equal to the status annotation of a
-    /// pod that takes the lists (the annotation's value, alone or in the annotations added whole) is written from
-    /// the JSON they keep of it: the same bytes, not escaped again per pod.
+    /// Writes `v` as [`json_text::write_value`] does. With stand-ins, any string in it equal to the status
+    /// annotation of a pod that takes the lists (the annotation's value, alone or in the annotations added whole)
+    /// is written from the JSON they keep of it: the same bytes, not escaped again per pod.
     fn value(&mut self, v: &Value) {
         match self.stand_ins {
             Some(s) => json_text::write_value_knowing(&mut self.out, v, s.lists_status()),

@@ -72,7 +72,8 @@ fn template_metadata(meta: &mut Map<String, Value>, patches: Vec<Map<String, Val
 
 /// Writes the metadata: what user templates set besides labels and annotations ([`template_metadata`]), the
 /// fragment's labels (where the pod has none) and annotations, metrics merging (which may give the proxy
-/// `ISTIO_PROMETHEUS_ANNOTATIONS`, before the `ISTIO_KUBE_APP_PROBERS` that [`spec`] appended when
+/// `ISTIO_PROMETHEUS_ANNOTATIONS`, before the `ISTIO_KUBE_APP_PROBERS` that [`spec`] or
+/// [`pod_probes_through_agent`] appended when
 /// `probers_appended`, as Istio orders them), and the bookkeeping annotations. `merged_port` is the agent's status
 /// port from the effective proxy configuration.
 pub fn metadata(
@@ -109,7 +110,7 @@ pub fn metadata(
             .and_then(Value::as_array_mut)
     {
         list.retain(|e| at(e, "name") != prometheus::SCRAPE_CONFIG_ENV);
-        // Istio merges the metrics before it rewrites the probes: the entry goes before the probers [`spec`] added.
+        // Istio merges the metrics before it rewrites the probes: the entry goes before the probers appended.
         let at_end =
             list.len() - usize::from(probers_appended && list.last().is_some_and(|e| at(e, "name") == PROBERS_ENV));
         list.insert(at_end, json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
