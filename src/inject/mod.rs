@@ -45,6 +45,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use patch::InjectedSpec;
+
 pub use compile::Injector;
 pub use config::InjectionConfig;
 pub use decision::{Decision, Route, Rule, decide, webhook_route};
@@ -311,16 +313,6 @@ struct Ran<'c> {
     scope: patch::MetadataScope,
 }
 
-/// The injected spec as [`run`] gives it.
-enum InjectedSpec {
-    /// The whole spec.
-    Whole(Value),
-    /// Only what injection changes in the lists of a pod seen the first time that takes the compiled parts whole
-    /// ([`patch::Lists`]): the patch is written from it and the pod as parsed, with no merged pod, no copy of the
-    /// spec and no diff of it.
-    Lists(patch::Lists),
-}
-
 impl Ran<'_> {
     /// The injected pod (of [`Path::Whole`], which never gives [`InjectedSpec::Lists`]).
     fn injected(self) -> Result<Injected, InjectError> {
@@ -377,10 +369,9 @@ fn run<'c>(
             .map(|p| p.as_str().map(str::to_owned).unwrap_or_else(|| p.to_string()))
             .unwrap_or_default();
         let hold_first = pod.hold && pod.sidecar;
-        // A pod seen the first time that takes the compiled parts whole (stand-ins only then) and declares none of
-        // the templates' items: the lists only.
+        // A pod seen the first time that takes the compiled parts whole and declares none of the templates' items
+        // (stand-ins only then: `fragment::render`'s `mergeable`), whose lists fit: the lists only.
         if let Some(s) = stand_ins.as_ref()
-            && pod.overrides.is_empty()
             && patch::Lists::fit(&fragment, &pod.spec)
         {
             let status = s.lists_status().text().to_owned();
@@ -548,16 +539,12 @@ pub fn inject_pod_with(
             namespace_annotations,
             Path::Patch { stand_ins },
         )?;
-        let new_spec = match &ran.spec {
-            InjectedSpec::Whole(v) => patch::SpecChange::Whole(v),
-            InjectedSpec::Lists(lists) => patch::SpecChange::Lists(lists),
-        };
         let patch = patch::build(
             old_metadata,
             &ran.metadata,
             ran.scope,
             spec,
-            new_spec,
+            &ran.spec,
             ran.stand_ins.as_ref(),
         );
         if patch.is_ok() && matches!(ran.spec, InjectedSpec::Lists(_)) {

@@ -5,7 +5,7 @@
 //! they go; other spec fields are replaced when they changed. Nothing else of the pod appears in the patch, and
 //! nothing is copied to produce it. Paths escape `~` and `/` (`sidecar.istio.io~1status`); a parent is added before
 //! its children. For a pod whose injection changes only its lists ([`Lists`]), the spec's operations are written
-//! from those changes and the pod as parsed ([`SpecChange::Lists`]), the same operations in the same order.
+//! from those changes and the pod as parsed ([`InjectedSpec::Lists`]), the same operations in the same order.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use serde_json::{Map, Value};
@@ -39,12 +39,12 @@ pub enum PatchError {
     MetadataOutOfScope(String),
 }
 
-/// The injected spec as [`build`] takes it.
-pub enum SpecChange<'s> {
+/// The injected spec, as `inject::run` gives it and [`build`] takes it.
+pub enum InjectedSpec {
     /// The whole spec.
-    Whole(&'s Value),
+    Whole(Value),
     /// Only what injection changes in the lists (see [`Lists`]).
-    Lists(&'s Lists),
+    Lists(Lists),
 }
 
 /// What injection changes in the lists of a pod seen the first time that takes the compiled parts whole and
@@ -423,7 +423,7 @@ pub fn build(
     new_metadata: &Value,
     scope: MetadataScope,
     old_spec: &Spec,
-    new_spec: SpecChange,
+    new_spec: &InjectedSpec,
     stand_ins: Option<&StandIns>,
 ) -> Result<Vec<u8>, PatchError> {
     let mut w = Writer {
@@ -448,8 +448,8 @@ pub fn build(
         _ => w.op("add", Some(new_metadata)),
     })?;
     let new_spec = match new_spec {
-        SpecChange::Whole(spec) => spec,
-        SpecChange::Lists(lists) => {
+        InjectedSpec::Whole(spec) => spec,
+        InjectedSpec::Lists(lists) => {
             w.at("spec", |w| lists_ops(w, old_spec, lists))?;
             return Ok(w.finish());
         }
@@ -571,7 +571,7 @@ mod tests {
             new_metadata,
             scope,
             &spec(old["spec"].clone()),
-            SpecChange::Whole(new_spec),
+            &InjectedSpec::Whole(new_spec.clone()),
             None,
         )?;
         let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
@@ -594,7 +594,7 @@ mod tests {
                 &json!({}),
                 MetadataScope::Whole,
                 &spec(old["spec"].clone()),
-                SpecChange::Whole(&new),
+                &InjectedSpec::Whole(new.clone()),
                 None,
             )
             .unwrap()
@@ -698,54 +698,24 @@ mod tests {
             json!({"containers": [{"name": "web", "image": "nginx", "readinessProbe": {"httpGet": {"port": 80}}}]}),
         );
         assert_eq!(shallow.shallow_items("containers"), &[true]);
-        let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
-        assert!(
+        let write = |spec: &Value| {
             build(
                 None,
                 &json!({}),
                 MetadataScope::Whole,
                 &shallow,
-                SpecChange::Whole(&probe),
-                None
+                &InjectedSpec::Whole(spec.clone()),
+                None,
             )
-            .is_ok()
-        );
+        };
+        let probe = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 15020}}}]});
+        assert!(write(&probe).is_ok());
         let env = json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}, "env": []}]});
-        assert!(matches!(
-            build(
-                None,
-                &json!({}),
-                MetadataScope::Whole,
-                &shallow,
-                SpecChange::Whole(&env),
-                None
-            ),
-            Err(PatchError::Fallback)
-        ));
+        assert!(matches!(write(&env), Err(PatchError::Fallback)));
         let dropped = json!({"containers": [{"name": "other"}]});
-        assert!(matches!(
-            build(
-                None,
-                &json!({}),
-                MetadataScope::Whole,
-                &shallow,
-                SpecChange::Whole(&dropped),
-                None
-            ),
-            Err(PatchError::Fallback)
-        ));
+        assert!(matches!(write(&dropped), Err(PatchError::Fallback)));
         let unparsed =
             json!({"containers": [{"name": "web", "readinessProbe": {"httpGet": {"port": 80}}}], "dnsConfig": {}});
-        assert!(matches!(
-            build(
-                None,
-                &json!({}),
-                MetadataScope::Whole,
-                &shallow,
-                SpecChange::Whole(&unparsed),
-                None
-            ),
-            Err(PatchError::Fallback)
-        ));
+        assert!(matches!(write(&unparsed), Err(PatchError::Fallback)));
     }
 }
