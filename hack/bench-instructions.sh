@@ -30,6 +30,8 @@ for tool in valgrind callgrind_annotate python3; do
 done
 
 cargo build -q --release -p mizzen-webhook --bin mizzen-webhook-bench
+source hack/webhook-tunables.sh
+export_webhook_tunables
 bench=target/release/mizzen-webhook-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build -q --release -p mizzen-webhook
+source hack/webhook-tunables.sh
+export_webhook_tunables
 target/release/mizzen-webhook-bench "$@"
 
 # Idle RSS: the real binary, out of cluster, with caches for four MeshInstalls (four revisions).

@@ -13,6 +13,7 @@
 #   hack/build-images.sh --tar DIR    build and write OCI archives to DIR instead (no containerd needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/webhook-tunables.sh
 kit=${KUBE_KIT:-../shared/kube}
 tar_dir=
 if [[ "${1:-}" == "--tar" ]]; then tar_dir=${2:?--tar needs a directory}; mkdir -p "$tar_dir"; fi
@@ -65,6 +66,11 @@ for component in operator webhook; do
     if [[ -n "$libraries" ]]; then mapfile -t -O 1 files <<<"$libraries"; fi
   fi
   args=("$ref" --entrypoint "/mizzen-$component" --user 65532:65532)
+  if [[ $component == webhook ]]; then
+    # The allocator's settings the Dockerfile's image carries (webhook/Dockerfile says why).
+    tunables=$(webhook_tunables)
+    args+=(--env "GLIBC_TUNABLES=$tunables")
+  fi
   if [[ -n "$tar_dir" ]]; then
     args+=(--tar "$tar_dir/mizzen-$component.tar")
   elif [[ ! -x "$kit/load-image" ]]; then

@@ -101,6 +101,12 @@ async fn run() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    // The image sets glibc's allocator tunables (webhook/Dockerfile); a log line shows what this process runs with.
+    tracing::info!(
+        "mizzen-webhook {} starting, GLIBC_TUNABLES={}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::var("GLIBC_TUNABLES").unwrap_or_default()
+    );
     let settings = mizzen_webhook::Settings {
         listen: args.listen,
         admin_listen: args.admin_listen,

@@ -1,0 +1,18 @@
+# Sourced by the scripts that build or measure the webhook: webhook_tunables prints the GLIBC_TUNABLES value the
+# webhook's image carries, read from webhook/Dockerfile's ENV line (which says why), and fails when there is none.
+webhook_tunables() {
+  local value
+  value=$(sed -n 's/^ENV GLIBC_TUNABLES=//p' webhook/Dockerfile)
+  [[ -n "$value" ]] || { echo "no ENV GLIBC_TUNABLES line in webhook/Dockerfile" >&2; return 1; }
+  echo "$value"
+}
+
+# For the benchmarks: every process they measure (the echo server's included) runs with the image's settings,
+# unless the caller set GLIBC_TUNABLES (empty for glibc's defaults) to measure others.
+export_webhook_tunables() {
+  if [[ -z "${GLIBC_TUNABLES+set}" ]]; then
+    GLIBC_TUNABLES=$(webhook_tunables) || return 1
+  fi
+  export GLIBC_TUNABLES
+  echo "GLIBC_TUNABLES=$GLIBC_TUNABLES"
+}
