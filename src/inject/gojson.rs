@@ -53,15 +53,18 @@ const VOLUME_MOUNT: Shape = Struct(&[
     ("subPathExpr", Plain),
 ]);
 const HTTP_HEADER: Shape = Struct(&[("name", Plain), ("value", Plain)]);
-const HTTP_GET: Shape = Struct(&[
+/// `corev1.HTTPGetAction`.
+pub const HTTP_GET: Shape = Struct(&[
     ("path", Plain),
     ("port", Plain),
     ("host", Plain),
     ("scheme", Plain),
     ("httpHeaders", List(&HTTP_HEADER)),
 ]);
-const TCP_SOCKET: Shape = Struct(&[("port", Plain), ("host", Plain)]);
-const GRPC: Shape = Struct(&[("port", Plain), ("service", Plain)]);
+/// `corev1.TCPSocketAction`.
+pub const TCP_SOCKET: Shape = Struct(&[("port", Plain), ("host", Plain)]);
+/// `corev1.GRPCAction`.
+pub const GRPC: Shape = Struct(&[("port", Plain), ("service", Plain)]);
 const EXEC: Shape = Struct(&[("command", Plain)]);
 const SLEEP: Shape = Struct(&[("seconds", Plain)]);
 /// `corev1.Probe` (with its inlined `ProbeHandler`).
@@ -204,6 +207,32 @@ pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
 }
 
 fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Shape)]) {
+    write_struct_with(out, map, fields, None);
+}
+
+/// Appends the map `map` as [`write`] writes it ordered by the struct `shape`, but with the member `replaced.0`
+/// holding `replaced.1` (where the struct declares it, whether or not the map has it): the JSON of a copy of the map
+/// with that member set, without the copy. A shape other than a struct writes the map as it is.
+pub fn write_with(out: &mut Vec<u8>, map: &Map<String, Value>, shape: Shape, replaced: (&str, &Value)) {
+    match shape {
+        Struct(fields) if fields.iter().any(|(name, _)| *name == replaced.0) => {
+            write_struct_with(out, map, fields, Some(replaced));
+        }
+        _ => {
+            let mut copy = map.clone();
+            copy.insert(replaced.0.to_owned(), replaced.1.clone());
+            write(out, &Value::Object(copy), shape);
+        }
+    }
+}
+
+/// [`write_struct`], with the declared member `replaced.0` holding `replaced.1` when given.
+fn write_struct_with(
+    out: &mut Vec<u8>,
+    map: &Map<String, Value>,
+    fields: &[(&str, Shape)],
+    replaced: Option<(&str, &Value)>,
+) {
     out.push(b'{');
     let mut first = true;
     let mut emit = |out: &mut Vec<u8>, key: &str, v: &Value, shape: Shape| {
@@ -217,9 +246,14 @@ fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Sh
     };
     let mut known = 0;
     for (name, shape) in fields {
-        if let Some(v) = map.get(*name) {
+        let own = map.get(*name);
+        known += usize::from(own.is_some());
+        let v = match replaced {
+            Some((key, v)) if key == *name => Some(v),
+            _ => own,
+        };
+        if let Some(v) = v {
             emit(out, name, v, *shape);
-            known += 1;
         }
     }
     // Members the struct does not declare, in key order (none, usually: then the map is not walked again).
@@ -247,6 +281,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_member_replaced_is_written_as_in_a_copy_with_it_set() {
+        let port = json!(8080);
+        for map in [
+            json!({}),
+            json!({"port": "http"}),
+            json!({"path": "/p", "scheme": "HTTPS", "port": 1, "zz": [1], "aa": "<&>"}),
+            json!({"host": "h", "httpHeaders": [{"value": "v", "name": "n", "x": 1}]}),
+        ] {
+            let map = map.as_object().unwrap();
+            for (shape, key) in [
+                (HTTP_GET, "port"),
+                (TCP_SOCKET, "port"),
+                (GRPC, "service"),
+                (Plain, "port"),
+            ] {
+                let mut copy = map.clone();
+                copy.insert(key.into(), port.clone());
+                let mut want = Vec::new();
+                write(&mut want, &Value::Object(copy), shape);
+                let mut got = Vec::new();
+                write_with(&mut got, map, shape, (key, &port));
+                assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+            }
+        }
+    }
 
     /// `write_struct` counts the declared fields a map has to skip the walk for undeclared ones: a shape must not
     /// declare a field twice.

@@ -57,8 +57,8 @@ pub struct Lists {
     /// `initContainers` (the pod has none) and `containers` of the template's items only, in their final order.
     pub items: Value,
     /// Per container of the pod, by index: its probes and hooks that were rewritten, in key order (none past the
-    /// end).
-    pub rewritten: Vec<Vec<(&'static str, Value)>>,
+    /// end), each with the JSON text of what it became.
+    pub rewritten: Vec<super::probes::Rewritten>,
     /// The stand-in for the compiled volumes, placed before the pod's own (as the strategic merge places them).
     pub volumes: Option<Value>,
     /// Whether the proxy, when a container, goes before the pod's containers (holding the application), not after.
@@ -214,9 +214,14 @@ impl Writer<'_> {
 
     /// `add` of an item given as JSON text at the current path.
     fn add_text(&mut self, text: &str) -> Result<(), PatchError> {
-        self.op_with("add", |w| {
+        self.op_text("add", text.as_bytes())
+    }
+
+    /// `op` of a value given as JSON text at the current path.
+    fn op_text(&mut self, op: &str, text: &[u8]) -> Result<(), PatchError> {
+        self.op_with(op, |w| {
             w.out.extend_from_slice(b",\"value\":");
-            w.out.extend_from_slice(text.as_bytes());
+            w.out.extend_from_slice(text);
             Ok(())
         })
     }
@@ -503,7 +508,7 @@ fn lists_ops(w: &mut Writer, old_spec: &Spec, lists: &Lists) -> Result<(), Patch
             // What `item_fields` writes for the container: a `replace` of each changed field (handlers are parsed
             // fields, and are never removed).
             for (field, new) in lists.rewritten.get(i).into_iter().flatten() {
-                w.at_index(j, |w| w.at(field, |w| w.op("replace", Some(new))))?;
+                w.at_index(j, |w| w.at(field, |w| w.op_text("replace", new)))?;
             }
             j += 1;
         }

@@ -221,24 +221,24 @@ fn probes_through_agent(
             }
         }
     }
-    give_probers(spec, &probers)
+    !probers.is_empty() && give_probers(spec, probes::probers_json(&probers))
 }
 
 /// [`spec`]'s probes for a pod seen the first time whose own containers are not in `items`, the injected lists
 /// (see `patch::Lists`): the handlers of the pod's containers (all of them applications; it has no init
-/// containers) are rewritten in copies of the handlers alone; the proxy in `items` gets the probers. Returns, by the
-/// containers' index, the handlers that changed, in key order, and whether the proxy's env gained
-/// `ISTIO_KUBE_APP_PROBERS`.
+/// containers) are read in place and what they become is written as JSON text, with no copy of them; the proxy in
+/// `items` gets the probers. Returns, by the containers' index, the handlers that changed, in key order, with their
+/// text, and whether the proxy's env gained `ISTIO_KUBE_APP_PROBERS`.
 pub fn pod_probes_through_agent(
     injector: &Injector,
     annotations: &Map<String, Value>,
     spec: &Value,
     items: &mut Value,
-) -> (Vec<Vec<(&'static str, Value)>>, bool) {
+) -> (Vec<probes::Rewritten>, bool) {
     let Some(status_port) = probe_port(injector, annotations) else {
         return (Vec::new(), false);
     };
-    let (previous, mut probers) = (probes::Probers::new(), probes::Probers::new());
+    let mut probers = probes::ProberTexts::new();
     let mut rewritten = Vec::new();
     for (i, c) in spec
         .get("containers")
@@ -247,22 +247,10 @@ pub fn pod_probes_through_agent(
         .flatten()
         .enumerate()
     {
-        let Some(name) = c.get("name").and_then(Value::as_str) else {
+        let (Some(name), Some(container)) = (c.get("name").and_then(Value::as_str), c.as_object()) else {
             continue;
         };
-        let mut copies: [Option<Value>; 4] = probes::HANDLER_FIELDS.map(|f| c.get(f).cloned());
-        if copies.iter().all(Option::is_none) {
-            continue;
-        }
-        let handlers = probes::Handlers(copies.each_mut().map(Option::as_mut));
-        let ports = c.get("ports").unwrap_or(&Value::Null);
-        probes::rewrite_handlers(name, ports, handlers, status_port, &previous, &mut probers);
-        let changed: Vec<(&'static str, Value)> = probes::HANDLER_FIELDS
-            .into_iter()
-            .zip(copies)
-            .filter_map(|(field, new)| Some((field, new?)))
-            .filter(|(field, new)| c.get(*field) != Some(new))
-            .collect();
+        let changed = probes::rewritten_texts(name, container, status_port, &mut probers);
         if !changed.is_empty() {
             rewritten.resize_with(i + 1, Vec::new);
             if let Some(slot) = rewritten.get_mut(i) {
@@ -270,15 +258,13 @@ pub fn pod_probes_through_agent(
             }
         }
     }
-    (rewritten, give_probers(items, &probers))
+    let appended = !probers.is_empty() && give_probers(items, probes::prober_texts_json(&probers));
+    (rewritten, appended)
 }
 
-/// Gives the proxy in `spec` the probers as `ISTIO_KUBE_APP_PROBERS` (last in its env); whether it did.
-fn give_probers(spec: &mut Value, probers: &probes::Probers) -> bool {
-    if probers.is_empty() {
-        return false;
-    }
-    let value = probes::probers_json(probers);
+/// Gives the proxy in `spec` the probers' JSON `value` as `ISTIO_KUBE_APP_PROBERS` (last in its env); whether it
+/// did.
+fn give_probers(spec: &mut Value, value: String) -> bool {
     let mut appended = false;
     for field in ["initContainers", "containers"] {
         for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {

@@ -7,9 +7,31 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::gojson;
+use crate::json_text;
 
 /// `ISTIO_KUBE_APP_PROBERS` entries: path on the status port → the original probe handler.
 pub type Probers = BTreeMap<String, Value>;
+
+/// `ISTIO_KUBE_APP_PROBERS` entries written as they are found: path on the status port → the original handler's
+/// JSON, as [`probers_json`] writes it.
+pub type ProberTexts = BTreeMap<String, Vec<u8>>;
+
+/// The `ISTIO_KUBE_APP_PROBERS` text of entries written as they were found: [`probers_json`]'s.
+pub fn prober_texts_json(probers: &ProberTexts) -> String {
+    let mut out = Vec::with_capacity(2 + probers.iter().map(|(p, t)| p.len() + t.len() + 4).sum::<usize>());
+    out.push(b'{');
+    for (i, (path, prober)) in probers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        gojson::write_str(&mut out, path);
+        out.push(b':');
+        out.extend_from_slice(prober);
+    }
+    out.push(b'}');
+    // Each part is UTF-8 JSON.
+    String::from_utf8(out).unwrap_or_default()
+}
 
 /// The `ISTIO_KUBE_APP_PROBERS` text.
 pub fn probers_json(probers: &Probers) -> String {
@@ -39,6 +61,91 @@ fn resolve_port(port: &Value, ports: &Value) -> Value {
     }
 }
 
+/// How a handler is rewritten to a path on the status port, chosen from the handler as it is.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Its `httpGet` keeps its other fields; its path and port are replaced, and an HTTPS scheme becomes HTTP.
+    Http,
+    /// This field (`tcpSocket`, or `grpc` for a probe) is replaced by an `httpGet` of the path and port alone.
+    Replace(&'static str),
+}
+
+/// Whether the handler `obj` already probes `path` on `status_port` (rewritten by an earlier injection).
+fn already_rewritten(obj: &Map<String, Value>, path: &str, status_port: i64) -> bool {
+    obj.get("httpGet")
+        .is_some_and(|get| get["path"] == path && get["port"] == status_port)
+}
+
+/// The change that rewrites the handler `obj`, if it is of a kind that is rewritten (handlers of another shape are
+/// left alone; the injector's shape checks refuse them before this). `obj` is not already rewritten.
+fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
+    if obj.get("httpGet").is_some_and(Value::is_object) {
+        Some(Change::Http)
+    } else if obj.get("tcpSocket").is_some_and(Value::is_object) {
+        Some(Change::Replace("tcpSocket"))
+    } else if !lifecycle && obj.contains_key("grpc") {
+        Some(Change::Replace("grpc"))
+    } else {
+        None
+    }
+}
+
+/// The original of the handler `obj` for the agent, its named port resolved against the container's `ports`.
+fn prober(obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) -> Value {
+    let mut prober = Map::new();
+    let with_port = |original: &Value| {
+        let mut original = original.as_object().cloned().unwrap_or_default();
+        let port = resolve_port(original.get("port").unwrap_or(&Value::Null), ports);
+        match original.get_mut("port") {
+            Some(slot) => *slot = port,
+            None => {
+                original.insert("port".into(), port);
+            }
+        }
+        Value::Object(original)
+    };
+    match change {
+        Change::Http => {
+            prober.insert("httpGet".into(), with_port(&obj["httpGet"]));
+        }
+        Change::Replace("tcpSocket") => {
+            prober.insert("tcpSocket".into(), with_port(&obj["tcpSocket"]));
+        }
+        Change::Replace(field) => {
+            prober.insert(field.into(), obj.get(field).cloned().unwrap_or(Value::Null));
+        }
+    }
+    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
+        prober.insert("timeoutSeconds".into(), t.clone());
+    }
+    Value::Object(prober)
+}
+
+/// Appends [`prober`]'s value as [`probers_json`] writes it, without making the value.
+fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) {
+    let (field, shape) = match change {
+        Change::Http => ("httpGet", gojson::HTTP_GET),
+        Change::Replace("tcpSocket") => ("tcpSocket", gojson::TCP_SOCKET),
+        Change::Replace(field) => (field, gojson::GRPC),
+    };
+    out.push(b'{');
+    gojson::write_str(out, field);
+    out.push(b':');
+    let original = obj.get(field).unwrap_or(&Value::Null);
+    match (change, original.as_object()) {
+        (Change::Http | Change::Replace("tcpSocket"), Some(map)) => {
+            let port = resolve_port(map.get("port").unwrap_or(&Value::Null), ports);
+            gojson::write_with(out, map, shape, ("port", &port));
+        }
+        _ => gojson::write(out, original, shape),
+    }
+    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
+        out.extend_from_slice(b",\"timeoutSeconds\":");
+        gojson::write(out, t, gojson::Shape::Plain);
+    }
+    out.push(b'}');
+}
+
 /// Rewrites one handler (probe or lifecycle hook) to `path` on `status_port`; returns the original for the agent.
 fn rewrite_handler(
     handler: &mut Value,
@@ -50,51 +157,220 @@ fn rewrite_handler(
 ) -> Option<Value> {
     let obj = handler.as_object_mut()?;
     // Already rewritten by an earlier injection: keep the original the agent was given then.
-    if let Some(get) = obj.get("httpGet")
-        && get["path"] == path
-        && get["port"] == status_port
-    {
+    if already_rewritten(obj, path, status_port) {
         return previous.get(path).cloned();
     }
-    let mut prober = Map::new();
-    // Handlers of another shape are left alone (the injector's shape checks refuse them before this).
-    if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
-        // Members the handler has are replaced in place (no key allocated for them).
-        let set = |map: &mut Map<String, Value>, key: &str, value: Value| match map.get_mut(key) {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert(key.to_owned(), value);
+    let change = change(obj, lifecycle)?;
+    let prober = prober(obj, change, ports, lifecycle);
+    match change {
+        Change::Http => {
+            if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
+                // Members the handler has are replaced in place (no key allocated for them).
+                let set = |map: &mut Map<String, Value>, key: &str, value: Value| match map.get_mut(key) {
+                    Some(slot) => *slot = value,
+                    None => {
+                        map.insert(key.to_owned(), value);
+                    }
+                };
+                set(get, "path", Value::String(path.to_owned()));
+                set(get, "port", Value::from(status_port));
+                if get.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
+                    set(get, "scheme", Value::String("HTTP".to_owned()));
+                }
             }
-        };
-        let mut original = get.clone();
-        let port = resolve_port(get.get("port").unwrap_or(&Value::Null), ports);
-        set(&mut original, "port", port);
-        prober.insert("httpGet".into(), Value::Object(original));
-        set(get, "path", Value::String(path.to_owned()));
-        set(get, "port", Value::from(status_port));
-        if get.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-            set(get, "scheme", Value::String("HTTP".to_owned()));
         }
-    } else if obj.get("tcpSocket").is_some_and(Value::is_object)
-        && let Some(Value::Object(tcp)) = obj.remove("tcpSocket")
-    {
-        let mut original = tcp.clone();
-        original.insert(
-            "port".into(),
-            resolve_port(tcp.get("port").unwrap_or(&Value::Null), ports),
-        );
-        prober.insert("tcpSocket".into(), Value::Object(original));
-        obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
-    } else if !lifecycle && let Some(grpc) = obj.remove("grpc") {
-        prober.insert("grpc".into(), grpc);
-        obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
-    } else {
+        Change::Replace(field) => {
+            obj.remove(field);
+            obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
+        }
+    }
+    Some(prober)
+}
+
+/// Appends `"key":` as the patch writer writes a member name.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    json_text::write_str(out, key);
+    out.push(b':');
+}
+
+/// Appends the `httpGet` `get` with its path and port replaced (added in key order when it has none) and an HTTPS
+/// scheme as HTTP: the JSON of what [`rewrite_handler`] makes of it.
+fn write_http_get(out: &mut Vec<u8>, get: &Map<String, Value>, path: &str, status_port: i64) {
+    const REPLACED: [&str; 2] = ["path", "port"];
+    let write_replaced = |out: &mut Vec<u8>, name: &str| {
+        write_key(out, name);
+        if name == "path" {
+            json_text::write_str(out, path);
+        } else {
+            json_text::write_value(out, &Value::from(status_port));
+        }
+    };
+    let mut pending = REPLACED.iter().peekable();
+    out.push(b'{');
+    let mut first = true;
+    let mut comma = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    for (key, value) in get {
+        // The replaced members go where their names sort, whether or not the map has them.
+        while let Some(name) = pending.next_if(|name| **name <= key.as_str()) {
+            comma(out);
+            write_replaced(out, name);
+        }
+        if REPLACED.contains(&key.as_str()) {
+            continue;
+        }
+        comma(out);
+        write_key(out, key);
+        match value.as_str() {
+            Some("HTTPS") if key == "scheme" => json_text::write_str(out, "HTTP"),
+            _ => json_text::write_value(out, value),
+        }
+    }
+    for name in pending {
+        comma(out);
+        write_replaced(out, name);
+    }
+    out.push(b'}');
+}
+
+/// Appends the handler `obj` as [`rewrite_handler`] rewrites it with `change`.
+fn write_rewritten(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, path: &str, status_port: i64) {
+    out.push(b'{');
+    let mut first = true;
+    let mut comma = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    let new_get = |out: &mut Vec<u8>| {
+        write_key(out, "httpGet");
+        out.extend_from_slice(b"{\"path\":");
+        json_text::write_str(out, path);
+        out.extend_from_slice(b",\"port\":");
+        json_text::write_value(out, &Value::from(status_port));
+        out.push(b'}');
+    };
+    let mut get_written = false;
+    for (key, value) in obj {
+        match change {
+            Change::Http if key == "httpGet" => {
+                comma(out);
+                write_key(out, key);
+                match value.as_object() {
+                    Some(get) => write_http_get(out, get, path, status_port),
+                    None => json_text::write_value(out, value),
+                }
+                continue;
+            }
+            Change::Replace(field) => {
+                if !get_written && key.as_str() >= "httpGet" {
+                    comma(out);
+                    new_get(out);
+                    get_written = true;
+                }
+                if key == field || key == "httpGet" {
+                    continue;
+                }
+            }
+            Change::Http => {}
+        }
+        comma(out);
+        write_key(out, key);
+        json_text::write_value(out, value);
+    }
+    if matches!(change, Change::Replace(_)) && !get_written {
+        comma(out);
+        new_get(out);
+    }
+    out.push(b'}');
+}
+
+/// A container's handlers that [`rewritten_texts`] rewrites: each field with the JSON text of what it becomes.
+pub type Rewritten = Vec<(&'static str, Vec<u8>)>;
+
+/// The text of what [`rewrite_handler`] makes of `handler` with the original left as it is, and the text of the
+/// original for the agent; `None` when it leaves the handler alone. For a pod injected the first time (no earlier
+/// probers).
+fn rewritten_text(
+    handler: &Value,
+    ports: &Value,
+    path: &str,
+    status_port: i64,
+    lifecycle: bool,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let obj = handler.as_object()?;
+    if already_rewritten(obj, path, status_port) {
         return None;
     }
-    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
-        prober.insert("timeoutSeconds".into(), t.clone());
+    let change = change(obj, lifecycle)?;
+    let mut text = Vec::with_capacity(128);
+    write_rewritten(&mut text, obj, change, path, status_port);
+    let mut prober = Vec::with_capacity(96);
+    write_prober(&mut prober, obj, change, ports, lifecycle);
+    Some((text, prober))
+}
+
+/// [`rewrite_handlers`] of the container `name` of a pod injected the first time, reading its handlers in place:
+/// the fields whose handlers change, in key order, each with the JSON text of what it becomes; the originals are
+/// added to `probers` as text.
+pub fn rewritten_texts(
+    name: &str,
+    container: &Map<String, Value>,
+    status_port: i64,
+    probers: &mut ProberTexts,
+) -> Rewritten {
+    let ports = container.get("ports").unwrap_or(&Value::Null);
+    let mut changed = Vec::new();
+    if let Some(Value::Object(lifecycle)) = container.get("lifecycle") {
+        let mut hooks: [Option<Vec<u8>>; 2] = [None, None];
+        for ((field, suffix), slot) in [("postStart", "poststartz"), ("preStop", "prestopz")]
+            .into_iter()
+            .zip(&mut hooks)
+        {
+            if let Some(hook) = lifecycle.get(field) {
+                let path = format!("/app-lifecycle/{name}/{suffix}");
+                if let Some((text, p)) = rewritten_text(hook, ports, &path, status_port, true) {
+                    probers.insert(path, p);
+                    *slot = Some(text);
+                }
+            }
+        }
+        if hooks.iter().any(Option::is_some) {
+            let mut text = Vec::with_capacity(256);
+            text.push(b'{');
+            for (i, (key, value)) in lifecycle.iter().enumerate() {
+                if i > 0 {
+                    text.push(b',');
+                }
+                write_key(&mut text, key);
+                let [post_start, pre_stop] = &hooks;
+                let hook = match key.as_str() {
+                    "postStart" => post_start.as_deref(),
+                    "preStop" => pre_stop.as_deref(),
+                    _ => None,
+                };
+                match hook {
+                    Some(hook) => text.extend_from_slice(hook),
+                    None => json_text::write_value(&mut text, value),
+                }
+            }
+            text.push(b'}');
+            changed.push(("lifecycle", text));
+        }
     }
-    Some(Value::Object(prober))
+    for (field, suffix) in HANDLER_FIELDS.into_iter().skip(1).zip(["livez", "readyz", "startupz"]) {
+        if let Some(probe) = container.get(field) {
+            let path = format!("/app-health/{name}/{suffix}");
+            if let Some((text, p)) = rewritten_text(probe, ports, &path, status_port, false) {
+                probers.insert(path, p);
+                changed.push((field, text));
+            }
+        }
+    }
+    changed
 }
 
 /// Rewrites the probes and lifecycle hooks of one application container, adding the originals to `probers`.
@@ -190,6 +466,74 @@ mod tests {
             probers_json(&probers),
             r#"{"/app-health/hello/readyz":{"httpGet":{"port":80,"scheme":"HTTPS"}}}"#
         );
+    }
+
+    /// Handlers of every kind that is rewritten and some that are not, with members sorting before and after
+    /// `httpGet`, for the text written in place to be compared with the rewritten copy.
+    fn handler_variety() -> Vec<Value> {
+        let http = |get: Value| {
+            json!({"exec": {"command": ["x"]}, "httpGet": get, "initialDelaySeconds": 2,
+            "timeoutSeconds": 4})
+        };
+        vec![
+            http(
+                json!({"path": "/healthz", "port": "http", "scheme": "HTTPS", "host": "h",
+                "httpHeaders": [{"name": "A", "value": "b<&>"}]}),
+            ),
+            http(json!({"port": 8080})),
+            http(json!({"path": "/p"})),
+            http(json!({})),
+            http(json!({"path": "/app-health/hello/readyz", "port": 15020})),
+            http(json!({"path": "/app-health/hello/readyz", "port": 15021})),
+            http(json!({"path": "/app-health/hello/readyz", "port": 15020.0})),
+            http(json!({"aaa": 1, "zzz": 2, "port": "missing", "scheme": "HTTP"})),
+            json!({"tcpSocket": {"port": "http", "host": "h"}, "timeoutSeconds": 1, "exec": null}),
+            json!({"tcpSocket": {}, "httpGet": "not an object", "periodSeconds": 3}),
+            json!({"grpc": {"port": 9090, "service": "s"}, "timeoutSeconds": 1, "failureThreshold": 5}),
+            json!({"grpc": null, "httpGet": 7}),
+            json!({"grpc": {"port": 1}, "tcpSocket": {"port": 2}}),
+            json!({"exec": {"command": ["true"]}}),
+            json!({"tcpSocket": "not an object"}),
+            json!("not an object"),
+            json!({}),
+        ]
+    }
+
+    #[test]
+    fn handlers_written_in_place_are_the_rewritten_copies() {
+        let variety = handler_variety();
+        let mut containers = Vec::new();
+        for (i, h) in variety.iter().enumerate() {
+            let ports = json!([{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 9090}]);
+            containers.push(json!({"name": "hello", "ports": ports, "readinessProbe": h}));
+            containers.push(
+                json!({"name": "w", "livenessProbe": h, "startupProbe": variety[(i + 3) % variety.len()],
+                "lifecycle": {"postStart": h, "preStop": variety[(i + 5) % variety.len()], "stopSignal": "SIGTERM"}}),
+            );
+            containers.push(json!({"name": "l", "lifecycle": {"preStop": h}}));
+            containers.push(json!({"name": "n", "lifecycle": h}));
+        }
+        let mut changes = 0;
+        for c in containers {
+            let mut copy = c.clone();
+            let mut want_probers = Probers::new();
+            rewrite_container(&mut copy, 15020, &Probers::new(), &mut want_probers);
+            let want: Vec<(&str, String)> = HANDLER_FIELDS
+                .into_iter()
+                .filter(|f| copy.get(*f) != c.get(*f))
+                .map(|f| (f, serde_json::to_string(&copy[f]).unwrap()))
+                .collect();
+            let mut probers = ProberTexts::new();
+            let got: Vec<(&str, String)> =
+                rewritten_texts(c["name"].as_str().unwrap(), c.as_object().unwrap(), 15020, &mut probers)
+                    .into_iter()
+                    .map(|(f, text)| (f, String::from_utf8(text).unwrap()))
+                    .collect();
+            assert_eq!(got, want, "{c}");
+            assert_eq!(prober_texts_json(&probers), probers_json(&want_probers), "{c}");
+            changes += want.len();
+        }
+        assert!(changes > 40, "the variety rewrites handlers ({changes})");
     }
 
     #[test]
