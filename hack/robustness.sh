@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build -q --release --locked -p mizzen-webhook
+# The webhook runs with the allocator settings of its image (webhook/Dockerfile).
+source hack/webhook-tunables.sh
+export_webhook_tunables
 work=$(mktemp -d)
 pid=""
 cleanup() { if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi; rm -rf "$work"; }

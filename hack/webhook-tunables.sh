@@ -3,7 +3,11 @@
 webhook_tunables() {
   local value
   value=$(sed -n 's/^ENV GLIBC_TUNABLES=//p' webhook/Dockerfile)
-  [[ -n "$value" ]] || { echo "no ENV GLIBC_TUNABLES line in webhook/Dockerfile" >&2; return 1; }
+  # One unquoted value of glibc's own syntax (name=value pairs joined by ':'), as both Docker and load-image take it.
+  if [[ ! "$value" =~ ^[A-Za-z0-9._=:]+$ ]]; then
+    echo "webhook/Dockerfile needs exactly one line 'ENV GLIBC_TUNABLES=name=value[:name=value...]' (found: ${value:-none})" >&2
+    return 1
+  fi
   echo "$value"
 }
 

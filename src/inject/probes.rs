@@ -30,6 +30,7 @@ pub fn prober_texts_json(probers: &ProberTexts) -> String {
     }
     out.push(b'}');
     // Each part is UTF-8 JSON.
+    debug_assert!(std::str::from_utf8(&out).is_ok());
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -66,8 +67,21 @@ fn resolve_port(port: &Value, ports: &Value) -> Value {
 enum Change {
     /// Its `httpGet` keeps its other fields; its path and port are replaced, and an HTTPS scheme becomes HTTP.
     Http,
-    /// This field (`tcpSocket`, or `grpc` for a probe) is replaced by an `httpGet` of the path and port alone.
-    Replace(&'static str),
+    /// Its `tcpSocket` is replaced by an `httpGet` of the path and port alone.
+    Tcp,
+    /// Its `grpc` (a probe's only) is replaced by an `httpGet` of the path and port alone.
+    Grpc,
+}
+
+impl Change {
+    /// The field of the handler the change reads the original from.
+    fn field(self) -> &'static str {
+        match self {
+            Change::Http => "httpGet",
+            Change::Tcp => "tcpSocket",
+            Change::Grpc => "grpc",
+        }
+    }
 }
 
 /// Whether the handler `obj` already probes `path` on `status_port` (rewritten by an earlier injection).
@@ -82,9 +96,9 @@ fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
     if obj.get("httpGet").is_some_and(Value::is_object) {
         Some(Change::Http)
     } else if obj.get("tcpSocket").is_some_and(Value::is_object) {
-        Some(Change::Replace("tcpSocket"))
+        Some(Change::Tcp)
     } else if !lifecycle && obj.contains_key("grpc") {
-        Some(Change::Replace("grpc"))
+        Some(Change::Grpc)
     } else {
         None
     }
@@ -93,28 +107,22 @@ fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
 /// The original of the handler `obj` for the agent, its named port resolved against the container's `ports`.
 fn prober(obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) -> Value {
     let mut prober = Map::new();
-    let with_port = |original: &Value| {
-        let mut original = original.as_object().cloned().unwrap_or_default();
-        let port = resolve_port(original.get("port").unwrap_or(&Value::Null), ports);
-        match original.get_mut("port") {
-            Some(slot) => *slot = port,
-            None => {
-                original.insert("port".into(), port);
+    let original = obj.get(change.field()).unwrap_or(&Value::Null);
+    let original = match (change, original.as_object()) {
+        (Change::Http | Change::Tcp, Some(map)) => {
+            let mut map = map.clone();
+            let port = resolve_port(map.get("port").unwrap_or(&Value::Null), ports);
+            match map.get_mut("port") {
+                Some(slot) => *slot = port,
+                None => {
+                    map.insert("port".into(), port);
+                }
             }
+            Value::Object(map)
         }
-        Value::Object(original)
+        _ => original.clone(),
     };
-    match change {
-        Change::Http => {
-            prober.insert("httpGet".into(), with_port(&obj["httpGet"]));
-        }
-        Change::Replace("tcpSocket") => {
-            prober.insert("tcpSocket".into(), with_port(&obj["tcpSocket"]));
-        }
-        Change::Replace(field) => {
-            prober.insert(field.into(), obj.get(field).cloned().unwrap_or(Value::Null));
-        }
-    }
+    prober.insert(change.field().into(), original);
     if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
         prober.insert("timeoutSeconds".into(), t.clone());
     }
@@ -123,17 +131,17 @@ fn prober(obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bo
 
 /// Appends [`prober`]'s value as [`probers_json`] writes it, without making the value.
 fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) {
-    let (field, shape) = match change {
-        Change::Http => ("httpGet", gojson::HTTP_GET),
-        Change::Replace("tcpSocket") => ("tcpSocket", gojson::TCP_SOCKET),
-        Change::Replace(field) => (field, gojson::GRPC),
+    let shape = match change {
+        Change::Http => gojson::HTTP_GET,
+        Change::Tcp => gojson::TCP_SOCKET,
+        Change::Grpc => gojson::GRPC,
     };
     out.push(b'{');
-    gojson::write_str(out, field);
+    gojson::write_str(out, change.field());
     out.push(b':');
-    let original = obj.get(field).unwrap_or(&Value::Null);
+    let original = obj.get(change.field()).unwrap_or(&Value::Null);
     match (change, original.as_object()) {
-        (Change::Http | Change::Replace("tcpSocket"), Some(map)) => {
+        (Change::Http | Change::Tcp, Some(map)) => {
             let port = resolve_port(map.get("port").unwrap_or(&Value::Null), ports);
             gojson::write_with(out, map, shape, ("port", &port));
         }
@@ -179,8 +187,8 @@ fn rewrite_handler(
                 }
             }
         }
-        Change::Replace(field) => {
-            obj.remove(field);
+        Change::Tcp | Change::Grpc => {
+            obj.remove(change.field());
             obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
         }
     }
@@ -265,13 +273,13 @@ fn write_rewritten(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, 
                 }
                 continue;
             }
-            Change::Replace(field) => {
+            Change::Tcp | Change::Grpc => {
                 if !get_written && key.as_str() >= "httpGet" {
                     comma(out);
                     new_get(out);
                     get_written = true;
                 }
-                if key == field || key == "httpGet" {
+                if key == change.field() || key == "httpGet" {
                     continue;
                 }
             }
@@ -281,7 +289,7 @@ fn write_rewritten(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, 
         write_key(out, key);
         json_text::write_value(out, value);
     }
-    if matches!(change, Change::Replace(_)) && !get_written {
+    if !matches!(change, Change::Http) && !get_written {
         comma(out);
         new_get(out);
     }
@@ -487,6 +495,8 @@ mod tests {
             http(json!({"path": "/app-health/hello/readyz", "port": 15021})),
             http(json!({"path": "/app-health/hello/readyz", "port": 15020.0})),
             http(json!({"aaa": 1, "zzz": 2, "port": "missing", "scheme": "HTTP"})),
+            http(json!({"pb": 1, "path": "/x", "port": 1, "pz": "<&>\u{2028}"})),
+            json!({"httpGet": {"path": "/app-lifecycle/l/prestopz", "port": 15020}}),
             json!({"tcpSocket": {"port": "http", "host": "h"}, "timeoutSeconds": 1, "exec": null}),
             json!({"tcpSocket": {}, "httpGet": "not an object", "periodSeconds": 3}),
             json!({"grpc": {"port": 9090, "service": "s"}, "timeoutSeconds": 1, "failureThreshold": 5}),
@@ -512,28 +522,33 @@ mod tests {
             );
             containers.push(json!({"name": "l", "lifecycle": {"preStop": h}}));
             containers.push(json!({"name": "n", "lifecycle": h}));
+            containers.push(json!({"name": "we\"ird<&>\u{2028}", "livenessProbe": h, "lifecycle": {"preStop": h}}));
         }
         let mut changes = 0;
-        for c in containers {
+        for (c, status_port) in containers.iter().flat_map(|c| [(c, 15020), (c, 15021)]) {
             let mut copy = c.clone();
             let mut want_probers = Probers::new();
-            rewrite_container(&mut copy, 15020, &Probers::new(), &mut want_probers);
+            rewrite_container(&mut copy, status_port, &Probers::new(), &mut want_probers);
             let want: Vec<(&str, String)> = HANDLER_FIELDS
                 .into_iter()
                 .filter(|f| copy.get(*f) != c.get(*f))
                 .map(|f| (f, serde_json::to_string(&copy[f]).unwrap()))
                 .collect();
             let mut probers = ProberTexts::new();
-            let got: Vec<(&str, String)> =
-                rewritten_texts(c["name"].as_str().unwrap(), c.as_object().unwrap(), 15020, &mut probers)
-                    .into_iter()
-                    .map(|(f, text)| (f, String::from_utf8(text).unwrap()))
-                    .collect();
+            let got: Vec<(&str, String)> = rewritten_texts(
+                c["name"].as_str().unwrap(),
+                c.as_object().unwrap(),
+                status_port,
+                &mut probers,
+            )
+            .into_iter()
+            .map(|(f, text)| (f, String::from_utf8(text).unwrap()))
+            .collect();
             assert_eq!(got, want, "{c}");
             assert_eq!(prober_texts_json(&probers), probers_json(&want_probers), "{c}");
             changes += want.len();
         }
-        assert!(changes > 40, "the variety rewrites handlers ({changes})");
+        assert!(changes > 100, "the variety rewrites handlers ({changes})");
     }
 
     #[test]

@@ -102,10 +102,11 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     // The image sets glibc's allocator tunables (webhook/Dockerfile); a log line shows what this process runs with.
+    let tunables = std::env::var_os("GLIBC_TUNABLES");
     tracing::info!(
         "mizzen-webhook {} starting, GLIBC_TUNABLES={}",
         env!("CARGO_PKG_VERSION"),
-        std::env::var("GLIBC_TUNABLES").unwrap_or_default()
+        tunables.map_or("<unset>".into(), |t| format!("[{}]", t.to_string_lossy()))
     );
     let settings = mizzen_webhook::Settings {
         listen: args.listen,
