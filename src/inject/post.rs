@@ -191,7 +191,7 @@ fn bool_annotation(annotations: &Map<String, Value>, key: &str) -> Option<bool> 
 
 /// The agent's status port for rewritten probes, `None` when probes are not rewritten (turned off for the mesh or
 /// the pod, or a status port of 0).
-fn probe_port(injector: &Injector, annotations: &Map<String, Value>) -> Option<i64> {
+fn probe_port(injector: &Injector, annotations: &Map<String, Value>) -> Option<probes::StatusPorts> {
     let config = injector.config();
     let enabled = bool_annotation(annotations, ann::REWRITE_APP_HTTP_PROBERS).unwrap_or(config.rewrite_app_http_probe);
     let status_port: i64 = annotations
@@ -199,7 +199,10 @@ fn probe_port(injector: &Injector, annotations: &Map<String, Value>) -> Option<i
         .and_then(Value::as_str)
         .and_then(|p| p.parse().ok())
         .unwrap_or(config.proxy.status_port);
-    (enabled && status_port != 0).then_some(status_port)
+    (enabled && status_port != 0).then_some(probes::StatusPorts {
+        pod: status_port,
+        mesh: config.proxy.status_port,
+    })
 }
 
 /// Rewrites application probes through the agent and hands the originals to the proxy.
@@ -209,7 +212,7 @@ fn probes_through_agent(
     spec: &mut Value,
     previous: &probes::Probers,
 ) -> bool {
-    let Some(status_port) = probe_port(injector, annotations) else {
+    let Some(status) = probe_port(injector, annotations) else {
         return false;
     };
     let mut probers = probes::Probers::new();
@@ -217,7 +220,7 @@ fn probes_through_agent(
         for c in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
             let is_app = at(c, "name") != PROXY_NAME && (field == "containers" || at(c, "restartPolicy") == "Always");
             if is_app {
-                probes::rewrite_container(c, status_port, previous, &mut probers);
+                probes::rewrite_container(c, status, previous, &mut probers);
             }
         }
     }
@@ -235,7 +238,7 @@ pub fn pod_probes_through_agent(
     spec: &Value,
     items: &mut Value,
 ) -> (Vec<probes::Rewritten>, bool) {
-    let Some(status_port) = probe_port(injector, annotations) else {
+    let Some(status) = probe_port(injector, annotations) else {
         return (Vec::new(), false);
     };
     let mut probers = probes::ProberTexts::new();
@@ -250,7 +253,7 @@ pub fn pod_probes_through_agent(
         let (Some(name), Some(container)) = (c.get("name").and_then(Value::as_str), c.as_object()) else {
             continue;
         };
-        let changed = probes::rewritten_texts(name, container, status_port, &mut probers);
+        let changed = probes::rewritten_texts(name, container, status, &mut probers);
         if !changed.is_empty() {
             rewritten.resize_with(i + 1, Vec::new);
             if let Some(slot) = rewritten.get_mut(i) {

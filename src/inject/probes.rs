@@ -51,14 +51,36 @@ pub fn probers_json(probers: &Probers) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The number of the container's port named `name`, as Istio finds it (a port without a name is never found).
+fn named_port<'a>(name: &str, ports: &'a Value) -> Option<&'a Value> {
+    if name.is_empty() {
+        return None;
+    }
+    ports
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+        .map(|p| p.get("containerPort").unwrap_or(&Value::Null))
+}
+
 fn resolve_port(port: &Value, ports: &Value) -> Value {
     match port {
-        Value::String(name) => ports
-            .as_array()
-            .and_then(|ports| ports.iter().find(|p| p["name"] == *name.as_str()))
-            .map(|p| p["containerPort"].clone())
-            .unwrap_or_else(|| port.clone()),
+        Value::String(name) => named_port(name, ports).unwrap_or(port).clone(),
         other => other.clone(),
+    }
+}
+
+/// Whether Istio gives the agent the original of a handler rewritten with `change` (`DumpAppProbers`): not when its
+/// port is a name the container does not declare, nor when it is the mesh's status port `mesh_port` as a number
+/// (taken to be a probe of the agent's own). The handler is rewritten either way.
+fn keeps_prober(obj: &Map<String, Value>, change: Change, ports: &Value, mesh_port: i64) -> bool {
+    if matches!(change, Change::Grpc) {
+        return true;
+    }
+    match obj.get(change.field()).and_then(|action| action.get("port")) {
+        Some(Value::String(name)) => named_port(name, ports).is_some(),
+        Some(port @ Value::Number(_)) => *port != mesh_port,
+        _ => true,
     }
 }
 
@@ -154,22 +176,32 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
     out.push(b'}');
 }
 
-/// Rewrites one handler (probe or lifecycle hook) to `path` on `status_port`; returns the original for the agent.
+/// The agent's status ports: the pod's, which handlers are rewritten to (its annotation, else the mesh's), and the
+/// mesh's (see [`keeps_prober`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StatusPorts {
+    pub pod: i64,
+    pub mesh: i64,
+}
+
+/// Rewrites one handler (probe or lifecycle hook) to `path` on the pod's status port; returns the original for the
+/// agent, if it gets one.
 fn rewrite_handler(
     handler: &mut Value,
     ports: &Value,
     path: &str,
-    status_port: i64,
+    status: StatusPorts,
     previous: &Probers,
     lifecycle: bool,
 ) -> Option<Value> {
+    let status_port = status.pod;
     let obj = handler.as_object_mut()?;
     // Already rewritten by an earlier injection: keep the original the agent was given then.
     if already_rewritten(obj, path, status_port) {
         return previous.get(path).cloned();
     }
     let change = change(obj, lifecycle)?;
-    let prober = prober(obj, change, ports, lifecycle);
+    let prober = keeps_prober(obj, change, ports, status.mesh).then(|| prober(obj, change, ports, lifecycle));
     match change {
         Change::Http => {
             if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
@@ -192,7 +224,7 @@ fn rewrite_handler(
             obj.insert("httpGet".into(), json!({"path": path, "port": status_port}));
         }
     }
-    Some(prober)
+    prober
 }
 
 /// Appends `"key":` as the patch writer writes a member name.
@@ -300,24 +332,27 @@ fn write_rewritten(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, 
 pub type Rewritten = Vec<(&'static str, Vec<u8>)>;
 
 /// The text of what [`rewrite_handler`] makes of `handler` with the original left as it is, and the text of the
-/// original for the agent; `None` when it leaves the handler alone. For a pod injected the first time (no earlier
-/// probers).
+/// original for the agent if it gets one; `None` when it leaves the handler alone. For a pod injected the first time
+/// (no earlier probers).
 fn rewritten_text(
     handler: &Value,
     ports: &Value,
     path: &str,
-    status_port: i64,
+    status: StatusPorts,
     lifecycle: bool,
-) -> Option<(Vec<u8>, Vec<u8>)> {
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let obj = handler.as_object()?;
-    if already_rewritten(obj, path, status_port) {
+    if already_rewritten(obj, path, status.pod) {
         return None;
     }
     let change = change(obj, lifecycle)?;
     let mut text = Vec::with_capacity(128);
-    write_rewritten(&mut text, obj, change, path, status_port);
-    let mut prober = Vec::with_capacity(96);
-    write_prober(&mut prober, obj, change, ports, lifecycle);
+    write_rewritten(&mut text, obj, change, path, status.pod);
+    let prober = keeps_prober(obj, change, ports, status.mesh).then(|| {
+        let mut prober = Vec::with_capacity(96);
+        write_prober(&mut prober, obj, change, ports, lifecycle);
+        prober
+    });
     Some((text, prober))
 }
 
@@ -327,7 +362,7 @@ fn rewritten_text(
 pub fn rewritten_texts(
     name: &str,
     container: &Map<String, Value>,
-    status_port: i64,
+    status: StatusPorts,
     probers: &mut ProberTexts,
 ) -> Rewritten {
     let ports = container.get("ports").unwrap_or(&Value::Null);
@@ -340,8 +375,10 @@ pub fn rewritten_texts(
         {
             if let Some(hook) = lifecycle.get(field) {
                 let path = format!("/app-lifecycle/{name}/{suffix}");
-                if let Some((text, p)) = rewritten_text(hook, ports, &path, status_port, true) {
-                    probers.insert(path, p);
+                if let Some((text, p)) = rewritten_text(hook, ports, &path, status, true) {
+                    if let Some(p) = p {
+                        probers.insert(path, p);
+                    }
                     *slot = Some(text);
                 }
             }
@@ -372,8 +409,10 @@ pub fn rewritten_texts(
     for (field, suffix) in HANDLER_FIELDS.into_iter().skip(1).zip(["livez", "readyz", "startupz"]) {
         if let Some(probe) = container.get(field) {
             let path = format!("/app-health/{name}/{suffix}");
-            if let Some((text, p)) = rewritten_text(probe, ports, &path, status_port, false) {
-                probers.insert(path, p);
+            if let Some((text, p)) = rewritten_text(probe, ports, &path, status, false) {
+                if let Some(p) = p {
+                    probers.insert(path, p);
+                }
                 changed.push((field, text));
             }
         }
@@ -382,7 +421,7 @@ pub fn rewritten_texts(
 }
 
 /// Rewrites the probes and lifecycle hooks of one application container, adding the originals to `probers`.
-pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Probers, probers: &mut Probers) {
+pub fn rewrite_container(container: &mut Value, status: StatusPorts, previous: &Probers, probers: &mut Probers) {
     let Some(name) = container["name"].as_str().map(str::to_owned) else {
         return;
     };
@@ -400,7 +439,7 @@ pub fn rewrite_container(container: &mut Value, status_port: i64, previous: &Pro
             *slot = Some(value);
         }
     }
-    rewrite_handlers(&name, snapshot, handlers, status_port, previous, probers);
+    rewrite_handlers(&name, snapshot, handlers, status, previous, probers);
     if let Some((key, ports)) = ports {
         fields.insert(key, ports);
     }
@@ -426,7 +465,7 @@ pub fn rewrite_handlers(
     name: &str,
     ports: &Value,
     handlers: Handlers,
-    status_port: i64,
+    status: StatusPorts,
     previous: &Probers,
     probers: &mut Probers,
 ) {
@@ -434,7 +473,7 @@ pub fn rewrite_handlers(
     for (probe, suffix) in probes.into_iter().zip(["livez", "readyz", "startupz"]) {
         if let Some(probe) = probe {
             let path = format!("/app-health/{name}/{suffix}");
-            if let Some(p) = rewrite_handler(probe, ports, &path, status_port, previous, false) {
+            if let Some(p) = rewrite_handler(probe, ports, &path, status, previous, false) {
                 probers.insert(path, p);
             }
         }
@@ -443,7 +482,7 @@ pub fn rewrite_handlers(
         for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
             if let Some(hook) = lifecycle.get_mut(field) {
                 let path = format!("/app-lifecycle/{name}/{suffix}");
-                if let Some(p) = rewrite_handler(hook, ports, &path, status_port, previous, true) {
+                if let Some(p) = rewrite_handler(hook, ports, &path, status, previous, true) {
                     probers.insert(path, p);
                 }
             }
@@ -455,12 +494,17 @@ pub fn rewrite_handlers(
 mod tests {
     use super::*;
 
+    const PORTS: StatusPorts = StatusPorts {
+        pod: 15020,
+        mesh: 15020,
+    };
+
     #[test]
     fn http_probe_on_a_named_port_is_rewritten_and_recorded() {
         let mut c = json!({"name": "hello", "ports": [{"name": "http", "containerPort": 80}],
             "readinessProbe": {"httpGet": {"port": "http", "scheme": "HTTPS"}}});
         let mut probers = Probers::new();
-        rewrite_container(&mut c, 15020, &Probers::new(), &mut probers);
+        rewrite_container(&mut c, PORTS, &Probers::new(), &mut probers);
         assert_eq!(
             c["readinessProbe"]["httpGet"],
             json!({"path": "/app-health/hello/readyz", "port": 15020, "scheme": "HTTP"})
@@ -497,6 +541,8 @@ mod tests {
             http(json!({"aaa": 1, "zzz": 2, "port": "missing", "scheme": "HTTP"})),
             http(json!({"pb": 1, "path": "/x", "port": 1, "pz": "<&>\u{2028}"})),
             json!({"httpGet": {"path": "/app-lifecycle/l/prestopz", "port": 15020}}),
+            json!({"tcpSocket": {"port": 15021}, "timeoutSeconds": 2}),
+            json!({"tcpSocket": {"port": ""}}),
             json!({"tcpSocket": {"port": "http", "host": "h"}, "timeoutSeconds": 1, "exec": null}),
             json!({"tcpSocket": {}, "httpGet": "not an object", "periodSeconds": 3}),
             json!({"grpc": {"port": 9090, "service": "s"}, "timeoutSeconds": 1, "failureThreshold": 5}),
@@ -525,10 +571,14 @@ mod tests {
             containers.push(json!({"name": "we\"ird<&>\u{2028}", "livenessProbe": h, "lifecycle": {"preStop": h}}));
         }
         let mut changes = 0;
-        for (c, status_port) in containers.iter().flat_map(|c| [(c, 15020), (c, 15021)]) {
+        let annotated = StatusPorts {
+            pod: 15021,
+            mesh: 15020,
+        };
+        for (c, status) in containers.iter().flat_map(|c| [(c, PORTS), (c, annotated)]) {
             let mut copy = c.clone();
             let mut want_probers = Probers::new();
-            rewrite_container(&mut copy, status_port, &Probers::new(), &mut want_probers);
+            rewrite_container(&mut copy, status, &Probers::new(), &mut want_probers);
             let want: Vec<(&str, String)> = HANDLER_FIELDS
                 .into_iter()
                 .filter(|f| copy.get(*f) != c.get(*f))
@@ -538,7 +588,7 @@ mod tests {
             let got: Vec<(&str, String)> = rewritten_texts(
                 c["name"].as_str().unwrap(),
                 c.as_object().unwrap(),
-                status_port,
+                status,
                 &mut probers,
             )
             .into_iter()
@@ -551,12 +601,63 @@ mod tests {
         assert!(changes > 100, "the variety rewrites handlers ({changes})");
     }
 
+    /// Istio's `DumpAppProbers` leaves out the original of a handler whose port is a name the container does not
+    /// declare, or the mesh's status port as a number, and `convertAppProber` rewrites the handler all the same.
+    #[test]
+    fn handlers_on_unknown_names_or_the_agents_port_are_rewritten_without_an_original() {
+        let c = json!({"name": "c", "ports": [{"name": "http", "containerPort": 80}, {"containerPort": 81}],
+            "livenessProbe": {"httpGet": {"path": "/l", "port": "nope"}},
+            "readinessProbe": {"httpGet": {"path": "/r", "port": 15020}},
+            "startupProbe": {"tcpSocket": {"port": "15020"}},
+            "lifecycle": {"preStop": {"httpGet": {"path": "/s", "port": "http"}},
+                "postStart": {"tcpSocket": {"port": ""}}}});
+        let annotated = StatusPorts {
+            pod: 15021,
+            mesh: 15020,
+        };
+        for status in [PORTS, annotated] {
+            let mut copy = c.clone();
+            let mut probers = Probers::new();
+            rewrite_container(&mut copy, status, &Probers::new(), &mut probers);
+            let port = status.pod;
+            assert_eq!(
+                copy["livenessProbe"],
+                json!({"httpGet": {"path": "/app-health/c/livez", "port": port}})
+            );
+            assert_eq!(
+                copy["readinessProbe"],
+                json!({"httpGet": {"path": "/app-health/c/readyz", "port": port}})
+            );
+            assert_eq!(
+                copy["startupProbe"],
+                json!({"httpGet": {"path": "/app-health/c/startupz", "port": port}})
+            );
+            assert_eq!(
+                copy["lifecycle"]["postStart"],
+                json!({"httpGet": {"path": "/app-lifecycle/c/poststartz", "port": port}})
+            );
+            assert_eq!(
+                probers_json(&probers),
+                r#"{"/app-lifecycle/c/prestopz":{"httpGet":{"path":"/s","port":80}}}"#,
+                "{status:?}"
+            );
+        }
+        // A number other than the mesh's status port keeps its original, even the pod's own status port.
+        let c = json!({"name": "c", "readinessProbe": {"httpGet": {"path": "/r", "port": 15021}}});
+        let mut probers = Probers::new();
+        rewrite_container(&mut c.clone(), annotated, &Probers::new(), &mut probers);
+        assert_eq!(
+            probers_json(&probers),
+            r#"{"/app-health/c/readyz":{"httpGet":{"path":"/r","port":15021}}}"#
+        );
+    }
+
     #[test]
     fn exec_probes_are_left_alone() {
         let mut c = json!({"name": "w", "livenessProbe": {"exec": {"command": ["true"]}}});
         let before = c.clone();
         let mut probers = Probers::new();
-        rewrite_container(&mut c, 15020, &Probers::new(), &mut probers);
+        rewrite_container(&mut c, PORTS, &Probers::new(), &mut probers);
         assert_eq!(c, before);
         assert!(probers.is_empty());
     }
