@@ -119,7 +119,9 @@ fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
         Some(Change::Http)
     } else if obj.get("tcpSocket").is_some_and(Value::is_object) {
         Some(Change::Tcp)
-    } else if !lifecycle && obj.contains_key("grpc") {
+    } else if !lifecycle && obj.get("grpc").is_some_and(|g| !g.is_null()) {
+        // A `grpc: null` is no gRPC action in Go's typed pod (kube-inject reads one from YAML; the API server drops
+        // it).
         Some(Change::Grpc)
     } else {
         None
@@ -650,6 +652,16 @@ mod tests {
             probers_json(&probers),
             r#"{"/app-health/c/readyz":{"httpGet":{"path":"/r","port":15021}}}"#
         );
+    }
+
+    #[test]
+    fn a_null_grpc_action_is_no_grpc_probe() {
+        let mut c = json!({"name": "w", "livenessProbe": {"grpc": null, "periodSeconds": 3}});
+        let before = c.clone();
+        let mut probers = Probers::new();
+        rewrite_container(&mut c, PORTS, &Probers::new(), &mut probers);
+        assert_eq!(c, before);
+        assert!(probers.is_empty());
     }
 
     #[test]
