@@ -18,25 +18,20 @@ pub type ProberTexts = BTreeMap<String, Vec<u8>>;
 
 /// The `ISTIO_KUBE_APP_PROBERS` text of entries written as they were found: [`probers_json`]'s.
 pub fn prober_texts_json(probers: &ProberTexts) -> String {
-    let mut out = Vec::with_capacity(2 + probers.iter().map(|(p, t)| p.len() + t.len() + 4).sum::<usize>());
-    out.push(b'{');
-    for (i, (path, prober)) in probers.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        gojson::write_str(&mut out, path);
-        out.push(b':');
-        out.extend_from_slice(prober);
-    }
-    out.push(b'}');
-    // Each part is UTF-8 JSON.
-    debug_assert!(std::str::from_utf8(&out).is_ok());
-    String::from_utf8(out).unwrap_or_default()
+    let size = 2 + probers.iter().map(|(p, t)| p.len() + t.len() + 4).sum::<usize>();
+    write_probers(probers, size, |out, prober| out.extend_from_slice(prober))
 }
 
 /// The `ISTIO_KUBE_APP_PROBERS` text.
 pub fn probers_json(probers: &Probers) -> String {
-    let mut out = Vec::with_capacity(2 + 96 * probers.len());
+    write_probers(probers, 2 + 96 * probers.len(), |out, prober| {
+        gojson::write(out, prober, gojson::PROBER)
+    })
+}
+
+/// The `ISTIO_KUBE_APP_PROBERS` object: each path as a Go string, then its prober as `write` writes it (UTF-8 JSON).
+fn write_probers<T>(probers: &BTreeMap<String, T>, capacity: usize, write: impl Fn(&mut Vec<u8>, &T)) -> String {
+    let mut out = Vec::with_capacity(capacity);
     out.push(b'{');
     for (i, (path, prober)) in probers.iter().enumerate() {
         if i > 0 {
@@ -44,43 +39,35 @@ pub fn probers_json(probers: &Probers) -> String {
         }
         gojson::write_str(&mut out, path);
         out.push(b':');
-        gojson::write(&mut out, prober, gojson::PROBER);
+        write(&mut out, prober);
     }
     out.push(b'}');
-    // The shape writer writes UTF-8.
+    debug_assert!(std::str::from_utf8(&out).is_ok());
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The number of the container's port named `name`, as Istio finds it (a port without a name is never found).
-fn named_port<'a>(name: &str, ports: &'a Value) -> Option<&'a Value> {
-    if name.is_empty() {
-        return None;
-    }
-    ports
-        .as_array()?
-        .iter()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-        .map(|p| p.get("containerPort").unwrap_or(&Value::Null))
-}
+/// `null`, the port of a handler that has none.
+static NULL: Value = Value::Null;
 
-fn resolve_port(port: &Value, ports: &Value) -> Value {
-    match port {
-        Value::String(name) => named_port(name, ports).unwrap_or(port).clone(),
-        other => other.clone(),
-    }
-}
-
-/// Whether Istio gives the agent the original of a handler rewritten with `change` (`DumpAppProbers`): not when its
-/// port is a name the container does not declare, nor when it is the mesh's status port `mesh_port` as a number
-/// (taken to be a probe of the agent's own). The handler is rewritten either way.
-fn keeps_prober(obj: &Map<String, Value>, change: Change, ports: &Value, mesh_port: i64) -> bool {
+/// The port of the original Istio gives the agent for a handler rewritten with `change` (`DumpAppProbers`): its
+/// `port` with a name resolved against the container's `ports` (`null` when it has none). `None` when the agent
+/// gets no original: the port is a name the container does not declare (a port without a name is never found), or
+/// the mesh's status port `mesh_port` as a number (taken to be a probe of the agent's own). The handler is
+/// rewritten either way. A gRPC original is given whole (its port is not looked at: `null` here).
+fn agent_port<'a>(obj: &'a Map<String, Value>, change: Change, ports: &'a Value, mesh_port: i64) -> Option<&'a Value> {
     if matches!(change, Change::Grpc) {
-        return true;
+        return Some(&NULL);
     }
     match obj.get(change.field()).and_then(|action| action.get("port")) {
-        Some(Value::String(name)) => named_port(name, ports).is_some(),
-        Some(port @ Value::Number(_)) => *port != mesh_port,
-        _ => true,
+        Some(Value::String(name)) if name.is_empty() => None,
+        Some(Value::String(name)) => ports
+            .as_array()?
+            .iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            .map(|p| p.get("containerPort").unwrap_or(&NULL)),
+        Some(port @ Value::Number(_)) => (*port != mesh_port).then_some(port),
+        Some(port) => Some(port),
+        None => Some(&NULL),
     }
 }
 
@@ -128,14 +115,14 @@ fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
     }
 }
 
-/// The original of the handler `obj` for the agent, its named port resolved against the container's `ports`.
-fn prober(obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) -> Value {
+/// The original of the handler `obj` for the agent, with `port` (see [`agent_port`]).
+fn prober(obj: &Map<String, Value>, change: Change, port: &Value, lifecycle: bool) -> Value {
     let mut prober = Map::new();
     let original = obj.get(change.field()).unwrap_or(&Value::Null);
     let original = match (change, original.as_object()) {
         (Change::Http | Change::Tcp, Some(map)) => {
             let mut map = map.clone();
-            let port = resolve_port(map.get("port").unwrap_or(&Value::Null), ports);
+            let port = port.clone();
             match map.get_mut("port") {
                 Some(slot) => *slot = port,
                 None => {
@@ -154,7 +141,7 @@ fn prober(obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bo
 }
 
 /// Appends [`prober`]'s value as [`probers_json`] writes it, without making the value.
-fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, ports: &Value, lifecycle: bool) {
+fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, port: &Value, lifecycle: bool) {
     let shape = match change {
         Change::Http => gojson::HTTP_GET,
         Change::Tcp => gojson::TCP_SOCKET,
@@ -165,10 +152,7 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
     out.push(b':');
     let original = obj.get(change.field()).unwrap_or(&Value::Null);
     match (change, original.as_object()) {
-        (Change::Http | Change::Tcp, Some(map)) => {
-            let port = resolve_port(map.get("port").unwrap_or(&Value::Null), ports);
-            gojson::write_with(out, map, shape, ("port", &port));
-        }
+        (Change::Http | Change::Tcp, Some(map)) => gojson::write_with(out, map, shape, ("port", port)),
         _ => gojson::write(out, original, shape),
     }
     if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
@@ -179,7 +163,7 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
 }
 
 /// The agent's status ports: the pod's, which handlers are rewritten to (its annotation, else the mesh's), and the
-/// mesh's (see [`keeps_prober`]).
+/// mesh's (see [`agent_port`]).
 #[derive(Clone, Copy, Debug)]
 pub struct StatusPorts {
     pub pod: i64,
@@ -203,7 +187,7 @@ fn rewrite_handler(
         return previous.get(path).cloned();
     }
     let change = change(obj, lifecycle)?;
-    let prober = keeps_prober(obj, change, ports, status.mesh).then(|| prober(obj, change, ports, lifecycle));
+    let prober = agent_port(obj, change, ports, status.mesh).map(|port| prober(obj, change, port, lifecycle));
     match change {
         Change::Http => {
             if let Some(get) = obj.get_mut("httpGet").and_then(Value::as_object_mut) {
@@ -350,9 +334,9 @@ fn rewritten_text(
     let change = change(obj, lifecycle)?;
     let mut text = Vec::with_capacity(128);
     write_rewritten(&mut text, obj, change, path, status.pod);
-    let prober = keeps_prober(obj, change, ports, status.mesh).then(|| {
+    let prober = agent_port(obj, change, ports, status.mesh).map(|port| {
         let mut prober = Vec::with_capacity(96);
-        write_prober(&mut prober, obj, change, ports, lifecycle);
+        write_prober(&mut prober, obj, change, port, lifecycle);
         prober
     });
     Some((text, prober))
