@@ -108,23 +108,30 @@ pub enum Operation {
     Connect,
 }
 
-/// The group, version and kind of the object a request is about.
+/// The group, version and kind of the object a request is about, borrowed from the body where they have no
+/// escapes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct GroupVersionKind {
+pub struct GroupVersionKind<'a> {
     /// API group (`""` for core).
-    pub group: String,
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
     /// Version.
-    pub version: String,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
     /// Kind.
-    pub kind: String,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 #[allow(dead_code)] // Checked for presence and shape, as the API server always sends it.
-struct GroupVersionResource {
-    group: String,
-    version: String,
-    resource: String,
+struct GroupVersionResource<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
 }
 
 /// `request` of a review, as far as the webhook reads it (the pod only as far as injection may read it).
@@ -132,9 +139,11 @@ struct GroupVersionResource {
 #[serde(rename_all = "camelCase")]
 struct RequestWire<'a> {
     uid: String,
-    kind: GroupVersionKind,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
     #[allow(dead_code)]
-    resource: GroupVersionResource,
+    #[serde(borrow)]
+    resource: GroupVersionResource<'a>,
     #[serde(default)]
     sub_resource: Option<String>,
     #[serde(default)]
@@ -233,7 +242,7 @@ pub struct Request<'a> {
     /// The request's uid, echoed in the response.
     pub uid: String,
     /// What the request is about.
-    pub kind: GroupVersionKind,
+    pub kind: GroupVersionKind<'a>,
     /// The subresource, if any (`status`, `exec`, …).
     pub sub_resource: Option<String>,
     /// The namespace.

@@ -133,17 +133,20 @@ impl Writer<'_> {
     fn at<R>(&mut self, segment: &str, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
         self.path.push('/');
-        if segment.contains(['~', '/']) {
-            for c in segment.chars() {
-                match c {
-                    '~' => self.path.push_str("~0"),
-                    '/' => self.path.push_str("~1"),
-                    c => self.path.push(c),
-                }
-            }
-        } else {
-            self.path.push_str(segment);
+        // Copied a run at a time between the characters escaped (label and annotation keys have a `/` or two);
+        // both are ASCII, so each run is on character boundaries.
+        let mut start = 0;
+        for (i, byte) in segment.bytes().enumerate() {
+            let escaped = match byte {
+                b'~' => "~0",
+                b'/' => "~1",
+                _ => continue,
+            };
+            self.path.push_str(segment.get(start..i).unwrap_or_default());
+            self.path.push_str(escaped);
+            start = i + 1;
         }
+        self.path.push_str(segment.get(start..).unwrap_or_default());
         let r = f(self);
         self.path.truncate(len);
         r
@@ -626,6 +629,34 @@ mod tests {
             let mut out = String::from("/x/");
             push_decimal(&mut out, n);
             assert_eq!(out, format!("/x/{n}"));
+        }
+    }
+
+    #[test]
+    fn path_segments_escape_tildes_and_slashes_wherever_they_are() {
+        for segment in [
+            "",
+            "a",
+            "/",
+            "~",
+            "~/",
+            "/~",
+            "a/b~c",
+            "//x~~",
+            "x/",
+            "~1",
+            "service.istio.io/canonical-name",
+        ] {
+            let mut w = Writer {
+                out: Vec::new(),
+                path: "/metadata".into(),
+                stand_ins: None,
+            };
+            let inner = w.at(segment, |w| w.path.clone());
+            // RFC 6901: `~` first, then `/`.
+            let want = format!("/metadata/{}", segment.replace('~', "~0").replace('/', "~1"));
+            assert_eq!(inner, want, "{segment:?}");
+            assert_eq!(w.path, "/metadata", "the path is restored after {segment:?}");
         }
     }
 

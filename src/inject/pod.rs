@@ -107,7 +107,6 @@ type Texts<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 const SCAN_UP_TO: usize = 16;
 
 /// Members being kept as text, the last of a repeated name winning (as when parsing into a map).
-#[derive(Default)]
 struct Kept<'a> {
     texts: Texts<'a>,
     /// Where each name is in `texts`, once there are more than [`SCAN_UP_TO`]: an object of n members costs O(n)
@@ -116,6 +115,14 @@ struct Kept<'a> {
 }
 
 impl<'a> Kept<'a> {
+    /// Room for `n` members before the list grows (a container's or a spec's usual members, in one allocation).
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            texts: Vec::with_capacity(n),
+            index: None,
+        }
+    }
+
     fn keep(&mut self, key: Cow<'a, str>, value: &'a RawValue) {
         let found = match &self.index {
             Some(index) => index.get(&key).copied(),
@@ -210,7 +217,7 @@ impl<'de> Visitor<'de> for ItemSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
         // A name is always parsed or always kept as text, so the two never hold the same name.
         let mut parsed = Map::new();
-        let mut kept = Kept::default();
+        let mut kept = Kept::with_capacity(8);
         while let Some(Key(key)) = map.next_key()? {
             if self.0.contains(&key.as_ref()) {
                 let value: Value = map.next_value()?;
@@ -278,7 +285,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
             parsed: Map::new(),
             texts: Vec::new(),
         };
-        let mut kept = Kept::default();
+        let mut kept = Kept::with_capacity(16);
         while let Some(Key(key)) = map.next_key()? {
             let list = LISTS.iter().position(|(name, _)| *name == key);
             match (list, spec.lists.get_mut(list.unwrap_or(usize::MAX))) {
@@ -550,7 +557,7 @@ fn item<'a>(item: Item<'a>, whole: bool, extra: &[&str]) -> Result<(Value, Texts
         Item::Draft(d) => d,
     };
     let mut map = draft.parsed;
-    let mut left_out = Vec::new();
+    let mut left_out = Vec::with_capacity(draft.texts.len());
     for (key, text) in draft.texts {
         if whole || extra.contains(&key.as_ref()) || !shape_ok(&key, text) {
             map.insert(key.into_owned(), parse_value(text)?);
@@ -575,6 +582,8 @@ fn list<'a>(
         ListDraft::Items(items) => items,
     };
     let mut out = Vec::with_capacity(items.len());
+    flags.reserve_exact(items.len());
+    left_out.reserve_exact(items.len());
     for i in items {
         let whole = match (&i, relevant) {
             (Item::Draft(d), Some(relevant)) => d
