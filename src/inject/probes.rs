@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
@@ -46,28 +47,27 @@ fn write_probers<T>(probers: &BTreeMap<String, T>, capacity: usize, write: impl 
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// `null`, the port of a handler that has none.
-static NULL: Value = Value::Null;
+/// The port Go writes for an action without one (or with `null`): its zero value, `0`.
+static ZERO: LazyLock<Value> = LazyLock::new(|| Value::from(0));
 
 /// The port of the original Istio gives the agent for a handler rewritten with `change` (`DumpAppProbers`): its
-/// `port` with a name resolved against the container's `ports` (`null` when it has none). `None` when the agent
-/// gets no original: the port is a name the container does not declare (a port without a name is never found), or
-/// the mesh's status port `mesh_port` as a number (taken to be a probe of the agent's own). The handler is
-/// rewritten either way. A gRPC original is given whole (its port is not looked at: `null` here).
+/// `port` with a name resolved against the container's `ports`, `0` when it has none (as Go writes the zero value
+/// of its typed action). `None` when the agent gets no original: the port is a name the container does not declare
+/// (a port without a name is never found), or the mesh's status port `mesh_port` as a number (taken to be a probe
+/// of the agent's own); the handler is rewritten either way. A gRPC port is a number (the shape checks) and is
+/// given as it is.
 fn agent_port<'a>(obj: &'a Map<String, Value>, change: Change, ports: &'a Value, mesh_port: i64) -> Option<&'a Value> {
-    if matches!(change, Change::Grpc) {
-        return Some(&NULL);
-    }
     match obj.get(change.field()).and_then(|action| action.get("port")) {
+        None | Some(Value::Null) => Some(&ZERO),
+        Some(port) if matches!(change, Change::Grpc) => Some(port),
         Some(Value::String(name)) if name.is_empty() => None,
         Some(Value::String(name)) => ports
             .as_array()?
             .iter()
             .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            .map(|p| p.get("containerPort").unwrap_or(&NULL)),
+            .map(|p| p.get("containerPort").unwrap_or(&ZERO)),
         Some(port @ Value::Number(_)) => (*port != mesh_port).then_some(port),
         Some(port) => Some(port),
-        None => Some(&NULL),
     }
 }
 
@@ -119,8 +119,8 @@ fn change(obj: &Map<String, Value>, lifecycle: bool) -> Option<Change> {
 fn prober(obj: &Map<String, Value>, change: Change, port: &Value, lifecycle: bool) -> Value {
     let mut prober = Map::new();
     let original = obj.get(change.field()).unwrap_or(&Value::Null);
-    let original = match (change, original.as_object()) {
-        (Change::Http | Change::Tcp, Some(map)) => {
+    let original = match original.as_object() {
+        Some(map) => {
             let mut map = map.clone();
             let port = port.clone();
             match map.get_mut("port") {
@@ -151,8 +151,8 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
     gojson::write_str(out, change.field());
     out.push(b':');
     let original = obj.get(change.field()).unwrap_or(&Value::Null);
-    match (change, original.as_object()) {
-        (Change::Http | Change::Tcp, Some(map)) => gojson::write_with(out, map, shape, ("port", port)),
+    match original.as_object() {
+        Some(map) => gojson::write_with(out, map, shape, ("port", port)),
         _ => gojson::write(out, original, shape),
     }
     if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
@@ -636,6 +636,28 @@ mod tests {
             probers_json(&probers),
             r#"{"/app-health/c/readyz":{"httpGet":{"path":"/r","port":15021}}}"#
         );
+    }
+
+    #[test]
+    fn an_action_without_a_port_gives_the_agent_port_0_as_go_writes_its_zero_value() {
+        let c = json!({"name": "c", "ports": [{"name": "noport"}],
+            "livenessProbe": {"httpGet": {"path": "/l"}, "timeoutSeconds": 2},
+            "readinessProbe": {"tcpSocket": {"port": null}},
+            "startupProbe": {"grpc": {"service": "s"}},
+            "lifecycle": {"preStop": {"httpGet": {"path": "/s", "port": "noport"}},
+                "postStart": {"grpc": {"port": 9000}}}});
+        let want = concat!(
+            r#"{"/app-health/c/livez":{"httpGet":{"path":"/l","port":0},"timeoutSeconds":2},"#,
+            r#""/app-health/c/readyz":{"tcpSocket":{"port":0}},"#,
+            r#""/app-health/c/startupz":{"grpc":{"port":0,"service":"s"}},"#,
+            r#""/app-lifecycle/c/prestopz":{"httpGet":{"path":"/s","port":0}}}"#
+        );
+        let mut tree = Probers::new();
+        rewrite_container(&mut c.clone(), PORTS, &Probers::new(), &mut tree);
+        assert_eq!(probers_json(&tree), want);
+        let mut texts = ProberTexts::new();
+        rewritten_texts("c", c.as_object().unwrap(), PORTS, &mut texts);
+        assert_eq!(prober_texts_json(&texts), want);
     }
 
     #[test]

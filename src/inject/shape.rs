@@ -110,12 +110,24 @@ pub fn metadata(metadata: &Value) -> Result<(), InjectError> {
     Ok(())
 }
 
-/// A probe or lifecycle handler: an object whose `httpGet`, `tcpSocket`, `grpc` and `exec` are objects.
+/// A probe or lifecycle handler: an object whose `httpGet`, `tcpSocket`, `grpc` and `exec` are objects, and whose
+/// actions' `port` is what Go decodes it into (Istio's webhook refuses a pod it cannot decode): a number or a name
+/// for `httpGet` and `tcpSocket` (an `IntOrString`), a number for `grpc`; absent or null is fine.
 fn handler(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
     if let Some(h) = optional_object(parent, at, key)? {
         let field = Path::Field(at, key);
         for k in ["httpGet", "tcpSocket", "grpc", "exec"] {
-            optional_object(h, &field, k)?;
+            let Some(action) = optional_object(h, &field, k)? else {
+                continue;
+            };
+            let (expected, port) = match (k, action.get("port")) {
+                (_, None | Some(Value::Null | Value::Number(_))) => continue,
+                ("httpGet" | "tcpSocket", Some(Value::String(_))) => continue,
+                ("httpGet" | "tcpSocket", Some(port)) => ("a number or a port name", port),
+                ("grpc", Some(port)) => ("a number", port),
+                _ => continue,
+            };
+            return Err(wrong(&Path::Field(&Path::Field(&field, k), "port"), expected, port));
         }
     }
     Ok(())
@@ -207,6 +219,35 @@ mod tests {
             &json!({"containers": [{"name": "w", "lifecycle": {"postStart": {"tcpSocket": 1}}}]}),
         ));
         assert!(m.contains("spec.containers[0].lifecycle.postStart.tcpSocket"), "{m}");
+        let m = message(spec(
+            &json!({"containers": [{"name": "w", "livenessProbe": {"httpGet": {"path": "/", "port": true}}}]}),
+        ));
+        assert!(
+            m.contains("spec.containers[0].livenessProbe.httpGet.port must be a number or a port name, not a boolean"),
+            "{m}"
+        );
+        let m = message(spec(
+            &json!({"containers": [{"name": "w", "lifecycle": {"preStop": {"tcpSocket": {"port": [80]}}}}]}),
+        ));
+        assert!(
+            m.contains(
+                "spec.containers[0].lifecycle.preStop.tcpSocket.port must be a number or a port name, not a list"
+            ),
+            "{m}"
+        );
+        let m = message(spec(
+            &json!({"initContainers": [{"name": "s", "startupProbe": {"grpc": {"port": "grpc"}}}]}),
+        ));
+        assert!(
+            m.contains("spec.initContainers[0].startupProbe.grpc.port must be a number, not a string"),
+            "{m}"
+        );
+        for port in [json!(80), json!("http"), Value::Null] {
+            let fine = json!({"containers": [{"name": "w", "readinessProbe": {"httpGet": {"port": port}},
+                "livenessProbe": {"tcpSocket": {"port": port}}, "startupProbe": {"grpc": {}},
+                "lifecycle": {"preStop": {"httpGet": {"path": "/"}}}}]});
+            assert!(spec(&fine).is_ok(), "{port}");
+        }
         let m = message(spec(&json!({"initContainers": [{"name": 3}]})));
         assert!(m.contains("spec.initContainers[0].name must be a string"), "{m}");
         let m = message(spec(&json!({"containers": "web"})));
