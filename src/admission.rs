@@ -798,6 +798,26 @@ mod tests {
     }
 
     #[test]
+    fn kinds_and_resources_written_with_escapes_read_as_their_text() {
+        let body = String::from_utf8(review(pod(json!({})), "shop")).unwrap();
+        let escaped = body
+            .replace(r#""kind":"Pod""#, r#""kind":"P\u006fd""#)
+            .replace(r#""resource":"pods""#, r#""resource":"p\u006fds""#)
+            .replace(r#""version":"v1""#, r#""version":"\u00761""#);
+        assert_ne!(escaped, body);
+        let request = parse(escaped.as_bytes()).unwrap();
+        assert_eq!((&*request.kind.kind, &*request.kind.version), ("Pod", "v1"));
+        assert!(
+            matches!(request.kind.kind, Cow::Owned(_)),
+            "an escaped text cannot be borrowed"
+        );
+        assert_eq!(request.not_a_pod(), None);
+        assert!(request.pod.is_some());
+        let plain = parse(body.as_bytes()).unwrap();
+        assert!(matches!(plain.kind.kind, Cow::Borrowed("Pod")));
+    }
+
+    #[test]
     fn bodies_that_are_not_utf8_are_read_as_serde_json_reads_bytes() {
         // What parsing the bytes says: the error, word for word, or that the review reads.
         let from_bytes = |body: &[u8]| {

@@ -643,6 +643,8 @@ mod tests {
             "/~",
             "a/b~c",
             "//x~~",
+            "ü/é~ß",
+            "日本/~",
             "x/",
             "~1",
             "service.istio.io/canonical-name",

@@ -557,7 +557,11 @@ fn item<'a>(item: Item<'a>, whole: bool, extra: &[&str]) -> Result<(Value, Texts
         Item::Draft(d) => d,
     };
     let mut map = draft.parsed;
-    let mut left_out = Vec::with_capacity(draft.texts.len());
+    let mut left_out = if whole {
+        Vec::new()
+    } else {
+        Vec::with_capacity(draft.texts.len())
+    };
     for (key, text) in draft.texts {
         if whole || extra.contains(&key.as_ref()) || !shape_ok(&key, text) {
             map.insert(key.into_owned(), parse_value(text)?);

@@ -52,23 +52,32 @@ static ZERO: LazyLock<Value> = LazyLock::new(|| Value::from(0));
 
 /// The port of the original Istio gives the agent for a handler rewritten with `change` (`DumpAppProbers`): its
 /// `port` with a name resolved against the container's `ports`, `0` when it has none (as Go writes the zero value
-/// of its typed action). `None` when the agent gets no original: the port is a name the container does not declare
-/// (a port without a name is never found), or the mesh's status port `mesh_port` as a number (taken to be a probe
-/// of the agent's own); the handler is rewritten either way. A gRPC port is a number (the shape checks) and is
-/// given as it is.
+/// of its typed action, and for a named port whose `containerPort` is missing). `None` when the agent gets no
+/// original: the port is a name the container does not declare (a port without a name is never found), or the
+/// mesh's status port `mesh_port` as a number, `0` included (taken to be a probe of the agent's own); the handler is
+/// rewritten either way. A gRPC port is a number (the shape checks) and is given as it is.
 fn agent_port<'a>(obj: &'a Map<String, Value>, change: Change, ports: &'a Value, mesh_port: i64) -> Option<&'a Value> {
-    match obj.get(change.field()).and_then(|action| action.get("port")) {
-        None | Some(Value::Null) => Some(&ZERO),
-        Some(port) if matches!(change, Change::Grpc) => Some(port),
-        Some(Value::String(name)) if name.is_empty() => None,
-        Some(Value::String(name)) => ports
-            .as_array()?
-            .iter()
-            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            .map(|p| p.get("containerPort").unwrap_or(&ZERO)),
-        Some(port @ Value::Number(_)) => (*port != mesh_port).then_some(port),
-        Some(port) => Some(port),
+    let port = obj.get(change.field()).and_then(|action| action.get("port"));
+    if matches!(change, Change::Grpc) {
+        return Some(port.filter(|p| !p.is_null()).unwrap_or(&ZERO));
     }
+    let port = match port {
+        // Go's zero value, compared with the mesh's port as any number is.
+        None | Some(Value::Null) => &ZERO,
+        Some(Value::String(name)) if name.is_empty() => return None,
+        Some(Value::String(name)) => {
+            return ports
+                .as_array()?
+                .iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+                .map(|p| match p.get("containerPort") {
+                    Some(number @ Value::Number(_)) => number,
+                    _ => &ZERO,
+                });
+        }
+        Some(port) => port,
+    };
+    (!port.is_number() || *port != mesh_port).then_some(port)
 }
 
 /// How a handler is rewritten to a path on the status port, chosen from the handler as it is.
@@ -134,10 +143,16 @@ fn prober(obj: &Map<String, Value>, change: Change, port: &Value, lifecycle: boo
         _ => original.clone(),
     };
     prober.insert(change.field().into(), original);
-    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
+    if !lifecycle && let Some(t) = timeout(obj) {
         prober.insert("timeoutSeconds".into(), t.clone());
     }
     Value::Object(prober)
+}
+
+/// The probe's `timeoutSeconds` as Istio's prober carries it: an `int32` with `omitempty`, so neither `0` nor
+/// `null` is written.
+fn timeout(obj: &Map<String, Value>) -> Option<&Value> {
+    obj.get("timeoutSeconds").filter(|t| !t.is_null() && **t != 0)
 }
 
 /// Appends [`prober`]'s value as [`probers_json`] writes it, without making the value.
@@ -155,7 +170,7 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
         Some(map) => gojson::write_with(out, map, shape, ("port", port)),
         _ => gojson::write(out, original, shape),
     }
-    if !lifecycle && let Some(t) = obj.get("timeoutSeconds") {
+    if !lifecycle && let Some(t) = timeout(obj) {
         out.extend_from_slice(b",\"timeoutSeconds\":");
         gojson::write(out, t, gojson::Shape::Plain);
     }
@@ -642,7 +657,7 @@ mod tests {
     fn an_action_without_a_port_gives_the_agent_port_0_as_go_writes_its_zero_value() {
         let c = json!({"name": "c", "ports": [{"name": "noport"}],
             "livenessProbe": {"httpGet": {"path": "/l"}, "timeoutSeconds": 2},
-            "readinessProbe": {"tcpSocket": {"port": null}},
+            "readinessProbe": {"tcpSocket": {"port": null}, "timeoutSeconds": 0},
             "startupProbe": {"grpc": {"service": "s"}},
             "lifecycle": {"preStop": {"httpGet": {"path": "/s", "port": "noport"}},
                 "postStart": {"grpc": {"port": 9000}}}});
@@ -657,6 +672,23 @@ mod tests {
         assert_eq!(probers_json(&tree), want);
         let mut texts = ProberTexts::new();
         rewritten_texts("c", c.as_object().unwrap(), PORTS, &mut texts);
+        assert_eq!(prober_texts_json(&texts), want);
+        // A named port with a null number is Go's 0 too; a mesh status port of 0 drops a port-less original, as it
+        // drops a `port: 0`, but not a gRPC one.
+        let c = json!({"name": "c", "ports": [{"name": "p", "containerPort": null}],
+            "livenessProbe": {"httpGet": {"path": "/l", "port": "p"}},
+            "readinessProbe": {"tcpSocket": {}},
+            "startupProbe": {"grpc": {"service": "s"}}});
+        let zero_mesh = StatusPorts { pod: 15020, mesh: 0 };
+        let want = concat!(
+            r#"{"/app-health/c/livez":{"httpGet":{"path":"/l","port":0}},"#,
+            r#""/app-health/c/startupz":{"grpc":{"port":0,"service":"s"}}}"#
+        );
+        let mut tree = Probers::new();
+        rewrite_container(&mut c.clone(), zero_mesh, &Probers::new(), &mut tree);
+        assert_eq!(probers_json(&tree), want);
+        let mut texts = ProberTexts::new();
+        rewritten_texts("c", c.as_object().unwrap(), zero_mesh, &mut texts);
         assert_eq!(prober_texts_json(&texts), want);
     }
 

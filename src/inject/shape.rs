@@ -111,8 +111,9 @@ pub fn metadata(metadata: &Value) -> Result<(), InjectError> {
 }
 
 /// A probe or lifecycle handler: an object whose `httpGet`, `tcpSocket`, `grpc` and `exec` are objects, and whose
-/// actions' `port` is what Go decodes it into (Istio's webhook refuses a pod it cannot decode): a number or a name
-/// for `httpGet` and `tcpSocket` (an `IntOrString`), a number for `grpc`; absent or null is fine.
+/// actions' `port` is what Go decodes it into (Istio's webhook refuses a pod it cannot decode): a whole number of 32
+/// bits or a name for `httpGet` and `tcpSocket` (an `IntOrString`), such a number for `grpc`; absent or null is
+/// fine.
 fn handler(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), InjectError> {
     if let Some(h) = optional_object(parent, at, key)? {
         let field = Path::Field(at, key);
@@ -120,14 +121,25 @@ fn handler(parent: &Map<String, Value>, at: &Path, key: &str) -> Result<(), Inje
             let Some(action) = optional_object(h, &field, k)? else {
                 continue;
             };
-            let (expected, port) = match (k, action.get("port")) {
-                (_, None | Some(Value::Null | Value::Number(_))) => continue,
+            let at = Path::Field(&Path::Field(&field, k), "port");
+            let expected = match (k, action.get("port")) {
+                (_, None | Some(Value::Null)) => continue,
+                ("httpGet" | "tcpSocket" | "grpc", Some(Value::Number(n))) => {
+                    if n.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) {
+                        continue;
+                    }
+                    return Err(InjectError::InvalidPod(format!(
+                        "{at} must be a whole number that fits in 32 bits, not {n}"
+                    )));
+                }
                 ("httpGet" | "tcpSocket", Some(Value::String(_))) => continue,
-                ("httpGet" | "tcpSocket", Some(port)) => ("a number or a port name", port),
-                ("grpc", Some(port)) => ("a number", port),
+                ("httpGet" | "tcpSocket", _) => "a number or a port name",
+                ("grpc", _) => "a number",
                 _ => continue,
             };
-            return Err(wrong(&Path::Field(&Path::Field(&field, k), "port"), expected, port));
+            if let Some(port) = action.get("port") {
+                return Err(wrong(&at, expected, port));
+            }
         }
     }
     Ok(())
@@ -242,9 +254,27 @@ mod tests {
             m.contains("spec.initContainers[0].startupProbe.grpc.port must be a number, not a string"),
             "{m}"
         );
-        for port in [json!(80), json!("http"), Value::Null] {
+        for port in [json!(80.5), json!(1e2), json!(4_294_967_296_u64)] {
+            let m = message(spec(
+                &json!({"containers": [{"name": "w", "readinessProbe": {"grpc": {"port": port}}}]}),
+            ));
+            assert!(
+                m.contains(&format!(
+                    "spec.containers[0].readinessProbe.grpc.port must be a whole number that fits in 32 bits, not {port}"
+                )),
+                "{m}"
+            );
+        }
+        let m = message(spec(
+            &json!({"containers": [{"name": "w", "readinessProbe": {"exec": {"command": ["x"]}, "httpGet": {"port": {}}}}]}),
+        ));
+        assert!(
+            m.contains("readinessProbe.httpGet.port must be a number or a port name, not an object"),
+            "{m}"
+        );
+        for port in [json!(80), json!("http"), Value::Null, json!(-1)] {
             let fine = json!({"containers": [{"name": "w", "readinessProbe": {"httpGet": {"port": port}},
-                "livenessProbe": {"tcpSocket": {"port": port}}, "startupProbe": {"grpc": {}},
+                "livenessProbe": {"tcpSocket": {"port": port}}, "startupProbe": {"grpc": {"port": null}, "exec": {"port": true}},
                 "lifecycle": {"preStop": {"httpGet": {"path": "/"}}}}]});
             assert!(spec(&fine).is_ok(), "{port}");
         }
