@@ -67,14 +67,20 @@ pub struct Lists {
 
 /// Whether each of a list's items is an object with a name of its own: a string, no two alike, none `reserved`.
 fn named_apart(list: &[Value], reserved: &[&str]) -> bool {
+    // A pod's few items are compared pairwise, with no set allocated and hashed; many go through a set.
+    if list.len() <= SCAN_UP_TO {
+        return list.iter().enumerate().all(|(i, item)| {
+            name(item)
+                .is_some_and(|n| !reserved.contains(&n) && list.iter().take(i).all(|earlier| name(earlier) != Some(n)))
+        });
+    }
     let mut seen = std::collections::HashSet::with_capacity(list.len());
-    list.iter().all(|item| {
-        item.as_object()
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .is_some_and(|n| !reserved.contains(&n) && seen.insert(n))
-    })
+    list.iter()
+        .all(|item| name(item).is_some_and(|n| !reserved.contains(&n) && seen.insert(n)))
 }
+
+/// Lists of up to this many items are checked for repeated names by comparing them pairwise.
+const SCAN_UP_TO: usize = 16;
 
 impl Lists {
     /// Whether the lists are all that injecting this pod changes in its spec: the fragment is the compiled
@@ -629,6 +635,46 @@ mod tests {
             let mut out = String::from("/x/");
             push_decimal(&mut out, n);
             assert_eq!(out, format!("/x/{n}"));
+        }
+    }
+
+    #[test]
+    fn items_are_named_apart_when_every_one_has_a_name_of_its_own_outside_the_reserved() {
+        // The reference: every item an object with a string name, none reserved, none repeated.
+        let reference = |list: &[Value], reserved: &[&str]| {
+            let mut seen = std::collections::BTreeSet::new();
+            list.iter().all(|item| match item.get("name").and_then(Value::as_str) {
+                Some(n) if item.is_object() => !reserved.contains(&n) && seen.insert(n.to_owned()),
+                _ => false,
+            })
+        };
+        let reserved = ["istio-proxy"];
+        // Lengths on both sides of the pairwise scan's limit, each with a repeat placed anywhere or none.
+        for len in [0, 1, 2, 5, SCAN_UP_TO - 1, SCAN_UP_TO, SCAN_UP_TO + 1, 40] {
+            let distinct: Vec<Value> = (0..len).map(|i| json!({"name": format!("c{i}")})).collect();
+            let mut cases = vec![distinct.clone()];
+            for at in 0..len {
+                for from in 0..len {
+                    if at != from {
+                        let mut repeated = distinct.clone();
+                        repeated[at] = distinct[from].clone();
+                        cases.push(repeated);
+                    }
+                }
+                for odd in [
+                    json!({"name": "istio-proxy"}),
+                    json!({"image": "x"}),
+                    json!({"name": 3}),
+                    json!("c"),
+                ] {
+                    let mut one = distinct.clone();
+                    one[at] = odd;
+                    cases.push(one);
+                }
+            }
+            for list in &cases {
+                assert_eq!(named_apart(list, &reserved), reference(list, &reserved), "{list:?}");
+            }
         }
     }
 

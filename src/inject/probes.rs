@@ -177,6 +177,17 @@ fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, por
     out.push(b'}');
 }
 
+/// The agent's path for a container's handler: `{base}{name}/{suffix}` (`/app-health/web/readyz`), put together
+/// without the formatting machinery.
+fn agent_path(base: &str, name: &str, suffix: &str) -> String {
+    let mut path = String::with_capacity(base.len() + name.len() + 1 + suffix.len());
+    path.push_str(base);
+    path.push_str(name);
+    path.push('/');
+    path.push_str(suffix);
+    path
+}
+
 /// The agent's status ports: the pod's, which handlers are rewritten to (its annotation, else the mesh's), and the
 /// mesh's (see [`agent_port`]).
 #[derive(Clone, Copy, Debug)]
@@ -375,7 +386,7 @@ pub fn rewritten_texts(
             .zip(&mut hooks)
         {
             if let Some(hook) = lifecycle.get(field) {
-                let path = format!("/app-lifecycle/{name}/{suffix}");
+                let path = agent_path("/app-lifecycle/", name, suffix);
                 if let Some((text, p)) = rewritten_text(hook, ports, &path, status, true) {
                     if let Some(p) = p {
                         probers.insert(path, p);
@@ -409,7 +420,7 @@ pub fn rewritten_texts(
     }
     for (field, suffix) in HANDLER_FIELDS.into_iter().skip(1).zip(["livez", "readyz", "startupz"]) {
         if let Some(probe) = container.get(field) {
-            let path = format!("/app-health/{name}/{suffix}");
+            let path = agent_path("/app-health/", name, suffix);
             if let Some((text, p)) = rewritten_text(probe, ports, &path, status, false) {
                 if let Some(p) = p {
                     probers.insert(path, p);
@@ -473,7 +484,7 @@ pub fn rewrite_handlers(
     let [lifecycle, probes @ ..] = handlers.0;
     for (probe, suffix) in probes.into_iter().zip(["livez", "readyz", "startupz"]) {
         if let Some(probe) = probe {
-            let path = format!("/app-health/{name}/{suffix}");
+            let path = agent_path("/app-health/", name, suffix);
             if let Some(p) = rewrite_handler(probe, ports, &path, status, previous, false) {
                 probers.insert(path, p);
             }
@@ -482,7 +493,7 @@ pub fn rewrite_handlers(
     if let Some(lifecycle) = lifecycle {
         for (field, suffix) in [("postStart", "poststartz"), ("preStop", "prestopz")] {
             if let Some(hook) = lifecycle.get_mut(field) {
-                let path = format!("/app-lifecycle/{name}/{suffix}");
+                let path = agent_path("/app-lifecycle/", name, suffix);
                 if let Some(p) = rewrite_handler(hook, ports, &path, status, previous, true) {
                     probers.insert(path, p);
                 }
