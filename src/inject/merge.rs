@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::compile::{COMPILED_VOLUMES, StandIns};
 use super::fragment::take_overrides;
 use super::template::Fragment;
-use super::{TEMPLATE_CONTAINERS, at, gojson};
+use super::{SCAN_UP_TO, TEMPLATE_CONTAINERS, at, gojson};
 
 /// The spec with the fragment merged in, and what the metadata stage records about it.
 pub struct Merged {
@@ -380,10 +380,6 @@ impl Hash for KeyOf<'_> {
         }
     }
 }
-
-/// Up to this many distinct keys are found by a scan, which costs less than hashing them; past it they go into a
-/// hash map, so a list of n items costs O(n), not O(n²) (a pod of 60,000 volumes fits in a review).
-const SCAN_UP_TO: usize = 16;
 
 /// The first position of each merge key seen so far.
 enum Firsts<'a> {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::json_text;
 
+use super::SCAN_UP_TO;
 use super::compile::{COMPILED_VOLUMES, StandIns, Written};
 use super::pod::{SPEC_FIELDS, Spec};
 use super::template::Fragment;
@@ -78,9 +79,6 @@ fn named_apart(list: &[Value], reserved: &[&str]) -> bool {
     list.iter()
         .all(|item| name(item).is_some_and(|n| !reserved.contains(&n) && seen.insert(n)))
 }
-
-/// Lists of up to this many items are checked for repeated names by comparing them pairwise.
-const SCAN_UP_TO: usize = 16;
 
 impl Lists {
     /// Whether the lists are all that injecting this pod changes in its spec: the fragment is the compiled

@@ -23,7 +23,7 @@ use super::annotations as ann;
 use super::compile::Injector;
 use super::fragment::{self, string_map};
 use super::strip::PreviousInjection;
-use super::{InjectError, TEMPLATE_CONTAINERS, TemplateKind};
+use super::{InjectError, SCAN_UP_TO, TEMPLATE_CONTAINERS, TemplateKind};
 
 /// Fields of the spec the injector reads or merges into; the others are not parsed.
 pub const SPEC_FIELDS: &[&str] = &[
@@ -101,10 +101,6 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 
 /// Members kept as text, in the order first seen.
 type Texts<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
-/// Objects with up to this many members kept as text are searched by a scan: no index is allocated for the usual
-/// container or volume.
-const SCAN_UP_TO: usize = 16;
 
 /// Members being kept as text, the last of a repeated name winning (as when parsing into a map).
 struct Kept<'a> {

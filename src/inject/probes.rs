@@ -511,6 +511,33 @@ mod tests {
         mesh: 15020,
     };
 
+    /// What the two paths make of a container: the tree path's rewritten copy and `ISTIO_KUBE_APP_PROBERS`, and the
+    /// text path's rewritten fields and `ISTIO_KUBE_APP_PROBERS`.
+    struct BothPaths {
+        copy: Value,
+        tree_probers: String,
+        rewritten: Vec<(&'static str, String)>,
+        text_probers: String,
+    }
+
+    fn both_paths(container: &Value, status: StatusPorts) -> BothPaths {
+        let mut copy = container.clone();
+        let mut tree = Probers::new();
+        rewrite_container(&mut copy, status, &Probers::new(), &mut tree);
+        let mut texts = ProberTexts::new();
+        let name = container["name"].as_str().unwrap();
+        let rewritten = rewritten_texts(name, container.as_object().unwrap(), status, &mut texts)
+            .into_iter()
+            .map(|(f, text)| (f, String::from_utf8(text).unwrap()))
+            .collect();
+        BothPaths {
+            copy,
+            tree_probers: probers_json(&tree),
+            rewritten,
+            text_probers: prober_texts_json(&texts),
+        }
+    }
+
     #[test]
     fn http_probe_on_a_named_port_is_rewritten_and_recorded() {
         let mut c = json!({"name": "hello", "ports": [{"name": "http", "containerPort": 80}],
@@ -588,26 +615,14 @@ mod tests {
             mesh: 15020,
         };
         for (c, status) in containers.iter().flat_map(|c| [(c, PORTS), (c, annotated)]) {
-            let mut copy = c.clone();
-            let mut want_probers = Probers::new();
-            rewrite_container(&mut copy, status, &Probers::new(), &mut want_probers);
+            let both = both_paths(c, status);
             let want: Vec<(&str, String)> = HANDLER_FIELDS
                 .into_iter()
-                .filter(|f| copy.get(*f) != c.get(*f))
-                .map(|f| (f, serde_json::to_string(&copy[f]).unwrap()))
+                .filter(|f| both.copy.get(*f) != c.get(*f))
+                .map(|f| (f, serde_json::to_string(&both.copy[f]).unwrap()))
                 .collect();
-            let mut probers = ProberTexts::new();
-            let got: Vec<(&str, String)> = rewritten_texts(
-                c["name"].as_str().unwrap(),
-                c.as_object().unwrap(),
-                status,
-                &mut probers,
-            )
-            .into_iter()
-            .map(|(f, text)| (f, String::from_utf8(text).unwrap()))
-            .collect();
-            assert_eq!(got, want, "{c}");
-            assert_eq!(prober_texts_json(&probers), probers_json(&want_probers), "{c}");
+            assert_eq!(both.rewritten, want, "{c}");
+            assert_eq!(both.text_probers, both.tree_probers, "{c}");
             changes += want.len();
         }
         assert!(changes > 100, "the variety rewrites handlers ({changes})");
@@ -678,12 +693,8 @@ mod tests {
             r#""/app-health/c/startupz":{"grpc":{"port":0,"service":"s"}},"#,
             r#""/app-lifecycle/c/prestopz":{"httpGet":{"path":"/s","port":0}}}"#
         );
-        let mut tree = Probers::new();
-        rewrite_container(&mut c.clone(), PORTS, &Probers::new(), &mut tree);
-        assert_eq!(probers_json(&tree), want);
-        let mut texts = ProberTexts::new();
-        rewritten_texts("c", c.as_object().unwrap(), PORTS, &mut texts);
-        assert_eq!(prober_texts_json(&texts), want);
+        let both = both_paths(&c, PORTS);
+        assert_eq!((both.tree_probers.as_str(), both.text_probers.as_str()), (want, want));
         // A named port with a null number is Go's 0 too; a mesh status port of 0 drops a port-less original, as it
         // drops a `port: 0`, but not a gRPC one.
         let c = json!({"name": "c", "ports": [{"name": "p", "containerPort": null}],
@@ -695,12 +706,8 @@ mod tests {
             r#"{"/app-health/c/livez":{"httpGet":{"path":"/l","port":0}},"#,
             r#""/app-health/c/startupz":{"grpc":{"port":0,"service":"s"}}}"#
         );
-        let mut tree = Probers::new();
-        rewrite_container(&mut c.clone(), zero_mesh, &Probers::new(), &mut tree);
-        assert_eq!(probers_json(&tree), want);
-        let mut texts = ProberTexts::new();
-        rewritten_texts("c", c.as_object().unwrap(), zero_mesh, &mut texts);
-        assert_eq!(prober_texts_json(&texts), want);
+        let both = both_paths(&c, zero_mesh);
+        assert_eq!((both.tree_probers.as_str(), both.text_probers.as_str()), (want, want));
     }
 
     #[test]
