@@ -271,6 +271,15 @@ pub fn write_value_knowing(out: &mut Vec<u8>, v: &Value, known: &Known) {
     value(out, v, false, Some(known));
 }
 
+/// [`write_str`], from `known`'s JSON when `text` is its text.
+pub fn write_str_knowing(out: &mut Vec<u8>, text: &str, known: &Known) {
+    if text == known.text {
+        out.extend_from_slice(&known.json);
+    } else {
+        string(out, text, false);
+    }
+}
+
 /// Appends `v` as compact JSON with Go's `json.Marshal` string escapes (members in the map's order).
 pub fn write_go_value(out: &mut Vec<u8>, v: &Value) {
     value(out, v, true, None);

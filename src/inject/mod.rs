@@ -29,6 +29,7 @@ pub mod fragment;
 pub mod gojson;
 pub mod gotemplate;
 pub mod merge;
+pub mod overlay;
 pub mod patch;
 pub mod pod;
 pub mod post;
@@ -302,33 +303,50 @@ enum Path {
     /// A patch (the webhook's): the injected metadata may be only its labels and annotations, when injection changes
     /// nothing else of it (no template sets other metadata: stages 2 and 3 read the whole metadata, and stage 4
     /// writes only those two then), so the rest is not copied, and the patch refuses anything else it finds there
-    /// ([`patch::PatchError::MetadataOutOfScope`]); compiled template items may be stand-ins for stage 5 to write
-    /// (see [`compile::StandIns`]) when `stand_ins`.
+    /// ([`patch::PatchError::MetadataOutOfScope`]). With `shortcuts`, compiled template items may be stand-ins for
+    /// stage 5 to write (see [`compile::StandIns`]), and the labels and annotations of a pod seen the first time are
+    /// not copied either: stage 4 writes only its changes to them ([`overlay::Changes`]).
     Patch {
-        /// Whether stand-ins may be used.
-        stand_ins: bool,
+        /// Whether stand-ins and changes may be used.
+        shortcuts: bool,
     },
 }
 
-/// What [`run`] gives: the injected metadata (whole, or only its labels and annotations: `scope`) and spec, and the
-/// stand-ins for the compiled items in them, if any.
-struct Ran<'c> {
-    metadata: Value,
-    spec: InjectedSpec,
-    stand_ins: Option<compile::StandIns<'c>>,
-    scope: patch::MetadataScope,
+/// The injected metadata, as [`run`] gives it.
+enum RanMetadata<'m> {
+    /// All of it.
+    Whole(Value),
+    /// Only its labels and annotations.
+    LabelsAndAnnotations(Value),
+    /// Only the changes to the pod's labels and annotations.
+    Changes(overlay::Changes<'m>),
 }
 
-impl Ran<'_> {
-    /// The injected pod (of [`Path::Whole`], which never gives [`InjectedSpec::Lists`]).
+impl RanMetadata<'_> {
+    fn for_patch(&self) -> patch::Metadata<'_, '_> {
+        match self {
+            Self::Whole(m) => patch::Metadata::Whole(m),
+            Self::LabelsAndAnnotations(m) => patch::Metadata::LabelsAndAnnotations(m),
+            Self::Changes(c) => patch::Metadata::Changes(c),
+        }
+    }
+}
+
+/// What [`run`] gives: the injected metadata and spec, and the stand-ins for the compiled items in them, if any.
+struct Ran<'c, 'm> {
+    metadata: RanMetadata<'m>,
+    spec: InjectedSpec,
+    stand_ins: Option<compile::StandIns<'c>>,
+}
+
+impl Ran<'_, '_> {
+    /// The injected pod (of [`Path::Whole`], which gives neither [`InjectedSpec::Lists`] nor only parts of the
+    /// metadata).
     fn injected(self) -> Result<Injected, InjectError> {
-        match self.spec {
-            InjectedSpec::Whole(spec) => Ok(Injected {
-                metadata: self.metadata,
-                spec,
-            }),
-            InjectedSpec::Lists(_) => Err(InjectError::InvalidPod(
-                "internal error: a whole pod was asked for and only its lists were injected".into(),
+        match (self.spec, self.metadata) {
+            (InjectedSpec::Whole(spec), RanMetadata::Whole(metadata)) => Ok(Injected { metadata, spec }),
+            _ => Err(InjectError::InvalidPod(
+                "internal error: a whole pod was asked for and only parts of it were injected".into(),
             )),
         }
     }
@@ -347,15 +365,15 @@ pub fn patches_from_lists() -> usize {
 }
 
 /// Stages 1 to 4 for the pod `metadata` and `spec` of `workload`, for `path`.
-fn run<'c>(
+fn run<'c, 'm>(
     injector: &'c Injector,
-    metadata: Cow<'_, Value>,
+    metadata: Cow<'m, Value>,
     spec: Cow<'_, Value>,
     workload: &Workload,
     namespace_annotations: Option<&BTreeMap<String, String>>,
     path: Path,
-) -> Result<Ran<'c>, InjectError> {
-    let stand_ins = path == Path::Patch { stand_ins: true };
+) -> Result<Ran<'c, 'm>, InjectError> {
+    let shortcuts = path == Path::Patch { shortcuts: true };
     shape::metadata(&metadata)?;
     shape::spec(&spec)?;
     let original = merge::OriginalLists::of(&spec);
@@ -368,7 +386,7 @@ fn run<'c>(
     let fresh = submitted.is_none();
     let (mut merged, status_port, stand_ins, probers_appended, lists) = {
         let mut pod = fragment::Pod::read(injector, &metadata, spec, namespace_annotations)?;
-        let (fragment, stand_ins) = fragment::render(injector, &pod, workload, &metadata, stand_ins && fresh)?;
+        let (fragment, stand_ins) = fragment::render(injector, &pod, workload, &metadata, shortcuts && fresh)?;
         let status_port = pod
             .proxy_config
             .get("statusPort")
@@ -447,16 +465,23 @@ fn run<'c>(
         }
     };
     // The webhook diffs the metadata against the pod's: when only labels and annotations change (no template sets
-    // other metadata; `post::metadata` writes nothing else), only they are taken to change. (Stages 2 and 3 read the
-    // whole metadata, above.)
-    let scope = if matches!(path, Path::Patch { .. }) && merged.metadata_patches.is_empty() {
-        patch::MetadataScope::LabelsAndAnnotations
-    } else {
-        patch::MetadataScope::Whole
-    };
-    let mut metadata = match (scope, metadata) {
-        (patch::MetadataScope::Whole, metadata) => metadata.into_owned(),
-        (patch::MetadataScope::LabelsAndAnnotations, mut metadata) => {
+    // other metadata; `post::metadata` writes nothing else), only they are taken to change, and of a pod seen the
+    // first time (its own metadata, not a copy stripped of an earlier injection) only the changes to them. (Stages 2
+    // and 3 read the whole metadata, above.)
+    let metadata = match (path, merged.metadata_patches.is_empty(), metadata) {
+        (Path::Patch { .. }, true, Cow::Borrowed(Value::Object(own))) if shortcuts => {
+            let mut changes = overlay::Changes::over(own);
+            post::labels(&mut changes.labels, &mut merged);
+            post::annotations(
+                injector,
+                &mut changes.annotations,
+                &mut merged,
+                &status_port,
+                probers_appended,
+            )?;
+            RanMetadata::Changes(changes)
+        }
+        (Path::Patch { .. }, true, mut metadata) => {
             let mut changed = serde_json::Map::new();
             for key in ["labels", "annotations"] {
                 // Copied from the pod's own metadata; moved from one stripped of an earlier injection (a copy).
@@ -468,10 +493,16 @@ fn run<'c>(
                     changed.insert(key.to_owned(), value);
                 }
             }
-            Value::Object(changed)
+            let mut changed = Value::Object(changed);
+            post::metadata(injector, &mut changed, &mut merged, &status_port, probers_appended)?;
+            RanMetadata::LabelsAndAnnotations(changed)
+        }
+        (_, _, metadata) => {
+            let mut metadata = metadata.into_owned();
+            post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
+            RanMetadata::Whole(metadata)
         }
     };
-    post::metadata(injector, &mut metadata, &mut merged, &status_port, probers_appended)?;
     let spec = match lists {
         Some((rewritten, volumes, proxy_first)) => InjectedSpec::Lists(patch::Lists {
             items: merged.spec,
@@ -485,7 +516,6 @@ fn run<'c>(
         metadata,
         spec,
         stand_ins,
-        scope,
     })
 }
 
@@ -513,16 +543,17 @@ pub fn inject_pod(
     inject_pod_with(injector, pod, namespace, namespace_annotations, true)
 }
 
-/// [`inject_pod`], writing the patch of a pod that fits the compiled parts from their text (`stand_ins`, as
-/// [`inject_pod`] does) or, as for any other pod, from the injected values: the same bytes either way, which the
-/// tests check. Public for the conformance tests.
+/// [`inject_pod`], writing the patch the webhook's way with `shortcuts` (as [`inject_pod`] does: a pod that fits the
+/// compiled parts from their text, the labels and annotations of a pod seen the first time from their changes) or,
+/// as for any other pod, from the injected values: the same bytes either way, which the tests check. Public for the
+/// conformance tests.
 #[doc(hidden)]
 pub fn inject_pod_with(
     injector: &Injector,
     pod: &mut Submitted,
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
-    stand_ins: bool,
+    shortcuts: bool,
 ) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
     let spec = pod.spec(&depth)?;
@@ -536,19 +567,18 @@ pub fn inject_pod_with(
         workload.namespace = namespace.to_owned();
     }
     let old_metadata = pod.has_metadata().then_some(metadata);
-    let attempt = |spec: &pod::Spec, stand_ins: bool| {
+    let attempt = |spec: &pod::Spec, shortcuts: bool| {
         let ran = run(
             injector,
             Cow::Borrowed(metadata),
             Cow::Borrowed(&spec.value),
             &workload,
             namespace_annotations,
-            Path::Patch { stand_ins },
+            Path::Patch { shortcuts },
         )?;
         let patch = patch::build(
             old_metadata,
-            &ran.metadata,
-            ran.scope,
+            ran.metadata.for_patch(),
             spec,
             &ran.spec,
             ran.stand_ins.as_ref(),
@@ -560,7 +590,7 @@ pub fn inject_pod_with(
     };
     // A patch that cannot be written from what was parsed and compiled is written from the whole pod (never
     // needed for Istio's corpus; see `patch::PatchError::Fallback`).
-    let patch = match attempt(&spec, stand_ins)? {
+    let patch = match attempt(&spec, shortcuts)? {
         Err(patch::PatchError::Fallback) => attempt(&spec.deepen()?, false)?,
         other => other,
     }
@@ -661,7 +691,7 @@ mod tests {
                 Cow::Borrowed(&plain["spec"]),
                 &Workload::of_pod(&plain["metadata"]),
                 None,
-                Path::Patch { stand_ins: true },
+                Path::Patch { shortcuts: true },
             )
             .unwrap();
             assert!(stand_ins.is_some(), "the plain pod takes the compiled text");

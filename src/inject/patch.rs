@@ -14,16 +14,20 @@ use crate::json_text;
 
 use super::SCAN_UP_TO;
 use super::compile::{COMPILED_VOLUMES, StandIns, Written};
+use super::overlay::{Changes, Overlay};
 use super::pod::{SPEC_FIELDS, Spec};
 use super::template::Fragment;
 
-/// How much of the injected pod's metadata [`build`] gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetadataScope {
+/// The injected pod's metadata, as [`build`] gets it.
+#[derive(Clone, Copy, Debug)]
+pub enum Metadata<'v, 'a> {
     /// All of it.
-    Whole,
+    Whole(&'v Value),
     /// Only its `labels` and `annotations`: the rest is the submitted pod's, unchanged.
-    LabelsAndAnnotations,
+    LabelsAndAnnotations(&'v Value),
+    /// Only the changes to the submitted pod's `labels` and `annotations`, which are over the submitted pod's own
+    /// (its metadata, if an object; nothing else of it changes).
+    Changes(&'v Changes<'a>),
 }
 
 /// Why no patch was written.
@@ -184,6 +188,34 @@ impl Writer<'_> {
             Some(s) => json_text::write_value_knowing(&mut self.out, v, s.lists_status()),
             None => json_text::write_value(&mut self.out, v),
         }
+    }
+
+    /// The `value` member of a string, written as [`Writer::value`] writes it.
+    fn value_str(&mut self, v: &str) -> Result<(), PatchError> {
+        self.out.extend_from_slice(b",\"value\":");
+        self.string(v);
+        Ok(())
+    }
+
+    fn string(&mut self, v: &str) {
+        match self.stand_ins.map(StandIns::lists_status) {
+            Some(status) => json_text::write_str_knowing(&mut self.out, v, status),
+            None => json_text::write_str(&mut self.out, v),
+        }
+    }
+
+    /// The changed map of `overlay` as an object, as [`Writer::value`] writes it.
+    fn string_map(&mut self, overlay: &Overlay) {
+        self.out.push(b'{');
+        for (i, (k, v)) in overlay.entries().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_text::write_str(&mut self.out, k);
+            self.out.push(b':');
+            self.string(v);
+        }
+        self.out.push(b'}');
     }
 
     /// An operation whose `value` member (if any) `value` writes.
@@ -432,8 +464,7 @@ pub fn give_back(patch: Vec<u8>) {
 /// injected one, whose stand-ins for compiled items (if any) are written from `stand_ins`.
 pub fn build(
     old_metadata: Option<&Value>,
-    new_metadata: &Value,
-    scope: MetadataScope,
+    new_metadata: Metadata,
     old_spec: &Spec,
     new_spec: &InjectedSpec,
     stand_ins: Option<&StandIns>,
@@ -443,7 +474,14 @@ pub fn build(
         path: String::with_capacity(64),
         stand_ins,
     };
-    let only_labels_and_annotations = scope == MetadataScope::LabelsAndAnnotations;
+    let (new_metadata, only_labels_and_annotations) = match new_metadata {
+        Metadata::Whole(m) => (m, false),
+        Metadata::LabelsAndAnnotations(m) => (m, true),
+        Metadata::Changes(changes) => {
+            w.at("metadata", |w| changes_ops(w, old_metadata, changes))?;
+            return spec_ops(w, old_spec, new_spec);
+        }
+    };
     w.at("metadata", |w| match (old_metadata, new_metadata) {
         (Some(Value::Object(o)), Value::Object(n)) => members(w, o, n, |w, key, o, n| {
             w.at(key, |w| match key {
@@ -459,6 +497,53 @@ pub fn build(
         // The pod had no metadata: the injected metadata is all it has, whichever it is.
         _ => w.op("add", Some(new_metadata)),
     })?;
+    spec_ops(w, old_spec, new_spec)
+}
+
+/// The operations of the metadata's [`Changes`], in the order [`build`] writes those of the labels and annotations
+/// (`annotations` first; in key order within each).
+fn changes_ops(w: &mut Writer, old_metadata: Option<&Value>, changes: &Changes) -> Result<(), PatchError> {
+    let Some(Value::Object(old)) = old_metadata else {
+        // The pod had no metadata: the labels and annotations are all it gets.
+        return w.op_with("add", |w| {
+            w.out.extend_from_slice(b",\"value\":{\"annotations\":");
+            w.string_map(&changes.annotations);
+            w.out.extend_from_slice(b",\"labels\":");
+            w.string_map(&changes.labels);
+            w.out.push(b'}');
+            Ok(())
+        });
+    };
+    for (key, overlay) in [("annotations", &changes.annotations), ("labels", &changes.labels)] {
+        w.at(key, |w| match old.get(key) {
+            Some(Value::Object(own)) => {
+                for (k, change) in overlay.changes() {
+                    w.at(k, |w| match (own.get(k), change) {
+                        (Some(_), None) => w.op("remove", None),
+                        (None, Some(v)) => w.op_with("add", |w| w.value_str(v)),
+                        (Some(was), Some(v)) if was.as_str() != Some(v) => w.op_with("replace", |w| w.value_str(v)),
+                        _ => Ok(()),
+                    })?;
+                }
+                Ok(())
+            }
+            None => w.op_with("add", |w| {
+                w.out.extend_from_slice(b",\"value\":");
+                w.string_map(overlay);
+                Ok(())
+            }),
+            Some(_) => w.op_with("replace", |w| {
+                w.out.extend_from_slice(b",\"value\":");
+                w.string_map(overlay);
+                Ok(())
+            }),
+        })?;
+    }
+    Ok(())
+}
+
+/// The spec's operations, after the metadata's, and the patch.
+fn spec_ops(mut w: Writer, old_spec: &Spec, new_spec: &InjectedSpec) -> Result<Vec<u8>, PatchError> {
     let new_spec = match new_spec {
         InjectedSpec::Whole(spec) => spec,
         InjectedSpec::Lists(lists) => {
@@ -570,18 +655,11 @@ mod tests {
         .unwrap()
     }
 
-    /// The patch from `old` to the injected `new_metadata` (of `scope`) and `new_spec`, applied to `old`; and the
-    /// patch.
-    fn applied_to(
-        old: &Value,
-        new_metadata: &Value,
-        scope: MetadataScope,
-        new_spec: &Value,
-    ) -> Result<(Value, Value), PatchError> {
+    /// The patch from `old` to the injected `new_metadata` and `new_spec`, applied to `old`; and the patch.
+    fn applied_to(old: &Value, new_metadata: Metadata, new_spec: &Value) -> Result<(Value, Value), PatchError> {
         let patch = build(
             old.get("metadata"),
             new_metadata,
-            scope,
             &spec(old["spec"].clone()),
             &InjectedSpec::Whole(new_spec.clone()),
             None,
@@ -593,7 +671,7 @@ mod tests {
     }
 
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
-        applied_to(old, &new["metadata"], MetadataScope::Whole, &new["spec"]).unwrap()
+        applied_to(old, Metadata::Whole(&new["metadata"]), &new["spec"]).unwrap()
     }
 
     #[test]
@@ -603,8 +681,7 @@ mod tests {
         let write = || {
             build(
                 None,
-                &json!({}),
-                MetadataScope::Whole,
+                Metadata::Whole(&json!({})),
                 &spec(old["spec"].clone()),
                 &InjectedSpec::Whole(new.clone()),
                 None,
@@ -743,23 +820,23 @@ mod tests {
                                       "annotations": {"x": "1"}},
                          "spec": {"containers": [{"name": "a"}]}});
         let new_metadata = json!({"labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}});
-        let (pod, _) = applied_to(&old, &new_metadata, MetadataScope::LabelsAndAnnotations, &old["spec"]).unwrap();
+        let (pod, _) = applied_to(&old, Metadata::LabelsAndAnnotations(&new_metadata), &old["spec"]).unwrap();
         assert_eq!(
             pod["metadata"],
             json!({"name": "web", "finalizers": ["f"], "labels": {"a": "1", "b": "3", "c": "4"}, "annotations": {}})
         );
         // The same metadata taken whole removes what it does not hold.
-        let (pod, _) = applied_to(&old, &new_metadata, MetadataScope::Whole, &old["spec"]).unwrap();
+        let (pod, _) = applied_to(&old, Metadata::Whole(&new_metadata), &old["spec"]).unwrap();
         assert_eq!(pod["metadata"], new_metadata);
         // A field other than labels and annotations where only those were to be: refused, not left out.
         let stray = json!({"labels": {}, "finalizers": []});
         assert!(matches!(
-            applied_to(&old, &stray, MetadataScope::LabelsAndAnnotations, &old["spec"]),
+            applied_to(&old, Metadata::LabelsAndAnnotations(&stray), &old["spec"]),
             Err(PatchError::MetadataOutOfScope(key)) if key == "finalizers"
         ));
         // A pod without metadata gets it whole either way.
         let bare = json!({"spec": {"containers": [{"name": "a"}]}});
-        let (pod, _) = applied_to(&bare, &new_metadata, MetadataScope::LabelsAndAnnotations, &bare["spec"]).unwrap();
+        let (pod, _) = applied_to(&bare, Metadata::LabelsAndAnnotations(&new_metadata), &bare["spec"]).unwrap();
         assert_eq!(pod["metadata"], new_metadata);
     }
 
@@ -783,8 +860,7 @@ mod tests {
         let write = |spec: &Value| {
             build(
                 None,
-                &json!({}),
-                MetadataScope::Whole,
+                Metadata::Whole(&json!({})),
                 &shallow,
                 &InjectedSpec::Whole(spec.clone()),
                 None,

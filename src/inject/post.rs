@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::annotations as ann;
 use super::compile::Injector;
 use super::merge::{self, Merged};
+use super::overlay::StringMap;
 use super::{InjectError, PROXY_NAME, at, probes, prometheus};
 
 const PROBERS_ENV: &str = "ISTIO_KUBE_APP_PROBERS";
@@ -87,22 +88,40 @@ pub fn metadata(
         .as_object_mut()
         .ok_or_else(|| InjectError::InvalidPod("metadata must be an object".into()))?;
     template_metadata(meta, std::mem::take(&mut merged.metadata_patches))?;
-    let labels_out = object_entry(meta, "labels")?;
+    labels(object_entry(meta, "labels")?, merged);
+    annotations(
+        injector,
+        object_entry(meta, "annotations")?,
+        merged,
+        merged_port,
+        probers_appended,
+    )
+}
+
+/// The fragment's labels, where the pod has none (or an empty one).
+pub fn labels(labels: &mut impl StringMap, merged: &mut Merged) {
     for (k, v) in merged.labels.drain(..) {
-        if labels_out.get(&k).and_then(Value::as_str).is_none_or(str::is_empty) {
-            labels_out.insert(k, Value::String(v));
+        if labels.get_str(&k).is_none_or(str::is_empty) {
+            labels.set(k, v);
         }
     }
-    let annotations_out = object_entry(meta, "annotations")?;
+}
+
+/// The fragment's annotations, metrics merging (whose entry in the proxy's env goes into `merged`'s proxy) and the
+/// bookkeeping annotations.
+pub fn annotations(
+    injector: &Injector,
+    annotations: &mut impl StringMap,
+    merged: &mut Merged,
+    merged_port: &str,
+    probers_appended: bool,
+) -> Result<(), InjectError> {
     for (k, v) in merged.annotations.drain(..) {
-        annotations_out.insert(k, Value::String(v));
+        annotations.set(k, v);
     }
     // The agent serves merged metrics on the proxy config's status port.
-    if let Some(merge) = prometheus::apply(
-        annotations_out,
-        injector.config().mesh.enable_prometheus_merge,
-        merged_port,
-    )? && let Some(env) = merge.env
+    if let Some(merge) = prometheus::apply(annotations, injector.config().mesh.enable_prometheus_merge, merged_port)?
+        && let Some(env) = merge.env
         && let Some(proxy) = find_container_mut(&mut merged.spec, PROXY_NAME)
         && let Some(list) = proxy
             .as_object_mut()
@@ -115,9 +134,9 @@ pub fn metadata(
             list.len() - usize::from(probers_appended && list.last().is_some_and(|e| at(e, "name") == PROBERS_ENV));
         list.insert(at_end, json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
-    annotations_out.insert(ann::STATUS.into(), Value::String(std::mem::take(&mut merged.status)));
+    annotations.set(ann::STATUS.into(), std::mem::take(&mut merged.status));
     if let Some(overrides) = merged.overrides.take() {
-        annotations_out.insert(ann::OVERRIDES.into(), Value::String(overrides));
+        annotations.set(ann::OVERRIDES.into(), overrides);
     }
     Ok(())
 }

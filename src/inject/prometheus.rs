@@ -4,11 +4,10 @@
 //! annotations are pointed at the agent's merged endpoint, so Prometheus scrapes the application's metrics and the
 //! proxy's in one place.
 
-use serde_json::{Map, Value, json};
-
 use super::InjectError;
 use super::annotations as ann;
 use super::gojson;
+use super::overlay::StringMap;
 
 /// Env var of the proxy carrying the application's own scrape configuration.
 pub const SCRAPE_CONFIG_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
@@ -55,11 +54,8 @@ fn sanitizes_to(key: &str, label: &str) -> bool {
     }) && label.next().is_none()
 }
 
-fn find<'a>(annotations: &'a Map<String, Value>, label: &str) -> Option<&'a str> {
-    annotations
-        .iter()
-        .find(|(k, _)| sanitizes_to(k, label))
-        .and_then(|(_, v)| v.as_str())
+fn find<'a>(annotations: &'a impl StringMap, label: &str) -> Option<&'a str> {
+    annotations.find_str(|k| sanitizes_to(k, label))
 }
 
 /// Parses `prometheus.istio.io/scrape-targets`: `port:path` entries, an empty path meaning `/metrics`. Ports must
@@ -105,13 +101,12 @@ pub struct Merge {
 /// `prometheus.istio.io/merge-metrics` does not turn it off, the pod's own scrape annotation is not false, and the
 /// pod does not already point at the agent (`status_port`, "" or "0" when the agent serves no metrics).
 pub fn apply(
-    annotations: &mut Map<String, Value>,
+    annotations: &mut impl StringMap,
     mesh_enabled: bool,
     status_port: &str,
 ) -> Result<Option<Merge>, InjectError> {
     let enabled = annotations
-        .get(ann::PROMETHEUS_MERGE_METRICS)
-        .and_then(Value::as_str)
+        .get_str(ann::PROMETHEUS_MERGE_METRICS)
         .and_then(parse_bool)
         .unwrap_or(mesh_enabled);
     let scrape = find(annotations, "prometheus_io_scrape")
@@ -130,7 +125,7 @@ pub fn apply(
         own("prometheus_io_path"),
         own("prometheus_io_port"),
     );
-    let targets = match annotations.get(ann::PROMETHEUS_SCRAPE_TARGETS).and_then(Value::as_str) {
+    let targets = match annotations.get_str(ann::PROMETHEUS_SCRAPE_TARGETS) {
         Some(raw) => scrape_targets(raw, status_port)?,
         None => Vec::new(),
     };
@@ -166,20 +161,22 @@ pub fn apply(
         text.push('}');
         text
     });
-    annotations.retain(|k, _| {
-        !["prometheus_io_scrape", "prometheus_io_port", "prometheus_io_path"]
+    annotations.remove_where(|k| {
+        ["prometheus_io_scrape", "prometheus_io_port", "prometheus_io_path"]
             .iter()
             .any(|label| sanitizes_to(k, label))
-            && k != ann::PROMETHEUS_SCRAPE_TARGETS
+            || k == ann::PROMETHEUS_SCRAPE_TARGETS
     });
-    annotations.insert(ann::PROMETHEUS_PORT.into(), json!(status_port));
-    annotations.insert(ann::PROMETHEUS_PATH.into(), json!("/stats/prometheus"));
-    annotations.insert(ann::PROMETHEUS_SCRAPE.into(), json!("true"));
+    annotations.set(ann::PROMETHEUS_PORT.into(), status_port.to_owned());
+    annotations.set(ann::PROMETHEUS_PATH.into(), "/stats/prometheus".into());
+    annotations.set(ann::PROMETHEUS_SCRAPE.into(), "true".into());
     Ok(Some(Merge { env }))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Map, Value, json};
+
     use super::*;
 
     fn annotations(pairs: &[(&str, &str)]) -> Map<String, Value> {

@@ -1,0 +1,245 @@
+//! The maps of strings stage 4 reads and changes (a pod's labels and its annotations), either a copy of the pod's
+//! own (`kube-inject`, and the webhook's re-injection) or an [`Overlay`]: the changes beside the pod's map, which is
+//! neither copied nor changed. The webhook writes the patch of a pod seen the first time from the changes alone
+//! ([`Overlay::changes`]); the tests compare that patch byte for byte with the one written by diffing the copies.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// A map of strings as stage 4 uses it. Keys are in order (serde_json's map is sorted); a value that is not a
+/// string (the shape checks refuse them in a pod's labels and annotations) reads as no string.
+pub trait StringMap {
+    /// The value of `key`, if it is a string.
+    fn get_str(&self, key: &str) -> Option<&str>;
+    /// The value of the first key in order that `matches`, if that value is a string.
+    fn find_str(&self, matches: impl FnMut(&str) -> bool) -> Option<&str>;
+    /// Sets `key` to `value`.
+    fn set(&mut self, key: String, value: String);
+    /// Removes every key that `matches`.
+    fn remove_where(&mut self, matches: impl FnMut(&str) -> bool);
+}
+
+impl StringMap for Map<String, Value> {
+    fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    fn find_str(&self, mut matches: impl FnMut(&str) -> bool) -> Option<&str> {
+        self.iter().find(|(k, _)| matches(k)).and_then(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, key: String, value: String) {
+        self.insert(key, Value::String(value));
+    }
+
+    fn remove_where(&mut self, mut matches: impl FnMut(&str) -> bool) {
+        self.retain(|k, _| !matches(k));
+    }
+}
+
+/// What injection changes in a pod's labels and its annotations, over the pod's own.
+#[derive(Debug)]
+pub struct Changes<'a> {
+    pub labels: Overlay<'a>,
+    pub annotations: Overlay<'a>,
+}
+
+impl<'a> Changes<'a> {
+    /// No changes yet over the labels and annotations of `metadata` (an object).
+    pub fn over(metadata: &'a Map<String, Value>) -> Self {
+        Self {
+            labels: Overlay::over(metadata.get("labels")),
+            annotations: Overlay::over(metadata.get("annotations")),
+        }
+    }
+}
+
+/// A pod's map of strings (labels or annotations) with changes over it: reads see the changes, and the pod's map
+/// stays as it was submitted.
+#[derive(Debug)]
+pub struct Overlay<'a> {
+    /// The pod's own map; `None` when it has none (absent, or null).
+    base: Option<&'a Map<String, Value>>,
+    /// The changes in key order: a value set, or `None` for a key of `base` removed. A key set to its value in
+    /// `base` is kept here too (it writes no operation).
+    changes: BTreeMap<String, Option<String>>,
+}
+
+impl<'a> Overlay<'a> {
+    /// No changes over `base` (a pod's labels or annotations: an object, or anything else for none).
+    pub fn over(base: Option<&'a Value>) -> Self {
+        Self {
+            base: base.and_then(Value::as_object),
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// The changes in key order: `Some` a value set, `None` a key of the pod's map removed.
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.changes.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// The keys and string values of the changed map, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut base = self.base.into_iter().flatten().peekable();
+        let mut changes = self.changes.iter().peekable();
+        std::iter::from_fn(move || {
+            loop {
+                let from_base = match (base.peek(), changes.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some((kb, _)), Some((kc, _))) => kb.as_str() < kc.as_str(),
+                };
+                if from_base {
+                    if let Some((k, v)) = base.next()
+                        && let Some(v) = v.as_str()
+                    {
+                        return Some((k.as_str(), v));
+                    }
+                    continue;
+                }
+                let (k, change) = changes.next()?;
+                // A change to a key of the base replaces its entry there.
+                if base.peek().is_some_and(|(kb, _)| *kb == k) {
+                    base.next();
+                }
+                if let Some(v) = change {
+                    return Some((k.as_str(), v.as_str()));
+                }
+            }
+        })
+    }
+}
+
+impl StringMap for Overlay<'_> {
+    fn get_str(&self, key: &str) -> Option<&str> {
+        match self.changes.get(key) {
+            Some(change) => change.as_deref(),
+            None => self.base.and_then(|b| b.get(key)).and_then(Value::as_str),
+        }
+    }
+
+    fn find_str(&self, mut matches: impl FnMut(&str) -> bool) -> Option<&str> {
+        // As the map's `find_str`: the first key that matches, whose value may be no string (only in the base).
+        let in_changes = self.changes.iter().find(|(k, v)| v.is_some() && matches(k));
+        let in_base = self
+            .base
+            .into_iter()
+            .flatten()
+            .find(|(k, _)| !self.changes.contains_key(k.as_str()) && matches(k));
+        match (in_changes, in_base) {
+            (Some((kc, v)), Some((kb, _))) if kc.as_str() < kb.as_str() => v.as_deref(),
+            (_, Some((_, v))) => v.as_str(),
+            (Some((_, v)), None) => v.as_deref(),
+            (None, None) => None,
+        }
+    }
+
+    fn set(&mut self, key: String, value: String) {
+        self.changes.insert(key, Some(value));
+    }
+
+    fn remove_where(&mut self, mut matches: impl FnMut(&str) -> bool) {
+        let in_base = |k: &str| self.base.is_some_and(|b| b.contains_key(k));
+        let removed: Vec<String> = self
+            .base
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .filter(|k| self.changes.get(k.as_str()).is_none_or(Option::is_some))
+            .chain(self.changes.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k))
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
+        for key in removed {
+            if in_base(&key) {
+                self.changes.insert(key, None);
+            } else {
+                self.changes.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The same operations on a copy and on an overlay give the same map, and the same answers on the way.
+    #[test]
+    fn an_overlay_reads_and_changes_as_a_copy_does() {
+        let base = json!({"a": "1", "b/x": "2", "c": "3", "d": 4, "e_x": "5"});
+        let mut copy = base.as_object().unwrap().clone();
+        let mut overlay = Overlay::over(Some(&base));
+        let check = |copy: &Map<String, Value>, overlay: &Overlay| {
+            let want: Vec<(&str, &str)> = copy
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+                .collect();
+            assert_eq!(overlay.entries().collect::<Vec<_>>(), want);
+            for key in ["a", "b/x", "c", "d", "e_x", "f", "0", "zz"] {
+                assert_eq!(overlay.get_str(key), copy.get_str(key), "{key}");
+            }
+            for prefix in ["", "a", "b", "c", "d", "e", "f", "z"] {
+                let starts = |k: &str| k.starts_with(prefix);
+                assert_eq!(overlay.find_str(starts), copy.find_str(starts), "{prefix}");
+            }
+            // The first key matching is `d`, whose value is no string: no string, not the next match's.
+            let d_or_e = |k: &str| k == "d" || k == "e_x";
+            assert_eq!(overlay.find_str(d_or_e), copy.find_str(d_or_e));
+        };
+        check(&copy, &overlay);
+        let steps = [
+            ("b/x", Some("20")),
+            ("f", Some("6")),
+            ("0", Some("0")),
+            ("c", None),
+            ("f", None),
+            ("c", Some("30")),
+            ("a", Some("1")),
+        ];
+        for (key, value) in steps {
+            match value {
+                Some(v) => {
+                    copy.set(key.to_owned(), v.to_owned());
+                    overlay.set(key.to_owned(), v.to_owned());
+                }
+                None => {
+                    copy.remove_where(|k| k == key);
+                    overlay.remove_where(|k| k == key);
+                }
+            }
+            check(&copy, &overlay);
+        }
+        // Removing by a rule reaches the base's keys and the changes' alike.
+        copy.remove_where(|k| k < "c");
+        overlay.remove_where(|k| k < "c");
+        check(&copy, &overlay);
+        // `0` was set and removed: no change; `a` was set to its value and then removed.
+        assert_eq!(
+            overlay.changes().collect::<Vec<_>>(),
+            [("a", None), ("b/x", None), ("c", Some("30"))]
+        );
+        assert_eq!(
+            base,
+            json!({"a": "1", "b/x": "2", "c": "3", "d": 4, "e_x": "5"}),
+            "the base is unchanged"
+        );
+    }
+
+    #[test]
+    fn an_overlay_over_nothing_holds_what_is_set() {
+        for base in [None, Some(json!(null)), Some(json!("x"))] {
+            let mut overlay = Overlay::over(base.as_ref());
+            overlay.set("b".into(), "2".into());
+            overlay.set("a".into(), "1".into());
+            overlay.remove_where(|k| k == "b");
+            assert_eq!(overlay.entries().collect::<Vec<_>>(), [("a", "1")]);
+            assert_eq!(overlay.changes().collect::<Vec<_>>(), [("a", Some("1"))]);
+        }
+    }
+}
