@@ -3,7 +3,7 @@
 //! neither copied nor changed. The webhook writes the patch of a pod seen the first time from the changes alone
 //! ([`Overlay::changes`]); the tests compare that patch byte for byte with the one written by diffing the copies.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
@@ -14,8 +14,8 @@ pub trait StringMap {
     fn get_str(&self, key: &str) -> Option<&str>;
     /// The value of the first key in order that `matches`, if that value is a string.
     fn find_str(&self, matches: impl FnMut(&str) -> bool) -> Option<&str>;
-    /// Sets `key` to `value`.
-    fn set(&mut self, key: String, value: String);
+    /// Sets `key` to `value` (as written in the code, or made for the pod).
+    fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>);
     /// Removes every key that `matches`.
     fn remove_where(&mut self, matches: impl FnMut(&str) -> bool);
 }
@@ -29,8 +29,8 @@ impl StringMap for Map<String, Value> {
         self.iter().find(|(k, _)| matches(k)).and_then(|(_, v)| v.as_str())
     }
 
-    fn set(&mut self, key: String, value: String) {
-        self.insert(key, Value::String(value));
+    fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
+        self.insert(key.into().into_owned(), Value::String(value.into().into_owned()));
     }
 
     fn remove_where(&mut self, mut matches: impl FnMut(&str) -> bool) {
@@ -61,9 +61,10 @@ impl<'a> Changes<'a> {
 pub struct Overlay<'a> {
     /// The pod's own map; `None` when it has none (absent, or null).
     base: Option<&'a Map<String, Value>>,
-    /// The changes in key order: a value set, or `None` for a key of `base` removed. A key set to its value in
-    /// `base` is kept here too (it writes no operation).
-    changes: BTreeMap<String, Option<String>>,
+    /// The changes in key order, each key once: a value set, or `None` for a key of `base` removed. A key set to
+    /// its value in `base` is kept here too (it writes no operation). A pod gets a few, so a sorted list, not a
+    /// tree.
+    changes: Vec<(Cow<'static, str>, Option<Cow<'static, str>>)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -71,13 +72,37 @@ impl<'a> Overlay<'a> {
     pub fn over(base: Option<&'a Value>) -> Self {
         Self {
             base: base.and_then(Value::as_object),
-            changes: BTreeMap::new(),
+            changes: Vec::with_capacity(8),
+        }
+    }
+
+    /// Where `key` is in the changes, or where it would go.
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.changes.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    }
+
+    /// The change of `key`, if any.
+    fn change(&self, key: &str) -> Option<&Option<Cow<'static, str>>> {
+        self.position(key)
+            .ok()
+            .and_then(|i| self.changes.get(i))
+            .map(|(_, c)| c)
+    }
+
+    fn put(&mut self, key: Cow<'static, str>, change: Option<Cow<'static, str>>) {
+        match self.position(&key) {
+            Ok(i) => {
+                if let Some((_, c)) = self.changes.get_mut(i) {
+                    *c = change;
+                }
+            }
+            Err(i) => self.changes.insert(i, (key, change)),
         }
     }
 
     /// The changes in key order: `Some` a value set, `None` a key of the pod's map removed.
     pub fn changes(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.changes.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+        self.changes.iter().map(|(k, v)| (k.as_ref(), v.as_deref()))
     }
 
     /// The keys and string values of the changed map, in key order.
@@ -90,7 +115,7 @@ impl<'a> Overlay<'a> {
                     (None, None) => return None,
                     (Some(_), None) => true,
                     (None, Some(_)) => false,
-                    (Some((kb, _)), Some((kc, _))) => kb.as_str() < kc.as_str(),
+                    (Some((kb, _)), Some((kc, _))) => kb.as_str() < kc.as_ref(),
                 };
                 if from_base {
                     if let Some((k, v)) = base.next()
@@ -102,11 +127,11 @@ impl<'a> Overlay<'a> {
                 }
                 let (k, change) = changes.next()?;
                 // A change to a key of the base replaces its entry there.
-                if base.peek().is_some_and(|(kb, _)| *kb == k) {
+                if base.peek().is_some_and(|(kb, _)| kb.as_str() == k.as_ref()) {
                     base.next();
                 }
                 if let Some(v) = change {
-                    return Some((k.as_str(), v.as_str()));
+                    return Some((k.as_ref(), v.as_ref()));
                 }
             }
         })
@@ -115,7 +140,7 @@ impl<'a> Overlay<'a> {
 
 impl StringMap for Overlay<'_> {
     fn get_str(&self, key: &str) -> Option<&str> {
-        match self.changes.get(key) {
+        match self.change(key) {
             Some(change) => change.as_deref(),
             None => self.base.and_then(|b| b.get(key)).and_then(Value::as_str),
         }
@@ -128,36 +153,42 @@ impl StringMap for Overlay<'_> {
             .base
             .into_iter()
             .flatten()
-            .find(|(k, _)| !self.changes.contains_key(k.as_str()) && matches(k));
+            .find(|(k, _)| self.change(k).is_none() && matches(k));
         match (in_changes, in_base) {
-            (Some((kc, v)), Some((kb, _))) if kc.as_str() < kb.as_str() => v.as_deref(),
+            (Some((kc, v)), Some((kb, _))) if kc.as_ref() < kb.as_str() => v.as_deref(),
             (_, Some((_, v))) => v.as_str(),
             (Some((_, v)), None) => v.as_deref(),
             (None, None) => None,
         }
     }
 
-    fn set(&mut self, key: String, value: String) {
-        self.changes.insert(key, Some(value));
+    fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
+        self.put(key.into(), Some(value.into()));
     }
 
     fn remove_where(&mut self, mut matches: impl FnMut(&str) -> bool) {
-        let in_base = |k: &str| self.base.is_some_and(|b| b.contains_key(k));
+        let base = self.base;
+        let in_base = |k: &str| base.is_some_and(|b| b.contains_key(k));
         let removed: Vec<String> = self
             .base
             .into_iter()
             .flatten()
-            .map(|(k, _)| k)
-            .filter(|k| self.changes.get(k.as_str()).is_none_or(Option::is_some))
-            .chain(self.changes.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k))
+            .map(|(k, _)| k.as_str())
+            .filter(|k| self.change(k).is_none_or(Option::is_some))
+            .chain(
+                self.changes
+                    .iter()
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(k, _)| k.as_ref()),
+            )
             .filter(|k| matches(k))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         for key in removed {
             if in_base(&key) {
-                self.changes.insert(key, None);
-            } else {
-                self.changes.remove(&key);
+                self.put(key.into(), None);
+            } else if let Ok(i) = self.position(&key) {
+                self.changes.remove(i);
             }
         }
     }
@@ -235,8 +266,8 @@ mod tests {
     fn an_overlay_over_nothing_holds_what_is_set() {
         for base in [None, Some(json!(null)), Some(json!("x"))] {
             let mut overlay = Overlay::over(base.as_ref());
-            overlay.set("b".into(), "2".into());
-            overlay.set("a".into(), "1".into());
+            overlay.set("b", "2");
+            overlay.set("a", "1");
             overlay.remove_where(|k| k == "b");
             assert_eq!(overlay.entries().collect::<Vec<_>>(), [("a", "1")]);
             assert_eq!(overlay.changes().collect::<Vec<_>>(), [("a", Some("1"))]);

@@ -134,9 +134,9 @@ pub fn annotations(
             list.len() - usize::from(probers_appended && list.last().is_some_and(|e| at(e, "name") == PROBERS_ENV));
         list.insert(at_end, json!({"name": prometheus::SCRAPE_CONFIG_ENV, "value": env}));
     }
-    annotations.set(ann::STATUS.into(), std::mem::take(&mut merged.status));
+    annotations.set(ann::STATUS, std::mem::take(&mut merged.status));
     if let Some(overrides) = merged.overrides.take() {
-        annotations.set(ann::OVERRIDES.into(), overrides);
+        annotations.set(ann::OVERRIDES, overrides);
     }
     Ok(())
 }

@@ -167,9 +167,9 @@ pub fn apply(
             .any(|label| sanitizes_to(k, label))
             || k == ann::PROMETHEUS_SCRAPE_TARGETS
     });
-    annotations.set(ann::PROMETHEUS_PORT.into(), status_port.to_owned());
-    annotations.set(ann::PROMETHEUS_PATH.into(), "/stats/prometheus".into());
-    annotations.set(ann::PROMETHEUS_SCRAPE.into(), "true".into());
+    annotations.set(ann::PROMETHEUS_PORT, status_port.to_owned());
+    annotations.set(ann::PROMETHEUS_PATH, "/stats/prometheus");
+    annotations.set(ann::PROMETHEUS_SCRAPE, "true");
     Ok(Some(Merge { env }))
 }
 
