@@ -112,6 +112,7 @@ stages = [
     ("  post-process the spec (probes, order)", "mizzen::inject::post::spec"),
     ("  rewrite the probes (a pod taking the lists)", "mizzen::inject::post::pod_probes_through_agent"),
     ("  post-process the metadata", "mizzen::inject::post::metadata"),
+    ("", "mizzen::inject::post::metadata_changes"),
     ("  write the JSON patch", "mizzen::inject::patch::build"),
     ("write the answer (base64 of the patch)", "mizzen::admission::to_body"),
 ]
@@ -120,9 +121,15 @@ def collected(out):
 
 
 handler = collected(f"{name}.{n}") - collected(f"{name}.0")
-listed = sum(function(full, f) for label, f in stages if not label.startswith("  "))
+listed = sum(function(full, f) for label, f in stages if label and not label.startswith("  "))
+# A stage of two functions (never one within the other) is its line and the unlabelled one after it.
+lines = []
 for label, f in stages:
-    print(f"  {label:<46} {per(function(full, f)):7.1f} k")
+    if label:
+        lines.append([label, 0])
+    lines[-1][1] += function(full, f)
+for label, v in lines:
+    print(f"  {label:<46} {per(v):7.1f} k")
 print(f"  {'the rest (dropping the request and answer)':<46} {per(handler - listed):7.1f} k")
 print(f"  {'handler':<46} {per(handler):7.1f} k")
 allocator = ("malloc", "_int_malloc", "malloc_consolidate", "free", "_int_free", "realloc", "_int_realloc",

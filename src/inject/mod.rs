@@ -471,14 +471,7 @@ fn run<'c, 'm>(
     let metadata = match (path, merged.metadata_patches.is_empty(), metadata) {
         (Path::Patch { .. }, true, Cow::Borrowed(Value::Object(own))) if shortcuts => {
             let mut changes = overlay::Changes::over(own);
-            post::labels(&mut changes.labels, &mut merged);
-            post::annotations(
-                injector,
-                &mut changes.annotations,
-                &mut merged,
-                &status_port,
-                probers_appended,
-            )?;
+            post::metadata_changes(injector, &mut changes, &mut merged, &status_port, probers_appended)?;
             RanMetadata::Changes(changes)
         }
         (Path::Patch { .. }, true, mut metadata) => {

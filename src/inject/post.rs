@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::annotations as ann;
 use super::compile::Injector;
 use super::merge::{self, Merged};
-use super::overlay::StringMap;
+use super::overlay::{Changes, StringMap};
 use super::{InjectError, PROXY_NAME, at, probes, prometheus};
 
 const PROBERS_ENV: &str = "ISTIO_KUBE_APP_PROBERS";
@@ -98,8 +98,26 @@ pub fn metadata(
     )
 }
 
+/// [`metadata`] for a pod whose metadata changes only in its labels and annotations: the changes over the pod's own.
+pub fn metadata_changes(
+    injector: &Injector,
+    changes: &mut Changes,
+    merged: &mut Merged,
+    merged_port: &str,
+    probers_appended: bool,
+) -> Result<(), InjectError> {
+    labels(&mut changes.labels, merged);
+    annotations(
+        injector,
+        &mut changes.annotations,
+        merged,
+        merged_port,
+        probers_appended,
+    )
+}
+
 /// The fragment's labels, where the pod has none (or an empty one).
-pub fn labels(labels: &mut impl StringMap, merged: &mut Merged) {
+fn labels(labels: &mut impl StringMap, merged: &mut Merged) {
     for (k, v) in merged.labels.drain(..) {
         if labels.get_str(&k).is_none_or(str::is_empty) {
             labels.set(k, v);
@@ -109,7 +127,7 @@ pub fn labels(labels: &mut impl StringMap, merged: &mut Merged) {
 
 /// The fragment's annotations, metrics merging (whose entry in the proxy's env goes into `merged`'s proxy) and the
 /// bookkeeping annotations.
-pub fn annotations(
+fn annotations(
     injector: &Injector,
     annotations: &mut impl StringMap,
     merged: &mut Merged,
