@@ -375,21 +375,21 @@ fn webhook(
 }
 
 /// Pods whose patch written the webhook's way came from the lists (`mizzen::inject::patch::Lists`) in
-/// [`compiled_text_is_value_text`]: that comparison compares two ways of writing a patch for them.
+/// [`webhooks_way_is_the_values_way`]: that comparison compares two ways of writing a patch for them.
 static COMPARED_FROM_LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// The webhook's patch for `pod` written from the compiled text where it fits (as the webhook writes it) is, byte
-/// for byte, the one written from the injected values.
-fn compiled_text_is_value_text(
+/// The webhook's patch for `pod` written its way (from the compiled text where it fits, and from the changes to the
+/// labels and annotations of a pod seen the first time) is, byte for byte, the one written from the injected values.
+fn webhooks_way_is_the_values_way(
     injector: &Injector,
     pod: &Value,
     namespace: &str,
     ns_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<(), String> {
     let text = pod.to_string();
-    let run = |compiled| {
+    let run = |shortcuts| {
         let mut submitted = mizzen::inject::pod::Submitted::from_json(&text)?;
-        mizzen::inject::inject_pod_with(injector, &mut submitted, namespace, ns_annotations, compiled)
+        mizzen::inject::inject_pod_with(injector, &mut submitted, namespace, ns_annotations, shortcuts)
             .map_err(|e| e.to_string())
     };
     let before = mizzen::inject::patches_from_lists();
@@ -399,7 +399,7 @@ fn compiled_text_is_value_text(
     }
     if a != b {
         return Err(format!(
-            "webhook: the patch written from the compiled text differs from the one written from values:\n{}\n{}",
+            "webhook: the patch written the webhook's way differs from the one written from values:\n{}\n{}",
             show(&a),
             show(&b)
         ));
@@ -439,8 +439,8 @@ fn run_webhook(injector: &Injector, input: &str, want: &str) -> Result<(), Strin
         .collect();
         let ns_annotations = (namespace == "test-ns").then_some(&test_ns);
         let produced = webhook(injector, pod, namespace, ns_annotations)?;
-        // (Only a pod not injected before can take the compiled text.)
-        compiled_text_is_value_text(injector, pod, namespace, ns_annotations)?;
+        // (Only a pod not injected before can take the compiled text or the changes.)
+        webhooks_way_is_the_values_way(injector, pod, namespace, ns_annotations)?;
         // Idempotence: the webhook given its own output changes nothing.
         let again = webhook(injector, &produced, namespace, ns_annotations).map_err(|e| format!("re-inject: {e}"))?;
         if let Some(d) = first_difference(&again, &produced, "") {

@@ -613,10 +613,11 @@ mod tests {
         }
     }
 
-    /// The patch written from the compiled text (stand-ins) is, byte for byte, the one written from the injected
-    /// values, for pods that take the compiled parts and pods that do not, under configurations that change them.
+    /// The patch written the webhook's way (from the compiled text, stand-ins, and from the changes to the labels
+    /// and annotations) is, byte for byte, the one written from the injected values, for pods that take the compiled
+    /// parts and pods that do not, and metadata of many shapes, under configurations that change them.
     #[test]
-    fn patches_written_from_the_compiled_text_are_those_written_from_the_values() {
+    fn patches_written_the_webhooks_way_are_those_written_from_the_values() {
         // TPROXY is left out: it never takes the compiled text.
         let mut configs = crate::test_support::configs_with(&[
             ("components.cni.enabled", "true"),
@@ -631,6 +632,14 @@ mod tests {
         let with = |patch: Value| {
             let mut p = pod();
             json_patch::merge(&mut p, &patch);
+            p
+        };
+        // The pod with these members of its metadata as they are (a merge patch would drop nulls and merge maps).
+        let metadata_with = |members: Value| {
+            let mut p = pod();
+            for (k, v) in members.as_object().unwrap() {
+                p["metadata"][k] = v.clone();
+            }
             p
         };
         let probes = json!({"containers": [
@@ -672,6 +681,26 @@ mod tests {
             with(json!({"spec": {"volumes": [{"emptyDir": {}}]}})),
             // A volume may share a container's name.
             with(json!({"spec": {"volumes": [{"name": "istio-proxy", "emptyDir": {}}]}})),
+            // Labels and annotations of other shapes (the webhook writes their changes, not a diff): null, empty,
+            // keys to escape and values the injection sets already, spellings of the metrics annotations that mean
+            // the same (more of them than a short list of changes holds), scrape targets.
+            metadata_with(json!({"labels": null, "annotations": null})),
+            metadata_with(json!({"labels": {}, "annotations": {}})),
+            metadata_with(json!({"labels": {"a~b/c": "1", "security.istio.io/tlsMode": "istio",
+                "service.istio.io/canonical-name": "own"},
+                "annotations": {"kubectl.kubernetes.io/default-container": "web", "x~/y": ""}})),
+            metadata_with(
+                json!({"annotations": {"prometheus.io/scrape": "true", "prometheus.io.scrape": "true",
+                "prometheus-io/port": "9090", "prometheus.io/path": "/m",
+                "prometheus.istio.io/scrape-targets": "9091:/x", "prometheus.io/zzz": "z"}}),
+            ),
+            metadata_with(json!({"annotations": (0..20)
+                .map(|i| {
+                    let sep = |j: usize| "./-:_ @".get(j % 7..j % 7 + 1).unwrap();
+                    (format!("prometheus{}io{}port", sep(i), sep(i / 7)), json!(i.to_string()))
+                })
+                .chain([("a".to_owned(), json!("b"))])
+                .collect::<serde_json::Map<_, _>>()})),
         ];
         let mut lists_taken = Vec::new();
         for (config_index, config) in configs.iter().enumerate() {
@@ -697,9 +726,9 @@ mod tests {
             );
             for (i, pod) in pods.iter().enumerate() {
                 let text = pod.to_string();
-                let run = |stand_ins| {
+                let run = |shortcuts| {
                     let mut submitted = Submitted::from_json(&text).unwrap();
-                    inject_pod_with(&injector, &mut submitted, "shop", None, stand_ins)
+                    inject_pod_with(&injector, &mut submitted, "shop", None, shortcuts)
                 };
                 let before = LISTS_TAKEN.get();
                 let compiled = run(true);
@@ -716,9 +745,10 @@ mod tests {
         }
         // The pods written from the lists, under each configuration that allows it: the plain one, with volumes of
         // its own, with probes and a hook, with metrics annotations, with image pull secrets and a security context
-        // of its own, with an empty list of volumes, with a volume named like the proxy. (Not: a template volume or
-        // init container of its own, another log level, the gateway template, lists the merge does more with.)
-        let pods_taking_lists = [0, 1, 6, 7, 10, 12, 17];
+        // of its own, with an empty list of volumes, with a volume named like the proxy, and those with labels and
+        // annotations of other shapes. (Not: a template volume or init container of its own, another log level, the
+        // gateway template, lists the merge does more with.)
+        let pods_taking_lists = [0, 1, 6, 7, 10, 12, 17, 18, 19, 20, 21, 22];
         let want: Vec<(usize, usize)> = configs
             .iter()
             .enumerate()
@@ -764,9 +794,9 @@ mod tests {
             let text = object.to_string();
             pods += 1;
             for injector in &injectors {
-                let run = |stand_ins| {
+                let run = |shortcuts| {
                     let mut submitted = Submitted::from_json(&text).map_err(InjectError::InvalidPod)?;
-                    inject_pod_with(injector, &mut submitted, "shop", None, stand_ins)
+                    inject_pod_with(injector, &mut submitted, "shop", None, shortcuts)
                 };
                 let (a, b) = (run(true), run(false));
                 injected += usize::from(matches!(a, Ok(PodOutcome::Injected { .. })));

@@ -1,11 +1,16 @@
 //! The maps of strings stage 4 reads and changes (a pod's labels and its annotations), either a copy of the pod's
-//! own (`kube-inject`, and the webhook's re-injection) or an [`Overlay`]: the changes beside the pod's map, which is
-//! neither copied nor changed. The webhook writes the patch of a pod seen the first time from the changes alone
-//! ([`Overlay::changes`]); the tests compare that patch byte for byte with the one written by diffing the copies.
+//! own or an [`Overlay`]: the changes beside the pod's map, which is neither copied nor changed. The webhook takes
+//! the overlay for a pod seen the first time whose metadata is an object and changes only in its labels and
+//! annotations (no template sets other metadata), and writes its patch from the changes alone ([`Overlay::changes`]);
+//! `kube-inject`, re-injection and the rest take copies. The tests compare the webhook's patch byte for byte with
+//! the one written by diffing the copies.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+
+use super::SCAN_UP_TO;
 
 /// A map of strings as stage 4 uses it. Keys are in order (serde_json's map is sorted); a value that is not a
 /// string (the shape checks refuse them in a pod's labels and annotations) reads as no string.
@@ -41,17 +46,91 @@ impl StringMap for Map<String, Value> {
 /// What injection changes in a pod's labels and its annotations, over the pod's own.
 #[derive(Debug)]
 pub struct Changes<'a> {
+    metadata: &'a Map<String, Value>,
     pub labels: Overlay<'a>,
     pub annotations: Overlay<'a>,
 }
 
 impl<'a> Changes<'a> {
-    /// No changes yet over the labels and annotations of `metadata` (an object).
+    /// No changes yet over the labels and annotations of `metadata` (a pod's, an object).
     pub fn over(metadata: &'a Map<String, Value>) -> Self {
         Self {
+            metadata,
             labels: Overlay::over(metadata.get("labels")),
             annotations: Overlay::over(metadata.get("annotations")),
         }
+    }
+
+    /// The metadata the changes are over.
+    pub fn metadata(&self) -> &'a Map<String, Value> {
+        self.metadata
+    }
+}
+
+type Key = Cow<'static, str>;
+/// A value set, or `None` for a key removed.
+type Change = Option<Cow<'static, str>>;
+
+/// Changes by key, in key order: a sorted list while they are few (a pod's usual handful: no tree allocated), a tree
+/// past [`SCAN_UP_TO`], so that many (a template may echo the pod's annotations) cost O(n log n), not O(n²).
+#[derive(Debug)]
+enum ByKey {
+    Few(Vec<(Key, Change)>),
+    Many(BTreeMap<Key, Change>),
+}
+
+impl ByKey {
+    fn get(&self, key: &str) -> Option<&Change> {
+        match self {
+            Self::Few(few) => few
+                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+                .ok()
+                .and_then(|i| few.get(i))
+                .map(|(_, c)| c),
+            Self::Many(many) => many.get(key),
+        }
+    }
+
+    fn put(&mut self, key: Key, change: Change) {
+        match self {
+            Self::Few(few) => match few.binary_search_by(|(k, _)| k.as_ref().cmp(&key)) {
+                Ok(i) => {
+                    if let Some((_, c)) = few.get_mut(i) {
+                        *c = change;
+                    }
+                }
+                Err(i) if few.len() < SCAN_UP_TO => few.insert(i, (key, change)),
+                Err(_) => {
+                    let mut many: BTreeMap<Key, Change> = std::mem::take(few).into_iter().collect();
+                    many.insert(key, change);
+                    *self = Self::Many(many);
+                }
+            },
+            Self::Many(many) => {
+                many.insert(key, change);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        match self {
+            Self::Few(few) => {
+                if let Ok(i) = few.binary_search_by(|(k, _)| k.as_ref().cmp(key)) {
+                    few.remove(i);
+                }
+            }
+            Self::Many(many) => {
+                many.remove(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Change)> {
+        let (few, many) = match self {
+            Self::Few(few) => (few.as_slice(), None),
+            Self::Many(many) => (&[][..], Some(many)),
+        };
+        few.iter().map(|(k, c)| (k, c)).chain(many.into_iter().flatten())
     }
 }
 
@@ -61,10 +140,8 @@ impl<'a> Changes<'a> {
 pub struct Overlay<'a> {
     /// The pod's own map; `None` when it has none (absent, or null).
     base: Option<&'a Map<String, Value>>,
-    /// The changes in key order, each key once: a value set, or `None` for a key of `base` removed. A key set to
-    /// its value in `base` is kept here too (it writes no operation). A pod gets a few, so a sorted list, not a
-    /// tree.
-    changes: Vec<(Cow<'static, str>, Option<Cow<'static, str>>)>,
+    /// The changes, each key once. A key set to its value in `base` is kept here too (it writes no operation).
+    changes: ByKey,
 }
 
 impl<'a> Overlay<'a> {
@@ -72,31 +149,7 @@ impl<'a> Overlay<'a> {
     pub fn over(base: Option<&'a Value>) -> Self {
         Self {
             base: base.and_then(Value::as_object),
-            changes: Vec::with_capacity(8),
-        }
-    }
-
-    /// Where `key` is in the changes, or where it would go.
-    fn position(&self, key: &str) -> Result<usize, usize> {
-        self.changes.binary_search_by(|(k, _)| k.as_ref().cmp(key))
-    }
-
-    /// The change of `key`, if any.
-    fn change(&self, key: &str) -> Option<&Option<Cow<'static, str>>> {
-        self.position(key)
-            .ok()
-            .and_then(|i| self.changes.get(i))
-            .map(|(_, c)| c)
-    }
-
-    fn put(&mut self, key: Cow<'static, str>, change: Option<Cow<'static, str>>) {
-        match self.position(&key) {
-            Ok(i) => {
-                if let Some((_, c)) = self.changes.get_mut(i) {
-                    *c = change;
-                }
-            }
-            Err(i) => self.changes.insert(i, (key, change)),
+            changes: ByKey::Few(Vec::with_capacity(8)),
         }
     }
 
@@ -140,7 +193,7 @@ impl<'a> Overlay<'a> {
 
 impl StringMap for Overlay<'_> {
     fn get_str(&self, key: &str) -> Option<&str> {
-        match self.change(key) {
+        match self.changes.get(key) {
             Some(change) => change.as_deref(),
             None => self.base.and_then(|b| b.get(key)).and_then(Value::as_str),
         }
@@ -153,7 +206,7 @@ impl StringMap for Overlay<'_> {
             .base
             .into_iter()
             .flatten()
-            .find(|(k, _)| self.change(k).is_none() && matches(k));
+            .find(|(k, _)| self.changes.get(k).is_none() && matches(k));
         match (in_changes, in_base) {
             (Some((kc, v)), Some((kb, _))) if kc.as_ref() < kb.as_str() => v.as_deref(),
             (_, Some((_, v))) => v.as_str(),
@@ -163,7 +216,7 @@ impl StringMap for Overlay<'_> {
     }
 
     fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) {
-        self.put(key.into(), Some(value.into()));
+        self.changes.put(key.into(), Some(value.into()));
     }
 
     fn remove_where(&mut self, mut matches: impl FnMut(&str) -> bool) {
@@ -174,7 +227,7 @@ impl StringMap for Overlay<'_> {
             .into_iter()
             .flatten()
             .map(|(k, _)| k.as_str())
-            .filter(|k| self.change(k).is_none_or(Option::is_some))
+            .filter(|k| self.changes.get(k).is_none_or(Option::is_some))
             .chain(
                 self.changes
                     .iter()
@@ -186,9 +239,9 @@ impl StringMap for Overlay<'_> {
             .collect();
         for key in removed {
             if in_base(&key) {
-                self.put(key.into(), None);
-            } else if let Ok(i) = self.position(&key) {
-                self.changes.remove(i);
+                self.changes.put(key.into(), None);
+            } else {
+                self.changes.remove(&key);
             }
         }
     }
@@ -255,11 +308,30 @@ mod tests {
             overlay.changes().collect::<Vec<_>>(),
             [("a", None), ("b/x", None), ("c", Some("30"))]
         );
+        // Many changes, set out of order (past the short list's length, into a tree), and removed by a rule.
+        for i in (0..3 * SCAN_UP_TO).rev().chain(0..SCAN_UP_TO) {
+            let key = format!("k{:02}", (i * 7) % (3 * SCAN_UP_TO));
+            copy.set(key.clone(), i.to_string());
+            overlay.set(key, i.to_string());
+            check(&copy, &overlay);
+        }
+        assert!(matches!(overlay.changes, ByKey::Many(_)));
+        copy.remove_where(|k| k.ends_with('1') || k == "e_x");
+        overlay.remove_where(|k| k.ends_with('1') || k == "e_x");
+        check(&copy, &overlay);
         assert_eq!(
             base,
             json!({"a": "1", "b/x": "2", "c": "3", "d": 4, "e_x": "5"}),
             "the base is unchanged"
         );
+    }
+
+    /// The overlay reads keys in the map's order, which is the order of their text only while serde_json's
+    /// `preserve_order` is off (as it is: the patch written from the changes depends on it).
+    #[test]
+    fn maps_keep_their_keys_in_order() {
+        let map: Map<String, Value> = ["b", "a", "c"].into_iter().map(|k| (k.to_owned(), json!(k))).collect();
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]

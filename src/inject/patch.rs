@@ -25,17 +25,17 @@ pub enum Metadata<'v, 'a> {
     Whole(&'v Value),
     /// Only its `labels` and `annotations`: the rest is the submitted pod's, unchanged.
     LabelsAndAnnotations(&'v Value),
-    /// Only the changes to the submitted pod's `labels` and `annotations`, which are over the submitted pod's own
-    /// (its metadata, if an object; nothing else of it changes).
+    /// Only the changes to the submitted pod's `labels` and `annotations`, over the metadata they were made over,
+    /// which must be `old_metadata` itself (the same object, not a copy; nothing else of it changes).
     Changes(&'v Changes<'a>),
 }
 
 /// Why no patch was written.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    /// The injection changed a part of the pod that was not parsed, or a stand-in for a compiled item (neither
-    /// happens when the conditions for them hold): the pod must be injected again, parsed whole and with its items
-    /// as values.
+    /// The injection changed a part of the pod that was not parsed, or a stand-in for a compiled item, or changes to
+    /// the labels and annotations came over other metadata than the pod's (none happens when the conditions for them
+    /// hold): the pod must be injected again, parsed whole and with its items and metadata as values.
     #[error("the injection changed a part of the pod that was not parsed or compiled")]
     Fallback,
     /// The injected metadata holds a field other than labels and annotations where it was to hold only those: the
@@ -501,18 +501,12 @@ pub fn build(
 }
 
 /// The operations of the metadata's [`Changes`], in the order [`build`] writes those of the labels and annotations
-/// (`annotations` first; in key order within each).
+/// (`annotations` first; in key order within each). They are over the submitted pod's metadata, an object; any other
+/// `old_metadata` is left to the whole injected metadata (`Fallback`).
 fn changes_ops(w: &mut Writer, old_metadata: Option<&Value>, changes: &Changes) -> Result<(), PatchError> {
-    let Some(Value::Object(old)) = old_metadata else {
-        // The pod had no metadata: the labels and annotations are all it gets.
-        return w.op_with("add", |w| {
-            w.out.extend_from_slice(b",\"value\":{\"annotations\":");
-            w.string_map(&changes.annotations);
-            w.out.extend_from_slice(b",\"labels\":");
-            w.string_map(&changes.labels);
-            w.out.push(b'}');
-            Ok(())
-        });
+    let old = match old_metadata {
+        Some(Value::Object(old)) if std::ptr::eq(old, changes.metadata()) => old,
+        _ => return Err(PatchError::Fallback),
     };
     for (key, overlay) in [("annotations", &changes.annotations), ("labels", &changes.labels)] {
         w.at(key, |w| match old.get(key) {

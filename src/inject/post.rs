@@ -106,6 +106,10 @@ pub fn metadata_changes(
     merged_port: &str,
     probers_appended: bool,
 ) -> Result<(), InjectError> {
+    debug_assert!(
+        merged.metadata_patches.is_empty(),
+        "templates that set other metadata take the whole metadata (`metadata`)"
+    );
     labels(&mut changes.labels, merged);
     annotations(
         injector,
