@@ -808,6 +808,42 @@ mod tests {
         );
     }
 
+    /// Changes to the labels and annotations are written against the metadata they were made over, the pod's own:
+    /// over a copy of it (or none) the patch is left to the whole injected metadata.
+    #[test]
+    fn changes_are_written_only_over_the_metadata_they_were_made_over() {
+        use crate::inject::overlay::StringMap as _;
+        let old = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"containers": [{"name": "a"}]}});
+        let own = old["metadata"].as_object().unwrap();
+        let mut changes = Changes::over(own);
+        changes.labels.set("b", "3");
+        changes.labels.set("c", "4");
+        changes.labels.remove_where(|k| k == "a");
+        changes.annotations.set("x/y", "z");
+        let (pod, patch) = applied_to(&old, Metadata::Changes(&changes), &old["spec"]).unwrap();
+        assert_eq!(
+            pod["metadata"],
+            json!({"labels": {"b": "3", "c": "4"}, "annotations": {"x/y": "z"}})
+        );
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {"x/y": "z"}},
+                {"op": "remove", "path": "/metadata/labels/a"},
+                {"op": "replace", "path": "/metadata/labels/b", "value": "3"},
+                {"op": "add", "path": "/metadata/labels/c", "value": "4"}])
+        );
+        let copy = old.clone();
+        assert!(matches!(
+            applied_to(&copy, Metadata::Changes(&changes), &old["spec"]),
+            Err(PatchError::Fallback)
+        ));
+        let bare = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert!(matches!(
+            applied_to(&bare, Metadata::Changes(&changes), &bare["spec"]),
+            Err(PatchError::Fallback)
+        ));
+    }
+
     #[test]
     fn metadata_of_only_labels_and_annotations_leaves_the_rest_of_the_pods_alone() {
         let old = json!({"metadata": {"name": "web", "finalizers": ["f"], "labels": {"a": "1", "b": "2"},
