@@ -55,8 +55,8 @@ pub use pod::Submitted;
 
 /// Up to this many items (a list's, or an object's members) are searched or compared by a scan, which costs less
 /// than allocating and hashing a set for a pod's few containers, volumes or keys; past it they go into a hash map or
-/// set, so n items cost O(n), not O(n²) (a pod of 60,000 volumes fits in a review). Shared by [`merge`], [`patch`]
-/// and [`pod`].
+/// set (or a tree, where order matters), so n items cost O(n) or O(n log n), not O(n²) (a pod of 60,000 volumes fits
+/// in a review). Shared by [`merge`], [`overlay`], [`patch`] and [`pod`].
 pub(crate) const SCAN_UP_TO: usize = 16;
 
 /// Name of the injected proxy container.

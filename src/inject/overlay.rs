@@ -47,8 +47,9 @@ impl StringMap for Map<String, Value> {
 #[derive(Debug)]
 pub struct Changes<'a> {
     metadata: &'a Map<String, Value>,
-    pub labels: Overlay<'a>,
-    pub annotations: Overlay<'a>,
+    // Within the crate only: an overlay over another map must not pass for one over `metadata`'s.
+    pub(crate) labels: Overlay<'a>,
+    pub(crate) annotations: Overlay<'a>,
 }
 
 impl<'a> Changes<'a> {

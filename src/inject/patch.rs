@@ -36,7 +36,7 @@ pub enum PatchError {
     /// The injection changed a part of the pod that was not parsed, or a stand-in for a compiled item, or changes to
     /// the labels and annotations came over other metadata than the pod's (none happens when the conditions for them
     /// hold): the pod must be injected again, parsed whole and with its items and metadata as values.
-    #[error("the injection changed a part of the pod that was not parsed or compiled")]
+    #[error("the injection changed a part of the pod that was not parsed or compiled, or metadata not the pod's")]
     Fallback,
     /// The injected metadata holds a field other than labels and annotations where it was to hold only those: the
     /// injection changed what the patch would leave out (a defect of mizzen's, refused rather than lost).
@@ -501,8 +501,9 @@ pub fn build(
 }
 
 /// The operations of the metadata's [`Changes`], in the order [`build`] writes those of the labels and annotations
-/// (`annotations` first; in key order within each). They are over the submitted pod's metadata, an object; any other
-/// `old_metadata` is left to the whole injected metadata (`Fallback`).
+/// (`annotations` first; in key order within each). They are over the submitted pod's metadata, an object; with any
+/// other `old_metadata` the pod is injected again without changes (`Fallback`: its labels and annotations copied and
+/// diffed).
 fn changes_ops(w: &mut Writer, old_metadata: Option<&Value>, changes: &Changes) -> Result<(), PatchError> {
     let old = match old_metadata {
         Some(Value::Object(old)) if std::ptr::eq(old, changes.metadata()) => old,
