@@ -80,21 +80,22 @@ enum ByKey {
     Many(BTreeMap<Key, Change>),
 }
 
+/// Where `key` is in a sorted list of changes, or where it would go.
+fn position(few: &[(Key, Change)], key: &str) -> Result<usize, usize> {
+    few.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+}
+
 impl ByKey {
     fn get(&self, key: &str) -> Option<&Change> {
         match self {
-            Self::Few(few) => few
-                .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-                .ok()
-                .and_then(|i| few.get(i))
-                .map(|(_, c)| c),
+            Self::Few(few) => position(few, key).ok().and_then(|i| few.get(i)).map(|(_, c)| c),
             Self::Many(many) => many.get(key),
         }
     }
 
     fn put(&mut self, key: Key, change: Change) {
         match self {
-            Self::Few(few) => match few.binary_search_by(|(k, _)| k.as_ref().cmp(&key)) {
+            Self::Few(few) => match position(few, &key) {
                 Ok(i) => {
                     if let Some((_, c)) = few.get_mut(i) {
                         *c = change;
@@ -116,7 +117,7 @@ impl ByKey {
     fn remove(&mut self, key: &str) {
         match self {
             Self::Few(few) => {
-                if let Ok(i) = few.binary_search_by(|(k, _)| k.as_ref().cmp(key)) {
+                if let Ok(i) = position(few, key) {
                     few.remove(i);
                 }
             }
@@ -228,7 +229,8 @@ impl StringMap for Overlay<'_> {
             .into_iter()
             .flatten()
             .map(|(k, _)| k.as_str())
-            .filter(|k| self.changes.get(k).is_none_or(Option::is_some))
+            // The base's keys without a change, then the keys set (each key once).
+            .filter(|k| self.changes.get(k).is_none())
             .chain(
                 self.changes
                     .iter()

@@ -522,12 +522,8 @@ fn changes_ops(w: &mut Writer, old_metadata: Option<&Value>, changes: &Changes) 
                 }
                 Ok(())
             }
-            None => w.op_with("add", |w| {
-                w.out.extend_from_slice(b",\"value\":");
-                w.string_map(overlay);
-                Ok(())
-            }),
-            Some(_) => w.op_with("replace", |w| {
+            // No map, or something else (null): the changed map whole.
+            other => w.op_with(if other.is_none() { "add" } else { "replace" }, |w| {
                 w.out.extend_from_slice(b",\"value\":");
                 w.string_map(overlay);
                 Ok(())
