@@ -25,7 +25,7 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// whose high bit is `x`'s for `c` < 0x80. A borrow only runs upwards from a flagged byte, so bits above the
 /// lowest may be wrong, never the lowest.
 #[inline]
-fn json_escapes(word: u64) -> u64 {
+pub(crate) fn json_escapes(word: u64) -> u64 {
     let control = word.wrapping_sub(ONES * 0x20);
     let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
     let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);

@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod events;
 pub mod inject;
 pub mod istio_crds;
+pub(crate) mod json_read;
 pub mod json_text;
 pub mod kubeinject;
 pub mod quantity;

@@ -1,5 +1,6 @@
 //! AdmissionReview bytes -> response bytes, the webhook's whole pure path, with the sample MeshInstall's
-//! configuration. Anything may be refused; nothing may panic, and every answer must serialise.
+//! configuration. Anything may be refused; nothing may panic, and every answer must serialise. The review's reader
+//! (`json_read`) must read what it reads as serde_json does.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -15,6 +16,10 @@ static INJECTOR: LazyLock<Injector> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
+    // The webhook's own reader reads a review as serde_json does, or leaves it to serde_json.
+    if let Err(difference) = admission::read_as_serde_json_reads(data) {
+        panic!("{difference}");
+    }
     let Ok(mut request) = admission::parse(data) else {
         return;
     };
