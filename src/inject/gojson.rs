@@ -20,9 +20,21 @@ pub enum Shape {
     Struct(&'static [(&'static str, Shape)]),
     /// A list of one shape.
     List(&'static Shape),
+    /// A struct of one of Istio's own types, all of whose fields are declared: members it does not declare are
+    /// dropped (as decoding into it drops them), and each field is written as its shape says ([`Shape::OmitEmpty`],
+    /// [`Shape::Text`], [`Shape::Pointer`]; any other shape: when present).
+    Typed(&'static [(&'static str, Shape)]),
+    /// A field of a [`Shape::Typed`] struct with `omitempty`: left out when absent, null, `""`, `0`, `false`, `[]`
+    /// or `{}` (null decodes to the Go type's zero value, which `omitempty` leaves out). Not for pointers to
+    /// structs, which Go leaves out only when nil.
+    OmitEmpty(&'static Shape),
+    /// A `string` field of a [`Shape::Typed`] struct without `omitempty`: `""` when absent or null.
+    Text,
+    /// A pointer field of a [`Shape::Typed`] struct without `omitempty`: `null` when absent.
+    Pointer(&'static Shape),
 }
 
-use Shape::{List, Plain, Struct};
+use Shape::{List, OmitEmpty, Plain, Pointer, Struct, Text, Typed};
 
 const FIELD_REF: Shape = Struct(&[("apiVersion", Plain), ("fieldPath", Plain)]);
 const RESOURCE_FIELD_REF: Shape = Struct(&[("containerName", Plain), ("resource", Plain), ("divisor", Plain)]);
@@ -54,7 +66,7 @@ const VOLUME_MOUNT: Shape = Struct(&[
 ]);
 const HTTP_HEADER: Shape = Struct(&[("name", Plain), ("value", Plain)]);
 /// `corev1.HTTPGetAction`.
-pub const HTTP_GET: Shape = Struct(&[
+const HTTP_GET: Shape = Struct(&[
     ("path", Plain),
     ("port", Plain),
     ("host", Plain),
@@ -62,9 +74,9 @@ pub const HTTP_GET: Shape = Struct(&[
     ("httpHeaders", List(&HTTP_HEADER)),
 ]);
 /// `corev1.TCPSocketAction`.
-pub const TCP_SOCKET: Shape = Struct(&[("port", Plain), ("host", Plain)]);
+const TCP_SOCKET: Shape = Struct(&[("port", Plain), ("host", Plain)]);
 /// `corev1.GRPCAction`.
-pub const GRPC: Shape = Struct(&[("port", Plain), ("service", Plain)]);
+const GRPC: Shape = Struct(&[("port", Plain), ("service", Plain)]);
 const EXEC: Shape = Struct(&[("command", Plain)]);
 const SLEEP: Shape = Struct(&[("seconds", Plain)]);
 /// `corev1.Probe` (with its inlined `ProbeHandler`).
@@ -80,13 +92,30 @@ pub const PROBE: Shape = Struct(&[
     ("failureThreshold", Plain),
     ("terminationGracePeriodSeconds", Plain),
 ]);
-/// Istio's app prober: the original handler of a rewritten probe.
+/// Istio's app prober: the original handler of a rewritten probe, as `DumpAppProbers` marshals its `Prober` (the
+/// action a pointer with `omitempty`, present when written; `timeoutSeconds` an `int32` with `omitempty`, which the
+/// caller leaves out when 0 or null).
 pub const PROBER: Shape = Struct(&[
-    ("httpGet", HTTP_GET),
-    ("tcpSocket", TCP_SOCKET),
-    ("grpc", GRPC),
+    ("httpGet", PROBER_HTTP_GET),
+    ("tcpSocket", PROBER_TCP_SOCKET),
+    ("grpc", PROBER_GRPC),
     ("timeoutSeconds", Plain),
 ]);
+/// The prober's `HTTPHeader` (Istio's `apimirror` copy of `corev1.HTTPHeader`): two strings without `omitempty`.
+const PROBER_HTTP_HEADER: Shape = Typed(&[("name", Text), ("value", Text)]);
+/// The prober's `HTTPGetAction` (Istio's `apimirror` copy of `corev1.HTTPGetAction`): `path`, `host`, `scheme` and
+/// `httpHeaders` with `omitempty`, `port` always written.
+pub const PROBER_HTTP_GET: Shape = Typed(&[
+    ("path", OmitEmpty(&Plain)),
+    ("port", Plain),
+    ("host", OmitEmpty(&Plain)),
+    ("scheme", OmitEmpty(&Plain)),
+    ("httpHeaders", OmitEmpty(&List(&PROBER_HTTP_HEADER))),
+]);
+/// The prober's `TCPSocketAction`: `host` with `omitempty`, `port` always written.
+pub const PROBER_TCP_SOCKET: Shape = Typed(&[("port", Plain), ("host", OmitEmpty(&Plain))]);
+/// The prober's `GRPCAction`: `port` always written, `service` a `*string` without `omitempty` (`null` when absent).
+pub const PROBER_GRPC: Shape = Typed(&[("port", Plain), ("service", Pointer(&Plain))]);
 /// `corev1.LifecycleHandler`.
 pub const LIFECYCLE_HANDLER: Shape = Struct(&[
     ("exec", EXEC),
@@ -191,7 +220,9 @@ pub fn string(text: &str) -> String {
 /// Appends `value` as compact JSON ordered by `shape`.
 pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
     match (shape, value) {
-        (Struct(fields), Value::Object(map)) => write_struct(out, map, fields),
+        (Struct(fields) | Typed(fields), Value::Object(map)) => write_struct_with(out, map, shape, fields, None),
+        (Text, Value::Null) => out.extend_from_slice(b"\"\""),
+        (OmitEmpty(inner) | Pointer(inner), _) => write(out, value, *inner),
         (List(item), Value::Array(items)) => {
             out.push(b'[');
             for (i, v) in items.iter().enumerate() {
@@ -206,17 +237,13 @@ pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
     }
 }
 
-fn write_struct(out: &mut Vec<u8>, map: &Map<String, Value>, fields: &[(&str, Shape)]) {
-    write_struct_with(out, map, fields, None);
-}
-
 /// Appends the map `map` as [`write`] writes it ordered by the struct `shape`, but with the member `replaced.0`
 /// holding `replaced.1` (where the struct declares it, whether or not the map has it): the JSON of a copy of the map
 /// with that member set, without the copy. A shape other than a struct writes the map as it is.
 pub fn write_with(out: &mut Vec<u8>, map: &Map<String, Value>, shape: Shape, replaced: (&str, &Value)) {
     match shape {
-        Struct(fields) if fields.iter().any(|(name, _)| *name == replaced.0) => {
-            write_struct_with(out, map, fields, Some(replaced));
+        Struct(fields) | Typed(fields) if fields.iter().any(|(name, _)| *name == replaced.0) => {
+            write_struct_with(out, map, shape, fields, Some(replaced));
         }
         _ => {
             let mut copy = map.clone();
@@ -226,10 +253,24 @@ pub fn write_with(out: &mut Vec<u8>, map: &Map<String, Value>, shape: Shape, rep
     }
 }
 
-/// [`write_struct`], with the declared member `replaced.0` holding `replaced.1` when given.
+/// Whether `value` is what Go's `omitempty` leaves out (null standing for the zero value it decodes to).
+fn go_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+    }
+}
+
+/// The struct `map` of `shape` (whose fields are `fields`), with the declared member `replaced.0` holding
+/// `replaced.1` when given.
 fn write_struct_with(
     out: &mut Vec<u8>,
     map: &Map<String, Value>,
+    shape: Shape,
     fields: &[(&str, Shape)],
     replaced: Option<(&str, &Value)>,
 ) {
@@ -245,19 +286,23 @@ fn write_struct_with(
         write(out, v, shape);
     };
     let mut known = 0;
-    for (name, shape) in fields {
+    for (name, field) in fields {
         let own = map.get(*name);
         known += usize::from(own.is_some());
         let v = match replaced {
             Some((key, v)) if key == *name => Some(v),
             _ => own,
         };
-        if let Some(v) = v {
-            emit(out, name, v, *shape);
+        match (field, v) {
+            (OmitEmpty(_), v) if v.is_none_or(go_empty) => {}
+            (Text, None) => emit(out, name, &Value::Null, Text),
+            (Pointer(_), None) => emit(out, name, &Value::Null, Plain),
+            (_, Some(v)) => emit(out, name, v, *field),
+            (_, None) => {}
         }
     }
     // Members the struct does not declare, in key order (none, usually: then the map is not walked again).
-    if known < map.len() {
+    if known < map.len() && !matches!(shape, Typed(_)) {
         for (k, v) in map {
             if !fields.iter().any(|(name, _)| name == k) {
                 emit(out, k, v, Plain);
@@ -315,9 +360,9 @@ mod tests {
     fn no_shape_declares_a_field_twice() {
         fn check(shape: Shape, seen: &mut usize) {
             match shape {
-                Plain => {}
-                List(item) => check(*item, seen),
-                Struct(fields) => {
+                Plain | Text => {}
+                List(item) | OmitEmpty(item) | Pointer(item) => check(*item, seen),
+                Struct(fields) | Typed(fields) => {
                     *seen += 1;
                     for (i, (name, inner)) in fields.iter().enumerate() {
                         assert!(!fields[..i].iter().any(|(n, _)| n == name), "{name} twice");
@@ -366,6 +411,47 @@ mod tests {
         let mut text = String::new();
         write!(GoEscapes(&mut text), "{v}").unwrap();
         assert_eq!(text, to_string(&v, Plain));
+    }
+
+    /// What Go's `json.Marshal` writes for Istio's `Prober` decoded from these originals (`apimirror`'s types:
+    /// `omitempty` strings and lists left out when empty or null, header strings `""` when missing, a gRPC
+    /// `service` pointer `null` when missing, undeclared members dropped).
+    #[test]
+    fn prober_originals_are_written_as_go_marshals_istios_types() {
+        for (prober, want) in [
+            (
+                json!({"httpGet": {"path": "", "port": 80, "host": "", "scheme": "", "httpHeaders": []}}),
+                r#"{"httpGet":{"port":80}}"#,
+            ),
+            (
+                json!({"httpGet": {"path": null, "port": 80, "host": null, "scheme": null, "httpHeaders": null}}),
+                r#"{"httpGet":{"port":80}}"#,
+            ),
+            (
+                json!({"httpGet": {"scheme": "HTTPS", "extra": 1, "port": "http", "path": "/p", "host": "h",
+                    "httpHeaders": [{"name": "a"}, {"value": "v", "name": null, "x": 2}]}, "timeoutSeconds": 3}),
+                r#"{"httpGet":{"path":"/p","port":"http","host":"h","scheme":"HTTPS","httpHeaders":[{"name":"a","value":""},{"name":"","value":"v"}]},"timeoutSeconds":3}"#,
+            ),
+            (json!({"tcpSocket": {"host": "", "port": 81}}), r#"{"tcpSocket":{"port":81}}"#),
+            (json!({"tcpSocket": {"host": "h", "port": 81, "x": 1}}), r#"{"tcpSocket":{"port":81,"host":"h"}}"#),
+            (json!({"grpc": {"port": 9090}}), r#"{"grpc":{"port":9090,"service":null}}"#),
+            (json!({"grpc": {"port": 9090, "service": ""}}), r#"{"grpc":{"port":9090,"service":""}}"#),
+            (json!({"grpc": {"service": "s", "port": 9090}}), r#"{"grpc":{"port":9090,"service":"s"}}"#),
+        ] {
+            assert_eq!(to_string(&prober, PROBER), want, "{prober}");
+            // The same with the port written in place, as the webhook writes it.
+            let action = prober.as_object().unwrap().iter().next().unwrap();
+            let shape = match action.0.as_str() {
+                "httpGet" => PROBER_HTTP_GET,
+                "tcpSocket" => PROBER_TCP_SOCKET,
+                _ => PROBER_GRPC,
+            };
+            let mut text = Vec::new();
+            let port = action.1["port"].clone();
+            write_with(&mut text, action.1.as_object().unwrap(), shape, ("port", &port));
+            let text = String::from_utf8(text).unwrap();
+            assert!(want.contains(&text), "{text} in {want}");
+        }
     }
 
     #[test]

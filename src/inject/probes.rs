@@ -158,9 +158,9 @@ fn timeout(obj: &Map<String, Value>) -> Option<&Value> {
 /// Appends [`prober`]'s value as [`probers_json`] writes it, without making the value.
 fn write_prober(out: &mut Vec<u8>, obj: &Map<String, Value>, change: Change, port: &Value, lifecycle: bool) {
     let shape = match change {
-        Change::Http => gojson::HTTP_GET,
-        Change::Tcp => gojson::TCP_SOCKET,
-        Change::Grpc => gojson::GRPC,
+        Change::Http => gojson::PROBER_HTTP_GET,
+        Change::Tcp => gojson::PROBER_TCP_SOCKET,
+        Change::Grpc => gojson::PROBER_GRPC,
     };
     out.push(b'{');
     gojson::write_str(out, change.field());
