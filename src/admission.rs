@@ -636,16 +636,17 @@ pub fn respond(
     };
     match inject::inject_pod(injector, pod, namespace, namespace_annotations) {
         Ok(PodOutcome::Injected { patch, decision }) => {
-            let outcome = Outcome::Injected(decision.rule);
             let mut response = response;
             response.patch = Some(patch);
-            response.audit = Some(format!("injected: {}", outcome.reason()));
+            // `outcome.reason()`, without a copy of it.
+            response.audit = Some(format!("injected: {}", decision.rule));
+            let outcome = Outcome::Injected(decision.rule);
             (with_inject_warning(response, pod.metadata()), outcome)
         }
         Ok(PodOutcome::Skipped(decision)) => {
-            let outcome = Outcome::Skipped(decision.rule);
             let mut response = response;
-            response.audit = Some(format!("skipped: {}", outcome.reason()));
+            response.audit = Some(format!("skipped: {}", decision.rule));
+            let outcome = Outcome::Skipped(decision.rule);
             (with_inject_warning(response, pod.metadata()), outcome)
         }
         Err(error) => {

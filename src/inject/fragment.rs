@@ -330,8 +330,8 @@ pub fn render<'c>(
 }
 
 fn merge_fragment(into: &mut Fragment, f: Fragment) {
-    into.labels.extend(f.labels);
-    into.annotations.extend(f.annotations);
+    append(&mut into.labels, f.labels);
+    append(&mut into.annotations, f.annotations);
     for (list, add) in [
         (&mut into.init_containers, f.init_containers),
         (&mut into.containers, f.containers),
@@ -361,7 +361,7 @@ fn merge_fragment(into: &mut Fragment, f: Fragment) {
             None => into.pod_security_context = Some(sc),
         }
     }
-    into.metadata_patches.extend(f.metadata_patches);
+    append(&mut into.metadata_patches, f.metadata_patches);
     if f.spec_rest.is_empty() {
         return;
     }
@@ -369,6 +369,15 @@ fn merge_fragment(into: &mut Fragment, f: Fragment) {
     merge::strategic(&mut rest, Value::Object(f.spec_rest));
     if let Value::Object(m) = rest {
         into.spec_rest = m;
+    }
+}
+
+/// `more` after the items of `into`: moved when `into` is empty (the first fragment's lists), not copied.
+fn append<T>(into: &mut Vec<T>, more: Vec<T>) {
+    if into.is_empty() {
+        *into = more;
+    } else {
+        into.extend(more);
     }
 }
 

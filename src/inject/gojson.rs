@@ -432,11 +432,26 @@ mod tests {
                     "httpHeaders": [{"name": "a"}, {"value": "v", "name": null, "x": 2}]}, "timeoutSeconds": 3}),
                 r#"{"httpGet":{"path":"/p","port":"http","host":"h","scheme":"HTTPS","httpHeaders":[{"name":"a","value":""},{"name":"","value":"v"}]},"timeoutSeconds":3}"#,
             ),
-            (json!({"tcpSocket": {"host": "", "port": 81}}), r#"{"tcpSocket":{"port":81}}"#),
-            (json!({"tcpSocket": {"host": "h", "port": 81, "x": 1}}), r#"{"tcpSocket":{"port":81,"host":"h"}}"#),
-            (json!({"grpc": {"port": 9090}}), r#"{"grpc":{"port":9090,"service":null}}"#),
-            (json!({"grpc": {"port": 9090, "service": ""}}), r#"{"grpc":{"port":9090,"service":""}}"#),
-            (json!({"grpc": {"service": "s", "port": 9090}}), r#"{"grpc":{"port":9090,"service":"s"}}"#),
+            (
+                json!({"tcpSocket": {"host": "", "port": 81}}),
+                r#"{"tcpSocket":{"port":81}}"#,
+            ),
+            (
+                json!({"tcpSocket": {"host": "h", "port": 81, "x": 1}}),
+                r#"{"tcpSocket":{"port":81,"host":"h"}}"#,
+            ),
+            (
+                json!({"grpc": {"port": 9090}}),
+                r#"{"grpc":{"port":9090,"service":null}}"#,
+            ),
+            (
+                json!({"grpc": {"port": 9090, "service": ""}}),
+                r#"{"grpc":{"port":9090,"service":""}}"#,
+            ),
+            (
+                json!({"grpc": {"service": "s", "port": 9090}}),
+                r#"{"grpc":{"port":9090,"service":"s"}}"#,
+            ),
         ] {
             assert_eq!(to_string(&prober, PROBER), want, "{prober}");
             // The same with the port written in place, as the webhook writes it.

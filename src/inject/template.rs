@@ -814,7 +814,7 @@ fn certs_volume(ctx: &Context) -> Option<Value> {
     Some(json!({"name": "istio-certs", "secret": {"optional": true, "secretName": format!("istio.{sa}")}}))
 }
 
-fn canonical_labels(ctx: &Context) -> Vec<(String, String)> {
+fn canonical_labels(ctx: &Context) -> [(String, String); 2] {
     let name = ctx
         .label(ann::CANONICAL_NAME)
         .or_else(|| ctx.label("app.kubernetes.io/name"))
@@ -825,7 +825,7 @@ fn canonical_labels(ctx: &Context) -> Vec<(String, String)> {
         .or_else(|| ctx.label("app.kubernetes.io/version"))
         .or_else(|| ctx.label("version"))
         .unwrap_or("latest");
-    vec![
+    [
         (ann::CANONICAL_NAME.to_owned(), truncate_label(name)),
         (ann::CANONICAL_REVISION.to_owned(), truncate_label(revision)),
     ]
@@ -1143,7 +1143,8 @@ impl Static {
             map.insert("name".into(), item.get("name").cloned().unwrap_or(Value::Null));
             map
         };
-        let mut annotations = self.annotations.clone();
+        let mut annotations = Vec::with_capacity(self.annotations.len() + pod.annotations.len());
+        annotations.extend_from_slice(&self.annotations);
         annotations.extend(pod.annotations);
         // One stand-in for all the compiled volumes (see [`COMPILED_VOLUMES`]).
         let mut volumes = Vec::with_capacity(2);
@@ -1158,11 +1159,12 @@ impl Static {
         Fragment {
             labels: pod.labels,
             annotations,
-            init_containers: self
-                .init_containers
-                .iter()
-                .map(|c| Value::Object(stand_in(c)))
-                .collect(),
+            init_containers: {
+                // Room for the proxy, which a native sidecar moves here.
+                let mut items = Vec::with_capacity(self.init_containers.len() + 1);
+                items.extend(self.init_containers.iter().map(|c| Value::Object(stand_in(c))));
+                items
+            },
             containers: vec![Value::Object(proxy)],
             volumes,
             image_pull_secrets: self.image_pull_secrets.clone(),
@@ -1215,10 +1217,12 @@ pub fn sidecar_static(ctx: &Settings) -> Static {
 
 /// The `sidecar` template's parts that depend on the pod.
 pub fn sidecar_pod_parts(ctx: &Context) -> PodParts {
-    let mut labels = vec![(
+    // The mode, the two canonical labels and the network.
+    let mut labels = Vec::with_capacity(4);
+    labels.push((
         ann::TLS_MODE.to_owned(),
         ctx.label(ann::TLS_MODE).unwrap_or("istio").to_owned(),
-    )];
+    ));
     labels.extend(canonical_labels(ctx));
     if let Some(network) = &ctx.config.network
         && ctx.label("topology.istio.io/network").is_none()
@@ -1361,7 +1365,7 @@ pub fn gateway_static(ctx: &Settings) -> Static {
 /// The `gateway` template's parts that depend on the pod.
 pub fn gateway_pod_parts(ctx: &Context) -> PodParts {
     PodParts {
-        labels: canonical_labels(ctx),
+        labels: canonical_labels(ctx).into(),
         annotations: default_container_annotations(ctx, true),
         certs_volume: certs_volume(ctx),
     }
@@ -1388,7 +1392,7 @@ pub fn grpc_agent(ctx: &Context) -> Fragment {
     let config = ctx.config;
     let apps = full_app_containers(ctx);
     let mut f = Fragment {
-        labels: canonical_labels(ctx),
+        labels: canonical_labels(ctx).into(),
         ..Fragment::default()
     };
     if let Some(first) = apps.first() {
