@@ -229,7 +229,11 @@ pub fn write(out: &mut Vec<u8>, value: &Value, shape: Shape) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write(out, v, *item);
+                match (*item, v) {
+                    // A null item of a struct type (not a pointer) decodes to the struct's zero value.
+                    (Typed(fields), Value::Null) => write_struct_with(out, &Map::new(), *item, fields, None),
+                    _ => write(out, v, *item),
+                }
             }
             out.push(b']');
         }
@@ -341,6 +345,10 @@ mod tests {
                 (HTTP_GET, "port"),
                 (TCP_SOCKET, "port"),
                 (GRPC, "service"),
+                (PROBER_HTTP_GET, "port"),
+                (PROBER_TCP_SOCKET, "port"),
+                (PROBER_GRPC, "port"),
+                (PROBER_GRPC, "service"),
                 (Plain, "port"),
             ] {
                 let mut copy = map.clone();
@@ -433,6 +441,10 @@ mod tests {
                 r#"{"httpGet":{"path":"/p","port":"http","host":"h","scheme":"HTTPS","httpHeaders":[{"name":"a","value":""},{"name":"","value":"v"}]},"timeoutSeconds":3}"#,
             ),
             (
+                json!({"httpGet": {"port": 1, "httpHeaders": [null, {"name": "n", "value": null}]}}),
+                r#"{"httpGet":{"port":1,"httpHeaders":[{"name":"","value":""},{"name":"n","value":""}]}}"#,
+            ),
+            (
                 json!({"tcpSocket": {"host": "", "port": 81}}),
                 r#"{"tcpSocket":{"port":81}}"#,
             ),
@@ -454,18 +466,24 @@ mod tests {
             ),
         ] {
             assert_eq!(to_string(&prober, PROBER), want, "{prober}");
-            // The same with the port written in place, as the webhook writes it.
-            let action = prober.as_object().unwrap().iter().next().unwrap();
-            let shape = match action.0.as_str() {
+            // With another port written in place, as the webhook writes it: the same action, that port in it.
+            let (name, action) = prober.as_object().unwrap().iter().next().unwrap();
+            let shape = match name.as_str() {
                 "httpGet" => PROBER_HTTP_GET,
                 "tcpSocket" => PROBER_TCP_SOCKET,
                 _ => PROBER_GRPC,
             };
             let mut text = Vec::new();
-            let port = action.1["port"].clone();
-            write_with(&mut text, action.1.as_object().unwrap(), shape, ("port", &port));
-            let text = String::from_utf8(text).unwrap();
-            assert!(want.contains(&text), "{text} in {want}");
+            write_with(&mut text, action.as_object().unwrap(), shape, ("port", &json!(4242)));
+            // The action's text in `want`: after `{"<name>":`, before `,"timeoutSeconds"` or the closing brace.
+            let inner = want
+                .strip_prefix(&format!("{{\"{name}\":"))
+                .unwrap()
+                .strip_suffix('}')
+                .unwrap();
+            let inner = inner.split(",\"timeoutSeconds\"").next().unwrap();
+            let expected = inner.replace(&format!("\"port\":{}", action["port"]), "\"port\":4242");
+            assert_eq!(String::from_utf8(text).unwrap(), expected, "{prober}");
         }
     }
 

@@ -579,6 +579,13 @@ mod tests {
             http(json!({"path": "/app-health/hello/readyz", "port": 15020.0})),
             http(json!({"aaa": 1, "zzz": 2, "port": "missing", "scheme": "HTTP"})),
             http(json!({"pb": 1, "path": "/x", "port": 1, "pz": "<&>\u{2028}"})),
+            // Members Go's prober leaves out or fills in (`omitempty`, zero values, a nil `service`).
+            http(json!({"path": "", "port": 80, "host": null, "scheme": "", "httpHeaders": []})),
+            http(json!({"port": 80, "path": null, "httpHeaders": null})),
+            http(json!({"port": 80, "httpHeaders": [null, {"name": "n"}, {"value": null, "x": 1}]})),
+            json!({"tcpSocket": {"port": 80, "host": ""}}),
+            json!({"grpc": {"port": 9090}, "timeoutSeconds": 2}),
+            json!({"grpc": {"port": 9090, "service": null}}),
             json!({"httpGet": {"path": "/app-lifecycle/l/prestopz", "port": 15020}}),
             json!({"tcpSocket": {"port": 15021}, "timeoutSeconds": 2}),
             json!({"tcpSocket": {"port": ""}}),
