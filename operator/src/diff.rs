@@ -6,6 +6,7 @@
 //! whole (`subjects`, `rules`, `args`), and fields this operator applied earlier but no longer renders (server-side
 //! apply drops them when the manager stops sending them).
 
+use mizzen::inject::gojson::go_empty;
 use serde_json::{Map, Value};
 
 type Fields = Map<String, Value>;
@@ -29,18 +30,6 @@ pub fn needs_apply(live: &Value, desired: &Value, manager: &str) -> bool {
         return true;
     }
     owned.is_some_and(|fields| owns_more_than(fields, desired))
-}
-
-/// Go zero values: the API server drops them from `omitempty` fields.
-fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    }
 }
 
 /// Keys under which values are resource quantities (`resources.requests.cpu`, …).
@@ -69,7 +58,7 @@ fn contains_object(
         }
         // Absent: the API server dropped a zero value this manager applied (it still owns the field), or someone
         // removed the field (then nobody owns it any more).
-        None => is_zero(dv) && sub(owned, k).is_some(),
+        None => go_empty(dv) && sub(owned, k).is_some(),
     })
 }
 

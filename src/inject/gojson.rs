@@ -257,8 +257,9 @@ pub fn write_with(out: &mut Vec<u8>, map: &Map<String, Value>, shape: Shape, rep
     }
 }
 
-/// Whether `value` is what Go's `omitempty` leaves out (null standing for the zero value it decodes to).
-fn go_empty(value: &Value) -> bool {
+/// Whether `value` is a Go zero value, what `omitempty` leaves out (null standing for the zero value it decodes
+/// to): the API server drops these from `omitempty` fields too (the operator's comparison with live objects).
+pub fn go_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::Bool(b) => !b,
