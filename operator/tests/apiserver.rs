@@ -919,18 +919,22 @@ async fn foreground_deletion_is_not_fought() {
         .delete("sc-delete", &DeleteParams::foreground())
         .await
         .expect("foreground delete");
-    eventually(WAIT, "the MeshInstall and its children are gone", || async {
-        let deployments: Api<Deployment> = s.api();
-        let gone = meshes.get_opt("sc-delete").await.expect("get").is_none()
-            && deployments
-                .list(&Default::default())
-                .await
-                .expect("list")
-                .items
-                .is_empty();
-        gone.then_some(())
+    eventually(WAIT, "the MeshInstall is gone", || async {
+        meshes.get_opt("sc-delete").await.expect("get").is_none().then_some(())
     })
     .await;
+    // Foreground: the MeshInstall goes only after its children (what `kubectl delete --cascade=foreground` waits
+    // for, as the README says).
+    let deployments: Api<Deployment> = s.api();
+    let left: Vec<String> = deployments
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|d| d.name_any())
+        .collect();
+    assert!(left.is_empty(), "Deployments outlived their MeshInstall: {left:?}");
     let writes: Vec<String> = s
         .requests
         .take_writes()
