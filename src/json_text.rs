@@ -232,8 +232,9 @@ fn value(out: &mut Vec<u8>, v: &Value, go: bool, known: Option<&Known>) {
         Value::Number(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
+        // A known string's JSON has serde_json's escapes, not Go's.
         Value::String(s) => match known {
-            Some(k) if *s == k.text => out.extend_from_slice(&k.json),
+            Some(k) if !go => write_str_knowing(out, s, k),
             _ => string(out, s, go),
         },
         Value::Array(items) => {
