@@ -577,7 +577,7 @@ canary_s=$(since "$t_canary")
 kubectl delete namespace shop --wait=false >/dev/null
 kubectl delete meshinstall canary --timeout=120s >/dev/null || fail "deleting the canary"
 # Its children go by the garbage collector, after the MeshInstall (background propagation): not at once.
-tag_gone() { ! kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod >/dev/null 2>&1; }
+tag_gone() { local o; o=$(kubectl get mutatingwebhookconfiguration mizzen-revision-tag-prod --ignore-not-found -o name) && [[ -z "$o" ]]; }
 wait_until 30 "the tag's webhook configuration went with the canary (garbage collector)" tag_gone || true
 
 # --- in "uninstall (README)": the left-behind check also looks for the addon's ClusterRole ---
@@ -592,11 +592,15 @@ fi
 
 step "uninstall (README)"
 run_readme uninstall
-left=$(kubectl get deployments,services,configmaps,serviceaccounts,roles,rolebindings,secrets,horizontalpodautoscalers,poddisruptionbudgets \
-  -A -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
-left+=$(kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null)
-left+=$(kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true)
-[[ -z "$left" ]] && pass "nothing of mizzen's is left" || fail "left behind: $left"
+leftovers() {
+  kubectl get deployments,services,configmaps,serviceaccounts,roles,rolebindings,secrets,horizontalpodautoscalers,poddisruptionbudgets \
+    -A -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null
+  kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=mizzen -o name 2>/dev/null
+  kubectl get clusterroles,clusterrolebindings -o name | grep -E 'mizzen|istiod|istio-ingressgateway|prometheus-istio-system' || true
+}
+nothing_left() { [[ -z "$(leftovers)" ]]; }
+# The MeshInstall's objects go by the garbage collector after `kubectl delete` returns (background propagation).
+wait_until 60 "nothing of mizzen's is left" nothing_left || echo "left behind: $(leftovers)"
 kubectl get namespace mizzen-system >/dev/null 2>&1 && fail "namespace mizzen-system is still there" || pass "namespace mizzen-system is gone"
 kubectl get crd meshinstalls.mizzen.io >/dev/null 2>&1 && fail "the MeshInstall CRD is still there" || pass "the MeshInstall CRD is gone"
 kubectl get crd virtualservices.networking.istio.io >/dev/null 2>&1 && pass "Istio's CRDs stay (user resources survive)" ||
