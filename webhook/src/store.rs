@@ -60,6 +60,9 @@ pub struct Store {
     /// MeshInstall and node watches rebuild from their own tasks, and without it a rebuild that read the nodes
     /// before the other task changed them could store its older result last, to stay until the next change.
     rebuilding: std::sync::Mutex<()>,
+    /// Tests: the next rebuild, once it has compiled, says so on the sender and waits on the receiver to store.
+    #[cfg(test)]
+    pause_before_store: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -212,6 +215,11 @@ impl Store {
             configs.insert(revision, Arc::new(Injector::compile(config)));
         }
         drop(meshes);
+        #[cfg(test)]
+        if let Some((compiled, store)) = self.pause_before_store.lock().unwrap().take() {
+            compiled.send(()).unwrap();
+            store.recv().unwrap();
+        }
         *write(&self.configs) = configs;
     }
 }
@@ -272,6 +280,42 @@ mod tests {
         assert!(!store.config("default").unwrap().config().native_sidecars_by_default());
         store.delete_node("old");
         assert!(store.config("default").unwrap().config().native_sidecars_by_default());
+    }
+
+    /// The MeshInstall and node watches rebuild from their own tasks: a rebuild that read older MeshInstalls or
+    /// nodes must not store its result after a newer rebuild's, where it would stay until the next change.
+    #[test]
+    fn a_rebuild_that_read_older_nodes_does_not_store_last() {
+        let store = Arc::new(Store::from_specs([("default".to_owned(), spec(""))]));
+        let (compiled_tx, compiled) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        *store.pause_before_store.lock().unwrap() = Some((compiled_tx, go_rx));
+        // A MeshInstall change rebuilds with no nodes (native sidecars on) and waits before storing.
+        let mesh = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut s = spec("");
+                s.version = "1.28.1".into();
+                store.apply_mesh("default", s);
+            })
+        };
+        compiled.recv().unwrap();
+        // Meanwhile a node too old for native sidecars arrives and rebuilds.
+        let node = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.apply_node("old", "v1.31.2".into()))
+        };
+        // Time for the node's rebuild to store first, were it not held back until the first one has stored.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        go.send(()).unwrap();
+        mesh.join().unwrap();
+        node.join().unwrap();
+        let config = store.config("default").unwrap();
+        assert!(
+            !config.config().native_sidecars_by_default(),
+            "the configuration compiled without the node was stored last"
+        );
+        assert_eq!(config.config().tag, "1.28.1");
     }
 
     #[test]
