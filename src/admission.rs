@@ -11,6 +11,7 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::inject::pod::Object;
+use crate::inject::pod::Owner;
 use crate::inject::{self, InjectError, Injector, PodOutcome, Rule, Submitted, Workload};
 use crate::json_read::{Bail, Read, Reader};
 use crate::json_text;
@@ -376,7 +377,9 @@ fn summary(envelope: Envelope) -> String {
             Some(Object::Pod(mut pod)) => {
                 let spec = pod.spec(&inject::pod::Depth::Full);
                 let spec = spec.map(|s| s.value.to_string()).map_err(|e| e.to_string());
-                format!("{} {} {spec:?}", pod.has_metadata(), pod.metadata())
+                let owners = format!("{:?}", pod.owners());
+                let metadata = pod.whole_metadata().map(Value::to_string).map_err(|e| e.to_string());
+                format!("{} {metadata:?} {owners} {spec:?}", pod.has_metadata())
             }
         };
         let r = &w.resource;
@@ -461,11 +464,23 @@ impl Request<'_> {
 
     /// The workload the pod belongs to (for logs and Events).
     pub fn workload(&self) -> Workload {
-        let mut w = Workload::of_pod(self.pod_metadata());
+        let mut w = match &self.pod {
+            Some(pod) => Workload::of_pod_owned_by(pod.metadata(), &pod.owners()),
+            None => Workload::of_pod(&Value::Null),
+        };
         if w.namespace.is_empty() {
             w.namespace = self.namespace().to_owned();
         }
         w
+    }
+
+    /// The pod's direct owner, for its Event ([`Owner::direct`]): `apiVersion`, `kind`, `name` and `uid`.
+    pub fn pod_owner(&self) -> Option<(String, String, String, String)> {
+        let owners = self.pod.as_ref()?.owners();
+        Owner::direct(&owners).map(|o| {
+            let s = |v: &str| v.to_owned();
+            (s(&o.api_version), s(&o.kind), s(&o.name), s(&o.uid))
+        })
     }
 
     /// Whether the review may have side effects such as Events: not for a `dryRun` request (the

@@ -113,6 +113,11 @@ impl Workload {
     /// `deploymentconfig` is that OpenShift DeploymentConfig, and a Job named `<name>-<8 to 10 digits>` is CronJob
     /// `<name>`.
     pub fn of_pod(metadata: &Value) -> Self {
+        Self::of_pod_owned_by(metadata, &pod::Owner::all_in(metadata))
+    }
+
+    /// [`Workload::of_pod`], with the pod's `ownerReferences` as read ([`Submitted::owners`]).
+    pub fn of_pod_owned_by(metadata: &Value, owners: &[pod::Owner]) -> Self {
         let namespace = metadata["namespace"].as_str().unwrap_or_default().to_owned();
         let name = metadata["name"].as_str().unwrap_or_default();
         let pod = |name: &str, namespace| Self {
@@ -122,11 +127,7 @@ impl Workload {
             api_version: "v1".into(),
         };
         let generated = metadata["generateName"].as_str().is_some_and(|g| !g.is_empty());
-        let controller = metadata["ownerReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|o| o["controller"].as_bool() == Some(true));
+        let controller = owners.iter().find(|o| o.controller);
         let Some(owner) = controller.filter(|_| generated) else {
             // A pod created by hand without a name of its own keeps its generateName's stem, for logs and Events.
             if name.is_empty() && generated {
@@ -135,11 +136,7 @@ impl Workload {
             }
             return pod(name, namespace);
         };
-        let (name, kind, api_version) = (
-            owner["name"].as_str().unwrap_or_default(),
-            owner["kind"].as_str().unwrap_or_default(),
-            owner["apiVersion"].as_str().unwrap_or_default(),
-        );
+        let (name, kind, api_version) = (&*owner.name, &*owner.kind, &*owner.api_version);
         let label = |key: &str| {
             metadata
                 .get("labels")
@@ -549,13 +546,17 @@ pub fn inject_pod_with(
     shortcuts: bool,
 ) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
+    if depth == pod::Depth::Full {
+        // A user's template may read the owners or merge into them.
+        pod.whole_metadata()?;
+    }
     let spec = pod.spec(&depth)?;
     let metadata = pod.metadata();
     let decision = decide(injector.config(), metadata, &spec.value, namespace);
     if !decision.inject {
         return Ok(PodOutcome::Skipped(decision));
     }
-    let mut workload = Workload::of_pod(metadata);
+    let mut workload = Workload::of_pod_owned_by(metadata, &pod.owners());
     if workload.namespace.is_empty() {
         workload.namespace = namespace.to_owned();
     }

@@ -1,5 +1,6 @@
 //! The submitted pod as the webhook reads it: only what the injector reads is parsed, in one pass over the request
-//! body. The metadata is parsed whole but for `managedFields`, which Istio's webhook drops too. Of the
+//! body. The metadata is parsed whole but for `managedFields`, which Istio's webhook drops too, and `ownerReferences`,
+//! kept as text and read as [`Owner`]s until a user's template may need them whole. Of the
 //! spec, the fields injection reads or merges into (containers, init containers, volumes, image pull secrets,
 //! security context, service account, host network); of a container only its name, ports, probes, lifecycle and
 //! restart policy; of a volume only its name. The rest stays text in the body ([`RawValue`]s) until the metadata
@@ -327,46 +328,266 @@ impl<'de> de::Deserialize<'de> for SpecMember<'de> {
     }
 }
 
-/// A submitted pod: its metadata parsed (but for `managedFields`), its spec as far as injection reads it so far
-/// (taken by [`Submitted::spec`]).
+/// A submitted pod: its metadata parsed (but for `managedFields`, and `ownerReferences` while only read), its spec as
+/// far as injection reads it so far (taken by [`Submitted::spec`]).
 pub struct Submitted<'a> {
     metadata: Option<Value>,
+    /// The metadata's `ownerReferences` when kept out of `metadata`: see [`OwnersText`].
+    owners: Option<OwnersText<'a>>,
     spec: Option<SpecMember<'a>>,
+}
+
+/// The pod's `ownerReferences` when they are a list of objects (the API server sends no other): kept as their text
+/// and read as [`Owner`]s, rather than parsed into a tree only dropped again (a tree of one small object costs a
+/// review about 8 k instructions, over five per cent). Put back into the metadata, parsed, when a user's template may
+/// read or merge them ([`Submitted::whole_metadata`]). Any other shape stays in the metadata, for the shape checks to
+/// name.
+struct OwnersText<'a> {
+    text: &'a RawValue,
+    read: Vec<Owner<'a>>,
+}
+
+/// What is read of one of a pod's `ownerReferences`, borrowed from the text where it has no escapes, as a JSON tree
+/// reads it: a member that is absent or not a string is empty, `controller` is true only when it is `true`, and of a
+/// repeated member the last counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// `apiVersion`.
+    pub api_version: Cow<'a, str>,
+    /// `kind`.
+    pub kind: Cow<'a, str>,
+    /// `name`.
+    pub name: Cow<'a, str>,
+    /// `uid`.
+    pub uid: Cow<'a, str>,
+    /// `controller` is `true`.
+    pub controller: bool,
+}
+
+impl<'a> Owner<'a> {
+    /// The owners in a metadata tree's `ownerReferences` (none when it is not a list; an item that is not an object
+    /// reads as an owner of empty names).
+    pub fn all_in(metadata: &'a Value) -> Vec<Owner<'a>> {
+        let text = |o: &'a Value, key: &str| Cow::Borrowed(o.get(key).and_then(Value::as_str).unwrap_or_default());
+        metadata
+            .get("ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|o| Owner {
+                api_version: text(o, "apiVersion"),
+                kind: text(o, "kind"),
+                name: text(o, "name"),
+                uid: text(o, "uid"),
+                controller: o.get("controller").and_then(Value::as_bool) == Some(true),
+            })
+            .collect()
+    }
+
+    /// The pod's direct owner, for its Event: the one that is its controller, else the first.
+    pub fn direct<'o>(owners: &'o [Owner<'a>]) -> Option<&'o Owner<'a>> {
+        owners.iter().find(|o| o.controller).or_else(|| owners.first())
+    }
+}
+
+/// A string member of an owner: the string, or empty when it is something else.
+struct OwnerText<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for OwnerText<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OwnerText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<OwnerText<'de>, E> {
+                Ok(OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OwnerText<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(|_| OwnerText(Cow::Borrowed("")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OwnerText<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(|_| OwnerText(Cow::Borrowed("")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `controller`: true only when it is `true`.
+struct OwnerFlag(bool);
+
+impl<'de> de::Deserialize<'de> for OwnerFlag {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OwnerFlag;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            visit_as_value!(|v: Value| OwnerFlag(v == true), seq map);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An item of `ownerReferences` as the text path reads it: an object as an [`Owner`], or something else.
+enum OwnerItem<'a> {
+    Object(Owner<'a>),
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for OwnerItem<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OwnerItem<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an owner reference")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OwnerItem<'de>, A::Error> {
+                let mut owner = Owner::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    let slot = match key.as_ref() {
+                        "apiVersion" => &mut owner.api_version,
+                        "kind" => &mut owner.kind,
+                        "name" => &mut owner.name,
+                        "uid" => &mut owner.uid,
+                        "controller" => {
+                            owner.controller = map.next_value::<OwnerFlag>()?.0;
+                            continue;
+                        }
+                        _ => {
+                            // Read as the tree reads it, so that what the tree refuses (a number out of a double's
+                            // range) is refused too; the API server sends only `blockOwnerDeletion` here.
+                            map.next_value::<Value>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value::<OwnerText>()?.0;
+                }
+                Ok(OwnerItem::Object(owner))
+            }
+            visit_as_value!(|_| OwnerItem::Other, seq);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `ownerReferences` as the text path reads them: the owners when they are a list of objects.
+struct OwnerList<'a>(Option<Vec<Owner<'a>>>);
+
+impl<'de> de::Deserialize<'de> for OwnerList<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OwnerList<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OwnerList<'de>, A::Error> {
+                let mut owners = Some(Vec::with_capacity(seq.size_hint().unwrap_or(1)));
+                while let Some(item) = seq.next_element::<OwnerItem>()? {
+                    match (item, &mut owners) {
+                        (OwnerItem::Object(owner), Some(owners)) => owners.push(owner),
+                        _ => owners = None,
+                    }
+                }
+                Ok(OwnerList(owners))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl<'a> OwnersText<'a> {
+    /// The owners of `text` when it is a list of objects.
+    fn read(text: &'a RawValue) -> Option<Self> {
+        let json = text.get();
+        if !json.starts_with('[') {
+            return None;
+        }
+        let read = serde_json::from_str::<OwnerList<'a>>(json).ok()?.0?;
+        Some(Self { text, read })
+    }
 }
 
 /// The pod's `metadata`, parsed whole but for `managedFields`, which are skipped: Istio's webhook drops them before
 /// it injects (`pod.ManagedFields = nil`: they can be large and change nothing in the output), so no template, not
 /// even a user's, sees them there, and the patch leaves them as they are. The API server writes them on every pod it
 /// sends (for a one-container pod a tree of some sixty objects, the largest member of the metadata).
-struct Metadata(Value);
+/// `ownerReferences` are kept out of it while they are a list of objects ([`OwnersText`]).
+struct Metadata<'a>(Value, Option<OwnersText<'a>>);
 
-impl<'de> de::Deserialize<'de> for Metadata {
+impl<'de> de::Deserialize<'de> for Metadata<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Metadata;
+            type Value = Metadata<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any value")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata<'de>, A::Error> {
                 let mut members = Map::new();
+                let mut owners = None;
                 // A repeated name: the last one wins, as when parsing into a map.
                 while let Some(Key(key)) = map.next_key()? {
-                    if key == "managedFields" {
-                        map.next_value::<IgnoredAny>()?;
-                    } else {
-                        members.insert(key.into_owned(), map.next_value()?);
+                    match key.as_ref() {
+                        "managedFields" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        "ownerReferences" => {
+                            let text: &'de RawValue = map.next_value()?;
+                            owners = OwnersText::read(text);
+                            if owners.is_some() {
+                                members.remove("ownerReferences");
+                            } else {
+                                let value = serde_json::from_str(text.get()).map_err(|e| {
+                                    // Where in the body: the outer parser's position, which serde_json adds.
+                                    let e = e.to_string();
+                                    let at = e.rsplit_once(" at line ").map_or(e.as_str(), |(message, _)| message);
+                                    de::Error::custom(format_args!("metadata.ownerReferences: {at}"))
+                                })?;
+                                members.insert(key.into_owned(), value);
+                            }
+                        }
+                        _ => {
+                            members.insert(key.into_owned(), map.next_value()?);
+                        }
                     }
                 }
-                Ok(Metadata(Value::Object(members)))
+                Ok(Metadata(Value::Object(members), owners))
             }
-            visit_as_value!(Metadata, seq);
+            visit_as_value!(|v| Metadata(v, None), seq);
         }
         d.deserialize_any(V)
     }
 }
 
 /// `request.object` of a review: a pod (or any object), or something else.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per review, moved once into the request: boxing the pod would cost every review an allocation"
+)]
 pub enum Object<'a> {
     /// An object, read as a pod.
     Pod(Submitted<'a>),
@@ -391,11 +612,15 @@ fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
                 let mut pod = Submitted {
                     metadata: None,
+                    owners: None,
                     spec: None,
                 };
                 while let Some(Key(key)) = map.next_key()? {
                     match key.as_ref() {
-                        "metadata" => pod.metadata = Some(map.next_value::<Metadata>()?.0),
+                        "metadata" => {
+                            let Metadata(metadata, owners) = map.next_value()?;
+                            (pod.metadata, pod.owners) = (Some(metadata), owners);
+                        }
                         "spec" => pod.spec = Some(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -610,9 +835,29 @@ impl<'a> Submitted<'a> {
         }
     }
 
-    /// The pod's metadata (null when it has none).
+    /// The pod's metadata (null when it has none), without its `ownerReferences` while they are kept as text (read
+    /// them with [`Submitted::owners`]; [`Submitted::whole_metadata`] puts them back).
     pub fn metadata(&self) -> &Value {
         self.metadata.as_ref().unwrap_or(&Value::Null)
+    }
+
+    /// The pod's metadata whole (null when it has none; `managedFields` skipped), its `ownerReferences` parsed back
+    /// into it if they were kept as text: for a user's template, which may read them or merge into them.
+    pub fn whole_metadata(&mut self) -> Result<&Value, InjectError> {
+        if let Some(owners) = self.owners.take()
+            && let Some(Value::Object(members)) = &mut self.metadata
+        {
+            members.insert("ownerReferences".to_owned(), parse_value(owners.text)?);
+        }
+        Ok(self.metadata())
+    }
+
+    /// The pod's `ownerReferences`, as read ([`Owner`]).
+    pub fn owners(&self) -> Cow<'_, [Owner<'_>]> {
+        match &self.owners {
+            Some(owners) => Cow::Borrowed(owners.read.as_slice()),
+            None => Cow::Owned(Owner::all_in(self.metadata())),
+        }
     }
 
     /// Whether the pod has a `metadata` field that is not null.
@@ -704,7 +949,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::inject::InjectionConfig;
+    use crate::inject::{InjectionConfig, Workload};
 
     fn pod(value: &Value) -> String {
         value.to_string()
@@ -814,6 +1059,90 @@ mod tests {
         }
         // Text that is not JSON is still refused when the pod is read.
         assert!(Submitted::from_json(r#"{"metadata":{"managedFields":[1,]},"spec":{}}"#).is_err());
+    }
+
+    #[test]
+    fn owners_kept_as_text_read_as_the_tree_reads_them_and_come_back_whole() {
+        let owner = r#"{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-1","uid":"u1","controller":true,"blockOwnerDeletion":true}"#;
+        for (references, as_text) in [
+            (format!("[{owner}]"), true),
+            ("[]".to_owned(), true),
+            // The controller is the first with `controller: true`; anything else is not one.
+            (
+                r#"[{"name":"a","controller":"true"},{"name":"b","controller":1},{"name":"c","controller":true}]"#.to_owned(),
+                true,
+            ),
+            (r#"[{"name":"a","controller":null},{"name":"b"}]"#.to_owned(), true),
+            // Of a repeated member the last counts, even when it is not a string.
+            (r#"[{"name":"a","name":"b","kind":"K","kind":7,"controller":true,"controller":false}]"#.to_owned(), true),
+            // Escapes; members that are not strings read as empty; unknown members of any shape.
+            (
+                r#"[{"name":"web","kind":["x"],"apiVersion":{"a":1},"uid":null,"x":{"y":[1,2.5,-3e2]},"controller":true}]"#
+                    .to_owned(),
+                true,
+            ),
+            // Other shapes stay in the tree, for the shape checks to name.
+            (r#"[{"name":"a"},"b"]"#.to_owned(), false),
+            (r#"{"name":"a"}"#.to_owned(), false),
+            ("null".to_owned(), false),
+            ("7".to_owned(), false),
+        ] {
+            let text = format!(
+                r#"{{"metadata":{{"generateName":"web-1-","ownerReferences":{references},"labels":{{"pod-template-hash":"1"}}}},"spec":{{}}}}"#
+            );
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            let mut submitted = Submitted::from_json(&text).unwrap();
+            assert_eq!(
+                submitted.metadata().get("ownerReferences").is_none(),
+                as_text,
+                "{references}"
+            );
+            assert_eq!(&*submitted.owners(), Owner::all_in(&tree["metadata"]), "{references}");
+            assert_eq!(
+                Workload::of_pod_owned_by(submitted.metadata(), &submitted.owners()),
+                Workload::of_pod(&tree["metadata"]),
+                "{references}"
+            );
+            assert_eq!(submitted.whole_metadata().unwrap(), &tree["metadata"], "{references}");
+            assert_eq!(&*submitted.owners(), Owner::all_in(&tree["metadata"]), "{references}");
+        }
+        // The last of repeated `ownerReferences` counts, whichever way each is kept.
+        for (first, last) in [
+            ("[{\"name\":\"a\"}]", "7"),
+            ("7", "[{\"name\":\"a\"}]"),
+            ("[{}]", "[{\"uid\":\"b\"}]"),
+        ] {
+            let text = format!(r#"{{"metadata":{{"ownerReferences":{first},"ownerReferences":{last}}},"spec":{{}}}}"#);
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            let mut submitted = Submitted::from_json(&text).unwrap();
+            assert_eq!(&*submitted.owners(), Owner::all_in(&tree["metadata"]), "{text}");
+            assert_eq!(submitted.whole_metadata().unwrap(), &tree["metadata"], "{text}");
+        }
+        // What the tree refuses is refused, naming the member.
+        for references in [
+            r#"[{"x":1e400}]"#,
+            r#"[{"name":1e400}]"#,
+            r#"[{"x":[-1e999]}]"#,
+            "[1e400]",
+        ] {
+            let text = format!(r#"{{"metadata":{{"ownerReferences":{references}}},"spec":{{}}}}"#);
+            assert!(serde_json::from_str::<Value>(&text).is_err(), "{references}");
+            let err = Submitted::from_json(&text).err().unwrap_or_default();
+            assert!(
+                err.starts_with("metadata.ownerReferences: number out of range at line 1 column"),
+                "{references}: {err}"
+            );
+        }
+        // The direct owner: the controller, else the first.
+        for (references, direct) in [
+            (r#"[{"name":"a"},{"name":"b","controller":true}]"#, "b"),
+            (r#"[{"name":"a"},{"name":"b"}]"#, "a"),
+        ] {
+            let tree = json!({"ownerReferences": serde_json::from_str::<Value>(references).unwrap()});
+            let owners = Owner::all_in(&tree);
+            assert_eq!(Owner::direct(&owners).map(|o| &*o.name), Some(direct));
+        }
+        assert_eq!(Owner::direct(&[]), None);
     }
 
     #[test]

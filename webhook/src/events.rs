@@ -10,10 +10,9 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use mizzen::admission::Outcome;
+use mizzen::admission::{Outcome, Request};
 use mizzen::events::{Occurrence, Publish, Reporter, Series};
 use mizzen::inject::Workload;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// Events with the same workload and reason are published at most this often.
@@ -35,15 +34,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Builds a decision from the pod's metadata.
-    pub fn new(workload: Workload, pod_metadata: &Value, outcome: Outcome) -> Self {
-        let owner = pod_metadata["ownerReferences"]
-            .as_array()
-            .and_then(|o| o.iter().find(|r| r["controller"] == true).or_else(|| o.first()))
-            .map(|r| {
-                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
-                (s("apiVersion"), s("kind"), s("name"), s("uid"))
-            });
+    /// Builds a decision about a review's pod.
+    pub fn new(request: &Request, outcome: Outcome) -> Self {
+        let (workload, owner, pod_metadata) = (request.workload(), request.pod_owner(), request.pod_metadata());
         Self {
             workload,
             owner,

@@ -436,9 +436,7 @@ fn review(state: &AppState, revision: &str, body: &[u8], started: Instant) -> Re
         );
     }
     if request.publishes_events() && state.events.is_enabled() {
-        state
-            .events
-            .send(Decision::new(request.workload(), request.pod_metadata(), outcome));
+        state.events.send(Decision::new(&request, outcome));
     }
     (
         StatusCode::OK,
