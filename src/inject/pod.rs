@@ -343,7 +343,9 @@ pub struct Submitted<'a> {
 /// read or merge them ([`Submitted::whole_metadata`]). Any other shape stays in the metadata, for the shape checks to
 /// name.
 struct OwnersText<'a> {
-    text: &'a RawValue,
+    /// Per owner, its members as text.
+    members: Vec<Texts<'a>>,
+    /// Per owner, what is read of it.
     read: Vec<Owner<'a>>,
 }
 
@@ -390,70 +392,45 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// A string member of an owner: the string, or empty when it is something else.
-struct OwnerText<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for OwnerText<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OwnerText<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Owned(v.to_owned())))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<OwnerText<'de>, E> {
-                Ok(OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OwnerText<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(|_| OwnerText(Cow::Borrowed("")))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OwnerText<'de>, A::Error> {
-                Value::deserialize(MapAccessDeserializer::new(map)).map(|_| OwnerText(Cow::Borrowed("")))
-            }
-        }
-        d.deserialize_any(V)
+/// A member of an owner as text: a string's value (borrowed when it has no escapes), else empty.
+fn owner_text(raw: &RawValue) -> Cow<'_, str> {
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+        Some(_) => serde_json::from_str::<String>(text).map_or(Cow::Borrowed(""), Cow::Owned),
+        None => Cow::Borrowed(""),
     }
 }
 
-/// `controller`: true only when it is `true`.
-struct OwnerFlag(bool);
-
-impl<'de> de::Deserialize<'de> for OwnerFlag {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OwnerFlag;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any value")
-            }
-            visit_as_value!(|v: Value| OwnerFlag(v == true), seq map);
-        }
-        d.deserialize_any(V)
+/// serde_json's message without its position (the outer parser adds where in the body).
+fn message_of(e: &serde_json::Error) -> String {
+    let e = e.to_string();
+    match e.rsplit_once(" at line ") {
+        Some((message, _)) => message.to_owned(),
+        None => e,
     }
 }
 
-/// An item of `ownerReferences` as the text path reads it: an object as an [`Owner`], or something else.
+/// An owner's members as text (read in one pass, in their order, repeated names too), with what is read of them (the
+/// last of a repeated name counting).
+struct OwnerMembers<'a> {
+    members: Texts<'a>,
+    owner: Owner<'a>,
+}
+
+/// An owner's members as a tree, as parsing the owner would have built it (the last of a repeated name counting).
+fn owner_tree(members: &Texts) -> Result<Value, serde_json::Error> {
+    let mut map = Map::new();
+    for (key, text) in members {
+        map.insert(key.clone().into_owned(), serde_json::from_str(text.get())?);
+    }
+    Ok(Value::Object(map))
+}
+
+/// An item of `ownerReferences`: an object's members as text, or something else as a tree.
 enum OwnerItem<'a> {
-    Object(Owner<'a>),
-    Other,
+    Object(OwnerMembers<'a>),
+    Other(Value),
 }
 
 impl<'de> de::Deserialize<'de> for OwnerItem<'de> {
@@ -465,69 +442,91 @@ impl<'de> de::Deserialize<'de> for OwnerItem<'de> {
                 f.write_str("an owner reference")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OwnerItem<'de>, A::Error> {
+                // Repeated names are kept as they come: the tree, if built, keeps the last.
+                let mut members = Vec::with_capacity(6);
                 let mut owner = Owner::default();
                 while let Some(Key(key)) = map.next_key()? {
-                    let slot = match key.as_ref() {
-                        "apiVersion" => &mut owner.api_version,
-                        "kind" => &mut owner.kind,
-                        "name" => &mut owner.name,
-                        "uid" => &mut owner.uid,
-                        "controller" => {
-                            owner.controller = map.next_value::<OwnerFlag>()?.0;
-                            continue;
-                        }
-                        _ => {
-                            // Read as the tree reads it, so that what the tree refuses (a number out of a double's
-                            // range) is refused too; the API server sends only `blockOwnerDeletion` here.
-                            map.next_value::<Value>()?;
-                            continue;
-                        }
-                    };
-                    *slot = map.next_value::<OwnerText>()?.0;
+                    let text: &'de RawValue = map.next_value()?;
+                    if !matches!(text.get().as_bytes().first(), Some(b'"' | b't' | b'f' | b'n')) {
+                        // A number, list or object: checked as the tree would read it (a number out of a double's
+                        // range is refused). The API server sends only strings and booleans here.
+                        serde_json::from_str::<Value>(text.get()).map_err(|e| {
+                            de::Error::custom(format_args!("metadata.ownerReferences: {}", message_of(&e)))
+                        })?;
+                    }
+                    match key.as_ref() {
+                        "apiVersion" => owner.api_version = owner_text(text),
+                        "kind" => owner.kind = owner_text(text),
+                        "name" => owner.name = owner_text(text),
+                        "uid" => owner.uid = owner_text(text),
+                        "controller" => owner.controller = text.get() == "true",
+                        _ => {}
+                    }
+                    members.push((key, text));
                 }
-                Ok(OwnerItem::Object(owner))
+                Ok(OwnerItem::Object(OwnerMembers { members, owner }))
             }
-            visit_as_value!(|_| OwnerItem::Other, seq);
+            visit_as_value!(OwnerItem::Other, seq);
         }
         d.deserialize_any(V)
     }
 }
 
-/// `ownerReferences` as the text path reads them: the owners when they are a list of objects.
-struct OwnerList<'a>(Option<Vec<Owner<'a>>>);
+/// The metadata's `ownerReferences`: a list of objects as text, or anything else as a tree.
+enum OwnersField<'a> {
+    Text(OwnersText<'a>),
+    Tree(Value),
+}
 
-impl<'de> de::Deserialize<'de> for OwnerList<'de> {
+impl<'de> de::Deserialize<'de> for OwnersField<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = OwnerList<'de>;
+            type Value = OwnersField<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list")
+                f.write_str("any value")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OwnerList<'de>, A::Error> {
-                let mut owners = Some(Vec::with_capacity(seq.size_hint().unwrap_or(1)));
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OwnersField<'de>, A::Error> {
+                let n = seq.size_hint().unwrap_or(1);
+                let mut owners = OwnersText {
+                    members: Vec::with_capacity(n),
+                    read: Vec::with_capacity(n),
+                };
                 while let Some(item) = seq.next_element::<OwnerItem>()? {
-                    match (item, &mut owners) {
-                        (OwnerItem::Object(owner), Some(owners)) => owners.push(owner),
-                        _ => owners = None,
+                    match item {
+                        OwnerItem::Object(OwnerMembers { members, owner }) => {
+                            owners.members.push(members);
+                            owners.read.push(owner);
+                        }
+                        OwnerItem::Other(value) => {
+                            // Not a list of objects: a tree, for the shape checks to name the item.
+                            let mut items = Vec::with_capacity(owners.members.len() + 1);
+                            for members in &owners.members {
+                                items.push(owner_tree(members).map_err(|e| de::Error::custom(message_of(&e)))?);
+                            }
+                            items.push(value);
+                            while let Some(value) = seq.next_element::<Value>()? {
+                                items.push(value);
+                            }
+                            return Ok(OwnersField::Tree(Value::Array(items)));
+                        }
                     }
                 }
-                Ok(OwnerList(owners))
+                Ok(OwnersField::Text(owners))
             }
+            visit_as_value!(OwnersField::Tree, map);
         }
-        d.deserialize_seq(V)
+        d.deserialize_any(V)
     }
 }
 
-impl<'a> OwnersText<'a> {
-    /// The owners of `text` when it is a list of objects.
-    fn read(text: &'a RawValue) -> Option<Self> {
-        let json = text.get();
-        if !json.starts_with('[') {
-            return None;
-        }
-        let read = serde_json::from_str::<OwnerList<'a>>(json).ok()?.0?;
-        Some(Self { text, read })
+impl OwnersText<'_> {
+    /// The owners as a tree, as parsing them would have built it.
+    fn tree(&self) -> Result<Value, InjectError> {
+        let items = self.members.iter().map(owner_tree).collect::<Result<_, _>>();
+        items
+            .map(Value::Array)
+            .map_err(|e| InjectError::InvalidPod(format!("metadata.ownerReferences: {e}")))
     }
 }
 
@@ -555,21 +554,16 @@ impl<'de> de::Deserialize<'de> for Metadata<'de> {
                         "managedFields" => {
                             map.next_value::<IgnoredAny>()?;
                         }
-                        "ownerReferences" => {
-                            let text: &'de RawValue = map.next_value()?;
-                            owners = OwnersText::read(text);
-                            if owners.is_some() {
+                        "ownerReferences" => match map.next_value()? {
+                            OwnersField::Text(text) => {
                                 members.remove("ownerReferences");
-                            } else {
-                                let value = serde_json::from_str(text.get()).map_err(|e| {
-                                    // Where in the body: the outer parser's position, which serde_json adds.
-                                    let e = e.to_string();
-                                    let at = e.rsplit_once(" at line ").map_or(e.as_str(), |(message, _)| message);
-                                    de::Error::custom(format_args!("metadata.ownerReferences: {at}"))
-                                })?;
-                                members.insert(key.into_owned(), value);
+                                owners = Some(text);
                             }
-                        }
+                            OwnersField::Tree(value) => {
+                                members.insert(key.into_owned(), value);
+                                owners = None;
+                            }
+                        },
                         _ => {
                             members.insert(key.into_owned(), map.next_value()?);
                         }
@@ -847,7 +841,7 @@ impl<'a> Submitted<'a> {
         if let Some(owners) = self.owners.take()
             && let Some(Value::Object(members)) = &mut self.metadata
         {
-            members.insert("ownerReferences".to_owned(), parse_value(owners.text)?);
+            members.insert("ownerReferences".to_owned(), owners.tree()?);
         }
         Ok(self.metadata())
     }
@@ -1077,7 +1071,7 @@ mod tests {
             (r#"[{"name":"a","name":"b","kind":"K","kind":7,"controller":true,"controller":false}]"#.to_owned(), true),
             // Escapes; members that are not strings read as empty; unknown members of any shape.
             (
-                r#"[{"name":"web","kind":["x"],"apiVersion":{"a":1},"uid":null,"x":{"y":[1,2.5,-3e2]},"controller":true}]"#
+                r#"[{"name":"w\u0065b","uid":"a\"b","kind":["x"],"apiVersion":{"a":1},"x":{"y":[1,2.5,-3e2]},"controller":true}]"#
                     .to_owned(),
                 true,
             ),
@@ -1123,15 +1117,14 @@ mod tests {
             r#"[{"x":1e400}]"#,
             r#"[{"name":1e400}]"#,
             r#"[{"x":[-1e999]}]"#,
-            "[1e400]",
+            r#"[{"x":1},1e400]"#,
         ] {
             let text = format!(r#"{{"metadata":{{"ownerReferences":{references}}},"spec":{{}}}}"#);
-            assert!(serde_json::from_str::<Value>(&text).is_err(), "{references}");
+            let tree = serde_json::from_str::<Value>(&text).unwrap_err().to_string();
             let err = Submitted::from_json(&text).err().unwrap_or_default();
-            assert!(
-                err.starts_with("metadata.ownerReferences: number out of range at line 1 column"),
-                "{references}: {err}"
-            );
+            // Named by the member, or, for an item that is not an object, as the tree's parse names it.
+            let named = err.starts_with("metadata.ownerReferences: number out of range at line 1 column");
+            assert!(named || err == tree, "{references}: {err}");
         }
         // The direct owner: the controller, else the first.
         for (references, direct) in [
