@@ -378,8 +378,8 @@ fn summary(envelope: Envelope) -> String {
                 let spec = pod.spec(&inject::pod::Depth::Full);
                 let spec = spec.map(|s| s.value.to_string()).map_err(|e| e.to_string());
                 let owners = format!("{:?}", pod.owners());
-                let metadata = pod.whole_metadata().map(Value::to_string).map_err(|e| e.to_string());
-                format!("{} {metadata:?} {owners} {spec:?}", pod.has_metadata())
+                let metadata = pod.whole_metadata().to_string();
+                format!("{} {metadata} {owners} {spec:?}", pod.has_metadata())
             }
         };
         let r = &w.resource;
@@ -407,7 +407,64 @@ pub fn read_as_serde_json_reads(body: &[u8]) -> Result<bool, String> {
     if read != full {
         return Err(format!("read as {read}, by serde_json as {full}"));
     }
+    metadata_as_the_tree_has_it(text)?;
     Ok(true)
+}
+
+/// serde_json's private key by which a JSON object stands for the text of another value: serde_json's own trees give
+/// it that meaning (with its `raw_value` feature), the pod's reading of the metadata and its owners does not (no API
+/// server sends it).
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+/// For [`read_as_serde_json_reads`]: the pod's metadata as the review's reading gives it, its owners as read and then
+/// built back into it, against serde_json's tree of the body (without `managedFields`); an error naming the
+/// difference. Bodies serde_json refuses as a tree or as a review are left to the other checks.
+fn metadata_as_the_tree_has_it(text: &str) -> Result<(), String> {
+    let (Ok(tree), Ok(envelope)) = (
+        serde_json::from_str::<Value>(text),
+        serde_json::from_str::<Envelope>(text),
+    ) else {
+        return Ok(());
+    };
+    let Some(RequestWire {
+        object: Some(Object::Pod(mut pod)),
+        ..
+    }) = envelope.request
+    else {
+        return Ok(());
+    };
+    let mut want = tree
+        .get("request")
+        .and_then(|r| r.get("object"))
+        .and_then(|o| o.get("metadata"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(members) = want.as_object_mut() {
+        members.remove("managedFields");
+    }
+    let owners = format!("{:?}", pod.owners());
+    let want_owners = format!("{:?}", Owner::all_in(&want));
+    let metadata = pod.whole_metadata();
+    let keyed = |m: &Value| {
+        m.get(RAW_VALUE_KEY).is_some()
+            || m.get("ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|owners| owners.iter().any(|o| o.get(RAW_VALUE_KEY).is_some()))
+    };
+    if keyed(metadata) {
+        return Ok(());
+    }
+    if owners != want_owners {
+        return Err(format!(
+            "the pod's owners read as {owners}, from serde_json's tree {want_owners}"
+        ));
+    }
+    if *metadata != want {
+        return Err(format!(
+            "the pod's metadata read as {metadata}, by serde_json as {want}"
+        ));
+    }
+    Ok(())
 }
 
 /// The review's kind alone, to tell a body of another kind from a broken review.
@@ -457,7 +514,8 @@ impl Request<'_> {
         self.namespace.as_deref().unwrap_or_default()
     }
 
-    /// The pod's metadata (null when there is no pod).
+    /// The pod's metadata (null when there is no pod), without its `ownerReferences` while they are kept as read
+    /// (see [`Submitted::metadata`]; [`Request::workload`] and [`Request::pod_owner`] read them).
     pub fn pod_metadata(&self) -> &Value {
         self.pod.as_ref().map_or(&Value::Null, Submitted::metadata)
     }
@@ -789,6 +847,53 @@ mod tests {
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         assert!(body["response"]["patch"].is_string(), "the patch must be base64 text");
         assert_eq!(body["response"]["uid"], "0df28fbd-5f5f-11e8-bc74-36e6bb280816");
+    }
+
+    #[test]
+    fn the_workload_and_the_events_owner_come_from_the_owner_references_before_and_after_injection() {
+        let owned = |annotations: Value| {
+            let mut p = pod(annotations);
+            p["metadata"]["ownerReferences"] = json!([
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "u2"},
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9", "uid": "u1", "controller": true}
+            ]);
+            p["metadata"]["labels"]["pod-template-hash"] = json!("7d4b9");
+            review(p, "shop")
+        };
+        let mut config = InjectionConfig::default();
+        config.user_templates = crate::inject::config::parse_templates(
+            &[(
+                "mine".to_owned(),
+                "metadata:\n  labels:\n    mine: \"yes\"\n".to_owned(),
+            )]
+            .into(),
+        );
+        let injector = Injector::compile(config);
+        let want_owner = Some(("apps/v1", "ReplicaSet", "web-7d4b9", "u1"));
+        // Built-in template only (the owners stay as read), and a user's (they are built into the metadata).
+        for annotations in [json!({}), json!({"inject.istio.io/templates": "sidecar,mine"})] {
+            let body = owned(annotations.clone());
+            let mut req = parse(&body).unwrap();
+            for stage in ["parsed", "answered"] {
+                if stage == "answered" {
+                    let (response, _) = respond(&mut req, Some(&injector), "default", None);
+                    assert!(response.patch.is_some(), "{annotations}");
+                }
+                let w = req.workload();
+                let w = (w.kind.as_str(), w.name.as_str(), w.namespace.as_str());
+                assert_eq!(w, ("Deployment", "web", "shop"), "{annotations} {stage}");
+                let owner = req.pod_owner();
+                let owner = owner
+                    .as_ref()
+                    .map(|(a, k, n, u)| (a.as_str(), k.as_str(), n.as_str(), u.as_str()));
+                assert_eq!(owner, want_owner, "{annotations} {stage}");
+            }
+        }
+        // No owners: the pod itself, and no owner for the Event.
+        let body = review(pod(json!({})), "shop");
+        let req = parse(&body).unwrap();
+        assert_eq!(req.pod_owner(), None);
+        assert_eq!(req.workload().kind, "Pod");
     }
 
     #[test]

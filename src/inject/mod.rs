@@ -547,8 +547,9 @@ pub fn inject_pod_with(
 ) -> Result<PodOutcome, InjectError> {
     let depth = pod.depth(injector);
     if depth == pod::Depth::Full {
-        // A user's template may read the owners or merge into them.
-        pod.whole_metadata()?;
+        // The whole metadata for the full parse: a user's template (chosen among others) may read the owners or merge
+        // into them.
+        pod.whole_metadata();
     }
     let spec = pod.spec(&depth)?;
     let metadata = pod.metadata();
@@ -1511,6 +1512,35 @@ mod tests {
                     "f:ports": {".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}}}}
             }
         }])
+    }
+
+    #[test]
+    fn owner_references_read_as_text_reach_user_templates_whole_and_are_left_alone_otherwise() {
+        let owners = json!([
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": "u2"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c", "uid": "u1", "controller": true,
+             "blockOwnerDeletion": true}
+        ]);
+        let mut p = pod();
+        p["metadata"]["ownerReferences"] = owners.clone();
+        p["metadata"]["generateName"] = json!("web-7d4b9c-");
+        // The built-in template: the patch does not touch them, and the patched pod is what kube-inject makes of the
+        // whole pod (the workload, from the controller, included).
+        let (text, patched) = webhook(&InjectionConfig::default(), &p).unwrap().unwrap();
+        assert!(!text.contains("ownerReferences"), "{text}");
+        assert_eq!(patched["metadata"]["ownerReferences"], owners);
+        let whole = through_inject(&InjectionConfig::default(), &p);
+        assert_eq!((&patched["metadata"], &patched["spec"]), (&whole.metadata, &whole.spec));
+        // A user's template reads them as the pod has them.
+        let config = with_templates(&[(
+            "count",
+            "metadata:\n  annotations:\n    owners: \"{{ len .ObjectMeta.OwnerReferences }}\"\n",
+        )]);
+        p["metadata"]["annotations"][ann::TEMPLATES] = json!("sidecar,count");
+        let injected = through_webhook(&config, &p);
+        assert_eq!(injected["metadata"]["annotations"]["owners"], "2");
+        assert_eq!(injected["metadata"]["ownerReferences"], owners);
+        assert_eq!(through_inject(&config, &p).metadata, injected["metadata"]);
     }
 
     #[test]
