@@ -408,6 +408,8 @@ impl<'a> MemberValue<'a> {
         match self {
             MemberValue::Str(Cow::Borrowed(s)) => Cow::Borrowed(s),
             MemberValue::Str(Cow::Owned(s)) => Cow::Owned(s.clone()),
+            // A string the tree made of an object (serde_json's private raw-value key).
+            MemberValue::Other(Value::String(s)) => Cow::Owned(s.clone()),
             MemberValue::Other(_) => Cow::Borrowed(""),
         }
     }
