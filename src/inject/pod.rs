@@ -393,11 +393,12 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// A member of an owner as read in the pod's pass: a string (borrowed when it has no escapes), or anything else as
-/// the tree would hold it. Read by the pod's parser, so it refuses what the tree refuses (a lone surrogate, a number
-/// out of a double's range, nesting past the limit counted from the body), with the same message.
+/// A member of an owner as read in the pod's pass: a string borrowed from the body (when it has no escapes), or
+/// anything else (an escaped string too) as the tree would hold it. Read by the pod's parser, so it refuses what the
+/// tree refuses (a lone surrogate, a number out of a double's range, nesting past the limit counted from the body),
+/// with the same message.
 enum MemberValue<'a> {
-    Str(Cow<'a, str>),
+    Str(&'a str),
     Other(Value),
 }
 
@@ -406,9 +407,8 @@ impl<'a> MemberValue<'a> {
     /// the body when it has no escapes.
     fn text(&self) -> Cow<'a, str> {
         match self {
-            MemberValue::Str(Cow::Borrowed(s)) => Cow::Borrowed(s),
-            MemberValue::Str(Cow::Owned(s)) => Cow::Owned(s.clone()),
-            // A string the tree made of an object (serde_json's private raw-value key).
+            MemberValue::Str(s) => Cow::Borrowed(s),
+            // An escaped string, or one the tree made of an object (serde_json's private raw-value key).
             MemberValue::Other(Value::String(s)) => Cow::Owned(s.clone()),
             MemberValue::Other(_) => Cow::Borrowed(""),
         }
@@ -416,7 +416,7 @@ impl<'a> MemberValue<'a> {
 
     fn into_value(self) -> Value {
         match self {
-            MemberValue::Str(s) => Value::String(s.into_owned()),
+            MemberValue::Str(s) => Value::String(s.to_owned()),
             MemberValue::Other(v) => v,
         }
     }
@@ -431,34 +431,10 @@ impl<'de> de::Deserialize<'de> for MemberValue<'de> {
                 f.write_str("any value")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Str(Cow::Borrowed(v)))
+                Ok(MemberValue::Str(v))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Other(Value::Bool(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Other(v.into()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Other(v.into()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Other(
-                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
-                ))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<MemberValue<'de>, E> {
-                Ok(MemberValue::Other(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MemberValue<'de>, A::Error> {
-                Value::deserialize(SeqAccessDeserializer::new(seq)).map(MemberValue::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MemberValue<'de>, A::Error> {
-                Value::deserialize(MapAccessDeserializer::new(map)).map(MemberValue::Other)
-            }
+            // An escaped string is held as the tree holds it; `text` reads it the same.
+            visit_as_value!(MemberValue::Other, seq map);
         }
         d.deserialize_any(V)
     }
