@@ -26,8 +26,9 @@ struct Text {
     init_containers: Vec<(String, String)>,
     /// The proxy up to its env list (`{"args":…,"env":[`).
     proxy_head: String,
-    /// The proxy's env: an entry's text, or `None` for a per-pod variable.
-    env: Vec<Option<String>>,
+    /// The proxy's env in order: each run of fixed entries as one text (the entries joined by commas, written with
+    /// one copy), and the per-pod variables between them.
+    env: Vec<EnvText>,
     /// The proxy after its env list (`],"image":…}`).
     proxy_tail: String,
     /// Volumes by name.
@@ -38,6 +39,15 @@ struct Text {
     /// the compiled items' names only, so the same for every such pod. [`Text::of`] leaves it empty and
     /// [`Compiled::render`], which alone makes a `Text`, sets it before any stand-ins use it.
     status: Known,
+}
+
+/// A part of the proxy's compiled env.
+#[derive(Debug, PartialEq)]
+enum EnvText {
+    /// Fixed entries, one after another, as JSON text joined by commas (never empty).
+    Fixed(String),
+    /// A per-pod variable: its index in the env (its entries are the pod's [`template::EnvHoles`]).
+    Hole(usize),
 }
 
 impl Text {
@@ -70,15 +80,22 @@ impl Text {
         tail.push('}');
         let mut env = Vec::new();
         let mut appendable = true;
-        for var in parts.env() {
-            env.push(match var {
+        for (i, var) in parts.env().iter().enumerate() {
+            match var {
                 EnvVar::Fixed(v) => {
                     let name = v.get("name").and_then(Value::as_str);
                     appendable &= name != Some(prometheus::SCRAPE_CONFIG_ENV) && name != Some("ISTIO_KUBE_APP_PROBERS");
-                    Some(serde_json::to_string(v)?)
+                    let entry = serde_json::to_string(v)?;
+                    match env.last_mut() {
+                        Some(EnvText::Fixed(run)) => {
+                            run.push(',');
+                            run.push_str(&entry);
+                        }
+                        _ => env.push(EnvText::Fixed(entry)),
+                    }
                 }
-                _ => None,
-            });
+                _ => env.push(EnvText::Hole(i)),
+            }
         }
         Ok(Self {
             init_containers: named(parts.init_containers())?,
@@ -159,14 +176,14 @@ impl StandIns<'_> {
                     out.push(b',');
                 }
             };
-            for (i, var) in self.text.env.iter().enumerate() {
-                match var {
-                    Some(text) => {
+            for part in &self.text.env {
+                match part {
+                    EnvText::Fixed(run) => {
                         sep(out);
-                        out.extend_from_slice(text.as_bytes());
+                        out.extend_from_slice(run.as_bytes());
                     }
-                    None => {
-                        for entry in self.holes.of(i) {
+                    EnvText::Hole(i) => {
+                        for entry in self.holes.of(*i) {
                             sep(out);
                             out.extend_from_slice(entry);
                         }
@@ -477,6 +494,57 @@ mod tests {
                     template::gateway_static(&settings),
                     "{annotations:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_compiled_env_is_its_fixed_entries_in_runs_and_the_per_pod_variables_between() {
+        for config in configs() {
+            let injector = Injector::compile(config);
+            for compiled in [&injector.sidecar, &injector.gateway] {
+                let text = compiled.text.as_ref().expect("the built-in parts are written");
+                // What the env was written as before runs: an entry's text, or a per-pod variable's index.
+                let mut expected: Vec<EnvText> = Vec::new();
+                for (i, var) in compiled.parts.env().iter().enumerate() {
+                    match var {
+                        EnvVar::Fixed(v) => {
+                            let entry = serde_json::to_string(v).unwrap();
+                            match expected.last_mut() {
+                                Some(EnvText::Fixed(run)) => *run = format!("{run},{entry}"),
+                                _ => expected.push(EnvText::Fixed(entry)),
+                            }
+                        }
+                        _ => expected.push(EnvText::Hole(i)),
+                    }
+                }
+                assert_eq!(text.env, expected);
+                assert!(
+                    text.env
+                        .windows(2)
+                        .all(|w| !matches!(w, [EnvText::Fixed(_), EnvText::Fixed(_)])),
+                    "runs are as long as they can be"
+                );
+                assert!(text.env.iter().any(|p| matches!(p, EnvText::Hole(_))));
+                // Every fixed entry is in a run, in order: the runs split at the holes give the entries back.
+                let fixed: Vec<String> = compiled
+                    .parts
+                    .env()
+                    .iter()
+                    .filter_map(|v| match v {
+                        EnvVar::Fixed(v) => Some(serde_json::to_string(v).unwrap()),
+                        _ => None,
+                    })
+                    .collect();
+                let runs: Vec<&str> = text
+                    .env
+                    .iter()
+                    .filter_map(|p| match p {
+                        EnvText::Fixed(run) => Some(run.as_str()),
+                        EnvText::Hole(_) => None,
+                    })
+                    .collect();
+                assert_eq!(runs.join(","), fixed.join(","));
             }
         }
     }
