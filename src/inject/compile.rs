@@ -113,7 +113,8 @@ impl Text {
 /// stage 5 needs to write them: the compiled text and the pod's entries of the proxy's per-pod env variables.
 pub struct StandIns<'c> {
     text: &'c Text,
-    /// The entries of the per-pod variables as JSON text, by the index of their variable in `text.env`.
+    /// The entries of the per-pod variables as JSON text, by the index of their variable in the parts' env (what
+    /// [`EnvText::Hole`] holds).
     holes: template::EnvHoles,
 }
 
@@ -504,47 +505,37 @@ mod tests {
             let injector = Injector::compile(config);
             for compiled in [&injector.sidecar, &injector.gateway] {
                 let text = compiled.text.as_ref().expect("the built-in parts are written");
-                // What the env was written as before runs: an entry's text, or a per-pod variable's index.
-                let mut expected: Vec<EnvText> = Vec::new();
-                for (i, var) in compiled.parts.env().iter().enumerate() {
-                    match var {
-                        EnvVar::Fixed(v) => {
-                            let entry = serde_json::to_string(v).unwrap();
-                            match expected.last_mut() {
-                                Some(EnvText::Fixed(run)) => *run = format!("{run},{entry}"),
-                                _ => expected.push(EnvText::Fixed(entry)),
-                            }
+                let env = compiled.parts.env();
+                // Walks the env with the parts: a run, read back as JSON, is the fixed entries up to the next
+                // per-pod variable; a hole is that variable, by its index in the env.
+                let mut at = 0;
+                for part in &text.env {
+                    match part {
+                        EnvText::Fixed(run) => {
+                            let entries: Vec<Value> = serde_json::from_str(&format!("[{run}]")).unwrap();
+                            let fixed: Vec<&Value> = env[at..]
+                                .iter()
+                                .map_while(|v| match v {
+                                    EnvVar::Fixed(v) => Some(v),
+                                    _ => None,
+                                })
+                                .collect();
+                            assert_eq!(
+                                entries.iter().collect::<Vec<_>>(),
+                                fixed,
+                                "a run is all the entries to a hole"
+                            );
+                            at += fixed.len();
                         }
-                        _ => expected.push(EnvText::Hole(i)),
+                        EnvText::Hole(i) => {
+                            assert_eq!(*i, at);
+                            assert!(!matches!(env[at], EnvVar::Fixed(_)));
+                            at += 1;
+                        }
                     }
                 }
-                assert_eq!(text.env, expected);
-                assert!(
-                    text.env
-                        .windows(2)
-                        .all(|w| !matches!(w, [EnvText::Fixed(_), EnvText::Fixed(_)])),
-                    "runs are as long as they can be"
-                );
+                assert_eq!(at, env.len(), "every variable has its part");
                 assert!(text.env.iter().any(|p| matches!(p, EnvText::Hole(_))));
-                // Every fixed entry is in a run, in order: the runs split at the holes give the entries back.
-                let fixed: Vec<String> = compiled
-                    .parts
-                    .env()
-                    .iter()
-                    .filter_map(|v| match v {
-                        EnvVar::Fixed(v) => Some(serde_json::to_string(v).unwrap()),
-                        _ => None,
-                    })
-                    .collect();
-                let runs: Vec<&str> = text
-                    .env
-                    .iter()
-                    .filter_map(|p| match p {
-                        EnvText::Fixed(run) => Some(run.as_str()),
-                        EnvText::Hole(_) => None,
-                    })
-                    .collect();
-                assert_eq!(runs.join(","), fixed.join(","));
             }
         }
     }
