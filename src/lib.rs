@@ -20,6 +20,7 @@ pub mod istio_crds;
 pub(crate) mod json_read;
 pub mod json_text;
 pub mod kubeinject;
+pub mod precoded;
 pub mod quantity;
 pub mod rbac;
 pub mod render;

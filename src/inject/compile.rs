@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::json_text::{self, Known};
+use crate::precoded::{Placed, Precoded};
 
 use super::config::InjectionConfig;
 use super::template::{self, EnvVar, Settings, Static};
@@ -19,20 +20,25 @@ use super::{PROXY_NAME, fragment, prometheus, proxy_config};
 /// drop instead of one per volume. Stage 5 writes the compiled volumes in its place, in order.
 pub const COMPILED_VOLUMES: &str = "compiled volumes (mizzen)";
 
-/// The compiled parts as JSON text, for stage 5 to write a pod's stand-ins with.
+/// The compiled parts as JSON text, for stage 5 to write a pod's stand-ins with. Each text is kept with its base64
+/// ([`Precoded`]), which the answer copies where the text was written into the patch.
 #[derive(Debug)]
 struct Text {
     /// Init containers by name.
-    init_containers: Vec<(String, String)>,
+    init_containers: Vec<(String, Precoded)>,
     /// The proxy up to its env list (`{"args":…,"env":[`).
-    proxy_head: String,
+    proxy_head: Precoded,
     /// The proxy's env in order: each run of fixed entries as one text (the entries joined by commas, written with
     /// one copy), and the per-pod variables between them.
     env: Vec<EnvText>,
     /// The proxy after its env list (`],"image":…}`).
-    proxy_tail: String,
+    proxy_tail: Precoded,
     /// Volumes by name.
-    volumes: Vec<(String, String)>,
+    volumes: Vec<(String, Precoded)>,
+    /// The volumes' texts joined by commas: the items of a list that holds them all.
+    volume_list: Precoded,
+    /// The operations that add the volumes before a pod's own ([`super::patch::compiled_volume_ops`]).
+    volume_ops: Precoded,
     /// Later stages only append to the env (no compiled entry has a name they replace).
     appendable: bool,
     /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]):
@@ -45,19 +51,19 @@ struct Text {
 #[derive(Debug, PartialEq)]
 enum EnvText {
     /// Fixed entries, one after another, as JSON text joined by commas (never empty).
-    Fixed(String),
+    Fixed(Precoded),
     /// A per-pod variable: its index in the env (its entries are the pod's [`template::EnvHoles`]).
     Hole(usize),
 }
 
 impl Text {
     fn of(parts: &Static) -> Result<Self, serde_json::Error> {
-        let named = |items: &[Value]| -> Result<Vec<(String, String)>, serde_json::Error> {
+        let named = |items: &[Value]| -> Result<Vec<(String, Precoded)>, serde_json::Error> {
             items
                 .iter()
                 .map(|i| {
                     let name = i.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-                    Ok((name, serde_json::to_string(i)?))
+                    Ok((name, Precoded::new(serde_json::to_string(i)?)))
                 })
                 .collect()
         };
@@ -80,29 +86,41 @@ impl Text {
         tail.push('}');
         let mut env = Vec::new();
         let mut appendable = true;
+        // The run of fixed entries being joined.
+        let mut run: Option<String> = None;
         for (i, var) in parts.env().iter().enumerate() {
             match var {
                 EnvVar::Fixed(v) => {
                     let name = v.get("name").and_then(Value::as_str);
                     appendable &= name != Some(prometheus::SCRAPE_CONFIG_ENV) && name != Some("ISTIO_KUBE_APP_PROBERS");
                     let entry = serde_json::to_string(v)?;
-                    match env.last_mut() {
-                        Some(EnvText::Fixed(run)) => {
+                    match &mut run {
+                        Some(run) => {
                             run.push(',');
                             run.push_str(&entry);
                         }
-                        _ => env.push(EnvText::Fixed(entry)),
+                        None => run = Some(entry),
                     }
                 }
-                _ => env.push(EnvText::Hole(i)),
+                _ => {
+                    env.extend(run.take().map(|run| EnvText::Fixed(Precoded::new(run))));
+                    env.push(EnvText::Hole(i));
+                }
             }
         }
+        env.extend(run.map(|run| EnvText::Fixed(Precoded::new(run))));
+        let volumes = named(parts.volumes())?;
+        let texts = || volumes.iter().map(|(_, text)| text.text());
+        let volume_list = Precoded::new(texts().collect::<Vec<_>>().join(","));
+        let volume_ops = Precoded::new(super::patch::compiled_volume_ops(texts()));
         Ok(Self {
             init_containers: named(parts.init_containers())?,
-            proxy_head: head,
+            proxy_head: Precoded::new(head),
             env,
-            proxy_tail: tail,
-            volumes: named(parts.volumes())?,
+            proxy_tail: Precoded::new(tail),
+            volumes,
+            volume_list,
+            volume_ops,
             appendable,
             status: Known::new(String::new()),
         })
@@ -129,7 +147,7 @@ pub enum Written {
     Changed,
 }
 
-impl StandIns<'_> {
+impl<'c> StandIns<'c> {
     /// `sidecar.istio.io/status` of a pod whose patch is written from the lists (see [`super::patch::Lists`]).
     pub fn lists_status(&self) -> &Known {
         &self.text.status
@@ -151,14 +169,23 @@ impl StandIns<'_> {
     }
 
     /// The compiled volumes' texts, in order, when `item` of `list` is the [`COMPILED_VOLUMES`] stand-in as made.
-    pub fn volume_block(&self, list: &str, item: &Value) -> Option<impl Iterator<Item = &str>> {
+    pub fn volume_block(&self, list: &str, item: &Value) -> Option<impl Iterator<Item = &'c Precoded> + use<'c>> {
         let map = item.as_object().filter(|m| list == "volumes" && m.len() == 1)?;
-        (map.get("name")?.as_str()? == COMPILED_VOLUMES)
-            .then(|| self.text.volumes.iter().map(|(_, text)| text.as_str()))
+        let text: &'c Text = self.text;
+        (map.get("name")?.as_str()? == COMPILED_VOLUMES).then(|| text.volumes.iter().map(|(_, text)| text))
     }
 
-    /// Writes the injected pod's `item` of `list` from the compiled text when it is a stand-in.
-    pub fn write(&self, out: &mut Vec<u8>, list: &str, item: &Value) -> Written {
+    /// The operations that add the compiled volumes before a pod's own, when `item` of `list` is the
+    /// [`COMPILED_VOLUMES`] stand-in as made.
+    pub fn volume_ops(&self, list: &str, item: &Value) -> Option<&'c Precoded> {
+        let text: &'c Text = self.text;
+        self.volume_block(list, item).map(|_| &text.volume_ops)
+    }
+
+    /// Writes the injected pod's `item` of `list` from the compiled text when it is a stand-in, noting in `placed`
+    /// where each compiled text went in `out` (see [`place`]).
+    pub fn write(&self, out: &mut Vec<u8>, placed: &mut Vec<Placed<'c>>, list: &str, item: &Value) -> Written {
+        let text: &'c Text = self.text;
         let Some((name, map)) = item
             .as_object()
             .and_then(|m| Some((m.get("name")?.as_str()?, m)))
@@ -170,18 +197,18 @@ impl StandIns<'_> {
             let Some(appended) = map.get("env").and_then(Value::as_array).filter(|_| map.len() == 2) else {
                 return Written::Changed;
             };
-            out.extend_from_slice(self.text.proxy_head.as_bytes());
+            place(out, placed, &text.proxy_head);
             let mut first = true;
             let mut sep = |out: &mut Vec<u8>| {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
             };
-            for part in &self.text.env {
+            for part in &text.env {
                 match part {
                     EnvText::Fixed(run) => {
                         sep(out);
-                        out.extend_from_slice(run.as_bytes());
+                        place(out, placed, run);
                     }
                     EnvText::Hole(i) => {
                         for entry in self.holes.of(*i) {
@@ -195,7 +222,7 @@ impl StandIns<'_> {
                 sep(out);
                 json_text::write_value(out, v);
             }
-            out.extend_from_slice(self.text.proxy_tail.as_bytes());
+            place(out, placed, &text.proxy_tail);
             return Written::Yes;
         }
         if map.len() != 1 {
@@ -204,22 +231,30 @@ impl StandIns<'_> {
         if list == "volumes" {
             // The block of compiled volumes, written in place as the items of a list (see [`Self::volume_block`]
             // for the items written one by one).
-            for (i, (_, text)) in self.text.volumes.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(text.as_bytes());
-            }
+            place(out, placed, &text.volume_list);
             return Written::Yes;
         }
-        match self.text.init_containers.iter().find(|(n, _)| n == name) {
-            Some((_, text)) => {
-                out.extend_from_slice(text.as_bytes());
+        match text.init_containers.iter().find(|(n, _)| n == name) {
+            Some((_, init)) => {
+                place(out, placed, init);
                 Written::Yes
             }
             None => Written::Changed,
         }
     }
+}
+
+/// Texts shorter than this are not noted where they are written: the answer encodes them with the bytes around them
+/// for less than it takes to copy their base64 separately.
+const PLACE_FROM: usize = 48;
+
+/// Appends a compiled text to `out`, noting where it went (when it is long enough to be worth it) so that the answer
+/// copies its base64 ([`crate::precoded::encode_append`]).
+pub fn place<'c>(out: &mut Vec<u8>, placed: &mut Vec<Placed<'c>>, text: &'c Precoded) {
+    if text.text().len() >= PLACE_FROM {
+        placed.push((out.len(), text));
+    }
+    out.extend_from_slice(text.text().as_bytes());
 }
 
 /// A built-in template's [`Static`] parts rendered for a pod without annotations, with what the rendering read.
@@ -512,7 +547,7 @@ mod tests {
                 for part in &text.env {
                     match part {
                         EnvText::Fixed(run) => {
-                            let entries: Vec<Value> = serde_json::from_str(&format!("[{run}]")).unwrap();
+                            let entries: Vec<Value> = serde_json::from_str(&format!("[{}]", run.text())).unwrap();
                             let fixed: Vec<&Value> = env[at..]
                                 .iter()
                                 .map_while(|v| match v {

@@ -511,11 +511,14 @@ fn run<'c, 'm>(
 
 /// The webhook's view of one pod: injected with a JSON patch, or skipped with the deciding rule.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PodOutcome {
+pub enum PodOutcome<'c> {
     /// The pod gets the sidecar.
     Injected {
         /// RFC 6902 patch from the submitted pod to the injected one, as JSON text.
         patch: Vec<u8>,
+        /// The injector's compiled texts in `patch`, by offset: their base64 is copied into the answer
+        /// ([`crate::precoded::encode_append`]).
+        placed: crate::precoded::Placements<'c>,
         /// Why it was injected.
         decision: Decision,
     },
@@ -524,12 +527,12 @@ pub enum PodOutcome {
 }
 
 /// Decides and, when the decision is to inject, injects a submitted Pod in `namespace` (all five stages).
-pub fn inject_pod(
-    injector: &Injector,
+pub fn inject_pod<'c>(
+    injector: &'c Injector,
     pod: &mut Submitted,
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
-) -> Result<PodOutcome, InjectError> {
+) -> Result<PodOutcome<'c>, InjectError> {
     inject_pod_with(injector, pod, namespace, namespace_annotations, true)
 }
 
@@ -538,13 +541,13 @@ pub fn inject_pod(
 /// as for any other pod, from the injected values: the same bytes either way, which the tests check. Public for the
 /// conformance tests.
 #[doc(hidden)]
-pub fn inject_pod_with(
-    injector: &Injector,
+pub fn inject_pod_with<'c>(
+    injector: &'c Injector,
     pod: &mut Submitted,
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
     shortcuts: bool,
-) -> Result<PodOutcome, InjectError> {
+) -> Result<PodOutcome<'c>, InjectError> {
     let depth = pod.depth(injector);
     if depth == pod::Depth::Full {
         // The whole metadata for the full parse: a user's template (chosen among others) may read the owners or merge
@@ -590,7 +593,11 @@ pub fn inject_pod_with(
         other => other,
     }
     .map_err(|e| InjectError::InvalidPod(e.to_string()))?;
-    Ok(PodOutcome::Injected { patch, decision })
+    Ok(PodOutcome::Injected {
+        patch: patch.bytes,
+        placed: crate::precoded::Placements(patch.placed),
+        decision,
+    })
 }
 
 #[cfg(test)]

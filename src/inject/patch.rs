@@ -11,9 +11,10 @@
 use serde_json::{Map, Value};
 
 use crate::json_text;
+use crate::precoded::{Placed, Precoded};
 
 use super::SCAN_UP_TO;
-use super::compile::{COMPILED_VOLUMES, StandIns, Written};
+use super::compile::{COMPILED_VOLUMES, StandIns, Written, place};
 use super::overlay::{Changes, Overlay};
 use super::pod::{SPEC_FIELDS, Spec};
 use super::template::Fragment;
@@ -130,13 +131,25 @@ impl Lists {
 /// Lists whose items are matched by name.
 const KEYED_LISTS: &[&str] = &["containers", "initContainers", "volumes", "imagePullSecrets"];
 
-struct Writer<'s> {
+struct Writer<'s, 'c> {
     out: Vec<u8>,
     path: String,
-    stand_ins: Option<&'s StandIns<'s>>,
+    stand_ins: Option<&'s StandIns<'c>>,
+    /// Where compiled texts went in `out`.
+    placed: Vec<Placed<'c>>,
 }
 
-impl Writer<'_> {
+/// A JSON patch as written, with where compiled texts went in it, for the answer to copy their base64
+/// ([`crate::precoded::encode_append`]).
+#[derive(Debug)]
+pub struct Patch<'c> {
+    /// The patch, as JSON text.
+    pub bytes: Vec<u8>,
+    /// Compiled texts in `bytes`, by offset.
+    pub placed: Vec<Placed<'c>>,
+}
+
+impl<'c> Writer<'_, 'c> {
     /// Runs `f` with `segment` appended to the path (escaped as a JSON pointer token).
     fn at<R>(&mut self, segment: &str, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
@@ -233,7 +246,7 @@ impl Writer<'_> {
     /// An item of the injected pod's `list`: from the compiled text when it stands in for a compiled one.
     fn item(&mut self, list: &str, item: &Value) -> Result<(), PatchError> {
         if let Some(stand_ins) = self.stand_ins {
-            match stand_ins.write(&mut self.out, list, item) {
+            match stand_ins.write(&mut self.out, &mut self.placed, list, item) {
                 Written::Yes => return Ok(()),
                 Written::Changed => return Err(PatchError::Fallback),
                 Written::NotAStandIn => {}
@@ -251,9 +264,22 @@ impl Writer<'_> {
         })
     }
 
-    /// `add` of an item given as JSON text at the current path.
-    fn add_text(&mut self, text: &str) -> Result<(), PatchError> {
-        self.op_text("add", text.as_bytes())
+    /// Compiled operations (see [`compiled_volume_ops`]), after the operations written so far.
+    fn ops_compiled(&mut self, ops: &'c Precoded) {
+        if ops.text().is_empty() {
+            return;
+        }
+        self.out.push(if self.out.is_empty() { b'[' } else { b',' });
+        place(&mut self.out, &mut self.placed, ops);
+    }
+
+    /// `add` of a compiled item at the current path.
+    fn add_compiled(&mut self, text: &'c Precoded) -> Result<(), PatchError> {
+        self.op_with("add", |w| {
+            w.out.extend_from_slice(b",\"value\":");
+            place(&mut w.out, &mut w.placed, text);
+            Ok(())
+        })
     }
 
     /// `op` of a value given as JSON text at the current path.
@@ -280,12 +306,15 @@ impl Writer<'_> {
         })
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Patch<'c> {
         if self.out.is_empty() {
             self.out.push(b'[');
         }
         self.out.push(b']');
-        self.out
+        Patch {
+            bytes: self.out,
+            placed: self.placed,
+        }
     }
 }
 
@@ -396,7 +425,7 @@ fn list(w: &mut Writer, key: &str, old: &[Value], new: &[Value], shallow: &[bool
             && let Some(block) = w.stand_ins.and_then(|s| s.volume_block(key, item))
         {
             for text in block {
-                w.at_index(j, |w| w.add_text(text))?;
+                w.at_index(j, |w| w.add_compiled(text))?;
                 j += 1;
             }
             continue;
@@ -462,17 +491,22 @@ pub fn give_back(patch: Vec<u8>) {
 
 /// The patch from the submitted pod (`old_metadata`, absent when the pod had none; `old_spec` as parsed) to the
 /// injected one, whose stand-ins for compiled items (if any) are written from `stand_ins`.
-pub fn build(
+pub fn build<'c>(
     old_metadata: Option<&Value>,
     new_metadata: Metadata,
     old_spec: &Spec,
     new_spec: &InjectedSpec,
-    stand_ins: Option<&StandIns>,
-) -> Result<Vec<u8>, PatchError> {
+    stand_ins: Option<&StandIns<'c>>,
+) -> Result<Patch<'c>, PatchError> {
     let mut w = Writer {
         out: buffer(),
         path: String::with_capacity(64),
         stand_ins,
+        placed: if stand_ins.is_some() {
+            Vec::with_capacity(16)
+        } else {
+            Vec::new()
+        },
     };
     let (new_metadata, only_labels_and_annotations) = match new_metadata {
         Metadata::Whole(m) => (m, false),
@@ -534,7 +568,7 @@ fn changes_ops(w: &mut Writer, old_metadata: Option<&Value>, changes: &Changes) 
 }
 
 /// The spec's operations, after the metadata's, and the patch.
-fn spec_ops(mut w: Writer, old_spec: &Spec, new_spec: &InjectedSpec) -> Result<Vec<u8>, PatchError> {
+fn spec_ops<'c>(mut w: Writer<'_, 'c>, old_spec: &Spec, new_spec: &InjectedSpec) -> Result<Patch<'c>, PatchError> {
     let new_spec = match new_spec {
         InjectedSpec::Whole(spec) => spec,
         InjectedSpec::Lists(lists) => {
@@ -611,17 +645,36 @@ fn lists_ops(w: &mut Writer, old_spec: &Spec, lists: &Lists) -> Result<(), Patch
     };
     w.at("volumes", |w| match old_spec.value.get("volumes") {
         None => w.add_list("volumes", std::slice::from_ref(block)),
-        Some(_) => {
-            let texts = w.stand_ins.and_then(|s| s.volume_block("volumes", block));
-            let Some(texts) = texts else {
-                return Err(PatchError::Fallback);
-            };
-            for (j, text) in texts.enumerate() {
-                w.at_index(j, |w| w.add_text(text))?;
+        // The compiled volumes added one by one before the pod's own, at 0, 1, …: compiled as one text.
+        Some(_) => match w.stand_ins.and_then(|s| s.volume_ops("volumes", block)) {
+            Some(ops) if w.path == VOLUMES_PATH => {
+                w.ops_compiled(ops);
+                Ok(())
             }
-            Ok(())
-        }
+            _ => Err(PatchError::Fallback),
+        },
     })
+}
+
+/// Where [`lists_ops`] adds the compiled volumes.
+const VOLUMES_PATH: &str = "/spec/volumes";
+
+/// The operations that add volumes of these texts at the start of a pod's volumes (`add` of each at
+/// `/spec/volumes/j`, in order), as the writer writes them, without the separator before the first: what
+/// [`lists_ops`] writes for the compiled volumes, compiled once.
+pub fn compiled_volume_ops<'t>(texts: impl IntoIterator<Item = &'t str>) -> String {
+    let mut w = Writer {
+        out: Vec::new(),
+        path: VOLUMES_PATH.to_owned(),
+        stand_ins: None,
+        placed: Vec::new(),
+    };
+    for (j, text) in texts.into_iter().enumerate() {
+        // Writing text cannot fail.
+        let _ = w.at_index(j, |w| w.op_text("add", text.as_bytes()));
+    }
+    // Without the `[` the first operation starts the writer's text with; the texts are UTF-8.
+    String::from_utf8(w.out.get(1..).unwrap_or_default().to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -655,7 +708,8 @@ mod tests {
             &InjectedSpec::Whole(new_spec.clone()),
             None,
         )?;
-        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        assert!(patch.placed.is_empty(), "no compiled text without stand-ins");
+        let patch: json_patch::Patch = serde_json::from_slice(&patch.bytes).unwrap();
         let mut pod = old.clone();
         json_patch::patch(&mut pod, &patch).unwrap();
         Ok((pod, serde_json::to_value(patch).unwrap()))
@@ -663,6 +717,18 @@ mod tests {
 
     fn applied(old: &Value, new: &Value) -> (Value, Value) {
         applied_to(old, Metadata::Whole(&new["metadata"]), &new["spec"]).unwrap()
+    }
+
+    #[test]
+    fn compiled_volume_ops_are_the_adds_at_zero_one_and_on() {
+        assert_eq!(
+            compiled_volume_ops([r#"{"name":"a"}"#, r#"{"emptyDir":{},"name":"b"}"#]),
+            concat!(
+                r#"{"op":"add","path":"/spec/volumes/0","value":{"name":"a"}},"#,
+                r#"{"op":"add","path":"/spec/volumes/1","value":{"emptyDir":{},"name":"b"}}"#
+            )
+        );
+        assert_eq!(compiled_volume_ops([]), "");
     }
 
     #[test]
@@ -678,6 +744,7 @@ mod tests {
                 None,
             )
             .unwrap()
+            .bytes
         };
         let first = write();
         // Given back dirty, with more bytes than the next patch has: the next patch is the same bytes.
@@ -765,6 +832,7 @@ mod tests {
                 out: Vec::new(),
                 path: "/metadata".into(),
                 stand_ins: None,
+                placed: Vec::new(),
             };
             let inner = w.at(segment, |w| w.path.clone());
             // RFC 6901: `~` first, then `/`.

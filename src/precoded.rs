@@ -1,0 +1,233 @@
+//! Texts kept with their base64, so that a longer text they are copied into is encoded without encoding them again.
+//!
+//! The webhook answers with its JSON patch in base64, and most of a first injection's patch is the compiled template's
+//! text (the proxy, the init container, the volumes), the same for every pod. Base64 encodes groups of three bytes
+//! counted from the start of the patch, so a compiled text copied into it starts at one of three offsets within a
+//! group: [`Precoded`] keeps its base64 from each, and [`encode_append`] copies it where the text was placed instead
+//! of encoding those bytes again. The answer is the same either way: a placement is used only after the bytes at its
+//! offset are checked to be its text.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+/// A text with the standard base64 of its whole groups of three bytes from each offset it can start a group at.
+#[derive(Debug)]
+pub struct Precoded {
+    text: String,
+    /// `from[s]`: the base64 of the text's bytes from `s` to the last whole group of three after it.
+    from: [Vec<u8>; 3],
+}
+
+impl PartialEq for Precoded {
+    /// The same text (the base64 follows from it).
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Precoded {
+    /// `text` with its base64 from each of the three offsets.
+    pub fn new(text: String) -> Self {
+        let from = [0, 1, 2].map(|skip| match groups_from(text.len(), skip) {
+            Some(n) => text
+                .as_bytes()
+                .get(skip..skip + n)
+                .map_or_else(Vec::new, |bytes| base64_simd::STANDARD.encode_type::<Vec<u8>>(bytes)),
+            None => Vec::new(),
+        });
+        Self { text, from }
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The length of the whole groups of three bytes in a text of `len` bytes from `skip` bytes in; `None` when there is
+/// none.
+fn groups_from(len: usize, skip: usize) -> Option<usize> {
+    len.checked_sub(skip).map(|n| n / 3 * 3).filter(|&n| n > 0)
+}
+
+/// A [`Precoded`] text copied into a longer text, at this offset.
+pub type Placed<'c> = (usize, &'c Precoded);
+
+/// Where [`Precoded`] texts were copied into a text, by increasing offset. Any two compare equal: placements change
+/// how the text is encoded, never its encoding ([`encode_append`]), so answers that differ only in them are the same.
+#[derive(Debug, Clone, Default)]
+pub struct Placements<'c>(pub Vec<Placed<'c>>);
+
+impl PartialEq for Placements<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Placements<'_> {}
+
+/// Appends the standard base64 (padded) of `bytes`, taking that of each text placed in it (`placed`, by increasing
+/// offset) from its [`Precoded`] rather than encoding it again. The result is always `bytes` encoded: a placement
+/// whose text is not at its offset in `bytes`, or that starts before the previous one used ends, is passed over.
+/// base64-simd encodes the rest with the CPU's vector instructions where it has them (AVX2, SSSE3, NEON; detected at
+/// run time) and a scalar loop elsewhere: for the small review's patch, writing the answer took 0.030 M fewer
+/// instructions than with the scalar encoder it replaced, a tenth of the handler then.
+pub fn encode_append(out: &mut Vec<u8>, bytes: &[u8], placed: &[Placed]) {
+    // `bytes[..done]` is encoded; `done` is a multiple of three, so each part is encoded without padding.
+    let mut done = 0;
+    for &(at, precoded) in placed {
+        let text = precoded.text.as_bytes();
+        // The text's first byte that starts a group of three of `bytes`.
+        let skip = (3 - at % 3) % 3;
+        let (Some(n), Some(code)) = (groups_from(text.len(), skip), precoded.from.get(skip)) else {
+            continue;
+        };
+        let (Some(start), Some(end)) = (at.checked_add(skip), at.checked_add(text.len())) else {
+            continue;
+        };
+        let (Some(before), Some(there)) = (bytes.get(done..start), bytes.get(at..end)) else {
+            continue;
+        };
+        if at < done || there != text {
+            continue;
+        }
+        if before.len() < SHORT {
+            encode_groups(out, before);
+        } else {
+            base64_simd::STANDARD.encode_append(before, out);
+        }
+        out.extend_from_slice(code);
+        done = start + n;
+    }
+    base64_simd::STANDARD.encode_append(bytes.get(done..).unwrap_or_default(), out);
+}
+
+/// Runs shorter than this between placed texts are encoded here: a call into the vector encoder costs as much as
+/// encoding some fifty bytes one group at a time.
+const SHORT: usize = 64;
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The base64 digit of the low six bits of `n`.
+#[inline]
+fn digit(n: u32) -> u8 {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "masked to six bits, within the 64-digit alphabet"
+    )]
+    ALPHABET[(n & 63) as usize]
+}
+
+/// Appends the base64 of `bytes`, whose length is a multiple of three (no padding), a group at a time.
+fn encode_groups(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() / 3 * 4);
+    for group in bytes.chunks_exact(3) {
+        if let [a, b, c] = *group {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            out.extend_from_slice(&[digit(n >> 18), digit(n >> 12), digit(n >> 6), digit(n)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `base64` crate's encoding, not base64-simd's.
+    fn plain(bytes: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes()
+    }
+
+    /// A small deterministic generator (xorshift), so the cases are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn texts_placed_anywhere_encode_as_the_bytes_do() {
+        let texts: Vec<Precoded> = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "{\"name\":\"istio-envoy\"}",
+            "é€😀x",
+        ]
+        .iter()
+        .map(|t| Precoded::new((*t).to_owned()))
+        .chain((0..6).map(|i| Precoded::new("0123456789".repeat(i * 7 + 1))))
+        .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            // Dynamic bytes and placed texts, one after another, in random lengths.
+            let mut bytes = Vec::new();
+            let mut placed = Vec::new();
+            for _ in 0..rng.below(6) {
+                for _ in 0..rng.below(8) {
+                    bytes.push(rng.next() as u8);
+                }
+                let p = &texts[rng.below(texts.len())];
+                placed.push((bytes.len(), p));
+                bytes.extend_from_slice(p.text().as_bytes());
+            }
+            let tail = rng.below(5);
+            bytes.extend(std::iter::repeat_n(b'x', tail));
+            let mut out = b"prefix".to_vec();
+            encode_append(&mut out, &bytes, &placed);
+            assert_eq!(out[6..], plain(&bytes)[..], "{bytes:?} {placed:?}");
+        }
+    }
+
+    #[test]
+    fn groups_encode_as_the_base64_crate_does() {
+        let bytes: Vec<u8> = (0..=255u8)
+            .chain((0..=255u8).rev())
+            .chain((0..90u8).map(|i| i.wrapping_mul(37)))
+            .collect();
+        for n in (0..bytes.len()).step_by(3) {
+            let mut out = Vec::new();
+            encode_groups(&mut out, &bytes[..n]);
+            assert_eq!(out, plain(&bytes[..n]), "{n}");
+        }
+    }
+
+    #[test]
+    fn wrong_placements_are_passed_over() {
+        let a = Precoded::new("abcdefghij".to_owned());
+        let b = Precoded::new("0123456789".to_owned());
+        let bytes = b"xxabcdefghij0123456789yy";
+        let cases: &[&[Placed]] = &[
+            // The right ones.
+            &[(2, &a), (12, &b)],
+            // A text that is not there, at its offset or anywhere.
+            &[(3, &a), (12, &b)],
+            &[(2, &b)],
+            // Out of order, overlapping, past the end.
+            &[(12, &b), (2, &a)],
+            &[(2, &a), (5, &a)],
+            &[(20, &b)],
+            &[(usize::MAX - 3, &b)],
+        ];
+        for placed in cases {
+            let mut out = Vec::new();
+            encode_append(&mut out, bytes, placed);
+            assert_eq!(out, plain(bytes), "{placed:?}");
+        }
+        // Each offset keeps the text's groups from where a group starts.
+        assert_eq!(a.from[0], plain(b"abcdefghi"));
+        assert_eq!(a.from[1], plain(b"bcdefghij"));
+        assert_eq!(a.from[2], plain(b"cdefgh"));
+        assert!(Precoded::new("ab".to_owned()).from[0].is_empty());
+    }
+}
