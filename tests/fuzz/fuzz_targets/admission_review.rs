@@ -1,6 +1,7 @@
 //! AdmissionReview bytes -> response bytes, the webhook's whole pure path, with the sample MeshInstall's
 //! configuration. Anything may be refused; nothing may panic, and every answer must serialise. The review's reader
-//! (`json_read`) must read what it reads as serde_json does.
+//! (`json_read`) must read what it reads as serde_json does, and the patch's base64 written with the compiled
+//! texts' own must be the patch's.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -26,4 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let (response, _outcome) = admission::respond(&mut request, Some(&INJECTOR), "default", None);
     let body = admission::to_body(&response);
     assert!(!body.is_empty(), "every response serialises");
+    // The patch's base64 with the compiled texts' copied is the patch's base64.
+    if let Some(patch) = &response.patch {
+        let (mut copied, mut encoded) = (Vec::new(), Vec::new());
+        mizzen::precoded::encode_append(&mut copied, patch, &response.placed.0);
+        mizzen::precoded::encode_append(&mut encoded, patch, &[]);
+        assert_eq!(copied, encoded, "the compiled texts' base64 is the patch's");
+    }
 });
