@@ -244,14 +244,10 @@ impl<'c> StandIns<'c> {
     }
 }
 
-/// Texts shorter than this are not noted where they are written: the answer encodes them with the bytes around them
-/// for less than it takes to copy their base64 separately.
-const PLACE_FROM: usize = 48;
-
-/// Appends a compiled text to `out`, noting where it went (when it is long enough to be worth it) so that the answer
-/// copies its base64 ([`crate::precoded::encode_append`]).
-pub fn place<'c>(out: &mut Vec<u8>, placed: &mut Vec<Placed<'c>>, text: &'c Precoded) {
-    if text.text().len() >= PLACE_FROM {
+/// Appends a compiled text to `out`, noting where it went (when it keeps its base64: see [`Precoded::placeable`])
+/// so that the answer copies its base64 ([`crate::precoded::encode_append`]).
+pub(crate) fn place<'c>(out: &mut Vec<u8>, placed: &mut Vec<Placed<'c>>, text: &'c Precoded) {
+    if text.placeable() {
         placed.push((out.len(), text));
     }
     out.extend_from_slice(text.text().as_bytes());

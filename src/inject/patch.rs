@@ -662,7 +662,7 @@ const VOLUMES_PATH: &str = "/spec/volumes";
 /// The operations that add volumes of these texts at the start of a pod's volumes (`add` of each at
 /// `/spec/volumes/j`, in order), as the writer writes them, without the separator before the first: what
 /// [`lists_ops`] writes for the compiled volumes, compiled once.
-pub fn compiled_volume_ops<'t>(texts: impl IntoIterator<Item = &'t str>) -> String {
+pub(crate) fn compiled_volume_ops<'t>(texts: impl IntoIterator<Item = &'t str>) -> String {
     let mut w = Writer {
         out: Vec::new(),
         path: VOLUMES_PATH.to_owned(),
