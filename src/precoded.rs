@@ -38,16 +38,19 @@ impl PartialEq for Precoded {
 impl Precoded {
     /// `text` with its base64 from each of the three offsets (none when it is shorter than [`PLACED_FROM`]).
     pub fn new(text: String) -> Self {
-        let from = [0, 1, 2].map(
-            |skip| match groups_from(text.len(), skip).filter(|_| text.len() >= PLACED_FROM) {
-                Some(n) => text
-                    .as_bytes()
-                    .get(skip..skip + n)
-                    .map_or_else(Vec::new, |bytes| base64_simd::STANDARD.encode_type::<Vec<u8>>(bytes)),
-                None => Vec::new(),
-            },
-        );
-        Self { text, from }
+        let mut precoded = Self {
+            text,
+            from: Default::default(),
+        };
+        if precoded.placeable() {
+            let bytes = precoded.text.as_bytes();
+            precoded.from = [0, 1, 2].map(|skip| {
+                groups_from(bytes.len(), skip)
+                    .and_then(|n| bytes.get(skip..skip + n))
+                    .map_or_else(Vec::new, |group| base64_simd::STANDARD.encode_type::<Vec<u8>>(group))
+            });
+        }
+        precoded
     }
 
     /// The text.
@@ -113,42 +116,11 @@ pub fn encode_append(out: &mut Vec<u8>, bytes: &[u8], placed: &[Placed]) {
         if at < done || there != text {
             continue;
         }
-        if before.len() < SHORT {
-            encode_groups(out, before);
-        } else {
-            base64_simd::STANDARD.encode_append(before, out);
-        }
+        base64_simd::STANDARD.encode_append(before, out);
         out.extend_from_slice(code);
         done = start + n;
     }
     base64_simd::STANDARD.encode_append(bytes.get(done..).unwrap_or_default(), out);
-}
-
-/// Runs shorter than this between placed texts are encoded here: a call into the vector encoder costs as much as
-/// encoding some fifty bytes one group at a time.
-const SHORT: usize = 64;
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// The base64 digit of the low six bits of `n`.
-#[inline]
-fn digit(n: u32) -> u8 {
-    #[expect(
-        clippy::indexing_slicing,
-        reason = "masked to six bits, within the 64-digit alphabet"
-    )]
-    ALPHABET[(n & 63) as usize]
-}
-
-/// Appends the base64 of `bytes`, whose length is a multiple of three (no padding), a group at a time.
-fn encode_groups(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() / 3 * 4);
-    for group in bytes.chunks_exact(3) {
-        if let [a, b, c] = *group {
-            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
-            out.extend_from_slice(&[digit(n >> 18), digit(n >> 12), digit(n >> 6), digit(n)]);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -199,7 +171,7 @@ mod tests {
             let mut bytes = Vec::new();
             let mut placed = Vec::new();
             for _ in 0..rng.below(6) {
-                // Gaps short and long: encoded a group at a time, or by the vector encoder.
+                // Gaps short and long (the vector encoder's loop and its tail).
                 let gap = if rng.below(4) == 0 {
                     rng.below(300)
                 } else {
@@ -217,19 +189,6 @@ mod tests {
             let mut out = b"prefix".to_vec();
             encode_append(&mut out, &bytes, &placed);
             assert_eq!(out[6..], plain(&bytes)[..], "{bytes:?} {placed:?}");
-        }
-    }
-
-    #[test]
-    fn groups_encode_as_the_base64_crate_does() {
-        let bytes: Vec<u8> = (0..=255u8)
-            .chain((0..=255u8).rev())
-            .chain((0..90u8).map(|i| i.wrapping_mul(37)))
-            .collect();
-        for n in (0..bytes.len()).step_by(3) {
-            let mut out = Vec::new();
-            encode_groups(&mut out, &bytes[..n]);
-            assert_eq!(out, plain(&bytes[..n]), "{n}");
         }
     }
 

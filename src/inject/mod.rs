@@ -595,7 +595,7 @@ pub fn inject_pod_with<'c>(
     .map_err(|e| InjectError::InvalidPod(e.to_string()))?;
     Ok(PodOutcome::Injected {
         patch: patch.bytes,
-        placed: crate::precoded::Placements(patch.placed),
+        placed: patch.placed,
         decision,
     })
 }

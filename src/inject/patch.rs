@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use crate::json_text;
-use crate::precoded::{Placed, Precoded};
+use crate::precoded::{Placed, Placements, Precoded};
 
 use super::SCAN_UP_TO;
 use super::compile::{COMPILED_VOLUMES, StandIns, Written, place};
@@ -146,7 +146,7 @@ pub struct Patch<'c> {
     /// The patch, as JSON text.
     pub bytes: Vec<u8>,
     /// Compiled texts in `bytes`, by offset.
-    pub placed: Vec<Placed<'c>>,
+    pub placed: Placements<'c>,
 }
 
 impl<'c> Writer<'_, 'c> {
@@ -313,7 +313,7 @@ impl<'c> Writer<'_, 'c> {
         self.out.push(b']');
         Patch {
             bytes: self.out,
-            placed: self.placed,
+            placed: Placements(self.placed),
         }
     }
 }
@@ -708,7 +708,7 @@ mod tests {
             &InjectedSpec::Whole(new_spec.clone()),
             None,
         )?;
-        assert!(patch.placed.is_empty(), "no compiled text without stand-ins");
+        assert!(patch.placed.0.is_empty(), "no compiled text without stand-ins");
         let patch: json_patch::Patch = serde_json::from_slice(&patch.bytes).unwrap();
         let mut pod = old.clone();
         json_patch::patch(&mut pod, &patch).unwrap();
