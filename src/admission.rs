@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::inject::pod::Object;
 use crate::inject::pod::Owner;
 use crate::inject::{self, InjectError, Injector, PodOutcome, Rule, Submitted, Workload};
-use crate::json_read::{Bail, Read, Reader};
+use crate::json_read::{Bail, RAW_VALUE_KEY, Read, Reader};
 use crate::json_text;
 use crate::precoded::{self, Placements};
 
@@ -338,11 +338,13 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Read<RequestWire<'a>> {
                 object = Some(if r.null() {
                     None
                 } else {
-                    // serde_json reads the pod from where it starts, borrowing from the body as the full parse does.
-                    let mut pods = serde_json::Deserializer::from_str(r.rest()).into_iter::<Object>();
-                    let pod = pods.next().and_then(Result::ok).ok_or(Bail)?;
-                    r.advance(pods.byte_offset())?;
-                    Some(pod)
+                    // The pod read here as far as it is read at once; anything the reader is not sure of in it is
+                    // read by serde_json from where the pod starts, borrowing from the body as the full parse does.
+                    let start = r.clone();
+                    Some(inject::pod::read_object(r).or_else(|Bail| {
+                        *r = start;
+                        r.serde::<Object>()
+                    })?)
                 });
             }
             "dryRun" if dry_run.is_none() => dry_run = Some(r.bool()?),
@@ -376,11 +378,12 @@ fn summary(envelope: Envelope) -> String {
             None => "no object".to_owned(),
             Some(Object::Other) => "not an object".to_owned(),
             Some(Object::Pod(mut pod)) => {
+                let draft = pod.spec_as_read();
                 let spec = pod.spec(&inject::pod::Depth::Full);
                 let spec = spec.map(|s| s.value.to_string()).map_err(|e| e.to_string());
                 let owners = format!("{:?}", pod.owners());
                 let metadata = pod.whole_metadata().to_string();
-                format!("{} {metadata} {owners} {spec:?}", pod.has_metadata())
+                format!("{} {metadata} {owners} {draft} {spec:?}", pod.has_metadata())
             }
         };
         let r = &w.resource;
@@ -411,11 +414,6 @@ pub fn read_as_serde_json_reads(body: &[u8]) -> Result<bool, String> {
     metadata_as_the_tree_has_it(text)?;
     Ok(true)
 }
-
-/// serde_json's private key by which a JSON object stands for the text of another value: serde_json's own trees give
-/// it that meaning (with its `raw_value` feature), the pod's reading of the metadata and its owners does not (no API
-/// server sends it).
-const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
 
 /// Whether a JSON text has [`RAW_VALUE_KEY`] as a key anywhere (escaped or not).
 struct HasRawValueKey(bool);
@@ -1370,21 +1368,33 @@ mod tests {
     /// parse (where the pod sits three containers deep), so a pod nested 126 or 127 levels deep is read here and
     /// refused there. Deeper, both refuse it; shallower, both read it.
     #[test]
-    fn the_recursion_limit_counts_from_the_pod() {
-        let differ: Vec<usize> = (120..=130)
-            .filter(|&levels| {
-                // The pod is the first level, its metadata the second.
-                let nested = format!("{}1{}", "[".repeat(levels - 2), "]".repeat(levels - 2));
-                let body = String::from_utf8(review(json!({"metadata": {"x": "X"}}), "shop"))
-                    .unwrap()
-                    .replace(r#""X""#, &nested);
-                let full = serde_json::from_str::<Envelope>(&body).is_ok();
-                let read = read_envelope(&body).is_ok();
-                assert!(read || !full, "{levels} levels: refused here, read by serde_json");
-                read != full
-            })
-            .collect();
-        assert_eq!(differ, [126, 127]);
+    fn the_recursion_limit_counts_from_the_member_serde_json_reads() {
+        // serde_json's limit of 128 levels counts from where it starts: the whole body for the full parse, the
+        // metadata or a spec field read at once for the reader. So the reader reads a few more levels, and never
+        // fewer; either way what is built stays within 128 levels of the member.
+        let differ = |pod: Value| -> Vec<usize> {
+            (120..=132)
+                .filter(|&levels| {
+                    let nested = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+                    let body = String::from_utf8(review(pod.clone(), "shop"))
+                        .unwrap()
+                        .replace(r#""X""#, &nested);
+                    let full = serde_json::from_str::<Envelope>(&body).is_ok();
+                    let read = read_envelope(&body).is_ok();
+                    assert!(read || !full, "{levels} levels: refused here, read by serde_json");
+                    read != full
+                })
+                .collect()
+        };
+        // serde_json builds up to 127 levels. The review and its request are two, the pod the third, its metadata
+        // the fourth: the full parse refuses 124 lists in the metadata, the reader 127.
+        assert_eq!(differ(json!({"metadata": {"x": "X"}})), [124, 125, 126]);
+        // A container's ports, read at once, are the seventh level (the spec, its list and the item between): the
+        // full parse refuses 122 lists there, the reader 128.
+        assert_eq!(
+            differ(json!({"spec": {"containers": [{"name": "web", "ports": "X"}]}})),
+            [122, 123, 124, 125, 126, 127]
+        );
     }
 
     #[test]

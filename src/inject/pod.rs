@@ -4,11 +4,15 @@
 //! tree until a user's template may need them there. Of the
 //! spec, the fields injection reads or merges into (containers, init containers, volumes, image pull secrets,
 //! security context, service account, host network); of a container only its name, ports, probes, lifecycle and
-//! restart policy; of a volume only its name. The rest stays text in the body ([`RawValue`]s) until the metadata
+//! restart policy; of a volume only its name. The rest stays text in the body (checked, borrowed) until the metadata
 //! says what the injection may touch: containers and volumes of the templates' names, or of what an earlier
 //! injection added, are then parsed whole, and so is everything when a template other than `sidecar` or `gateway`
 //! is selected or the pod brings its own volumes. Unparsed container fields the shape checks look at are checked
 //! without being built, so a pod of 40,000 env vars costs a scan, not a tree ten times its size.
+//!
+//! The webhook reads the pod with [`crate::json_read`]'s reader ([`read_object`]), the admission review's other
+//! readings with serde_json ([`Object`]'s visitors); both give the same [`Submitted`], which the admission tests and
+//! fuzzer compare.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
@@ -20,6 +24,8 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::json_read::{Bail, Read, Reader};
 
 use super::annotations as ann;
 use super::compile::Injector;
@@ -101,8 +107,8 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Members kept as text, in the order first seen.
-type Texts<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+/// Members kept as text (checked JSON, without the whitespace around it), in the order first seen.
+type Texts<'a> = Vec<(Cow<'a, str>, &'a str)>;
 
 /// Members being kept as text, the last of a repeated name winning (as when parsing into a map).
 struct Kept<'a> {
@@ -121,7 +127,7 @@ impl<'a> Kept<'a> {
         }
     }
 
-    fn keep(&mut self, key: Cow<'a, str>, value: &'a RawValue) {
+    fn keep(&mut self, key: Cow<'a, str>, value: &'a str) {
         let found = match &self.index {
             Some(index) => index.get(&key).copied(),
             None => self.texts.iter().position(|(k, _)| *k == key),
@@ -187,12 +193,14 @@ macro_rules! visit_as_value {
 }
 
 /// A list item: the fields read at once parsed, the others text.
+#[derive(Debug)]
 struct ItemDraft<'a> {
     parsed: Map<String, Value>,
     texts: Texts<'a>,
 }
 
 /// An item of a list parsed item by item: a draft when it is an object, else parsed whole (for the shape checks).
+#[derive(Debug)]
 enum Item<'a> {
     Draft(ItemDraft<'a>),
     Value(Value),
@@ -222,7 +230,7 @@ impl<'de> Visitor<'de> for ItemSeed {
                 parsed.insert(key.into_owned(), value);
             } else {
                 let value: &'de RawValue = map.next_value()?;
-                kept.keep(key, value);
+                kept.keep(key, value.get());
             }
         }
         Ok(Item::Draft(ItemDraft {
@@ -234,6 +242,7 @@ impl<'de> Visitor<'de> for ItemSeed {
 }
 
 /// A list parsed item by item, or what the field held instead.
+#[derive(Debug)]
 enum ListDraft<'a> {
     Items(Vec<Item<'a>>),
     Value(Value),
@@ -264,6 +273,7 @@ impl<'de> Visitor<'de> for ListSeed {
 }
 
 /// The spec as first read: lists item by item, the other fields read parsed, the rest text.
+#[derive(Debug)]
 struct SpecDraft<'a> {
     lists: [Option<ListDraft<'a>>; 3],
     parsed: Map<String, Value>,
@@ -297,7 +307,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 }
                 _ => {
                     let value: &'de RawValue = map.next_value()?;
-                    kept.keep(key, value);
+                    kept.keep(key, value.get());
                 }
             }
         }
@@ -307,6 +317,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
 }
 
 /// The pod's `spec` member: a spec, or something else (the pod is refused as having no spec).
+#[derive(Debug)]
 enum SpecMember<'a> {
     Spec(SpecDraft<'a>),
     NotAnObject,
@@ -649,6 +660,96 @@ fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> 
     }
 }
 
+/// `request.object` read on the webhook's hot path: the pod [`Object`] reads with serde_json, its spec's members, lists
+/// and items walked by [`Reader`] (whose skipping of what is kept as text takes a third of the instructions of
+/// serde_json's), the fields read at once and the metadata parsed by serde_json from where they start. [`Bail`] for
+/// anything the reader does not read (an object that is not one, a key with an escape, a spec that is not an
+/// object, ...): the caller then reads the object with serde_json, which gives the same pod.
+pub fn read_object<'a>(r: &mut Reader<'a>) -> Read<Object<'a>> {
+    let mut pod = Submitted {
+        metadata: None,
+        owners: None,
+        spec: None,
+    };
+    r.object(|r, key| {
+        match key {
+            "metadata" => {
+                let Metadata(metadata, owners) = r.serde()?;
+                (pod.metadata, pod.owners) = (Some(metadata), owners);
+            }
+            "spec" => pod.spec = Some(SpecMember::Spec(read_spec(r)?)),
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(Object::Pod(pod))
+}
+
+/// The spec, as [`SpecVisitor`] reads it.
+fn read_spec<'a>(r: &mut Reader<'a>) -> Read<SpecDraft<'a>> {
+    let mut lists = [None, None, None];
+    let mut parsed = Map::new();
+    let mut kept = Kept::with_capacity(16);
+    r.object(|r, key| {
+        match LISTS.iter().zip(&mut lists).find(|((name, _), _)| *name == key) {
+            Some(((_, fields), slot)) => *slot = Some(read_list(r, fields)?),
+            None if SPEC_FIELDS.contains(&key) => {
+                parsed.insert(key.to_owned(), read_value(r)?);
+            }
+            None => kept.keep(Cow::Borrowed(key), r.skip_text()?),
+        }
+        Ok(())
+    })?;
+    Ok(SpecDraft {
+        lists,
+        parsed,
+        texts: kept.texts,
+    })
+}
+
+/// A list of the spec, as [`ListSeed`] reads it.
+fn read_list<'a>(r: &mut Reader<'a>, fields: &[&str]) -> Read<ListDraft<'a>> {
+    if r.peek() != Some(b'[') {
+        return r.serde().map(ListDraft::Value);
+    }
+    let mut items = Vec::with_capacity(4);
+    r.array(|r| {
+        items.push(read_item(r, fields)?);
+        Ok(())
+    })?;
+    Ok(ListDraft::Items(items))
+}
+
+/// An item of a list, as [`ItemSeed`] reads it.
+fn read_item<'a>(r: &mut Reader<'a>, fields: &[&str]) -> Read<Item<'a>> {
+    if r.peek() != Some(b'{') {
+        return r.serde().map(Item::Value);
+    }
+    let mut parsed = Map::new();
+    let mut kept = Kept::with_capacity(8);
+    r.object(|r, key| {
+        if fields.contains(&key) {
+            parsed.insert(key.to_owned(), read_value(r)?);
+        } else {
+            kept.keep(Cow::Borrowed(key), r.skip_text()?);
+        }
+        Ok(())
+    })?;
+    Ok(Item::Draft(ItemDraft {
+        parsed,
+        texts: kept.texts,
+    }))
+}
+
+/// A value parsed at once: built by the reader, or by serde_json when the reader leaves it to it.
+fn read_value(r: &mut Reader) -> Read<Value> {
+    let start = r.clone();
+    r.value().or_else(|Bail| {
+        *r = start;
+        r.serde()
+    })
+}
+
 /// How much of the spec to parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Depth {
@@ -741,8 +842,8 @@ impl Spec<'_> {
     }
 }
 
-fn parse_value(raw: &RawValue) -> Result<Value, InjectError> {
-    serde_json::from_str(raw.get()).map_err(|e| InjectError::InvalidPod(e.to_string()))
+fn parse_value(raw: &str) -> Result<Value, InjectError> {
+    serde_json::from_str(raw).map_err(|e| InjectError::InvalidPod(e.to_string()))
 }
 
 /// Whether a JSON list's items are all objects, without building them.
@@ -763,8 +864,7 @@ impl<'de> Visitor<'de> for AllObjects {
 }
 
 /// `null`, or what the shape checks accept of a container field: it need not be built.
-fn shape_ok(field: &str, raw: &RawValue) -> bool {
-    let text = raw.get();
+fn shape_ok(field: &str, text: &str) -> bool {
     if text == "null" {
         return true;
     }
@@ -774,10 +874,21 @@ fn shape_ok(field: &str, raw: &RawValue) -> bool {
     if !CHECKED_LISTS.contains(&field) {
         return true;
     }
-    text.starts_with('[')
-        && serde_json::Deserializer::from_str(text)
+    if !text.starts_with('[') {
+        return false;
+    }
+    // The reader's walk of the list, or serde_json's when the reader leaves it.
+    let mut all = true;
+    let read = Reader::new(text).array(|r| {
+        all &= r.peek() == Some(b'{');
+        r.skip()
+    });
+    match read {
+        Ok(()) => all,
+        Err(Bail) => serde_json::Deserializer::from_str(text)
             .deserialize_seq(AllObjects)
-            .unwrap_or(false)
+            .unwrap_or(false),
+    }
 }
 
 /// A list item: whole when `whole`, else what was parsed at once (and, for a container, any wrongly shaped checked
@@ -843,6 +954,13 @@ impl<'a> Submitted<'a> {
             Object::Pod(pod) => Ok(pod),
             Object::Other => Err("request.object is not an object".into()),
         }
+    }
+
+    /// For the tests and the fuzzer: the spec as first read (before [`Submitted::spec`] takes it), to compare
+    /// readings.
+    #[doc(hidden)]
+    pub fn spec_as_read(&self) -> String {
+        format!("{:?}", self.spec)
     }
 
     /// The pod's metadata (null when it has none), without its `ownerReferences` while they are kept as read (read
@@ -965,6 +1083,129 @@ mod tests {
         value.to_string()
     }
 
+    /// What a reading of a pod gives: its metadata whole, its owners as read, and its spec as first read.
+    fn seen(object: Object) -> String {
+        match object {
+            Object::Other => "not an object".to_owned(),
+            Object::Pod(mut pod) => {
+                let draft = pod.spec_as_read();
+                let owners = format!("{:?}", pod.owners());
+                format!("{} {owners} {draft}", pod.whole_metadata())
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_reads_pods_as_serde_json_does_or_leaves_them_to_it() {
+        let base = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"},"ownerReferences":[{"kind":"ReplicaSet","name":"r","controller":true}]},"spec":{"containers":[{"name":"web","image":"nginx","ports":[{"containerPort":80}],"env":[{"name":"A","value":"x"}]}],"volumes":[{"name":"v","emptyDir":{}}],"serviceAccountName":"sa","tolerations":[]}}"#;
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        // (from, to, whether the reader reads it rather than leaving it to serde_json)
+        let edits: &[(&str, &str, bool)] = &[
+            ("", "", true),
+            (r#""spec":{"#, r#""spec":{"containers":null,"#, true),
+            (r#""spec":{"#, r#""spec":{"containers":[{"name":"x"}],"#, true),
+            (r#""containers":["#, r#""containers":[1,"x",null,[],{},"#, true),
+            (
+                r#""containers":["#,
+                r#""containers" : [ { "name" : "a" , "image" : [ 1 , 2 ] } , "#,
+                true,
+            ),
+            (r#""volumes":[{"name":"v","emptyDir":{}}]"#, r#""volumes":7"#, true),
+            (
+                r#""volumes":[{"name":"v","emptyDir":{}}]"#,
+                r#""volumes":{"a":1}"#,
+                true,
+            ),
+            (r#""volumes":[{"name":"v","emptyDir":{}}]"#, r#""volumes":[]"#, true),
+            (r#""image":"nginx""#, r#""image":"ng\u0069nx\n""#, true),
+            (r#""name":"web""#, r#""name":"w\u0065b""#, true),
+            (r#""name":"web""#, r#""name":"web","name":7"#, true),
+            (r#""image":"nginx""#, r#""image":"a","image":"b""#, true),
+            (
+                r#""serviceAccountName":"#,
+                r#""serviceAccountName":"a","serviceAccountName":"#,
+                true,
+            ),
+            (
+                r#""serviceAccountName":"sa""#,
+                r#""serviceAccountName":{"x":[1.5e-3,-0,true,null]}"#,
+                true,
+            ),
+            (r#""spec":{"#, r#""spec":{"x":1e5,"y":-0.25,"z":"\u00e9\t","#, true),
+            (r#""tolerations":[]"#, r#""tolerations" :	[ ] "#, true),
+            (r#""kind":"Pod""#, r#""kind":"Pod","kind":{"deep":[1,2]}"#, true),
+            (r#""metadata":{"#, r#""metadata":null,"metadata":{"#, true),
+            (r#""metadata":{"#, r#""metadata":7,"metadata":{"#, true),
+            (
+                r#""metadata":{"#,
+                r#""metadata":{"managedFields":[{"a":{"b":[1,2.5]}}],"#,
+                true,
+            ),
+            (
+                r#""metadata":{"#,
+                r#""metadata":{"managedFields":7,"managedFields":null,"#,
+                true,
+            ),
+            (r#""metadata":{"#, r#""metadata":{"ownerReferences":7,"#, true),
+            (
+                r#""ownerReferences":["#,
+                r#""ownerReferences":[{"name":"x"}],"ownerReferences":["#,
+                true,
+            ),
+            (
+                r#""metadata":{"#,
+                r#""metadata":{"annotations":{"a":"b","a":"c","c":1.5},"#,
+                true,
+            ),
+            (
+                r#""metadata":{"#,
+                r#""metadata":{"x":{"$serde_json::private::RawValue":"[1]"},"#,
+                true,
+            ),
+            (r#""metadata":{"#, r#""metadata":{"m\u0061nagedFields":[],"#, true),
+            (
+                r#""metadata":{"#,
+                &format!(r#""metadata":{{"managedFields":{deep},"#),
+                true,
+            ),
+            (
+                r#""spec":{"#,
+                r#""spec":{"securityContext":{"$serde_json::private::RawValue":"{\"a\":1}"},"#,
+                true,
+            ),
+            (r#""spec":{"#, r#""spec":null,"spec":{"#, false),
+            (r#""spec":{"#, r#""spec":{},"spec":{"#, true),
+            (r#""spec":{"#, r#""spec":[],"x":{"#, false),
+            (r#""image":"#, r#""im\u0061ge":"#, false),
+            (r#""spec":{"#, r#""sp\u0065c":{"#, false),
+            (r#""spec":{"#, r#""spec":{"\u0076olumes":[],"#, false),
+            (r#""spec":{"#, r#""spec":{"x":"\ud83d\ude00","#, false),
+            (r#""tolerations":[]"#, &format!(r#""tolerations":{deep}"#), false),
+            (r#""image":"nginx""#, &format!(r#""image":{deep}"#), false),
+            // Not JSON: serde_json refuses it too.
+            (r#""containerPort":80"#, r#""containerPort":1e400"#, false),
+            (r#""tolerations":[]"#, r#""tolerations":[],"#, false),
+            (r#""tolerations":[]"#, r#""tolerations":[1,]"#, false),
+            (r#""image":"nginx""#, r#""image":"nginx"""#, false),
+            (r#""emptyDir":{}"#, r#""emptyDir":{"a"}"#, false),
+        ];
+        for (from, to, expected) in edits {
+            assert!(base.contains(from), "{from}");
+            let text = base.replacen(from, to, 1);
+            let full = serde_json::from_str::<Object>(&text).map(seen);
+            let mut r = Reader::new(&text);
+            let read = read_object(&mut r).ok().filter(|_| r.at_end()).map(seen);
+            if let Some(read) = &read {
+                assert_eq!(full.as_ref().ok(), Some(read), "{text}");
+            }
+            assert_eq!(read.is_some(), *expected, "{text}: {full:?}");
+        }
+        // Not an object.
+        for text in ["[]", "null", "\"pod\"", "7"] {
+            assert!(read_object(&mut Reader::new(text)).is_err(), "{text}");
+        }
+    }
+
     #[test]
     fn application_containers_keep_only_what_injection_reads() {
         let text = pod(&json!({"metadata": {"name": "p"}, "spec": {
@@ -1028,6 +1269,32 @@ mod tests {
         let depth = submitted.depth(&injector);
         let spec = submitted.spec(&depth).unwrap();
         assert_eq!(spec.value, json!({"containers": {"name": "web"}, "volumes": "v"}));
+    }
+
+    #[test]
+    fn checked_lists_are_lists_of_objects_whoever_walks_them() {
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        let cases = [
+            ("[]".to_owned(), true),
+            ("[{}]".to_owned(), true),
+            (r#"[ {} , {"a":[1,{"b":null}]} ]"#.to_owned(), true),
+            ("[{},1]".to_owned(), false),
+            (r#"[{}, "x"]"#.to_owned(), false),
+            ("[[]]".to_owned(), false),
+            ("{}".to_owned(), false),
+            ("7".to_owned(), false),
+            ("null".to_owned(), true),
+            // Left by the reader to serde_json: nested deeper than it walks, a surrogate escape.
+            (format!("[{deep}]"), false),
+            (format!(r#"[{{"a":{deep}}}]"#), true),
+            (r#"[{"\ud83d\ude00":1}]"#.to_owned(), true),
+            (r#"[{"a":"\ud83d\ude00"}, 1]"#.to_owned(), false),
+        ];
+        for (text, want) in cases {
+            assert_eq!(shape_ok("env", &text), want, "{text}");
+            assert_eq!(shape_ok("volumeMounts", &text), want, "{text}");
+        }
+        assert!(shape_ok("image", "[1]") && shape_ok("resources", "{}") && !shape_ok("resources", "[]"));
     }
 
     #[test]
