@@ -2,10 +2,13 @@
 //! escapes, and skips what it does not read while checking it is JSON, a word at a time through strings.
 //!
 //! It reads only what it is sure of. Anything else (a key with an escape where a caller matches keys, a surrogate
-//! escape anywhere, nesting deeper than [`MAX_DEPTH`] in what it skips, a number where a caller wants a string) is
-//! [`Bail`]: the caller then parses the same text with serde_json, which decides, and words any error as always.
-//! So a text it reads is one serde_json reads the same way, and a text it refuses costs a second parse but is read
-//! no differently. What it accepts is a strict subset of what serde_json accepts: the four whitespace bytes,
+//! escape anywhere, nesting deeper than [`MAX_DEPTH`] in what it skips or builds, a number where a caller wants a
+//! string, a value serde_json builds by rules of its own: see [`Reader::value`]) is [`Bail`]: the caller then parses
+//! the same text with serde_json, which decides, and words any error as always. So a text it reads is one
+//! serde_json reads the same way, and a text it refuses costs a second parse but is read no differently, with one
+//! exception: serde_json's recursion limit (128 levels) counts from where serde_json starts, so a value nested
+//! within a few levels of it can be read when serde_json starts at the value (as [`Reader::serde`] has it) and
+//! refused when it starts further out. What it accepts is a strict subset of what serde_json accepts: the four whitespace bytes,
 //! strings without raw control characters and with the escapes `\" \\ \/ \b \f \n \r \t \uXXXX` (no surrogates),
 //! numbers `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, `true`, `false`, `null`; the text is `&str`, so
 //! UTF-8 is checked already. Keys with escapes inside skipped values are checked and accepted, as serde_json does.
@@ -22,14 +25,18 @@ pub struct Bail;
 /// What the reader's steps give.
 pub type Read<T> = Result<T, Bail>;
 
-/// Containers nested deeper than this are not skipped here (serde_json's own limit, 128, applies to what it
-/// builds; skipping has none, and this one only sends the text back to it).
+/// Containers nested deeper than this are not skipped or built here (serde_json's own limit, 128, applies to what
+/// it builds; its skipping has none, and this one only sends the text back to it).
 pub const MAX_DEPTH: usize = 64;
 
 /// serde_json's private key by which a JSON object stands for the text of another value: serde_json's own trees
-/// (`Value`, with its `raw_value` feature) build an object whose first key it is as that value, so
-/// [`Reader::value`] leaves such an object to serde_json. No API server sends it.
+/// (`Value`, with its `raw_value` feature) build an object whose first key it is as that value. No API server
+/// sends it.
 pub const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+/// What serde_json's private keys start with ([`RAW_VALUE_KEY`]; with its `arbitrary_precision` feature, a number's):
+/// [`Reader::value`] leaves an object whose first key starts so to serde_json.
+const PRIVATE_KEYS: &str = "$serde_json::private::";
 
 /// A position in a JSON text (cloned to come back to it).
 #[derive(Clone)]
@@ -344,7 +351,8 @@ impl<'a> Reader<'a> {
     /// Takes any value and builds it as serde_json builds its `Value`: strings decoded, integers as its `u64` (or
     /// `i64` when negative), an object's repeated key the last one's. [`Bail`] for what serde_json builds by its own
     /// rules (fractions, exponents, integers out of range and `-0`, which it makes floats; an object whose first
-    /// key is [`RAW_VALUE_KEY`]), keys with escapes, and nesting deeper than [`MAX_DEPTH`].
+    /// key is one of its private keys, such as [`RAW_VALUE_KEY`]), keys with escapes, and nesting deeper than
+    /// [`MAX_DEPTH`].
     pub fn value(&mut self) -> Read<serde_json::Value> {
         self.value_within(MAX_DEPTH)
     }
@@ -367,7 +375,7 @@ impl<'a> Reader<'a> {
             Some(b'{') if depth > 0 => {
                 let mut map = serde_json::Map::new();
                 self.object(|r, key| {
-                    if map.is_empty() && key == RAW_VALUE_KEY {
+                    if map.is_empty() && key.starts_with(PRIVATE_KEYS) {
                         return Err(Bail);
                     }
                     let value = r.value_within(depth - 1)?;
@@ -602,6 +610,10 @@ mod tests {
             ("{\"b\":{\"x\":1},\"b\":{\"y\":2}}", true),
             ("{\"\\u0061\":1}", false),
             ("{\"$serde_json::private::RawValue\":\"[1]\"}", false),
+            ("{\"$serde_json::private::Number\":\"1\"}", false),
+            ("{\"\\ud83d\\ude00\":1}", false),
+            ("\"\\u0000\"", true),
+            ("\"a\u{1}b\"", false),
             ("{\"a\":{\"$serde_json::private::RawValue\":\"[1]\"}}", false),
             ("{\"a\":1,\"$serde_json::private::RawValue\":\"[1]\"}", true),
             ("{\"a\":1,}", false),
@@ -621,8 +633,8 @@ mod tests {
             let built = r.value().ok().filter(|_| r.at_end());
             if let Some(built) = &built {
                 let full: serde_json::Value = serde_json::from_str(&text).unwrap();
-                // Numbers compared by their kind too (serde_json's `u64`, `i64` and `f64` print differently).
-                assert_eq!(format!("{built:?}"), format!("{full:?}"), "{text}");
+                // Values compare numbers by kind too: a float never equals an integer, `-0.0` never `0`.
+                assert_eq!(built, &full, "{text}");
             }
             assert_eq!(built.is_some(), expected, "{text}");
         }

@@ -662,9 +662,11 @@ fn object<'de, D: de::Deserializer<'de>>(d: D) -> Result<Object<'de>, D::Error> 
 
 /// `request.object` read on the webhook's hot path: the pod [`Object`] reads with serde_json, its spec's members, lists
 /// and items walked by [`Reader`] (whose skipping of what is kept as text takes a third of the instructions of
-/// serde_json's), the fields read at once and the metadata parsed by serde_json from where they start. [`Bail`] for
-/// anything the reader does not read (an object that is not one, a key with an escape, a spec that is not an
-/// object, ...): the caller then reads the object with serde_json, which gives the same pod.
+/// serde_json's), the fields read at once built by [`Reader::value`] (or, where it bails, by serde_json from where
+/// the field starts), the metadata read by serde_json from where it starts. [`Bail`] for anything else the reader
+/// does not read (an object that is not one, a key with an escape, a spec that is not an object, ...): the caller
+/// then reads the object with serde_json, which gives the same pod (but for serde_json's recursion limit, which
+/// counts from where serde_json starts: see [`crate::json_read`]).
 pub fn read_object<'a>(r: &mut Reader<'a>) -> Read<Object<'a>> {
     let mut pod = Submitted {
         metadata: None,

@@ -1,7 +1,7 @@
 //! AdmissionReview bytes -> response bytes, the webhook's whole pure path, with the sample MeshInstall's
 //! configuration. Anything may be refused; nothing may panic, and every answer must serialise. The review's reader
-//! (`json_read`) must read what it reads as serde_json does, and the patch's base64 written with the compiled
-//! texts' own must be the patch's.
+//! (`json_read`, the pod's spec included) must read what it reads as serde_json does, and the patch's base64 written
+//! with the compiled texts' own must be the patch's.
 #![no_main]
 
 use std::sync::LazyLock;
