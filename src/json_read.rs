@@ -4,14 +4,14 @@
 //! It reads only what it is sure of. Anything else (a key with an escape where a caller matches keys, a surrogate
 //! escape anywhere, nesting deeper than [`MAX_DEPTH`] in what it skips or builds, a number where a caller wants a
 //! string, a value serde_json builds by rules of its own: see [`Reader::value`]) is [`Bail`]: the caller then parses
-//! the same text with serde_json, which decides, and words any error as always. So a text it reads is one
-//! serde_json reads the same way, and a text it refuses costs a second parse but is read no differently, with one
-//! exception: serde_json's recursion limit (128 levels) counts from where serde_json starts, so a value nested
-//! within a few levels of it can be read when serde_json starts at the value (as [`Reader::serde`] has it) and
-//! refused when it starts further out. What it accepts is a strict subset of what serde_json accepts: the four whitespace bytes,
-//! strings without raw control characters and with the escapes `\" \\ \/ \b \f \n \r \t \uXXXX` (no surrogates),
-//! numbers `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, `true`, `false`, `null`; the text is `&str`, so
-//! UTF-8 is checked already. Keys with escapes inside skipped values are checked and accepted, as serde_json does.
+//! the same text with serde_json, which decides, and words any error as always. So a text it reads is one serde_json
+//! reads the same way, and a text it refuses costs a second parse but is read no differently, with one exception:
+//! serde_json's recursion limit (128 levels) counts from where serde_json starts, so a value nested within a few levels
+//! of it can be read when serde_json starts at the value (as [`Reader::serde`] has it) and refused when it starts
+//! further out. What it accepts is a strict subset of what serde_json accepts: the four whitespace bytes, strings
+//! without raw control characters and with the escapes `\" \\ \/ \b \f \n \r \t \uXXXX` (no surrogates), numbers
+//! `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, `true`, `false`, `null`; the text is `&str`, so UTF-8 is checked
+//! already. Keys with escapes inside skipped values are checked and accepted, as serde_json does.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
